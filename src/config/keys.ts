@@ -1,0 +1,215 @@
+// The settings a user can write down, and how each one is checked. One table
+// serves the three places a value can come from (flags, environment, config
+// file) and `dproxy config set`, so a value refused in one place is refused
+// with the same words in the others: "expected maxSize like '20GB', got 'lots'".
+//
+// Parsers throw DproxyError CONFIG_INVALID naming the key; callers that know
+// where the value came from add that with `fromSource`.
+
+import net from 'node:net'
+import path from 'node:path'
+import { DproxyError, isDproxyError } from '../errors.js'
+import { normalizeRegistry } from '../credentials/registry-host.js'
+import { expandHome } from './paths.js'
+import { parseDuration, parseSize } from './units.js'
+
+export const settingKeys = ['host', 'port', 'cacheDir', 'upstreams', 'maxAge', 'maxSize', 'ttl', 'auth'] as const
+export type SettingKey = (typeof settingKeys)[number]
+
+/** What `dproxy config` shows for each key: an example value and one line of help. */
+export const settingHelp: Record<SettingKey, { example: string; description: string }> = {
+  host: { example: '127.0.0.1', description: "listen address or comma list; 'localhost' means 127.0.0.1 and ::1" },
+  port: { example: '5000', description: 'listen port (0 picks a free one)' },
+  cacheDir: { example: '~/dproxy-cache', description: 'where blobs and manifests are kept' },
+  upstreams: { example: 'docker.io=http://127.0.0.1:15000', description: 'registry=URL overrides, comma separated' },
+  maxAge: { example: '10m', description: 'how long a cached tag is served before asking upstream again (0: always ask)' },
+  maxSize: { example: '20GB', description: 'cache size limit (0 means none)' },
+  ttl: { example: '30d', description: 'drop cached content unused for this long (0 means keep)' },
+  auth: { example: 'true', description: 'require the client password (dproxy env --rotate)' },
+}
+
+/** The pair of loopback addresses that 'localhost' and 'loopback' stand for. */
+export const loopbackHosts: readonly string[] = ['127.0.0.1', '::1']
+
+const squash = (name: string): string => name.replace(/[-_]/g, '').toLowerCase()
+const bySquashedName = new Map(settingKeys.map((key) => [squash(key), key]))
+
+/** The canonical key for a name written any reasonable way ('max-age', 'MAX_AGE', 'maxAge'). */
+export function settingKey(name: string): SettingKey | undefined {
+  return bySquashedName.get(squash(name))
+}
+
+export function unknownSetting(name: string, code: 'USAGE' | 'CONFIG_INVALID' = 'USAGE'): DproxyError {
+  return new DproxyError(code, `unknown setting '${name}' (known: ${settingKeys.join(', ')})`, {
+    detail: { key: name },
+  })
+}
+
+function expected(key: string, example: string, value: unknown, hint?: string): DproxyError {
+  const shown = typeof value === 'string' ? `'${value}'` : JSON.stringify(value)
+  return new DproxyError('CONFIG_INVALID', `expected ${key} like '${example}', got ${shown}${hint ? ` (${hint})` : ''}`, {
+    detail: { key, value },
+  })
+}
+
+/** Runs a parser and, if it refuses the value, says where the value came from. */
+export function fromSource<T>(source: string, parse: () => T): T {
+  try {
+    return parse()
+  } catch (err) {
+    if (isDproxyError(err, 'CONFIG_INVALID')) {
+      throw new DproxyError('CONFIG_INVALID', `${err.message} (from ${source})`, { detail: err.detail, cause: err })
+    }
+    throw err
+  }
+}
+
+function isListenHost(host: string): boolean {
+  if (net.isIP(host) !== 0) return true
+  return host.length <= 253 && host.split('.').every((part) => /^[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?$/i.test(part))
+}
+
+/** Listen addresses from 'a' or 'a,b'; 'localhost' and 'loopback' stand for 127.0.0.1 and ::1. */
+export function parseHosts(value: string, key = 'host'): string[] {
+  const parts = value
+    .split(',')
+    .map((part) => part.trim())
+    .filter((part) => part !== '')
+  if (parts.length === 0) throw expected(key, '127.0.0.1', value)
+  const hosts: string[] = []
+  for (const part of parts) {
+    const lower = part.toLowerCase()
+    const expanded = lower === 'localhost' || lower === 'loopback' ? loopbackHosts : [part.replace(/^\[(.*)\]$/, '$1')]
+    for (const host of expanded) {
+      if (!isListenHost(host)) throw expected(key, '127.0.0.1', value, `'${part}' is not an IP address or host name`)
+      if (!hosts.includes(host)) hosts.push(host)
+    }
+  }
+  return hosts
+}
+
+/** A listen port: 0 (the OS picks one) or 1..65535. */
+export function parsePort(value: string | number, key = 'port'): number {
+  const text = typeof value === 'number' ? String(value) : value.trim()
+  const port = /^\d{1,5}$/.test(text) ? Number(text) : Number.NaN
+  if (!(port >= 0 && port <= 65535)) throw expected(key, '5000', value, '0 to 65535')
+  return port
+}
+
+const truthy = new Set(['true', 'yes', 'on', '1'])
+const falsy = new Set(['false', 'no', 'off', '0'])
+
+export function parseBoolean(value: string | boolean, key: string): boolean {
+  if (typeof value === 'boolean') return value
+  const lower = value.trim().toLowerCase()
+  if (truthy.has(lower)) return true
+  if (falsy.has(lower)) return false
+  throw expected(key, 'true', value, 'true/false, yes/no, on/off, 1/0')
+}
+
+/**
+ * A directory: '~' is expanded; a relative path is resolved against the
+ * current directory when `relativeTo` is 'cwd' and refused when it is
+ * 'forbidden' (a config file is read from anywhere, so relative would be a guess).
+ */
+export function parseDirectory(
+  value: string,
+  key: string,
+  opts: { relativeTo: 'cwd' | 'forbidden'; env: NodeJS.ProcessEnv },
+): string {
+  const trimmed = value.trim()
+  if (trimmed === '') throw expected(key, '~/dproxy-cache', value)
+  const expanded = expandHome(trimmed, opts.env)
+  if (path.isAbsolute(expanded)) return path.resolve(expanded)
+  if (opts.relativeTo === 'forbidden') throw expected(key, '~/dproxy-cache', value, 'an absolute path or one starting with ~/')
+  return path.resolve(expanded)
+}
+
+/** Shows a URL with any user-info blanked, so a password typed into a URL is never echoed. */
+function redactUrl(raw: string): string {
+  return raw.replace(/^([a-z][a-z0-9+.-]*:\/\/)[^/?#]*@/i, '$1***@')
+}
+
+function upstreamUrl(registry: string, raw: string): string {
+  const example = 'https://mirror.example'
+  const key = `upstream URL for ${registry}`
+  let url: URL
+  try {
+    url = new URL(raw.trim())
+  } catch {
+    throw expected(key, example, redactUrl(raw))
+  }
+  if (url.protocol !== 'http:' && url.protocol !== 'https:') throw expected(key, example, redactUrl(raw), 'http or https only')
+  if (url.username !== '' || url.password !== '') {
+    throw expected(key, example, redactUrl(raw), "credentials do not belong in a URL; use 'dproxy login'")
+  }
+  if (url.search !== '' || url.hash !== '') throw expected(key, example, redactUrl(raw), 'no query or fragment')
+  return url.href.replace(/\/+$/, '')
+}
+
+/**
+ * Upstream overrides, registry host -> base URL, from 'docker.io=http://127.0.0.1:15000,ghcr.io=https://m.example',
+ * from a list of such strings (repeated flags) or from an object (a hand-edited config file).
+ * Docker Hub aliases become 'docker.io'; a trailing slash is dropped. The same host twice with
+ * different URLs is refused rather than resolved by order.
+ */
+export function upstreamsFrom(value: string | string[] | Record<string, string>): Record<string, string> {
+  const key = 'upstreams'
+  const example = 'docker.io=http://127.0.0.1:15000'
+  const pairs: Array<[string, string]> = []
+  if (typeof value === 'string' || Array.isArray(value)) {
+    const items = (typeof value === 'string' ? [value] : value).flatMap((item) => item.split(','))
+    for (const item of items) {
+      if (item.trim() === '') continue
+      const eq = item.indexOf('=')
+      if (eq === -1) throw expected(key, example, redactUrl(item.trim()), 'each entry is REGISTRY=URL')
+      pairs.push([item.slice(0, eq), item.slice(eq + 1)])
+    }
+  } else if (value !== null && typeof value === 'object') {
+    pairs.push(...Object.entries(value))
+  } else {
+    throw expected(key, example, value)
+  }
+  const out: Record<string, string> = {}
+  for (const [rawHost, rawUrl] of pairs) {
+    if (typeof rawUrl !== 'string') throw expected(key, example, value)
+    const registry = normalizeRegistry(rawHost, 'an upstream registry host')
+    const url = upstreamUrl(registry, rawUrl)
+    const previous = out[registry]
+    if (previous !== undefined && previous !== url) {
+      throw new DproxyError('CONFIG_INVALID', `upstream ${registry} is given twice ('${previous}' and '${url}')`, {
+        detail: { key, registry },
+      })
+    }
+    out[registry] = url
+  }
+  return out
+}
+
+/** Checks a config value as `dproxy config set` receives it; throws CONFIG_INVALID naming the key. */
+export function checkSetting(key: SettingKey, value: string, env: NodeJS.ProcessEnv): void {
+  switch (key) {
+    case 'host':
+      parseHosts(value, key)
+      return
+    case 'port':
+      parsePort(value, key)
+      return
+    case 'cacheDir':
+      parseDirectory(value, key, { relativeTo: 'forbidden', env })
+      return
+    case 'upstreams':
+      upstreamsFrom(value)
+      return
+    case 'maxAge':
+    case 'ttl':
+      parseDuration(value, key)
+      return
+    case 'maxSize':
+      parseSize(value, key)
+      return
+    case 'auth':
+      parseBoolean(value, key)
+      return
+  }
+}

@@ -1,0 +1,197 @@
+// The one place where dproxy decides its settings. Each value is taken from the
+// first layer that has it: command-line flags, then DPROXY_* environment
+// variables, then the config file, then the defaults below. Upstream overrides
+// are the exception: they merge per registry across the layers (a flag's
+// `--upstream docker.io=URL` replaces docker.io from the environment or the
+// file, and registries it does not mention are kept).
+//
+// Every value that is present is checked, even one a higher layer overrides,
+// so a broken config file is reported the first time, not the day a flag is
+// dropped. Errors say which layer the bad value came from. An environment
+// variable set to the empty string counts as unset.
+//
+// Two values are normalised on the way: maxSize and ttl of 0 become undefined
+// ("no limit"), so a flag can switch off a limit that the config file sets.
+
+import { DproxyError } from '../errors.js'
+import { configDir, defaultCacheDir, stateDir } from './paths.js'
+import {
+  fromSource,
+  loopbackHosts,
+  parseBoolean,
+  parseDirectory,
+  parseHosts,
+  parsePort,
+  settingKey,
+  settingKeys,
+  upstreamsFrom,
+  type SettingKey,
+} from './keys.js'
+import { openConfig } from './store.js'
+import { parseDuration, parseSize } from './units.js'
+
+export interface Settings {
+  /** Listen addresses; default 127.0.0.1 and ::1. */
+  hosts: string[]
+  /** Listen port; default 5000; 0 lets the OS choose (tests). */
+  port: number
+  /** Where blobs and manifests live; default defaultCacheDir(env). */
+  cacheDir: string
+  /** Registry host -> base URL, only what the user configured (built-in defaults live with the upstream client). */
+  upstreams: Record<string, string>
+  /** Default 0. */
+  maxAgeMs: number
+  /** Undefined when unset or 0: no size limit. */
+  maxSizeBytes: number | undefined
+  /** Undefined when unset or 0. */
+  ttlMs: number | undefined
+  /** Default false. */
+  auth: boolean
+  configDir: string
+  stateDir: string
+}
+
+/** Values as they arrive from commander options or are read from the file, before checking. */
+export interface RawSettings {
+  host?: string
+  port?: string | number
+  cacheDir?: string
+  upstreams?: string | string[] | Record<string, string>
+  maxAge?: string
+  maxSize?: string
+  ttl?: string
+  auth?: string | boolean
+}
+
+/** The environment variable for each setting. */
+export const settingEnvVars: Record<SettingKey, string> = {
+  host: 'DPROXY_HOST',
+  port: 'DPROXY_PORT',
+  cacheDir: 'DPROXY_CACHE_DIR',
+  upstreams: 'DPROXY_UPSTREAMS',
+  maxAge: 'DPROXY_MAX_AGE',
+  maxSize: 'DPROXY_MAX_SIZE',
+  ttl: 'DPROXY_TTL',
+  auth: 'DPROXY_AUTH',
+}
+
+/** The flag each setting is expected to be given by; used only to say where a bad value came from. */
+const flagNames: Record<SettingKey, string> = {
+  host: '--host',
+  port: '--port',
+  cacheDir: '--cache-dir',
+  upstreams: '--upstream',
+  maxAge: '--max-age',
+  maxSize: '--max-size',
+  ttl: '--ttl',
+  auth: '--auth',
+}
+
+export const defaultPort = 5000
+
+/**
+ * Parses upstream overrides ('docker.io=http://127.0.0.1:15000,ghcr.io=https://mirror.example',
+ * repeated 'HOST=URL' flags, or an object). `source` names where the value came from in errors.
+ */
+export function parseUpstreams(value: string | string[] | Record<string, string>, source: string): Record<string, string> {
+  return fromSource(source, () => upstreamsFrom(value))
+}
+
+interface Layer {
+  source: (key: SettingKey) => string
+  values: RawSettings
+  /** Relative directories: resolved against the working directory, or refused (config file). */
+  relativeTo: 'cwd' | 'forbidden'
+}
+
+function present<T>(value: T | undefined | null): value is T {
+  return value !== undefined && value !== null
+}
+
+function fromEnv(env: NodeJS.ProcessEnv): RawSettings {
+  const raw: Record<string, string> = {}
+  for (const key of settingKeys) {
+    const value = env[settingEnvVars[key]]
+    if (value !== undefined && value !== '') raw[key] = value
+  }
+  return raw
+}
+
+function fromFile(env: NodeJS.ProcessEnv, platform: NodeJS.Platform): { path: string; values: RawSettings } {
+  const file = openConfig(env, platform)
+  const raw: Record<string, string> = {}
+  for (const [name, value] of Object.entries(file.list())) {
+    // The file holds canonical names only (`config set` writes them); other spellings are reported, not guessed.
+    if (!(settingKeys as readonly string[]).includes(name)) {
+      const near = settingKey(name)
+      const hint = near === undefined ? `known: ${settingKeys.join(', ')}` : `did you mean '${near}'?`
+      throw new DproxyError('CONFIG_INVALID', `unknown setting '${name}' in ${file.path} (${hint})`, { detail: { key: name } })
+    }
+    raw[name] = value
+  }
+  return { path: file.path, values: raw }
+}
+
+/**
+ * Settings from flags, environment, config file and defaults, in that order.
+ * `env` defaults to process.env; pass an explicit one in tests. `platform` is for
+ * computing another platform's directories in tests.
+ */
+export function resolveSettings(
+  opts: { flags?: RawSettings; env?: NodeJS.ProcessEnv; platform?: NodeJS.Platform } = {},
+): Settings {
+  const env = opts.env ?? process.env
+  const platform = opts.platform ?? process.platform
+  const file = fromFile(env, platform)
+  const layers: Layer[] = [
+    { source: (key) => flagNames[key], values: opts.flags ?? {}, relativeTo: 'cwd' },
+    { source: (key) => settingEnvVars[key], values: fromEnv(env), relativeTo: 'cwd' },
+    { source: () => file.path, values: file.values, relativeTo: 'forbidden' },
+  ]
+
+  // Every present value is parsed (and so checked); the first layer's wins.
+  function pick<T>(key: SettingKey, parse: (value: unknown, layer: Layer) => T): T | undefined {
+    let winner: { value: T } | undefined
+    for (const layer of layers) {
+      const value = layer.values[key]
+      if (!present(value)) continue
+      const parsed = fromSource(layer.source(key), () => parse(value, layer))
+      winner ??= { value: parsed }
+    }
+    return winner?.value
+  }
+
+  const text = (value: unknown): string => {
+    if (typeof value === 'string') return value
+    if (typeof value === 'number' || typeof value === 'boolean') return String(value)
+    return JSON.stringify(value) ?? String(value)
+  }
+
+  const hosts = pick('host', (v) => parseHosts(text(v)))
+  const port = pick('port', (v) => parsePort(typeof v === 'number' ? v : text(v)))
+  const cacheDir = pick('cacheDir', (v, layer) => parseDirectory(text(v), 'cacheDir', { relativeTo: layer.relativeTo, env }))
+  const maxAgeMs = pick('maxAge', (v) => parseDuration(text(v), 'maxAge'))
+  const maxSizeBytes = pick('maxSize', (v) => parseSize(text(v), 'maxSize'))
+  const ttlMs = pick('ttl', (v) => parseDuration(text(v), 'ttl'))
+  const auth = pick('auth', (v) => parseBoolean(typeof v === 'boolean' ? v : text(v), 'auth'))
+
+  // Lowest layer first so that higher layers overwrite per registry.
+  const upstreams: Record<string, string> = {}
+  for (const layer of [...layers].reverse()) {
+    const value = layer.values.upstreams
+    if (present(value)) Object.assign(upstreams, parseUpstreams(value, layer.source('upstreams')))
+  }
+
+  return {
+    hosts: hosts ?? [...loopbackHosts],
+    port: port ?? defaultPort,
+    cacheDir: cacheDir ?? defaultCacheDir(env, platform),
+    upstreams,
+    maxAgeMs: maxAgeMs ?? 0,
+    maxSizeBytes: maxSizeBytes === 0 ? undefined : maxSizeBytes,
+    ttlMs: ttlMs === 0 ? undefined : ttlMs,
+    auth: auth ?? false,
+    configDir: configDir(env, platform),
+    stateDir: stateDir(env, platform),
+  }
+}

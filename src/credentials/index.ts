@@ -1,0 +1,77 @@
+// Chooses where credentials live. The OS keychain is preferred; when keytar is
+// missing or the keychain does not answer a probe in time, credentials go to a
+// 0600 file in the config directory and the caller is told why in one line.
+//
+// DPROXY_CREDENTIAL_STORE=file|keychain forces one; a forced keychain that does
+// not answer is an error, not a silent fallback. Without it, an existing
+// credentials.json keeps being used even if a keychain answers later, so that
+// logins made while there was none are not silently lost; removing the file
+// (`dproxy logout` of every registry) moves future logins to the keychain.
+//
+// Besides registry logins, the daemon's client password (`dproxy env --rotate`)
+// is stored here under the pseudo-registry CLIENT_SECRET_KEY ('dproxy-client').
+
+import fs from 'node:fs'
+import { DproxyError } from '../errors.js'
+import type { CredentialStore } from './credential.js'
+import { FileCredentialStore } from './file.js'
+import { KeychainCredentialStore, loadKeytar, probeKeychain, type Keytar } from './keychain.js'
+
+export type { Credential, CredentialStore } from './credential.js'
+export { CLIENT_SECRET_KEY, DOCKER_HUB, normalizeRegistry } from './registry-host.js'
+export { FileCredentialStore, credentialsFileName } from './file.js'
+export { KeychainCredentialStore, keychainService, type Keytar } from './keychain.js'
+
+/** How long the keychain gets to answer the probe; a locked keyring may be asking its user. */
+export const defaultProbeTimeoutMs = 5000
+
+export interface OpenCredentialStoreOptions {
+  configDir: string
+  env?: NodeJS.ProcessEnv
+  /** Told, in one line, why credentials are going to a file instead of the keychain. */
+  onFallback?: (reason: string) => void
+  probeTimeoutMs?: number
+  /** Replaces `import('keytar')`; for tests. */
+  loadKeychain?: () => Promise<Keytar>
+}
+
+async function answeringKeychain(opts: OpenCredentialStoreOptions): Promise<KeychainCredentialStore> {
+  const keytar = await (opts.loadKeychain ?? loadKeytar)()
+  await probeKeychain(keytar, opts.probeTimeoutMs ?? defaultProbeTimeoutMs)
+  return new KeychainCredentialStore(keytar)
+}
+
+function reasonOf(err: unknown): string {
+  return err instanceof Error ? err.message : String(err)
+}
+
+export async function openCredentialStore(opts: OpenCredentialStoreOptions): Promise<CredentialStore> {
+  const env = opts.env ?? process.env
+  const forced = env.DPROXY_CREDENTIAL_STORE ?? ''
+  const file = new FileCredentialStore(opts.configDir)
+  switch (forced) {
+    case 'file':
+      return file
+    case 'keychain':
+      try {
+        return await answeringKeychain(opts)
+      } catch (err) {
+        throw new DproxyError(
+          'CONFIG_INVALID',
+          `DPROXY_CREDENTIAL_STORE=keychain, but no OS keychain answered (${reasonOf(err)})`,
+          { cause: err },
+        )
+      }
+    case '':
+      break
+    default:
+      throw new DproxyError('CONFIG_INVALID', `expected DPROXY_CREDENTIAL_STORE like 'keychain' or 'file', got '${forced}'`)
+  }
+  if (fs.existsSync(file.path)) return file
+  try {
+    return await answeringKeychain(opts)
+  } catch (err) {
+    opts.onFallback?.(`no OS keychain answered (${reasonOf(err)}); storing credentials in ${file.path} (mode 0600)`)
+    return file
+  }
+}

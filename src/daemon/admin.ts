@@ -1,0 +1,99 @@
+// The daemon's own endpoints under /_dproxy/, for the CLI (`dproxy status`,
+// later `dproxy cache clear`) and for humans with curl. They reveal paths and
+// traffic numbers, so only loopback clients may use them, whatever address
+// the daemon listens on.
+
+import type { IncomingMessage, ServerResponse } from 'node:http'
+import { DproxyError } from '../errors.js'
+import { sendError } from '../registry/errors.js'
+import type { CacheStats } from '../store/store.js'
+import type { RateLimitReading } from '../upstream/ratelimit.js'
+import { upstreamBaseUrl } from '../upstream/registries.js'
+import { VERSION } from '../version.js'
+import type { Daemon } from './daemon.js'
+import { formatHost } from './daemon.js'
+
+export interface StatusReport {
+  version: string
+  pid: number
+  startedAt: string
+  uptimeSeconds: number
+  listen: string[]
+  cacheDir: string
+  cache: CacheStats
+  counters: {
+    requests: number
+    cacheHits: number
+    cacheMisses: number
+    bytesFromCache: number
+    bytesFromUpstream: number
+    upstreamManifestGets: number
+    upstreamManifestHeads: number
+    upstreamBlobGets: number
+    manifestGetsAvoided: number
+    staleServed: number
+  }
+  upstreams: Array<{ registry: string; url: string }>
+  rateLimit: Array<Omit<RateLimitReading, 'checkedAt'> & { checkedAt: string }>
+}
+
+export async function buildStatus(d: Daemon): Promise<StatusReport> {
+  const c = d.counters
+  const u = d.upstreams.counters
+  const overrides = d.options.upstreams ?? {}
+  return {
+    version: VERSION,
+    pid: process.pid,
+    startedAt: new Date(d.startedAt).toISOString(),
+    uptimeSeconds: Math.round((d.clock.now() - d.startedAt) / 1000),
+    listen: d.listening.map((a) => `${formatHost(a.host)}:${a.port}`),
+    cacheDir: d.store.root,
+    cache: await d.store.stats(),
+    counters: {
+      requests: c.requests,
+      cacheHits: c.cacheHits,
+      cacheMisses: c.cacheMisses,
+      bytesFromCache: c.bytesFromCache,
+      bytesFromUpstream: c.bytesFromUpstream,
+      upstreamManifestGets: u.manifestGets,
+      upstreamManifestHeads: u.manifestHeads,
+      upstreamBlobGets: u.blobGets,
+      manifestGetsAvoided: c.manifestGetsAvoided,
+      staleServed: c.staleServed,
+    },
+    upstreams: Object.keys({ 'docker.io': '', ...overrides }).map((registry) => ({
+      registry,
+      url: upstreamBaseUrl(registry, overrides).origin,
+    })),
+    rateLimit: d.upstreams.rateLimits.all().map((r) => ({ ...r, checkedAt: new Date(r.checkedAt).toISOString() })),
+  }
+}
+
+export function isLoopback(address: string | undefined): boolean {
+  if (!address) return false
+  return address === '::1' || /^(::ffff:)?127\./.test(address)
+}
+
+export function adminHandler(d: Daemon) {
+  return async (req: IncomingMessage, res: ServerResponse): Promise<void> => {
+    const method = req.method ?? 'GET'
+    try {
+      if (!isLoopback(req.socket.remoteAddress)) {
+        throw new DproxyError('DENIED', 'the admin endpoints answer loopback clients only')
+      }
+      const path = new URL(req.url ?? '/', 'http://dproxy.invalid').pathname
+      if (path === '/_dproxy/status') {
+        if (method !== 'GET' && method !== 'HEAD') throw new DproxyError('UNSUPPORTED', `${method} ${path}`, { status: 405 })
+        const body = JSON.stringify(await d.status(), null, 2) + '\n'
+        res.statusCode = 200
+        res.setHeader('content-type', 'application/json; charset=utf-8')
+        res.setHeader('content-length', Buffer.byteLength(body))
+        res.end(method === 'HEAD' ? undefined : body)
+        return
+      }
+      throw new DproxyError('NAME_UNKNOWN', `no such admin endpoint: ${path.slice(0, 200)}`, { status: 404 })
+    } catch (err) {
+      sendError(res, err, d.log, method)
+    }
+  }
+}

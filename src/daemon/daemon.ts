@@ -1,0 +1,180 @@
+// The composition root: builds the store, the upstream clients, the proxy and
+// the HTTP servers from plain options, and owns their lifecycle. Nothing else
+// constructs these pieces, so tests start a real daemon exactly as the CLI
+// does (on port 0, with a t.testdir cache).
+//
+// It listens on every requested address with one port (by default 127.0.0.1
+// and ::1, because `localhost` resolves to either depending on the client).
+// Stopping closes the listeners, lets in-flight responses finish within a
+// bound, then cuts what is left and aborts downloads nobody waits for.
+
+import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http'
+import type { AddressInfo, Socket } from 'node:net'
+import { systemClock, type Clock } from '../clock.js'
+import { DproxyError } from '../errors.js'
+import { silentLogger, type Logger } from '../log.js'
+import { BlobProxy } from '../proxy/blobs.js'
+import { newCounters, type Counters } from '../proxy/counters.js'
+import { ManifestProxy } from '../proxy/manifests.js'
+import { registryHandler, type Handler } from '../registry/handler.js'
+import { Store } from '../store/store.js'
+import type { CredentialSource } from '../upstream/auth.js'
+import { Upstreams, type UpstreamTimeouts } from '../upstream/client.js'
+import { adminHandler, type StatusReport, buildStatus } from './admin.js'
+
+export const DEFAULT_HOSTS = ['127.0.0.1', '::1']
+export const DEFAULT_PORT = 5000
+
+export interface DaemonOptions {
+  hosts?: string[]
+  port?: number
+  cacheDir: string
+  upstreams?: Readonly<Record<string, string>>
+  maxAgeMs?: number
+  credentials?: CredentialSource
+  clock?: Clock
+  log?: Logger
+  timeouts?: Partial<UpstreamTimeouts>
+  /** How long stop() lets in-flight responses run before cutting them. */
+  shutdownGraceMs?: number
+}
+
+export interface ListenAddress {
+  host: string
+  port: number
+}
+
+export class Daemon {
+  readonly startedAt: number
+  private readonly servers: Server[] = []
+  private readonly sockets = new Set<Socket>()
+  private active = 0
+  private idle: (() => void) | undefined
+  private stopping: Promise<void> | undefined
+  readonly listening: ListenAddress[] = []
+
+  private constructor(
+    readonly options: DaemonOptions,
+    readonly store: Store,
+    readonly upstreams: Upstreams,
+    readonly blobs: BlobProxy,
+    readonly manifests: ManifestProxy,
+    readonly counters: Counters,
+    readonly clock: Clock,
+    readonly log: Logger,
+  ) {
+    this.startedAt = clock.now()
+  }
+
+  static async start(options: DaemonOptions): Promise<Daemon> {
+    const clock = options.clock ?? systemClock
+    const log = options.log ?? silentLogger
+    const store = await Store.open(options.cacheDir, { clock })
+    const upstreams = new Upstreams({
+      overrides: options.upstreams ?? {},
+      clock,
+      ...(options.credentials ? { credentials: options.credentials } : {}),
+      ...(options.timeouts ? { timeouts: options.timeouts } : {}),
+    })
+    const counters = newCounters()
+    const blobs = new BlobProxy({ store, upstreams, counters, log })
+    const manifests = new ManifestProxy({ store, upstreams, counters, clock, log, maxAgeMs: options.maxAgeMs ?? 0 })
+    const daemon = new Daemon(options, store, upstreams, blobs, manifests, counters, clock, log)
+    try {
+      await daemon.listen(options.hosts ?? DEFAULT_HOSTS, options.port ?? DEFAULT_PORT)
+    } catch (err) {
+      await daemon.stop(0)
+      throw err
+    }
+    return daemon
+  }
+
+  /** `http://127.0.0.1:5000`-style base URL of the first address (tests, the CLI). */
+  get url(): string {
+    const a = this.listening[0]
+    if (!a) throw new DproxyError('INTERNAL', 'daemon is not listening')
+    return `http://${formatHost(a.host)}:${a.port}`
+  }
+
+  get port(): number {
+    return this.listening[0]?.port ?? 0
+  }
+
+  async status(): Promise<StatusReport> {
+    return buildStatus(this)
+  }
+
+  private async listen(hosts: string[], port: number): Promise<void> {
+    const registry = registryHandler({ manifests: this.manifests, blobs: this.blobs, counters: this.counters, log: this.log })
+    const admin = adminHandler(this)
+    const handle: Handler = (req, res) => (req.url?.startsWith('/_dproxy/') ? admin(req, res) : registry(req, res))
+    const onRequest = (req: IncomingMessage, res: ServerResponse) => {
+      this.counters.requests++
+      this.active++
+      res.on('close', () => {
+        this.active--
+        if (this.active === 0) this.idle?.()
+      })
+      handle(req, res).catch((err: unknown) => {
+        this.log.error(`unhandled: ${err instanceof Error ? err.stack : String(err)}`)
+        if (!res.headersSent) res.statusCode = 500
+        res.end()
+      })
+    }
+    for (const host of hosts) {
+      const server = createServer({ keepAliveTimeout: 30_000 }, onRequest)
+      server.on('connection', (socket: Socket) => {
+        this.sockets.add(socket)
+        socket.on('close', () => this.sockets.delete(socket))
+      })
+      const chosenPort = this.listening[0]?.port ?? port
+      try {
+        await new Promise<void>((resolve, reject) => {
+          server.once('error', reject)
+          server.listen({ host, port: chosenPort, ipv6Only: host.includes(':') }, () => {
+            server.off('error', reject)
+            resolve()
+          })
+        })
+      } catch (err) {
+        const code = (err as NodeJS.ErrnoException).code
+        // No IPv6 on this machine: the default pair degrades to IPv4 only.
+        if (host === '::1' && hosts === DEFAULT_HOSTS && (code === 'EADDRNOTAVAIL' || code === 'EAFNOSUPPORT')) {
+          this.log.warn(`not listening on [::1]: ${code}`)
+          continue
+        }
+        throw new DproxyError('CONFIG_INVALID', `cannot listen on ${formatHost(host)}:${chosenPort}: ${code ?? (err as Error).message}`, {
+          cause: err,
+        })
+      }
+      this.servers.push(server)
+      const addr = server.address() as AddressInfo
+      this.listening.push({ host, port: addr.port })
+    }
+  }
+
+  /** Stops accepting, waits up to `graceMs` for responses in flight, then cuts the rest. */
+  stop(graceMs = this.options.shutdownGraceMs ?? 10_000): Promise<void> {
+    this.stopping ??= (async () => {
+      const closed = Promise.all(this.servers.map((s) => new Promise<void>((resolve) => s.close(() => resolve()))))
+      for (const s of this.servers) s.closeIdleConnections()
+      if (this.active > 0) {
+        let timer: NodeJS.Timeout | undefined
+        await Promise.race([
+          new Promise<void>((resolve) => (this.idle = resolve)),
+          new Promise<void>((resolve) => (timer = setTimeout(resolve, graceMs))),
+        ])
+        clearTimeout(timer)
+      }
+      for (const socket of this.sockets) socket.destroy()
+      await closed
+      await this.blobs.abortAll()
+      await this.upstreams.close()
+    })()
+    return this.stopping
+  }
+}
+
+export function formatHost(host: string): string {
+  return host.includes(':') ? `[${host}]` : host
+}

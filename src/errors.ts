@@ -1,0 +1,85 @@
+// Every failure dproxy knows about is a DproxyError with a stable string `code`.
+// Codes that exist in the OCI Distribution spec are spelled as the spec spells
+// them, so the registry layer can put them on the wire unchanged; the others are
+// dproxy's own and map to the nearest OCI code in one table (registry/errors.ts).
+// The HTTP status lives here too so that the mapping is decided where the error
+// is raised, not guessed where it is reported.
+
+export type ErrorCode =
+  // OCI distribution-spec codes
+  | 'BLOB_UNKNOWN'
+  | 'DIGEST_INVALID'
+  | 'MANIFEST_UNKNOWN'
+  | 'MANIFEST_INVALID'
+  | 'NAME_INVALID'
+  | 'NAME_UNKNOWN'
+  | 'SIZE_INVALID'
+  | 'UNAUTHORIZED'
+  | 'DENIED'
+  | 'UNSUPPORTED'
+  | 'TOOMANYREQUESTS'
+  | 'RANGE_INVALID'
+  // dproxy's own
+  | 'UPSTREAM_UNAVAILABLE'
+  | 'UPSTREAM_INVALID'
+  | 'CONFIG_INVALID'
+  | 'USAGE'
+  | 'INTERNAL'
+
+export interface DproxyErrorOptions {
+  status?: number
+  detail?: unknown
+  cause?: unknown
+}
+
+const defaultStatus: Record<ErrorCode, number> = {
+  BLOB_UNKNOWN: 404,
+  DIGEST_INVALID: 400,
+  MANIFEST_UNKNOWN: 404,
+  MANIFEST_INVALID: 400,
+  NAME_INVALID: 400,
+  NAME_UNKNOWN: 404,
+  SIZE_INVALID: 400,
+  UNAUTHORIZED: 401,
+  DENIED: 403,
+  UNSUPPORTED: 405,
+  TOOMANYREQUESTS: 429,
+  RANGE_INVALID: 416,
+  UPSTREAM_UNAVAILABLE: 502,
+  UPSTREAM_INVALID: 502,
+  CONFIG_INVALID: 400,
+  USAGE: 400,
+  INTERNAL: 500,
+}
+
+export class DproxyError extends Error {
+  readonly code: ErrorCode
+  readonly status: number
+  readonly detail: unknown
+
+  constructor(code: ErrorCode, message: string, options: DproxyErrorOptions = {}) {
+    super(message, options.cause === undefined ? undefined : { cause: options.cause })
+    this.name = 'DproxyError'
+    this.code = code
+    this.status = options.status ?? defaultStatus[code]
+    this.detail = options.detail
+  }
+}
+
+export function isDproxyError(err: unknown, code?: ErrorCode): err is DproxyError {
+  return err instanceof DproxyError && (code === undefined || err.code === code)
+}
+
+/**
+ * True when an upstream failure means "the upstream cannot answer right now"
+ * (unreachable, timing out, 5xx, rate limited, an HTML page instead of the API,
+ * content that fails verification)
+ * rather than "the upstream answered and the thing does not exist". Only the
+ * former lets the proxy fall back to what it has cached.
+ */
+export function isUpstreamOutage(err: unknown): boolean {
+  return (
+    isDproxyError(err) &&
+    (err.code === 'UPSTREAM_UNAVAILABLE' || err.code === 'UPSTREAM_INVALID' || err.code === 'TOOMANYREQUESTS')
+  )
+}

@@ -1,0 +1,182 @@
+// Pull-through policy for manifests and tags, after GitLab's Dependency Proxy:
+// a manifest asked for by digest is immutable, so a cached one is served with
+// no upstream request at all. A tag may move, so it costs one upstream HEAD
+// (free under Docker Hub's rate limit); only when the digest changed does a
+// GET follow (counted). With `maxAgeMs` a recently checked tag skips even the
+// HEAD. When the upstream cannot answer (down, 5xx, 429, an HTML page), the
+// cached tag is served and marked stale rather than failing the pull.
+//
+// Manifest bytes are verified against their digest and stored byte for byte:
+// never re-serialised or converted, so multi-arch indexes keep their digests.
+
+import type { Clock } from '../clock.js'
+import { DproxyError, isUpstreamOutage } from '../errors.js'
+import type { Logger } from '../log.js'
+import { parseDigest, type Digest, type ImageName, type Reference } from '../registry/names.js'
+import { digestOf } from '../store/digest.js'
+import type { Store, StoredManifest, TagRecord } from '../store/store.js'
+import type { Upstreams } from '../upstream/client.js'
+import type { Counters } from './counters.js'
+import { SingleFlight } from './singleflight.js'
+
+export interface ManifestResult extends StoredManifest {
+  /** Served from cache because upstream could not be asked. */
+  stale: boolean
+}
+
+export interface ManifestProxyOptions {
+  store: Store
+  upstreams: Upstreams
+  counters: Counters
+  clock: Clock
+  log: Logger
+  /** A tag checked upstream less than this long ago is served without asking again. */
+  maxAgeMs: number
+}
+
+export class ManifestProxy {
+  private readonly flights = new SingleFlight<ManifestResult>()
+
+  constructor(private readonly o: ManifestProxyOptions) {}
+
+  async get(image: ImageName, ref: Reference): Promise<ManifestResult> {
+    return ref.kind === 'digest' ? this.byDigest(image, ref.digest) : this.byTag(image, ref.tag)
+  }
+
+  async listTags(image: ImageName, query: URLSearchParams): Promise<{ tags: string[]; stale: boolean }> {
+    try {
+      return { tags: await this.o.upstreams.get(image.registry).listTags(image.repository, query), stale: false }
+    } catch (err) {
+      if (!isUpstreamOutage(err)) throw err
+      const tags = await this.o.store.listTags(image.registry, image.repository)
+      if (tags.length === 0) throw err
+      this.o.log.warn(`serving cached tag list of ${name(image)}: ${(err as Error).message}`)
+      return { tags, stale: true }
+    }
+  }
+
+  private async byDigest(image: ImageName, d: Digest): Promise<ManifestResult> {
+    const cached = await this.o.store.getManifest(d)
+    if (cached) {
+      this.o.counters.cacheHits++
+      await this.used(image, d)
+      return { ...cached, stale: false }
+    }
+    return this.flights.do(`${image.registry}/${image.repository}@${d.value}`, async () => {
+      this.o.counters.cacheMisses++
+      const body = await this.o.upstreams.get(image.registry).getManifest(image.repository, d.value)
+      return this.keep(image, d, body.bytes, body.mediaType, body.digest)
+    })
+  }
+
+  private async byTag(image: ImageName, tag: string): Promise<ManifestResult> {
+    const { store, clock, maxAgeMs } = this.o
+    const rec = await store.getTag(image.registry, image.repository, tag)
+    if (rec && maxAgeMs > 0 && clock.now() - rec.checkedAt < maxAgeMs) {
+      const fresh = await this.fromCache(image, rec)
+      if (fresh) {
+        this.o.counters.cacheHits++
+        return fresh
+      }
+    }
+    return this.flights.do(`${image.registry}/${image.repository}:${tag}`, () => this.revalidate(image, tag, rec))
+  }
+
+  /** Asks upstream what the tag points at now; GETs only when that is not cached. */
+  private async revalidate(image: ImageName, tag: string, rec: TagRecord | undefined): Promise<ManifestResult> {
+    const { store, clock, counters } = this.o
+    const client = this.o.upstreams.get(image.registry)
+    try {
+      const head = await client.headManifest(image.repository, tag)
+      if (head.digest) {
+        const known = await this.fromCache(image, { digest: head.digest, mediaType: head.mediaType })
+        if (known) {
+          counters.cacheHits++
+          counters.manifestGetsAvoided++
+          await store.putTag(image.registry, image.repository, tag, {
+            digest: known.digest,
+            mediaType: known.mediaType,
+            size: known.bytes.length,
+            checkedAt: clock.now(),
+          })
+          return known
+        }
+      }
+      counters.cacheMisses++
+      const body = await client.getManifest(image.repository, tag)
+      const d = parseDigestFromUpstream(body.digest ?? digestOf(body.bytes))
+      const result = await this.keep(image, d, body.bytes, body.mediaType, body.digest)
+      await store.putTag(image.registry, image.repository, tag, {
+        digest: result.digest,
+        mediaType: result.mediaType,
+        size: result.bytes.length,
+        checkedAt: clock.now(),
+      })
+      return result
+    } catch (err) {
+      if (!isUpstreamOutage(err) || !rec) throw err
+      const stale = await this.fromCache(image, rec)
+      if (!stale) throw err
+      counters.cacheHits++
+      counters.staleServed++
+      this.o.log.warn(`serving stale ${name(image)}:${tag} (${rec.digest}): ${(err as Error).message}`)
+      return { ...stale, stale: true }
+    }
+  }
+
+  /** Verifies upstream bytes against every digest that names them, then stores them. */
+  private async keep(
+    image: ImageName,
+    d: Digest,
+    bytes: Buffer,
+    mediaType: string,
+    headerDigest: string | undefined,
+  ): Promise<ManifestResult> {
+    for (const expected of headerDigest === undefined ? [d.value] : [d.value, headerDigest]) {
+      const e = parseDigestFromUpstream(expected)
+      const actual = digestOf(bytes, e.algorithm)
+      if (actual !== e.value) {
+        throw new DproxyError(
+          'UPSTREAM_INVALID',
+          `upstream sent a manifest for ${name(image)}@${d.value} whose content has digest ${actual}, not ${e.value}`,
+        )
+      }
+    }
+    await this.o.store.putManifest(d, bytes, mediaType)
+    await this.used(image, d)
+    return { digest: d.value, mediaType, bytes, stale: false }
+  }
+
+  private async fromCache(
+    image: ImageName,
+    rec: Pick<TagRecord, 'digest' | 'mediaType'>,
+  ): Promise<ManifestResult | undefined> {
+    let d: Digest
+    try {
+      d = parseDigest(rec.digest)
+    } catch {
+      return undefined
+    }
+    const m = await this.o.store.getManifest(d)
+    if (!m || m.mediaType !== rec.mediaType) return undefined
+    await this.used(image, d)
+    return { ...m, stale: false }
+  }
+
+  private async used(image: ImageName, d: Digest): Promise<void> {
+    await this.o.store.touchManifest(d)
+    await this.o.store.linkManifest(image.registry, image.repository, d)
+  }
+}
+
+function name(image: ImageName): string {
+  return `${image.registry}/${image.repository}`
+}
+
+function parseDigestFromUpstream(value: string): Digest {
+  try {
+    return parseDigest(value)
+  } catch {
+    throw new DproxyError('UPSTREAM_INVALID', `upstream sent an invalid digest '${value.slice(0, 80)}'`)
+  }
+}

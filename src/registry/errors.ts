@@ -1,0 +1,63 @@
+// The one place where errors reach the wire. Whatever went wrong below, the
+// client gets the OCI error envelope `{"errors":[{"code","message","detail"}]}`
+// with a status that matches the code, so docker, podman and containerd print
+// something meaningful instead of "unexpected end of JSON input".
+
+import type { ServerResponse } from 'node:http'
+import { DproxyError, isDproxyError, type ErrorCode } from '../errors.js'
+import type { Logger } from '../log.js'
+
+/** dproxy's internal codes, as the nearest code a registry client knows. */
+const wireCode: Partial<Record<ErrorCode, string>> = {
+  UPSTREAM_UNAVAILABLE: 'UNAVAILABLE',
+  UPSTREAM_INVALID: 'UNAVAILABLE',
+  CONFIG_INVALID: 'UNKNOWN',
+  USAGE: 'UNKNOWN',
+  INTERNAL: 'UNKNOWN',
+}
+
+export interface WireError {
+  status: number
+  code: string
+  message: string
+  detail?: unknown
+}
+
+export function toWire(err: unknown): WireError {
+  if (!isDproxyError(err) || err.code === 'INTERNAL') {
+    return { status: 500, code: 'UNKNOWN', message: 'internal error in dproxy (see its log)' }
+  }
+  const code = wireCode[err.code] ?? err.code
+  return {
+    status: err.status,
+    code,
+    message: err.message,
+    ...(err.detail === undefined ? {} : { detail: err.detail }),
+  }
+}
+
+export function sendError(res: ServerResponse, err: unknown, log: Logger, method = 'GET'): void {
+  const wire = toWire(err)
+  if (wire.status >= 500) log.error(describe(err))
+  if (res.headersSent) {
+    // Too late for a status: cut the connection so the client sees a failure, not a short body.
+    res.destroy()
+    return
+  }
+  const body = JSON.stringify({
+    errors: [{ code: wire.code, message: wire.message, ...(wire.detail === undefined ? {} : { detail: wire.detail }) }],
+  })
+  res.statusCode = wire.status
+  res.setHeader('content-type', 'application/json; charset=utf-8')
+  res.setHeader('content-length', Buffer.byteLength(body))
+  if (err instanceof DproxyError && err.status === 416 && typeof err.detail === 'object' && err.detail !== null) {
+    const size = (err.detail as { size?: number }).size
+    if (size !== undefined) res.setHeader('content-range', `bytes */${size}`)
+  }
+  res.end(method === 'HEAD' ? undefined : body)
+}
+
+function describe(err: unknown): string {
+  if (err instanceof Error) return err.stack ?? err.message
+  return String(err)
+}

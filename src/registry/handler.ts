@@ -1,0 +1,198 @@
+// The inbound Distribution API, pull side. This file only matches URL shapes,
+// validates what the client sent, and writes headers and bodies; the policy of
+// what comes from cache and what from upstream lives in proxy/.
+//
+//   GET|HEAD /v2/                                  API version check
+//   GET|HEAD /v2/<name>/manifests/<tag|digest>     byte-exact manifest
+//   GET|HEAD /v2/<name>/blobs/<digest>             blob, with Range
+//   GET      /v2/<name>/tags/list                  tags, upstream first
+//   anything that writes                           405 UNSUPPORTED
+
+import type { IncomingMessage, ServerResponse } from 'node:http'
+import { pipeline } from 'node:stream'
+import { DproxyError } from '../errors.js'
+import type { Logger } from '../log.js'
+import type { BlobProxy } from '../proxy/blobs.js'
+import type { Counters } from '../proxy/counters.js'
+import type { ManifestProxy } from '../proxy/manifests.js'
+import { sendError } from './errors.js'
+import { parseDigest, parseReference, resolveImageName, type ImageName } from './names.js'
+
+export interface RegistryDeps {
+  manifests: ManifestProxy
+  blobs: BlobProxy
+  counters: Counters
+  log: Logger
+}
+
+export type Handler = (req: IncomingMessage, res: ServerResponse) => Promise<void>
+
+const routeRe = /^\/v2\/(.+)\/(manifests|blobs)\/([^/]+)$/
+const tagsRe = /^\/v2\/(.+)\/tags\/list$/
+
+export function registryHandler(deps: RegistryDeps): Handler {
+  return async (req, res) => {
+    const method = req.method ?? 'GET'
+    try {
+      res.setHeader('docker-distribution-api-version', 'registry/2.0')
+      // Match on the path exactly as sent: URL parsing would resolve `..` and `%2e%2e` first.
+      const raw = req.url ?? '/'
+      const q = raw.indexOf('?')
+      const path = q < 0 ? raw : raw.slice(0, q)
+      const url = new URL(raw, 'http://dproxy.invalid')
+      if (/%|\/\/|\/\.\.?(\/|$)/.test(path)) {
+        throw new DproxyError('NAME_INVALID', 'escaped characters, empty, `.` and `..` components are not allowed in names')
+      }
+      if (method !== 'GET' && method !== 'HEAD') {
+        throw new DproxyError('UNSUPPORTED', `dproxy is a read-only pull-through cache: ${method} is not supported`, {
+          status: 405,
+        })
+      }
+      if (path === '/v2' || path === '/v2/') {
+        sendJson(res, method, 200, {})
+        return
+      }
+      const ns = url.searchParams.get('ns') ?? undefined
+      let m = routeRe.exec(path)
+      if (m) {
+        const image = resolveImageName(m[1]!, ns)
+        if (ns !== undefined) res.setHeader('oci-namespace', ns)
+        if (m[2] === 'manifests') await serveManifest(deps, req, res, image, m[3]!)
+        else await serveBlob(deps, req, res, image, m[3]!)
+        return
+      }
+      m = tagsRe.exec(path)
+      if (m) {
+        const image = resolveImageName(m[1]!, ns)
+        if (ns !== undefined) res.setHeader('oci-namespace', ns)
+        const query = new URLSearchParams()
+        for (const key of ['n', 'last']) {
+          const v = url.searchParams.get(key)
+          if (v !== null) query.set(key, v)
+        }
+        const { tags, stale } = await deps.manifests.listTags(image, query)
+        if (stale) res.setHeader('warning', STALE_WARNING)
+        sendJson(res, method, 200, { name: m[1], tags })
+        return
+      }
+      throw new DproxyError('NAME_UNKNOWN', `no such endpoint: ${path.slice(0, 200)}`, { status: 404 })
+    } catch (err) {
+      sendError(res, err, deps.log, method)
+    }
+  }
+}
+
+const STALE_WARNING = '110 - "Response is stale"'
+
+async function serveManifest(
+  deps: RegistryDeps,
+  req: IncomingMessage,
+  res: ServerResponse,
+  image: ImageName,
+  reference: string,
+): Promise<void> {
+  const ref = parseReference(reference)
+  const m = await deps.manifests.get(image, ref)
+  res.setHeader('content-type', m.mediaType)
+  res.setHeader('docker-content-digest', m.digest)
+  res.setHeader('etag', `"${m.digest}"`)
+  if (m.stale) res.setHeader('warning', STALE_WARNING)
+  if (req.headers['if-none-match'] === `"${m.digest}"`) {
+    res.statusCode = 304
+    res.end()
+    return
+  }
+  res.setHeader('content-length', m.bytes.length)
+  res.statusCode = 200
+  res.end(req.method === 'HEAD' ? undefined : m.bytes)
+}
+
+async function serveBlob(
+  deps: RegistryDeps,
+  req: IncomingMessage,
+  res: ServerResponse,
+  image: ImageName,
+  reference: string,
+): Promise<void> {
+  const d = parseDigest(reference)
+  res.setHeader('docker-content-digest', d.value)
+  res.setHeader('etag', `"${d.value}"`)
+  res.setHeader('content-type', 'application/octet-stream')
+  if (req.method === 'HEAD') {
+    const size = await deps.blobs.size(image, d)
+    res.setHeader('accept-ranges', 'bytes')
+    res.setHeader('content-length', size)
+    res.statusCode = 200
+    res.end()
+    return
+  }
+  const source = await deps.blobs.open(image, d)
+  let start = 0
+  let end = source.size - 1
+  if (source.size >= 0) {
+    res.setHeader('accept-ranges', 'bytes')
+    const range = parseRange(req.headers.range, source.size)
+    if (range === 'unsatisfiable') {
+      await source.close()
+      throw new DproxyError('RANGE_INVALID', `range ${req.headers.range} is outside the blob`, {
+        detail: { size: source.size },
+      })
+    }
+    if (range) {
+      ;[start, end] = range
+      res.statusCode = 206
+      res.setHeader('content-range', `bytes ${start}-${end}/${source.size}`)
+    } else {
+      res.statusCode = 200
+    }
+    res.setHeader('content-length', end - start + 1)
+  } else {
+    res.statusCode = 200
+  }
+  if (source.size === 0) {
+    await source.close()
+    res.end()
+    return
+  }
+  const body = source.read(start, end)
+  await new Promise<void>((resolve) => {
+    pipeline(body, res, (err) => {
+      // pipeline destroyed the response: the client sees a cut connection,
+      // never a complete-looking wrong body.
+      if (err && !res.destroyed) res.destroy()
+      if (err && (err as NodeJS.ErrnoException).code !== 'ERR_STREAM_PREMATURE_CLOSE') {
+        deps.log.warn(`blob ${d.value} to client aborted: ${err.message}`)
+      }
+      resolve()
+    })
+  })
+}
+
+/**
+ * A single `bytes=` range against a blob of `size` bytes, as inclusive
+ * [start, end]; undefined to send the whole blob (no header, or one we ignore
+ * as RFC 9110 allows: several ranges, other units, nonsense).
+ */
+export function parseRange(header: string | undefined, size: number): [number, number] | 'unsatisfiable' | undefined {
+  if (!header) return undefined
+  const m = /^bytes=(\d*)-(\d*)$/.exec(header.trim())
+  if (!m || (m[1] === '' && m[2] === '')) return undefined
+  if (m[1] === '') {
+    const suffix = Number(m[2])
+    if (suffix === 0) return 'unsatisfiable'
+    return [Math.max(0, size - suffix), size - 1]
+  }
+  const start = Number(m[1])
+  const end = m[2] === '' ? size - 1 : Math.min(Number(m[2]), size - 1)
+  if (start >= size) return 'unsatisfiable'
+  if (end < start) return undefined
+  return [start, end]
+}
+
+function sendJson(res: ServerResponse, method: string, status: number, value: unknown): void {
+  const body = JSON.stringify(value)
+  res.statusCode = status
+  res.setHeader('content-type', 'application/json; charset=utf-8')
+  res.setHeader('content-length', Buffer.byteLength(body))
+  res.end(method === 'HEAD' ? undefined : body)
+}

@@ -1,0 +1,92 @@
+// The one description of what dproxy keeps on disk. Every path the store
+// touches is built by a function in this file, so the tree below is the whole
+// truth about the cache directory.
+//
+//   <cacheDir>/
+//     layout.json                         {"version": 1}; written once, checked on open
+//     blobs/<alg>/<hh>/<hex>              blob bytes exactly as upstream sent them, verified
+//                                         against <alg>:<hex> before they were renamed here.
+//                                         The file's atime is the last time a client was
+//                                         served it (set explicitly, so noatime mounts don't
+//                                         matter); eviction reads it.
+//     manifests/<alg>/<hh>/<hex>          manifest bytes verbatim (never re-serialised); the
+//                                         digest of the file is the name. atime as for blobs.
+//     manifests/<alg>/<hh>/<hex>.type     the Content-Type upstream served it with, one line.
+//                                         Written before the bytes, so a manifest file that
+//                                         exists always has its type.
+//     repositories/<registry>/<repo...>/
+//       _tags/<tag>                       JSON {digest, mediaType, size, checkedAt}: what the
+//                                         tag pointed at when upstream was last asked, and when.
+//       _manifests/<alg>/<hex>            empty marker: this repository references that manifest
+//                                         (for listing images and clearing one image's content).
+//     tmp/<random>                        downloads in progress. Readers may follow a file
+//                                         here while it grows; it is renamed into blobs/ or
+//                                         manifests/ only once verified, and removed on failure.
+//                                         Leftovers from a crash are removed at start-up.
+//
+// <hh> is the first two hex digits, to keep directories small. <registry> is the
+// canonical registry host, URI-encoded (`localhost%3A5000`). Repository
+// components match [a-z0-9]+([._-]|__)..., so they can never be `_tags`,
+// `_manifests`, `.` or `..`, and names are validated before they get here.
+//
+// Several processes may use one cache dir (the daemon and the CLI): every write
+// is a rename of a complete file, and readers open a file before they use it,
+// so a concurrent delete never hands a reader a partial file (POSIX keeps an
+// open file readable after unlink).
+
+import { join } from 'node:path'
+import type { Digest } from '../registry/names.js'
+
+export const LAYOUT_VERSION = 1
+
+export class Layout {
+  constructor(readonly root: string) {}
+
+  get versionFile(): string {
+    return join(this.root, 'layout.json')
+  }
+
+  get blobsDir(): string {
+    return join(this.root, 'blobs')
+  }
+
+  get manifestsDir(): string {
+    return join(this.root, 'manifests')
+  }
+
+  get repositoriesDir(): string {
+    return join(this.root, 'repositories')
+  }
+
+  get tmpDir(): string {
+    return join(this.root, 'tmp')
+  }
+
+  blob(d: Digest): string {
+    return join(this.root, 'blobs', d.algorithm, d.hex.slice(0, 2), d.hex)
+  }
+
+  manifest(d: Digest): string {
+    return join(this.root, 'manifests', d.algorithm, d.hex.slice(0, 2), d.hex)
+  }
+
+  manifestType(d: Digest): string {
+    return `${this.manifest(d)}.type`
+  }
+
+  repository(registry: string, repository: string): string {
+    return join(this.root, 'repositories', encodeURIComponent(registry), ...repository.split('/'))
+  }
+
+  tagsDir(registry: string, repository: string): string {
+    return join(this.repository(registry, repository), '_tags')
+  }
+
+  tag(registry: string, repository: string, tag: string): string {
+    return join(this.tagsDir(registry, repository), tag)
+  }
+
+  manifestLink(registry: string, repository: string, d: Digest): string {
+    return join(this.repository(registry, repository), '_manifests', d.algorithm, d.hex)
+  }
+}

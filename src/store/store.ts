@@ -1,0 +1,377 @@
+// The content-addressed cache on disk (see layout.ts for the tree). It knows
+// nothing about upstreams or HTTP: it stores verified bytes under their digest,
+// remembers what tags pointed at, and records when things were last used.
+//
+// Writes go to a temp file that is hashed while it is written and renamed into
+// place only when digest and size match, so the cache never holds a partial or
+// wrong file. Readers get an open file handle, which stays valid if another
+// process deletes or replaces the file meanwhile.
+
+import { randomBytes } from 'node:crypto'
+import { constants, promises as fs, type Dirent } from 'node:fs'
+import type { FileHandle } from 'node:fs/promises'
+import { basename, dirname, join } from 'node:path'
+import type { Hash } from 'node:crypto'
+import { systemClock, type Clock } from '../clock.js'
+import { DproxyError } from '../errors.js'
+import type { Digest } from '../registry/names.js'
+import { hasherFor } from './digest.js'
+import { LAYOUT_VERSION, Layout } from './layout.js'
+
+export interface TagRecord {
+  digest: string
+  mediaType: string
+  size: number
+  /** When upstream last confirmed (or gave us) this digest for the tag, ms since epoch. */
+  checkedAt: number
+}
+
+export interface StoredManifest {
+  digest: string
+  mediaType: string
+  bytes: Buffer
+}
+
+export interface BlobHandle {
+  fh: FileHandle
+  size: number
+}
+
+export interface CacheStats {
+  bytes: number
+  blobs: number
+  manifests: number
+  tags: number
+}
+
+export interface StoreOptions {
+  clock?: Clock
+  /** Don't rewrite a file's access time more often than this (ms). */
+  touchIntervalMs?: number
+}
+
+const TMP_MAX_AGE_MS = 10 * 60 * 1000
+
+export class Store {
+  readonly layout: Layout
+  readonly clock: Clock
+  private readonly touchIntervalMs: number
+  private readonly touched = new Map<string, number>()
+
+  private constructor(root: string, options: StoreOptions) {
+    this.layout = new Layout(root)
+    this.clock = options.clock ?? systemClock
+    this.touchIntervalMs = options.touchIntervalMs ?? 60_000
+  }
+
+  /** Opens (creating when needed) the cache at `root`. */
+  static async open(root: string, options: StoreOptions = {}): Promise<Store> {
+    const store = new Store(root, options)
+    await store.init()
+    return store
+  }
+
+  get root(): string {
+    return this.layout.root
+  }
+
+  private async init(): Promise<void> {
+    const { layout } = this
+    await fs.mkdir(layout.tmpDir, { recursive: true })
+    let version: unknown
+    try {
+      version = JSON.parse(await fs.readFile(layout.versionFile, 'utf8')).version
+    } catch (err) {
+      if (!isNotFound(err)) throw err
+      await writeAtomic(layout, layout.versionFile, JSON.stringify({ version: LAYOUT_VERSION }) + '\n')
+      version = LAYOUT_VERSION
+    }
+    if (version !== LAYOUT_VERSION) {
+      throw new DproxyError(
+        'CONFIG_INVALID',
+        `cache dir ${layout.root} has layout version ${String(version)}, this dproxy understands ${LAYOUT_VERSION}`,
+      )
+    }
+    await this.removeStaleTemps()
+  }
+
+  /** Removes temp files a crashed process left behind. Recent ones may belong to a live writer. */
+  private async removeStaleTemps(): Promise<void> {
+    const now = this.clock.now()
+    for (const name of await fs.readdir(this.layout.tmpDir)) {
+      const path = join(this.layout.tmpDir, name)
+      const st = await fs.stat(path).catch(() => undefined)
+      if (st && now - st.mtimeMs > TMP_MAX_AGE_MS) await fs.rm(path, { force: true })
+    }
+  }
+
+  // ---- blobs
+
+  /** Opens a cached blob for reading, or undefined when it is not cached. */
+  async openBlob(d: Digest): Promise<BlobHandle | undefined> {
+    let fh: FileHandle
+    try {
+      fh = await fs.open(this.layout.blob(d), constants.O_RDONLY)
+    } catch (err) {
+      if (isNotFound(err)) return undefined
+      throw err
+    }
+    const { size } = await fh.stat()
+    return { fh, size }
+  }
+
+  async statBlob(d: Digest): Promise<number | undefined> {
+    const st = await fs.stat(this.layout.blob(d)).catch((err: unknown) => {
+      if (isNotFound(err)) return undefined
+      throw err
+    })
+    return st?.size
+  }
+
+  blobPath(d: Digest): string {
+    return this.layout.blob(d)
+  }
+
+  async createBlobWriter(d: Digest, expectedSize?: number): Promise<VerifyingWriter> {
+    return VerifyingWriter.create(this.layout, d, this.layout.blob(d), expectedSize)
+  }
+
+  async touchBlob(d: Digest): Promise<void> {
+    await this.touch(this.layout.blob(d))
+  }
+
+  async deleteBlob(d: Digest): Promise<boolean> {
+    return removeFile(this.layout.blob(d))
+  }
+
+  // ---- manifests and tags
+
+  async getManifest(d: Digest): Promise<StoredManifest | undefined> {
+    try {
+      const [bytes, type] = await Promise.all([
+        fs.readFile(this.layout.manifest(d)),
+        fs.readFile(this.layout.manifestType(d), 'utf8'),
+      ])
+      return { digest: d.value, mediaType: type.trim(), bytes }
+    } catch (err) {
+      if (isNotFound(err)) return undefined
+      throw err
+    }
+  }
+
+  async hasManifest(d: Digest): Promise<boolean> {
+    return fs.access(this.layout.manifest(d)).then(
+      () => true,
+      () => false,
+    )
+  }
+
+  /** Stores manifest bytes under their digest. The caller has verified the digest. */
+  async putManifest(d: Digest, bytes: Uint8Array, mediaType: string): Promise<void> {
+    await writeAtomic(this.layout, this.layout.manifestType(d), mediaType + '\n')
+    await writeAtomic(this.layout, this.layout.manifest(d), bytes)
+  }
+
+  async touchManifest(d: Digest): Promise<void> {
+    await this.touch(this.layout.manifest(d))
+  }
+
+  async deleteManifest(d: Digest): Promise<boolean> {
+    const removed = await removeFile(this.layout.manifest(d))
+    await removeFile(this.layout.manifestType(d))
+    return removed
+  }
+
+  async getTag(registry: string, repository: string, tag: string): Promise<TagRecord | undefined> {
+    try {
+      const rec = JSON.parse(await fs.readFile(this.layout.tag(registry, repository, tag), 'utf8')) as TagRecord
+      return typeof rec.digest === 'string' && typeof rec.mediaType === 'string' ? rec : undefined
+    } catch (err) {
+      if (isNotFound(err) || err instanceof SyntaxError) return undefined
+      throw err
+    }
+  }
+
+  async putTag(registry: string, repository: string, tag: string, rec: TagRecord): Promise<void> {
+    await writeAtomic(this.layout, this.layout.tag(registry, repository, tag), JSON.stringify(rec) + '\n')
+  }
+
+  async listTags(registry: string, repository: string): Promise<string[]> {
+    const names = await fs.readdir(this.layout.tagsDir(registry, repository)).catch((err: unknown) => {
+      if (isNotFound(err)) return [] as string[]
+      throw err
+    })
+    return names.sort()
+  }
+
+  /** Records that `repository` references manifest `d` (idempotent). */
+  async linkManifest(registry: string, repository: string, d: Digest): Promise<void> {
+    const path = this.layout.manifestLink(registry, repository, d)
+    try {
+      await fs.writeFile(path, '', { flag: 'wx' })
+    } catch (err) {
+      if (isExists(err)) return
+      if (!isNotFound(err)) throw err
+      await fs.mkdir(dirname(path), { recursive: true })
+      await fs.writeFile(path, '', { flag: 'w' })
+    }
+  }
+
+  // ---- whole-cache views
+
+  async stats(): Promise<CacheStats> {
+    const stats: CacheStats = { bytes: 0, blobs: 0, manifests: 0, tags: 0 }
+    await walk(this.layout.blobsDir, async (path) => {
+      const st = await fs.stat(path).catch(() => undefined)
+      if (st) {
+        stats.blobs++
+        stats.bytes += st.size
+      }
+    })
+    await walk(this.layout.manifestsDir, async (path) => {
+      const st = await fs.stat(path).catch(() => undefined)
+      if (!st) return
+      stats.bytes += st.size
+      if (!path.endsWith('.type')) stats.manifests++
+    })
+    await walk(this.layout.repositoriesDir, async (path) => {
+      if (basename(dirname(path)) === '_tags') stats.tags++
+    })
+    return stats
+  }
+
+  private async touch(path: string): Promise<void> {
+    const now = this.clock.now()
+    const last = this.touched.get(path)
+    if (last !== undefined && now - last < this.touchIntervalMs) return
+    this.touched.set(path, now)
+    try {
+      const st = await fs.stat(path)
+      await fs.utimes(path, new Date(now), st.mtime)
+    } catch (err) {
+      if (!isNotFound(err)) throw err
+    }
+  }
+}
+
+/**
+ * A temp file that hashes what is written to it and becomes `finalPath` only
+ * when the digest (and the expected size, when known) match.
+ */
+export class VerifyingWriter {
+  written = 0
+  private done = false
+
+  private constructor(
+    readonly tempPath: string,
+    private readonly finalPath: string,
+    private readonly digest: Digest,
+    private readonly expectedSize: number | undefined,
+    private readonly fh: FileHandle,
+    private readonly hash: Hash,
+  ) {}
+
+  static async create(layout: Layout, d: Digest, finalPath: string, expectedSize?: number): Promise<VerifyingWriter> {
+    const tempPath = join(layout.tmpDir, `${d.hex.slice(0, 16)}-${randomBytes(6).toString('hex')}`)
+    const fh = await fs.open(tempPath, 'wx', 0o644)
+    return new VerifyingWriter(tempPath, finalPath, d, expectedSize, fh, hasherFor(d))
+  }
+
+  async write(chunk: Uint8Array): Promise<void> {
+    if (this.expectedSize !== undefined && this.written + chunk.length > this.expectedSize) {
+      throw new DproxyError('SIZE_INVALID', `blob ${this.digest.value} is longer than the ${this.expectedSize} bytes announced`)
+    }
+    this.hash.update(chunk)
+    let off = 0
+    while (off < chunk.length) {
+      const { bytesWritten } = await this.fh.write(chunk, off, chunk.length - off)
+      off += bytesWritten
+    }
+    this.written += chunk.length
+  }
+
+  /** Verifies and renames into place. On a mismatch the temp file is removed and DIGEST_INVALID thrown. */
+  async commit(): Promise<string> {
+    this.done = true
+    try {
+      if (this.expectedSize !== undefined && this.written !== this.expectedSize) {
+        throw new DproxyError(
+          'SIZE_INVALID',
+          `blob ${this.digest.value}: got ${this.written} bytes, expected ${this.expectedSize}`,
+        )
+      }
+      const actual = `${this.digest.algorithm}:${this.hash.digest('hex')}`
+      if (actual !== this.digest.value) {
+        throw new DproxyError('DIGEST_INVALID', `blob ${this.digest.value}: content has digest ${actual}`, {
+          detail: { expected: this.digest.value, actual },
+        })
+      }
+      await this.fh.datasync()
+      await this.fh.close()
+      await fs.mkdir(dirname(this.finalPath), { recursive: true })
+      await fs.rename(this.tempPath, this.finalPath)
+      return this.finalPath
+    } catch (err) {
+      await this.discard()
+      throw err
+    }
+  }
+
+  async abort(): Promise<void> {
+    if (this.done) return
+    this.done = true
+    await this.discard()
+  }
+
+  private async discard(): Promise<void> {
+    await this.fh.close().catch(() => {})
+    await fs.rm(this.tempPath, { force: true })
+  }
+}
+
+async function writeAtomic(layout: Layout, path: string, data: string | Uint8Array): Promise<void> {
+  const temp = join(layout.tmpDir, `w-${randomBytes(8).toString('hex')}`)
+  await fs.writeFile(temp, data, { flag: 'wx' })
+  try {
+    await fs.mkdir(dirname(path), { recursive: true })
+    await fs.rename(temp, path)
+  } catch (err) {
+    await fs.rm(temp, { force: true })
+    throw err
+  }
+}
+
+async function removeFile(path: string): Promise<boolean> {
+  try {
+    await fs.unlink(path)
+    return true
+  } catch (err) {
+    if (isNotFound(err)) return false
+    throw err
+  }
+}
+
+/** Calls `fn` for every regular file below `dir` (missing dir = nothing). */
+export async function walk(dir: string, fn: (path: string, entry: Dirent) => Promise<void>): Promise<void> {
+  let entries: Dirent[]
+  try {
+    entries = await fs.readdir(dir, { withFileTypes: true })
+  } catch (err) {
+    if (isNotFound(err)) return
+    throw err
+  }
+  for (const entry of entries) {
+    const path = join(dir, entry.name)
+    if (entry.isDirectory()) await walk(path, fn)
+    else if (entry.isFile()) await fn(path, entry)
+  }
+}
+
+export function isNotFound(err: unknown): boolean {
+  return (err as NodeJS.ErrnoException | null)?.code === 'ENOENT'
+}
+
+function isExists(err: unknown): boolean {
+  return (err as NodeJS.ErrnoException | null)?.code === 'EEXIST'
+}
+

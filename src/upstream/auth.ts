@@ -1,0 +1,233 @@
+// Token authentication against a registry, as clients do it: ping `/v2/`,
+// read the challenge, and exchange (optional) credentials at the token realm
+// for a bearer token scoped to one repository. Tokens are cached per scope and
+// credential until they expire, so a pull costs one token request at most, and
+// nothing here runs until a request really has to go upstream.
+//
+// The realm comes from the registry's answer and is treated as hostile: it
+// must be http(s), must not point at a private or link-local address unless
+// that is the configured upstream itself, and only receives credentials when
+// it belongs to the same site as the registry (distribution's realmAllowed).
+
+import { BlockList, isIP } from 'node:net'
+import type { Dispatcher } from 'undici'
+import type { Clock } from '../clock.js'
+import { DproxyError } from '../errors.js'
+import { parseChallenge, type Challenge } from './challenge.js'
+
+export interface UpstreamCredential {
+  username: string
+  secret: string
+}
+
+/** Where upstream credentials come from; asked on every token fetch, so a new login applies at once. */
+export type CredentialSource = (registry: string) => Promise<UpstreamCredential | undefined>
+
+export const anonymous: CredentialSource = async () => undefined
+
+interface CachedToken {
+  value: string
+  expiresAt: number
+}
+
+const MIN_TOKEN_SECONDS = 60
+const EXPIRY_MARGIN_MS = 10_000
+const TOKEN_BODY_CAP = 1 << 20
+
+const privateRanges = new BlockList()
+for (const [net, prefix] of [
+  ['0.0.0.0', 8],
+  ['10.0.0.0', 8],
+  ['100.64.0.0', 10],
+  ['127.0.0.0', 8],
+  ['169.254.0.0', 16],
+  ['172.16.0.0', 12],
+  ['192.168.0.0', 16],
+] as const) {
+  privateRanges.addSubnet(net, prefix, 'ipv4')
+}
+for (const [net, prefix] of [
+  ['::1', 128],
+  ['::', 128],
+  ['fc00::', 7],
+  ['fe80::', 10],
+] as const) {
+  privateRanges.addSubnet(net, prefix, 'ipv6')
+}
+
+export function isPrivateAddress(hostname: string): boolean {
+  const host = hostname.replace(/^\[|\]$/g, '')
+  if (host === 'localhost' || host.endsWith('.localhost')) return true
+  const family = isIP(host)
+  if (family === 0) return false
+  const mapped = /^::ffff:(\d+\.\d+\.\d+\.\d+)$/i.exec(host)
+  if (mapped) return privateRanges.check(mapped[1]!, 'ipv4')
+  return privateRanges.check(host, family === 4 ? 'ipv4' : 'ipv6')
+}
+
+/** The registrable part of a host name, naively the last two labels (auth.docker.io ~ registry-1.docker.io). */
+function site(hostname: string): string {
+  if (isIP(hostname.replace(/^\[|\]$/g, '')) !== 0) return hostname
+  return hostname.split('.').slice(-2).join('.')
+}
+
+/** Validates a token realm; returns the URL to call and whether credentials may go there. */
+export function checkRealm(realm: string, upstream: URL): { url: URL; sendCredentials: boolean } {
+  let url: URL
+  try {
+    url = new URL(realm)
+  } catch {
+    throw new DproxyError('UPSTREAM_INVALID', `${upstream.origin} sent an unparsable token realm`)
+  }
+  if (url.protocol !== 'https:' && url.protocol !== 'http:') {
+    throw new DproxyError('UPSTREAM_INVALID', `${upstream.origin} sent a token realm with protocol ${url.protocol}`)
+  }
+  if (isPrivateAddress(url.hostname) && url.hostname !== upstream.hostname) {
+    throw new DproxyError(
+      'UPSTREAM_INVALID',
+      `${upstream.origin} sent a token realm on a private address (${url.host}); refusing to call it`,
+    )
+  }
+  const downgrade = url.protocol === 'http:' && upstream.protocol === 'https:'
+  const sendCredentials = !downgrade && (url.hostname === upstream.hostname || site(url.hostname) === site(upstream.hostname))
+  return { url, sendCredentials }
+}
+
+export class TokenAuth {
+  private challenge: Challenge | null | undefined
+  private pinging: Promise<Challenge | null> | undefined
+  private readonly tokens = new Map<string, CachedToken>()
+  private readonly inflight = new Map<string, Promise<CachedToken>>()
+
+  constructor(
+    private readonly registry: string,
+    private readonly base: URL,
+    private readonly credentials: CredentialSource,
+    private readonly clock: Clock,
+    private readonly send: (method: string, url: URL, headers: Record<string, string>) => Promise<Dispatcher.ResponseData>,
+  ) {}
+
+  /** The Authorization header for a request in `scope`, pinging and fetching a token when needed. */
+  async authorization(scope: string): Promise<string | undefined> {
+    const challenge = await this.currentChallenge()
+    if (!challenge) return undefined
+    if (challenge.scheme === 'basic') {
+      const cred = await this.credentials(this.registry)
+      return cred ? basic(cred) : undefined
+    }
+    if (challenge.scheme !== 'bearer') return undefined
+    const token = await this.token(challenge, scope)
+    return `Bearer ${token.value}`
+  }
+
+  /**
+   * After a 401: adopt the challenge it carried and forget the token for
+   * `scope`. Returns whether a retry can help (the caller retries once).
+   */
+  async rejected(scope: string, header: string | undefined): Promise<boolean> {
+    const challenge = parseChallenge(header)
+    this.tokens.delete(tokenKey(scope, await this.credentials(this.registry)))
+    if (!challenge) return false
+    this.challenge = challenge
+    return true
+  }
+
+  private async currentChallenge(): Promise<Challenge | null> {
+    if (this.challenge !== undefined) return this.challenge
+    this.pinging ??= this.ping().finally(() => {
+      this.pinging = undefined
+    })
+    return this.pinging
+  }
+
+  private async ping(): Promise<Challenge | null> {
+    const res = await this.send('GET', new URL('/v2/', this.base), {})
+    await res.body.dump({ limit: 64 * 1024 }).catch(() => {})
+    let challenge: Challenge | null = null
+    if (res.statusCode === 401) {
+      challenge = parseChallenge(headerValue(res.headers['www-authenticate'])) ?? null
+    } else if (res.statusCode >= 500 || res.statusCode === 429) {
+      throw new DproxyError(
+        res.statusCode === 429 ? 'TOOMANYREQUESTS' : 'UPSTREAM_UNAVAILABLE',
+        `GET ${new URL('/v2/', this.base).href}: HTTP ${res.statusCode}`,
+      )
+    }
+    this.challenge = challenge
+    return challenge
+  }
+
+  private async token(challenge: Challenge, scope: string): Promise<CachedToken> {
+    const cred = await this.credentials(this.registry)
+    const key = tokenKey(scope, cred)
+    const cached = this.tokens.get(key)
+    if (cached && cached.expiresAt > this.clock.now()) return cached
+    let pending = this.inflight.get(key)
+    if (!pending) {
+      pending = this.fetchToken(challenge, scope, cred).finally(() => this.inflight.delete(key))
+      this.inflight.set(key, pending)
+    }
+    const token = await pending
+    this.tokens.set(key, token)
+    return token
+  }
+
+  private async fetchToken(challenge: Challenge, scope: string, cred: UpstreamCredential | undefined): Promise<CachedToken> {
+    const realm = challenge.params.realm
+    if (!realm) throw new DproxyError('UPSTREAM_INVALID', `${this.base.origin} sent a Bearer challenge without a realm`)
+    const { url, sendCredentials } = checkRealm(realm, this.base)
+    if (challenge.params.service) url.searchParams.set('service', challenge.params.service)
+    url.searchParams.append('scope', scope)
+    const headers: Record<string, string> = {}
+    if (cred && sendCredentials) headers.authorization = basic(cred)
+    const started = this.clock.now()
+    const res = await this.send('GET', url, headers)
+    const text = await readCapped(res.body, TOKEN_BODY_CAP)
+    const where = `GET ${url.origin}${url.pathname}`
+    if (/^text\/html/i.test(headerValue(res.headers['content-type']) ?? '')) {
+      throw new DproxyError('UPSTREAM_UNAVAILABLE', `${where}: got an HTML page (HTTP ${res.statusCode}) instead of a token`)
+    }
+    if (res.statusCode === 401 || res.statusCode === 403) {
+      throw new DproxyError('UNAUTHORIZED', `${where}: the token service rejected the credentials for ${this.registry} (HTTP ${res.statusCode})`)
+    }
+    if (res.statusCode === 429) throw new DproxyError('TOOMANYREQUESTS', `${where}: HTTP 429`)
+    if (res.statusCode !== 200) throw new DproxyError('UPSTREAM_UNAVAILABLE', `${where}: HTTP ${res.statusCode}`)
+    let body: { token?: unknown; access_token?: unknown; expires_in?: unknown; issued_at?: unknown }
+    try {
+      body = JSON.parse(text)
+    } catch {
+      throw new DproxyError('UPSTREAM_UNAVAILABLE', `${where}: the token response is not JSON`)
+    }
+    const value = typeof body.token === 'string' && body.token ? body.token : body.access_token
+    if (typeof value !== 'string' || !value) throw new DproxyError('UPSTREAM_INVALID', `${where}: no token in the response`)
+    const seconds = Math.max(MIN_TOKEN_SECONDS, typeof body.expires_in === 'number' ? body.expires_in : MIN_TOKEN_SECONDS)
+    return { value, expiresAt: started + seconds * 1000 - EXPIRY_MARGIN_MS }
+  }
+}
+
+function tokenKey(scope: string, cred: UpstreamCredential | undefined): string {
+  return `${cred?.username ?? ''}\u0000${scope}`
+}
+
+function basic(cred: UpstreamCredential): string {
+  return `Basic ${Buffer.from(`${cred.username}:${cred.secret}`).toString('base64')}`
+}
+
+export function headerValue(v: string | string[] | undefined): string | undefined {
+  return Array.isArray(v) ? v[0] : v
+}
+
+/** Reads at most `cap` bytes of a body as text and discards the rest. */
+export async function readCapped(body: AsyncIterable<Uint8Array> & { destroy(): unknown }, cap: number): Promise<string> {
+  const chunks: Buffer[] = []
+  let total = 0
+  for await (const chunk of body) {
+    const room = cap - total
+    if (room <= 0) break
+    const buf = Buffer.from(chunk)
+    chunks.push(room < buf.length ? buf.subarray(0, room) : buf)
+    total += Math.min(room, buf.length)
+  }
+  body.destroy()
+  return Buffer.concat(chunks).toString('utf8')
+}
+

@@ -1,0 +1,346 @@
+// The HTTP client for upstream registries, built on undici. One UpstreamClient
+// per registry host holds its token auth; all of them share one connection
+// pool and one rate-limit book. It speaks only the few pull-side calls the
+// proxy needs and turns every failure into a DproxyError that says whether the
+// upstream is down (the proxy may serve stale content) or answered "no".
+//
+// Things registries get wrong, handled here once:
+// - every request carries a User-Agent (Hub's CDN front answers bare requests
+//   with an HTML challenge page) and manifest requests carry all four manifest
+//   media types, HEAD and GET alike, so digests compare and multi-arch indexes
+//   are never down-converted to one platform;
+// - blob GETs are redirected to a CDN; redirects are followed by hand without
+//   the Authorization header;
+// - an HTML page where JSON was expected is an outage, not content;
+// - error bodies are read up to a cap, and URLs in messages lose their query
+//   (signed CDN URLs carry secrets there).
+
+import type { Readable } from 'node:stream'
+import { Agent, request, type Dispatcher } from 'undici'
+import { systemClock, type Clock } from '../clock.js'
+import { DproxyError, type ErrorCode } from '../errors.js'
+import { USER_AGENT } from '../version.js'
+import { anonymous, headerValue, readCapped, TokenAuth, type CredentialSource } from './auth.js'
+import { RateLimitBook } from './ratelimit.js'
+import { upstreamBaseUrl } from './registries.js'
+
+export const MANIFEST_MEDIA_TYPES = [
+  'application/vnd.docker.distribution.manifest.v2+json',
+  'application/vnd.docker.distribution.manifest.list.v2+json',
+  'application/vnd.oci.image.manifest.v1+json',
+  'application/vnd.oci.image.index.v1+json',
+] as const
+
+const MANIFEST_ACCEPT = MANIFEST_MEDIA_TYPES.join(', ')
+/** Manifests larger than this are refused (the spec asks registries to accept 4 MB). */
+export const MANIFEST_SIZE_LIMIT = 8 * 1024 * 1024
+const ERROR_BODY_CAP = 16 * 1024
+const MAX_REDIRECTS = 5
+
+export interface ManifestInfo {
+  digest: string | undefined
+  mediaType: string
+  size: number | undefined
+}
+
+export interface ManifestBody extends ManifestInfo {
+  bytes: Buffer
+}
+
+export interface BlobBody {
+  /** Content-Length, when upstream sent one. */
+  size: number | undefined
+  /** Consume with `for await`; failures mid-body are raw undici errors (see upstreamError). */
+  body: Readable
+  /** Where the bytes come from, redacted, for messages. */
+  url: string
+}
+
+export interface UpstreamTimeouts {
+  connectMs: number
+  headersMs: number
+  bodyMs: number
+}
+
+export interface UpstreamsOptions {
+  /** registry host -> base URL, from --upstream / DPROXY_UPSTREAMS / config. */
+  overrides?: Readonly<Record<string, string>>
+  credentials?: CredentialSource
+  clock?: Clock
+  timeouts?: Partial<UpstreamTimeouts>
+  dispatcher?: Dispatcher
+}
+
+/** Counts of what went upstream, for the status endpoint and tests. */
+export interface UpstreamCounters {
+  manifestGets: number
+  manifestHeads: number
+  blobGets: number
+}
+
+export class Upstreams {
+  readonly rateLimits: RateLimitBook
+  readonly counters: UpstreamCounters = { manifestGets: 0, manifestHeads: 0, blobGets: 0 }
+  private readonly clients = new Map<string, UpstreamClient>()
+  private readonly dispatcher: Dispatcher
+  private readonly ownsDispatcher: boolean
+  private readonly overrides: Readonly<Record<string, string>>
+  private readonly credentials: CredentialSource
+  private readonly clock: Clock
+
+  constructor(options: UpstreamsOptions = {}) {
+    const t: UpstreamTimeouts = { connectMs: 10_000, headersMs: 30_000, bodyMs: 60_000, ...options.timeouts }
+    this.ownsDispatcher = options.dispatcher === undefined
+    this.dispatcher =
+      options.dispatcher ??
+      new Agent({ connect: { timeout: t.connectMs }, headersTimeout: t.headersMs, bodyTimeout: t.bodyMs })
+    this.overrides = options.overrides ?? {}
+    this.credentials = options.credentials ?? anonymous
+    this.clock = options.clock ?? systemClock
+    this.rateLimits = new RateLimitBook(this.clock)
+  }
+
+  get(registry: string): UpstreamClient {
+    let client = this.clients.get(registry)
+    if (!client) {
+      client = new UpstreamClient(
+        registry,
+        upstreamBaseUrl(registry, this.overrides),
+        this.dispatcher,
+        this.credentials,
+        this.clock,
+        this.rateLimits,
+        this.counters,
+      )
+      this.clients.set(registry, client)
+    }
+    return client
+  }
+
+  async close(): Promise<void> {
+    if (this.ownsDispatcher) await this.dispatcher.close()
+  }
+}
+
+type Kind = 'manifest' | 'blob' | 'tags'
+
+export class UpstreamClient {
+  private readonly auth: TokenAuth
+
+  constructor(
+    readonly registry: string,
+    readonly base: URL,
+    private readonly dispatcher: Dispatcher,
+    credentials: CredentialSource,
+    clock: Clock,
+    private readonly rateLimits: RateLimitBook,
+    private readonly counters: UpstreamCounters,
+  ) {
+    this.auth = new TokenAuth(registry, base, credentials, clock, (method, url, headers) => this.send(method, url, headers))
+  }
+
+  async headManifest(repository: string, reference: string): Promise<ManifestInfo> {
+    this.counters.manifestHeads++
+    const { res, url } = await this.call('HEAD', repository, `manifests/${reference}`, { accept: MANIFEST_ACCEPT })
+    this.recordRateLimit(res)
+    await this.expectOk(res, 'HEAD', url, 'manifest')
+    await res.body.dump().catch(() => {})
+    return manifestInfo(res, 'HEAD', url)
+  }
+
+  async getManifest(repository: string, reference: string): Promise<ManifestBody> {
+    this.counters.manifestGets++
+    const { res, url } = await this.call('GET', repository, `manifests/${reference}`, { accept: MANIFEST_ACCEPT })
+    this.recordRateLimit(res)
+    await this.expectOk(res, 'GET', url, 'manifest')
+    const info = manifestInfo(res, 'GET', url)
+    if (info.size !== undefined && info.size > MANIFEST_SIZE_LIMIT) {
+      res.body.destroy()
+      throw new DproxyError('MANIFEST_INVALID', `GET ${redact(url)}: manifest of ${info.size} bytes is over the limit`)
+    }
+    const chunks: Buffer[] = []
+    let total = 0
+    try {
+      for await (const chunk of res.body) {
+        total += chunk.length
+        if (total > MANIFEST_SIZE_LIMIT) {
+          res.body.destroy()
+          throw new DproxyError('MANIFEST_INVALID', `GET ${redact(url)}: manifest is over the size limit`)
+        }
+        chunks.push(chunk)
+      }
+    } catch (err) {
+      throw asUpstreamError(err, 'GET', url)
+    }
+    const bytes = Buffer.concat(chunks)
+    if (info.size !== undefined && bytes.length !== info.size) {
+      throw new DproxyError('UPSTREAM_UNAVAILABLE', `GET ${redact(url)}: got ${bytes.length} of ${info.size} bytes`)
+    }
+    return { ...info, size: bytes.length, bytes }
+  }
+
+  /** Starts a blob download; the caller consumes (or destroys) `body`. */
+  async getBlob(repository: string, digest: string): Promise<BlobBody> {
+    this.counters.blobGets++
+    const { res, url } = await this.followRedirects('GET', repository, digest)
+    const length = headerValue(res.headers['content-length'])
+    return { size: length === undefined ? undefined : Number(length), body: res.body, url: redact(url) }
+  }
+
+  async headBlob(repository: string, digest: string): Promise<{ size: number | undefined }> {
+    const { res } = await this.followRedirects('HEAD', repository, digest)
+    await res.body.dump().catch(() => {})
+    const length = headerValue(res.headers['content-length'])
+    return { size: length === undefined ? undefined : Number(length) }
+  }
+
+  async listTags(repository: string, query: URLSearchParams): Promise<string[]> {
+    const qs = query.toString()
+    const { res, url } = await this.call('GET', repository, `tags/list${qs ? `?${qs}` : ''}`, { accept: 'application/json' })
+    await this.expectOk(res, 'GET', url, 'tags')
+    const text = await readCapped(res.body, MANIFEST_SIZE_LIMIT)
+    try {
+      const parsed = JSON.parse(text) as { tags?: unknown }
+      return Array.isArray(parsed.tags) ? parsed.tags.filter((t): t is string => typeof t === 'string') : []
+    } catch {
+      throw new DproxyError('UPSTREAM_UNAVAILABLE', `GET ${redact(url)}: tag list is not JSON`)
+    }
+  }
+
+  private async followRedirects(method: 'GET' | 'HEAD', repository: string, digest: string) {
+    let { res, url } = await this.call(method, repository, `blobs/${digest}`, {})
+    for (let hops = 0; isRedirect(res.statusCode); hops++) {
+      const location = headerValue(res.headers.location)
+      await res.body.dump().catch(() => {})
+      if (!location || hops >= MAX_REDIRECTS) {
+        throw new DproxyError('UPSTREAM_UNAVAILABLE', `${method} ${redact(url)}: too many or empty redirects`)
+      }
+      // The token is for the registry, not the CDN: follow without Authorization.
+      url = new URL(location, url)
+      if (url.protocol !== 'https:' && url.protocol !== 'http:') {
+        throw new DproxyError('UPSTREAM_INVALID', `${method} ${redact(url)}: redirect to a non-HTTP URL`)
+      }
+      res = await this.send(method, url, {})
+    }
+    await this.expectOk(res, method, url, 'blob')
+    return { res, url }
+  }
+
+  private async call(method: string, repository: string, rest: string, opts: { accept?: string }) {
+    const url = new URL(`${this.base.pathname.replace(/\/$/, '')}/v2/${repository}/${rest}`, this.base)
+    const scope = `repository:${repository}:pull`
+    const headers: Record<string, string> = opts.accept ? { accept: opts.accept } : {}
+    let auth = await this.auth.authorization(scope)
+    let res = await this.send(method, url, auth ? { ...headers, authorization: auth } : headers)
+    if (res.statusCode === 401) {
+      const challenge = headerValue(res.headers['www-authenticate'])
+      if (await this.auth.rejected(scope, challenge)) {
+        await res.body.dump().catch(() => {})
+        auth = await this.auth.authorization(scope)
+        res = await this.send(method, url, auth ? { ...headers, authorization: auth } : headers)
+      }
+    }
+    return { res, url }
+  }
+
+  private async send(method: string, url: URL, headers: Record<string, string>): Promise<Dispatcher.ResponseData> {
+    try {
+      return await request(url, {
+        method: method as Dispatcher.HttpMethod,
+        headers: { 'user-agent': USER_AGENT, ...headers },
+        dispatcher: this.dispatcher,
+      })
+    } catch (err) {
+      throw asUpstreamError(err, method, url)
+    }
+  }
+
+  private recordRateLimit(res: Dispatcher.ResponseData): void {
+    this.rateLimits.record(this.registry, (name) => headerValue(res.headers[name]))
+  }
+
+  /** Throws the DproxyError a non-2xx answer means, after reading a capped piece of its body. */
+  private async expectOk(res: Dispatcher.ResponseData, method: string, url: URL, kind: Kind): Promise<void> {
+    const status = res.statusCode
+    const type = headerValue(res.headers['content-type']) ?? ''
+    const where = `${method} ${redact(url)}`
+    if (status >= 200 && status < 300) {
+      if (kind !== 'blob' && /^text\/html/i.test(type)) {
+        res.body.destroy()
+        throw new DproxyError('UPSTREAM_UNAVAILABLE', `${where}: got an HTML page instead of a registry response`)
+      }
+      return
+    }
+    const text = method === 'HEAD' ? '' : await readCapped(res.body, ERROR_BODY_CAP).catch(() => '')
+    if (method === 'HEAD') await res.body.dump().catch(() => {})
+    const upstream = parseOciError(text)
+    const said = upstream ? `: ${upstream.message || upstream.code}` : ''
+    const html = /^text\/html/i.test(type)
+    let code: ErrorCode
+    let status2: number | undefined
+    if (status === 429) code = 'TOOMANYREQUESTS'
+    else if (status >= 500 || html) code = 'UPSTREAM_UNAVAILABLE'
+    else if (status === 404) code = upstream && isNotFoundCode(upstream.code) ? upstream.code : notFound[kind]
+    else if (status === 401) code = 'UNAUTHORIZED'
+    else if (status === 403) code = 'DENIED'
+    else {
+      code = 'UPSTREAM_UNAVAILABLE'
+      status2 = 502
+    }
+    throw new DproxyError(code, `${where}: HTTP ${status}${said}`, {
+      ...(status2 ? { status: status2 } : {}),
+      detail: { upstreamStatus: status },
+    })
+  }
+}
+
+const notFound: Record<Kind, ErrorCode> = { manifest: 'MANIFEST_UNKNOWN', blob: 'BLOB_UNKNOWN', tags: 'NAME_UNKNOWN' }
+
+function isNotFoundCode(code: string): code is 'MANIFEST_UNKNOWN' | 'BLOB_UNKNOWN' | 'NAME_UNKNOWN' {
+  return code === 'MANIFEST_UNKNOWN' || code === 'BLOB_UNKNOWN' || code === 'NAME_UNKNOWN'
+}
+
+function parseOciError(text: string): { code: string; message: string } | undefined {
+  try {
+    const first = (JSON.parse(text) as { errors?: Array<{ code?: unknown; message?: unknown }> }).errors?.[0]
+    if (first && typeof first.code === 'string') {
+      return { code: first.code, message: typeof first.message === 'string' ? first.message.slice(0, 300) : '' }
+    }
+  } catch {
+    // not JSON: the status code says enough
+  }
+  return undefined
+}
+
+function manifestInfo(res: Dispatcher.ResponseData, method: string, url: URL): ManifestInfo {
+  const mediaType = headerValue(res.headers['content-type'])?.split(';')[0]?.trim()
+  if (!mediaType) {
+    throw new DproxyError('UPSTREAM_INVALID', `${method} ${redact(url)}: manifest response without Content-Type`)
+  }
+  const length = headerValue(res.headers['content-length'])
+  return {
+    digest: headerValue(res.headers['docker-content-digest']),
+    mediaType,
+    size: length === undefined ? undefined : Number(length),
+  }
+}
+
+function isRedirect(status: number): boolean {
+  return status === 301 || status === 302 || status === 303 || status === 307 || status === 308
+}
+
+/** The URL without query or credentials, for messages and logs. */
+export function redact(url: URL): string {
+  return `${url.origin}${url.pathname}`
+}
+
+function asUpstreamError(err: unknown, method: string, url: URL): DproxyError {
+  return upstreamError(err, `${method} ${redact(url)}`)
+}
+
+/** Wraps a network-level failure (refused, reset, timeout) as UPSTREAM_UNAVAILABLE naming `where`. */
+export function upstreamError(err: unknown, where: string): DproxyError {
+  if (err instanceof DproxyError) return err
+  const reason = err instanceof Error ? ((err as NodeJS.ErrnoException).code ?? err.message) : String(err)
+  return new DproxyError('UPSTREAM_UNAVAILABLE', `${where}: ${reason}`, { cause: err })
+}

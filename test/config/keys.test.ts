@@ -1,0 +1,145 @@
+import path from 'node:path'
+import t from 'tap'
+import {
+  checkSetting,
+  fromSource,
+  parseBoolean,
+  parseDirectory,
+  parseHosts,
+  parsePort,
+  settingKey,
+  unknownSetting,
+  upstreamsFrom,
+} from '../../src/config/keys.js'
+import { DproxyError } from '../../src/errors.js'
+
+const env = { HOME: '/home/ann' }
+
+t.test('setting names are matched however they are written', async (t) => {
+  t.equal(settingKey('maxAge'), 'maxAge')
+  t.equal(settingKey('max-age'), 'maxAge')
+  t.equal(settingKey('MAX_AGE'), 'maxAge')
+  t.equal(settingKey('cache-dir'), 'cacheDir')
+  t.equal(settingKey('foo'), undefined)
+  t.match(unknownSetting('foo'), {
+    code: 'USAGE',
+    message: "unknown setting 'foo' (known: host, port, cacheDir, upstreams, maxAge, maxSize, ttl, auth)",
+  })
+})
+
+t.test('hosts', async (t) => {
+  t.same(parseHosts('localhost'), ['127.0.0.1', '::1'])
+  t.same(parseHosts('LOOPBACK'), ['127.0.0.1', '::1'])
+  t.same(parseHosts('0.0.0.0'), ['0.0.0.0'])
+  t.same(parseHosts('127.0.0.1, [::1] ,::'), ['127.0.0.1', '::1', '::'])
+  t.same(parseHosts('localhost,127.0.0.1'), ['127.0.0.1', '::1'], 'duplicates dropped')
+  t.same(parseHosts('my-host.lan'), ['my-host.lan'])
+  t.throws(() => parseHosts(''), { code: 'CONFIG_INVALID', message: "expected host like '127.0.0.1', got ''" })
+  t.throws(() => parseHosts('127.0.0.1,bad host'), {
+    message: "expected host like '127.0.0.1', got '127.0.0.1,bad host' ('bad host' is not an IP address or host name)",
+  })
+  t.throws(() => parseHosts('http://x'), { code: 'CONFIG_INVALID' })
+})
+
+t.test('port', async (t) => {
+  t.equal(parsePort('5000'), 5000)
+  t.equal(parsePort(' 0 '), 0)
+  t.equal(parsePort(65535), 65535)
+  for (const bad of ['65536', '-1', 'abc', '', '50.5', '1e3', 70000, 1.5]) {
+    t.throws(() => parsePort(bad), { code: 'CONFIG_INVALID' }, `refuses ${JSON.stringify(bad)}`)
+  }
+  t.throws(() => parsePort('abc'), { message: "expected port like '5000', got 'abc' (0 to 65535)" })
+})
+
+t.test('booleans', async (t) => {
+  for (const yes of ['true', 'YES', 'on', '1', true]) t.equal(parseBoolean(yes, 'auth'), true)
+  for (const no of ['false', 'No', 'off', '0', false]) t.equal(parseBoolean(no, 'auth'), false)
+  t.throws(() => parseBoolean('maybe', 'auth'), {
+    code: 'CONFIG_INVALID',
+    message: "expected auth like 'true', got 'maybe' (true/false, yes/no, on/off, 1/0)",
+  })
+})
+
+t.test('directories', async (t) => {
+  t.equal(parseDirectory('~/c', 'cacheDir', { relativeTo: 'forbidden', env }), '/home/ann/c')
+  t.equal(parseDirectory('/a/../b/', 'cacheDir', { relativeTo: 'forbidden', env }), '/b')
+  t.equal(parseDirectory('rel', 'cacheDir', { relativeTo: 'cwd', env }), path.resolve('rel'))
+  t.throws(() => parseDirectory('rel', 'cacheDir', { relativeTo: 'forbidden', env }), {
+    code: 'CONFIG_INVALID',
+    message: "expected cacheDir like '~/dproxy-cache', got 'rel' (an absolute path or one starting with ~/)",
+  })
+  t.throws(() => parseDirectory(' ', 'cacheDir', { relativeTo: 'cwd', env }), { code: 'CONFIG_INVALID' })
+})
+
+t.test('upstreams', async (t) => {
+  t.same(upstreamsFrom('docker.io=http://127.0.0.1:15000,ghcr.io=https://mirror.example/'), {
+    'docker.io': 'http://127.0.0.1:15000',
+    'ghcr.io': 'https://mirror.example',
+  })
+  t.same(upstreamsFrom(['index.docker.io=http://a.example', 'Quay.IO=https://q.example/prefix/']), {
+    'docker.io': 'http://a.example',
+    'quay.io': 'https://q.example/prefix',
+  })
+  t.same(upstreamsFrom({ 'registry-1.docker.io': 'http://[::1]:15000' }), { 'docker.io': 'http://[::1]:15000' })
+  t.same(upstreamsFrom('localhost:5001=http://127.0.0.1:5002'), { 'localhost:5001': 'http://127.0.0.1:5002' })
+  t.same(upstreamsFrom(''), {}, 'empty means none')
+  t.same(upstreamsFrom('docker.io=http://a,registry.docker.io=http://a/'), { 'docker.io': 'http://a' }, 'same URL twice is fine')
+
+  const refused: Array<[Parameters<typeof upstreamsFrom>[0], string]> = [
+    ['docker.io', "expected upstreams like 'docker.io=http://127.0.0.1:15000', got 'docker.io' (each entry is REGISTRY=URL)"],
+    ['bad host=http://a', "expected an upstream registry host like 'ghcr.io' or 'localhost:5000', got 'bad host'"],
+    ['ghcr.io:99999=http://a', "expected an upstream registry host like 'ghcr.io' or 'localhost:5000', got 'ghcr.io:99999'"],
+    ['ghcr.io=mirror', "expected upstream URL for ghcr.io like 'https://mirror.example', got 'mirror'"],
+    ['ghcr.io=ftp://m.example', "expected upstream URL for ghcr.io like 'https://mirror.example', got 'ftp://m.example' (http or https only)"],
+    [
+      'ghcr.io=https://m.example/?x=1',
+      "expected upstream URL for ghcr.io like 'https://mirror.example', got 'https://m.example/?x=1' (no query or fragment)",
+    ],
+    [
+      'docker.io=http://a,index.docker.io=http://b',
+      "upstream docker.io is given twice ('http://a' and 'http://b')",
+    ],
+  ]
+  for (const [input, message] of refused) {
+    t.throws(() => upstreamsFrom(input), { name: 'DproxyError', code: 'CONFIG_INVALID', message }, JSON.stringify(input))
+  }
+})
+
+t.test('a password in an upstream URL is refused and never echoed', async (t) => {
+  const err = t.throws(() => upstreamsFrom('docker.io=https://ann:hunter2@mirror.example')) as DproxyError
+  t.equal(
+    err.message,
+    "expected upstream URL for docker.io like 'https://mirror.example', got 'https://***@mirror.example' (credentials do not belong in a URL; use 'dproxy login')",
+  )
+  t.notMatch(JSON.stringify({ message: err.message, detail: err.detail }), 'hunter2')
+  const noEq = t.throws(() => upstreamsFrom('https://ann:hunter2@mirror.example')) as DproxyError
+  t.notMatch(noEq.message, 'hunter2', 'also when the entry has no =')
+})
+
+t.test('fromSource says where a bad value came from', async (t) => {
+  t.throws(() => fromSource('DPROXY_PORT', () => parsePort('x')), {
+    code: 'CONFIG_INVALID',
+    message: "expected port like '5000', got 'x' (0 to 65535) (from DPROXY_PORT)",
+  })
+  const other = new Error('boom')
+  t.throws(
+    () =>
+      fromSource('x', () => {
+        throw other
+      }),
+    other,
+    'other errors pass through',
+  )
+})
+
+t.test('checkSetting uses the same rules as settings', async (t) => {
+  t.doesNotThrow(() => checkSetting('maxSize', '20GB', env))
+  t.throws(() => checkSetting('maxSize', 'lots', env), { message: "expected maxSize like '20GB', got 'lots'" })
+  t.throws(() => checkSetting('maxAge', 'soon', env), { code: 'CONFIG_INVALID' })
+  t.throws(() => checkSetting('ttl', 'soon', env), { code: 'CONFIG_INVALID' })
+  t.throws(() => checkSetting('port', '99999', env), { code: 'CONFIG_INVALID' })
+  t.throws(() => checkSetting('host', '', env), { code: 'CONFIG_INVALID' })
+  t.throws(() => checkSetting('cacheDir', 'relative', env), { code: 'CONFIG_INVALID' })
+  t.throws(() => checkSetting('upstreams', 'x', env), { code: 'CONFIG_INVALID' })
+  t.throws(() => checkSetting('auth', 'perhaps', env), { code: 'CONFIG_INVALID' })
+})

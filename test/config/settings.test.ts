@@ -1,0 +1,183 @@
+import fs from 'node:fs'
+import path from 'node:path'
+import t from 'tap'
+import { parseUpstreams, resolveSettings, settingEnvVars, type RawSettings } from '../../src/config/settings.js'
+
+/** An isolated home and config dir under `root`; `file` is written as config.json when given. */
+function world(root: string, file?: Record<string, unknown>) {
+  const configDir = path.join(root, 'config')
+  if (file) {
+    fs.mkdirSync(configDir, { recursive: true })
+    fs.writeFileSync(path.join(configDir, 'config.json'), JSON.stringify(file))
+  }
+  const env: NodeJS.ProcessEnv = { HOME: path.join(root, 'home'), DPROXY_CONFIG_DIR: configDir }
+  return { env, configDir, configFile: path.join(configDir, 'config.json') }
+}
+
+t.test('defaults', async (t) => {
+  const root = t.testdir({})
+  const { env, configDir } = world(root)
+  const settings = resolveSettings({ env, platform: 'linux' })
+  t.same(settings, {
+    hosts: ['127.0.0.1', '::1'],
+    port: 5000,
+    cacheDir: path.join(root, 'home', '.local', 'share', 'dproxy'),
+    upstreams: {},
+    maxAgeMs: 0,
+    maxSizeBytes: undefined,
+    ttlMs: undefined,
+    auth: false,
+    configDir,
+    stateDir: path.join(root, 'home', '.local', 'state', 'dproxy'),
+  })
+  t.notOk(fs.existsSync(configDir), 'resolving settings creates nothing')
+})
+
+t.test('flags win over environment, environment over the file, the file over defaults', async (t) => {
+  const root = t.testdir({})
+  const fileValues = {
+    host: '0.0.0.0',
+    port: '5001',
+    cacheDir: '/file/cache',
+    maxAge: '1m',
+    maxSize: '1GB',
+    ttl: '1d',
+    auth: 'false',
+  }
+  const envValues: RawSettings = {
+    host: '::',
+    port: '5002',
+    cacheDir: '/env/cache',
+    maxAge: '2m',
+    maxSize: '2GB',
+    ttl: '2d',
+    auth: 'yes',
+  }
+  const flagValues: RawSettings = {
+    host: 'localhost',
+    port: 5003,
+    cacheDir: '/flag/cache',
+    maxAge: '3m',
+    maxSize: '3GB',
+    ttl: '3d',
+    auth: false,
+  }
+  const expected = {
+    file: { hosts: ['0.0.0.0'], port: 5001, cacheDir: '/file/cache', maxAgeMs: 60_000, maxSizeBytes: 1e9, ttlMs: 86_400_000, auth: false },
+    env: { hosts: ['::'], port: 5002, cacheDir: '/env/cache', maxAgeMs: 120_000, maxSizeBytes: 2e9, ttlMs: 172_800_000, auth: true },
+    flags: {
+      hosts: ['127.0.0.1', '::1'],
+      port: 5003,
+      cacheDir: '/flag/cache',
+      maxAgeMs: 180_000,
+      maxSizeBytes: 3e9,
+      ttlMs: 259_200_000,
+      auth: false,
+    },
+  }
+  const { env } = world(root, fileValues)
+  t.match(resolveSettings({ env, platform: 'linux' }), expected.file, 'file over defaults')
+
+  const withEnv = { ...env }
+  for (const [key, value] of Object.entries(envValues)) withEnv[settingEnvVars[key as keyof typeof settingEnvVars]] = String(value)
+  t.match(resolveSettings({ env: withEnv, platform: 'linux' }), expected.env, 'environment over file')
+  t.match(resolveSettings({ env: withEnv, flags: flagValues, platform: 'linux' }), expected.flags, 'flags over environment')
+})
+
+t.test('empty environment variables count as unset', async (t) => {
+  const { env } = world(t.testdir({}), { port: '5001' })
+  const settings = resolveSettings({ env: { ...env, DPROXY_PORT: '', DPROXY_UPSTREAMS: '', DPROXY_MAX_SIZE: '' }, platform: 'linux' })
+  t.equal(settings.port, 5001)
+  t.same(settings.upstreams, {})
+})
+
+t.test('upstreams merge per registry; higher layers replace the same registry', async (t) => {
+  const { env } = world(t.testdir({}), { upstreams: 'docker.io=http://file-hub,ghcr.io=http://file-ghcr' })
+  const settings = resolveSettings({
+    env: { ...env, DPROXY_UPSTREAMS: 'ghcr.io=http://env-ghcr,quay.io=http://env-quay' },
+    flags: { upstreams: ['index.docker.io=http://flag-hub/'] },
+    platform: 'linux',
+  })
+  t.same(settings.upstreams, {
+    'docker.io': 'http://flag-hub',
+    'ghcr.io': 'http://env-ghcr',
+    'quay.io': 'http://env-quay',
+  })
+})
+
+t.test('parseUpstreams names its source', async (t) => {
+  t.same(parseUpstreams(['docker.io=http://127.0.0.1:15000', 'ghcr.io=https://m.example'], '--upstream'), {
+    'docker.io': 'http://127.0.0.1:15000',
+    'ghcr.io': 'https://m.example',
+  })
+  t.throws(() => parseUpstreams('docker.io', '--upstream'), {
+    code: 'CONFIG_INVALID',
+    message: "expected upstreams like 'docker.io=http://127.0.0.1:15000', got 'docker.io' (each entry is REGISTRY=URL) (from --upstream)",
+  })
+})
+
+t.test('a bad value says which layer it came from', async (t) => {
+  const { env, configFile } = world(t.testdir({}))
+  t.throws(() => resolveSettings({ env: { ...env, DPROXY_MAX_SIZE: 'lots' } }), {
+    name: 'DproxyError',
+    code: 'CONFIG_INVALID',
+    message: "expected maxSize like '20GB', got 'lots' (from DPROXY_MAX_SIZE)",
+  })
+  t.throws(() => resolveSettings({ env, flags: { maxAge: 'soon' } }), {
+    message: "expected maxAge like '10m', got 'soon' (units: ms, s, m, h, d, w) (from --max-age)",
+  })
+  t.throws(() => resolveSettings({ env, flags: { port: '99999' } }), { message: /\(from --port\)$/ })
+  t.throws(() => resolveSettings({ env: { ...env, DPROXY_UPSTREAMS: 'x' } }), { message: /\(from DPROXY_UPSTREAMS\)$/ })
+
+  fs.mkdirSync(path.dirname(configFile), { recursive: true })
+  fs.writeFileSync(configFile, JSON.stringify({ ttl: 'forever' }))
+  t.throws(() => resolveSettings({ env }), {
+    code: 'CONFIG_INVALID',
+    message: `expected ttl like '10m', got 'forever' (units: ms, s, m, h, d, w) (from ${configFile})`,
+  })
+  t.throws(() => resolveSettings({ env, flags: { ttl: '1d' } }), { code: 'CONFIG_INVALID' }, 'checked even when a flag overrides it')
+})
+
+t.test('unknown keys in the file are reported', async (t) => {
+  const { env, configFile } = world(t.testdir({}), { maxage: '1m' })
+  t.throws(() => resolveSettings({ env }), {
+    code: 'CONFIG_INVALID',
+    message: `unknown setting 'maxage' in ${configFile} (did you mean 'maxAge'?)`,
+  })
+  fs.writeFileSync(configFile, JSON.stringify({ colour: 'blue' }))
+  t.throws(() => resolveSettings({ env }), {
+    message: `unknown setting 'colour' in ${configFile} (known: host, port, cacheDir, upstreams, maxAge, maxSize, ttl, auth)`,
+  })
+})
+
+t.test('0 turns size and ttl limits off, so a flag can undo the file', async (t) => {
+  const { env } = world(t.testdir({}), { maxSize: '20GB', ttl: '30d', maxAge: '5m' })
+  t.match(resolveSettings({ env }), { maxSizeBytes: 20e9, ttlMs: 2_592_000_000, maxAgeMs: 300_000 })
+  const off = resolveSettings({ env, flags: { maxSize: '0', ttl: '0', maxAge: '0' } })
+  t.equal(off.maxSizeBytes, undefined)
+  t.equal(off.ttlMs, undefined)
+  t.equal(off.maxAgeMs, 0, 'maxAge 0 stays 0')
+})
+
+t.test('cache directories', async (t) => {
+  const root = t.testdir({})
+  const { env, configFile } = world(root, { cacheDir: '~/from-file' })
+  t.equal(resolveSettings({ env }).cacheDir, path.join(root, 'home', 'from-file'), '~ expands to HOME from the given env')
+  t.equal(resolveSettings({ env, flags: { cacheDir: 'rel' } }).cacheDir, path.resolve('rel'), 'a relative flag is from the cwd')
+  t.equal(resolveSettings({ env: { ...env, DPROXY_CACHE_DIR: '/env/c' } }).cacheDir, '/env/c')
+  fs.writeFileSync(configFile, JSON.stringify({ cacheDir: 'rel' }))
+  t.throws(() => resolveSettings({ env }), { code: 'CONFIG_INVALID', message: /got 'rel' \(an absolute path or one starting with ~\/\)/ })
+})
+
+t.test('hosts and port forms', async (t) => {
+  const { env } = world(t.testdir({}))
+  t.same(resolveSettings({ env, flags: { host: '127.0.0.1,::1,0.0.0.0' } }).hosts, ['127.0.0.1', '::1', '0.0.0.0'])
+  t.same(resolveSettings({ env: { ...env, DPROXY_HOST: 'loopback' } }).hosts, ['127.0.0.1', '::1'])
+  t.equal(resolveSettings({ env, flags: { port: '0' } }).port, 0, 'ephemeral port allowed')
+  t.equal(resolveSettings({ env, flags: { port: 8080 } }).port, 8080)
+})
+
+t.test('the config file may hold hand-written JSON types', async (t) => {
+  const { env } = world(t.testdir({}), { port: 5001, auth: true, upstreams: { 'registry-1.docker.io': 'http://127.0.0.1:15000/' } })
+  t.match(resolveSettings({ env }), { port: 5001, auth: true, upstreams: { 'docker.io': 'http://127.0.0.1:15000' } })
+})

@@ -1,0 +1,213 @@
+import { execFileSync, spawnSync } from 'node:child_process'
+import fs from 'node:fs'
+import path from 'node:path'
+import { fileURLToPath } from 'node:url'
+import t from 'tap'
+import {
+  KeychainCredentialStore,
+  keychainService,
+  loadKeytar,
+  probeKeychain,
+  type Keytar,
+} from '../../src/credentials/keychain.js'
+import { credentialStoreContract, secret } from './contract.js'
+
+/** An in-memory keytar: service -> account -> password. */
+function fakeKeytar(): Keytar & { entries: Map<string, Map<string, string>> } {
+  const entries = new Map<string, Map<string, string>>()
+  const service = (name: string) => {
+    let accounts = entries.get(name)
+    if (!accounts) entries.set(name, (accounts = new Map()))
+    return accounts
+  }
+  return {
+    entries,
+    getPassword: async (s, a) => service(s).get(a) ?? null,
+    setPassword: async (s, a, p) => {
+      service(s).set(a, p)
+    },
+    deletePassword: async (s, a) => service(s).delete(a),
+    findCredentials: async (s) => [...service(s)].map(([account, password]) => ({ account, password })),
+  }
+}
+
+credentialStoreContract(t, async () => new KeychainCredentialStore(fakeKeytar()))
+
+t.test('one entry per registry: service dproxy, account = registry, password = JSON', async (t) => {
+  const keytar = fakeKeytar()
+  const store = new KeychainCredentialStore(keytar)
+  await store.set('index.docker.io', { username: 'ann', secret })
+  t.equal(keychainService, 'dproxy')
+  t.same([...(keytar.entries.get('dproxy') ?? [])], [['docker.io', JSON.stringify({ username: 'ann', secret })]])
+})
+
+t.test('entries that are not ours are skipped by list and refused by get, without quoting them', async (t) => {
+  const keytar = fakeKeytar()
+  await keytar.setPassword('dproxy', 'ghcr.io', `not json ${secret}`)
+  await keytar.setPassword('dproxy', 'quay.io', JSON.stringify({ username: 'ann', secret }))
+  const store = new KeychainCredentialStore(keytar)
+  t.same(await store.list(), [{ registry: 'quay.io', username: 'ann' }])
+  const err = await store.get('ghcr.io').then(
+    () => undefined,
+    (e: unknown) => e,
+  )
+  t.match(err, { code: 'CONFIG_INVALID', message: 'keychain entry dproxy/ghcr.io is not a dproxy credential (not JSON)' })
+  t.notMatch(String((err as Error).message), secret)
+})
+
+t.test('keychain failures are wrapped with what was being done', async (t) => {
+  const keytar = fakeKeytar()
+  keytar.setPassword = async () => {
+    throw new Error('The name org.freedesktop.secrets was not provided by any .service files')
+  }
+  await t.rejects(new KeychainCredentialStore(keytar).set('ghcr.io', { username: 'ann', secret }), {
+    code: 'INTERNAL',
+    message: 'keychain: could not store the credential for ghcr.io: The name org.freedesktop.secrets was not provided by any .service files',
+  })
+})
+
+t.test('probe', async (t) => {
+  await t.resolves(probeKeychain(fakeKeytar(), 1000), 'an answering keychain passes')
+
+  const failing = fakeKeytar()
+  failing.findCredentials = async () => {
+    throw new Error('Cannot autolaunch D-Bus without X11 $DISPLAY\nmore detail')
+  }
+  await t.rejects(probeKeychain(failing, 1000), { message: 'Cannot autolaunch D-Bus without X11 $DISPLAY' }, 'first line of the reason')
+
+  const hanging = fakeKeytar()
+  hanging.findCredentials = () => new Promise(() => undefined)
+  await t.rejects(probeKeychain(hanging, 50), { message: 'no answer within 50ms' })
+
+  const late = fakeKeytar()
+  late.findCredentials = () => new Promise((_, reject) => setTimeout(() => reject(new Error('late')), 20))
+  await t.rejects(probeKeychain(late, 5), { message: 'no answer within 5ms' })
+  await new Promise((resolve) => setTimeout(resolve, 40))
+  t.pass('a rejection after the deadline is not unhandled')
+})
+
+t.test('loadKeytar finds the CommonJS functions', async (t) => {
+  let keytar: Keytar
+  try {
+    keytar = await loadKeytar()
+  } catch (err) {
+    // keytar is optional; the fallback tests in index.test.ts cover its absence.
+    t.skip(`keytar does not load here: ${(err as Error).message}`)
+    return
+  }
+  for (const name of ['getPassword', 'setPassword', 'deletePassword', 'findCredentials'] as const) {
+    t.type(keytar[name], 'function', name)
+  }
+})
+
+// --- the real OS keychain, in a child process with its own D-Bus session ---
+
+const child = fileURLToPath(new URL('./keychain-child.ts', import.meta.url))
+const loaderArgs = process.execArgv.filter((arg) => arg.includes('@tapjs/typescript'))
+
+function which(command: string): string | undefined {
+  try {
+    return execFileSync('sh', ['-c', `command -v ${command}`], { encoding: 'utf8' }).trim() || undefined
+  } catch {
+    return undefined
+  }
+}
+
+/** An environment for the child with its own HOME and XDG dirs under `root`, and no D-Bus or display. */
+function isolatedEnv(root: string, extra: Record<string, string>): NodeJS.ProcessEnv {
+  const env: NodeJS.ProcessEnv = { ...process.env }
+  for (const name of ['DBUS_SESSION_BUS_ADDRESS', 'DISPLAY', 'WAYLAND_DISPLAY', 'DPROXY_CREDENTIAL_STORE']) delete env[name]
+  const run = path.join(root, 'run')
+  fs.mkdirSync(run, { recursive: true, mode: 0o700 })
+  return {
+    ...env,
+    HOME: path.join(root, 'home'),
+    XDG_DATA_HOME: path.join(root, 'data'),
+    XDG_CONFIG_HOME: path.join(root, 'xdg-config'),
+    XDG_RUNTIME_DIR: run,
+    DPROXY_CONFIG_DIR: path.join(root, 'config'),
+    CHILD_CONFIG_DIR: path.join(root, 'config'),
+    CHILD_SECRET: secret,
+    ...extra,
+  }
+}
+
+function parseReport(t: Test, result: ReturnType<typeof spawnSync>): Record<string, unknown> | undefined {
+  const stdout = String(result.stdout)
+  const line = stdout.trim().split('\n').pop() ?? ''
+  try {
+    return JSON.parse(line) as Record<string, unknown>
+  } catch {
+    t.fail('child printed no report', { status: result.status, stdout, stderr: String(result.stderr) })
+    return undefined
+  }
+}
+
+type Test = typeof t
+
+const missing = ['dbus-run-session', 'gnome-keyring-daemon'].filter((command) => which(command) === undefined)
+
+t.test(
+  'the real keychain (gnome-keyring under dbus-run-session)',
+  {
+    skip:
+      process.platform !== 'linux'
+        ? 'gnome-keyring is Linux only'
+        : missing.length > 0
+          ? `not installed: ${missing.join(', ')} (apt-get install dbus gnome-keyring)`
+          : false,
+  },
+  async (t) => {
+    const root = t.testdir({})
+    const env = isolatedEnv(root, { DPROXY_CREDENTIAL_STORE: 'keychain', CHILD_ROUND_TRIP: '1' })
+    const script = `echo -n pw | gnome-keyring-daemon --unlock --components=secrets >/dev/null; exec "$0" "$@"`
+    const result = spawnSync('dbus-run-session', ['--', 'sh', '-c', script, process.execPath, ...loaderArgs, child], {
+      env,
+      encoding: 'utf8',
+      timeout: 60_000,
+    })
+    const report = parseReport(t, result)
+    if (!report) return
+    t.equal(report.kind, 'keychain')
+    t.same(report.fallbacks, [])
+    t.same(report.get, { username: 'ann', secret })
+    t.same(report.list, [
+      { registry: 'docker.io', username: 'ann' },
+      { registry: 'ghcr.io', username: 'bo' },
+    ])
+    t.equal(report.deleted, true)
+    t.equal(report.deletedAgain, false)
+    t.equal(report.afterDelete, null)
+    t.same(report.listAfterDelete, [{ registry: 'ghcr.io', username: 'bo' }])
+
+    const configDir = path.join(root, 'config')
+    const files = fs.existsSync(configDir) ? fs.readdirSync(configDir, { recursive: true, encoding: 'utf8' }) : []
+    for (const file of files) {
+      const full = path.join(configDir, file)
+      if (fs.statSync(full).isFile()) t.notMatch(fs.readFileSync(full, 'utf8'), secret, `${file} holds no secret`)
+    }
+    t.notOk(fs.existsSync(path.join(configDir, 'credentials.json')), 'no credentials file with a keychain')
+    t.ok(fs.existsSync(path.join(root, 'data', 'keyrings')), "the throw-away keyring lives in the test's own data dir")
+  },
+)
+
+t.test(
+  'without D-Bus, keytar fails fast and the store falls back to the file',
+  { skip: process.platform !== 'linux' && 'the Secret Service is Linux only' },
+  async (t) => {
+    const root = t.testdir({})
+    const result = spawnSync(process.execPath, [...loaderArgs, child], {
+      env: isolatedEnv(root, {}),
+      encoding: 'utf8',
+      timeout: 60_000,
+    })
+    const report = parseReport(t, result)
+    if (!report) return
+    t.equal(report.kind, 'file')
+    const credentialsFile = path.join(root, 'config', 'credentials.json')
+    t.match(report.fallbacks, [
+      new RegExp(`^no OS keychain answered \\(.+\\); storing credentials in ${credentialsFile.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')} \\(mode 0600\\)$`),
+    ])
+    t.equal((report.fallbacks as string[]).length, 1)
+  },
+)

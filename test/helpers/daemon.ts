@@ -1,0 +1,85 @@
+// Test helpers around a real Daemon: start one on an ephemeral loopback port
+// with a t.testdir cache pointed at the upstream fixture, and pull images
+// through it the way a client does (manifest, child manifests, every blob),
+// verifying every digest on the way.
+
+import { createHash } from 'node:crypto'
+import { request } from 'undici'
+import { Daemon, type DaemonOptions } from '../../src/daemon/daemon.js'
+import { ACCEPT_ALL_MANIFESTS, type FixtureImage } from '../fixtures/images.js'
+import type { Upstream } from '../fixtures/upstream.js'
+
+export interface TapLike {
+  testdir(fixture?: object): string
+  teardown(fn: () => unknown): void
+}
+
+export async function startDaemon(
+  t: TapLike,
+  up: Pick<Upstream, 'hubUrl' | 'registryUrl'> | undefined,
+  options: Partial<DaemonOptions> = {},
+): Promise<Daemon> {
+  const daemon = await Daemon.start({
+    hosts: ['127.0.0.1'],
+    port: 0,
+    cacheDir: options.cacheDir ?? t.testdir(),
+    upstreams: up ? { 'docker.io': up.hubUrl, 'registry.test:5000': up.registryUrl } : {},
+    timeouts: { connectMs: 2000, headersMs: 5000, bodyMs: 5000 },
+    shutdownGraceMs: 1000,
+    ...options,
+  })
+  t.teardown(() => daemon.stop(0))
+  return daemon
+}
+
+export interface Fetched {
+  status: number
+  headers: Record<string, string | string[] | undefined>
+  body: Buffer
+}
+
+export async function get(url: string, headers: Record<string, string> = {}, method = 'GET'): Promise<Fetched> {
+  const res = await request(url, { method: method as 'GET', headers })
+  const body = Buffer.from(await res.body.arrayBuffer())
+  return { status: res.statusCode, headers: res.headers, body }
+}
+
+export function sha256(data: Buffer): string {
+  return `sha256:${createHash('sha256').update(data).digest('hex')}`
+}
+
+/**
+ * Pulls `name:ref` through the daemon like a client: the manifest, for an
+ * index every child manifest, and every blob. Throws on any status other than
+ * 200 or any digest mismatch; returns the digests fetched.
+ */
+export async function pull(base: string, name: string, ref: string): Promise<{ manifest: Fetched; digests: string[] }> {
+  const manifest = await get(`${base}/v2/${name}/manifests/${ref}`, { accept: ACCEPT_ALL_MANIFESTS })
+  if (manifest.status !== 200) throw new Error(`GET manifest ${name}:${ref}: ${manifest.status} ${manifest.body}`)
+  const digests: string[] = []
+  const queue: Buffer[] = [manifest.body]
+  while (queue.length > 0) {
+    const doc = JSON.parse(queue.shift()!.toString()) as {
+      manifests?: Array<{ digest: string }>
+      config?: { digest: string }
+      layers?: Array<{ digest: string }>
+    }
+    for (const child of doc.manifests ?? []) {
+      const m = await get(`${base}/v2/${name}/manifests/${child.digest}`, { accept: ACCEPT_ALL_MANIFESTS })
+      if (m.status !== 200 || sha256(m.body) !== child.digest) throw new Error(`child ${child.digest}: ${m.status}`)
+      queue.push(m.body)
+    }
+    for (const blob of [...(doc.config ? [doc.config] : []), ...(doc.layers ?? [])]) {
+      const b = await get(`${base}/v2/${name}/blobs/${blob.digest}`)
+      if (b.status !== 200) throw new Error(`blob ${blob.digest}: ${b.status} ${b.body.subarray(0, 200)}`)
+      if (sha256(b.body) !== blob.digest) throw new Error(`blob ${blob.digest}: wrong content`)
+      digests.push(blob.digest)
+    }
+  }
+  return { manifest, digests }
+}
+
+/** The digests of every blob of a fixture image. */
+export function blobDigests(image: FixtureImage): string[] {
+  return image.blobs.map((b) => b.digest)
+}

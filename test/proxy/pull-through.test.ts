@@ -1,0 +1,374 @@
+// End-to-end pull-through behaviour against the real registry behind the
+// Docker-Hub-like shim: what reaches upstream, what is served from cache, and
+// what happens when upstream misbehaves. Upstream traffic is counted by the
+// shim, never inferred from dproxy's own counters.
+
+import { promises as fs } from 'node:fs'
+import { request as httpRequest } from 'node:http'
+import t from 'tap'
+import { request } from 'undici'
+import { buildExtraImage } from '../fixtures/images.js'
+import { startUpstream } from '../fixtures/upstream.js'
+import { blobDigests, get, pull, sha256, startDaemon } from '../helpers/daemon.js'
+import { parseDigest } from '../../src/registry/names.js'
+
+t.test('first pull fills the cache; second pull costs one HEAD and no blob', async (t) => {
+  const up = await startUpstream()
+  t.teardown(() => up.stop())
+  const d = await startDaemon(t, up)
+  const { alpine } = up.images
+
+  const v2 = await get(`${d.url}/v2/`)
+  t.equal(v2.status, 200)
+  t.equal(v2.headers['docker-distribution-api-version'], 'registry/2.0')
+  t.strictSame(JSON.parse(v2.body.toString()), {})
+
+  const first = await pull(d.url, 'alpine', 'latest')
+  t.ok(first.manifest.body.equals(alpine.manifest), 'manifest bytes are exactly upstream bytes')
+  t.equal(first.manifest.headers['content-type'], alpine.mediaType)
+  t.equal(first.manifest.headers['docker-content-digest'], alpine.digest)
+  t.equal(first.manifest.headers['etag'], `"${alpine.digest}"`)
+  t.equal(Number(first.manifest.headers['content-length']), alpine.manifest.length)
+  t.strictSame(first.digests.sort(), blobDigests(alpine).sort())
+  t.equal(up.hub.counts.manifestGet, 1, 'one counted manifest GET')
+  t.equal(up.hub.counts.tokenRequests, 1, 'one token for the repository')
+  for (const digest of blobDigests(alpine)) t.equal(up.hub.counts.cdnGet[digest], 1, `blob ${digest.slice(7, 19)} fetched once`)
+
+  up.hub.resetCounts()
+  await pull(d.url, 'alpine', 'latest')
+  t.equal(up.hub.counts.manifestGet, 0, 'second pull: zero counted manifest GETs')
+  t.equal(up.hub.counts.manifestHead, 1, 'second pull: one HEAD')
+  t.strictSame(up.hub.counts.blobGet, {}, 'second pull: zero blob requests')
+  t.strictSame(up.hub.counts.cdnGet, {})
+
+  const head = await get(`${d.url}/v2/library/alpine/manifests/latest`, {}, 'HEAD')
+  t.equal(head.status, 200)
+  t.equal(head.body.length, 0)
+  t.equal(Number(head.headers['content-length']), alpine.manifest.length)
+  t.equal(head.headers['docker-content-digest'], alpine.digest)
+
+  up.hub.resetCounts()
+  const byDigest = await get(`${d.url}/v2/library/alpine/manifests/${alpine.digest}`)
+  t.ok(byDigest.body.equals(alpine.manifest))
+  t.equal(up.hub.counts.requests.length, 0, 'manifest by digest: no upstream request at all')
+
+  const status = await d.status()
+  t.equal(status.counters.manifestGetsAvoided >= 1, true)
+  t.equal(status.cache.manifests, 1)
+  t.equal(status.cache.blobs, alpine.blobs.length)
+  t.equal(status.cache.tags, 1)
+})
+
+t.test('multi-arch list, OCI index and multi-layer OCI image are byte-exact', async (t) => {
+  const up = await startUpstream()
+  t.teardown(() => up.stop())
+  const d = await startDaemon(t, up)
+  for (const image of [up.images.multi, up.images.ociindex, up.images.layers, up.images.redis]) {
+    const { manifest, digests } = await pull(d.url, image.repository, image.tag)
+    t.ok(manifest.body.equals(image.manifest), `${image.ref} manifest bytes`)
+    t.equal(manifest.headers['content-type'], image.mediaType, `${image.ref} media type`)
+    t.equal(sha256(manifest.body), image.digest)
+    t.strictSame([...new Set(digests)].sort(), blobDigests(image).sort(), `${image.ref} blobs`)
+    for (const child of image.children) {
+      const m = await get(`${d.url}/v2/${image.repository}/manifests/${child.digest}`)
+      t.ok(m.body.equals(child.manifest), `${image.ref} child ${child.platform.architecture}`)
+      t.equal(m.headers['content-type'], child.mediaType)
+    }
+  }
+})
+
+t.test('a retagged upstream image is picked up by the next pull', async (t) => {
+  const up = await startUpstream()
+  t.teardown(() => up.stop())
+  const d = await startDaemon(t, up)
+  await pull(d.url, 'alpine', 'latest')
+  const next = buildExtraImage('retag-1', 'library/alpine', 'latest')
+  await up.retag('library/alpine', 'latest', next)
+  up.hub.resetCounts()
+  const { manifest } = await pull(d.url, 'alpine', 'latest')
+  t.equal(manifest.headers['docker-content-digest'], next.digest)
+  t.ok(manifest.body.equals(next.manifest))
+  t.equal(up.hub.counts.manifestHead, 1)
+  t.equal(up.hub.counts.manifestGet, 1, 'one GET because the digest changed')
+})
+
+t.test('upstream down: cached tags are served stale, uncached ones fail clearly', async (t) => {
+  const up = await startUpstream()
+  t.teardown(() => up.stop())
+  const d = await startDaemon(t, up)
+  await pull(d.url, 'alpine', 'latest')
+
+  for (const mode of ['refuse', 'down-5xx', 'down-html'] as const) {
+    await up.hub.setMode(mode)
+    const cached = await get(`${d.url}/v2/library/alpine/manifests/latest`)
+    t.equal(cached.status, 200, `${mode}: cached tag served`)
+    t.equal(cached.headers['warning'], '110 - "Response is stale"', `${mode}: marked stale`)
+    t.ok(cached.body.equals(up.images.alpine.manifest))
+    await pull(d.url, 'alpine', 'latest')
+
+    const uncached = await get(`${d.url}/v2/bitnami/redis/manifests/7.2`)
+    t.equal(uncached.status, 502, `${mode}: uncached fails`)
+    const err = JSON.parse(uncached.body.toString()).errors[0]
+    t.equal(err.code, 'UNAVAILABLE')
+    t.match(err.message, /registry\.docker|127\.0\.0\.1/, `${mode}: the message names the upstream`)
+    const blob = await get(`${d.url}/v2/bitnami/redis/blobs/${up.images.redis.blobs[0]!.digest}`)
+    t.equal(blob.status, 502, `${mode}: uncached blob fails`)
+  }
+  await up.hub.setMode('up')
+  t.ok(d.counters.staleServed >= 3)
+})
+
+t.test('a fully cached pull does not need the token service', async (t) => {
+  const up = await startUpstream()
+  t.teardown(() => up.stop())
+  const cacheDir = t.testdir()
+  const first = await startDaemon(t, up, { cacheDir })
+  await pull(first.url, 'alpine', 'latest')
+  await first.stop(0)
+
+  // A new daemon has no token; the token service and registry are gone.
+  await up.hub.setMode('refuse')
+  const second = await startDaemon(t, up, { cacheDir })
+  const { digests } = await pull(second.url, 'alpine', 'latest')
+  t.equal(digests.length, up.images.alpine.blobs.length)
+  const byDigest = await get(`${second.url}/v2/library/alpine/manifests/${up.images.alpine.digest}`)
+  t.equal(byDigest.status, 200)
+  t.notOk(byDigest.headers['warning'], 'by digest is never stale')
+})
+
+t.test('429 from upstream: TOOMANYREQUESTS when nothing is cached, stale when it is', async (t) => {
+  const up = await startUpstream({ hub: { limit: 2 } })
+  t.teardown(() => up.stop())
+  const d = await startDaemon(t, up)
+  await pull(d.url, 'alpine', 'latest')
+  await pull(d.url, 'bitnami/redis', '7.2')
+  t.equal(up.hub.remaining(), 0)
+  const multi = await get(`${d.url}/v2/library/multi/manifests/latest`)
+  t.equal(multi.status, 429)
+  t.equal(JSON.parse(multi.body.toString()).errors[0].code, 'TOOMANYREQUESTS')
+  // A retag needs a GET, which is refused: the old digest is served stale.
+  await up.retag('library/alpine', 'latest', buildExtraImage('retag-429', 'library/alpine', 'latest'))
+  const stale = await get(`${d.url}/v2/library/alpine/manifests/latest`)
+  t.equal(stale.status, 200)
+  t.equal(stale.headers['docker-content-digest'], up.images.alpine.digest)
+  t.equal(stale.headers['warning'], '110 - "Response is stale"')
+
+  const status = await d.status()
+  const rl = status.rateLimit.find((r) => r.registry === 'docker.io')
+  t.equal(rl?.limit, 2)
+  t.equal(rl?.remaining, up.hub.remaining())
+  t.equal(rl?.windowSeconds, 21600)
+  t.equal(rl?.source, up.hub.sourceFor())
+})
+
+t.test('20 concurrent cold pulls cause one upstream fetch per blob and one manifest GET', async (t) => {
+  const up = await startUpstream()
+  t.teardown(() => up.stop())
+  const d = await startDaemon(t, up)
+  const image = up.images.layers
+  const results = await Promise.all(Array.from({ length: 20 }, () => pull(d.url, image.repository, image.tag)))
+  for (const r of results) t.ok(r.manifest.body.equals(image.manifest))
+  for (const digest of blobDigests(image)) {
+    t.equal(up.hub.counts.cdnGet[digest], 1, `blob ${digest.slice(7, 19)}: one upstream fetch for 20 clients`)
+  }
+  t.equal(up.hub.counts.manifestGet, 1)
+  t.ok(up.hub.counts.manifestHead <= 1)
+})
+
+t.test('truncated, reset and wrong-bytes blobs are never cached; the next pull succeeds', async (t) => {
+  const up = await startUpstream()
+  t.teardown(() => up.stop())
+  const d = await startDaemon(t, up)
+  const layer = up.images.alpine.blobs.find((b) => b.kind === 'layer')!
+  for (const kind of ['truncate', 'reset', 'wrongBytes', 'status500'] as const) {
+    up.hub.inject({ kind, digest: layer.digest, at: 'cdn' })
+    const url = `${d.url}/v2/library/alpine/blobs/${layer.digest}`
+    let body: Buffer | undefined
+    let failed = false
+    try {
+      const res = await request(url)
+      body = Buffer.from(await res.body.arrayBuffer())
+      failed = res.statusCode !== 200
+    } catch {
+      failed = true
+    }
+    t.ok(failed || (body !== undefined && body.length < layer.size), `${kind}: client never gets a complete wrong body`)
+    if (body && !failed) t.not(sha256(body), layer.digest)
+    t.equal(await d.store.statBlob(parseDigest(layer.digest)), undefined, `${kind}: not cached`)
+    t.strictSame((await fs.readdir(d.store.layout.tmpDir)).filter((n) => !n.startsWith('w-')), [], `${kind}: temp file removed`)
+    const ok = await get(url)
+    t.equal(ok.status, 200, `${kind}: next pull works`)
+    t.equal(sha256(ok.body), layer.digest)
+    await d.store.deleteBlob(parseDigest(layer.digest))
+  }
+})
+
+t.test('Range on cached blobs, HEAD on uncached blobs, missing files refetched', async (t) => {
+  const up = await startUpstream()
+  t.teardown(() => up.stop())
+  const d = await startDaemon(t, up)
+  const layer = up.images.alpine.blobs.find((b) => b.kind === 'layer')!
+  const url = `${d.url}/v2/library/alpine/blobs/${layer.digest}`
+
+  const head = await get(url, {}, 'HEAD')
+  t.equal(head.status, 200)
+  t.equal(Number(head.headers['content-length']), layer.size, 'HEAD of an uncached blob asks upstream')
+  t.equal(head.headers['docker-content-digest'], layer.digest)
+
+  await get(url)
+  const part = await get(url, { range: 'bytes=100-199' })
+  t.equal(part.status, 206)
+  t.equal(part.headers['content-range'], `bytes 100-199/${layer.size}`)
+  t.ok(part.body.equals(layer.data.subarray(100, 200)))
+  const suffix = await get(url, { range: 'bytes=-10' })
+  t.ok(suffix.body.equals(layer.data.subarray(layer.size - 10)))
+  const bad = await get(url, { range: `bytes=${layer.size}-` })
+  t.equal(bad.status, 416)
+  t.equal(bad.headers['content-range'], `bytes */${layer.size}`)
+
+  await fs.rm(d.store.blobPath(parseDigest(layer.digest)))
+  up.hub.resetCounts()
+  const again = await get(url)
+  t.equal(sha256(again.body), layer.digest, 'a blob deleted from disk is fetched again')
+  t.equal(up.hub.counts.cdnGet[layer.digest], 1)
+})
+
+t.test('a fetch keeps filling the cache when its client goes away', async (t) => {
+  const up = await startUpstream()
+  t.teardown(() => up.stop())
+  const d = await startDaemon(t, up)
+  const layer = up.images.alpine.blobs.find((b) => b.kind === 'layer')!
+  up.hub.inject({ kind: 'slow', digest: layer.digest, at: 'cdn', delayMs: 500 })
+  const ac = new AbortController()
+  const pending = request(`${d.url}/v2/library/alpine/blobs/${layer.digest}`, { signal: ac.signal })
+  for (let i = 0; i < 100 && d.blobs.inflight === 0; i++) await new Promise((r) => setTimeout(r, 10))
+  t.equal(d.blobs.inflight, 1, 'download started')
+  ac.abort()
+  await t.rejects(pending)
+  for (let i = 0; i < 100 && (await d.store.statBlob(parseDigest(layer.digest))) === undefined; i++) {
+    await new Promise((r) => setTimeout(r, 50))
+  }
+  t.equal(await d.store.statBlob(parseDigest(layer.digest)), layer.size, 'cached although the client left')
+})
+
+t.test('names: GitLab alias, ?ns=, other registries; invalid names and digests get OCI errors', async (t) => {
+  const up = await startUpstream()
+  t.teardown(() => up.stop())
+  const d = await startDaemon(t, up)
+  const { alpine, redis } = up.images
+
+  const gitlab = await get(`${d.url}/v2/mygroup/dependency_proxy/containers/alpine/manifests/latest`)
+  t.equal(gitlab.headers['docker-content-digest'], alpine.digest, 'GitLab-style path')
+
+  const ns = await get(`${d.url}/v2/library/alpine/manifests/latest?ns=docker.io`)
+  t.equal(ns.status, 200)
+  t.equal(ns.headers['oci-namespace'], 'docker.io')
+
+  // Any registry host in the path: registry.test:5000 is mapped to the plain registry.
+  const other = await pull(d.url, `registry.test:5000/${redis.repository}`, redis.tag)
+  t.ok(other.manifest.body.equals(redis.manifest))
+  const viaNs = await get(`${d.url}/v2/${redis.repository}/manifests/${redis.tag}?ns=registry.test:5000`)
+  t.equal(viaNs.status, 200)
+
+  const cases: Array<[string, string, number, string]> = [
+    ['GET', '/v2/UPPER/manifests/latest', 400, 'NAME_INVALID'],
+    ['GET', '/v2/a/../b/manifests/latest', 400, 'NAME_INVALID'],
+    ['GET', '/v2/a/%2e%2e/b/manifests/latest', 400, 'NAME_INVALID'],
+    ['GET', '/v2/alpine/manifests/sha256:1234', 400, 'DIGEST_INVALID'],
+    ['GET', '/v2/alpine/blobs/sha256:zz', 400, 'DIGEST_INVALID'],
+    ['GET', '/v2/alpine/blobs/latest', 400, 'DIGEST_INVALID'],
+    ['GET', '/v2/alpine/manifests/.bad', 400, 'MANIFEST_INVALID'],
+    ['GET', '/v2/library/nope/manifests/latest', 404, 'MANIFEST_UNKNOWN'],
+    ['GET', `/v2/library/alpine/blobs/sha256:${'0'.repeat(64)}`, 404, 'BLOB_UNKNOWN'],
+    ['PUT', '/v2/library/alpine/manifests/latest', 405, 'UNSUPPORTED'],
+    ['POST', '/v2/library/alpine/blobs/uploads/', 405, 'UNSUPPORTED'],
+    ['DELETE', `/v2/library/alpine/manifests/${alpine.digest}`, 405, 'UNSUPPORTED'],
+    ['PATCH', '/v2/library/alpine/blobs/uploads/x', 405, 'UNSUPPORTED'],
+    ['GET', '/v2/_catalog', 404, 'NAME_UNKNOWN'],
+  ]
+  for (const [method, path, status, code] of cases) {
+    const res = await rawRequest(d.port, method, path)
+    t.equal(res.status, status, `${method} ${path} status`)
+    t.match(res.type, /^application\/json/)
+    t.equal(JSON.parse(res.body).errors[0].code, code, `${method} ${path} code`)
+  }
+  t.equal((await fs.readdir(d.store.root)).includes('etc'), false)
+})
+
+t.test('tags/list comes from upstream, falling back to cached tags', async (t) => {
+  const up = await startUpstream()
+  t.teardown(() => up.stop())
+  const d = await startDaemon(t, up)
+  const live = await get(`${d.url}/v2/alpine/tags/list`)
+  t.equal(live.status, 200)
+  t.strictSame(JSON.parse(live.body.toString()), { name: 'alpine', tags: ['latest'] })
+  await pull(d.url, 'alpine', 'latest')
+  await up.hub.setMode('refuse')
+  const cached = await get(`${d.url}/v2/alpine/tags/list`)
+  t.equal(cached.status, 200)
+  t.strictSame(JSON.parse(cached.body.toString()).tags, ['latest'])
+  t.equal(cached.headers['warning'], '110 - "Response is stale"')
+  await up.hub.setMode('up')
+})
+
+t.test('max-age: a recently checked tag is served without contacting upstream', async (t) => {
+  const up = await startUpstream()
+  t.teardown(() => up.stop())
+  let now = Date.now()
+  const d = await startDaemon(t, up, { maxAgeMs: 10 * 60_000, clock: { now: () => now } })
+  await pull(d.url, 'alpine', 'latest')
+  up.hub.resetCounts()
+  now += 5 * 60_000
+  await get(`${d.url}/v2/alpine/manifests/latest`)
+  t.equal(up.hub.counts.requests.length, 0, 'within max-age: nothing upstream')
+  now += 6 * 60_000
+  await get(`${d.url}/v2/alpine/manifests/latest`)
+  t.equal(up.hub.counts.manifestHead, 1, 'after max-age: one HEAD')
+  t.equal(up.hub.counts.manifestGet, 0)
+})
+
+t.test('status endpoint reports cache, counters and rate limit; loopback only', async (t) => {
+  const up = await startUpstream()
+  t.teardown(() => up.stop())
+  const d = await startDaemon(t, up)
+  await pull(d.url, 'alpine', 'latest')
+  const res = await get(`${d.url}/_dproxy/status`)
+  t.equal(res.status, 200)
+  const s = JSON.parse(res.body.toString())
+  t.match(s, {
+    version: String,
+    pid: process.pid,
+    uptimeSeconds: Number,
+    listen: [`127.0.0.1:${d.port}`],
+    cacheDir: d.store.root,
+    cache: { blobs: up.images.alpine.blobs.length, manifests: 1, tags: 1, bytes: Number },
+    counters: {
+      requests: Number,
+      cacheHits: Number,
+      cacheMisses: Number,
+      bytesFromCache: Number,
+      bytesFromUpstream: Number,
+      upstreamManifestGets: 1,
+      upstreamManifestHeads: 1,
+      manifestGetsAvoided: Number,
+    },
+  })
+  t.equal(s.counters.bytesFromUpstream, up.images.alpine.blobs.reduce((n: number, b: { size: number }) => n + b.size, 0))
+  const rl = s.rateLimit.find((r: { registry: string }) => r.registry === 'docker.io')
+  t.match(rl, { limit: 100, remaining: up.hub.remaining(), windowSeconds: 21600, source: '127.0.0.1', checkedAt: String })
+})
+
+/** Sends the path exactly as written (URL parsers would resolve `..` and `%2e%2e`). */
+function rawRequest(port: number, method: string, path: string): Promise<{ status: number; type: string; body: string }> {
+  return new Promise((resolve, reject) => {
+    const req = httpRequest({ host: '127.0.0.1', port, method, path }, (res) => {
+      const chunks: Buffer[] = []
+      res.on('data', (c: Buffer) => chunks.push(c))
+      res.on('end', () =>
+        resolve({ status: res.statusCode ?? 0, type: String(res.headers['content-type']), body: Buffer.concat(chunks).toString() }),
+      )
+    })
+    req.on('error', reject)
+    req.end()
+  })
+}

@@ -23,6 +23,7 @@ export type ErrorCode =
   | 'UPSTREAM_UNAVAILABLE'
   | 'UPSTREAM_INVALID'
   | 'CONFIG_INVALID'
+  | 'LISTEN_FAILED'
   | 'USAGE'
   | 'INTERNAL'
 
@@ -48,6 +49,7 @@ const defaultStatus: Record<ErrorCode, number> = {
   UPSTREAM_UNAVAILABLE: 502,
   UPSTREAM_INVALID: 502,
   CONFIG_INVALID: 400,
+  LISTEN_FAILED: 500,
   USAGE: 400,
   INTERNAL: 500,
 }

@@ -53,9 +53,9 @@ export async function serve(flags: ServeFlags, ctx: CliContext): Promise<void> {
     maxAgeMs: settings.maxAgeMs,
     log,
   })
-  for (const a of daemon.listening) ctx.stdout.write(`dproxy listening on http://${formatHost(a.host)}:${a.port}\n`)
   ctx.stdout.write(`cache: ${settings.cacheDir}\n`)
   for (const [registry, url] of Object.entries(settings.upstreams)) ctx.stdout.write(`upstream: ${registry} -> ${url}\n`)
+  for (const a of daemon.listening) ctx.stdout.write(`dproxy listening on http://${formatHost(a.host)}:${a.port}\n`)
   await new Promise<void>((resolve) => {
     const onSignal = (signal: NodeJS.Signals) => {
       process.off('SIGINT', onSignal)

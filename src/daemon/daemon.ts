@@ -143,7 +143,7 @@ export class Daemon {
           this.log.warn(`not listening on [::1]: ${code}`)
           continue
         }
-        throw new DproxyError('CONFIG_INVALID', `cannot listen on ${formatHost(host)}:${chosenPort}: ${code ?? (err as Error).message}`, {
+        throw new DproxyError('LISTEN_FAILED', `cannot listen on ${formatHost(host)}:${chosenPort}: ${code ?? (err as Error).message}`, {
           cause: err,
         })
       }

@@ -23,6 +23,7 @@ import type { Digest, ImageName } from '../registry/names.js'
 import { isNotFound, type Store } from '../store/store.js'
 import { upstreamError, type Upstreams } from '../upstream/client.js'
 import type { Counters } from './counters.js'
+import { notCached } from './outage.js'
 
 const CHUNK = 1 << 20
 
@@ -73,7 +74,11 @@ export class BlobProxy {
     } else {
       counters.cacheHits++
     }
-    await fetch.started
+    try {
+      await fetch.started
+    } catch (err) {
+      throw notCached(err, 'BLOB_UNKNOWN', `blob ${d.value}`, image.registry)
+    }
     return fromFetch(fetch, counters)
   }
 
@@ -83,7 +88,12 @@ export class BlobProxy {
     if (cached !== undefined) return cached
     const fetch = this.fetches.get(d.value)
     if (fetch?.size !== undefined) return fetch.size
-    const { size } = await this.o.upstreams.get(image.registry).headBlob(image.repository, d.value)
+    const { size } = await this.o.upstreams
+      .get(image.registry)
+      .headBlob(image.repository, d.value)
+      .catch((err: unknown) => {
+        throw notCached(err, 'BLOB_UNKNOWN', `blob ${d.value}`, image.registry)
+      })
     if (size === undefined || !Number.isSafeInteger(size)) {
       throw new DproxyError('UPSTREAM_INVALID', `upstream did not say the size of blob ${d.value}`)
     }

@@ -17,6 +17,7 @@ import { digestOf } from '../store/digest.js'
 import type { Store, StoredManifest, TagRecord } from '../store/store.js'
 import type { Upstreams } from '../upstream/client.js'
 import type { Counters } from './counters.js'
+import { notCached } from './outage.js'
 import { SingleFlight } from './singleflight.js'
 
 export interface ManifestResult extends StoredManifest {
@@ -49,7 +50,7 @@ export class ManifestProxy {
     } catch (err) {
       if (!isUpstreamOutage(err)) throw err
       const tags = await this.o.store.listTags(image.registry, image.repository)
-      if (tags.length === 0) throw err
+      if (tags.length === 0) throw notCached(err, 'NAME_UNKNOWN', `the tag list of ${name(image)}`, image.registry)
       this.o.log.warn(`serving cached tag list of ${name(image)}: ${(err as Error).message}`)
       return { tags, stale: true }
     }
@@ -64,8 +65,12 @@ export class ManifestProxy {
     }
     return this.flights.do(`${image.registry}/${image.repository}@${d.value}`, async () => {
       this.o.counters.cacheMisses++
-      const body = await this.o.upstreams.get(image.registry).getManifest(image.repository, d.value)
-      return this.keep(image, d, body.bytes, body.mediaType, body.digest)
+      try {
+        const body = await this.o.upstreams.get(image.registry).getManifest(image.repository, d.value)
+        return await this.keep(image, d, body.bytes, body.mediaType, body.digest)
+      } catch (err) {
+        throw notCached(err, 'MANIFEST_UNKNOWN', `${name(image)}@${d.value}`, image.registry)
+      }
     })
   }
 
@@ -114,12 +119,11 @@ export class ManifestProxy {
       })
       return result
     } catch (err) {
-      if (!isUpstreamOutage(err) || !rec) throw err
-      const stale = await this.fromCache(image, rec)
-      if (!stale) throw err
+      const stale = isUpstreamOutage(err) && rec ? await this.fromCache(image, rec) : undefined
+      if (!stale) throw notCached(err, 'MANIFEST_UNKNOWN', `${name(image)}:${tag}`, image.registry)
       counters.cacheHits++
       counters.staleServed++
-      this.o.log.warn(`serving stale ${name(image)}:${tag} (${rec.digest}): ${(err as Error).message}`)
+      this.o.log.warn(`serving stale ${name(image)}:${tag} (${stale.digest}): ${(err as Error).message}`)
       return { ...stale, stale: true }
     }
   }

@@ -2,7 +2,7 @@ import fs from 'node:fs'
 import path from 'node:path'
 import t from 'tap'
 import { FileCredentialStore } from '../../src/credentials/file.js'
-import { credentialStoreContract, secret } from './contract.js'
+import { credentialStoreContract, secret } from './fixtures/contract.js'
 
 const posix = process.platform !== 'win32'
 

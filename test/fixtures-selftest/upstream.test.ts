@@ -9,6 +9,7 @@ import { request } from 'undici'
 import { startUpstream, type Upstream } from '../fixtures/upstream.js'
 import { fetchToken, type Hub } from '../fixtures/hub.js'
 import { ACCEPT_ALL_MANIFESTS, buildExtraImage, sha256, catalogueImages, fingerprint } from '../fixtures/images.js'
+import { dockerAvailable, startDockerd } from '../fixtures/dockerd.js'
 
 const exec = promisify(execFile)
 
@@ -357,4 +358,24 @@ t.test('big image: 100 MiB layer through the CDN, with ranges', async (t) => {
   for await (const c of res.body) h.update(c as Buffer)
   t.equal('sha256:' + h.digest('hex'), layer.digest)
   t.equal(fingerprint(catalogueImages(up.images)), fingerprint(catalogueImages({ ...withBig.images, big: undefined })))
+})
+
+const docker = dockerAvailable()
+const dockerRequired = (process.env.CI ?? '') !== '' || (process.env.DPROXY_REQUIRE_DOCKER ?? '') !== ''
+t.test('the real Docker engine pulls through the hub: token dance, CDN redirect, diff_ids', {
+  skip: !docker.ok && !dockerRequired ? `docker engine unavailable: ${docker.reason}` : false,
+}, async (t) => {
+  const engine = await startDockerd(t)
+  hub.resetCounts()
+  hub.setRemaining(100)
+  const host = up.hubUrl.replace('http://', '')
+  for (const img of [alpine, ociindex]) {
+    const pull = await engine.docker(['pull', `${host}/${img.ref}`])
+    t.equal(pull.code, 0, `docker pull ${img.ref}`, { stderr: pull.stderr, log: engine.logTail(20) })
+    t.match(pull.stdout, img.digest)
+  }
+  t.equal(hub.counts.manifestGet, 3, 'alpine, the index and its amd64 child')
+  t.equal(hub.remaining(), 97)
+  const layer = alpine.blobs.find((b) => b.kind === 'layer')!
+  t.equal(hub.counts.cdnBytes[layer.digest], layer.size)
 })

@@ -107,12 +107,13 @@ t.test('upstream down: cached tags are served stale, uncached ones fail clearly'
     await pull(d.url, 'alpine', 'latest')
 
     const uncached = await get(`${d.url}/v2/bitnami/redis/manifests/7.2`)
-    t.equal(uncached.status, 502, `${mode}: uncached fails`)
+    t.equal(uncached.status, 404, `${mode}: uncached fails`)
     const err = JSON.parse(uncached.body.toString()).errors[0]
-    t.equal(err.code, 'UNAVAILABLE')
-    t.match(err.message, /registry\.docker|127\.0\.0\.1/, `${mode}: the message names the upstream`)
+    t.equal(err.code, 'MANIFEST_UNKNOWN')
+    t.match(err.message, /^docker\.io\/bitnami\/redis:7\.2 is not cached, and upstream docker\.io is unavailable: .*127\.0\.0\.1/, `${mode}: the message says why`)
     const blob = await get(`${d.url}/v2/bitnami/redis/blobs/${up.images.redis.blobs[0]!.digest}`)
-    t.equal(blob.status, 502, `${mode}: uncached blob fails`)
+    t.equal(blob.status, 404, `${mode}: uncached blob fails`)
+    t.equal(JSON.parse(blob.body.toString()).errors[0].code, 'BLOB_UNKNOWN')
   }
   await up.hub.setMode('up')
   t.ok(d.counters.staleServed >= 3)

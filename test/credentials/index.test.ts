@@ -1,0 +1,124 @@
+import fs from 'node:fs'
+import path from 'node:path'
+import t from 'tap'
+import { DproxyError } from '../../src/errors.js'
+import { openCredentialStore, type Keytar } from '../../src/credentials/index.js'
+import { secret } from './fixtures/contract.js'
+
+function memoryKeytar(): Keytar {
+  const entries = new Map<string, string>()
+  return {
+    getPassword: async (_s, a) => entries.get(a) ?? null,
+    setPassword: async (_s, a, p) => {
+      entries.set(a, p)
+    },
+    deletePassword: async (_s, a) => entries.delete(a),
+    findCredentials: async () => [...entries].map(([account, password]) => ({ account, password })),
+  }
+}
+
+const notInstalled = async (): Promise<Keytar> => {
+  throw new DproxyError('INTERNAL', 'keytar is not installed')
+}
+const hangs = async (): Promise<Keytar> => ({ ...memoryKeytar(), findCredentials: () => new Promise(() => undefined) })
+const mustNotLoad = async (): Promise<Keytar> => {
+  throw new Error('the keychain should not have been tried')
+}
+
+function configDirIn(root: string): string {
+  return path.join(root, 'config')
+}
+
+t.test('an answering keychain is used and nothing is written to the config dir', async (t) => {
+  const configDir = configDirIn(t.testdir({}))
+  const fallbacks: string[] = []
+  const store = await openCredentialStore({
+    configDir,
+    env: {},
+    onFallback: (r) => fallbacks.push(r),
+    loadKeychain: async () => memoryKeytar(),
+  })
+  t.equal(store.kind, 'keychain')
+  await store.set('ghcr.io', { username: 'ann', secret })
+  t.same(await store.get('ghcr.io'), { username: 'ann', secret })
+  t.same(fallbacks, [])
+  t.notOk(fs.existsSync(configDir))
+})
+
+t.test('falls back to the file, saying why in one line', async (t) => {
+  for (const [name, loadKeychain, reason] of [
+    ['keytar missing', notInstalled, 'keytar is not installed'],
+    ['keychain silent', hangs, 'no answer within 30ms'],
+  ] as const) {
+    const configDir = configDirIn(t.testdir({}))
+    const fallbacks: string[] = []
+    const store = await openCredentialStore({
+      configDir,
+      env: {},
+      onFallback: (r) => fallbacks.push(r),
+      loadKeychain,
+      probeTimeoutMs: 30,
+    })
+    t.equal(store.kind, 'file', name)
+    t.same(
+      fallbacks,
+      [`no OS keychain answered (${reason}); storing credentials in ${path.join(configDir, 'credentials.json')} (mode 0600)`],
+      name,
+    )
+    await store.set('ghcr.io', { username: 'ann', secret })
+    t.ok(fs.existsSync(path.join(configDir, 'credentials.json')), `${name}: stored in the file`)
+  }
+})
+
+t.test('DPROXY_CREDENTIAL_STORE=file forces the file without trying the keychain', async (t) => {
+  const configDir = configDirIn(t.testdir({}))
+  const fallbacks: string[] = []
+  const store = await openCredentialStore({
+    configDir,
+    env: { DPROXY_CREDENTIAL_STORE: 'file' },
+    onFallback: (r) => fallbacks.push(r),
+    loadKeychain: mustNotLoad,
+  })
+  t.equal(store.kind, 'file')
+  t.same(fallbacks, [], 'a forced choice is not a fallback')
+  await store.set('docker.io', { username: 'ann', secret })
+  t.same(await store.list(), [{ registry: 'docker.io', username: 'ann' }])
+})
+
+t.test('DPROXY_CREDENTIAL_STORE=keychain fails loudly instead of falling back', async (t) => {
+  const configDir = configDirIn(t.testdir({}))
+  await t.rejects(
+    openCredentialStore({ configDir, env: { DPROXY_CREDENTIAL_STORE: 'keychain' }, loadKeychain: notInstalled }),
+    {
+      name: 'DproxyError',
+      code: 'CONFIG_INVALID',
+      message: 'DPROXY_CREDENTIAL_STORE=keychain, but no OS keychain answered (keytar is not installed)',
+    },
+  )
+  const store = await openCredentialStore({
+    configDir,
+    env: { DPROXY_CREDENTIAL_STORE: 'keychain' },
+    loadKeychain: async () => memoryKeytar(),
+  })
+  t.equal(store.kind, 'keychain')
+})
+
+t.test('an unknown DPROXY_CREDENTIAL_STORE is refused', async (t) => {
+  await t.rejects(openCredentialStore({ configDir: t.testdir({}), env: { DPROXY_CREDENTIAL_STORE: 'vault' } }), {
+    code: 'CONFIG_INVALID',
+    message: "expected DPROXY_CREDENTIAL_STORE like 'keychain' or 'file', got 'vault'",
+  })
+})
+
+t.test('an existing credentials file keeps being used, so earlier logins are not lost', async (t) => {
+  const root = t.testdir({})
+  const configDir = configDirIn(root)
+  const first = await openCredentialStore({ configDir, env: {}, loadKeychain: notInstalled })
+  await first.set('ghcr.io', { username: 'ann', secret })
+  const later = await openCredentialStore({ configDir, env: {}, loadKeychain: mustNotLoad })
+  t.equal(later.kind, 'file')
+  t.same(await later.get('ghcr.io'), { username: 'ann', secret })
+  await later.delete('ghcr.io')
+  const afterLogout = await openCredentialStore({ configDir, env: {}, loadKeychain: async () => memoryKeytar() })
+  t.equal(afterLogout.kind, 'keychain', 'once the file is gone the keychain is used again')
+})

@@ -8,8 +8,11 @@
 // missing or fail to load. Even when it loads, a keychain may not answer: on a
 // headless Linux box libsecret throws (no D-Bus) or waits for a secret service
 // that never comes. `probeKeychain` asks once with a deadline before the store
-// is trusted. A call that hangs past the deadline still holds a libuv worker,
-// which can keep a process alive until D-Bus gives up; the CLI exits explicitly.
+// is trusted. A call that hangs past the deadline still holds a libuv worker
+// thread, and Node waits for it at exit (even after process.exit) until D-Bus
+// gives up, about 25s later (measured with a broken gnome-keyring). Once a
+// credential is in credentials.json, index.ts stops probing, so a machine
+// like that pays this only until its first login.
 
 import { DproxyError } from '../errors.js'
 import { checkCredential, decodeCredential, encodeCredential, type Credential, type CredentialStore } from './credential.js'

@@ -121,6 +121,9 @@ class Fetch extends EventEmitter {
   size: number | undefined
   written = 0
   tempPath: string | undefined
+  /** Digest and size checked: every byte may go to clients. */
+  verified = false
+  /** Renamed into the cache. */
   committed = false
   error: Error | undefined
   readonly finalPath: string
@@ -150,7 +153,7 @@ class Fetch extends EventEmitter {
 
   /** Bytes readers may have: everything once verified, all but the last byte before. */
   get available(): number {
-    return this.committed ? this.written : Math.max(0, this.written - 1)
+    return this.verified ? this.written : Math.max(0, this.written - 1)
   }
 
   async run(): Promise<void> {
@@ -160,7 +163,7 @@ class Fetch extends EventEmitter {
       const existing = await store.statBlob(this.d)
       if (existing !== undefined) {
         this.size = this.written = existing
-        this.committed = true
+        this.verified = this.committed = true
         this.markStarted()
         return
       }
@@ -183,8 +186,11 @@ class Fetch extends EventEmitter {
         await writer.abort()
         throw upstreamError(err, `GET ${up.url}`)
       }
-      await writer.commit()
+      await writer.verify()
       this.size = this.written
+      this.verified = true
+      this.emit('progress')
+      await writer.commit()
       this.committed = true
     } catch (err) {
       this.error = err instanceof Error ? err : new Error(String(err))
@@ -272,7 +278,7 @@ function followFetch(fetch: Fetch, start: number, end: number): Readable {
     async read() {
       try {
         for (;;) {
-          if (fetch.committed && (pos > last || pos >= fetch.written)) {
+          if (fetch.verified && (pos > last || pos >= fetch.written)) {
             this.push(null)
             return
           }

@@ -261,6 +261,7 @@ export class Store {
 export class VerifyingWriter {
   written = 0
   private done = false
+  private verified = false
 
   private constructor(
     readonly tempPath: string,
@@ -290,9 +291,14 @@ export class VerifyingWriter {
     this.written += chunk.length
   }
 
-  /** Verifies and renames into place. On a mismatch the temp file is removed and DIGEST_INVALID thrown. */
-  async commit(): Promise<string> {
-    this.done = true
+  /**
+   * Checks size and digest of everything written. On a mismatch the temp file
+   * is removed and SIZE_INVALID / DIGEST_INVALID thrown. Separate from commit()
+   * so readers can be released as soon as the bytes are known good, while the
+   * flush to disk is still running.
+   */
+  async verify(): Promise<void> {
+    if (this.verified) return
     try {
       if (this.expectedSize !== undefined && this.written !== this.expectedSize) {
         throw new DproxyError(
@@ -306,6 +312,19 @@ export class VerifyingWriter {
           detail: { expected: this.digest.value, actual },
         })
       }
+      this.verified = true
+    } catch (err) {
+      this.done = true
+      await this.discard()
+      throw err
+    }
+  }
+
+  /** Verifies (if not done yet), flushes to disk and renames into place. */
+  async commit(): Promise<string> {
+    await this.verify()
+    this.done = true
+    try {
       await this.fh.datasync()
       await this.fh.close()
       await fs.mkdir(dirname(this.finalPath), { recursive: true })

@@ -83,3 +83,16 @@ export async function pull(base: string, name: string, ref: string): Promise<{ m
 export function blobDigests(image: FixtureImage): string[] {
   return image.blobs.map((b) => b.digest)
 }
+
+/**
+ * Waits until the daemon has no download in progress. A client may have all
+ * its bytes (verified) while the daemon still flushes and renames the file
+ * into the cache; tests that inspect or change the cache wait for that.
+ */
+export async function settled(d: Daemon, timeoutMs = 10_000): Promise<void> {
+  const until = Date.now() + timeoutMs
+  while (d.blobs.inflight > 0) {
+    if (Date.now() > until) throw new Error(`daemon still has ${d.blobs.inflight} downloads after ${timeoutMs} ms`)
+    await new Promise((r) => setTimeout(r, 10))
+  }
+}

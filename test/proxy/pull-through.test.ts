@@ -9,7 +9,7 @@ import t from 'tap'
 import { request } from 'undici'
 import { buildExtraImage } from '../fixtures/images.js'
 import { startUpstream } from '../fixtures/upstream.js'
-import { blobDigests, get, pull, sha256, startDaemon } from '../helpers/daemon.js'
+import { blobDigests, get, pull, settled, sha256, startDaemon } from '../helpers/daemon.js'
 import { parseDigest } from '../../src/registry/names.js'
 
 t.test('first pull fills the cache; second pull costs one HEAD and no blob', async (t) => {
@@ -52,6 +52,7 @@ t.test('first pull fills the cache; second pull costs one HEAD and no blob', asy
   t.ok(byDigest.body.equals(alpine.manifest))
   t.equal(up.hub.counts.requests.length, 0, 'manifest by digest: no upstream request at all')
 
+  await settled(d)
   const status = await d.status()
   t.equal(status.counters.manifestGetsAvoided >= 1, true)
   t.equal(status.cache.manifests, 1)
@@ -200,6 +201,8 @@ t.test('truncated, reset and wrong-bytes blobs are never cached; the next pull s
     const ok = await get(url)
     t.equal(ok.status, 200, `${kind}: next pull works`)
     t.equal(sha256(ok.body), layer.digest)
+    await settled(d)
+    t.equal(await d.store.statBlob(parseDigest(layer.digest)), layer.size, `${kind}: the good copy is cached`)
     await d.store.deleteBlob(parseDigest(layer.digest))
   }
 })
@@ -217,6 +220,7 @@ t.test('Range on cached blobs, HEAD on uncached blobs, missing files refetched',
   t.equal(head.headers['docker-content-digest'], layer.digest)
 
   await get(url)
+  await settled(d)
   const part = await get(url, { range: 'bytes=100-199' })
   t.equal(part.status, 206)
   t.equal(part.headers['content-range'], `bytes 100-199/${layer.size}`)
@@ -333,6 +337,7 @@ t.test('status endpoint reports cache, counters and rate limit; loopback only', 
   t.teardown(() => up.stop())
   const d = await startDaemon(t, up)
   await pull(d.url, 'alpine', 'latest')
+  await settled(d)
   const res = await get(`${d.url}/_dproxy/status`)
   t.equal(res.status, 200)
   const s = JSON.parse(res.body.toString())

@@ -1,0 +1,449 @@
+// The six measurements. Each one measures dproxy and its baseline in the same
+// run, on the same machine state, and returns table rows plus every raw number
+// behind them. Repeated samples are interleaved (dproxy, baseline, dproxy, ...)
+// so that a machine getting busier or quieter during the run shifts both sides
+// alike; medians are reported. Counts and repetitions are fixed and small so
+// the whole bench stays well under five minutes.
+
+import { mkdir, rm } from 'node:fs/promises'
+import { join } from 'node:path'
+import { fileURLToPath } from 'node:url'
+import { run, skopeoCopyAll } from '../fixtures/clients.js'
+import { ACCEPT_ALL_MANIFESTS } from '../fixtures/images.js'
+import type { Upstream } from '../fixtures/upstream.js'
+import { pull } from '../helpers/daemon.js'
+import type { BigImage } from './big-image.js'
+import { processName, readMemory, resetPeak, RssSampler } from './memory.js'
+import {
+  curlGet,
+  dproxyEnv,
+  DPROXY_BIN,
+  probeCommand,
+  startDaemonProcess,
+  startStaticServer,
+  timeCommand,
+  type CurlResult,
+  type DaemonProcess,
+  type StaticServer,
+} from './processes.js'
+import { fixed, MB, median, MiB, verdict, type Row } from './report.js'
+import type { Resources } from './resources.js'
+
+export interface BenchContext {
+  tmp: string
+  up: Upstream
+  big: BigImage
+  resources: Resources
+  progress(msg: string): void
+}
+
+export interface Measured {
+  rows: Row[]
+  raw: Record<string, unknown>
+}
+
+const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms))
+const mb = (bytes: number) => `${fixed(bytes / MB)} MB`
+
+let daemons = 0
+
+/** A dproxy process with an empty cache of its own; released (stopped, files removed) by the returned dispose. */
+export async function freshDaemon(ctx: BenchContext): Promise<{ daemon: DaemonProcess; dispose: () => Promise<void> }> {
+  const dir = join(ctx.tmp, `dproxy-${++daemons}`)
+  const removeDir = ctx.resources.defer(`temp dir ${dir}`, () => rm(dir, { recursive: true, force: true }))
+  const daemon = await startDaemonProcess(dir, { 'docker.io': ctx.up.hubUrl })
+  const stop = ctx.resources.defer(`dproxy pid ${daemon.pid}`, () => daemon.stop())
+  return {
+    daemon,
+    dispose: async () => {
+      await stop()
+      await removeDir()
+    },
+  }
+}
+
+// ---------------------------------------------------------------------------
+// 6. CLI startup
+
+export interface CliCase {
+  name: string
+  args: string[]
+  /**
+   * Timed only when `dproxy <probe> --help` prints that command's own usage.
+   * The exit code alone proves nothing: commander answers `--help` after an
+   * unknown command with the top-level help and exit 0.
+   */
+  probe?: string
+}
+
+/** The commands whose startup is timed; add a line when a command worth timing appears. */
+export const CLI_CASES: CliCase[] = [
+  { name: 'dproxy --version', args: ['--version'] },
+  { name: 'dproxy config path', args: ['config', 'path'] },
+  { name: 'dproxy env', args: ['env'], probe: 'env' },
+  { name: 'dproxy status --json', args: ['status', '--json'], probe: 'status' },
+]
+
+const CLI_RUNS = 10
+export const CLI_TARGET_MS = 300
+
+export async function measureCliStartup(ctx: BenchContext): Promise<Measured> {
+  const dir = join(ctx.tmp, 'cli')
+  for (const d of ['home', 'config', 'state', 'cache']) await mkdir(join(dir, d), { recursive: true })
+  const env = dproxyEnv(dir)
+  const skipped: Record<string, string> = {}
+  const cases: CliCase[] = []
+  for (const c of CLI_CASES) {
+    if (c.probe !== undefined) {
+      const p = await probeCommand(process.execPath, [DPROXY_BIN, c.probe, '--help'], env)
+      if (p.code !== 0 || !new RegExp(`^Usage: dproxy ${c.probe}\\b`, 'm').test(p.stdout)) {
+        skipped[c.name] = `\`dproxy ${c.probe} --help\` exited ${p.code} without its own usage: command not there yet`
+        continue
+      }
+    }
+    cases.push(c)
+  }
+  const all = [{ name: 'node -e 0', args: ['-e', '0'], baseline: true }, ...cases.map((c) => ({ ...c, baseline: false }))]
+  const times = new Map<string, number[]>(all.map((c) => [c.name, []]))
+  const codes = new Map<string, Set<number | null>>(all.map((c) => [c.name, new Set()]))
+  // One untimed round loads node, the bundle and the config dir into the page cache.
+  for (let round = -1; round < CLI_RUNS; round++) {
+    for (const c of round % 2 === 0 ? all : [...all].reverse()) {
+      const argv = c.baseline ? c.args : [DPROXY_BIN, ...c.args]
+      const r = await timeCommand(process.execPath, argv, env)
+      if (round >= 0) times.get(c.name)!.push(r.ms)
+      codes.get(c.name)!.add(r.code)
+    }
+  }
+  const base = median(times.get('node -e 0')!)
+  const rows: Row[] = cases.map((c) => {
+    const m = median(times.get(c.name)!)
+    const exits = [...codes.get(c.name)!]
+    const note = exits.every((e) => e === 0) ? '' : ` (exit ${exits.join('/')})`
+    return {
+      id: `cli_${c.args.join('_').replace(/\W+/g, '')}`,
+      metric: `startup: ${c.name}${note}`,
+      dproxy: `${fixed(m)} ms`,
+      baseline: `${fixed(base)} ms (node -e 0)`,
+      ratio: m / base,
+      target: `< ${CLI_TARGET_MS} ms`,
+      verdict: verdict(m < CLI_TARGET_MS),
+    }
+  })
+  const raw = {
+    runs: CLI_RUNS,
+    ms: Object.fromEntries(times),
+    medianMs: Object.fromEntries([...times].map(([k, v]) => [k, median(v)])),
+    exitCodes: Object.fromEntries([...codes].map(([k, v]) => [k, [...v]])),
+    skipped,
+  }
+  return { rows, raw }
+}
+
+// ---------------------------------------------------------------------------
+// 5. Peak RSS while four clients stream the 512 MiB blob
+
+export const RSS_TARGET_BYTES = 150 * MB
+const RSS_CLIENTS = 4
+
+async function memoryPhase(pid: number, url: string, size: number) {
+  const peakReset = resetPeak(pid)
+  const sampler = new RssSampler(pid, 20)
+  sampler.start()
+  const started = performance.now()
+  let clients: CurlResult[]
+  try {
+    clients = await Promise.all(Array.from({ length: RSS_CLIENTS }, () => curlGet(url)))
+  } catch (err) {
+    sampler.stop()
+    throw err
+  }
+  const peak = sampler.stop()
+  const elapsedMs = performance.now() - started
+  const bad = clients.filter((c) => c.status !== 200 || c.bytes !== size)
+  if (bad.length > 0) throw new Error(`memory phase: clients got ${JSON.stringify(bad)} (want 200 and ${size} bytes)`)
+  // VmHWM is exact when it could be reset for this phase; otherwise only the samples belong to it.
+  const peakBytes = peakReset ? Math.max(peak.hwm, peak.maxRss) : peak.maxRss
+  return { peakBytes, peakReset, ...peak, elapsedMs, clients }
+}
+
+export async function measureMemory(ctx: BenchContext, d: DaemonProcess): Promise<Measured> {
+  const { big, up } = ctx
+  await sleep(500)
+  const idle = readMemory(d.pid)
+  const url = `${d.url}/v2/${big.repository}/blobs/${big.layerDigest}`
+  up.hub.resetCounts()
+  ctx.progress(`memory: ${RSS_CLIENTS} clients, 512 MiB blob, uncached`)
+  const uncached = await memoryPhase(d.pid, url, big.layerSize)
+  const upstreamFetches = up.hub.counts.cdnGet[big.layerDigest] ?? 0
+  ctx.progress(`memory: ${RSS_CLIENTS} clients, 512 MiB blob, cached`)
+  const cached = await memoryPhase(d.pid, url, big.layerSize)
+  const row = (id: string, what: string, p: typeof cached): Row => ({
+    id,
+    metric: `peak RSS, ${RSS_CLIENTS} clients x 512 MiB blob, ${what}`,
+    dproxy: mb(p.peakBytes),
+    baseline: `${mb(idle.rss)} idle`,
+    ratio: p.peakBytes / idle.rss,
+    target: `<= ${mb(RSS_TARGET_BYTES)}`,
+    verdict: verdict(p.peakBytes <= RSS_TARGET_BYTES),
+  })
+  return {
+    rows: [row('rss_uncached', 'uncached', uncached), row('rss_cached', 'cached', cached)],
+    raw: {
+      process: processName(d.pid),
+      idleRssBytes: idle.rss,
+      idleHwmBytes: idle.hwm,
+      uncached: { ...uncached, upstreamFetches },
+      cached,
+    },
+  }
+}
+
+// ---------------------------------------------------------------------------
+// 1. Warm blob GET throughput
+
+const THROUGHPUT_RUNS = 3
+export const THROUGHPUT_TARGET = 0.9
+
+export async function measureThroughput(ctx: BenchContext, d: DaemonProcess): Promise<Measured> {
+  const { big } = ctx
+  const dproxyUrl = `${d.url}/v2/${big.repository}/blobs/${big.layerDigest}`
+  const servers: StaticServer[] = []
+  for (const kind of ['node-static', 'python-http.server'] as const) {
+    const s = await startStaticServer(kind, big.file, join(ctx.tmp, `${kind}.log`))
+    ctx.resources.defer(kind, () => s.stop())
+    servers.push(s)
+  }
+  const targets = [{ name: 'dproxy', url: dproxyUrl }, ...servers.map((s) => ({ name: s.name, url: s.url }))]
+  const samples = new Map<string, CurlResult[]>(targets.map((t) => [t.name, []]))
+  // Round -1 warms: dproxy's cache is already filled, this puts every file in the page cache.
+  for (let round = -1; round < THROUGHPUT_RUNS; round++) {
+    const order = targets.map((_, i) => targets[(i + Math.max(round, 0)) % targets.length]!)
+    for (const t of order) {
+      const r = await curlGet(t.url)
+      if (r.status !== 200 || r.bytes !== big.layerSize) {
+        throw new Error(`GET ${t.name}: ${r.status}, ${r.bytes} bytes (want 200, ${big.layerSize})`)
+      }
+      if (round >= 0) samples.get(t.name)!.push(r)
+    }
+  }
+  const mibps = (rs: CurlResult[]) => rs.map((r) => r.bytes / MiB / r.seconds)
+  const medians = Object.fromEntries([...samples].map(([k, v]) => [k, median(mibps(v))]))
+  const best = servers.map((s) => s.name).reduce((a, b) => (medians[a]! >= medians[b]! ? a : b))
+  const ratio = medians.dproxy! / medians[best]!
+  return {
+    rows: [
+      {
+        id: 'warm_blob_throughput',
+        metric: 'warm blob GET, 512 MiB, curl (median of 3)',
+        dproxy: `${fixed(medians.dproxy!, 0)} MiB/s`,
+        baseline: `${fixed(medians[best]!, 0)} MiB/s (${best})`,
+        ratio,
+        target: `>= ${THROUGHPUT_TARGET.toFixed(2)}x`,
+        verdict: verdict(ratio >= THROUGHPUT_TARGET),
+      },
+    ],
+    raw: {
+      bytes: big.layerSize,
+      runs: THROUGHPUT_RUNS,
+      baseline: best,
+      medianMiBps: medians,
+      seconds: Object.fromEntries([...samples].map(([k, v]) => [k, v.map((r) => r.seconds)])),
+    },
+  }
+}
+
+// ---------------------------------------------------------------------------
+// 4. Manifest GETs per second
+
+const LOADGEN = fileURLToPath(new URL('./manifest-load.mjs', import.meta.url))
+const MANIFEST_CONCURRENCY = 8
+const MANIFEST_DURATION_MS = 5000
+const MANIFEST_MAX_REQUESTS = 2000
+
+interface LoadResult {
+  requests: number
+  ok: number
+  bytes: number
+  statuses: Record<string, number>
+  errors: Record<string, number>
+  elapsedMs: number
+  rps: number
+}
+
+async function load(url: string): Promise<LoadResult> {
+  const spec = {
+    url,
+    accept: ACCEPT_ALL_MANIFESTS,
+    concurrency: MANIFEST_CONCURRENCY,
+    durationMs: MANIFEST_DURATION_MS,
+    maxRequests: MANIFEST_MAX_REQUESTS,
+  }
+  const r = await run(process.execPath, [LOADGEN, JSON.stringify(spec)], { timeoutMs: MANIFEST_DURATION_MS + 20_000 })
+  if (r.code !== 0) throw new Error(`manifest load generator exited ${r.code}: ${r.stderr.slice(-500)}`)
+  return JSON.parse(r.stdout) as LoadResult
+}
+
+export async function measureManifests(ctx: BenchContext, d: DaemonProcess): Promise<Measured> {
+  const { up } = ctx
+  const image = up.images.alpine
+  const path = (ref: string) => `/v2/${image.repository}/manifests/${ref}`
+  // Cache the manifest (by tag and digest) so the loops measure the steady state.
+  for (const ref of [image.tag, image.digest]) {
+    const warm = await load(d.url + path(ref))
+    if (warm.ok === 0) throw new Error(`manifest ${ref} through dproxy: ${JSON.stringify(warm.statuses)}`)
+  }
+  const results: Record<string, { dproxy: LoadResult; registry: LoadResult; upstream: { head: number; get: number } }> = {}
+  for (const [kind, ref] of [['tag', image.tag], ['digest', image.digest]] as const) {
+    ctx.progress(`manifests by ${kind}: dproxy, then the plain registry`)
+    up.hub.resetCounts()
+    const viaDproxy = await load(d.url + path(ref))
+    const upstream = { head: up.hub.counts.manifestHead, get: up.hub.counts.manifestGet }
+    const direct = await load(up.registryUrl + path(ref))
+    results[kind] = { dproxy: viaDproxy, registry: direct, upstream }
+  }
+  const rows: Row[] = []
+  const failures = (r: LoadResult) => r.requests - r.ok
+  for (const kind of ['tag', 'digest'] as const) {
+    const r = results[kind]!
+    const bad = failures(r.dproxy) + failures(r.registry)
+    rows.push({
+      id: `manifest_rps_${kind}`,
+      metric: `manifest GET/s by ${kind}, c=${MANIFEST_CONCURRENCY}${bad > 0 ? ` (${bad} failed)` : ''}`,
+      dproxy: `${fixed(r.dproxy.rps, 0)}/s (${r.dproxy.ok} req)`,
+      baseline: `${fixed(r.registry.rps, 0)}/s (registry)`,
+      ratio: r.dproxy.rps / r.registry.rps,
+      target: 'none set',
+      verdict: bad > 0 ? 'MISS' : 'INFO',
+    })
+  }
+  const tag = results.tag!
+  const dig = results.digest!
+  rows.push({
+    id: 'manifest_upstream_tag',
+    metric: 'upstream requests per manifest GET by tag',
+    dproxy: `${tag.upstream.head} HEAD + ${tag.upstream.get} GET / ${tag.dproxy.requests}`,
+    baseline: `${tag.dproxy.requests} requests`,
+    ratio: (tag.upstream.head + tag.upstream.get) / tag.dproxy.requests,
+    target: '<= 1 HEAD, 0 GET each',
+    verdict: verdict(tag.upstream.head >= 1 && tag.upstream.head <= tag.dproxy.requests && tag.upstream.get === 0),
+  })
+  rows.push({
+    id: 'manifest_upstream_digest',
+    metric: 'upstream requests per manifest GET by digest',
+    dproxy: `${dig.upstream.head} HEAD + ${dig.upstream.get} GET / ${dig.dproxy.requests}`,
+    baseline: `${dig.dproxy.requests} requests`,
+    ratio: (dig.upstream.head + dig.upstream.get) / dig.dproxy.requests,
+    target: '0',
+    verdict: verdict(dig.upstream.head + dig.upstream.get === 0),
+  })
+  return {
+    rows,
+    raw: {
+      image: image.ref,
+      concurrency: MANIFEST_CONCURRENCY,
+      durationMs: MANIFEST_DURATION_MS,
+      maxRequests: MANIFEST_MAX_REQUESTS,
+      ...results,
+    },
+  }
+}
+
+// ---------------------------------------------------------------------------
+// 2. Cold pull of library/big:1 with skopeo
+
+const COLD_PULL_RUNS = 3
+export const COLD_PULL_TARGET = 1.15
+
+export async function measureColdPull(ctx: BenchContext): Promise<Measured> {
+  const { up } = ctx
+  const image = up.images.big!
+  const dest = join(ctx.tmp, 'skopeo-dest')
+  const removeDest = () => rm(dest, { recursive: true, force: true })
+  ctx.resources.defer(`temp dir ${dest}`, removeDest)
+  const pullFrom = async (hostPort: string): Promise<number> => {
+    await removeDest()
+    const r = await skopeoCopyAll(`${hostPort}/${image.ref}`, dest, { timeoutMs: 120_000 })
+    return r.durationMs
+  }
+  const direct = `127.0.0.1:${up.hub.port}`
+  // Untimed: skopeo, the registry's files and the hub's code paths warmed for both sides.
+  await pullFrom(direct)
+  const times = { dproxy: [] as number[], direct: [] as number[] }
+  for (let i = 0; i < COLD_PULL_RUNS; i++) {
+    for (const side of i % 2 === 0 ? (['dproxy', 'direct'] as const) : (['direct', 'dproxy'] as const)) {
+      if (side === 'direct') {
+        times.direct.push(await pullFrom(direct))
+        continue
+      }
+      const { daemon, dispose } = await freshDaemon(ctx)
+      try {
+        times.dproxy.push(await pullFrom(`127.0.0.1:${daemon.port}`))
+      } finally {
+        await dispose()
+      }
+    }
+  }
+  await removeDest()
+  const m = { dproxy: median(times.dproxy), direct: median(times.direct) }
+  const ratio = m.dproxy / m.direct
+  return {
+    rows: [
+      {
+        id: 'cold_pull',
+        metric: `cold pull ${image.ref} (~100 MiB), skopeo (median of ${COLD_PULL_RUNS})`,
+        dproxy: `${fixed(m.dproxy, 0)} ms`,
+        baseline: `${fixed(m.direct, 0)} ms (direct from hub)`,
+        ratio,
+        target: `<= ${COLD_PULL_TARGET.toFixed(2)}x`,
+        verdict: verdict(ratio <= COLD_PULL_TARGET),
+      },
+    ],
+    raw: { image: image.ref, client: 'skopeo copy --all to dir:', ms: times, medianMs: m },
+  }
+}
+
+// ---------------------------------------------------------------------------
+// 3. Upstream fetches for 20 concurrent cold pulls
+
+const CONCURRENT_PULLS = 20
+
+export async function measureConcurrentPulls(ctx: BenchContext): Promise<Measured> {
+  const { up } = ctx
+  const image = up.images.layers
+  const { daemon, dispose } = await freshDaemon(ctx)
+  try {
+    up.hub.resetCounts()
+    const started = performance.now()
+    await Promise.all(Array.from({ length: CONCURRENT_PULLS }, () => pull(daemon.url, image.repository, image.tag)))
+    const elapsedMs = performance.now() - started
+    const perBlob = Object.fromEntries(image.blobs.map((b) => [b.digest, up.hub.counts.cdnGet[b.digest] ?? 0]))
+    const counts = Object.values(perBlob)
+    const total = counts.reduce((a, b) => a + b, 0)
+    return {
+      rows: [
+        {
+          id: 'concurrent_pull_fetches',
+          metric: `upstream blob fetches, ${CONCURRENT_PULLS} concurrent cold pulls of ${image.ref}`,
+          dproxy: `${total} for ${counts.length} blobs (max ${Math.max(...counts)}/blob)`,
+          baseline: `${counts.length} (1 per blob)`,
+          ratio: total / counts.length,
+          target: 'exactly 1 per blob',
+          verdict: verdict(counts.every((c) => c === 1)),
+        },
+      ],
+      raw: {
+        image: image.ref,
+        clients: CONCURRENT_PULLS,
+        elapsedMs,
+        cdnGetPerBlob: perBlob,
+        blobGetAtFront: { ...up.hub.counts.blobGet },
+        manifestGet: up.hub.counts.manifestGet,
+        manifestHead: up.hub.counts.manifestHead,
+        tokenRequests: up.hub.counts.tokenRequests,
+      },
+    }
+  } finally {
+    await dispose()
+  }
+}

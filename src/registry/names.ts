@@ -11,6 +11,7 @@
 //   group/dependency_proxy/containers/img   -> GitLab's alias for img
 //   library/alpine?ns=docker.io             -> containerd's mirror form (registry from ?ns=)
 
+import { isIPv4, isIPv6 } from 'node:net'
 import { DproxyError } from '../errors.js'
 
 export const DOCKER_HUB = 'docker.io'
@@ -20,7 +21,6 @@ const dockerHubAliases = new Set(['docker.io', 'index.docker.io', 'registry-1.do
 /** One path component of a repository name (OCI distribution spec). */
 const componentRe = /^[a-z0-9]+(?:(?:\.|_|__|-+)[a-z0-9]+)*$/
 const tagRe = /^[A-Za-z0-9_][A-Za-z0-9._-]{0,127}$/
-const hostRe = /^(?:[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?)*|\[[0-9A-Fa-f:.]+\])(?::[0-9]{1,5})?$/
 const digestAlgorithms: Record<string, number> = { sha256: 64, sha512: 128 }
 
 export interface ImageName {
@@ -44,10 +44,19 @@ export function normalizeRegistry(host: string): string {
   return dockerHubAliases.has(lower) ? DOCKER_HUB : lower
 }
 
-export function isValidRegistryHost(host: string): boolean {
-  if (!hostRe.test(host)) return false
-  const port = /:(\d+)$/.exec(host)
-  return port === null || (Number(port[1]) > 0 && Number(port[1]) < 65536)
+const hostLabel = /^[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?$/
+
+/** True for `host`, `host:port`, IPv4 with optional port and `[ipv6]` with optional port. */
+export function isValidRegistryHost(input: string): boolean {
+  const value = input.toLowerCase()
+  const isPort = (p: string | undefined) => p === undefined || (/^\d{1,5}$/.test(p) && Number(p) >= 1 && Number(p) <= 65535)
+  const bracketed = /^\[([^\]]+)\](?::(.*))?$/.exec(value)
+  if (bracketed) return isIPv6(bracketed[1]!) && isPort(bracketed[2])
+  const colon = value.lastIndexOf(':')
+  const host = colon === -1 ? value : value.slice(0, colon)
+  const port = colon === -1 ? undefined : value.slice(colon + 1)
+  const hostname = host.length <= 253 && host.split('.').every((label) => hostLabel.test(label))
+  return (isIPv4(host) || hostname) && isPort(port)
 }
 
 export function parseDigest(value: string): Digest {

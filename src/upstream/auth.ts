@@ -10,6 +10,7 @@
 // it belongs to the same site as the registry (distribution's realmAllowed).
 
 import { BlockList, isIP } from 'node:net'
+import type { Readable } from 'node:stream'
 import type { Dispatcher } from 'undici'
 import type { Clock } from '../clock.js'
 import { DproxyError } from '../errors.js'
@@ -132,6 +133,52 @@ export class TokenAuth {
     return true
   }
 
+  /**
+   * For `dproxy login`: proves that the registry accepts this source's
+   * credentials before anyone stores them. With a Bearer challenge a token is
+   * requested with them (never from a realm that may not receive them); with a
+   * Basic one, GET /v2/ is sent with them. Throws UNAUTHORIZED when refused.
+   */
+  async verify(scope: string | undefined): Promise<'bearer' | 'basic'> {
+    const cred = await this.credentials(this.registry)
+    if (!cred) throw new DproxyError('USAGE', `no credentials to check for ${this.registry}`)
+    const challenge = await this.currentChallenge()
+    const origin = this.base.origin
+    if (!challenge) {
+      throw new DproxyError(
+        'UNSUPPORTED',
+        `${origin} did not answer GET /v2/ with an authentication challenge, so it would never be sent credentials`,
+        { status: 400 },
+      )
+    }
+    if (challenge.scheme === 'bearer') {
+      const realm = challenge.params.realm
+      if (realm && !checkRealm(realm, this.base).sendCredentials) {
+        throw new DproxyError(
+          'DENIED',
+          `${origin} asks for credentials at ${new URL(realm).origin}, which is not the same site; refusing to send them there`,
+        )
+      }
+      await this.fetchToken(challenge, scope ?? '', cred)
+      return 'bearer'
+    }
+    if (challenge.scheme === 'basic') {
+      const url = new URL('/v2/', this.base)
+      const res = await this.send('GET', url, { authorization: basic(cred) })
+      await res.body.dump({ limit: 64 * 1024 }).catch(() => {})
+      if (res.statusCode === 401 || res.statusCode === 403) {
+        throw new DproxyError('UNAUTHORIZED', `GET ${url.href}: the registry rejected the credentials for ${this.registry} (HTTP ${res.statusCode})`)
+      }
+      if (res.statusCode < 200 || res.statusCode >= 300) {
+        throw new DproxyError('UPSTREAM_UNAVAILABLE', `GET ${url.href}: HTTP ${res.statusCode}`)
+      }
+      return 'basic'
+    }
+    throw new DproxyError('UNSUPPORTED', `${origin} asks for ${challenge.scheme} authentication, which dproxy does not speak`, {
+      status: 400,
+    })
+  }
+
   private async currentChallenge(): Promise<Challenge | null> {
     if (this.challenge !== undefined) return this.challenge
     this.pinging ??= this.ping().finally(() => {
@@ -176,7 +223,7 @@ export class TokenAuth {
     if (!realm) throw new DproxyError('UPSTREAM_INVALID', `${this.base.origin} sent a Bearer challenge without a realm`)
     const { url, sendCredentials } = checkRealm(realm, this.base)
     if (challenge.params.service) url.searchParams.set('service', challenge.params.service)
-    url.searchParams.append('scope', scope)
+    if (scope) url.searchParams.append('scope', scope)
     const headers: Record<string, string> = {}
     if (cred && sendCredentials) headers.authorization = basic(cred)
     const started = this.clock.now()
@@ -216,8 +263,14 @@ export function headerValue(v: string | string[] | undefined): string | undefine
   return Array.isArray(v) ? v[0] : v
 }
 
+/** Drops a response body we won't read; undici reports that as an error nobody needs to see. */
+export function discard(body: { on(event: 'error', fn: () => void): unknown; destroy(): unknown }): void {
+  body.on('error', () => {})
+  body.destroy()
+}
+
 /** Reads at most `cap` bytes of a body as text and discards the rest. */
-export async function readCapped(body: AsyncIterable<Uint8Array> & { destroy(): unknown }, cap: number): Promise<string> {
+export async function readCapped(body: Readable, cap: number): Promise<string> {
   const chunks: Buffer[] = []
   let total = 0
   for await (const chunk of body) {
@@ -227,7 +280,7 @@ export async function readCapped(body: AsyncIterable<Uint8Array> & { destroy(): 
     chunks.push(room < buf.length ? buf.subarray(0, room) : buf)
     total += Math.min(room, buf.length)
   }
-  body.destroy()
+  discard(body)
   return Buffer.concat(chunks).toString('utf8')
 }
 

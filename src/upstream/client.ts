@@ -20,7 +20,7 @@ import { Agent, request, type Dispatcher } from 'undici'
 import { systemClock, type Clock } from '../clock.js'
 import { DproxyError, type ErrorCode } from '../errors.js'
 import { USER_AGENT } from '../version.js'
-import { anonymous, headerValue, readCapped, TokenAuth, type CredentialSource } from './auth.js'
+import { anonymous, discard, headerValue, readCapped, TokenAuth, type CredentialSource } from './auth.js'
 import { RateLimitBook } from './ratelimit.js'
 import { upstreamBaseUrl } from './registries.js'
 
@@ -139,6 +139,11 @@ export class UpstreamClient {
     this.auth = new TokenAuth(registry, base, credentials, clock, (method, url, headers) => this.send(method, url, headers))
   }
 
+  /** For `dproxy login`: proves the registry accepts the credentials (TokenAuth.verify). */
+  verifyCredentials(scope?: string): Promise<'bearer' | 'basic'> {
+    return this.auth.verify(scope)
+  }
+
   async headManifest(repository: string, reference: string): Promise<ManifestInfo> {
     this.counters.manifestHeads++
     const { res, url } = await this.call('HEAD', repository, `manifests/${reference}`, { accept: MANIFEST_ACCEPT })
@@ -155,7 +160,7 @@ export class UpstreamClient {
     await this.expectOk(res, 'GET', url, 'manifest')
     const info = manifestInfo(res, 'GET', url)
     if (info.size !== undefined && info.size > MANIFEST_SIZE_LIMIT) {
-      res.body.destroy()
+      discard(res.body)
       throw new DproxyError('MANIFEST_INVALID', `GET ${redact(url)}: manifest of ${info.size} bytes is over the limit`)
     }
     const chunks: Buffer[] = []
@@ -164,7 +169,7 @@ export class UpstreamClient {
       for await (const chunk of res.body) {
         total += chunk.length
         if (total > MANIFEST_SIZE_LIMIT) {
-          res.body.destroy()
+          discard(res.body)
           throw new DproxyError('MANIFEST_INVALID', `GET ${redact(url)}: manifest is over the size limit`)
         }
         chunks.push(chunk)
@@ -266,7 +271,7 @@ export class UpstreamClient {
     const where = `${method} ${redact(url)}`
     if (status >= 200 && status < 300) {
       if (kind !== 'blob' && /^text\/html/i.test(type)) {
-        res.body.destroy()
+        discard(res.body)
         throw new DproxyError('UPSTREAM_UNAVAILABLE', `${where}: got an HTML page instead of a registry response`)
       }
       return

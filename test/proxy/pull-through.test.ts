@@ -219,8 +219,13 @@ t.test('Range on cached blobs, HEAD on uncached blobs, missing files refetched',
   t.equal(Number(head.headers['content-length']), layer.size, 'HEAD of an uncached blob asks upstream')
   t.equal(head.headers['docker-content-digest'], layer.digest)
 
+  // A range on an uncached blob starts the one download and is served from it.
+  const cold = await get(url, { range: 'bytes=1000-1099' })
+  t.equal(cold.status, 206)
+  t.ok(cold.body.equals(layer.data.subarray(1000, 1100)))
   await get(url)
   await settled(d)
+  t.equal(up.hub.counts.cdnGet[layer.digest], 1, 'range + full GET: one upstream fetch')
   const part = await get(url, { range: 'bytes=100-199' })
   t.equal(part.status, 206)
   t.equal(part.headers['content-range'], `bytes 100-199/${layer.size}`)

@@ -89,7 +89,7 @@ export class ManifestProxy {
 
   /** Asks upstream what the tag points at now; GETs only when that is not cached. */
   private async revalidate(image: ImageName, tag: string, rec: TagRecord | undefined): Promise<ManifestResult> {
-    const { store, clock, counters } = this.o
+    const { counters } = this.o
     const client = this.o.upstreams.get(image.registry)
     try {
       const head = await client.headManifest(image.repository, tag)
@@ -98,12 +98,7 @@ export class ManifestProxy {
         if (known) {
           counters.cacheHits++
           counters.manifestGetsAvoided++
-          await store.putTag(image.registry, image.repository, tag, {
-            digest: known.digest,
-            mediaType: known.mediaType,
-            size: known.bytes.length,
-            checkedAt: clock.now(),
-          })
+          await this.recordTag(image, tag, known)
           return known
         }
       }
@@ -111,12 +106,7 @@ export class ManifestProxy {
       const body = await client.getManifest(image.repository, tag)
       const d = parseDigestFromUpstream(body.digest ?? digestOf(body.bytes))
       const result = await this.keep(image, d, body.bytes, body.mediaType, body.digest)
-      await store.putTag(image.registry, image.repository, tag, {
-        digest: result.digest,
-        mediaType: result.mediaType,
-        size: result.bytes.length,
-        checkedAt: clock.now(),
-      })
+      await this.recordTag(image, tag, result)
       return result
     } catch (err) {
       const stale = isUpstreamOutage(err) && rec ? await this.fromCache(image, rec) : undefined
@@ -126,6 +116,16 @@ export class ManifestProxy {
       this.o.log.warn(`serving stale ${name(image)}:${tag} (${stale.digest}): ${(err as Error).message}`)
       return { ...stale, stale: true }
     }
+  }
+
+  /** Remembers what upstream just said the tag points at. */
+  private async recordTag(image: ImageName, tag: string, m: StoredManifest): Promise<void> {
+    await this.o.store.putTag(image.registry, image.repository, tag, {
+      digest: m.digest,
+      mediaType: m.mediaType,
+      size: m.bytes.length,
+      checkedAt: this.o.clock.now(),
+    })
   }
 
   /** Verifies upstream bytes against every digest that names them, then stores them. */

@@ -26,6 +26,12 @@ export type ErrorCode =
   | 'LISTEN_FAILED'
   | 'USAGE'
   | 'INTERNAL'
+  // daemon lifecycle (`dproxy start/stop`)
+  | 'ALREADY_RUNNING'
+  | 'START_FAILED'
+  | 'STOP_FAILED'
+  // another CLI command holds <cacheDir>/cache.lock
+  | 'CACHE_LOCKED'
 
 export interface DproxyErrorOptions {
   status?: number
@@ -52,6 +58,10 @@ const defaultStatus: Record<ErrorCode, number> = {
   LISTEN_FAILED: 500,
   USAGE: 400,
   INTERNAL: 500,
+  ALREADY_RUNNING: 409,
+  START_FAILED: 500,
+  STOP_FAILED: 500,
+  CACHE_LOCKED: 409,
 }
 
 export class DproxyError extends Error {

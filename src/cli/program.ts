@@ -6,8 +6,14 @@
 import { Command, CommanderError } from 'commander'
 import { isDproxyError } from '../errors.js'
 import { VERSION } from '../version.js'
+import { registerCacheCommand } from './cache.js'
 import { registerConfigCommand } from './config.js'
+import { registerDaemonCommands } from './daemon.js'
+import { registerEnvCommand } from './env.js'
+import { registerLoginCommands } from './login.js'
 import { registerServeCommand } from './serve.js'
+import { registerServiceCommand } from './service.js'
+import { registerStatusCommand } from './status.js'
 
 export interface CliContext {
   env: NodeJS.ProcessEnv
@@ -34,7 +40,13 @@ export function buildProgram(ctx: CliContext): Command {
       '\nExit status: 0 success, 1 failure, 2 usage error (bad option or setting).\nSee dproxy(1) and dproxy-<command>(1).',
     )
   registerServeCommand(program, ctx)
+  registerDaemonCommands(program, ctx) // after serve: start copies its options
+  registerStatusCommand(program, ctx)
+  registerServiceCommand(program, ctx)
   registerConfigCommand(program, ctx)
+  registerCacheCommand(program, ctx)
+  registerLoginCommands(program, ctx)
+  registerEnvCommand(program, ctx)
   return program
 }
 

@@ -3,10 +3,14 @@
 // the daemon, says where it listens and where the cache is, and on a signal
 // lets in-flight responses finish (bounded) before exiting 0.
 
-import type { Command } from 'commander'
+import { Option, type Command } from 'commander'
 import { resolveSettings, type RawSettings } from '../config/settings.js'
+import { openCredentialStore } from '../credentials/index.js'
+import { clientSecretReader, CLIENT_USERNAME, ensureClientSecret } from '../daemon/clientauth.js'
 import { Daemon, formatHost } from '../daemon/daemon.js'
 import { streamLogger } from '../log.js'
+import { storedCredentials } from '../upstream/login.js'
+import { detach } from './daemon.js'
 import type { CliContext } from './program.js'
 
 interface ServeFlags {
@@ -15,6 +19,9 @@ interface ServeFlags {
   cacheDir?: string
   upstream?: string[]
   maxAge?: string
+  auth?: boolean
+  detach?: boolean
+  logFile?: string
 }
 
 export function registerServeCommand(program: Command, ctx: CliContext): void {
@@ -30,8 +37,12 @@ export function registerServeCommand(program: Command, ctx: CliContext): void {
       (value: string, prev: string[] = []) => [...prev, value],
     )
     .option('--max-age <duration>', "serve a tag checked within this long without asking upstream (e.g. '10m'; default 0)")
-    .action(async (flags: ServeFlags) => {
-      await serve(flags, ctx)
+    .option('--auth', 'require clients to log in (user dproxy, password from dproxy env); required beyond loopback')
+    .option('--detach', 'run in the background, like dproxy start')
+    .addOption(new Option('--log-file <path>', 'where this daemon writes its output (set by dproxy start)').hideHelp())
+    .action(async (flags: ServeFlags, cmd: Command) => {
+      if (flags.detach) await detach(cmd, ctx)
+      else await serve(flags, ctx)
     })
 }
 
@@ -42,24 +53,39 @@ export async function serve(flags: ServeFlags, ctx: CliContext): Promise<void> {
     ...(flags.cacheDir !== undefined ? { cacheDir: flags.cacheDir } : {}),
     ...(flags.upstream !== undefined ? { upstreams: flags.upstream } : {}),
     ...(flags.maxAge !== undefined ? { maxAge: flags.maxAge } : {}),
+    ...(flags.auth ? { auth: true } : {}),
   }
   const settings = resolveSettings({ flags: raw, env: ctx.env })
   const log = streamLogger(ctx.stderr)
+  // Upstream logins (dproxy login) and the client password (dproxy env) are read
+  // from the store while the daemon runs, through short caches: no restart needed.
+  const credentialStore = await openCredentialStore({ configDir: settings.configDir, env: ctx.env, onFallback: (r) => log.warn(r) })
+  if (settings.auth) await ensureClientSecret(credentialStore)
   const daemon = await Daemon.start({
+    credentials: storedCredentials((registry) => credentialStore.get(registry), { log }),
+    ...(settings.auth ? { clientAuth: { secret: clientSecretReader(credentialStore, { log }) } } : {}),
     hosts: settings.hosts,
     port: settings.port,
     cacheDir: settings.cacheDir,
     upstreams: settings.upstreams,
     maxAgeMs: settings.maxAgeMs,
+    maxSizeBytes: settings.maxSizeBytes,
+    ttlMs: settings.ttlMs,
     log,
+    ...(flags.logFile !== undefined ? { logFile: flags.logFile } : {}),
   })
   ctx.stdout.write(`cache: ${settings.cacheDir}\n`)
   for (const [registry, url] of Object.entries(settings.upstreams)) ctx.stdout.write(`upstream: ${registry} -> ${url}\n`)
+  if (settings.auth) ctx.stdout.write(`client auth: required (user ${CLIENT_USERNAME}; dproxy env prints the password)\n`)
   for (const a of daemon.listening) ctx.stdout.write(`dproxy listening on http://${formatHost(a.host)}:${a.port}\n`)
   await new Promise<void>((resolve) => {
+    // The handler stays registered (signal handlers keep no process alive): conf's when-exit
+    // re-raises the signal it sees, and with no listener of ours left, that re-raised signal
+    // can kill the process before or just after the clean stop (it does under tap's signal-exit).
+    let stopping = false
     const onSignal = (signal: NodeJS.Signals) => {
-      process.off('SIGINT', onSignal)
-      process.off('SIGTERM', onSignal)
+      if (stopping) return
+      stopping = true
       log.info(`${signal}: finishing requests in flight, then stopping`)
       void daemon.stop().then(resolve)
     }

@@ -1,5 +1,5 @@
 // The daemon's own endpoints under /_dproxy/, for the CLI (`dproxy status`,
-// later `dproxy cache clear`) and for humans with curl. They reveal paths and
+// `dproxy cache`: cache-endpoints.ts) and for humans with curl. They reveal paths and
 // traffic numbers, so only loopback clients may use them, whatever address
 // the daemon listens on.
 
@@ -10,6 +10,7 @@ import type { CacheStats } from '../store/store.js'
 import type { RateLimitReading } from '../upstream/ratelimit.js'
 import { upstreamBaseUrl } from '../upstream/registries.js'
 import { VERSION } from '../version.js'
+import { cacheEndpoint } from './cache-endpoints.js'
 import type { Daemon } from './daemon.js'
 import { formatHost } from './daemon.js'
 
@@ -90,6 +91,17 @@ export function adminHandler(d: Daemon) {
         res.setHeader('content-length', Buffer.byteLength(body))
         res.end(method === 'HEAD' ? undefined : body)
         return
+      }
+      if (path.startsWith('/_dproxy/cache')) {
+        const answer = await cacheEndpoint(d, method, req.url ?? '/')
+        if (answer !== undefined) {
+          const body = JSON.stringify(answer, null, 2) + '\n'
+          res.statusCode = 200
+          res.setHeader('content-type', 'application/json; charset=utf-8')
+          res.setHeader('content-length', Buffer.byteLength(body))
+          res.end(method === 'HEAD' ? undefined : body)
+          return
+        }
       }
       throw new DproxyError('NAME_UNKNOWN', `no such admin endpoint: ${path.slice(0, 200)}`, { status: 404 })
     } catch (err) {

@@ -20,7 +20,11 @@ import { registryHandler, type Handler } from '../registry/handler.js'
 import { Store } from '../store/store.js'
 import type { CredentialSource } from '../upstream/auth.js'
 import { Upstreams, type UpstreamTimeouts } from '../upstream/client.js'
+import { VERSION } from '../version.js'
 import { adminHandler, type StatusReport, buildStatus } from './admin.js'
+import { ClientAuth, isLoopbackHost, TOKEN_PATH, type ClientAuthOptions } from './clientauth.js'
+import { adminUrl, DaemonLock, formatListen } from './lifecycle.js'
+import { CacheMaintenance } from './maintenance.js'
 
 export const DEFAULT_HOSTS = ['127.0.0.1', '::1']
 export const DEFAULT_PORT = 5000
@@ -32,11 +36,19 @@ export interface DaemonOptions {
   upstreams?: Readonly<Record<string, string>>
   maxAgeMs?: number
   credentials?: CredentialSource
+  /** Require clients to authenticate (clientauth.ts); mandatory when listening beyond loopback. */
+  clientAuth?: ClientAuthOptions
   clock?: Clock
   log?: Logger
   timeouts?: Partial<UpstreamTimeouts>
   /** How long stop() lets in-flight responses run before cutting them. */
   shutdownGraceMs?: number
+  /** Where this daemon's output goes; recorded in the cache dir's daemon.json for `dproxy status`. */
+  logFile?: string
+  /** Evict least recently used images when the cache grows past this (maintenance.ts). */
+  maxSizeBytes?: number | undefined
+  /** Evict what was not pulled for this long. */
+  ttlMs?: number | undefined
 }
 
 export interface ListenAddress {
@@ -51,7 +63,11 @@ export class Daemon {
   private active = 0
   private idle: (() => void) | undefined
   private stopping: Promise<void> | undefined
+  /** The cache dir's daemon.json (lifecycle.ts): one daemon per cache dir. */
+  private lock: DaemonLock | undefined
   readonly listening: ListenAddress[] = []
+  /** Clearing and eviction, serialised; enforces maxSizeBytes and ttlMs. */
+  readonly maintenance: CacheMaintenance
 
   private constructor(
     readonly options: DaemonOptions,
@@ -64,9 +80,26 @@ export class Daemon {
     readonly log: Logger,
   ) {
     this.startedAt = clock.now()
+    this.maintenance = new CacheMaintenance({
+      store,
+      clock,
+      log,
+      counters,
+      downloading: () => blobs.inflight,
+      maxSizeBytes: options.maxSizeBytes,
+      ttlMs: options.ttlMs,
+    })
   }
 
   static async start(options: DaemonOptions): Promise<Daemon> {
+    const exposed = (options.hosts ?? DEFAULT_HOSTS).filter((host) => !isLoopbackHost(host))
+    if (exposed.length > 0 && !options.clientAuth) {
+      throw new DproxyError(
+        'USAGE',
+        `listening on ${exposed.map(formatHost).join(', ')} lets other machines use this cache, so clients must authenticate: ` +
+          'pass --auth (or dproxy config set auth true) and give clients the values of dproxy env',
+      )
+    }
     const clock = options.clock ?? systemClock
     const log = options.log ?? silentLogger
     const store = await Store.open(options.cacheDir, { clock })
@@ -81,7 +114,17 @@ export class Daemon {
     const manifests = new ManifestProxy({ store, upstreams, counters, clock, log, maxAgeMs: options.maxAgeMs ?? 0 })
     const daemon = new Daemon(options, store, upstreams, blobs, manifests, counters, clock, log)
     try {
+      daemon.lock = await DaemonLock.acquire(options.cacheDir, {
+        pid: process.pid,
+        startedAt: new Date(daemon.startedAt).toISOString(),
+        listen: [],
+        version: VERSION,
+        ...(options.logFile !== undefined ? { logFile: options.logFile } : {}),
+      })
       await daemon.listen(options.hosts ?? DEFAULT_HOSTS, options.port ?? DEFAULT_PORT)
+      const url = adminUrl(daemon.listening)
+      await daemon.lock.update({ listen: formatListen(daemon.listening), ...(url !== undefined ? { url } : {}) })
+      daemon.maintenance.start()
     } catch (err) {
       await daemon.stop(0)
       throw err
@@ -107,13 +150,21 @@ export class Daemon {
   private async listen(hosts: string[], port: number): Promise<void> {
     const registry = registryHandler({ manifests: this.manifests, blobs: this.blobs, counters: this.counters, log: this.log })
     const admin = adminHandler(this)
-    const handle: Handler = (req, res) => (req.url?.startsWith('/_dproxy/') ? admin(req, res) : registry(req, res))
+    const clientAuth = this.options.clientAuth ? new ClientAuth({ clock: this.clock, log: this.log, ...this.options.clientAuth }) : undefined
+    const guarded = clientAuth ? clientAuth.guard(registry) : registry
+    const handle: Handler = (req, res) => {
+      const url = req.url ?? '/'
+      // The token endpoint answers every client (it is how remote ones get in); the other admin endpoints, loopback only.
+      if (clientAuth && (url === TOKEN_PATH || url.startsWith(`${TOKEN_PATH}?`))) return clientAuth.handleToken(req, res)
+      return url.startsWith('/_dproxy/') ? admin(req, res) : guarded(req, res)
+    }
     const onRequest = (req: IncomingMessage, res: ServerResponse) => {
       this.counters.requests++
       this.active++
       res.on('close', () => {
         this.active--
         if (this.active === 0) this.idle?.()
+        this.maintenance.check()
       })
       handle(req, res).catch((err: unknown) => {
         this.log.error(`unhandled: ${err instanceof Error ? err.stack : String(err)}`)
@@ -168,8 +219,10 @@ export class Daemon {
       }
       for (const socket of this.sockets) socket.destroy()
       await closed
+      await this.maintenance.stop()
       await this.blobs.abortAll()
       await this.upstreams.close()
+      await this.lock?.release()
     })()
     return this.stopping
   }

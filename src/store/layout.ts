@@ -4,6 +4,15 @@
 //
 //   <cacheDir>/
 //     layout.json                         {"version": 1}; written once, checked on open
+//     daemon.json                         the running daemon's lock: {pid, startedAt, listen,
+//                                         url, version, logFile?}, created exclusively when it
+//                                         starts and removed when it stops; a file whose pid is
+//                                         dead is stale and taken over (daemon/lifecycle.ts).
+//     daemon.json.takeover                short-lived guard held while removing a stale daemon.json
+//     daemon.json.<pid>.tmp               daemon.json being rewritten (renamed over it)
+//     cache.lock                          {"pid": N}: held while a CLI command (`dproxy cache clear`,
+//                                         `prune`) changes the cache with no daemon running; created
+//                                         with 'wx', taken over when its pid is dead (store/lock.ts)
 //     blobs/<alg>/<hh>/<hex>              blob bytes exactly as upstream sent them, verified
 //                                         against <alg>:<hex> before they were renamed here.
 //                                         The file's atime is the last time a client was
@@ -44,6 +53,14 @@ export class Layout {
 
   get versionFile(): string {
     return join(this.root, 'layout.json')
+  }
+
+  get cacheLock(): string {
+    return join(this.root, 'cache.lock')
+  }
+
+  get daemonFile(): string {
+    return join(this.root, 'daemon.json')
   }
 
   get blobsDir(): string {

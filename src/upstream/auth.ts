@@ -167,7 +167,10 @@ export class TokenAuth {
       const res = await this.send('GET', url, { authorization: basic(cred) })
       await res.body.dump({ limit: 64 * 1024 }).catch(() => {})
       if (res.statusCode === 401 || res.statusCode === 403) {
-        throw new DproxyError('UNAUTHORIZED', `GET ${url.href}: the registry rejected the credentials for ${this.registry} (HTTP ${res.statusCode})`)
+        throw new DproxyError(
+          'UNAUTHORIZED',
+          `GET ${url.href}: the registry rejected the credentials for ${this.registry} (HTTP ${res.statusCode})`,
+        )
       }
       if (res.statusCode < 200 || res.statusCode >= 300) {
         throw new DproxyError('UPSTREAM_UNAVAILABLE', `GET ${url.href}: HTTP ${res.statusCode}`)

@@ -41,6 +41,11 @@ const progress = (msg: string) => process.stderr.write(`bench: ${msg}\n`)
 
 async function main(): Promise<number> {
   const started = Date.now()
+  const loadBefore = os.loadavg()
+  // Other work on the machine moves every ratio; say so rather than let a noisy run pass for a clean one.
+  if (loadBefore[0]! > os.cpus().length / 2) {
+    progress(`warning: load average ${loadBefore[0]!.toFixed(2)} on ${os.cpus().length} CPUs: something else is running`)
+  }
   const resources = new Resources()
   const abort = (why: string, code: number) => {
     progress(why)
@@ -118,6 +123,7 @@ async function main(): Promise<number> {
     cpus: os.cpus().length,
     bigBlobBytes: BIG_BLOB_BYTES,
     durationMs: Date.now() - started,
+    loadavg: { before: loadBefore, after: os.loadavg() },
     pass: rows.filter((r) => r.verdict === 'PASS').length,
     miss: rows.filter((r) => r.verdict === 'MISS').length,
     rows,

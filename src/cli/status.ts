@@ -1,0 +1,131 @@
+// `dproxy status [--json] [--no-probe] [--cache-dir DIR]`: is the daemon
+// running, what is in the cache, how much of Docker Hub's rate limit is left.
+// The numbers come from collectStatus (src/daemon/status.ts); this file only
+// chooses how to print them:
+//
+//   --json                    one JSON object (StatusSnapshot)
+//   a terminal, CI unset      the ink view (src/ui/StatusView.tsx)
+//   piped, or CI set          aligned plain text, no escape codes
+//
+// ink and react are imported only on the terminal path, with a dynamic
+// import, so `status --json` in scripts and the plain path start fast and
+// never load them (test/cli/status.test.ts checks this).
+//
+// Exit status is 0 whether or not the daemon runs (that is what the report
+// says; see daemon.running in --json), 1 when the status cannot be gathered.
+
+import type { Command } from 'commander'
+import { resolveSettings } from '../config/settings.js'
+import { formatBytes } from '../config/units.js'
+import { openCredentialStore, type CredentialStore } from '../credentials/index.js'
+import { silentLogger } from '../log.js'
+import {
+  collectStatus,
+  describeLimit,
+  describeReading,
+  formatAge,
+  type StatusSnapshot,
+} from '../daemon/status.js'
+import type { CredentialSource } from '../upstream/auth.js'
+import { storedCredentials } from '../upstream/login.js'
+import type { CliContext } from './program.js'
+
+/** The credential store is opened only if the probe really needs a token (it may ask a keychain). */
+function lazyCredentials(configDir: string, env: NodeJS.ProcessEnv): CredentialSource {
+  let store: Promise<CredentialStore> | undefined
+  return storedCredentials(
+    async (registry) => {
+      store ??= openCredentialStore({ configDir, env })
+      return (await store).get(registry)
+    },
+    { log: silentLogger },
+  )
+}
+
+const percent = (ratio: number) => `${Math.round(ratio * 100)}%`
+
+/** The report as aligned plain text (no colours, no escape codes). */
+export function formatStatusText(s: StatusSnapshot): string {
+  const lines: Array<[string, string]> = []
+  const d = s.daemon
+  if (d.running) {
+    const up = d.uptimeSeconds === null ? '' : `, up ${formatAge(d.uptimeSeconds)}`
+    lines.push(['dproxy', `running (pid ${d.pid}, version ${d.version}${up})`])
+    lines.push(['listening', d.listen.map((a) => `http://${a}`).join(', ')])
+  } else {
+    lines.push(['dproxy', 'not running'])
+  }
+  lines.push(['cache dir', s.cacheDir])
+  if (d.logFile !== null) lines.push(['log', d.logFile])
+  lines.push(['', ''])
+  const c = s.cache
+  lines.push(['cache', `${formatBytes(c.bytes)} in ${c.blobs} blobs, ${c.manifests} manifests, ${c.tags} tags`])
+  if (c.cacheHits === null || c.cacheMisses === null) {
+    lines.push(['traffic', 'unknown (counted by the running daemon)'])
+  } else {
+    const ratio = c.hitRatio === null ? 'no requests yet' : percent(c.hitRatio)
+    lines.push(['hit ratio', `${ratio} (${c.cacheHits} hits, ${c.cacheMisses} misses)`])
+    lines.push(['served', `${formatBytes(c.bytesFromCache ?? 0)} from cache, ${formatBytes(c.bytesFromUpstream ?? 0)} from upstream`])
+    lines.push([
+      'manifests',
+      `${c.upstreamManifestGets} upstream GETs, ${c.upstreamManifestHeads} HEADs, ${c.manifestGetsAvoided} GETs avoided`,
+    ])
+  }
+  lines.push(['', ''])
+  const labelWidth = Math.max(12, ...lines.map(([label]) => label.length + 2))
+  const out = lines.map(([label, value]) => (label || value ? `${label.padEnd(labelWidth)}${value}`.trimEnd() : ''))
+  out.push('rate limits')
+  const width = Math.max(...s.rateLimit.map((r) => r.registry.length))
+  for (const r of s.rateLimit) {
+    const reading = describeReading(r)
+    out.push(`  ${r.registry.padEnd(width)}  ${describeLimit(r)}${reading ? `  (${reading})` : ''}`)
+  }
+  return out.join('\n') + '\n'
+}
+
+/**
+ * Whether to draw the ink view: a terminal with a known width, and not CI (CI
+ * logs keep escape codes as noise). A pseudo-terminal of width 0 (`script`
+ * without a size) would make ink wrap every character.
+ */
+export function wantsInteractive(stdout: NodeJS.WritableStream, env: NodeJS.ProcessEnv): boolean {
+  const tty = stdout as { isTTY?: boolean; columns?: number }
+  const ci = env.CI !== undefined && env.CI !== '' && env.CI !== 'false'
+  return tty.isTTY === true && (tty.columns ?? 0) > 0 && !ci
+}
+
+interface StatusFlags {
+  json?: boolean
+  probe: boolean
+  cacheDir?: string
+}
+
+export function registerStatusCommand(program: Command, ctx: CliContext): void {
+  program
+    .command('status')
+    .description("show whether the daemon runs, what the cache holds, and Docker Hub's rate limit")
+    .option('--json', 'print one JSON object')
+    .option('--no-probe', "don't ask Docker Hub; show the daemon's last rate-limit reading")
+    .option('--cache-dir <dir>', 'the cache (and daemon) to report on (default: the configured one)')
+    .addHelpText('after', '\nExit status: 0 (running or not; see daemon.running in --json), 1 on failure. See dproxy-status(1).')
+    .action(async (flags: StatusFlags) => {
+      const settings = resolveSettings({
+        flags: flags.cacheDir !== undefined ? { cacheDir: flags.cacheDir } : {},
+        env: ctx.env,
+      })
+      const snapshot = await collectStatus({
+        cacheDir: settings.cacheDir,
+        upstreams: settings.upstreams,
+        credentials: lazyCredentials(settings.configDir, ctx.env),
+        probe: flags.probe,
+      })
+      if (flags.json) {
+        ctx.stdout.write(JSON.stringify(snapshot, null, 2) + '\n')
+      } else if (wantsInteractive(ctx.stdout, ctx.env)) {
+        const { renderStatus } = await import('../ui/StatusView.js')
+        await renderStatus(snapshot, ctx.stdout)
+      } else {
+        ctx.stdout.write(formatStatusText(snapshot))
+      }
+    })
+}

@@ -1,0 +1,289 @@
+// What `dproxy status` reports, gathered without any terminal concerns: the
+// CLI prints it as text, as JSON or through an ink view.
+//
+// - The daemon: found through the cache dir's daemon.json and its status
+//   endpoint (lifecycle.ts findDaemon); when it runs, its counters come along.
+// - The cache: the daemon's numbers when it runs, otherwise the cache dir is
+//   read directly. Traffic counters live in the daemon's memory, so they are
+//   null when it does not run.
+// - Rate limits: Docker Hub is asked afresh with a HEAD of
+//   ratelimitpreview/test:latest, the probe Docker documents (a HEAD is not a
+//   pull, so checking costs nothing), through the same upstream mapping and
+//   logins the daemon uses. This works with the daemon down. When the probe
+//   fails (offline), the daemon's last reading is shown instead and the
+//   failure is said. Other registries show the daemon's last reading.
+
+import { existsSync } from 'node:fs'
+import { systemClock, type Clock } from '../clock.js'
+import { DOCKER_HUB } from '../registry/names.js'
+import { Layout } from '../store/layout.js'
+import { Store, type CacheStats } from '../store/store.js'
+import type { CredentialSource } from '../upstream/auth.js'
+import { Upstreams, type UpstreamTimeouts } from '../upstream/client.js'
+import type { RateLimitReading } from '../upstream/ratelimit.js'
+import type { StatusReport } from './admin.js'
+import { findDaemon, type RunningDaemon } from './lifecycle.js'
+
+/** Docker's documented rate-limit probe: a public repository kept for this purpose. */
+export const RATE_LIMIT_PROBE = { repository: 'ratelimitpreview/test', tag: 'latest' } as const
+
+export interface DaemonSection {
+  running: boolean
+  pid: number | null
+  version: string | null
+  startedAt: string | null
+  uptimeSeconds: number | null
+  /** `host:port` per address */
+  listen: string[]
+  url: string | null
+  logFile: string | null
+}
+
+export interface CacheSection extends CacheStats {
+  /** cacheHits / (cacheHits + cacheMisses); null when unknown or nothing was asked yet. */
+  hitRatio: number | null
+  cacheHits: number | null
+  cacheMisses: number | null
+  bytesFromCache: number | null
+  bytesFromUpstream: number | null
+  upstreamManifestGets: number | null
+  upstreamManifestHeads: number | null
+  /** Tag pulls answered after a HEAD showed no change: counted GETs not made. */
+  manifestGetsAvoided: number | null
+}
+
+export interface RateLimitRow {
+  registry: string
+  /** Pulls per window; null when unlimited or unknown. */
+  limit: number | null
+  remaining: number | null
+  windowSeconds: number | null
+  /** Docker-RateLimit-Source: the IP address or account the limit applies to. */
+  source: string | null
+  /** The registry answered without RateLimit headers. */
+  unlimited: boolean
+  /** When the reading was taken (ISO 8601); null when there is none. */
+  checkedAt: string | null
+  ageSeconds: number | null
+  /** Where the reading comes from: a probe just now, the daemon's last upstream answer, or nowhere. */
+  from: 'probe' | 'daemon' | 'none'
+  /** Why the probe gave no reading, when it was tried and failed. */
+  probeError?: string
+}
+
+export interface StatusSnapshot {
+  /** When this snapshot was taken (ISO 8601). */
+  checkedAt: string
+  cacheDir: string
+  daemon: DaemonSection
+  cache: CacheSection
+  rateLimit: RateLimitRow[]
+}
+
+export interface CollectStatusOptions {
+  cacheDir: string
+  /** registry host -> base URL, as the daemon is configured (resolveSettings().upstreams). */
+  upstreams?: Readonly<Record<string, string>>
+  /** The daemon's logins; the probe then reports the limit of the account the daemon pulls as. */
+  credentials?: CredentialSource
+  /** Ask Docker Hub afresh (default true). */
+  probe?: boolean
+  /** Bound on the probe and on asking the daemon. Default 5 s. */
+  timeoutMs?: number
+  clock?: Clock
+}
+
+const emptyStats: CacheStats = { bytes: 0, blobs: 0, manifests: 0, tags: 0 }
+
+/** The cache dir's statistics read from disk; zeros when there is no cache yet (nothing is created). */
+export async function diskStats(cacheDir: string): Promise<CacheStats> {
+  if (!existsSync(new Layout(cacheDir).versionFile)) return { ...emptyStats }
+  const store = await Store.open(cacheDir)
+  return store.stats()
+}
+
+function daemonSection(running: RunningDaemon | undefined): DaemonSection {
+  if (!running) {
+    return { running: false, pid: null, version: null, startedAt: null, uptimeSeconds: null, listen: [], url: null, logFile: null }
+  }
+  const { info, status } = running
+  return {
+    running: true,
+    pid: status.pid,
+    version: status.version,
+    startedAt: status.startedAt,
+    uptimeSeconds: status.uptimeSeconds,
+    listen: status.listen,
+    url: info.url ?? null,
+    logFile: info.logFile ?? null,
+  }
+}
+
+function cacheSection(stats: CacheStats, report: StatusReport | undefined): CacheSection {
+  const c = report?.counters
+  const asked = c ? c.cacheHits + c.cacheMisses : 0
+  return {
+    bytes: stats.bytes,
+    blobs: stats.blobs,
+    manifests: stats.manifests,
+    tags: stats.tags,
+    hitRatio: c && asked > 0 ? c.cacheHits / asked : null,
+    cacheHits: c?.cacheHits ?? null,
+    cacheMisses: c?.cacheMisses ?? null,
+    bytesFromCache: c?.bytesFromCache ?? null,
+    bytesFromUpstream: c?.bytesFromUpstream ?? null,
+    upstreamManifestGets: c?.upstreamManifestGets ?? null,
+    upstreamManifestHeads: c?.upstreamManifestHeads ?? null,
+    manifestGetsAvoided: c?.manifestGetsAvoided ?? null,
+  }
+}
+
+function row(
+  reading: Pick<RateLimitReading, 'registry' | 'limit' | 'remaining' | 'windowSeconds' | 'source' | 'unlimited'> & { checkedAt: number },
+  from: RateLimitRow['from'],
+  now: number,
+): RateLimitRow {
+  return {
+    registry: reading.registry,
+    limit: reading.limit ?? null,
+    remaining: reading.remaining ?? null,
+    windowSeconds: reading.windowSeconds ?? null,
+    source: reading.source ?? null,
+    unlimited: reading.unlimited,
+    checkedAt: new Date(reading.checkedAt).toISOString(),
+    ageSeconds: Math.max(0, Math.round((now - reading.checkedAt) / 1000)),
+    from,
+  }
+}
+
+/**
+ * HEADs Docker Hub's probe manifest and returns the rate-limit reading its
+ * answer carried, or the reason there is none.
+ */
+export async function probeDockerHub(opts: {
+  upstreams?: Readonly<Record<string, string>>
+  credentials?: CredentialSource
+  timeoutMs?: number
+  clock?: Clock
+}): Promise<{ reading: RateLimitReading } | { error: string }> {
+  const t = opts.timeoutMs ?? 5000
+  const timeouts: UpstreamTimeouts = { connectMs: t, headersMs: t, bodyMs: t }
+  const upstreams = new Upstreams({
+    overrides: opts.upstreams ?? {},
+    timeouts,
+    ...(opts.credentials ? { credentials: opts.credentials } : {}),
+    ...(opts.clock ? { clock: opts.clock } : {}),
+  })
+  let error: string | undefined
+  try {
+    await upstreams.get(DOCKER_HUB).headManifest(RATE_LIMIT_PROBE.repository, RATE_LIMIT_PROBE.tag)
+  } catch (err) {
+    error = err instanceof Error ? err.message : String(err)
+  } finally {
+    await upstreams.close()
+  }
+  // The headers count even on an error answer (a 404 still says how many pulls are left).
+  const reading = upstreams.rateLimits.get(DOCKER_HUB)
+  if (reading) return { reading }
+  return { error: error ?? 'the answer carried no usable rate-limit headers' }
+}
+
+export async function collectStatus(o: CollectStatusOptions): Promise<StatusSnapshot> {
+  const clock = o.clock ?? systemClock
+  const timeoutMs = o.timeoutMs ?? 5000
+  const [running, probe] = await Promise.all([
+    findDaemon(o.cacheDir, { timeoutMs }),
+    o.probe === false
+      ? undefined
+      : probeDockerHub({
+          timeoutMs,
+          ...(o.upstreams ? { upstreams: o.upstreams } : {}),
+          ...(o.credentials ? { credentials: o.credentials } : {}),
+          clock,
+        }),
+  ])
+  const stats = running ? running.status.cache : await diskStats(o.cacheDir)
+  const now = clock.now()
+
+  const fromDaemon = new Map<string, RateLimitRow>()
+  for (const r of running?.status.rateLimit ?? []) {
+    fromDaemon.set(r.registry, row({ ...r, checkedAt: Date.parse(r.checkedAt) }, 'daemon', now))
+  }
+  let hub: RateLimitRow
+  if (probe && 'reading' in probe) hub = row(probe.reading, 'probe', now)
+  else {
+    hub = fromDaemon.get(DOCKER_HUB) ?? {
+      registry: DOCKER_HUB,
+      limit: null,
+      remaining: null,
+      windowSeconds: null,
+      source: null,
+      unlimited: false,
+      checkedAt: null,
+      ageSeconds: null,
+      from: 'none',
+    }
+    if (probe && 'error' in probe) hub = { ...hub, probeError: probe.error }
+  }
+  fromDaemon.delete(DOCKER_HUB)
+  const rateLimit = [hub, ...[...fromDaemon.values()].sort((a, b) => a.registry.localeCompare(b.registry))]
+
+  return {
+    checkedAt: new Date(now).toISOString(),
+    cacheDir: running?.status.cacheDir ?? o.cacheDir,
+    daemon: daemonSection(running),
+    cache: cacheSection(stats, running?.status),
+    rateLimit,
+  }
+}
+
+// ---- small, terminal-free descriptions shared by the text output and the ink view
+
+/** `6h` for 21600, `1h` for 3600, `90s` for 90; '' for null. */
+export function formatWindow(seconds: number | null): string {
+  if (seconds === null) return ''
+  const units: Array<[string, number]> = [
+    ['d', 86_400],
+    ['h', 3600],
+    ['m', 60],
+  ]
+  for (const [unit, scale] of units) if (seconds >= scale && seconds % scale === 0) return `${seconds / scale}${unit}`
+  return `${seconds}s`
+}
+
+/** A coarse age or uptime: `42s`, `5m`, `3h12m`, `2d4h`. */
+export function formatAge(seconds: number): string {
+  const s = Math.max(0, Math.round(seconds))
+  if (s < 60) return `${s}s`
+  if (s < 3600) return `${Math.floor(s / 60)}m`
+  const [big, bigUnit, small, smallUnit] =
+    s < 86_400 ? [Math.floor(s / 3600), 'h', Math.floor((s % 3600) / 60), 'm'] : [Math.floor(s / 86_400), 'd', Math.floor((s % 86_400) / 3600), 'h']
+  return small > 0 ? `${big}${bigUnit}${small}${smallUnit}` : `${big}${bigUnit}`
+}
+
+export type HeadroomLevel = 'ok' | 'low' | 'critical' | 'unlimited' | 'unknown'
+
+/** How much of the rate limit is left: the fraction (0..1) and a level (ok above 50%, low above 20%, else critical). */
+export function headroom(r: Pick<RateLimitRow, 'limit' | 'remaining' | 'unlimited'>): { fraction: number | null; level: HeadroomLevel } {
+  if (r.unlimited) return { fraction: null, level: 'unlimited' }
+  if (r.limit === null || r.remaining === null || r.limit <= 0) return { fraction: null, level: 'unknown' }
+  const fraction = Math.min(1, Math.max(0, r.remaining / r.limit))
+  return { fraction, level: fraction > 0.5 ? 'ok' : fraction > 0.2 ? 'low' : 'critical' }
+}
+
+/** `76/100 left per 6h`, `unlimited`, or `unknown`. */
+export function describeLimit(r: RateLimitRow): string {
+  if (r.unlimited) return 'unlimited'
+  if (r.limit === null || r.remaining === null) return 'unknown'
+  const window = formatWindow(r.windowSeconds)
+  return `${r.remaining}/${r.limit} left${window ? ` per ${window}` : ''}`
+}
+
+/** Where a reading comes from and how old it is: `checked 3s ago`, `daemon's last reading, 5m old; probe failed: ...`. */
+export function describeReading(r: RateLimitRow): string {
+  const parts: string[] = []
+  if (r.source !== null) parts.push(`source ${r.source}`)
+  if (r.ageSeconds !== null) parts.push(r.from === 'daemon' ? `daemon's last reading, ${formatAge(r.ageSeconds)} old` : `checked ${formatAge(r.ageSeconds)} ago`)
+  if (r.probeError !== undefined) parts.push(`probe failed: ${r.probeError}`)
+  return parts.join('; ')
+}

@@ -1,0 +1,159 @@
+// The terminal view of `dproxy status`: the daemon, the cache table, and a
+// headroom bar per registry rate limit, green while more than half of the
+// limit is left, yellow above a fifth, red below. Pure presentation of a
+// StatusSnapshot (src/daemon/status.ts); the CLI imports this module lazily,
+// only when stdout is a terminal.
+
+import { Box, render, Text, useApp } from 'ink'
+import { useEffect, type ReactNode } from 'react'
+import { formatBytes } from '../config/units.js'
+import {
+  describeLimit,
+  describeReading,
+  formatAge,
+  headroom,
+  type HeadroomLevel,
+  type RateLimitRow,
+  type StatusSnapshot,
+} from '../daemon/status.js'
+
+const LABEL_WIDTH = 12
+export const BAR_WIDTH = 20
+
+const levelColor: Record<HeadroomLevel, string | undefined> = {
+  ok: 'green',
+  low: 'yellow',
+  critical: 'red',
+  unlimited: 'green',
+  unknown: undefined,
+}
+
+function Row({ label, children }: { label: string; children: ReactNode }) {
+  return (
+    <Box>
+      <Box width={LABEL_WIDTH} flexShrink={0}>
+        <Text dimColor>{label}</Text>
+      </Box>
+      <Box>{children}</Box>
+    </Box>
+  )
+}
+
+/** `[██████████░░░░░░░░░░]`, filled in proportion to what is left. */
+export function HeadroomBar({ row }: { row: Pick<RateLimitRow, 'limit' | 'remaining' | 'unlimited'> }) {
+  const { fraction, level } = headroom(row)
+  const filled = fraction === null ? (level === 'unlimited' ? BAR_WIDTH : 0) : Math.round(fraction * BAR_WIDTH)
+  return (
+    <Text>
+      [<Text color={levelColor[level]}>{'█'.repeat(filled)}</Text>
+      <Text dimColor>{'░'.repeat(BAR_WIDTH - filled)}</Text>]
+    </Text>
+  )
+}
+
+export function StatusView({ snapshot }: { snapshot: StatusSnapshot }) {
+  const d = snapshot.daemon
+  const c = snapshot.cache
+  const registryWidth = Math.max(...snapshot.rateLimit.map((r) => r.registry.length)) + 2
+  return (
+    <Box flexDirection="column">
+      <Row label="dproxy">
+        {d.running ? (
+          <Text>
+            <Text color="green">running</Text> (pid {d.pid}, version {d.version}
+            {d.uptimeSeconds === null ? '' : `, up ${formatAge(d.uptimeSeconds)}`})
+          </Text>
+        ) : (
+          <Text color="yellow">not running</Text>
+        )}
+      </Row>
+      {d.running ? (
+        <Row label="listening">
+          <Text>{d.listen.map((a) => `http://${a}`).join(', ')}</Text>
+        </Row>
+      ) : null}
+      <Row label="cache dir">
+        <Text>{snapshot.cacheDir}</Text>
+      </Row>
+      {d.logFile !== null ? (
+        <Row label="log">
+          <Text>{d.logFile}</Text>
+        </Row>
+      ) : null}
+
+      <Box marginTop={1} flexDirection="column">
+        <Row label="cache">
+          <Text>
+            <Text bold>{formatBytes(c.bytes)}</Text> in {c.blobs} blobs, {c.manifests} manifests, {c.tags} tags
+          </Text>
+        </Row>
+        {c.cacheHits === null ? (
+          <Row label="traffic">
+            <Text dimColor>unknown (counted by the running daemon)</Text>
+          </Row>
+        ) : (
+          <>
+            <Row label="hit ratio">
+              <Text>
+                <Text bold>{c.hitRatio === null ? 'no requests yet' : `${Math.round(c.hitRatio * 100)}%`}</Text> ({c.cacheHits}{' '}
+                hits, {c.cacheMisses} misses)
+              </Text>
+            </Row>
+            <Row label="served">
+              <Text>
+                {formatBytes(c.bytesFromCache ?? 0)} from cache, {formatBytes(c.bytesFromUpstream ?? 0)} from upstream
+              </Text>
+            </Row>
+            <Row label="manifests">
+              <Text>
+                {c.upstreamManifestGets} upstream GETs, {c.upstreamManifestHeads} HEADs,{' '}
+                <Text color="green">{c.manifestGetsAvoided} GETs avoided</Text>
+              </Text>
+            </Row>
+          </>
+        )}
+      </Box>
+
+      <Box marginTop={1} flexDirection="column">
+        <Text dimColor>rate limits</Text>
+        {snapshot.rateLimit.map((r) => (
+          <Box key={r.registry} flexDirection="column">
+            <Box>
+              <Box width={registryWidth + 2} flexShrink={0}>
+                <Text>{`  ${r.registry}`}</Text>
+              </Box>
+              {headroom(r).level === 'unknown' ? null : (
+                <>
+                  <HeadroomBar row={r} />
+                  <Text> </Text>
+                </>
+              )}
+              <Text>{describeLimit(r)}</Text>
+            </Box>
+            {describeReading(r) ? (
+              <Box marginLeft={registryWidth + 2}>
+                <Text dimColor>{describeReading(r)}</Text>
+              </Box>
+            ) : null}
+          </Box>
+        ))}
+      </Box>
+    </Box>
+  )
+}
+
+/** Renders once, then lets ink finish (it exits after the first frame). */
+function Once({ snapshot }: { snapshot: StatusSnapshot }) {
+  const { exit } = useApp()
+  useEffect(() => exit(), [exit])
+  return <StatusView snapshot={snapshot} />
+}
+
+export async function renderStatus(snapshot: StatusSnapshot, stdout: NodeJS.WritableStream): Promise<void> {
+  const instance = render(<Once snapshot={snapshot} />, {
+    stdout: stdout as NodeJS.WriteStream,
+    patchConsole: false,
+    exitOnCtrlC: false,
+  })
+  await instance.waitUntilExit()
+}

@@ -1,0 +1,178 @@
+// `dproxy start`, `dproxy serve --detach` and `dproxy stop` as a user runs
+// them: the built binary, an isolated HOME/config/cache/state, a real
+// background daemon that is always stopped (SIGKILL as a last resort).
+
+import { spawn, spawnSync } from 'node:child_process'
+import { once } from 'node:events'
+import fs from 'node:fs'
+import { createServer } from 'node:net'
+import path from 'node:path'
+import { fileURLToPath } from 'node:url'
+import { Command } from 'commander'
+import t from 'tap'
+import { request } from 'undici'
+import { forwardedArgs } from '../../src/cli/daemon.js'
+import { isProcessAlive } from '../../src/daemon/lifecycle.js'
+import { startUpstream } from '../fixtures/upstream.js'
+
+const bin = fileURLToPath(new URL('../../bin/dproxy.js', import.meta.url))
+
+interface World {
+  env: Record<string, string>
+  cacheDir: string
+  stateDir: string
+  run(args: string[], extraEnv?: Record<string, string>): Promise<{ code: number | null; out: string; err: string }>
+}
+
+function world(t: Tap.Test, extraEnv: Record<string, string> = {}): World {
+  const root = t.testdir({ home: {}, config: {}, cache: {}, state: {} })
+  const cacheDir = path.join(root, 'cache')
+  const stateDir = path.join(root, 'state')
+  const env = {
+    PATH: process.env.PATH ?? '',
+    HOME: path.join(root, 'home'),
+    DPROXY_CONFIG_DIR: path.join(root, 'config'),
+    DPROXY_CACHE_DIR: cacheDir,
+    DPROXY_STATE_DIR: stateDir,
+    DPROXY_CREDENTIAL_STORE: 'file',
+    ...extraEnv,
+  }
+  const run = async (args: string[], more: Record<string, string> = {}) => {
+    const child = spawn(process.execPath, [bin, ...args], { env: { ...env, ...more }, stdio: ['ignore', 'pipe', 'pipe'] })
+    let out = ''
+    let err = ''
+    child.stdout.on('data', (c: Buffer) => (out += c.toString()))
+    child.stderr.on('data', (c: Buffer) => (err += c.toString()))
+    const timer = setTimeout(() => child.kill('SIGKILL'), 30_000)
+    const [code] = (await once(child, 'exit')) as [number | null]
+    clearTimeout(timer)
+    return { code, out, err }
+  }
+  // Whatever happens in the test, no daemon outlives it.
+  t.teardown(() => {
+    for (const file of [path.join(cacheDir, 'daemon.json'), path.join(stateDir, 'dproxy.pid')]) {
+      try {
+        const text = fs.readFileSync(file, 'utf8')
+        const pid = file.endsWith('.json') ? (JSON.parse(text) as { pid: number }).pid : Number(text.trim())
+        if (pid !== process.pid && isProcessAlive(pid)) process.kill(pid, 'SIGKILL')
+      } catch {
+        // Not there: nothing to stop.
+      }
+    }
+  })
+  return { env, cacheDir, stateDir, run }
+}
+
+t.test('start -> answers -> second start refused -> stop -> gone, pid file and lock removed', async (t) => {
+  const up = await startUpstream()
+  t.teardown(() => up.stop())
+  const w = world(t, { DPROXY_UPSTREAMS: `docker.io=${up.hubUrl}` })
+
+  const started = await w.run(['start', '--host', '127.0.0.1', '--port', '0', '--json'])
+  t.equal(started.code, 0, started.err)
+  const s = JSON.parse(started.out) as { pid: number; url: string; listen: string[]; logFile: string; pidFile: string; cacheDir: string }
+  t.match(s, { pid: Number, url: /^http:\/\/127\.0\.0\.1:\d+$/, cacheDir: w.cacheDir, logFile: path.join(w.stateDir, 'dproxy.log') })
+  t.equal(fs.readFileSync(path.join(w.stateDir, 'dproxy.pid'), 'utf8').trim(), String(s.pid))
+  t.equal(JSON.parse(fs.readFileSync(path.join(w.cacheDir, 'daemon.json'), 'utf8')).pid, s.pid)
+  t.ok(isProcessAlive(s.pid))
+
+  const res = await request(`${s.url}/v2/alpine/manifests/latest`)
+  t.equal(res.statusCode, 200, 'the background daemon serves pulls')
+  await res.body.dump()
+  const status = await request(`${s.url}/_dproxy/status`)
+  t.equal(((await status.body.json()) as { pid: number }).pid, s.pid)
+
+  const again = await w.run(['start', '--host', '127.0.0.1', '--port', '0'])
+  t.equal(again.code, 1)
+  t.match(again.err, new RegExp(`already listening on ${s.listen[0]!.replace(/\./g, '\\.')}`))
+  t.match(again.err, `pid ${s.pid}`)
+  const detached = await w.run(['serve', '--detach', '--host', '127.0.0.1', '--port', '0'])
+  t.equal(detached.code, 1, 'serve --detach is refused the same way')
+  t.match(detached.err, `pid ${s.pid}`)
+  const foreground = await w.run(['serve', '--host', '127.0.0.1', '--port', '0'])
+  t.equal(foreground.code, 1, 'so is a foreground serve on the same cache dir')
+  t.match(foreground.err, /already listening/)
+
+  const stopped = await w.run(['stop'])
+  t.equal(stopped.code, 0, stopped.err)
+  t.equal(stopped.out, `dproxy stopped (pid ${s.pid})\n`)
+  t.notOk(isProcessAlive(s.pid), 'the daemon is gone')
+  t.notOk(fs.existsSync(path.join(w.stateDir, 'dproxy.pid')), 'pid file removed')
+  t.notOk(fs.existsSync(path.join(w.cacheDir, 'daemon.json')), 'lock removed')
+  t.match(fs.readFileSync(s.logFile, 'utf8'), /SIGTERM: finishing requests in flight[\s\S]*stopped/, 'the log shows a clean stop')
+
+  const twice = await w.run(['stop'])
+  t.equal(twice.code, 0, 'stop is idempotent')
+  t.equal(twice.out, 'dproxy is not running\n')
+  const json = await w.run(['stop', '--json'])
+  t.same(JSON.parse(json.out), { running: false, cleaned: [] })
+})
+
+t.test('serve --detach is start; a stale lock (dead pid) is taken over; stop finds it through the pid file too', async (t) => {
+  const w = world(t)
+  const dead = Number(spawnSync(process.execPath, ['-e', 'process.stdout.write(String(process.pid))']).stdout.toString())
+  fs.writeFileSync(
+    path.join(w.cacheDir, 'daemon.json'),
+    JSON.stringify({ pid: dead, startedAt: new Date().toISOString(), listen: ['127.0.0.1:1'], url: 'http://127.0.0.1:1', version: '0.0.0' }),
+  )
+  const started = await w.run(['serve', '--detach', '--host', '127.0.0.1', '--port', '0'])
+  t.equal(started.code, 0, started.err)
+  const pid = Number(/started \(pid (\d+)\)/.exec(started.out)?.[1])
+  t.match(started.out, /listening on http:\/\/127\.0\.0\.1:\d+/)
+  t.match(started.out, `log: ${path.join(w.stateDir, 'dproxy.log')}`)
+  t.equal(JSON.parse(fs.readFileSync(path.join(w.cacheDir, 'daemon.json'), 'utf8')).pid, pid, 'the stale lock was taken over')
+
+  // A stop that looks at another cache dir still finds the daemon through <stateDir>/dproxy.pid.
+  const other = path.join(path.dirname(w.cacheDir), 'home', 'other-cache')
+  const stopped = await w.run(['stop', '--cache-dir', other])
+  t.equal(stopped.code, 0, stopped.err)
+  t.equal(stopped.out, `dproxy stopped (pid ${pid})\n`)
+  t.notOk(isProcessAlive(pid))
+  t.notOk(fs.existsSync(path.join(w.cacheDir, 'daemon.json')))
+})
+
+t.test('start: a daemon that cannot start is reported with its log, and leaves nothing behind', async (t) => {
+  const w = world(t)
+  const blocker = createServer()
+  await new Promise<void>((resolve) => blocker.listen(0, '127.0.0.1', resolve))
+  t.teardown(() => blocker.close())
+  const port = String((blocker.address() as { port: number }).port)
+  const r = await w.run(['start', '--host', '127.0.0.1', '--port', port])
+  t.equal(r.code, 1)
+  t.match(r.err, /dproxy exited with status 1 before it answered; the end of .*dproxy\.log:/)
+  t.match(r.err, /EADDRINUSE/)
+  t.notOk(fs.existsSync(path.join(w.stateDir, 'dproxy.pid')))
+  t.notOk(fs.existsSync(path.join(w.cacheDir, 'daemon.json')))
+})
+
+t.test('start: a bad setting is a usage error before anything is spawned', async (t) => {
+  const w = world(t)
+  const r = await w.run(['start', '--max-age', 'soon'])
+  t.equal(r.code, 2)
+  t.match(r.err, /maxAge|max-age/)
+  t.notOk(fs.existsSync(path.join(w.stateDir, 'dproxy.log')), 'no daemon was started')
+  const help = await w.run(['start', '--help'])
+  t.equal(help.code, 0)
+  for (const flag of ['--host', '--port', '--cache-dir', '--upstream', '--max-age', '--json']) t.match(help.out, flag)
+  t.notMatch(help.out, /^\s+--(detach|log-file)\b/m, 'serve-only options are not offered')
+  const stopHelp = await w.run(['stop', '--help'])
+  t.match(stopHelp.out, /--timeout/)
+})
+
+t.test('forwardedArgs: what was typed, as flags again; repeatables repeated; the rest left out', async (t) => {
+  const cmd = new Command('serve')
+    .exitOverride()
+    .option('--host <addr>')
+    .option('--port <n>')
+    .option('--cache-dir <dir>')
+    .option('--upstream <u>', '', (v: string, prev: string[] = []) => [...prev, v])
+    .option('--detach')
+    .option('--auth')
+    .option('--no-probe')
+    .option('--max-age <d>', '', '0')
+    .action(() => {})
+  cmd.parse(['--port', '0', '--upstream', 'a=http://x', '--detach', '--upstream', 'b=http://y', '--cache-dir', 'rel', '--auth', '--no-probe'], {
+    from: 'user',
+  })
+  t.same(forwardedArgs(cmd), ['--port', '0', '--upstream', 'a=http://x', '--upstream', 'b=http://y', '--auth', '--no-probe'])
+})

@@ -1,0 +1,193 @@
+// `dproxy status` through the built binary: JSON whose rate-limit numbers are
+// the fixture hub's own counter, with the daemon running and stopped; plain
+// text when piped; the ink view only on a terminal; and proof that --json and
+// the plain path never load ink or react.
+
+import { spawn, spawnSync } from 'node:child_process'
+import { once } from 'node:events'
+import path from 'node:path'
+import { fileURLToPath } from 'node:url'
+import t from 'tap'
+import { formatStatusText, wantsInteractive } from '../../src/cli/status.js'
+import { isProcessAlive } from '../../src/daemon/lifecycle.js'
+import { RATE_LIMIT_PROBE, type StatusSnapshot } from '../../src/daemon/status.js'
+import { startUpstream } from '../fixtures/upstream.js'
+import { pull } from '../helpers/daemon.js'
+
+const bin = fileURLToPath(new URL('../../bin/dproxy.js', import.meta.url))
+
+/** A module loader that fails any resolution of ink, react or a src/ui module. */
+const forbidUi = (() => {
+  const hooks = `export async function resolve(specifier, context, next) {
+    if (/^(ink|react)(\\/|$)/.test(specifier) || /\\/ui\\/[^/]+\\.js$/.test(specifier)) {
+      throw new Error('FORBIDDEN import of ' + specifier + ' from ' + context.parentURL)
+    }
+    return next(specifier, context)
+  }`
+  const hooksUrl = `data:text/javascript,${encodeURIComponent(hooks)}`
+  const register = `import { register } from 'node:module'; register(${JSON.stringify(hooksUrl)});`
+  return `--import=data:text/javascript,${encodeURIComponent(register)}`
+})()
+
+interface Run {
+  code: number | null
+  out: string
+  err: string
+}
+
+function world(t: Tap.Test, extra: Record<string, string> = {}) {
+  const root = t.testdir({ home: {}, config: {}, cache: {}, state: {} })
+  const env: Record<string, string> = {
+    PATH: process.env.PATH ?? '',
+    HOME: path.join(root, 'home'),
+    DPROXY_CONFIG_DIR: path.join(root, 'config'),
+    DPROXY_CACHE_DIR: path.join(root, 'cache'),
+    DPROXY_STATE_DIR: path.join(root, 'state'),
+    DPROXY_CREDENTIAL_STORE: 'file',
+    ...extra,
+  }
+  const run = async (args: string[], opts: { nodeArgs?: string[]; env?: Record<string, string> } = {}): Promise<Run> => {
+    const child = spawn(process.execPath, [...(opts.nodeArgs ?? []), bin, ...args], {
+      env: { ...env, ...opts.env },
+      stdio: ['ignore', 'pipe', 'pipe'],
+    })
+    let out = ''
+    let err = ''
+    child.stdout.on('data', (c: Buffer) => (out += c.toString()))
+    child.stderr.on('data', (c: Buffer) => (err += c.toString()))
+    const timer = setTimeout(() => child.kill('SIGKILL'), 30_000)
+    const [code] = (await once(child, 'exit')) as [number | null]
+    clearTimeout(timer)
+    return { code, out, err }
+  }
+  return { env, root, cacheDir: env.DPROXY_CACHE_DIR!, run }
+}
+
+t.test('status --json with the daemon running, then stopped: remaining is the hub counter', async (t) => {
+  const up = await startUpstream({ hub: { limit: 40 } })
+  t.teardown(() => up.stop())
+  await up.retag(RATE_LIMIT_PROBE.repository, RATE_LIMIT_PROBE.tag, up.images.alpine)
+  const w = world(t, { DPROXY_UPSTREAMS: `docker.io=${up.hubUrl}` })
+  const started = await w.run(['start', '--host', '127.0.0.1', '--port', '0', '--json'])
+  t.equal(started.code, 0, started.err)
+  const daemon = JSON.parse(started.out) as { pid: number; url: string }
+  t.teardown(() => {
+    if (isProcessAlive(daemon.pid)) process.kill(daemon.pid, 'SIGKILL')
+  })
+  await pull(daemon.url, 'alpine', 'latest')
+  await pull(daemon.url, 'alpine', 'latest')
+  await pull(daemon.url, 'bitnami/redis', up.images.redis.ref.split(':').pop()!)
+
+  const r = await w.run(['status', '--json'])
+  t.equal(r.code, 0, r.err)
+  const s = JSON.parse(r.out) as StatusSnapshot
+  t.match(s.daemon, { running: true, pid: daemon.pid, url: daemon.url, logFile: path.join(w.root, 'state', 'dproxy.log') })
+  t.ok(s.cache.bytes > 0)
+  t.ok(s.cache.blobs >= up.images.alpine.blobs.length)
+  t.equal(s.cache.manifestGetsAvoided, 1)
+  t.ok((s.cache.upstreamManifestGets ?? 0) >= 2)
+  t.ok(up.hub.remaining() < 40)
+  t.match(s.rateLimit[0], {
+    registry: 'docker.io',
+    limit: 40,
+    remaining: up.hub.remaining(),
+    windowSeconds: 21600,
+    source: up.hub.sourceFor(),
+    from: 'probe',
+    checkedAt: String,
+  })
+  const blobs = s.cache.blobs
+
+  const text = await w.run(['status'])
+  t.equal(text.code, 0)
+  t.notMatch(text.out, '\u001b', 'piped: no escape codes')
+  t.match(text.out, new RegExp(`dproxy\\s+running \\(pid ${daemon.pid}`))
+  t.match(text.out, `docker.io  ${up.hub.remaining()}/40 left per 6h`)
+  t.match(text.out, /1 GETs avoided/)
+
+  t.equal((await w.run(['stop'])).code, 0)
+  const down = await w.run(['status', '--json'])
+  t.equal(down.code, 0, 'exit 0 with the daemon down too')
+  const d = JSON.parse(down.out) as StatusSnapshot
+  t.match(d.daemon, { running: false, pid: null })
+  t.equal(d.cache.blobs, blobs, 'cache read from disk')
+  t.equal(d.cache.cacheHits, null)
+  t.match(d.rateLimit[0], { from: 'probe', remaining: up.hub.remaining(), limit: 40 })
+
+  const plain = await w.run(['status', '--no-probe'])
+  t.match(plain.out, /dproxy\s+not running/)
+  t.match(plain.out, 'traffic     unknown')
+  t.match(plain.out, /docker\.io\s+unknown/)
+})
+
+t.test('status --json and plain text never load ink or react', async (t) => {
+  const w = world(t, { DPROXY_UPSTREAMS: 'docker.io=http://127.0.0.1:9' })
+  // The control: the loader does catch ink.
+  const control = spawnSync(process.execPath, [forbidUi, '--input-type=module', '-e', "await import('ink')"], { env: w.env })
+  t.not(control.status, 0)
+  t.match(control.stderr.toString(), 'FORBIDDEN import of ink')
+
+  for (const args of [['status', '--json'], ['status']]) {
+    const r = await w.run(args, { nodeArgs: [forbidUi] })
+    t.equal(r.code, 0, `${args.join(' ')}: ${r.err}`)
+    t.notMatch(r.err, 'FORBIDDEN')
+  }
+})
+
+t.test('on a terminal the ink view is drawn; with CI set, plain text', { skip: spawnSync('script', ['--version']).status !== 0 && 'needs script(1)' }, async (t) => {
+  const w = world(t, { DPROXY_UPSTREAMS: 'docker.io=http://127.0.0.1:9' })
+  const onTty = (extra: Record<string, string>) => {
+    const cmd = `stty cols 120 rows 50; ${JSON.stringify(process.execPath)} ${JSON.stringify(bin)} status --no-probe`
+    const r = spawnSync('script', ['-qec', cmd, '/dev/null'], { env: { ...w.env, ...extra }, timeout: 30_000 })
+    return r.stdout.toString()
+  }
+  const tty = onTty({})
+  t.match(tty, '\u001b[', 'escape codes on a terminal')
+  t.match(tty, 'not running')
+  t.match(tty, 'docker.io')
+  const ci = onTty({ CI: 'true' })
+  t.notMatch(ci, '\u001b[', 'no escape codes under CI')
+  t.match(ci, /dproxy\s+not running/)
+})
+
+t.test('wantsInteractive: a sized terminal and no CI', async (t) => {
+  const out = (isTTY: boolean, columns?: number) => ({ isTTY, columns }) as unknown as NodeJS.WritableStream
+  t.equal(wantsInteractive(out(true, 80), {}), true)
+  t.equal(wantsInteractive(out(true, 80), { CI: 'true' }), false)
+  t.equal(wantsInteractive(out(true, 80), { CI: '1' }), false)
+  t.equal(wantsInteractive(out(true, 80), { CI: 'false' }), true)
+  t.equal(wantsInteractive(out(true, 80), { CI: '' }), true)
+  t.equal(wantsInteractive(out(false, 80), {}), false)
+  t.equal(wantsInteractive(out(true, 0), {}), false, 'a pty without a size')
+})
+
+t.test('formatStatusText aligns labels and never writes escape codes', async (t) => {
+  const s: StatusSnapshot = {
+    checkedAt: '2026-01-01T00:00:00.000Z',
+    cacheDir: '/c',
+    daemon: { running: true, pid: 7, version: '0.1.0', startedAt: '', uptimeSeconds: 65, listen: ['127.0.0.1:5000'], url: 'http://127.0.0.1:5000', logFile: null },
+    cache: { bytes: 2_000_000, blobs: 3, manifests: 2, tags: 1, hitRatio: 0.5, cacheHits: 1, cacheMisses: 1, bytesFromCache: 0, bytesFromUpstream: 2_000_000, upstreamManifestGets: 1, upstreamManifestHeads: 2, manifestGetsAvoided: 1 },
+    rateLimit: [
+      { registry: 'docker.io', limit: 100, remaining: 99, windowSeconds: 21600, source: null, unlimited: false, checkedAt: '', ageSeconds: 2, from: 'probe' },
+      { registry: 'registry.example:5000', limit: null, remaining: null, windowSeconds: null, source: null, unlimited: true, checkedAt: '', ageSeconds: 60, from: 'daemon' },
+    ],
+  }
+  t.equal(
+    formatStatusText(s),
+    [
+      'dproxy      running (pid 7, version 0.1.0, up 1m)',
+      'listening   http://127.0.0.1:5000',
+      'cache dir   /c',
+      '',
+      'cache       2MB in 3 blobs, 2 manifests, 1 tags',
+      'hit ratio   50% (1 hits, 1 misses)',
+      'served      0B from cache, 2MB from upstream',
+      'manifests   1 upstream GETs, 2 HEADs, 1 GETs avoided',
+      '',
+      'rate limits',
+      '  docker.io              99/100 left per 6h  (checked 2s ago)',
+      "  registry.example:5000  unlimited  (daemon's last reading, 1m old)",
+      '',
+    ].join('\n'),
+  )
+})

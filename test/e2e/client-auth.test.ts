@@ -1,0 +1,105 @@
+// Client auth with the real Docker engine, exactly as the README tells users
+// to do it: `dproxy serve --auth`, the values of `dproxy env`, `docker login
+// --password-stdin`, `docker pull "$CI_DEPENDENCY_PROXY_GROUP_IMAGE_PREFIX/alpine:latest"`.
+// Without the login the pull fails with an auth error; after `dproxy env
+// --rotate` the engine's stored password stops working, and a new login with
+// the new one works again. Everything runs on loopback against the Hub shim.
+
+import { spawn } from 'node:child_process'
+import { once } from 'node:events'
+import path from 'node:path'
+import { fileURLToPath } from 'node:url'
+import t from 'tap'
+import { run } from '../fixtures/clients.js'
+import { dockerAvailable, startDockerd } from '../fixtures/dockerd.js'
+import { startUpstream } from '../fixtures/upstream.js'
+
+const bin = fileURLToPath(new URL('../../bin/dproxy.js', import.meta.url))
+const requireDocker = Boolean(process.env.CI || process.env.DPROXY_REQUIRE_DOCKER)
+const authError = /unauthorized|authentication required|no basic auth credentials/i
+
+t.test('docker login and pull with the credentials of dproxy env', async (t) => {
+  const avail = dockerAvailable()
+  if (!avail.ok) {
+    if (requireDocker) t.fail(`docker engine required here: ${avail.reason}`)
+    else t.skip(`no docker engine: ${avail.reason}`)
+    return
+  }
+  const up = await startUpstream()
+  t.teardown(() => up.stop())
+  const root = t.testdir({ home: {}, config: {}, cache: {}, state: {} })
+  const env = {
+    PATH: process.env.PATH ?? '',
+    HOME: path.join(root, 'home'),
+    DPROXY_CONFIG_DIR: path.join(root, 'config'),
+    DPROXY_CACHE_DIR: path.join(root, 'cache'),
+    DPROXY_STATE_DIR: path.join(root, 'state'),
+    DPROXY_CREDENTIAL_STORE: 'file',
+    DPROXY_UPSTREAMS: `docker.io=${up.hubUrl}`,
+  }
+  const serve = spawn(process.execPath, [bin, 'serve', '--auth', '--host', '127.0.0.1', '--port', '0'], {
+    env,
+    stdio: ['ignore', 'pipe', 'pipe'],
+  })
+  t.teardown(() => {
+    if (serve.exitCode === null) serve.kill('SIGKILL')
+  })
+  let out = ''
+  let err = ''
+  serve.stdout.on('data', (c: Buffer) => (out += c.toString()))
+  serve.stderr.on('data', (c: Buffer) => (err += c.toString()))
+  for (let i = 0; i < 200 && !/listening on http/.test(out); i++) await new Promise((r) => setTimeout(r, 50))
+  const base = /listening on (http:\/\/\S+)/.exec(out)?.[1]
+  if (!base) throw new Error(`serve did not start: ${err}`)
+  const port = new URL(base).port
+
+  const dproxyEnv = async (extra: string[] = []) => {
+    const r = await run(process.execPath, [bin, 'env', '--format', 'json', '--host', `localhost:${port}`, ...extra], { env })
+    t.equal(r.code, 0, `dproxy env ${extra.join(' ')}`, { stderr: r.stderr })
+    return JSON.parse(r.stdout) as Record<string, string>
+  }
+  const vars = await dproxyEnv()
+  const user = vars.CI_DEPENDENCY_PROXY_USER!
+  const server = vars.CI_DEPENDENCY_PROXY_SERVER!
+  const image = `${vars.CI_DEPENDENCY_PROXY_GROUP_IMAGE_PREFIX}/alpine:latest`
+  t.equal(server, `localhost:${port}`)
+
+  const engine = await startDockerd(t)
+  t.teardown(() => engine.stop())
+
+  const anonymous = await engine.docker(['pull', image], { timeoutMs: 120_000 })
+  t.not(anonymous.code, 0, 'without docker login the pull fails')
+  t.match(anonymous.stderr, authError)
+  t.equal(up.hub.counts.manifestGet + up.hub.counts.manifestHead, 0, 'and nothing went upstream')
+
+  const login = await engine.docker(['login', '-u', user, '--password-stdin', server], { input: vars.CI_DEPENDENCY_PROXY_PASSWORD })
+  t.equal(login.code, 0, 'docker login with the values of dproxy env', { stderr: login.stderr })
+  t.match(login.stdout, /Login Succeeded/)
+
+  const pulled = await engine.docker(['pull', image], { timeoutMs: 120_000 })
+  t.equal(pulled.code, 0, 'then the pull works', { stderr: pulled.stderr, dockerd: pulled.code === 0 ? '' : engine.logTail(20) })
+  const digests = await engine.docker(['image', 'inspect', '--format', '{{json .RepoDigests}}', image])
+  t.match(digests.stdout, up.images.alpine.digest, 'the image Docker Hub has')
+
+  const rotated = await dproxyEnv(['--rotate'])
+  t.not(rotated.CI_DEPENDENCY_PROXY_PASSWORD, vars.CI_DEPENDENCY_PROXY_PASSWORD)
+  let stale = await engine.docker(['pull', image], { timeoutMs: 120_000 })
+  for (let i = 0; i < 20 && stale.code === 0; i++) {
+    await new Promise((r) => setTimeout(r, 500))
+    stale = await engine.docker(['pull', image], { timeoutMs: 120_000 })
+  }
+  t.not(stale.code, 0, 'the old password stops working after --rotate')
+  t.match(stale.stderr, authError)
+
+  const relogin = await engine.docker(['login', '-u', user, '--password-stdin', server], { input: rotated.CI_DEPENDENCY_PROXY_PASSWORD })
+  t.equal(relogin.code, 0, 'docker login with the new password', { stderr: relogin.stderr })
+  const again = await engine.docker(['pull', image], { timeoutMs: 120_000 })
+  t.equal(again.code, 0, 'pulls again', { stderr: again.stderr })
+
+  serve.kill('SIGTERM')
+  await once(serve, 'exit')
+  for (const secret of [vars.CI_DEPENDENCY_PROXY_PASSWORD!, rotated.CI_DEPENDENCY_PROXY_PASSWORD!]) {
+    t.notMatch(out + err, secret, 'the daemon never prints the password')
+    t.notMatch(engine.logTail(2000), secret, 'nor does dockerd log it')
+  }
+})

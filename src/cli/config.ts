@@ -21,11 +21,11 @@ export function configGet(env: NodeJS.ProcessEnv, key: string): string | undefin
 }
 
 /** Stores a value; returns the canonical key ('max-age' -> 'maxAge'). */
-export function configSet(env: NodeJS.ProcessEnv, key: string, value: string): string {
+export async function configSet(env: NodeJS.ProcessEnv, key: string, value: string): Promise<string> {
   return openConfig(env).set(key, value)
 }
 
-export function configUnset(env: NodeJS.ProcessEnv, key: string): boolean {
+export async function configUnset(env: NodeJS.ProcessEnv, key: string): Promise<boolean> {
   return openConfig(env).unset(key)
 }
 
@@ -72,16 +72,16 @@ export function registerConfigCommand(program: Command, ctx: ConfigCommandContex
     .description('check and store a setting')
     .argument('<key>', 'setting name')
     .argument('<value>', "value, e.g. '20GB' or '10m'")
-    .action((key: string, value: string) => {
-      configSet(ctx.env, key, value)
+    .action(async (key: string, value: string) => {
+      await configSet(ctx.env, key, value)
     })
 
   config
     .command('unset')
     .description('remove a setting so that its default applies')
     .argument('<key>', 'setting name')
-    .action((key: string) => {
-      configUnset(ctx.env, key)
+    .action(async (key: string) => {
+      await configUnset(ctx.env, key)
     })
 
   config

@@ -2,19 +2,14 @@
 // into exit codes (0 ok, 1 failure, 2 usage error). Each command lives in its
 // own file and only parses options, calls plain functions and prints; the
 // daemon's core never imports anything from here.
+//
+// Start-up time matters (`dproxy env` and `dproxy status --json` run in CI
+// scripts): a command's module graph (undici, the daemon, ink) is loaded only
+// when that command runs. Help and unknown commands load them all.
 
 import { Command, CommanderError } from 'commander'
 import { isDproxyError } from '../errors.js'
 import { VERSION } from '../version.js'
-import { registerCacheCommand } from './cache.js'
-import { registerConfigCommand } from './config.js'
-import { registerDaemonCommands } from './daemon.js'
-import { registerEnvCommand } from './env.js'
-import { registerLoginCommands } from './login.js'
-import { registerServeCommand } from './serve.js'
-import { registerServiceCommand } from './service.js'
-import { registerStatusCommand } from './status.js'
-
 export interface CliContext {
   env: NodeJS.ProcessEnv
   stdout: NodeJS.WritableStream
@@ -25,7 +20,26 @@ export const EXIT_OK = 0
 export const EXIT_FAILURE = 1
 export const EXIT_USAGE = 2
 
-export function buildProgram(ctx: CliContext): Command {
+type Register = (program: Command, ctx: CliContext) => void
+
+/** Every command name, with the loader of the file that registers it, in help order. */
+const commands: Array<[names: string[], load: () => Promise<Register>]> = [
+  [['serve'], async () => (await import('./serve.js')).registerServeCommand],
+  // After serve: `start` copies serve's options.
+  [['start', 'stop'], async () => (await import('./daemon.js')).registerDaemonCommands],
+  [['status'], async () => (await import('./status.js')).registerStatusCommand],
+  [['service'], async () => (await import('./service.js')).registerServiceCommand],
+  [['config'], async () => (await import('./config.js')).registerConfigCommand],
+  [['cache'], async () => (await import('./cache.js')).registerCacheCommand],
+  [['login', 'logout'], async () => (await import('./login.js')).registerLoginCommands],
+  [['env'], async () => (await import('./env.js')).registerEnvCommand],
+]
+
+/**
+ * The program with the commands `argv` needs: the one it names (plus serve
+ * for start), none for --version, all of them otherwise (help, typos).
+ */
+export async function buildProgram(ctx: CliContext, argv: string[] = []): Promise<Command> {
   const program = new Command('dproxy')
     .description('A pull-through cache for container registries that runs on your own machine.')
     .version(VERSION, '-V, --version')
@@ -39,21 +53,22 @@ export function buildProgram(ctx: CliContext): Command {
       'after',
       '\nExit status: 0 success, 1 failure, 2 usage error (bad option or setting).\nSee dproxy(1) and dproxy-<command>(1).',
     )
-  registerServeCommand(program, ctx)
-  registerDaemonCommands(program, ctx) // after serve: start copies its options
-  registerStatusCommand(program, ctx)
-  registerServiceCommand(program, ctx)
-  registerConfigCommand(program, ctx)
-  registerCacheCommand(program, ctx)
-  registerLoginCommands(program, ctx)
-  registerEnvCommand(program, ctx)
+  const first = argv[0]
+  const named = commands.findIndex(([names]) => first !== undefined && names.includes(first))
+  const wanted =
+    first === '-V' || first === '--version'
+      ? []
+      : named < 0
+        ? commands
+        : commands.filter((c, i) => i === named || (first === 'start' && c[0].includes('serve')))
+  for (const [, load] of wanted) (await load())(program, ctx)
   return program
 }
 
 /** Runs the CLI and returns the exit code. */
 export async function runCli(argv: string[], ctx: CliContext): Promise<number> {
-  const program = buildProgram(ctx)
   try {
+    const program = await buildProgram(ctx, argv)
     await program.parseAsync(argv, { from: 'user' })
     return EXIT_OK
   } catch (err) {

@@ -3,18 +3,19 @@
 // against the key table in keys.ts before they are written, so `config get`
 // prints back what was set and the file stays readable and hand-editable.
 //
-// Reading never writes: conf creates its directory on first read and writes
-// defaults on construction, so conf is only constructed once the file exists
-// (reads) or a value is being stored (writes), and it is given no defaults or
-// schema (ajv's useDefaults would turn a read into a write). Validation with
-// precise messages happens here and in settings.ts instead of conf's schema.
+// Reading never writes, and never loads conf: every command resolves settings,
+// and conf (with its schema validator) costs about 100 ms of start-up, so the
+// file is read as plain JSON. conf is imported only when a value is stored
+// (`dproxy config set/unset`); it is given no defaults or schema (ajv's
+// useDefaults would write on construction). Validation with precise messages
+// happens here and in settings.ts instead of conf's schema.
 //
 // No secret ever goes into this file: credentials live in src/credentials, and
 // upstream URLs carrying user-info are refused.
 
 import fs from 'node:fs'
 import path from 'node:path'
-import Conf from 'conf'
+import type Conf from 'conf'
 import { DproxyError } from '../errors.js'
 import { configDir } from './paths.js'
 import { checkSetting, settingKey, unknownSetting, type SettingKey } from './keys.js'
@@ -25,9 +26,9 @@ export interface ConfigFile {
   /** The value as stored, or undefined when unset. Throws USAGE for an unknown key. */
   get(key: string): string | undefined
   /** Checks and stores a value; returns the canonical key it was stored under. */
-  set(key: string, value: string): SettingKey
+  set(key: string, value: string): Promise<SettingKey>
   /** Removes a key (also one this version does not know); true when something was removed. */
-  unset(key: string): boolean
+  unset(key: string): Promise<boolean>
   /** Everything in the file as strings, unknown keys included, in file order. */
   list(): Record<string, string>
 }
@@ -57,10 +58,11 @@ export function openConfig(env: NodeJS.ProcessEnv = process.env, platform: NodeJ
     return new DproxyError('CONFIG_INVALID', `cannot read config file ${file}: ${reason}`, { cause: err, detail: { path: file } })
   }
 
-  const open = (): Conf<Stored> => {
+  const open = async (): Promise<Conf<Stored>> => {
     if (conf) return conf
+    const { default: ConfClass } = await import('conf')
     try {
-      conf = new Conf<Stored>({
+      conf = new ConfClass<Stored>({
         projectName: 'dproxy',
         cwd: dir,
         configName: 'config',
@@ -74,13 +76,21 @@ export function openConfig(env: NodeJS.ProcessEnv = process.env, platform: NodeJ
   }
 
   const read = (): Stored => {
-    if (!fs.existsSync(file)) return {}
-    const opened = open()
+    let text: string
     try {
-      return opened.store
+      text = fs.readFileSync(file, 'utf8')
     } catch (err) {
+      if ((err as NodeJS.ErrnoException).code === 'ENOENT') return {}
       throw fail(err)
     }
+    let parsed: unknown
+    try {
+      parsed = text.trim() === '' ? {} : JSON.parse(text)
+    } catch {
+      throw fail(new Error('not valid JSON'))
+    }
+    if (parsed === null || typeof parsed !== 'object' || Array.isArray(parsed)) throw fail(new Error('not a JSON object'))
+    return parsed as Stored
   }
 
   const known = (name: string): SettingKey => {
@@ -96,19 +106,19 @@ export function openConfig(env: NodeJS.ProcessEnv = process.env, platform: NodeJ
       const value = read()[key]
       return value === undefined ? undefined : asText(value)
     },
-    set(name, value) {
+    async set(name, value) {
       const key = known(name)
       const text = value.trim()
       checkSetting(key, text, env)
-      open().set(key, text)
+      ;(await open()).set(key, text)
       return key
     },
-    unset(name) {
+    async unset(name) {
       const stored = read()
       // The exact name first, so that a misspelt key in a hand-edited file can be removed.
       const key = Object.hasOwn(stored, name) ? name : known(name)
       if (!Object.hasOwn(stored, key)) return false
-      open().delete(key)
+      ;(await open()).delete(key)
       return true
     },
     list() {

@@ -13,19 +13,24 @@
 // body and the cache never keeps one. A range request on a blob still
 // downloading is served from the same file once its bytes are there.
 
-import { EventEmitter } from 'node:events'
-import { constants, createReadStream, promises as fs } from 'node:fs'
+import { EventEmitter, once } from 'node:events'
+import { constants, promises as fs } from 'node:fs'
 import type { FileHandle } from 'node:fs/promises'
-import { Readable } from 'node:stream'
+import type { Readable, Writable } from 'node:stream'
 import { DproxyError } from '../errors.js'
 import type { Logger } from '../log.js'
 import type { Digest, ImageName } from '../registry/names.js'
-import { isNotFound, type Store } from '../store/store.js'
+import { isNotFound, type Store, type VerifyingWriter } from '../store/store.js'
+import { discard } from '../upstream/auth.js'
 import { upstreamError, type Upstreams } from '../upstream/client.js'
 import type { Counters } from './counters.js'
 import { notCached } from './outage.js'
 
-const CHUNK = 1 << 20
+/** Size of one read when sending, and how many such buffers one response reuses. */
+const SEND_CHUNK = 256 * 1024
+const POOL_BUFFERS = 4
+/** Bytes a download may queue for the disk before it stops reading upstream. */
+const WRITE_QUEUE_BYTES = 4 * 1024 * 1024
 
 export interface BlobProxyOptions {
   store: Store
@@ -34,12 +39,18 @@ export interface BlobProxyOptions {
   log: Logger
 }
 
-/** A blob ready to be sent: its size and a way to read any byte range of it. */
+/** A blob ready to be sent: its size and a way to send any byte range of it. */
 export interface BlobSource {
+  /** -1 when upstream did not say (the response is then sent without Content-Length). */
   size: number
   cached: boolean
-  /** Stream bytes [start, end] (inclusive). Must be called at most once; call close() otherwise. */
-  read(start: number, end: number): Readable
+  /**
+   * Writes bytes [start, end] (inclusive) to `out` and ends it. On a failure
+   * (the download broke, the content did not verify) `out` is destroyed, so
+   * the client sees a cut connection, and the error is thrown. Call at most
+   * once; call close() instead when nothing is sent.
+   */
+  send(out: Writable, start: number, end: number): Promise<void>
   close(): Promise<void>
 }
 
@@ -79,7 +90,7 @@ export class BlobProxy {
     } catch (err) {
       throw notCached(err, 'BLOB_UNKNOWN', `blob ${d.value}`, image.registry)
     }
-    return fromFetch(fetch, counters)
+    return fromFetch(fetch)
   }
 
   /** Size of a blob without downloading it. */
@@ -175,14 +186,9 @@ class Fetch extends EventEmitter {
       this.tempPath = writer.tempPath
       this.markStarted()
       try {
-        for await (const chunk of up.body as AsyncIterable<Buffer>) {
-          await writer.write(chunk)
-          this.written = writer.written
-          counters.bytesFromUpstream += chunk.length
-          this.emit('progress')
-        }
+        await this.copy(up.body, writer)
       } catch (err) {
-        up.body.destroy()
+        discard(up.body)
         await writer.abort()
         throw upstreamError(err, `GET ${up.url}`)
       }
@@ -200,6 +206,47 @@ class Fetch extends EventEmitter {
       this.emit('progress')
       this.finish()
     }
+  }
+
+  /**
+   * Moves the body into the temp file. Chunks keep arriving while a write is
+   * in flight and go out together in the next one, so the upstream socket is
+   * never paused by one disk round trip per small chunk; the queue is bounded.
+   */
+  private async copy(body: Readable, writer: VerifyingWriter): Promise<void> {
+    const queue: Buffer[] = []
+    let queued = 0
+    let failure: unknown
+    let flushing: Promise<void> | undefined
+    const flush = async () => {
+      while (queue.length > 0) {
+        const batch = queue.splice(0)
+        queued = 0
+        await writer.writev(batch)
+        this.written = writer.written
+        this.emit('progress')
+      }
+    }
+    const kick = () => {
+      flushing ??= flush()
+        .catch((err: unknown) => {
+          failure ??= err
+        })
+        .finally(() => {
+          flushing = undefined
+        })
+    }
+    for await (const chunk of body as AsyncIterable<Buffer>) {
+      if (failure !== undefined) throw failure
+      queue.push(chunk)
+      queued += chunk.length
+      this.o.counters.bytesFromUpstream += chunk.length
+      kick()
+      if (queued >= WRITE_QUEUE_BYTES) await flushing
+    }
+    await flushing
+    if (failure !== undefined) throw failure
+    await flush()
   }
 
   abort(): void {
@@ -229,82 +276,100 @@ class Fetch extends EventEmitter {
   }
 }
 
+/** What pump() reads from: a complete file, or a download in progress. */
+interface ByteSource {
+  open(): Promise<FileHandle>
+  /** Bytes that may be sent now. */
+  available(): number
+  /** True when no more bytes will come. */
+  complete(): boolean
+  /** Throws the download's error, if any. */
+  check(): void
+  /** Resolves at the next change of available/complete/error. */
+  changed(): Promise<void>
+}
+
 function fromFile(fh: FileHandle, size: number, counters: Counters): BlobSource {
+  const file: ByteSource = {
+    open: async () => fh,
+    available: () => size,
+    complete: () => true,
+    check: () => {},
+    changed: async () => {},
+  }
   return {
     size,
     cached: true,
-    read(start, end) {
-      const stream = fh.createReadStream({ start, end, highWaterMark: CHUNK, autoClose: true })
-      stream.on('data', (chunk) => {
-        counters.bytesFromCache += chunk.length
-      })
-      return stream
-    },
+    send: (out, start, end) => pump(file, out, start, end, (n) => (counters.bytesFromCache += n)),
     close: () => fh.close(),
   }
 }
 
-function fromFetch(fetch: Fetch, counters: Counters): BlobSource {
-  if (fetch.committed) {
-    // Already complete: a plain file read is cheapest.
-    return {
-      size: fetch.size!,
-      cached: true,
-      read(start, end) {
-        const stream = createReadStream(fetch.finalPath, { start, end, highWaterMark: CHUNK })
-        stream.on('data', (chunk) => {
-          counters.bytesFromCache += chunk.length
-        })
-        return stream
-      },
-      close: async () => {},
-    }
+function fromFetch(fetch: Fetch): BlobSource {
+  const download: ByteSource = {
+    open: () => fetch.openFile(),
+    available: () => fetch.available,
+    complete: () => fetch.verified,
+    check: () => {
+      if (fetch.error) throw fetch.error
+    },
+    changed: () => fetch.changed(),
   }
   return {
     size: fetch.size ?? -1,
-    cached: false,
-    read: (start, end) => followFetch(fetch, start, end),
+    cached: fetch.committed,
+    send: (out, start, end) => pump(download, out, start, end, () => {}),
     close: async () => {},
   }
 }
 
-/** Streams [start, end] of a blob as the fetch writes it, waiting for bytes that are not there yet. */
-function followFetch(fetch: Fetch, start: number, end: number): Readable {
+/**
+ * Copies [start, end] of `src` to `out`, waiting for bytes that are not there
+ * yet. Reads go into a few reused buffers, each handed back when its socket
+ * write completes: a blob of any size is sent without allocating per chunk,
+ * which keeps the garbage collector (and RSS) out of the hot path.
+ */
+async function pump(src: ByteSource, out: Writable, start: number, end: number, sent: (n: number) => void): Promise<void> {
+  let closed = out.destroyed
+  const gone = new Promise<void>((resolve) => {
+    out.once('close', () => {
+      closed = true
+      resolve()
+    })
+  })
+  const free = Array.from({ length: POOL_BUFFERS }, () => Buffer.allocUnsafe(SEND_CHUNK))
+  let bufferFreed: (() => void) | undefined
   let fh: FileHandle | undefined
   let pos = start
-  const last = end < 0 ? Number.POSITIVE_INFINITY : end
-  return new Readable({
-    highWaterMark: CHUNK,
-    async read() {
-      try {
-        for (;;) {
-          if (fetch.verified && (pos > last || pos >= fetch.written)) {
-            this.push(null)
-            return
-          }
-          if (fetch.error) throw fetch.error
-          const limit = Math.min(fetch.available, last + 1)
-          if (pos < limit) {
-            fh ??= await fetch.openFile()
-            const buf = Buffer.allocUnsafe(Math.min(CHUNK, limit - pos))
-            const { bytesRead } = await fh.read(buf, 0, buf.length, pos)
-            if (bytesRead === 0) throw new DproxyError('INTERNAL', 'blob file shrank while it was being read')
-            pos += bytesRead
-            this.push(bytesRead === buf.length ? buf : buf.subarray(0, bytesRead))
-            return
-          }
-          await fetch.changed()
-        }
-      } catch (err) {
-        this.destroy(err instanceof Error ? err : new Error(String(err)))
+  try {
+    fh = await src.open()
+    for (;;) {
+      if (closed) return
+      src.check()
+      const limit = Math.min(src.available(), end + 1)
+      if (pos >= limit) {
+        if (src.complete()) break
+        await Promise.race([src.changed(), gone])
+        continue
       }
-    },
-    destroy(err, cb) {
-      const closing = fh?.close()
-      fh = undefined
-      Promise.resolve(closing)
-        .catch(() => {})
-        .then(() => cb(err))
-    },
-  })
+      while (free.length === 0 && !closed) await Promise.race([new Promise<void>((r) => (bufferFreed = r)), gone])
+      if (closed) return
+      const buf = free.pop()!
+      const { bytesRead } = await fh.read(buf, 0, Math.min(SEND_CHUNK, limit - pos), pos)
+      if (bytesRead === 0) throw new DproxyError('INTERNAL', 'blob file shrank while it was being read')
+      pos += bytesRead
+      sent(bytesRead)
+      const more = out.write(buf.subarray(0, bytesRead), () => {
+        free.push(buf)
+        bufferFreed?.()
+      })
+      if (!more) await Promise.race([once(out, 'drain'), gone])
+    }
+    out.end()
+  } catch (err) {
+    out.destroy()
+    throw err
+  } finally {
+    await fh?.close().catch(() => {})
+  }
 }

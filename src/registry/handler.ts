@@ -9,7 +9,6 @@
 //   anything that writes                           405 UNSUPPORTED
 
 import type { IncomingMessage, ServerResponse } from 'node:http'
-import { pipeline } from 'node:stream'
 import { DproxyError } from '../errors.js'
 import type { Logger } from '../log.js'
 import type { BlobProxy } from '../proxy/blobs.js'
@@ -154,18 +153,12 @@ async function serveBlob(
     res.end()
     return
   }
-  const body = source.read(start, end)
-  await new Promise<void>((resolve) => {
-    pipeline(body, res, (err) => {
-      // pipeline destroyed the response: the client sees a cut connection,
-      // never a complete-looking wrong body.
-      if (err && !res.destroyed) res.destroy()
-      if (err && (err as NodeJS.ErrnoException).code !== 'ERR_STREAM_PREMATURE_CLOSE') {
-        deps.log.warn(`blob ${d.value} to client aborted: ${err.message}`)
-      }
-      resolve()
-    })
-  })
+  try {
+    await source.send(res, start, end)
+  } catch (err) {
+    // send() has cut the connection: the client sees a failure, never a complete-looking wrong body.
+    deps.log.warn(`blob ${d.value} to client aborted: ${(err as Error).message}`)
+  }
 }
 
 /**

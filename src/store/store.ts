@@ -279,16 +279,28 @@ export class VerifyingWriter {
   }
 
   async write(chunk: Uint8Array): Promise<void> {
-    if (this.expectedSize !== undefined && this.written + chunk.length > this.expectedSize) {
+    await this.writev([chunk])
+  }
+
+  /** Appends chunks in one system call where the OS allows (downloads arrive in many small pieces). */
+  async writev(chunks: Uint8Array[]): Promise<void> {
+    const total = chunks.reduce((n, c) => n + c.length, 0)
+    if (this.expectedSize !== undefined && this.written + total > this.expectedSize) {
       throw new DproxyError('SIZE_INVALID', `blob ${this.digest.value} is longer than the ${this.expectedSize} bytes announced`)
     }
-    this.hash.update(chunk)
-    let off = 0
-    while (off < chunk.length) {
-      const { bytesWritten } = await this.fh.write(chunk, off, chunk.length - off)
-      off += bytesWritten
+    for (const c of chunks) this.hash.update(c)
+    let { bytesWritten } = await this.fh.writev(chunks)
+    // A short write leaves the rest: finish it chunk by chunk.
+    for (const c of chunks) {
+      if (bytesWritten >= c.length) {
+        bytesWritten -= c.length
+        continue
+      }
+      let off = bytesWritten
+      bytesWritten = 0
+      while (off < c.length) off += (await this.fh.write(c, off, c.length - off)).bytesWritten
     }
-    this.written += chunk.length
+    this.written += total
   }
 
   /**

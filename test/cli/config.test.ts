@@ -79,9 +79,9 @@ t.test('help lists the settings', async (t) => {
 
 t.test('the plain functions', async (t) => {
   const env = envFor(t.testdir({}))
-  t.equal(configSet(env, 'MAX_AGE', '1h'), 'maxAge')
+  t.equal(await configSet(env, 'MAX_AGE', '1h'), 'maxAge')
   t.equal(configGet(env, 'maxAge'), '1h')
   t.same(configList(env), { maxAge: '1h' })
-  t.equal(configUnset(env, 'maxAge'), true)
+  t.equal(await configUnset(env, 'maxAge'), true)
   t.equal(configPath(env), path.join(env.DPROXY_CONFIG_DIR ?? '', 'config.json'))
 })

@@ -17,17 +17,17 @@ t.test('reading a missing file writes nothing, not even the directory', async (t
   t.equal(config.path, path.join(dir, 'config.json'))
   t.equal(config.get('port'), undefined)
   t.same(config.list(), {})
-  t.equal(config.unset('port'), false)
+  t.equal(await config.unset('port'), false)
   t.notOk(fs.existsSync(path.join(root, 'nested')), 'no directory created')
 })
 
 t.test('set stores the string the user typed; get prints it back', async (t) => {
   const { env, file } = setup(t.testdir({ config: {} }))
   const config = openConfig(env)
-  t.equal(config.set('maxAge', '10m'), 'maxAge')
-  t.equal(config.set('max-size', ' 20GB '), 'maxSize', 'kebab-case names and surrounding spaces are accepted')
-  config.set('upstreams', 'index.docker.io=http://127.0.0.1:15000')
-  config.set('port', '0')
+  t.equal(await config.set('maxAge', '10m'), 'maxAge')
+  t.equal(await config.set('max-size', ' 20GB '), 'maxSize', 'kebab-case names and surrounding spaces are accepted')
+  await config.set('upstreams', 'index.docker.io=http://127.0.0.1:15000')
+  await config.set('port', '0')
   t.equal(config.get('maxAge'), '10m')
   t.equal(config.get('MAX_SIZE'), '20GB')
   t.equal(config.get('upstreams'), 'index.docker.io=http://127.0.0.1:15000')
@@ -43,19 +43,19 @@ t.test('set stores the string the user typed; get prints it back', async (t) => 
 t.test('bad keys and values are refused precisely and nothing is written', async (t) => {
   const { env, file, dir } = setup(t.testdir({ config: {} }))
   const config = openConfig(env)
-  t.throws(() => config.set('maxSize', 'lots'), {
+  await t.rejects(config.set('maxSize', 'lots'), {
     name: 'DproxyError',
     code: 'CONFIG_INVALID',
     message: "expected maxSize like '20GB', got 'lots'",
   })
-  t.throws(() => config.set('foo', '1'), {
+  await t.rejects(config.set('foo', '1'), {
     code: 'USAGE',
     message: "unknown setting 'foo' (known: host, port, cacheDir, upstreams, maxAge, maxSize, ttl, auth)",
   })
   t.throws(() => config.get('foo'), { code: 'USAGE' })
-  t.throws(() => config.unset('foo'), { code: 'USAGE' })
-  t.throws(() => config.set('cacheDir', 'relative/dir'), { code: 'CONFIG_INVALID' })
-  t.throws(() => config.set('upstreams', 'docker.io=https://u:pw@m.example'), { code: 'CONFIG_INVALID' }, 'no secrets in the file')
+  await t.rejects(config.unset('foo'), { code: 'USAGE' })
+  await t.rejects(config.set('cacheDir', 'relative/dir'), { code: 'CONFIG_INVALID' })
+  await t.rejects(config.set('upstreams', 'docker.io=https://u:pw@m.example'), { code: 'CONFIG_INVALID' }, 'no secrets in the file')
   t.notOk(fs.existsSync(file), 'no file written')
   t.same(fs.readdirSync(dir), [])
 })
@@ -73,17 +73,17 @@ t.test('every key accepts a good value', async (t) => {
     ttl: '30d',
     auth: 'true',
   }
-  for (const [key, value] of Object.entries(good)) config.set(key, value)
+  for (const [key, value] of Object.entries(good)) await config.set(key, value)
   t.same(config.list(), good)
 })
 
 t.test('unset', async (t) => {
   const { env } = setup(t.testdir({ config: { 'config.json': JSON.stringify({ port: '5001', maxage: '1m' }) } }))
   const config = openConfig(env)
-  t.equal(config.unset('port'), true)
-  t.equal(config.unset('port'), false, 'already unset')
+  t.equal(await config.unset('port'), true)
+  t.equal(await config.unset('port'), false, 'already unset')
   t.equal(config.get('port'), undefined)
-  t.equal(config.unset('maxage'), true, 'a key this version does not know can be removed when it is in the file')
+  t.equal(await config.unset('maxage'), true, 'a key this version does not know can be removed when it is in the file')
   t.same(config.list(), {})
 })
 
@@ -104,6 +104,6 @@ t.test('a broken file is reported with its path', async (t) => {
   const { env, file } = setup(t.testdir({ config: { 'config.json': '{"port": ' } }))
   const config = openConfig(env)
   t.throws(() => config.list(), { code: 'CONFIG_INVALID', message: new RegExp(`^cannot read config file ${file}: `) })
-  t.throws(() => config.set('port', '1'), { code: 'CONFIG_INVALID' })
+  await t.rejects(config.set('port', '1'), { code: 'CONFIG_INVALID' })
   t.equal(fs.readFileSync(file, 'utf8'), '{"port": ', 'left as it was')
 })

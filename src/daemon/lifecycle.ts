@@ -32,6 +32,7 @@ import { Agent, request } from 'undici'
 import { DproxyError } from '../errors.js'
 import { Layout } from '../store/layout.js'
 import type { StatusReport } from './admin.js'
+import { isProcessAlive } from '../process.js'
 
 export interface DaemonInfo {
   pid: number
@@ -60,26 +61,7 @@ export function daemonFile(cacheDir: string): string {
   return new Layout(cacheDir).daemonFile
 }
 
-/** True when `pid` names a process that exists and is not a zombie. */
-export function isProcessAlive(pid: number): boolean {
-  if (!Number.isSafeInteger(pid) || pid <= 0) return false
-  try {
-    process.kill(pid, 0)
-  } catch (err) {
-    return (err as NodeJS.ErrnoException).code === 'EPERM'
-  }
-  if (process.platform === 'linux') {
-    try {
-      const stat = readFileSync(`/proc/${pid}/stat`, 'utf8')
-      // Format: "pid (comm) S ...": the state follows the last ')', since comm may contain anything.
-      const state = stat.slice(stat.lastIndexOf(')') + 2, stat.lastIndexOf(')') + 3)
-      if (state === 'Z' || state === 'X') return false
-    } catch {
-      // No /proc (or the process just went): signal 0 said it exists.
-    }
-  }
-  return true
-}
+export { isProcessAlive }
 
 function isDaemonInfo(value: unknown): value is DaemonInfo {
   if (value === null || typeof value !== 'object') return false

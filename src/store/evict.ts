@@ -31,7 +31,7 @@ import { promises as fs } from 'node:fs'
 import { DproxyError } from '../errors.js'
 import { parseDigest, parseReference, resolveImageName } from '../registry/names.js'
 import { fileSize, inventory, type CacheUnit, type FileKey, type Inventory } from './inventory.js'
-import { isNotFound, type Store } from './store.js'
+import { isNotFound, removeFile, type Store } from './store.js'
 
 export interface ImageSelector {
   registry: string
@@ -311,9 +311,9 @@ export async function applyPlan(store: Store, plan: ClearPlan): Promise<Eviction
     const now = await store.getTag(t.registry, t.repository, t.tag)
     // A pull moved the tag since the plan: it now names content the plan did not look at.
     if (now && now.digest !== t.digest) continue
-    if (await unlink(layout.tag(t.registry, t.repository, t.tag))) done.tags++
+    if (await removeFile(layout.tag(t.registry, t.repository, t.tag))) done.tags++
   }
-  for (const l of plan.links) await unlink(layout.manifestLink(l.registry, l.repository, parseDigest(l.digest)))
+  for (const l of plan.links) await removeFile(layout.manifestLink(l.registry, l.repository, parseDigest(l.digest)))
   for (const m of plan.manifests) {
     if (await unlessBusy(store.deleteManifest(parseDigest(m.digest)))) {
       done.manifests++
@@ -345,16 +345,6 @@ async function unlessBusy(deleting: Promise<boolean>): Promise<boolean> {
   } catch (err) {
     const code = (err as NodeJS.ErrnoException | null)?.code
     if (code === 'EBUSY' || (code === 'EPERM' && process.platform === 'win32')) return false
-    throw err
-  }
-}
-
-async function unlink(path: string): Promise<boolean> {
-  try {
-    await fs.unlink(path)
-    return true
-  } catch (err) {
-    if (isNotFound(err)) return false
     throw err
   }
 }

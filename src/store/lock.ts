@@ -15,6 +15,7 @@ import { promises as fs } from 'node:fs'
 import { DproxyError } from '../errors.js'
 import { Layout } from './layout.js'
 import { isNotFound } from './store.js'
+import { isProcessAlive } from '../process.js'
 
 export interface CacheLockOptions {
   /** Liveness check; default: signal 0 (EPERM means the process exists). */
@@ -26,16 +27,6 @@ export interface CacheLockOptions {
 }
 
 const ATTEMPTS = 20
-
-export function pidAlive(pid: number): boolean {
-  if (!Number.isSafeInteger(pid) || pid <= 0) return false
-  try {
-    process.kill(pid, 0)
-    return true
-  } catch (err) {
-    return (err as NodeJS.ErrnoException).code === 'EPERM'
-  }
-}
 
 /** Runs `fn` holding `<root>/cache.lock`; throws CACHE_LOCKED when a live process holds it. */
 export async function withCacheLock<T>(root: string, fn: () => Promise<T>, opts: CacheLockOptions = {}): Promise<T> {
@@ -50,7 +41,7 @@ export async function withCacheLock<T>(root: string, fn: () => Promise<T>, opts:
 }
 
 async function acquire(path: string, pid: number, opts: CacheLockOptions): Promise<void> {
-  const isAlive = opts.isAlive ?? pidAlive
+  const isAlive = opts.isAlive ?? isProcessAlive
   const text = JSON.stringify({ pid }) + '\n'
   for (let attempt = 0; attempt < ATTEMPTS; attempt++) {
     try {

@@ -372,7 +372,8 @@ async function writeAtomic(layout: Layout, path: string, data: string | Uint8Arr
   }
 }
 
-async function removeFile(path: string): Promise<boolean> {
+/** Unlinks a file; false when it was already gone. */
+export async function removeFile(path: string): Promise<boolean> {
   try {
     await fs.unlink(path)
     return true

@@ -14,8 +14,8 @@ import { request } from 'undici'
 import { forwardedArgs } from '../../src/cli/daemon.js'
 import { isProcessAlive } from '../../src/daemon/lifecycle.js'
 import { startUpstream } from '../fixtures/upstream.js'
+import { bin } from '../helpers/cli.js'
 
-const bin = fileURLToPath(new URL('../../bin/dproxy.js', import.meta.url))
 
 interface World {
   env: Record<string, string>

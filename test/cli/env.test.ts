@@ -4,15 +4,14 @@
 // running daemon, and the password must appear on env's stdout and nowhere
 // else (stderr, the daemon's output, the config file).
 
-import { spawn, spawnSync } from 'node:child_process'
+import { spawnSync } from 'node:child_process'
 import { once } from 'node:events'
 import fs from 'node:fs'
 import path from 'node:path'
-import { fileURLToPath } from 'node:url'
 import t from 'tap'
 import { request } from 'undici'
+import { bin, isolatedEnv, spawnServe } from '../helpers/cli.js'
 
-const bin = fileURLToPath(new URL('../../bin/dproxy.js', import.meta.url))
 
 interface Result {
   code: number | null
@@ -29,17 +28,7 @@ function dproxy(args: string[], env: Record<string, string>): Result {
   return { code: r.status, stdout: r.stdout, stderr: r.stderr }
 }
 
-function isolated(t: Tap.Test, extra: Record<string, string> = {}): Record<string, string> {
-  const root = t.testdir({ home: {}, config: {}, cache: {}, state: {} })
-  return {
-    HOME: path.join(root, 'home'),
-    DPROXY_CONFIG_DIR: path.join(root, 'config'),
-    DPROXY_CACHE_DIR: path.join(root, 'cache'),
-    DPROXY_STATE_DIR: path.join(root, 'state'),
-    DPROXY_CREDENTIAL_STORE: 'file',
-    ...extra,
-  }
-}
+const isolated = isolatedEnv
 
 function storedSecret(env: Record<string, string>): string | undefined {
   const file = path.join(env.DPROXY_CONFIG_DIR!, 'credentials.json')
@@ -130,21 +119,9 @@ t.test('serve refuses a non-loopback address without --auth (exit 2)', async (t)
 
 t.test('serve --auth accepts the password env prints, and a rotation without restart', async (t) => {
   const env = isolated(t)
-  const serve = spawn(process.execPath, [bin, 'serve', '--auth', '--host', '127.0.0.1', '--port', '0'], {
-    env: { PATH: process.env.PATH ?? '', ...env },
-    stdio: ['ignore', 'pipe', 'pipe'],
-  })
-  t.teardown(() => {
-    if (serve.exitCode === null) serve.kill('SIGKILL')
-  })
-  let out = ''
-  let err = ''
-  serve.stdout.on('data', (c: Buffer) => (out += c.toString()))
-  serve.stderr.on('data', (c: Buffer) => (err += c.toString()))
-  for (let i = 0; i < 200 && !/listening on http/.test(out); i++) await new Promise((r) => setTimeout(r, 50))
-  const base = /listening on (http:\/\/\S+)/.exec(out)?.[1]
-  if (!base) throw new Error(`serve did not start: ${err}`)
-  t.match(out, 'client auth: required (user dproxy; dproxy env prints the password)')
+  const serve = await spawnServe(t, ['--auth', '--host', '127.0.0.1', '--port', '0'], { PATH: process.env.PATH ?? '', ...env })
+  const base = serve.base
+  t.match(serve.out(), 'client auth: required (user dproxy; dproxy env prints the password)')
   const server = new URL(base).host
 
   const read = (args: string[] = []) => {
@@ -175,10 +152,10 @@ t.test('serve --auth accepts the password env prints, and a rotation without res
   t.equal(old, 401, 'the old password stops working within seconds')
   t.equal(await status('/_dproxy/token', { authorization: basic('dproxy', fresh) }), 200, 'the new one works')
 
-  serve.kill('SIGTERM')
-  await once(serve, 'exit')
+  serve.child.kill('SIGTERM')
+  await once(serve.child, 'exit')
   for (const secret of [password, fresh]) {
-    t.notMatch(out + err, secret, 'the daemon never prints the password')
+    t.notMatch(serve.out() + serve.err(), secret, 'the daemon never prints the password')
     const config = path.join(env.DPROXY_CONFIG_DIR!, 'config.json')
     if (fs.existsSync(config)) t.notMatch(fs.readFileSync(config, 'utf8'), secret)
   }

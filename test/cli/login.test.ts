@@ -14,8 +14,8 @@ import { fileURLToPath } from 'node:url'
 import t from 'tap'
 import { request } from 'undici'
 import { startUpstream, type Upstream } from '../fixtures/upstream.js'
+import { bin, isolatedEnv, spawnServe } from '../helpers/cli.js'
 
-const bin = fileURLToPath(new URL('../../bin/dproxy.js', import.meta.url))
 const password = 's3cret-Pa55-for-alice'
 
 interface Result {
@@ -47,16 +47,7 @@ function dproxy(args: string[], env: Record<string, string>, input?: string): Pr
 
 /** A fresh HOME, config, cache and state dir; the file credential store unless `extra` says otherwise. */
 function isolated(t: Tap.Test, up: Upstream | undefined, extra: Record<string, string> = {}): Record<string, string> {
-  const root = t.testdir({ home: {}, config: {}, cache: {}, state: {} })
-  return {
-    HOME: path.join(root, 'home'),
-    DPROXY_CONFIG_DIR: path.join(root, 'config'),
-    DPROXY_CACHE_DIR: path.join(root, 'cache'),
-    DPROXY_STATE_DIR: path.join(root, 'state'),
-    DPROXY_CREDENTIAL_STORE: 'file',
-    ...(up ? { DPROXY_UPSTREAMS: `docker.io=${up.hubUrl}` } : {}),
-    ...extra,
-  }
+  return isolatedEnv(t, { ...(up ? { DPROXY_UPSTREAMS: `docker.io=${up.hubUrl}` } : {}), ...extra })
 }
 
 /** Every file under `dir` that contains `needle`. */
@@ -189,20 +180,8 @@ t.test('a running daemon uses a new login without restart, and goes anonymous af
   const up = await startUpstream({ hub: { users: { alice: password } } })
   t.teardown(() => up.stop())
   const env = isolated(t, up)
-  const serve = spawn(process.execPath, [bin, 'serve', '--host', '127.0.0.1', '--port', '0'], {
-    env: { PATH: process.env.PATH ?? '', ...env },
-    stdio: ['ignore', 'pipe', 'pipe'],
-  })
-  t.teardown(() => {
-    if (serve.exitCode === null) serve.kill('SIGKILL')
-  })
-  let out = ''
-  let err = ''
-  serve.stdout.on('data', (c: Buffer) => (out += c.toString()))
-  serve.stderr.on('data', (c: Buffer) => (err += c.toString()))
-  for (let i = 0; i < 200 && !/listening on http/.test(out); i++) await new Promise((r) => setTimeout(r, 50))
-  const base = /listening on (http:\/\/\S+)/.exec(out)?.[1]
-  if (!base) throw new Error(`serve did not start: ${err}`)
+  const serve = await spawnServe(t, ['--host', '127.0.0.1', '--port', '0'], { PATH: process.env.PATH ?? '', ...env })
+  const base = serve.base
 
   /** Pulls alpine's manifest, then reads which Docker-RateLimit-Source the daemon last saw. */
   const source = async (): Promise<string | undefined> => {
@@ -229,10 +208,10 @@ t.test('a running daemon uses a new login without restart, and goes anonymous af
   t.equal(logout.code, 0, logout.stderr)
   t.equal(await until(up.hub.sourceFor()), up.hub.sourceFor(), 'anonymous again after logout')
 
-  serve.kill('SIGTERM')
-  const [code, signal] = await once(serve, 'exit')
+  serve.child.kill('SIGTERM')
+  const [code, signal] = await once(serve.child, 'exit')
   t.equal(code, 0, `serve stops cleanly (signal ${signal})`)
-  t.notMatch(out + err, password, 'the daemon never logs the secret')
+  t.notMatch(serve.out() + serve.err(), password, 'the daemon never logs the secret')
   t.strictSame(filesContaining(path.dirname(env.HOME!), password), [], 'and no file keeps it after logout')
 })
 

@@ -13,8 +13,8 @@ import { isProcessAlive } from '../../src/daemon/lifecycle.js'
 import { RATE_LIMIT_PROBE, type StatusSnapshot } from '../../src/daemon/status.js'
 import { startUpstream } from '../fixtures/upstream.js'
 import { pull } from '../helpers/daemon.js'
+import { bin } from '../helpers/cli.js'
 
-const bin = fileURLToPath(new URL('../../bin/dproxy.js', import.meta.url))
 
 /** A module loader that fails any resolution of ink, react or a src/ui module. */
 const forbidUi = (() => {

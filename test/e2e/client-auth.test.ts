@@ -5,16 +5,13 @@
 // --rotate` the engine's stored password stops working, and a new login with
 // the new one works again. Everything runs on loopback against the Hub shim.
 
-import { spawn } from 'node:child_process'
 import { once } from 'node:events'
-import path from 'node:path'
-import { fileURLToPath } from 'node:url'
 import t from 'tap'
 import { run } from '../fixtures/clients.js'
 import { dockerAvailable, startDockerd } from '../fixtures/dockerd.js'
 import { startUpstream } from '../fixtures/upstream.js'
+import { bin, isolatedEnv, spawnServe } from '../helpers/cli.js'
 
-const bin = fileURLToPath(new URL('../../bin/dproxy.js', import.meta.url))
 const requireDocker = Boolean(process.env.CI || process.env.DPROXY_REQUIRE_DOCKER)
 const authError = /unauthorized|authentication required|no basic auth credentials/i
 
@@ -27,30 +24,9 @@ t.test('docker login and pull with the credentials of dproxy env', async (t) => 
   }
   const up = await startUpstream()
   t.teardown(() => up.stop())
-  const root = t.testdir({ home: {}, config: {}, cache: {}, state: {} })
-  const env = {
-    PATH: process.env.PATH ?? '',
-    HOME: path.join(root, 'home'),
-    DPROXY_CONFIG_DIR: path.join(root, 'config'),
-    DPROXY_CACHE_DIR: path.join(root, 'cache'),
-    DPROXY_STATE_DIR: path.join(root, 'state'),
-    DPROXY_CREDENTIAL_STORE: 'file',
-    DPROXY_UPSTREAMS: `docker.io=${up.hubUrl}`,
-  }
-  const serve = spawn(process.execPath, [bin, 'serve', '--auth', '--host', '127.0.0.1', '--port', '0'], {
-    env,
-    stdio: ['ignore', 'pipe', 'pipe'],
-  })
-  t.teardown(() => {
-    if (serve.exitCode === null) serve.kill('SIGKILL')
-  })
-  let out = ''
-  let err = ''
-  serve.stdout.on('data', (c: Buffer) => (out += c.toString()))
-  serve.stderr.on('data', (c: Buffer) => (err += c.toString()))
-  for (let i = 0; i < 200 && !/listening on http/.test(out); i++) await new Promise((r) => setTimeout(r, 50))
-  const base = /listening on (http:\/\/\S+)/.exec(out)?.[1]
-  if (!base) throw new Error(`serve did not start: ${err}`)
+  const env = isolatedEnv(t, { DPROXY_UPSTREAMS: `docker.io=${up.hubUrl}` })
+  const serve = await spawnServe(t, ['--auth', '--host', '127.0.0.1', '--port', '0'], env)
+  const base = serve.base
   const port = new URL(base).port
 
   const dproxyEnv = async (extra: string[] = []) => {
@@ -96,10 +72,10 @@ t.test('docker login and pull with the credentials of dproxy env', async (t) => 
   const again = await engine.docker(['pull', image], { timeoutMs: 120_000 })
   t.equal(again.code, 0, 'pulls again', { stderr: again.stderr })
 
-  serve.kill('SIGTERM')
-  await once(serve, 'exit')
+  serve.child.kill('SIGTERM')
+  await once(serve.child, 'exit')
   for (const secret of [vars.CI_DEPENDENCY_PROXY_PASSWORD!, rotated.CI_DEPENDENCY_PROXY_PASSWORD!]) {
-    t.notMatch(out + err, secret, 'the daemon never prints the password')
+    t.notMatch(serve.out() + serve.err(), secret, 'the daemon never prints the password')
     t.notMatch(engine.logTail(2000), secret, 'nor does dockerd log it')
   }
 })

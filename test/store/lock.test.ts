@@ -3,7 +3,8 @@ import { once } from 'node:events'
 import { promises as fs } from 'node:fs'
 import t from 'tap'
 import { Layout } from '../../src/store/layout.js'
-import { pidAlive, withCacheLock } from '../../src/store/lock.js'
+import { isProcessAlive } from '../../src/process.js'
+import { withCacheLock } from '../../src/store/lock.js'
 
 /** The pid of a process that has exited (and been reaped). */
 async function deadPid(): Promise<number> {
@@ -46,7 +47,7 @@ t.test('a lock left by a dead process is taken over', async (t) => {
   const dir = t.testdir()
   const path = new Layout(dir).cacheLock
   const dead = await deadPid()
-  t.equal(pidAlive(dead), false)
+  t.equal(isProcessAlive(dead), false)
   await fs.writeFile(path, JSON.stringify({ pid: dead }))
   const holder = await withCacheLock(dir, async () => (JSON.parse(await fs.readFile(path, 'utf8')) as { pid: number }).pid)
   t.equal(holder, process.pid)
@@ -67,10 +68,10 @@ t.test('an unreadable lock is presumed mid-write while young, stale once old', a
   t.equal(await withCacheLock(dir, async () => 'ran', { partialGraceMs: 5000 }), 'ran')
 })
 
-t.test('pidAlive', async (t) => {
-  t.equal(pidAlive(process.pid), true)
-  t.equal(pidAlive(1), true, 'init: alive, whether signalling it is permitted (EPERM) or not')
-  t.equal(pidAlive(0), false)
-  t.equal(pidAlive(-5), false)
-  t.equal(pidAlive(await deadPid()), false)
+t.test('isProcessAlive, as the lock uses it', async (t) => {
+  t.equal(isProcessAlive(process.pid), true)
+  t.equal(isProcessAlive(1), true, 'init: alive, whether signalling it is permitted (EPERM) or not')
+  t.equal(isProcessAlive(0), false)
+  t.equal(isProcessAlive(-5), false)
+  t.equal(isProcessAlive(await deadPid()), false)
 })

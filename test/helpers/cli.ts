@@ -1,0 +1,65 @@
+// Running the real `dproxy` binary from tests: an environment that can never
+// touch the user's files, and `dproxy serve` started in the background with
+// its address read from what it prints.
+
+import { spawn, type ChildProcess } from 'node:child_process'
+import path from 'node:path'
+import { fileURLToPath } from 'node:url'
+
+export const bin = fileURLToPath(new URL('../../bin/dproxy.js', import.meta.url))
+
+interface TestDirs {
+  testdir(fixture?: object): string
+  teardown(fn: () => unknown): void
+}
+
+/** HOME, config, cache and state dirs of the test's own, and the file credential store. */
+export function isolatedEnv(t: TestDirs, extra: Record<string, string> = {}): Record<string, string> {
+  // One testdir call per test: each call empties the same directory.
+  const root = t.testdir({ home: {}, config: {}, cache: {}, state: {} })
+  return {
+    PATH: process.env.PATH ?? '',
+    HOME: path.join(root, 'home'),
+    DPROXY_CONFIG_DIR: path.join(root, 'config'),
+    DPROXY_CACHE_DIR: path.join(root, 'cache'),
+    DPROXY_STATE_DIR: path.join(root, 'state'),
+    DPROXY_CREDENTIAL_STORE: 'file',
+    ...extra,
+  }
+}
+
+export interface Serving {
+  child: ChildProcess
+  /** `http://127.0.0.1:PORT` */
+  base: string
+  out(): string
+  err(): string
+}
+
+/** Spawns `dproxy serve ARGS` and resolves once it prints where it listens (killed at teardown). */
+export async function spawnServe(t: TestDirs, args: string[], env: Record<string, string>): Promise<Serving> {
+  const child = spawn(process.execPath, [bin, 'serve', ...args], { env, stdio: ['ignore', 'pipe', 'pipe'] })
+  t.teardown(() => {
+    if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL')
+  })
+  let out = ''
+  let err = ''
+  child.stdout!.on('data', (c: Buffer) => (out += c.toString()))
+  child.stderr!.on('data', (c: Buffer) => (err += c.toString()))
+  const base = await new Promise<string>((resolve, reject) => {
+    const timer = setTimeout(() => reject(new Error(`serve did not start within 15 s: ${err}`)), 15_000)
+    const check = () => {
+      const m = /listening on (http:\/\/\S+)/.exec(out)
+      if (m) {
+        clearTimeout(timer)
+        resolve(m[1]!)
+      }
+    }
+    child.stdout!.on('data', check)
+    child.once('exit', (code) => {
+      clearTimeout(timer)
+      reject(new Error(`serve exited ${code}: ${err}`))
+    })
+  })
+  return { child, base, out: () => out, err: () => err }
+}

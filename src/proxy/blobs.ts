@@ -27,7 +27,7 @@ import type { Counters } from './counters.js'
 import { notCached } from './outage.js'
 
 /** Size of one read when sending, and how many such buffers one response reuses. */
-const SEND_CHUNK = 256 * 1024
+const SEND_CHUNK = 1024 * 1024
 const POOL_BUFFERS = 4
 /** Bytes a download may queue for the disk before it stops reading upstream. */
 const WRITE_QUEUE_BYTES = 4 * 1024 * 1024

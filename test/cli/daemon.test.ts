@@ -2,19 +2,17 @@
 // them: the built binary, an isolated HOME/config/cache/state, a real
 // background daemon that is always stopped (SIGKILL as a last resort).
 
-import { spawn, spawnSync } from 'node:child_process'
-import { once } from 'node:events'
+import { spawnSync } from 'node:child_process'
 import fs from 'node:fs'
 import { createServer } from 'node:net'
 import path from 'node:path'
-import { fileURLToPath } from 'node:url'
 import { Command } from 'commander'
 import t from 'tap'
 import { request } from 'undici'
 import { forwardedArgs } from '../../src/cli/daemon.js'
 import { isProcessAlive } from '../../src/daemon/lifecycle.js'
 import { startUpstream } from '../fixtures/upstream.js'
-import { bin } from '../helpers/cli.js'
+import { isolatedEnv, runDproxy } from '../helpers/cli.js'
 
 
 interface World {
@@ -25,29 +23,10 @@ interface World {
 }
 
 function world(t: Tap.Test, extraEnv: Record<string, string> = {}): World {
-  const root = t.testdir({ home: {}, config: {}, cache: {}, state: {} })
-  const cacheDir = path.join(root, 'cache')
-  const stateDir = path.join(root, 'state')
-  const env = {
-    PATH: process.env.PATH ?? '',
-    HOME: path.join(root, 'home'),
-    DPROXY_CONFIG_DIR: path.join(root, 'config'),
-    DPROXY_CACHE_DIR: cacheDir,
-    DPROXY_STATE_DIR: stateDir,
-    DPROXY_CREDENTIAL_STORE: 'file',
-    ...extraEnv,
-  }
-  const run = async (args: string[], more: Record<string, string> = {}) => {
-    const child = spawn(process.execPath, [bin, ...args], { env: { ...env, ...more }, stdio: ['ignore', 'pipe', 'pipe'] })
-    let out = ''
-    let err = ''
-    child.stdout.on('data', (c: Buffer) => (out += c.toString()))
-    child.stderr.on('data', (c: Buffer) => (err += c.toString()))
-    const timer = setTimeout(() => child.kill('SIGKILL'), 30_000)
-    const [code] = (await once(child, 'exit')) as [number | null]
-    clearTimeout(timer)
-    return { code, out, err }
-  }
+  const env = isolatedEnv(t, extraEnv)
+  const cacheDir = env.DPROXY_CACHE_DIR!
+  const stateDir = env.DPROXY_STATE_DIR!
+  const run = async (args: string[], more: Record<string, string> = {}) => runDproxy(args, { ...env, ...more })
   // Whatever happens in the test, no daemon outlives it.
   t.teardown(() => {
     for (const file of [path.join(cacheDir, 'daemon.json'), path.join(stateDir, 'dproxy.pid')]) {

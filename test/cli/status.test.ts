@@ -3,17 +3,15 @@
 // text when piped; the ink view only on a terminal; and proof that --json and
 // the plain path never load ink or react.
 
-import { spawn, spawnSync } from 'node:child_process'
-import { once } from 'node:events'
+import { spawnSync } from 'node:child_process'
 import path from 'node:path'
-import { fileURLToPath } from 'node:url'
 import t from 'tap'
 import { formatStatusText, wantsInteractive } from '../../src/cli/status.js'
 import { isProcessAlive } from '../../src/daemon/lifecycle.js'
 import { RATE_LIMIT_PROBE, type StatusSnapshot } from '../../src/daemon/status.js'
 import { startUpstream } from '../fixtures/upstream.js'
 import { pull } from '../helpers/daemon.js'
-import { bin } from '../helpers/cli.js'
+import { bin, isolatedEnv, runDproxy, type Ran } from '../helpers/cli.js'
 
 
 /** A module loader that fails any resolution of ink, react or a src/ui module. */
@@ -29,38 +27,13 @@ const forbidUi = (() => {
   return `--import=data:text/javascript,${encodeURIComponent(register)}`
 })()
 
-interface Run {
-  code: number | null
-  out: string
-  err: string
-}
+type Run = Ran
 
 function world(t: Tap.Test, extra: Record<string, string> = {}) {
-  const root = t.testdir({ home: {}, config: {}, cache: {}, state: {} })
-  const env: Record<string, string> = {
-    PATH: process.env.PATH ?? '',
-    HOME: path.join(root, 'home'),
-    DPROXY_CONFIG_DIR: path.join(root, 'config'),
-    DPROXY_CACHE_DIR: path.join(root, 'cache'),
-    DPROXY_STATE_DIR: path.join(root, 'state'),
-    DPROXY_CREDENTIAL_STORE: 'file',
-    ...extra,
-  }
-  const run = async (args: string[], opts: { nodeArgs?: string[]; env?: Record<string, string> } = {}): Promise<Run> => {
-    const child = spawn(process.execPath, [...(opts.nodeArgs ?? []), bin, ...args], {
-      env: { ...env, ...opts.env },
-      stdio: ['ignore', 'pipe', 'pipe'],
-    })
-    let out = ''
-    let err = ''
-    child.stdout.on('data', (c: Buffer) => (out += c.toString()))
-    child.stderr.on('data', (c: Buffer) => (err += c.toString()))
-    const timer = setTimeout(() => child.kill('SIGKILL'), 30_000)
-    const [code] = (await once(child, 'exit')) as [number | null]
-    clearTimeout(timer)
-    return { code, out, err }
-  }
-  return { env, root, cacheDir: env.DPROXY_CACHE_DIR!, run }
+  const env = isolatedEnv(t, extra)
+  const run = async (args: string[], opts: { nodeArgs?: string[]; env?: Record<string, string> } = {}): Promise<Run> =>
+    runDproxy(args, { ...env, ...opts.env }, opts.nodeArgs ? { nodeArgs: opts.nodeArgs } : {})
+  return { env, root: path.dirname(env.HOME!), cacheDir: env.DPROXY_CACHE_DIR!, run }
 }
 
 t.test('status --json with the daemon running, then stopped: remaining is the hub counter', async (t) => {

@@ -8,20 +8,14 @@
 import { once } from 'node:events'
 import t from 'tap'
 import { run } from '../fixtures/clients.js'
-import { dockerAvailable, startDockerd } from '../fixtures/dockerd.js'
+import { dockerOrSkip, startDockerd } from '../fixtures/dockerd.js'
 import { startUpstream } from '../fixtures/upstream.js'
 import { bin, isolatedEnv, spawnServe } from '../helpers/cli.js'
 
-const requireDocker = Boolean(process.env.CI || process.env.DPROXY_REQUIRE_DOCKER)
 const authError = /unauthorized|authentication required|no basic auth credentials/i
 
 t.test('docker login and pull with the credentials of dproxy env', async (t) => {
-  const avail = dockerAvailable()
-  if (!avail.ok) {
-    if (requireDocker) t.fail(`docker engine required here: ${avail.reason}`)
-    else t.skip(`no docker engine: ${avail.reason}`)
-    return
-  }
+  if (!dockerOrSkip(t)) return
   const up = await startUpstream()
   t.teardown(() => up.stop())
   const env = isolatedEnv(t, { DPROXY_UPSTREAMS: `docker.io=${up.hubUrl}` })

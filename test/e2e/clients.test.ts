@@ -8,12 +8,11 @@ import { promises as fs } from 'node:fs'
 import { join } from 'node:path'
 import t from 'tap'
 import { makeTempDir, run, skopeoCopyAll, skopeoInspectRaw } from '../fixtures/clients.js'
-import { dockerAvailable, startDockerd } from '../fixtures/dockerd.js'
+import { dockerOrSkip, startDockerd } from '../fixtures/dockerd.js'
 import { catalogueImages } from '../fixtures/images.js'
 import { startUpstream } from '../fixtures/upstream.js'
 import { sha256, startDaemon } from '../helpers/daemon.js'
 
-const requireDocker = Boolean(process.env.CI || process.env.DPROXY_REQUIRE_DOCKER)
 
 t.test('skopeo copy --all of every test image through dproxy keeps every digest', async (t) => {
   const up = await startUpstream({ big: true })
@@ -38,12 +37,7 @@ t.test('skopeo copy --all of every test image through dproxy keeps every digest'
 })
 
 t.test('docker pull through dproxy, twice, with the real Docker engine', async (t) => {
-  const avail = dockerAvailable()
-  if (!avail.ok) {
-    if (requireDocker) t.fail(`docker engine required here: ${avail.reason}`)
-    else t.skip(`no docker engine: ${avail.reason}`)
-    return
-  }
+  if (!dockerOrSkip(t)) return
   const up = await startUpstream()
   t.teardown(() => up.stop())
   // ghcr.io is mapped to the plain fixture registry: no public name is ever resolved.

@@ -63,3 +63,26 @@ export async function spawnServe(t: TestDirs, args: string[], env: Record<string
   })
   return { child, base, out: () => out, err: () => err }
 }
+
+export interface Ran {
+  code: number | null
+  out: string
+  err: string
+}
+
+/** Runs `dproxy ARGS` to completion (killed after 30 s) and collects its output. */
+export async function runDproxy(
+  args: string[],
+  env: Record<string, string>,
+  opts: { nodeArgs?: string[] } = {},
+): Promise<Ran> {
+  const child = spawn(process.execPath, [...(opts.nodeArgs ?? []), bin, ...args], { env, stdio: ['ignore', 'pipe', 'pipe'] })
+  let out = ''
+  let err = ''
+  child.stdout!.on('data', (c: Buffer) => (out += c.toString()))
+  child.stderr!.on('data', (c: Buffer) => (err += c.toString()))
+  const timer = setTimeout(() => child.kill('SIGKILL'), 30_000)
+  const code = await new Promise<number | null>((resolve) => child.once('exit', (c) => resolve(c)))
+  clearTimeout(timer)
+  return { code, out, err }
+}

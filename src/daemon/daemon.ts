@@ -189,8 +189,8 @@ export class Daemon {
         })
       } catch (err) {
         const code = (err as NodeJS.ErrnoException).code
-        // No IPv6 on this machine: the default pair degrades to IPv4 only.
-        if (host === '::1' && hosts === DEFAULT_HOSTS && (code === 'EADDRNOTAVAIL' || code === 'EAFNOSUPPORT')) {
+        // No IPv6 on this machine: the loopback pair degrades to IPv4 only.
+        if (host === '::1' && this.listening.length > 0 && (code === 'EADDRNOTAVAIL' || code === 'EAFNOSUPPORT')) {
           this.log.warn(`not listening on [::1]: ${code}`)
           continue
         }

@@ -7,7 +7,7 @@ import { promises as fs } from 'node:fs'
 import { join } from 'node:path'
 import { PassThrough, Writable } from 'node:stream'
 import { fileURLToPath } from 'node:url'
-import t from 'tap'
+import t, { type Test } from 'tap'
 import { ago, formatListing, listCache, shortDigest } from '../../src/cli/cache.js'
 import { runCli } from '../../src/cli/program.js'
 import { parseDigest } from '../../src/registry/names.js'
@@ -25,7 +25,7 @@ const bin = fileURLToPath(new URL('../../bin/dproxy.js', import.meta.url))
  * A cache dir and an environment that touches nothing of the user's. Call it once per test,
  * first: every t.testdir() call recreates the same directory.
  */
-function isolated(t: Tap.Test): { dir: string; env: Record<string, string> } {
+function isolated(t: Test): { dir: string; env: Record<string, string> } {
   const root = t.testdir({ home: {}, config: {}, state: {}, cache: {} })
   const dir = join(root, 'cache')
   return {

@@ -7,7 +7,7 @@ import fs from 'node:fs'
 import { createServer } from 'node:net'
 import path from 'node:path'
 import { Command } from 'commander'
-import t from 'tap'
+import t, { type Test } from 'tap'
 import { request } from 'undici'
 import { forwardedArgs } from '../../src/cli/daemon.js'
 import { isProcessAlive } from '../../src/daemon/lifecycle.js'
@@ -22,7 +22,7 @@ interface World {
   run(args: string[], extraEnv?: Record<string, string>): Promise<{ code: number | null; out: string; err: string }>
 }
 
-function world(t: Tap.Test, extraEnv: Record<string, string> = {}): World {
+function world(t: Test, extraEnv: Record<string, string> = {}): World {
   const env = isolatedEnv(t, extraEnv)
   const cacheDir = env.DPROXY_CACHE_DIR!
   const stateDir = env.DPROXY_STATE_DIR!

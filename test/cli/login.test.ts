@@ -11,7 +11,7 @@ import fs from 'node:fs'
 import os from 'node:os'
 import path from 'node:path'
 import { fileURLToPath } from 'node:url'
-import t from 'tap'
+import t, { type Test } from 'tap'
 import { request } from 'undici'
 import { startUpstream, type Upstream } from '../fixtures/upstream.js'
 import { bin, isolatedEnv, spawnServe } from '../helpers/cli.js'
@@ -33,8 +33,8 @@ function dproxy(args: string[], env: Record<string, string>, input?: string): Pr
     })
     let stdout = ''
     let stderr = ''
-    child.stdout.on('data', (c: Buffer) => (stdout += c.toString()))
-    child.stderr.on('data', (c: Buffer) => (stderr += c.toString()))
+    child.stdout!.on('data', (c: Buffer) => (stdout += c.toString()))
+    child.stderr!.on('data', (c: Buffer) => (stderr += c.toString()))
     if (input !== undefined) child.stdin!.end(input)
     const timer = setTimeout(() => child.kill('SIGKILL'), 60_000)
     child.on('error', reject)
@@ -46,7 +46,7 @@ function dproxy(args: string[], env: Record<string, string>, input?: string): Pr
 }
 
 /** A fresh HOME, config, cache and state dir; the file credential store unless `extra` says otherwise. */
-function isolated(t: Tap.Test, up: Upstream | undefined, extra: Record<string, string> = {}): Record<string, string> {
+function isolated(t: Test, up: Upstream | undefined, extra: Record<string, string> = {}): Record<string, string> {
   return isolatedEnv(t, { ...(up ? { DPROXY_UPSTREAMS: `docker.io=${up.hubUrl}` } : {}), ...extra })
 }
 
@@ -139,7 +139,7 @@ t.test('on a terminal: asks for the user name, then the password without echo', 
     }
   })()
   if (script === '') {
-    t.skip('util-linux script(1) is not installed, so there is no pseudo-terminal to test with')
+    t.plan(0, 'util-linux script(1) is not installed, so there is no pseudo-terminal to test with')
     return
   }
   const up = await startUpstream({ hub: { users: { alice: password } } })

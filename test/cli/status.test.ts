@@ -5,7 +5,7 @@
 
 import { spawnSync } from 'node:child_process'
 import path from 'node:path'
-import t from 'tap'
+import t, { type Test } from 'tap'
 import { formatStatusText, wantsInteractive } from '../../src/cli/status.js'
 import { isProcessAlive } from '../../src/daemon/lifecycle.js'
 import { RATE_LIMIT_PROBE, type StatusSnapshot } from '../../src/daemon/status.js'
@@ -29,7 +29,7 @@ const forbidUi = (() => {
 
 type Run = Ran
 
-function world(t: Tap.Test, extra: Record<string, string> = {}) {
+function world(t: Test, extra: Record<string, string> = {}) {
   const env = isolatedEnv(t, extra)
   const run = async (args: string[], opts: { nodeArgs?: string[]; env?: Record<string, string> } = {}): Promise<Run> =>
     runDproxy(args, { ...env, ...opts.env }, opts.nodeArgs ? { nodeArgs: opts.nodeArgs } : {})

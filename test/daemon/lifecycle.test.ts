@@ -7,7 +7,7 @@ import { once } from 'node:events'
 import fs from 'node:fs'
 import { createServer } from 'node:net'
 import path from 'node:path'
-import t from 'tap'
+import t, { type Test } from 'tap'
 import { Daemon } from '../../src/daemon/daemon.js'
 import {
   adminUrl,
@@ -32,7 +32,7 @@ function deadPid(): number {
 }
 
 /** Separate directories for one test (t.testdir() is one directory per test, recreated on every call). */
-function dirs<const N extends string>(t: Tap.Test, ...names: N[]): Record<N, string> {
+function dirs<const N extends string>(t: Test, ...names: N[]): Record<N, string> {
   const root = t.testdir(Object.fromEntries(names.map((n) => [n, {}])))
   return Object.fromEntries(names.map((n) => [n, path.join(root, n)])) as Record<N, string>
 }

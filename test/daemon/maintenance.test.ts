@@ -1,5 +1,5 @@
 import { setTimeout as sleep } from 'node:timers/promises'
-import t from 'tap'
+import t, { type Test } from 'tap'
 import { CacheMaintenance } from '../../src/daemon/maintenance.js'
 import type { Logger } from '../../src/log.js'
 import { newCounters } from '../../src/proxy/counters.js'
@@ -15,7 +15,7 @@ function collectingLogger(): Logger & { lines: string[] } {
   return { lines, info: (m) => lines.push(`info ${m}`), warn: (m) => lines.push(`warn ${m}`), error: (m) => lines.push(`error ${m}`) }
 }
 
-async function setup(t: Tap.Test) {
+async function setup(t: Test) {
   let now = Math.floor(Date.now() / 1000) * 1000
   const clock = { now: () => now }
   const store = await Store.open(t.testdir(), { clock })

@@ -5,13 +5,11 @@
 import { spawn, type ChildProcess } from 'node:child_process'
 import path from 'node:path'
 import { fileURLToPath } from 'node:url'
+import type { Test } from 'tap'
 
 export const bin = fileURLToPath(new URL('../../bin/dproxy.js', import.meta.url))
 
-interface TestDirs {
-  testdir(fixture?: object): string
-  teardown(fn: () => unknown): void
-}
+type TestDirs = Pick<Test, 'testdir' | 'teardown'>
 
 /** HOME, config, cache and state dirs of the test's own, and the file credential store. */
 export function isolatedEnv(t: TestDirs, extra: Record<string, string> = {}): Record<string, string> {

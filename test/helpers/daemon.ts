@@ -8,11 +8,9 @@ import { request } from 'undici'
 import { Daemon, type DaemonOptions } from '../../src/daemon/daemon.js'
 import { ACCEPT_ALL_MANIFESTS, type FixtureImage } from '../fixtures/images.js'
 import type { Upstream } from '../fixtures/upstream.js'
+import type { Test } from 'tap'
 
-export interface TapLike {
-  testdir(fixture?: object): string
-  teardown(fn: () => unknown): void
-}
+type TapLike = Pick<Test, 'testdir' | 'teardown'>
 
 export async function startDaemon(
   t: TapLike,

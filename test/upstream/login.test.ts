@@ -6,7 +6,7 @@
 import { once } from 'node:events'
 import { createServer, type IncomingMessage, type ServerResponse } from 'node:http'
 import type { AddressInfo } from 'node:net'
-import t from 'tap'
+import t, { type Test } from 'tap'
 import { FileCredentialStore } from '../../src/credentials/file.js'
 import { CLIENT_SECRET_KEY } from '../../src/credentials/registry-host.js'
 import type { Credential } from '../../src/credentials/credential.js'
@@ -39,7 +39,7 @@ async function rejection(p: Promise<unknown>): Promise<unknown> {
 }
 
 /** A tiny server for challenge shapes the Hub shim does not have; records every request. */
-async function serve(t: Tap.Test, handler: (req: IncomingMessage, res: ServerResponse) => void) {
+async function serve(t: Test, handler: (req: IncomingMessage, res: ServerResponse) => void) {
   const seen: Array<{ url: string; authorization: string | undefined }> = []
   const server = createServer((req, res) => {
     seen.push({ url: req.url ?? '', authorization: req.headers.authorization })

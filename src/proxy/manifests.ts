@@ -15,7 +15,7 @@ import type { Logger } from '../log.js'
 import { parseDigest, type Digest, type ImageName, type Reference } from '../registry/names.js'
 import { digestOf } from '../store/digest.js'
 import type { Store, StoredManifest, TagRecord } from '../store/store.js'
-import type { Upstreams } from '../upstream/client.js'
+import type { TagPage, Upstreams } from '../upstream/client.js'
 import type { Counters } from './counters.js'
 import { notCached } from './outage.js'
 import { SingleFlight } from './singleflight.js'
@@ -44,9 +44,9 @@ export class ManifestProxy {
     return ref.kind === 'digest' ? this.byDigest(image, ref.digest) : this.byTag(image, ref.tag)
   }
 
-  async listTags(image: ImageName, query: URLSearchParams): Promise<{ tags: string[]; stale: boolean }> {
+  async listTags(image: ImageName, query: URLSearchParams): Promise<TagPage & { stale: boolean }> {
     try {
-      return { tags: await this.o.upstreams.get(image.registry).listTags(image.repository, query), stale: false }
+      return { ...(await this.o.upstreams.get(image.registry).listTags(image.repository, query)), stale: false }
     } catch (err) {
       if (!isUpstreamOutage(err)) throw err
       const tags = await this.o.store.listTags(image.registry, image.repository)

@@ -69,8 +69,10 @@ export function registryHandler(deps: RegistryDeps): Handler {
           const v = url.searchParams.get(key)
           if (v !== null) query.set(key, v)
         }
-        const { tags, stale } = await deps.manifests.listTags(image, query)
+        const { tags, next, stale } = await deps.manifests.listTags(image, query)
         if (stale) res.setHeader('warning', STALE_WARNING)
+        // Pagination continues through dproxy, under the name the client used.
+        if (next) res.setHeader('link', `</v2/${m[1]}/tags/list?${next.toString()}${ns === undefined ? '' : `&ns=${encodeURIComponent(ns)}`}>; rel="next"`)
         sendJson(res, method, 200, { name: m[1], tags })
         return
       }

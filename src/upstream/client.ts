@@ -56,6 +56,12 @@ export interface BlobBody {
   url: string
 }
 
+export interface TagPage {
+  tags: string[]
+  /** Query (`n`, `last`) of the next page, when there is one. */
+  next?: URLSearchParams
+}
+
 export interface UpstreamTimeouts {
   connectMs: number
   headersMs: number
@@ -199,17 +205,24 @@ export class UpstreamClient {
     return { size: length === undefined ? undefined : Number(length) }
   }
 
-  async listTags(repository: string, query: URLSearchParams): Promise<string[]> {
+  /**
+   * One page of the tag list. `next` holds the `n`/`last` query of the next
+   * page when upstream paginates (RFC 8288 `Link: <...>; rel="next"`).
+   */
+  async listTags(repository: string, query: URLSearchParams): Promise<TagPage> {
     const qs = query.toString()
     const { res, url } = await this.call('GET', repository, `tags/list${qs ? `?${qs}` : ''}`, { accept: 'application/json' })
     await this.expectOk(res, 'GET', url, 'tags')
+    const next = nextPage(headerValue(res.headers.link), url)
     const text = await readCapped(res.body, MANIFEST_SIZE_LIMIT)
+    let parsed: { tags?: unknown }
     try {
-      const parsed = JSON.parse(text) as { tags?: unknown }
-      return Array.isArray(parsed.tags) ? parsed.tags.filter((t): t is string => typeof t === 'string') : []
+      parsed = JSON.parse(text) as { tags?: unknown }
     } catch {
       throw new DproxyError('UPSTREAM_UNAVAILABLE', `GET ${redact(url)}: tag list is not JSON`)
     }
+    const tags = Array.isArray(parsed.tags) ? parsed.tags.filter((t): t is string => typeof t === 'string') : []
+    return next ? { tags, next } : { tags }
   }
 
   private async followRedirects(method: 'GET' | 'HEAD', repository: string, digest: string) {
@@ -328,6 +341,24 @@ function manifestInfo(res: Dispatcher.ResponseData, method: string, url: URL): M
     mediaType,
     size: length === undefined ? undefined : Number(length),
   }
+}
+
+/** The `n`/`last` query of a `rel="next"` link, resolved against the request URL. */
+export function nextPage(link: string | undefined, base: URL): URLSearchParams | undefined {
+  const m = link === undefined ? null : /<([^>]*)>\s*;\s*rel="?next"?/i.exec(link)
+  if (!m) return undefined
+  let target: URL
+  try {
+    target = new URL(m[1]!, base)
+  } catch {
+    return undefined
+  }
+  const next = new URLSearchParams()
+  for (const key of ['n', 'last']) {
+    const v = target.searchParams.get(key)
+    if (v !== null) next.set(key, v)
+  }
+  return next.has('last') ? next : undefined
 }
 
 function isRedirect(status: number): boolean {

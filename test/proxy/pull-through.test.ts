@@ -312,6 +312,7 @@ t.test('tags/list comes from upstream, falling back to cached tags', async (t) =
   const live = await get(`${d.url}/v2/alpine/tags/list`)
   t.equal(live.status, 200)
   t.strictSame(JSON.parse(live.body.toString()), { name: 'alpine', tags: ['latest'] })
+  t.notOk(live.headers['link'], 'no next page when upstream sends none')
   await pull(d.url, 'alpine', 'latest')
   await up.hub.setMode('refuse')
   const cached = await get(`${d.url}/v2/alpine/tags/list`)

@@ -3,7 +3,7 @@
 // classification. Requests are counted by the shim.
 
 import t from 'tap'
-import { Upstreams } from '../../src/upstream/client.js'
+import { nextPage, Upstreams } from '../../src/upstream/client.js'
 import { startUpstream } from '../fixtures/upstream.js'
 import { sha256 } from '../helpers/daemon.js'
 
@@ -98,4 +98,13 @@ t.test('errors: not found, rate limited, HTML, unreachable', async (t) => {
     code: 'UPSTREAM_UNAVAILABLE',
     message: /^HEAD http:\/\/127\.0\.0\.1:\d+\/v2\/library\/alpine\/manifests\/latest: ECONNREFUSED/,
   })
+})
+
+t.test('nextPage reads the n/last query of a rel="next" link', async (t) => {
+  const base = new URL('http://127.0.0.1:1/v2/library/alpine/tags/list?n=2')
+  t.equal(nextPage('</v2/library/alpine/tags/list?n=2&last=v2>; rel="next"', base)?.toString(), 'n=2&last=v2')
+  t.equal(nextPage('<http://other.test/v2/x/tags/list?last=b&n=50&extra=1>; rel=next', base)?.toString(), 'n=50&last=b')
+  t.equal(nextPage('</v2/x/tags/list?n=2>; rel="next"', base), undefined, 'no last: no usable next page')
+  t.equal(nextPage('</v2/x/tags/list?last=b>; rel="prev"', base), undefined)
+  t.equal(nextPage(undefined, base), undefined)
 })

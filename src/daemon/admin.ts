@@ -7,7 +7,8 @@ import type { IncomingMessage, ServerResponse } from 'node:http'
 import { DproxyError } from '../errors.js'
 import { sendError } from '../registry/errors.js'
 import type { CacheStats } from '../store/store.js'
-import type { RateLimitReading } from '../upstream/ratelimit.js'
+import { RATE_LIMIT_PROBE, type RateLimitReading } from '../upstream/ratelimit.js'
+import { DOCKER_HUB } from '../registry/names.js'
 import { upstreamBaseUrl } from '../upstream/registries.js'
 import { VERSION } from '../version.js'
 import { cacheEndpoint } from './cache-endpoints.js'
@@ -36,6 +37,8 @@ export interface StatusReport {
   }
   upstreams: Array<{ registry: string; url: string }>
   rateLimit: Array<Omit<RateLimitReading, 'checkedAt'> & { checkedAt: string }>
+  /** With `?probe=1`: whether the fresh rate-limit probe gave a reading. */
+  probe?: { ok: true } | { ok: false; error: string }
 }
 
 export async function buildStatus(d: Daemon): Promise<StatusReport> {
@@ -70,6 +73,23 @@ export async function buildStatus(d: Daemon): Promise<StatusReport> {
   }
 }
 
+/**
+ * HEADs Docker Hub's rate-limit probe as the daemon pulls (its logins, its
+ * address), so `dproxy status` shows the headroom of the pulls it makes.
+ * The reading lands in the rate-limit book like any other.
+ */
+async function probeRateLimit(d: Daemon): Promise<NonNullable<StatusReport['probe']>> {
+  const before = d.upstreams.rateLimits.get(DOCKER_HUB)
+  try {
+    await d.upstreams.get(DOCKER_HUB).headManifest(RATE_LIMIT_PROBE.repository, RATE_LIMIT_PROBE.tag)
+    return { ok: true }
+  } catch (err) {
+    // A 404 or 401 still carries the headers: a new reading says what is left.
+    const after = d.upstreams.rateLimits.get(DOCKER_HUB)
+    return after !== undefined && after !== before ? { ok: true } : { ok: false, error: (err as Error).message }
+  }
+}
+
 export function isLoopback(address: string | undefined): boolean {
   if (!address) return false
   return address === '::1' || /^(::ffff:)?127\./.test(address)
@@ -82,24 +102,25 @@ export function adminHandler(d: Daemon) {
       if (!isLoopback(req.socket.remoteAddress)) {
         throw new DproxyError('DENIED', 'the admin endpoints answer loopback clients only')
       }
-      const path = new URL(req.url ?? '/', 'http://dproxy.invalid').pathname
-      if (path === '/_dproxy/status') {
-        if (method !== 'GET' && method !== 'HEAD') throw new DproxyError('UNSUPPORTED', `${method} ${path}`, { status: 405 })
-        const body = JSON.stringify(await d.status(), null, 2) + '\n'
+      const url = new URL(req.url ?? '/', 'http://dproxy.invalid')
+      const path = url.pathname
+      const json = (value: unknown) => {
+        const body = JSON.stringify(value, null, 2) + '\n'
         res.statusCode = 200
         res.setHeader('content-type', 'application/json; charset=utf-8')
         res.setHeader('content-length', Buffer.byteLength(body))
         res.end(method === 'HEAD' ? undefined : body)
+      }
+      if (path === '/_dproxy/status') {
+        if (method !== 'GET' && method !== 'HEAD') throw new DproxyError('UNSUPPORTED', `${method} ${path}`, { status: 405 })
+        const probe = url.searchParams.get('probe') === '1' ? await probeRateLimit(d) : undefined
+        json({ ...(await d.status()), ...(probe ? { probe } : {}) })
         return
       }
       if (path.startsWith('/_dproxy/cache')) {
         const answer = await cacheEndpoint(d, method, req.url ?? '/')
         if (answer !== undefined) {
-          const body = JSON.stringify(answer, null, 2) + '\n'
-          res.statusCode = 200
-          res.setHeader('content-type', 'application/json; charset=utf-8')
-          res.setHeader('content-length', Buffer.byteLength(body))
-          res.end(method === 'HEAD' ? undefined : body)
+          json(answer)
           return
         }
       }

@@ -28,7 +28,6 @@ import { spawn } from 'node:child_process'
 import { readFileSync, promises as fs } from 'node:fs'
 import { basename, join } from 'node:path'
 import { setTimeout as sleep } from 'node:timers/promises'
-import { Agent, request } from 'undici'
 import { DproxyError } from '../errors.js'
 import { Layout } from '../store/layout.js'
 import type { StatusReport } from './admin.js'
@@ -263,20 +262,22 @@ export interface RunningDaemon {
   status: StatusReport
 }
 
-/** GET <url>/_dproxy/status, bounded; undefined when it does not answer 200 with JSON. */
-export async function fetchStatus(url: string, timeoutMs = 3000): Promise<StatusReport | undefined> {
-  const dispatcher = new Agent({ connect: { timeout: timeoutMs }, headersTimeout: timeoutMs, bodyTimeout: timeoutMs })
+/**
+ * GET <url>/_dproxy/status (with `?probe=1`: after a fresh rate-limit probe),
+ * bounded; undefined when it does not answer 200 with JSON. A loopback call to
+ * our own daemon, so it uses the runtime's fetch: the CLI need not load the
+ * upstream HTTP client for it.
+ */
+export async function fetchStatus(url: string, timeoutMs = 3000, probe = false): Promise<StatusReport | undefined> {
   try {
-    const res = await request(`${url}/_dproxy/status`, { dispatcher, signal: AbortSignal.timeout(timeoutMs) })
-    if (res.statusCode !== 200) {
-      await res.body.dump().catch(() => {})
+    const res = await fetch(`${url}/_dproxy/status${probe ? '?probe=1' : ''}`, { signal: AbortSignal.timeout(timeoutMs) })
+    if (res.status !== 200) {
+      await res.body?.cancel().catch(() => {})
       return undefined
     }
-    return (await res.body.json()) as StatusReport
+    return (await res.json()) as StatusReport
   } catch {
     return undefined
-  } finally {
-    await dispatcher.close().catch(() => {})
   }
 }
 
@@ -286,11 +287,11 @@ export async function fetchStatus(url: string, timeoutMs = 3000): Promise<Status
  */
 export async function findDaemon(
   cacheDir: string,
-  opts: { timeoutMs?: number; isAlive?: (pid: number) => boolean } = {},
+  opts: { timeoutMs?: number; isAlive?: (pid: number) => boolean; probe?: boolean } = {},
 ): Promise<RunningDaemon | undefined> {
   const lock = await readDaemonLock(cacheDir, opts)
   if (!lock?.alive || lock.info.url === undefined) return undefined
-  const status = await fetchStatus(lock.info.url, opts.timeoutMs)
+  const status = await fetchStatus(lock.info.url, opts.timeoutMs, opts.probe)
   if (!status || status.pid !== lock.info.pid) return undefined
   return { info: lock.info, status }
 }

@@ -19,13 +19,12 @@ import { DOCKER_HUB } from '../registry/names.js'
 import { Layout } from '../store/layout.js'
 import { Store, type CacheStats } from '../store/store.js'
 import type { CredentialSource } from '../upstream/auth.js'
-import { Upstreams, type UpstreamTimeouts } from '../upstream/client.js'
-import type { RateLimitReading } from '../upstream/ratelimit.js'
+import type { UpstreamTimeouts } from '../upstream/client.js'
+import { RATE_LIMIT_PROBE, type RateLimitReading } from '../upstream/ratelimit.js'
 import type { StatusReport } from './admin.js'
 import { findDaemon, type RunningDaemon } from './lifecycle.js'
 
-/** Docker's documented rate-limit probe: a public repository kept for this purpose. */
-export const RATE_LIMIT_PROBE = { repository: 'ratelimitpreview/test', tag: 'latest' } as const
+export { RATE_LIMIT_PROBE }
 
 export interface DaemonSection {
   running: boolean
@@ -168,6 +167,8 @@ export async function probeDockerHub(opts: {
 }): Promise<{ reading: RateLimitReading } | { error: string }> {
   const t = opts.timeoutMs ?? 5000
   const timeouts: UpstreamTimeouts = { connectMs: t, headersMs: t, bodyMs: t }
+  // Loaded here, not at the top: with a daemon running the probe is its job, and the CLI starts faster without undici.
+  const { Upstreams } = await import('../upstream/client.js')
   const upstreams = new Upstreams({
     overrides: opts.upstreams ?? {},
     timeouts,
@@ -188,20 +189,29 @@ export async function probeDockerHub(opts: {
   return { error: error ?? 'the answer carried no usable rate-limit headers' }
 }
 
+/** The daemon's answer to `?probe=1`, in probeDockerHub's shape. */
+function daemonProbe(status: StatusReport): { reading: RateLimitReading } | { error: string } {
+  const r = status.rateLimit.find((x) => x.registry === DOCKER_HUB)
+  if (status.probe?.ok && r) return { reading: { ...r, checkedAt: Date.parse(r.checkedAt) } }
+  return { error: status.probe && !status.probe.ok ? status.probe.error : 'the answer carried no usable rate-limit headers' }
+}
+
 export async function collectStatus(o: CollectStatusOptions): Promise<StatusSnapshot> {
   const clock = o.clock ?? systemClock
   const timeoutMs = o.timeoutMs ?? 5000
-  const [running, probe] = await Promise.all([
-    findDaemon(o.cacheDir, { timeoutMs }),
-    o.probe === false
-      ? undefined
-      : probeDockerHub({
+  const wantProbe = o.probe !== false
+  // A running daemon probes as it pulls (its logins, its address); otherwise the CLI probes directly.
+  const running = await findDaemon(o.cacheDir, { timeoutMs, probe: wantProbe })
+  const probe = !wantProbe
+    ? undefined
+    : running?.status.probe !== undefined
+      ? daemonProbe(running.status)
+      : await probeDockerHub({
           timeoutMs,
           ...(o.upstreams ? { upstreams: o.upstreams } : {}),
           ...(o.credentials ? { credentials: o.credentials } : {}),
           clock,
-        }),
-  ])
+        })
   const stats = running ? running.status.cache : await diskStats(o.cacheDir)
   const now = clock.now()
 

@@ -19,7 +19,7 @@ import { CLIENT_SECRET_KEY, DOCKER_HUB, normalizeRegistry } from '../credentials
 import { DproxyError, isDproxyError } from '../errors.js'
 import { silentLogger, type Logger } from '../log.js'
 import type { CredentialSource, UpstreamCredential } from './auth.js'
-import { Upstreams, type UpstreamTimeouts } from './client.js'
+import type { UpstreamTimeouts } from './client.js'
 import { upstreamBaseUrl } from './registries.js'
 
 /** The scope asked for when checking a Docker Hub login: a public repository that exists for this purpose. */
@@ -73,6 +73,8 @@ export async function login(opts: LoginOptions): Promise<LoginResult> {
   checkCredential(registry, credential)
   const overrides = opts.upstreams ?? {}
   const candidate: UpstreamCredential = { username: credential.username, secret: credential.secret }
+  // The HTTP client loads only for a login: storedCredentials (below) is on every command's path.
+  const { Upstreams } = await import('./client.js')
   const upstreams = new Upstreams({
     overrides,
     credentials: async (r) => (r === registry ? candidate : undefined),

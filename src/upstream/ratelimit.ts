@@ -6,6 +6,9 @@
 
 import type { Clock } from '../clock.js'
 
+/** Docker's documented rate-limit probe: a public repository kept for this purpose (a HEAD does not count). */
+export const RATE_LIMIT_PROBE = { repository: 'ratelimitpreview/test', tag: 'latest' } as const
+
 export interface RateLimitReading {
   registry: string
   /** Pulls allowed per window; undefined with `unlimited`. */

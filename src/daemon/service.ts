@@ -14,6 +14,7 @@
 import { promises as fs } from 'node:fs'
 import path from 'node:path'
 import { DproxyError } from '../errors.js'
+import { removeFile } from '../store/store.js'
 
 export const SYSTEMD_UNIT = 'dproxy.service'
 export const LAUNCHD_LABEL = 'dev.dproxy'
@@ -182,19 +183,9 @@ export async function installService(def: ServiceDefinition): Promise<InstallRes
   return { path: def.path, action: existing === undefined ? 'created' : 'updated' }
 }
 
-async function removeIfPresent(file: string): Promise<boolean> {
-  try {
-    await fs.unlink(file)
-    return true
-  } catch (err) {
-    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return false
-    throw err
-  }
-}
-
 /** Removes the definition and its enable links; returns what was removed (empty when nothing was installed). */
 export async function uninstallService(def: Pick<ServiceDefinition, 'path' | 'links'>): Promise<string[]> {
   const removed: string[] = []
-  for (const file of [...def.links, def.path]) if (await removeIfPresent(file)) removed.push(file)
+  for (const file of [...def.links, def.path]) if (await removeFile(file)) removed.push(file)
   return removed
 }

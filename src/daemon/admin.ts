@@ -14,6 +14,7 @@ import { VERSION } from '../version.js'
 import { cacheEndpoint } from './cache-endpoints.js'
 import type { Daemon } from './daemon.js'
 import { formatHost } from './daemon.js'
+import { isLoopbackHost } from '../net.js'
 
 export interface StatusReport {
   version: string
@@ -90,16 +91,11 @@ async function probeRateLimit(d: Daemon): Promise<NonNullable<StatusReport['prob
   }
 }
 
-export function isLoopback(address: string | undefined): boolean {
-  if (!address) return false
-  return address === '::1' || /^(::ffff:)?127\./.test(address)
-}
-
 export function adminHandler(d: Daemon) {
   return async (req: IncomingMessage, res: ServerResponse): Promise<void> => {
     const method = req.method ?? 'GET'
     try {
-      if (!isLoopback(req.socket.remoteAddress)) {
+      if (!isLoopbackHost(req.socket.remoteAddress ?? '')) {
         throw new DproxyError('DENIED', 'the admin endpoints answer loopback clients only')
       }
       const url = new URL(req.url ?? '/', 'http://dproxy.invalid')

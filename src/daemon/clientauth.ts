@@ -21,7 +21,6 @@
 
 import { createHash, createHmac, randomBytes, timingSafeEqual } from 'node:crypto'
 import type { IncomingMessage, ServerResponse } from 'node:http'
-import { isIP } from 'node:net'
 import { systemClock, type Clock } from '../clock.js'
 import type { CredentialStore } from '../credentials/credential.js'
 import { CLIENT_SECRET_KEY } from '../credentials/registry-host.js'
@@ -54,14 +53,6 @@ export interface IssuedToken {
   access_token: string
   expires_in: number
   issued_at: string
-}
-
-/** True for addresses only this machine can reach; listening anywhere else requires client auth. */
-export function isLoopbackHost(host: string): boolean {
-  const h = host.replace(/^\[|\]$/g, '').toLowerCase()
-  if (h === 'localhost' || h === '::1') return true
-  if (isIP(h) === 4) return h.startsWith('127.')
-  return /^::ffff:127\./.test(h)
 }
 
 /** The client password: the stored one, or a new random one stored now (`rotate` always makes a new one). */

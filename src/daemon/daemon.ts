@@ -22,9 +22,10 @@ import type { CredentialSource } from '../upstream/auth.js'
 import { Upstreams, type UpstreamTimeouts } from '../upstream/client.js'
 import { VERSION } from '../version.js'
 import { adminHandler, type StatusReport, buildStatus } from './admin.js'
-import { ClientAuth, isLoopbackHost, TOKEN_PATH, type ClientAuthOptions } from './clientauth.js'
+import { ClientAuth, TOKEN_PATH, type ClientAuthOptions } from './clientauth.js'
 import { adminUrl, DaemonLock, formatListen } from './lifecycle.js'
 import { CacheMaintenance } from './maintenance.js'
+import { isLoopbackHost } from '../net.js'
 
 export const DEFAULT_HOSTS = ['127.0.0.1', '::1']
 export const DEFAULT_PORT = 5000

@@ -32,6 +32,7 @@ import { DproxyError } from '../errors.js'
 import { Layout } from '../store/layout.js'
 import type { StatusReport } from './admin.js'
 import { isProcessAlive } from '../process.js'
+import { isLoopbackHost } from '../net.js'
 
 export interface DaemonInfo {
   pid: number
@@ -234,10 +235,6 @@ export class DaemonLock {
 /** `host:port` strings from the daemon's listening addresses, IPv6 in brackets. */
 export function formatListen(addresses: ReadonlyArray<{ host: string; port: number }>): string[] {
   return addresses.map((a) => `${a.host.includes(':') ? `[${a.host}]` : a.host}:${a.port}`)
-}
-
-function isLoopbackHost(host: string): boolean {
-  return host === '::1' || host === 'localhost' || /^127\./.test(host)
 }
 
 /**

@@ -9,12 +9,13 @@
 // that is the configured upstream itself, and only receives credentials when
 // it belongs to the same site as the registry (distribution's realmAllowed).
 
-import { BlockList, isIP } from 'node:net'
+import { isIP } from 'node:net'
 import type { Readable } from 'node:stream'
 import type { Dispatcher } from 'undici'
 import type { Clock } from '../clock.js'
 import { DproxyError } from '../errors.js'
 import { parseChallenge, type Challenge } from './challenge.js'
+import { isPrivateAddress } from '../net.js'
 
 export interface UpstreamCredential {
   username: string
@@ -34,37 +35,6 @@ interface CachedToken {
 const MIN_TOKEN_SECONDS = 60
 const EXPIRY_MARGIN_MS = 10_000
 const TOKEN_BODY_CAP = 1 << 20
-
-const privateRanges = new BlockList()
-for (const [net, prefix] of [
-  ['0.0.0.0', 8],
-  ['10.0.0.0', 8],
-  ['100.64.0.0', 10],
-  ['127.0.0.0', 8],
-  ['169.254.0.0', 16],
-  ['172.16.0.0', 12],
-  ['192.168.0.0', 16],
-] as const) {
-  privateRanges.addSubnet(net, prefix, 'ipv4')
-}
-for (const [net, prefix] of [
-  ['::1', 128],
-  ['::', 128],
-  ['fc00::', 7],
-  ['fe80::', 10],
-] as const) {
-  privateRanges.addSubnet(net, prefix, 'ipv6')
-}
-
-export function isPrivateAddress(hostname: string): boolean {
-  const host = hostname.replace(/^\[|\]$/g, '')
-  if (host === 'localhost' || host.endsWith('.localhost')) return true
-  const family = isIP(host)
-  if (family === 0) return false
-  const mapped = /^::ffff:(\d+\.\d+\.\d+\.\d+)$/i.exec(host)
-  if (mapped) return privateRanges.check(mapped[1]!, 'ipv4')
-  return privateRanges.check(host, family === 4 ? 'ipv4' : 'ipv6')
-}
 
 /** The registrable part of a host name, naively the last two labels (auth.docker.io ~ registry-1.docker.io). */
 function site(hostname: string): string {

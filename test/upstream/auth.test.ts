@@ -1,12 +1,5 @@
 import t from 'tap'
-import { checkRealm, isPrivateAddress } from '../../src/upstream/auth.js'
-
-t.test('isPrivateAddress', async (t) => {
-  for (const h of ['127.0.0.1', '10.1.2.3', '172.16.0.1', '192.168.1.1', '169.254.169.254', '::1', '[::1]', 'fe80::1', 'fd00::1', '::ffff:127.0.0.1', 'localhost', '0.0.0.0']) {
-    t.ok(isPrivateAddress(h), h)
-  }
-  for (const h of ['8.8.8.8', 'auth.example', '2001:db8::1', '172.32.0.1']) t.notOk(isPrivateAddress(h), h)
-})
+import { checkRealm } from '../../src/upstream/auth.js'
 
 t.test('checkRealm: which realms are called, and which get credentials', async (t) => {
   const hub = new URL('https://registry-1.example.io')

@@ -32,6 +32,9 @@ export type ErrorCode =
   | 'STOP_FAILED'
   // another CLI command holds <cacheDir>/cache.lock
   | 'CACHE_LOCKED'
+  // `dproxy setup`: a client's config file that does not parse, or that this user may not write
+  | 'SETUP_FILE_INVALID'
+  | 'SETUP_DENIED'
 
 export interface DproxyErrorOptions {
   status?: number
@@ -62,6 +65,8 @@ const defaultStatus: Record<ErrorCode, number> = {
   START_FAILED: 500,
   STOP_FAILED: 500,
   CACHE_LOCKED: 409,
+  SETUP_FILE_INVALID: 400,
+  SETUP_DENIED: 403,
 }
 
 export class DproxyError extends Error {

@@ -84,3 +84,29 @@ export async function runDproxy(
   clearTimeout(timer)
   return { code, out, err }
 }
+
+/**
+ * Runs the CLI in-process (no build needed) with captured output; `tty` gives
+ * it a terminal-like stdin carrying `answer`, for confirmations.
+ */
+export async function runInProcess(
+  args: string[],
+  env: Record<string, string>,
+  opts: { tty?: boolean; answer?: string } = {},
+): Promise<Ran> {
+  const { PassThrough, Writable } = await import('node:stream')
+  const { runCli } = await import('../../src/cli/program.js')
+  let out = ''
+  let err = ''
+  const sink = (f: (s: string) => void) =>
+    new Writable({
+      write(chunk: Buffer, _e, done) {
+        f(chunk.toString())
+        done()
+      },
+    })
+  const stdin = Object.assign(new PassThrough(), { isTTY: opts.tty ?? false })
+  if (opts.answer !== undefined) stdin.end(opts.answer)
+  const code = await runCli(args, { env, stdout: sink((s) => (out += s)), stderr: sink((s) => (err += s)), stdin } as Parameters<typeof runCli>[1])
+  return { code, out, err }
+}

@@ -1,0 +1,161 @@
+// `dproxy setup [TARGET...]`: points the machine's container clients at dproxy
+// as a mirror, so `docker pull alpine` goes through it unchanged. This file
+// parses options, asks, and prints; everything else is src/setup/, plain
+// functions over a root dir.
+//
+// Exit status: 0 done (or nothing to change, or --dry-run), 1 failure (a file
+// that does not parse, permission denied), 2 usage error (bad target, no
+// --yes without a terminal, declined).
+
+import { createInterface } from 'node:readline/promises'
+import { resolve } from 'node:path'
+import type { Command } from 'commander'
+import { DproxyError } from '../errors.js'
+import type { CliContext } from './program.js'
+
+export interface SetupCommandContext extends CliContext {
+  /** Where the confirmation is read from; default process.stdin. */
+  stdin?: NodeJS.ReadableStream & { isTTY?: boolean }
+}
+
+interface SetupFlags {
+  user?: boolean
+  root?: string
+  registries?: string
+  dryRun?: boolean
+  yes?: boolean
+  undo?: boolean
+  restart?: boolean
+  json?: boolean
+}
+
+export function registerSetupCommand(program: Command, ctx: SetupCommandContext): void {
+  program
+    .command('setup')
+    .description('make docker, containerd, podman, buildkit and k3s pull through dproxy by themselves (reversible)')
+    .argument('[target...]', 'docker, containerd, podman, buildkit, k3s (default: every one installed); kind, minikube, docker-desktop print what to do')
+    .option('--user', "configure this user's clients (rootless docker, ~/.config/containers) instead of the system's")
+    .option('--root <dir>', 'treat DIR as / for every system path')
+    .option('--registries <list>', 'registries to send through dproxy, comma separated (default: docker.io, the configured upstreams and common public ones)')
+    .option('--dry-run', 'only show the diff')
+    .option('--yes', 'apply without asking')
+    .option('--undo', "remove dproxy's entries again (restores files nothing else changed)")
+    .option('--restart', 'make the clients read their new configuration (docker: SIGHUP)')
+    .option('--json', 'print what was found, changed and still needs a restart as JSON')
+    .addHelpText('after', '\nExit status: 0 done or nothing to change, 1 failure, 2 usage error. See dproxy-setup(1).')
+    .action(async (targets: string[], flags: SetupFlags) => {
+      await setupCommand(targets, flags, ctx)
+    })
+}
+
+async function confirm(ctx: SetupCommandContext, question: string): Promise<boolean> {
+  const rl = createInterface({ input: ctx.stdin ?? process.stdin, output: ctx.stderr, terminal: false })
+  try {
+    return /^y(es)?$/i.test((await rl.question(question)).trim())
+  } finally {
+    rl.close()
+  }
+}
+
+export async function setupCommand(args: string[], flags: SetupFlags, ctx: SetupCommandContext): Promise<void> {
+  const [{ resolveSettings }, { homeDir }, setup, { clientAddress, setupRegistries }, { TARGETS }, { vmInstructions, VM_TARGETS }, { sendReload }] =
+    await Promise.all([
+      import('../config/settings.js'),
+      import('../config/paths.js'),
+      import('../setup/setup.js'),
+      import('../setup/address.js'),
+      import('../setup/targets.js'),
+      import('../setup/vm.js'),
+      import('../setup/restart.js'),
+    ])
+  const out = (s: string) => ctx.stdout.write(s)
+  const settings = resolveSettings({ env: ctx.env })
+  const root = resolve(flags.root ?? '/')
+
+  if (flags.undo) {
+    const undone = await setup.undoSetup(root, settings.stateDir)
+    if (flags.json) out(JSON.stringify({ undone }, null, 2) + '\n')
+    else if (undone.length === 0) out('nothing to undo: dproxy setup has not changed anything here\n')
+    else for (const u of undone) out(`${u.action.padEnd(8)} ${u.shown}\n`)
+    return
+  }
+
+  const known = [...TARGETS, ...VM_TARGETS] as readonly string[]
+  const unknown = args.filter((a) => !known.includes(a))
+  if (unknown.length > 0) throw new DproxyError('USAGE', `unknown target ${unknown.join(', ')} (known: ${known.join(', ')})`)
+  const { address, running } = await clientAddress(settings)
+  const registries = setupRegistries(flags.registries, settings.upstreams)
+  const vms = args.filter((a): a is (typeof VM_TARGETS)[number] => (VM_TARGETS as readonly string[]).includes(a))
+  const explicit = args.filter((a): a is (typeof TARGETS)[number] => (TARGETS as readonly string[]).includes(a))
+  const targets = args.length > 0 ? explicit : await setup.detectTargets(root, ctx.env.PATH)
+  const record = await (await import('../setup/record.js')).readRecord(settings.stateDir, root)
+  const options = {
+    root,
+    home: homeDir(ctx.env),
+    user: flags.user === true,
+    address,
+    registries,
+    ...(record && record.address !== address ? { previousAddresses: [record.address] } : {}),
+  }
+  const plans = await setup.planSetup(options, targets)
+  const changes = setup.changedEdits(plans)
+  const report = (applied: boolean, restarted: string[]) => ({
+    address,
+    daemonRunning: running,
+    registries,
+    dryRun: flags.dryRun === true,
+    applied,
+    targets: plans.map((p) => ({
+      target: p.target,
+      files: p.edits.map((e) => ({ path: e.shown, action: e.before === e.after ? 'unchanged' : e.before === undefined ? 'create' : 'change' })),
+      notes: p.notes,
+      ...(p.restart !== undefined ? { restart: p.restart } : {}),
+    })),
+    changed: changes.map((e) => e.shown),
+    needsRestart: applied
+      ? plans.filter((p) => p.restart !== undefined && changes.some((e) => e.target === p.target) && !restarted.includes(p.target)).map((p) => ({ target: p.target, command: p.restart }))
+      : [],
+    vm: vms.map((v) => vmInstructions(v, address)),
+  })
+
+  const text = (s: string) => {
+    if (!flags.json) out(s)
+  }
+  if (!running) text(`note: dproxy is not running; clients are pointed at the configured address ${address} (start it with dproxy start)\n`)
+  for (const v of vms) text(vmInstructions(v, address).text)
+  if (targets.length === 0 && vms.length === 0) text('no container clients found (docker, containerd, podman, buildkit, k3s); name one to configure it anyway\n')
+  if (changes.length === 0) {
+    if (targets.length > 0) text(`nothing to change: ${targets.join(', ')} already pull through dproxy at ${address}\n`)
+    if (flags.json) out(JSON.stringify(report(false, []), null, 2) + '\n')
+    return
+  }
+  text(setup.planDiff(plans))
+  if (flags.dryRun) {
+    if (flags.json) out(JSON.stringify(report(false, []), null, 2) + '\n')
+    else text(`dry run: ${changes.length} file(s) would change\n`)
+    return
+  }
+  if (!flags.yes) {
+    if ((ctx.stdin ?? process.stdin).isTTY !== true) {
+      throw new DproxyError('USAGE', 'not a terminal: pass --yes to apply these changes (or --dry-run to only show them)')
+    }
+    if (!(await confirm(ctx, `Apply these changes to ${changes.length} file(s)? [y/N] `))) {
+      throw new DproxyError('USAGE', 'nothing changed')
+    }
+  }
+  await setup.applySetup(plans, options, settings.stateDir)
+  const restarted: string[] = []
+  if (flags.restart && changes.some((e) => e.target === 'docker')) {
+    const sent = await sendReload(root, options)
+    if (sent) restarted.push('docker')
+    text(sent ? `sent SIGHUP to dockerd (pid ${sent})\n` : 'dockerd is not running (no pid file): nothing to reload\n')
+  }
+  const r = report(true, restarted)
+  if (flags.json) {
+    out(JSON.stringify(r, null, 2) + '\n')
+    return
+  }
+  text(`changed ${changes.length} file(s); dproxy setup --undo takes it back\n`)
+  for (const p of plans) for (const n of p.notes) text(`${p.target}: ${n}\n`)
+  for (const n of r.needsRestart) text(`${n.target}: to apply now: ${n.command}\n`)
+}

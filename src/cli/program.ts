@@ -33,6 +33,7 @@ const commands: Array<[names: string[], load: () => Promise<Register>]> = [
   [['cache'], async () => (await import('./cache.js')).registerCacheCommand],
   [['login', 'logout'], async () => (await import('./login.js')).registerLoginCommands],
   [['env'], async () => (await import('./env.js')).registerEnvCommand],
+  [['prefetch'], async () => (await import('./prefetch.js')).registerPrefetchCommand],
 ]
 
 /**

@@ -1,12 +1,15 @@
 // Images a compose file runs: each service's `image:`, or, for a service that
 // is built (`build:`), the Dockerfile it builds with the service's build args
-// (the walker scans that Dockerfile; a service with both `build:` and
-// `image:` names what the build produces, which is not pulled). Compose
+// (the walker scans that Dockerfile; `dockerfile_inline` is scanned here). A
+// service with both `build:` and `image:` names what the build produces,
+// which is not pulled. Compose
 // interpolation (`${TAG:-1.0}`, `$$`) is applied with the defaults written in
 // the file; values from the shell or an .env file are not read, so a variable
 // without a default is reported, never guessed.
 
 import path from 'node:path'
+import { Scalar, type Document } from 'yaml'
+import { scanDockerfile } from './dockerfile.js'
 import { expandVariables, needs } from './expand.js'
 import type { BuildRequest, Problem, RawReference } from './types.js'
 import { entries, get, isMap, isScalar, isSeq, items, parseYaml, text } from './yaml.js'
@@ -37,7 +40,18 @@ export function scanCompose(source: string, file: string): ComposeScan {
       const image = get(service, 'image', doc)
       if (build !== undefined && build !== null && !(isScalar(build) && build.value === null)) {
         const request = buildRequest(build, dir, doc, file, yaml.lineOf(build), out.problems, name)
-        if (request) out.builds.push(request)
+        const inline = isMap(build) ? get(build, 'dockerfile_inline', doc) : undefined
+        const inlineText = text(inline)
+        if (request && inlineText !== undefined) {
+          // A block scalar's text starts on the line after its `|`.
+          const block = isScalar(inline) && (inline.type === Scalar.BLOCK_LITERAL || inline.type === Scalar.BLOCK_FOLDED)
+          const lineOffset = yaml.lineOf(inline) - (block ? 0 : 1)
+          const scanned = scanDockerfile(inlineText, file, { buildArgs: request.args, lineOffset })
+          out.refs.push(...scanned.refs)
+          out.problems.push(...scanned.problems)
+        } else if (request) {
+          out.builds.push(request)
+        }
         continue
       }
       const raw = text(image)
@@ -59,7 +73,7 @@ export function scanCompose(source: string, file: string): ComposeScan {
 function buildRequest(
   build: unknown,
   dir: string,
-  doc: Parameters<typeof get>[2],
+  doc: Document.Parsed,
   file: string,
   line: number,
   problems: Problem[],

@@ -46,6 +46,15 @@ function firstLine(s: string): string {
   return s.split('\n')[0]!.trim()
 }
 
+const merge = Symbol('merge key')
+
+/** A pair's key as text, or `merge` for `<<` (which the parser gives as a symbol when merge keys are on). */
+function keyOf(key: unknown): string | typeof merge | undefined {
+  if (!isScalar(key)) return undefined
+  if (key.value === '<<' || typeof key.value === 'symbol') return merge
+  return typeof key.value === 'string' || typeof key.value === 'number' ? String(key.value) : undefined
+}
+
 /** Follows an alias to the node it names. */
 export function deref(node: unknown, doc: Document.Parsed): Node | undefined {
   let n = node
@@ -59,9 +68,9 @@ export function get(node: unknown, key: string, doc: Document.Parsed, depth = 0)
   if (!isMap(map) || depth > 8) return undefined
   let merged: Node | undefined
   for (const pair of map.items) {
-    const k = isScalar(pair.key) ? pair.key.value : pair.key
+    const k = keyOf(pair.key)
     if (k === key) return deref(pair.value, doc)
-    if (k === '<<' && merged === undefined) {
+    if (k === merge && merged === undefined) {
       const sources = deref(pair.value, doc)
       for (const source of isSeq(sources) ? sources.items : [sources]) {
         merged ??= get(source, key, doc, depth + 1)
@@ -78,12 +87,12 @@ export function entries(node: unknown, doc: Document.Parsed, depth = 0): Array<[
   const out = new Map<string, Node | undefined>()
   const merges: unknown[] = []
   for (const pair of map.items) {
-    const k = isScalar(pair.key) ? pair.key.value : undefined
-    if (k === '<<') {
+    const k = keyOf(pair.key)
+    if (k === merge) {
       const sources = deref(pair.value, doc)
       merges.push(...(isSeq(sources) ? sources.items : [sources]))
-    } else if (typeof k === 'string' || typeof k === 'number') {
-      out.set(String(k), deref(pair.value, doc))
+    } else if (k !== undefined) {
+      out.set(k, deref(pair.value, doc))
     }
   }
   for (const source of merges) {

@@ -257,15 +257,17 @@ class Scan {
 
   /** True when `file` exists inside one of the roots; otherwise says why not, at the place that names it. */
   private async readable(file: string, from: string, line: number): Promise<boolean> {
+    // Named as the referring file would write it.
+    const named = path.relative(path.dirname(from), file)
     let real: string
     try {
       real = await fs.realpath(file)
     } catch (err) {
-      this.problem(from, line, `${this.display(file)}: ${errorCode(err) === 'ENOENT' ? 'no such file' : `cannot read: ${errorCode(err)}`}`)
+      this.problem(from, line, `${named}: ${errorCode(err) === 'ENOENT' ? 'no such file' : `cannot read: ${errorCode(err)}`}`)
       return false
     }
     if (!this.roots.some((r) => isInside(r.real, real))) {
-      this.problem(from, line, `${this.display(file)}: outside the scanned paths, not read`)
+      this.problem(from, line, `${named}: outside the scanned paths, not read`)
       return false
     }
     return true

@@ -12,6 +12,8 @@ import { entries, get, isMap, isSeq, items, parseYaml, text } from './yaml.js'
 const containerLists = new Set(['containers', 'initContainers', 'ephemeralContainers'])
 /** Deeper than any real manifest; bounds the walk over hostile input. */
 const maxDepth = 64
+/** Aliases make a small file a huge tree (`b: [*a, *a]`, `c: [*b, *b]`...): nodes visited per file. */
+const maxVisits = 100_000
 
 export function looksLikeManifest(source: string): boolean {
   return /^\s*apiVersion\s*:/m.test(source) && /(?:containers|Containers)\s*:/.test(source)
@@ -20,8 +22,9 @@ export function looksLikeManifest(source: string): boolean {
 export function scanKubernetes(source: string, file: string): ScanResult {
   const yaml = parseYaml(source, file)
   const out: ScanResult = { refs: [], problems: [] }
+  let visits = 0
   const walk = (node: unknown, doc: Document.Parsed, depth: number) => {
-    if (depth > maxDepth) return
+    if (depth > maxDepth || ++visits > maxVisits) return
     if (isSeq(node)) for (const item of items(node, doc)) walk(item, doc, depth + 1)
     if (!isMap(node)) return
     for (const [key, value] of entries(node, doc)) {
@@ -43,6 +46,7 @@ export function scanKubernetes(source: string, file: string): ScanResult {
     if (text(get(doc.contents, 'apiVersion', doc)) === undefined || text(get(doc.contents, 'kind', doc)) === undefined) continue
     walk(doc.contents, doc, 0)
   }
+  if (visits > maxVisits) out.problems.push({ file, line: 0, message: `more than ${maxVisits} YAML nodes (aliases?), not read to the end` })
   // A broken document is worth a line only in a file that is otherwise a manifest.
   if (yaml.docs.some((doc) => text(get(doc.contents, 'kind', doc)) !== undefined)) out.problems.push(...yaml.problems)
   return out

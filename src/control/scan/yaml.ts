@@ -62,10 +62,14 @@ export function deref(node: unknown, doc: Document.Parsed): Node | undefined {
   return isMap(n) || isSeq(n) || isScalar(n) ? n : undefined
 }
 
-/** A mapping's value for `key`, looking into `<<` merges when the key is not set directly. */
-export function get(node: unknown, key: string, doc: Document.Parsed, depth = 0): Node | undefined {
+/**
+ * A mapping's value for `key`, looking into `<<` merges when the key is not set directly. `seen`
+ * visits each merged mapping once, so hostile merge chains cost no more than the file's size.
+ */
+export function get(node: unknown, key: string, doc: Document.Parsed, seen = new Set<unknown>()): Node | undefined {
   const map = deref(node, doc)
-  if (!isMap(map) || depth > 8) return undefined
+  if (!isMap(map) || seen.has(map)) return undefined
+  seen.add(map)
   let merged: Node | undefined
   for (const pair of map.items) {
     const k = keyOf(pair.key)
@@ -73,7 +77,7 @@ export function get(node: unknown, key: string, doc: Document.Parsed, depth = 0)
     if (k === merge && merged === undefined) {
       const sources = deref(pair.value, doc)
       for (const source of isSeq(sources) ? sources.items : [sources]) {
-        merged ??= get(source, key, doc, depth + 1)
+        merged ??= get(source, key, doc, seen)
       }
     }
   }
@@ -81,9 +85,10 @@ export function get(node: unknown, key: string, doc: Document.Parsed, depth = 0)
 }
 
 /** A mapping's entries (own keys, then keys merged in with `<<`), skipping the merge keys themselves. */
-export function entries(node: unknown, doc: Document.Parsed, depth = 0): Array<[string, Node | undefined]> {
+export function entries(node: unknown, doc: Document.Parsed, seen = new Set<unknown>()): Array<[string, Node | undefined]> {
   const map = deref(node, doc)
-  if (!isMap(map) || depth > 8) return []
+  if (!isMap(map) || seen.has(map)) return []
+  seen.add(map)
   const out = new Map<string, Node | undefined>()
   const merges: unknown[] = []
   for (const pair of map.items) {
@@ -96,7 +101,7 @@ export function entries(node: unknown, doc: Document.Parsed, depth = 0): Array<[
     }
   }
   for (const source of merges) {
-    for (const [k, v] of entries(source, doc, depth + 1)) if (!out.has(k)) out.set(k, v)
+    for (const [k, v] of entries(source, doc, seen)) if (!out.has(k)) out.set(k, v)
   }
   return [...out]
 }

@@ -55,3 +55,11 @@ t.test('files that are not manifests are recognised without parsing', async (t) 
   t.notOk(looksLikeManifest('name: CI\non: push\n'))
   t.notOk(looksLikeManifest('apiVersion: v1\nkind: ConfigMap\ndata: {}\n'))
 })
+
+t.test('an alias bomb is walked within a bound', async (t) => {
+  const lines = ['apiVersion: v1', 'kind: List', 'a0: &a0 [{ containers: [{ image: alpine }] }]']
+  for (let i = 1; i < 40; i++) lines.push(`a${i}: &a${i} [*a${i - 1}, *a${i - 1}]`)
+  const r = scanKubernetes(lines.join('\n') + '\n', 'bomb.yaml')
+  t.ok(r.refs.length > 0 && r.refs.length <= 100_000)
+  t.match(r.problems, [{ message: /not read to the end/ }])
+})

@@ -72,9 +72,13 @@ export interface Ran {
 export async function runDproxy(
   args: string[],
   env: Record<string, string>,
-  opts: { nodeArgs?: string[] } = {},
+  opts: { nodeArgs?: string[]; cwd?: string } = {},
 ): Promise<Ran> {
-  const child = spawn(process.execPath, [...(opts.nodeArgs ?? []), bin, ...args], { env, stdio: ['ignore', 'pipe', 'pipe'] })
+  const child = spawn(process.execPath, [...(opts.nodeArgs ?? []), bin, ...args], {
+    env,
+    stdio: ['ignore', 'pipe', 'pipe'],
+    ...(opts.cwd !== undefined ? { cwd: opts.cwd } : {}),
+  })
   let out = ''
   let err = ''
   child.stdout!.on('data', (c: Buffer) => (out += c.toString()))

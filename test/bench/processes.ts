@@ -50,6 +50,9 @@ export interface DaemonProcess {
 /** Starts `dproxy serve` on an OS-chosen loopback port and waits for its "listening on" line. */
 export async function startDaemonProcess(dir: string, upstreams: Record<string, string>): Promise<DaemonProcess> {
   const env = dproxyEnv(dir)
+  // For measuring what a V8 flag buys the daemon alone (the bench and the baselines keep their defaults).
+  const flags = process.env.DPROXY_BENCH_NODE_OPTIONS
+  if (flags) env.NODE_OPTIONS = [env.NODE_OPTIONS, flags].filter(Boolean).join(' ')
   for (const d of ['home', 'config', 'state', 'cache']) await mkdir(join(dir, d), { recursive: true })
   const logFile = join(dir, 'dproxy.log')
   const args = [DPROXY_BIN, 'serve', '--host', '127.0.0.1', '--port', '0', '--cache-dir', env.DPROXY_CACHE_DIR!]

@@ -3,7 +3,7 @@
 // (a static file server, a direct pull, the plain registry, an idle daemon,
 // `node -e 0`), and is reported as a ratio with its target and PASS/MISS. The
 // table goes to stdout, then one JSON line with every raw number; progress goes
-// to stderr. It is not part of `npm test`: it takes about a minute and its
+// to stderr. It is not part of `npm test`: it takes a few minutes and its
 // numbers depend on the machine.
 //
 // The upstream is the test fixture (the real registry behind the Hub shim, in

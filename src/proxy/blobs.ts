@@ -25,10 +25,10 @@ import { discard } from '../upstream/auth.js'
 import { upstreamError, type Upstreams } from '../upstream/client.js'
 import type { Counters } from './counters.js'
 import { notCached } from './outage.js'
+import { SendBuffers } from './sendbuffers.js'
 
-/** Size of one read when sending, and how many such buffers one response reuses. */
-const SEND_CHUNK = 1024 * 1024
-const POOL_BUFFERS = 4
+/** Buffers one response may have out at once: one being written while the next is read. */
+const BUFFERS_PER_RESPONSE = 2
 /** Bytes a download may queue for the disk before it stops reading upstream. */
 const WRITE_QUEUE_BYTES = 4 * 1024 * 1024
 
@@ -37,6 +37,8 @@ export interface BlobProxyOptions {
   upstreams: Upstreams
   counters: Counters
   log: Logger
+  /** Shared by every response; one per daemon. */
+  buffers?: SendBuffers
 }
 
 /** A blob ready to be sent: its size and a way to send any byte range of it. */
@@ -56,8 +58,11 @@ export interface BlobSource {
 
 export class BlobProxy {
   private readonly fetches = new Map<string, Fetch>()
+  readonly buffers: SendBuffers
 
-  constructor(private readonly o: BlobProxyOptions) {}
+  constructor(private readonly o: BlobProxyOptions) {
+    this.buffers = o.buffers ?? new SendBuffers()
+  }
 
   /** Number of downloads in progress (tests and shutdown use it). */
   get inflight(): number {
@@ -72,7 +77,7 @@ export class BlobProxy {
       if (handle) {
         counters.cacheHits++
         await store.touchBlob(d)
-        return fromFile(handle.fh, handle.size, counters)
+        return fromFile(handle.fh, handle.size, counters, this.buffers)
       }
     }
     // Decide synchronously after the last await, so concurrent misses join one fetch.
@@ -90,7 +95,7 @@ export class BlobProxy {
     } catch (err) {
       throw notCached(err, 'BLOB_UNKNOWN', `blob ${d.value}`, image.registry)
     }
-    return fromFetch(fetch)
+    return fromFetch(fetch, this.buffers)
   }
 
   /** Size of a blob without downloading it. */
@@ -289,7 +294,7 @@ interface ByteSource {
   changed(): Promise<void>
 }
 
-function fromFile(fh: FileHandle, size: number, counters: Counters): BlobSource {
+function fromFile(fh: FileHandle, size: number, counters: Counters, buffers: SendBuffers): BlobSource {
   const file: ByteSource = {
     open: async () => fh,
     available: () => size,
@@ -300,12 +305,12 @@ function fromFile(fh: FileHandle, size: number, counters: Counters): BlobSource 
   return {
     size,
     cached: true,
-    send: (out, start, end) => pump(file, out, start, end, (n) => (counters.bytesFromCache += n)),
+    send: (out, start, end) => pump(file, out, start, end, buffers, (n) => (counters.bytesFromCache += n)),
     close: () => fh.close(),
   }
 }
 
-function fromFetch(fetch: Fetch): BlobSource {
+function fromFetch(fetch: Fetch, buffers: SendBuffers): BlobSource {
   const download: ByteSource = {
     open: () => fetch.openFile(),
     available: () => fetch.available,
@@ -318,18 +323,26 @@ function fromFetch(fetch: Fetch): BlobSource {
   return {
     size: fetch.size ?? -1,
     cached: fetch.committed,
-    send: (out, start, end) => pump(download, out, start, end, () => {}),
+    send: (out, start, end) => pump(download, out, start, end, buffers, () => {}),
     close: async () => {},
   }
 }
 
 /**
  * Copies [start, end] of `src` to `out`, waiting for bytes that are not there
- * yet. Reads go into a few reused buffers, each handed back when its socket
- * write completes: a blob of any size is sent without allocating per chunk,
- * which keeps the garbage collector (and RSS) out of the hot path.
+ * yet. Reads go into buffers of the daemon's pool (sendbuffers.ts), each
+ * handed back when its socket write completes: a blob of any size is sent
+ * without allocating per chunk, and the number of clients no longer
+ * multiplies megabytes.
  */
-async function pump(src: ByteSource, out: Writable, start: number, end: number, sent: (n: number) => void): Promise<void> {
+async function pump(
+  src: ByteSource,
+  out: Writable,
+  start: number,
+  end: number,
+  buffers: SendBuffers,
+  sent: (n: number) => void,
+): Promise<void> {
   let closed = out.destroyed
   const gone = new Promise<void>((resolve) => {
     out.once('close', () => {
@@ -337,7 +350,7 @@ async function pump(src: ByteSource, out: Writable, start: number, end: number, 
       resolve()
     })
   })
-  const free = Array.from({ length: POOL_BUFFERS }, () => Buffer.allocUnsafe(SEND_CHUNK))
+  let held = 0
   let bufferFreed: (() => void) | undefined
   let fh: FileHandle | undefined
   let pos = start
@@ -352,15 +365,26 @@ async function pump(src: ByteSource, out: Writable, start: number, end: number, 
         await Promise.race([src.changed(), gone])
         continue
       }
-      while (free.length === 0 && !closed) await Promise.race([new Promise<void>((r) => (bufferFreed = r)), gone])
+      while (held >= BUFFERS_PER_RESPONSE && !closed) await Promise.race([new Promise<void>((r) => (bufferFreed = r)), gone])
       if (closed) return
-      const buf = free.pop()!
-      const { bytesRead } = await fh.read(buf, 0, Math.min(SEND_CHUNK, limit - pos), pos)
-      if (bytesRead === 0) throw new DproxyError('INTERNAL', 'blob file shrank while it was being read')
+      const buf = buffers.acquire()
+      const bytesRead = await fh.read(buf, 0, Math.min(buf.length, limit - pos), pos).then(
+        (r) => r.bytesRead,
+        (err: unknown) => {
+          buffers.release(buf)
+          throw err
+        },
+      )
+      if (bytesRead === 0) {
+        buffers.release(buf)
+        throw new DproxyError('INTERNAL', 'blob file shrank while it was being read')
+      }
       pos += bytesRead
       sent(bytesRead)
+      held++
       const more = out.write(buf.subarray(0, bytesRead), () => {
-        free.push(buf)
+        held--
+        buffers.release(buf)
         bufferFreed?.()
       })
       if (!more) await Promise.race([once(out, 'drain'), gone])

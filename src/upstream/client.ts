@@ -16,7 +16,7 @@
 //   (signed CDN URLs carry secrets there).
 
 import type { Readable } from 'node:stream'
-import { Agent, request, type Dispatcher } from 'undici'
+import type { Dispatcher } from 'undici'
 import { systemClock, type Clock } from '../clock.js'
 import { DproxyError, type ErrorCode } from '../errors.js'
 import { USER_AGENT } from '../version.js'
@@ -36,6 +36,11 @@ const MANIFEST_ACCEPT = MANIFEST_MEDIA_TYPES.join(', ')
 export const MANIFEST_SIZE_LIMIT = 8 * 1024 * 1024
 const ERROR_BODY_CAP = 16 * 1024
 const MAX_REDIRECTS = 5
+
+// undici adds about 20 MB to the daemon's RSS once loaded; a daemon that only
+// serves its cache, or has not pulled yet, never pays for it.
+let undici: Promise<typeof import('undici')> | undefined
+const loadUndici = () => (undici ??= import('undici'))
 
 export interface ManifestInfo {
   digest: string | undefined
@@ -88,7 +93,8 @@ export class Upstreams {
   readonly rateLimits: RateLimitBook
   readonly counters: UpstreamCounters = { manifestGets: 0, manifestHeads: 0, blobGets: 0 }
   private readonly clients = new Map<string, UpstreamClient>()
-  private readonly dispatcher: Dispatcher
+  private agent: Promise<Dispatcher> | undefined
+  private readonly dispatcher: () => Promise<Dispatcher>
   private readonly ownsDispatcher: boolean
   private readonly overrides: Readonly<Record<string, string>>
   private readonly credentials: CredentialSource
@@ -97,9 +103,13 @@ export class Upstreams {
   constructor(options: UpstreamsOptions = {}) {
     const t: UpstreamTimeouts = { connectMs: 10_000, headersMs: 30_000, bodyMs: 60_000, ...options.timeouts }
     this.ownsDispatcher = options.dispatcher === undefined
-    this.dispatcher =
-      options.dispatcher ??
-      new Agent({ connect: { timeout: t.connectMs }, headersTimeout: t.headersMs, bodyTimeout: t.bodyMs })
+    const given = options.dispatcher
+    this.dispatcher = () =>
+      (this.agent ??= given
+        ? Promise.resolve(given)
+        : loadUndici().then(
+            ({ Agent }) => new Agent({ connect: { timeout: t.connectMs }, headersTimeout: t.headersMs, bodyTimeout: t.bodyMs }),
+          ))
     this.overrides = options.overrides ?? {}
     this.credentials = options.credentials ?? anonymous
     this.clock = options.clock ?? systemClock
@@ -124,7 +134,7 @@ export class Upstreams {
   }
 
   async close(): Promise<void> {
-    if (this.ownsDispatcher) await this.dispatcher.close()
+    if (this.ownsDispatcher && this.agent) await (await this.agent).close()
   }
 }
 
@@ -136,7 +146,7 @@ export class UpstreamClient {
   constructor(
     readonly registry: string,
     readonly base: URL,
-    private readonly dispatcher: Dispatcher,
+    private readonly dispatcher: () => Promise<Dispatcher>,
     credentials: CredentialSource,
     clock: Clock,
     private readonly rateLimits: RateLimitBook,
@@ -263,10 +273,11 @@ export class UpstreamClient {
 
   private async send(method: string, url: URL, headers: Record<string, string>): Promise<Dispatcher.ResponseData> {
     try {
+      const { request } = await loadUndici()
       return await request(url, {
         method: method as Dispatcher.HttpMethod,
         headers: { 'user-agent': USER_AGENT, ...headers },
-        dispatcher: this.dispatcher,
+        dispatcher: await this.dispatcher(),
       })
     } catch (err) {
       throw asUpstreamError(err, method, url)

@@ -12,6 +12,10 @@ export interface MemoryReading {
   rss: number
   /** Peak resident set size since start or the last resetPeak(), in bytes. */
   hwm: number
+  /** The anonymous part of rss (heaps, buffers), in bytes: what the daemon's own allocations cost. */
+  anon: number
+  /** The file-backed part of rss (node's binary and libraries), in bytes. */
+  file: number
 }
 
 function field(status: string, name: string): number {
@@ -22,7 +26,35 @@ function field(status: string, name: string): number {
 
 export function readMemory(pid: number): MemoryReading {
   const status = readFileSync(`/proc/${pid}/status`, 'utf8')
-  return { rss: field(status, 'VmRSS'), hwm: field(status, 'VmHWM') }
+  return {
+    rss: field(status, 'VmRSS'),
+    hwm: field(status, 'VmHWM'),
+    anon: field(status, 'RssAnon'),
+    file: field(status, 'RssFile'),
+  }
+}
+
+export interface Settled {
+  /** Milliseconds from the start of polling until rss was at or under the limit; undefined if it never was. */
+  ms: number | undefined
+  /** The last reading: the one under the limit, or the one when time ran out. */
+  reading: MemoryReading
+  /** [ms since start, rss bytes], one per poll, for the JSON. */
+  trace: Array<[number, number]>
+}
+
+/** Reads rss every `everyMs` until it is at or under `limit` bytes, for at most `withinMs`. */
+export async function waitForRssUnder(pid: number, limit: number, withinMs: number, everyMs = 1000): Promise<Settled> {
+  const started = performance.now()
+  const trace: Array<[number, number]> = []
+  for (;;) {
+    const reading = readMemory(pid)
+    const ms = Math.round(performance.now() - started)
+    trace.push([ms, reading.rss])
+    if (reading.rss <= limit) return { ms, reading, trace }
+    if (ms + everyMs > withinMs) return { ms: undefined, reading, trace }
+    await new Promise((resolve) => setTimeout(resolve, everyMs))
+  }
 }
 
 /** The executable name the kernel reports, to make sure we measure node and not a wrapper. */

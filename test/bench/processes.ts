@@ -16,6 +16,7 @@ import { basename, dirname, join } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { request } from 'undici'
 import { baseEnv, freePort, runOk, spawnDaemon, stopProcess, tail } from '../fixtures/clients.js'
+import { DAEMON_NODE_FLAGS } from '../../src/daemon/lifecycle.js'
 
 const ROOT = fileURLToPath(new URL('../..', import.meta.url))
 export const DPROXY_BIN = join(ROOT, 'bin', 'dproxy.js')
@@ -50,9 +51,13 @@ export interface DaemonProcess {
 /** Starts `dproxy serve` on an OS-chosen loopback port and waits for its "listening on" line. */
 export async function startDaemonProcess(dir: string, upstreams: Record<string, string>): Promise<DaemonProcess> {
   const env = dproxyEnv(dir)
+  // For measuring what a V8 flag buys the daemon alone (the bench and the baselines keep their defaults).
+  const flags = process.env.DPROXY_BENCH_NODE_OPTIONS
+  if (flags) env.NODE_OPTIONS = [env.NODE_OPTIONS, flags].filter(Boolean).join(' ')
   for (const d of ['home', 'config', 'state', 'cache']) await mkdir(join(dir, d), { recursive: true })
   const logFile = join(dir, 'dproxy.log')
-  const args = [DPROXY_BIN, 'serve', '--host', '127.0.0.1', '--port', '0', '--cache-dir', env.DPROXY_CACHE_DIR!]
+  // The flags `dproxy start` gives its daemon, so the bench measures the daemon users run.
+  const args = [...DAEMON_NODE_FLAGS, DPROXY_BIN, 'serve', '--host', '127.0.0.1', '--port', '0', '--cache-dir', env.DPROXY_CACHE_DIR!]
   for (const [host, url] of Object.entries(upstreams)) args.push('--upstream', `${host}=${url}`)
   const child = spawnDaemon(process.execPath, args, logFile, env)
   const stop = () => stopProcess(child, 5000)

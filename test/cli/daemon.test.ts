@@ -54,6 +54,8 @@ t.test('start -> answers -> second start refused -> stop -> gone, pid file and l
   t.equal(fs.readFileSync(path.join(w.stateDir, 'dproxy.pid'), 'utf8').trim(), String(s.pid))
   t.equal(JSON.parse(fs.readFileSync(path.join(w.cacheDir, 'daemon.json'), 'utf8')).pid, s.pid)
   t.ok(isProcessAlive(s.pid))
+  const cmdline = fs.readFileSync(`/proc/${s.pid}/cmdline`, 'utf8').split('\0')
+  t.ok(cmdline.includes('--max-semi-space-size=1'), 'the daemon runs with a small young generation (memory)')
 
   const res = await request(`${s.url}/v2/alpine/manifests/latest`)
   t.equal(res.statusCode, 200, 'the background daemon serves pulls')

@@ -1,0 +1,97 @@
+// The buffers blob bytes are read into on their way to a socket, shared by
+// every response of one daemon. Each response used to allocate four 1 MiB
+// buffers of its own, so memory grew by megabytes per client and stayed with
+// the allocator after they left. One pool with a global cap bounds what
+// sending costs: a response takes a buffer for one read and gives it back when
+// the socket has written it.
+//
+// When every pooled buffer is out, a response gets a small one of its own
+// instead of waiting: a client that stops reading holds its buffer until its
+// socket drains, and waiting would let a few such clients stall everyone else.
+// Memory then grows by the small size per extra client, not by megabytes.
+//
+// Pooled buffers are kept while anything is being sent (allocating one per
+// read puts the garbage collector in the hot path) and dropped once the pool
+// has been idle for a while, so a daemon that was busy shrinks back.
+
+export interface SendBufferOptions {
+  /** Bytes of one pooled buffer: the most one read and one socket write move. */
+  chunkSize?: number
+  /** Pooled buffers in existence at most, over all responses. */
+  maxBuffers?: number
+  /** Bytes of a buffer handed out when the pool is exhausted (not kept). */
+  overflowSize?: number
+  /** Free buffers are dropped after the pool was idle this long. */
+  idleMs?: number
+}
+
+export const SEND_CHUNK_SIZE = 256 * 1024
+export const SEND_MAX_BUFFERS = 64
+export const SEND_OVERFLOW_SIZE = 64 * 1024
+
+export class SendBuffers {
+  readonly chunkSize: number
+  readonly maxBuffers: number
+  readonly overflowSize: number
+  private readonly idleMs: number
+  private readonly pooled = new WeakSet<Buffer>()
+  private readonly free: Buffer[] = []
+  private allocated = 0
+  private idleTimer: NodeJS.Timeout | undefined
+  /** Buffers handed out because the pool was exhausted. */
+  overflows = 0
+
+  constructor(o: SendBufferOptions = {}) {
+    this.chunkSize = positive('chunkSize', o.chunkSize ?? SEND_CHUNK_SIZE)
+    this.maxBuffers = positive('maxBuffers', o.maxBuffers ?? SEND_MAX_BUFFERS)
+    this.overflowSize = positive('overflowSize', o.overflowSize ?? SEND_OVERFLOW_SIZE)
+    this.idleMs = positive('idleMs', o.idleMs ?? 5000)
+  }
+
+  /** Pooled buffers handed out and not yet released. */
+  get outstanding(): number {
+    return this.allocated - this.free.length
+  }
+
+  /** Pooled buffers that exist, free or out. */
+  get size(): number {
+    return this.allocated
+  }
+
+  /** A buffer to read into; give it back with release() once nothing uses it. */
+  acquire(): Buffer {
+    clearTimeout(this.idleTimer)
+    this.idleTimer = undefined
+    const reused = this.free.pop()
+    if (reused) return reused
+    if (this.allocated >= this.maxBuffers) {
+      this.overflows++
+      return Buffer.allocUnsafeSlow(this.overflowSize)
+    }
+    const buf = Buffer.allocUnsafeSlow(this.chunkSize)
+    this.pooled.add(buf)
+    this.allocated++
+    return buf
+  }
+
+  release(buf: Buffer): void {
+    if (!this.pooled.has(buf)) return
+    this.free.push(buf)
+    if (this.outstanding === 0 && this.idleTimer === undefined) {
+      this.idleTimer = setTimeout(() => this.shrink(), this.idleMs)
+      this.idleTimer.unref()
+    }
+  }
+
+  /** Drops the free buffers; the garbage collector returns their memory. */
+  private shrink(): void {
+    this.idleTimer = undefined
+    this.allocated -= this.free.length
+    this.free.length = 0
+  }
+}
+
+function positive(name: string, value: number): number {
+  if (!Number.isSafeInteger(value) || value < 1) throw new RangeError(`expected ${name} to be a positive integer, got ${value}`)
+  return value
+}

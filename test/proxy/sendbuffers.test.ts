@@ -1,0 +1,108 @@
+// The send buffer pool on its own, then inside a real daemon: many clients
+// that stop reading mid-blob must cost the pool's cap, not megabytes each,
+// and every buffer must come back when they go away.
+
+import { createHash, randomBytes } from 'node:crypto'
+import { request, type ClientRequest, type IncomingMessage } from 'node:http'
+import { setFlagsFromString } from 'node:v8'
+import { runInNewContext } from 'node:vm'
+import t from 'tap'
+import { SendBuffers } from '../../src/proxy/sendbuffers.js'
+import { parseDigest } from '../../src/registry/names.js'
+import { Store } from '../../src/store/store.js'
+import { startDaemon } from '../helpers/daemon.js'
+
+// Live buffer bytes only, not garbage waiting for a collection.
+setFlagsFromString('--expose-gc')
+const gc = runInNewContext('gc') as () => void
+const liveBufferBytes = () => {
+  gc()
+  return process.memoryUsage().arrayBuffers
+}
+
+const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms))
+
+t.test('reuses its buffers up to the cap, then hands out small ones it does not keep', async (t) => {
+  const pool = new SendBuffers({ chunkSize: 1024, maxBuffers: 2, overflowSize: 16 })
+  const a = pool.acquire()
+  const b = pool.acquire()
+  t.equal(a.length, 1024)
+  t.equal(pool.outstanding, 2)
+  const extra = pool.acquire()
+  t.equal(extra.length, 16, 'the pool is exhausted: a small buffer instead of waiting')
+  t.equal(pool.overflows, 1)
+  pool.release(extra)
+  t.equal(pool.size, 2, 'an overflow buffer is not kept')
+  pool.release(a)
+  t.equal(pool.acquire(), a, 'a released buffer is reused')
+  pool.release(a)
+  pool.release(b)
+  t.equal(pool.outstanding, 0)
+})
+
+t.test('drops its buffers once idle', async (t) => {
+  const pool = new SendBuffers({ chunkSize: 1024, idleMs: 1 })
+  pool.release(pool.acquire())
+  t.equal(pool.size, 1)
+  for (let i = 0; i < 200 && pool.size > 0; i++) await sleep(10)
+  t.equal(pool.size, 0)
+  const again = pool.acquire()
+  t.equal(pool.size, 1, 'and allocates again when needed')
+  pool.release(again)
+})
+
+t.test('validates its options', async (t) => {
+  t.throws(() => new SendBuffers({ chunkSize: 0 }), /expected chunkSize to be a positive integer, got 0/)
+  t.throws(() => new SendBuffers({ maxBuffers: 1.5 }), /expected maxBuffers/)
+})
+
+const CLIENTS = 32
+const BLOB_CHUNKS = 32
+
+/** Caches a 32 MiB blob without holding it in memory; returns its digest. */
+async function putBigBlob(store: Store): Promise<string> {
+  const chunk = randomBytes(1024 * 1024)
+  const hash = createHash('sha256')
+  for (let i = 0; i < BLOB_CHUNKS; i++) hash.update(chunk)
+  const digest = `sha256:${hash.digest('hex')}`
+  const w = await store.createBlobWriter(parseDigest(digest), chunk.length * BLOB_CHUNKS)
+  for (let i = 0; i < BLOB_CHUNKS; i++) await w.write(chunk)
+  await w.commit()
+  return digest
+}
+
+/** GETs `url` and resolves with the response once its first bytes arrived, then stops reading. */
+function stalledGet(url: string): Promise<{ req: ClientRequest; res: IncomingMessage }> {
+  return new Promise((resolve, reject) => {
+    const req = request(url, (res) => {
+      res.once('data', () => {
+        res.pause()
+        resolve({ req, res })
+      })
+    })
+    req.once('error', reject)
+    req.end()
+  })
+}
+
+t.test('clients that stop reading mid-blob cost the pool, not megabytes each', async (t) => {
+  const cacheDir = t.testdir()
+  const store = await Store.open(cacheDir)
+  const digest = await putBigBlob(store)
+  const d = await startDaemon(t, undefined, { cacheDir })
+  const url = `${d.url}/v2/library/big/blobs/${digest}`
+  const pool = d.blobs.buffers
+
+  const before = liveBufferBytes()
+  const clients = await Promise.all(Array.from({ length: CLIENTS }, () => stalledGet(url)))
+  const grown = liveBufferBytes() - before
+  t.ok(pool.size <= pool.maxBuffers, `pool within its cap (${pool.size} of ${pool.maxBuffers})`)
+  // Before the pool every response held 4 MiB of its own: 128 MiB for 32 clients.
+  t.ok(grown < 48 * 1024 * 1024, `buffers grew by ${(grown / 2 ** 20).toFixed(1)} MiB for ${CLIENTS} stalled clients`)
+
+  const closed = clients.map(({ req }) => new Promise((resolve) => req.once('close', resolve)))
+  for (const { req } of clients) req.destroy()
+  await Promise.all(closed)
+  for (let i = 0; i < 500 && pool.outstanding > 0; i++) await sleep(10)
+  t.equal(pool.outstanding, 0, 'every buffer came back once the clients were gone')
+})

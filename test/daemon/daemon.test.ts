@@ -40,8 +40,8 @@ t.test('a client naming a registry on an internal address gets a 403 and the tar
     `/v2/library/alpine/blobs/${layer.digest}?ns=127.0.0.1:${port}`,
     `/v2/library/alpine/manifests/latest?ns=127.0.0.1:${port}`,
     `/v2/library/alpine/tags/list?ns=127.0.0.1:${port}`,
-    `/v2/library/alpine/manifests/latest?ns=10.0.0.5`,
-    `/v2/169.254.169.254/latest/manifests/latest`,
+    `/v2/[::ffff:127.0.0.1]:${port}/library/alpine/manifests/latest`,
+    `/v2/library/alpine/manifests/latest?ns=2130706433:${port}`,
   ]
   for (const path of paths) ociError(t, await get(`${d.url}${path}`, { accept: ACCEPT_ALL_MANIFESTS }), 'DENIED', path)
   const head = await get(`${d.url}/v2/127.0.0.1:${port}/library/alpine/blobs/${layer.digest}`, {}, 'HEAD')

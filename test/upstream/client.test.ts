@@ -187,7 +187,9 @@ t.test('SSRF: a blob redirect of a registry nobody configured may not point insi
 
 t.test('SSRF: a token realm on an internal address is never called for a registry nobody configured', async (t) => {
   const inside = await internalService(t, '127.0.0.2')
-  for (const realm of [`http://127.0.0.2:${inside.port}/token`, 'http://10.0.0.5/token', `http://localhost:${inside.port}/token`]) {
+  // Loopback targets only, so that even without the policy nothing leaves the machine.
+  const realms = [`http://127.0.0.2:${inside.port}/token`, `http://[::ffff:127.0.0.2]:${inside.port}/token`, `http://localhost:${inside.port}/token`]
+  for (const realm of realms) {
     const up = await startUpstream({ hub: { realm } })
     t.teardown(() => up.stop())
     const u = untrustedShim(up.hub.port)

@@ -82,8 +82,9 @@ export class AddressPolicy {
               ? Object.assign(new Error(`${hostname} has no address`), { code: 'ENOTFOUND' })
               : new DproxyError(
                   'DENIED',
-                  `refusing to connect to ${hostname}: it resolves to ${candidates.map((a) => a.address).join(', ')}, ` +
-                    'an internal address, which dproxy contacts only for a configured upstream (--upstream)',
+                  // The addresses are not quoted: a client should not learn how internal names resolve.
+                  `refusing to connect to ${hostname}: it resolves only to loopback, private or otherwise internal ` +
+                    'addresses, which dproxy contacts only for a configured upstream (--upstream)',
                   { detail: { host: hostname } },
                 )
           callback(err, '', 0)

@@ -59,7 +59,7 @@ t.test('lookup: internal addresses are dropped after resolving; a name with only
       ],
     }),
   })
-  await t.rejects(lookup(policy, 'rebind.test', { all: true }), { code: 'DENIED', message: /127\.0\.0\.1/ })
+  await t.rejects(lookup(policy, 'rebind.test', { all: true }), { code: 'DENIED', message: /rebind\.test: it resolves only to .*internal/ })
   await t.rejects(lookup(policy, 'metadata.test', {}), { code: 'DENIED' })
   t.strictSame(await lookup(policy, 'mixed.test', { all: true }), [
     { address: '93.184.215.14', family: 4 },
@@ -78,4 +78,11 @@ t.test('isInternal is the one seam: narrowing it by an address lets exactly that
   })
   t.equal(await lookup(policy, 'fixture.test', {}), '127.0.0.1')
   t.throws(() => policy.check(new URL('http://127.0.0.2/'), 'fixture.test', false), { code: 'DENIED' })
+})
+
+t.test('lookup judges every resolution: a name that turns internal the second time is refused then', async (t) => {
+  const answers = ['93.184.215.14', '127.0.0.1']
+  const policy = new AddressPolicy({ resolve: async () => [{ address: answers.shift()!, family: 4 }] })
+  t.equal(await lookup(policy, 'flip.test', {}), '93.184.215.14')
+  await t.rejects(lookup(policy, 'flip.test', {}), { code: 'DENIED' }, 'the rebound answer never reaches the socket')
 })

@@ -54,6 +54,7 @@ function rawSettings(flags: Record<string, unknown>): RawSettings {
   if (str(flags.cacheDir) !== undefined) raw.cacheDir = str(flags.cacheDir)
   if (Array.isArray(flags.upstream)) raw.upstreams = flags.upstream.map(String)
   if (str(flags.maxAge) !== undefined) raw.maxAge = str(flags.maxAge)
+  if (Array.isArray(flags.allowRegistry)) raw.registries = flags.allowRegistry.map(String)
   return raw
 }
 

@@ -22,6 +22,7 @@ interface ServeFlags {
   auth?: boolean
   detach?: boolean
   logFile?: string
+  allowRegistry?: string[]
 }
 
 export function registerServeCommand(program: Command, ctx: CliContext): void {
@@ -38,6 +39,11 @@ export function registerServeCommand(program: Command, ctx: CliContext): void {
     )
     .option('--max-age <duration>', "serve a tag checked within this long without asking upstream (e.g. '10m'; default 0)")
     .option('--auth', 'require clients to log in (user dproxy, password from dproxy env); required beyond loopback')
+    .option(
+      '--allow-registry <host>',
+      'beyond loopback, a registry clients may use; replaces the built-in list (repeatable)',
+      (value: string, prev: string[] = []) => [...prev, value],
+    )
     .option('--detach', 'run in the background, like dproxy start')
     .addOption(new Option('--log-file <path>', 'where this daemon writes its output (set by dproxy start)').hideHelp())
     .action(async (flags: ServeFlags, cmd: Command) => {
@@ -54,6 +60,7 @@ export async function serve(flags: ServeFlags, ctx: CliContext): Promise<void> {
     ...(flags.upstream !== undefined ? { upstreams: flags.upstream } : {}),
     ...(flags.maxAge !== undefined ? { maxAge: flags.maxAge } : {}),
     ...(flags.auth ? { auth: true } : {}),
+    ...(flags.allowRegistry !== undefined ? { registries: flags.allowRegistry } : {}),
   }
   const settings = resolveSettings({ flags: raw, env: ctx.env })
   const log = streamLogger(ctx.stderr)
@@ -71,6 +78,7 @@ export async function serve(flags: ServeFlags, ctx: CliContext): Promise<void> {
     maxAgeMs: settings.maxAgeMs,
     maxSizeBytes: settings.maxSizeBytes,
     ttlMs: settings.ttlMs,
+    ...(settings.registries !== undefined ? { registries: settings.registries } : {}),
     log,
     ...(flags.logFile !== undefined ? { logFile: flags.logFile } : {}),
   })

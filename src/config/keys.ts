@@ -13,7 +13,7 @@ import { normalizeRegistry } from '../credentials/registry-host.js'
 import { expandHome } from './paths.js'
 import { parseDuration, parseSize } from './units.js'
 
-export const settingKeys = ['host', 'port', 'cacheDir', 'upstreams', 'maxAge', 'maxSize', 'ttl', 'auth'] as const
+export const settingKeys = ['host', 'port', 'cacheDir', 'upstreams', 'maxAge', 'maxSize', 'ttl', 'auth', 'registries'] as const
 export type SettingKey = (typeof settingKeys)[number]
 
 /** What `dproxy config` shows for each key: an example value and one line of help. */
@@ -26,6 +26,7 @@ export const settingHelp: Record<SettingKey, { example: string; description: str
   maxSize: { example: '20GB', description: 'cache size limit (0 means none)' },
   ttl: { example: '30d', description: 'drop cached content unused for this long (0 means keep)' },
   auth: { example: 'true', description: 'require the client password (dproxy env --rotate)' },
+  registries: { example: 'docker.io,ghcr.io', description: 'registries clients may use when listening beyond loopback' },
 }
 
 /** The pair of loopback addresses that 'localhost' and 'loopback' stand for. */
@@ -186,6 +187,21 @@ export function upstreamsFrom(value: string | string[] | Record<string, string>)
   return out
 }
 
+/**
+ * The registry allow-list from 'docker.io,ghcr.io' or a list of such strings
+ * (repeated --allow-registry); Docker Hub aliases become 'docker.io'.
+ */
+export function registriesFrom(value: string | string[]): string[] {
+  const items = (typeof value === 'string' ? [value] : value).flatMap((item) => item.split(','))
+  const out = new Set<string>()
+  for (const item of items) {
+    if (item.trim() === '') continue
+    out.add(normalizeRegistry(item, 'a registry host in registries'))
+  }
+  if (out.size === 0) throw expected('registries', 'docker.io,ghcr.io', value)
+  return [...out]
+}
+
 /** Checks a config value as `dproxy config set` receives it; throws CONFIG_INVALID naming the key. */
 export function checkSetting(key: SettingKey, value: string, env: NodeJS.ProcessEnv): void {
   switch (key) {
@@ -210,6 +226,9 @@ export function checkSetting(key: SettingKey, value: string, env: NodeJS.Process
       return
     case 'auth':
       parseBoolean(value, key)
+      return
+    case 'registries':
+      registriesFrom(value)
       return
   }
 }

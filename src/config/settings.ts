@@ -22,6 +22,7 @@ import {
   parseDirectory,
   parseHosts,
   parsePort,
+  registriesFrom,
   settingKey,
   settingKeys,
   upstreamsFrom,
@@ -47,6 +48,8 @@ export interface Settings {
   ttlMs: number | undefined
   /** Default false. */
   auth: boolean
+  /** Registries clients may use when the daemon listens beyond loopback; undefined: the built-in list. */
+  registries: string[] | undefined
   configDir: string
   stateDir: string
 }
@@ -61,6 +64,7 @@ export interface RawSettings {
   maxSize?: string
   ttl?: string
   auth?: string | boolean
+  registries?: string | string[]
 }
 
 /** The environment variable for each setting. */
@@ -73,6 +77,7 @@ export const settingEnvVars: Record<SettingKey, string> = {
   maxSize: 'DPROXY_MAX_SIZE',
   ttl: 'DPROXY_TTL',
   auth: 'DPROXY_AUTH',
+  registries: 'DPROXY_REGISTRIES',
 }
 
 /** The flag each setting is expected to be given by; used only to say where a bad value came from. */
@@ -85,6 +90,7 @@ const flagNames: Record<SettingKey, string> = {
   maxSize: '--max-size',
   ttl: '--ttl',
   auth: '--auth',
+  registries: '--allow-registry',
 }
 
 export const defaultPort = 5000
@@ -174,6 +180,7 @@ export function resolveSettings(
   const maxSizeBytes = pick('maxSize', (v) => parseSize(text(v), 'maxSize'))
   const ttlMs = pick('ttl', (v) => parseDuration(text(v), 'ttl'))
   const auth = pick('auth', (v) => parseBoolean(typeof v === 'boolean' ? v : text(v), 'auth'))
+  const registries = pick('registries', (v) => registriesFrom(Array.isArray(v) ? v.map(text) : text(v)))
 
   // Lowest layer first so that higher layers overwrite per registry.
   const upstreams: Record<string, string> = {}
@@ -191,6 +198,7 @@ export function resolveSettings(
     maxSizeBytes: maxSizeBytes === 0 ? undefined : maxSizeBytes,
     ttlMs: ttlMs === 0 ? undefined : ttlMs,
     auth: auth ?? false,
+    registries,
     configDir: configDir(env, platform),
     stateDir: stateDir(env, platform),
   }

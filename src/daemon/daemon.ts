@@ -20,12 +20,13 @@ import { registryHandler, type Handler } from '../registry/handler.js'
 import { Store } from '../store/store.js'
 import type { CredentialSource } from '../upstream/auth.js'
 import { Upstreams, type UpstreamTimeouts } from '../upstream/client.js'
+import { allowedRegistries } from '../upstream/registries.js'
 import { VERSION } from '../version.js'
 import { adminHandler, type StatusReport, buildStatus } from './admin.js'
 import { ClientAuth, TOKEN_PATH, type ClientAuthOptions } from './clientauth.js'
 import { adminUrl, DaemonLock, formatListen } from './lifecycle.js'
 import { CacheMaintenance } from './maintenance.js'
-import { isLoopbackHost } from '../net.js'
+import { exposedHosts } from '../net.js'
 
 export const DEFAULT_HOSTS = ['127.0.0.1', '::1']
 export const DEFAULT_PORT = 5000
@@ -50,6 +51,8 @@ export interface DaemonOptions {
   maxSizeBytes?: number | undefined
   /** Evict what was not pulled for this long. */
   ttlMs?: number | undefined
+  /** Registries clients may use when listening beyond loopback (default: upstream/registries.ts). */
+  registries?: string[]
 }
 
 export interface ListenAddress {
@@ -93,7 +96,7 @@ export class Daemon {
   }
 
   static async start(options: DaemonOptions): Promise<Daemon> {
-    const exposed = (options.hosts ?? DEFAULT_HOSTS).filter((host) => !isLoopbackHost(host))
+    const exposed = exposedHosts(options.hosts ?? DEFAULT_HOSTS)
     if (exposed.length > 0 && !options.clientAuth) {
       throw new DproxyError(
         'USAGE',
@@ -103,12 +106,14 @@ export class Daemon {
     }
     const clock = options.clock ?? systemClock
     const log = options.log ?? silentLogger
+    const allowRegistries = registryAllowList(options)
     const store = await Store.open(options.cacheDir, { clock })
     const upstreams = new Upstreams({
       overrides: options.upstreams ?? {},
       clock,
       ...(options.credentials ? { credentials: options.credentials } : {}),
       ...(options.timeouts ? { timeouts: options.timeouts } : {}),
+      ...(allowRegistries ? { allowRegistries } : {}),
     })
     const counters = newCounters()
     const blobs = new BlobProxy({ store, upstreams, counters, log })
@@ -149,7 +154,13 @@ export class Daemon {
   }
 
   private async listen(hosts: string[], port: number): Promise<void> {
-    const registry = registryHandler({ manifests: this.manifests, blobs: this.blobs, counters: this.counters, log: this.log })
+    const registry = registryHandler({
+      manifests: this.manifests,
+      blobs: this.blobs,
+      counters: this.counters,
+      log: this.log,
+      admit: (name) => this.upstreams.admit(name),
+    })
     const admin = adminHandler(this)
     const clientAuth = this.options.clientAuth ? new ClientAuth({ clock: this.clock, log: this.log, ...this.options.clientAuth }) : undefined
     const guarded = clientAuth ? clientAuth.guard(registry) : registry
@@ -227,6 +238,15 @@ export class Daemon {
     })()
     return this.stopping
   }
+}
+
+/**
+ * Clients of a daemon other machines can reach may only use an allow-list of
+ * registries: anything else would make it an open proxy to any host.
+ */
+export function registryAllowList(options: Pick<DaemonOptions, 'hosts' | 'registries' | 'upstreams'>): string[] | undefined {
+  if (exposedHosts(options.hosts ?? DEFAULT_HOSTS).length === 0) return undefined
+  return allowedRegistries(options.registries, options.upstreams ?? {})
 }
 
 export function formatHost(host: string): string {

@@ -22,6 +22,8 @@ export interface RegistryDeps {
   blobs: BlobProxy
   counters: Counters
   log: Logger
+  /** Throws when clients may not use this registry (upstream allow-list); checked before the cache too. */
+  admit?: (registry: string) => void
 }
 
 export type Handler = (req: IncomingMessage, res: ServerResponse) => Promise<void>
@@ -55,6 +57,7 @@ export function registryHandler(deps: RegistryDeps): Handler {
       let m = routeRe.exec(path)
       if (m) {
         const image = resolveImageName(m[1]!, ns)
+        deps.admit?.(image.registry)
         if (ns !== undefined) res.setHeader('oci-namespace', ns)
         if (m[2] === 'manifests') await serveManifest(deps, req, res, image, m[3]!)
         else await serveBlob(deps, req, res, image, m[3]!)
@@ -63,6 +66,7 @@ export function registryHandler(deps: RegistryDeps): Handler {
       m = tagsRe.exec(path)
       if (m) {
         const image = resolveImageName(m[1]!, ns)
+        deps.admit?.(image.registry)
         if (ns !== undefined) res.setHeader('oci-namespace', ns)
         const query = new URLSearchParams()
         for (const key of ['n', 'last']) {

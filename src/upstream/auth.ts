@@ -2,20 +2,24 @@
 // read the challenge, and exchange (optional) credentials at the token realm
 // for a bearer token scoped to one repository. Tokens are cached per scope and
 // credential until they expire, so a pull costs one token request at most, and
-// nothing here runs until a request really has to go upstream.
+// nothing here runs until a request really has to go upstream. Clients name
+// repositories freely, so that cache is bounded: the least recently used
+// token goes first and is simply fetched again when needed.
 //
 // The realm comes from the registry's answer and is treated as hostile: it
-// must be http(s), must not point at a private or link-local address unless
-// that is the configured upstream itself, and only receives credentials when
-// it belongs to the same site as the registry (distribution's realmAllowed).
+// must be http(s), is called through the same address policy as every other
+// upstream request (policy.ts: no internal address for a registry the user did
+// not configure), only receives credentials when it belongs to the same site
+// as the registry (distribution's realmAllowed), and never over plain http
+// when the registry itself speaks https.
 
 import { isIP } from 'node:net'
 import type { Readable } from 'node:stream'
+import { LRUCache } from 'lru-cache'
 import type { Dispatcher } from 'undici'
 import type { Clock } from '../clock.js'
 import { DproxyError } from '../errors.js'
 import { parseChallenge, type Challenge } from './challenge.js'
-import { isPrivateAddress } from '../net.js'
 
 export interface UpstreamCredential {
   username: string
@@ -35,6 +39,8 @@ interface CachedToken {
 const MIN_TOKEN_SECONDS = 60
 const EXPIRY_MARGIN_MS = 10_000
 const TOKEN_BODY_CAP = 1 << 20
+/** Tokens kept per registry client (one per repository and credential). */
+export const MAX_TOKENS = 1000
 
 /** The registrable part of a host name, naively the last two labels (auth.docker.io ~ registry-1.docker.io). */
 function site(hostname: string): string {
@@ -42,8 +48,12 @@ function site(hostname: string): string {
   return hostname.split('.').slice(-2).join('.')
 }
 
-/** Validates a token realm; returns the URL to call and whether credentials may go there. */
-export function checkRealm(realm: string, upstream: URL): { url: URL; sendCredentials: boolean } {
+/**
+ * Validates a token realm; returns the URL to call and whether credentials may
+ * go there. `downgrade`: the realm is of the registry's site but plain http
+ * while the registry is https, so a token request with credentials is refused.
+ */
+export function checkRealm(realm: string, upstream: URL): { url: URL; sendCredentials: boolean; downgrade: boolean } {
   let url: URL
   try {
     url = new URL(realm)
@@ -53,21 +63,22 @@ export function checkRealm(realm: string, upstream: URL): { url: URL; sendCreden
   if (url.protocol !== 'https:' && url.protocol !== 'http:') {
     throw new DproxyError('UPSTREAM_INVALID', `${upstream.origin} sent a token realm with protocol ${url.protocol}`)
   }
-  if (isPrivateAddress(url.hostname) && url.hostname !== upstream.hostname) {
-    throw new DproxyError(
-      'UPSTREAM_INVALID',
-      `${upstream.origin} sent a token realm on a private address (${url.host}); refusing to call it`,
-    )
-  }
-  const downgrade = url.protocol === 'http:' && upstream.protocol === 'https:'
-  const sendCredentials = !downgrade && (url.hostname === upstream.hostname || site(url.hostname) === site(upstream.hostname))
-  return { url, sendCredentials }
+  const sameSite = url.hostname === upstream.hostname || site(url.hostname) === site(upstream.hostname)
+  const downgrade = sameSite && url.protocol === 'http:' && upstream.protocol === 'https:'
+  return { url, sendCredentials: sameSite && !downgrade, downgrade }
+}
+
+function downgradeRefused(registry: string, url: URL): DproxyError {
+  return new DproxyError(
+    'DENIED',
+    `${registry} asks for credentials at ${url.origin} over plain http while it speaks https; refusing to send them there`,
+  )
 }
 
 export class TokenAuth {
   private challenge: Challenge | null | undefined
   private pinging: Promise<Challenge | null> | undefined
-  private readonly tokens = new Map<string, CachedToken>()
+  private readonly tokens: LRUCache<string, CachedToken>
   private readonly inflight = new Map<string, Promise<CachedToken>>()
 
   constructor(
@@ -76,7 +87,16 @@ export class TokenAuth {
     private readonly credentials: CredentialSource,
     private readonly clock: Clock,
     private readonly send: (method: string, url: URL, headers: Record<string, string>) => Promise<Dispatcher.ResponseData>,
-  ) {}
+    maxTokens = MAX_TOKENS,
+  ) {
+    // Entries expire on the project clock; ttlResolution 0 reads it on every check rather than caching "now".
+    this.tokens = new LRUCache({ max: maxTokens, perf: { now: () => clock.now() }, ttlResolution: 0 })
+  }
+
+  /** Tokens held now (bounded by maxTokens). */
+  get cachedTokens(): number {
+    return this.tokens.size
+  }
 
   /** The Authorization header for a request in `scope`, pinging and fetching a token when needed. */
   async authorization(scope: string): Promise<string | undefined> {
@@ -123,7 +143,9 @@ export class TokenAuth {
     }
     if (challenge.scheme === 'bearer') {
       const realm = challenge.params.realm
-      if (realm && !checkRealm(realm, this.base).sendCredentials) {
+      const checked = realm ? checkRealm(realm, this.base) : undefined
+      if (checked?.downgrade) throw downgradeRefused(this.registry, checked.url)
+      if (realm && !checked?.sendCredentials) {
         throw new DproxyError(
           'DENIED',
           `${origin} asks for credentials at ${new URL(realm).origin}, which is not the same site; refusing to send them there`,
@@ -180,21 +202,23 @@ export class TokenAuth {
     const cred = await this.credentials(this.registry)
     const key = tokenKey(scope, cred)
     const cached = this.tokens.get(key)
-    if (cached && cached.expiresAt > this.clock.now()) return cached
+    if (cached) return cached
     let pending = this.inflight.get(key)
     if (!pending) {
       pending = this.fetchToken(challenge, scope, cred).finally(() => this.inflight.delete(key))
       this.inflight.set(key, pending)
     }
     const token = await pending
-    this.tokens.set(key, token)
+    const ttl = token.expiresAt - this.clock.now()
+    if (ttl > 0) this.tokens.set(key, token, { ttl })
     return token
   }
 
   private async fetchToken(challenge: Challenge, scope: string, cred: UpstreamCredential | undefined): Promise<CachedToken> {
     const realm = challenge.params.realm
     if (!realm) throw new DproxyError('UPSTREAM_INVALID', `${this.base.origin} sent a Bearer challenge without a realm`)
-    const { url, sendCredentials } = checkRealm(realm, this.base)
+    const { url, sendCredentials, downgrade } = checkRealm(realm, this.base)
+    if (cred && downgrade) throw downgradeRefused(this.registry, url)
     if (challenge.params.service) url.searchParams.set('service', challenge.params.service)
     if (scope) url.searchParams.append('scope', scope)
     const headers: Record<string, string> = {}

@@ -14,13 +14,19 @@
 // - an HTML page where JSON was expected is an outage, not content;
 // - error bodies are read up to a cap, and URLs in messages lose their query
 //   (signed CDN URLs carry secrets there).
+//
+// Every request, whether an API call, a redirect or a token realm, passes the
+// address policy (policy.ts) in send(); registries the user did not configure
+// go through a dispatcher whose connections only reach public addresses.
 
 import type { Readable } from 'node:stream'
+import { LRUCache } from 'lru-cache'
 import type { Dispatcher } from 'undici'
 import { systemClock, type Clock } from '../clock.js'
 import { DproxyError, type ErrorCode } from '../errors.js'
 import { USER_AGENT } from '../version.js'
 import { anonymous, discard, headerValue, readCapped, TokenAuth, type CredentialSource } from './auth.js'
+import { AddressPolicy, type AddressPolicyOptions } from './policy.js'
 import { RateLimitBook } from './ratelimit.js'
 import { upstreamBaseUrl } from './registries.js'
 
@@ -36,6 +42,8 @@ const MANIFEST_ACCEPT = MANIFEST_MEDIA_TYPES.join(', ')
 export const MANIFEST_SIZE_LIMIT = 8 * 1024 * 1024
 const ERROR_BODY_CAP = 16 * 1024
 const MAX_REDIRECTS = 5
+/** Per-registry clients kept (each holds its tokens); a client names registries freely. */
+const MAX_CLIENTS = 256
 
 // undici adds about 20 MB to the daemon's RSS once loaded; a daemon that only
 // serves its cache, or has not pulled yet, never pays for it.
@@ -79,7 +87,18 @@ export interface UpstreamsOptions {
   credentials?: CredentialSource
   clock?: Clock
   timeouts?: Partial<UpstreamTimeouts>
+  /** For trusted registries only; the others always use the address policy's own dispatcher. */
   dispatcher?: Dispatcher
+  /** Resolver and address classifier of the address policy (policy.ts). */
+  policy?: AddressPolicyOptions
+  /**
+   * Registries whose requests may reach internal addresses. Default: every
+   * registry in `overrides`, as the user configured those. Tests pass [] to
+   * see a fixture treated like a registry a client named.
+   */
+  trusted?: readonly string[]
+  /** When set, the only registries clients may use (admit()); the daemon sets it when reachable from other machines. */
+  allowRegistries?: readonly string[]
 }
 
 /** Counts of what went upstream, for the status endpoint and tests. */
@@ -92,10 +111,17 @@ export interface UpstreamCounters {
 export class Upstreams {
   readonly rateLimits: RateLimitBook
   readonly counters: UpstreamCounters = { manifestGets: 0, manifestHeads: 0, blobGets: 0 }
-  private readonly clients = new Map<string, UpstreamClient>()
-  private agent: Promise<Dispatcher> | undefined
+  private readonly clients = new LRUCache<string, UpstreamClient>({ max: MAX_CLIENTS })
+  /** For trusted registries: the injected dispatcher, else an Agent made on first use. */
   private readonly dispatcher: () => Promise<Dispatcher>
+  private plain: Promise<Dispatcher> | undefined
   private readonly ownsDispatcher: boolean
+  /** Connects only to addresses the policy allows: for every registry that is not trusted. */
+  private readonly guarded: () => Promise<Dispatcher>
+  private guardedAgent: Promise<Dispatcher> | undefined
+  private readonly policy: AddressPolicy
+  private readonly trusted: ReadonlySet<string>
+  private readonly allowed: ReadonlySet<string> | undefined
   private readonly overrides: Readonly<Record<string, string>>
   private readonly credentials: CredentialSource
   private readonly clock: Clock
@@ -104,25 +130,47 @@ export class Upstreams {
     const t: UpstreamTimeouts = { connectMs: 10_000, headersMs: 30_000, bodyMs: 60_000, ...options.timeouts }
     this.ownsDispatcher = options.dispatcher === undefined
     const given = options.dispatcher
-    this.dispatcher = () =>
-      (this.agent ??= given
-        ? Promise.resolve(given)
-        : loadUndici().then(
-            ({ Agent }) => new Agent({ connect: { timeout: t.connectMs }, headersTimeout: t.headersMs, bodyTimeout: t.bodyMs }),
-          ))
+    this.policy = new AddressPolicy(options.policy)
+    const agent = (lookup?: AddressPolicy['lookup']) =>
+      loadUndici().then(
+        ({ Agent }) =>
+          new Agent({
+            connect: { timeout: t.connectMs, ...(lookup ? { lookup } : {}) },
+            headersTimeout: t.headersMs,
+            bodyTimeout: t.bodyMs,
+          }),
+      )
+    this.dispatcher = () => (this.plain ??= given ? Promise.resolve(given) : agent())
+    this.guarded = () => (this.guardedAgent ??= agent(this.policy.lookup))
     this.overrides = options.overrides ?? {}
+    this.trusted = new Set(options.trusted ?? Object.keys(this.overrides))
+    this.allowed = options.allowRegistries ? new Set(options.allowRegistries) : undefined
     this.credentials = options.credentials ?? anonymous
     this.clock = options.clock ?? systemClock
     this.rateLimits = new RateLimitBook(this.clock)
   }
 
+  /**
+   * Throws DENIED when clients may not use `registry`, cached or not: with an
+   * allow-list (a daemon other machines can reach), every other registry.
+   */
+  admit(registry: string): void {
+    if (this.allowed && !this.allowed.has(registry)) {
+      throw new DproxyError('DENIED', `registry ${registry} is not in this dproxy's allowed registries (--allow-registry)`, {
+        detail: { registry },
+      })
+    }
+  }
+
   get(registry: string): UpstreamClient {
     let client = this.clients.get(registry)
     if (!client) {
+      const trusted = this.trusted.has(registry)
       client = new UpstreamClient(
         registry,
         upstreamBaseUrl(registry, this.overrides),
-        this.dispatcher,
+        trusted ? this.dispatcher : this.guarded,
+        { policy: this.policy, trusted },
         this.credentials,
         this.clock,
         this.rateLimits,
@@ -133,8 +181,14 @@ export class Upstreams {
     return client
   }
 
+  /** How many per-registry clients are kept (bounded). */
+  get clientCount(): number {
+    return this.clients.size
+  }
+
   async close(): Promise<void> {
-    if (this.ownsDispatcher && this.agent) await (await this.agent).close()
+    if (this.guardedAgent) await (await this.guardedAgent).close()
+    if (this.ownsDispatcher && this.plain) await (await this.plain).close()
   }
 }
 
@@ -147,6 +201,7 @@ export class UpstreamClient {
     readonly registry: string,
     readonly base: URL,
     private readonly dispatcher: () => Promise<Dispatcher>,
+    private readonly access: { policy: AddressPolicy; trusted: boolean },
     credentials: CredentialSource,
     clock: Clock,
     private readonly rateLimits: RateLimitBook,
@@ -244,9 +299,12 @@ export class UpstreamClient {
         throw new DproxyError('UPSTREAM_UNAVAILABLE', `${method} ${redact(url)}: too many or empty redirects`)
       }
       // The token is for the registry, not the CDN: follow without Authorization.
-      url = new URL(location, url)
-      if (url.protocol !== 'https:' && url.protocol !== 'http:') {
-        throw new DproxyError('UPSTREAM_INVALID', `${method} ${redact(url)}: redirect to a non-HTTP URL`)
+      // Where the redirect may go is send()'s address policy, as for every request.
+      const from = url
+      try {
+        url = new URL(location, from)
+      } catch {
+        throw new DproxyError('UPSTREAM_INVALID', `${method} ${redact(from)}: redirect to an unparsable location`)
       }
       res = await this.send(method, url, {})
     }
@@ -272,6 +330,7 @@ export class UpstreamClient {
   }
 
   private async send(method: string, url: URL, headers: Record<string, string>): Promise<Dispatcher.ResponseData> {
+    this.access.policy.check(url, this.registry, this.access.trusted)
     try {
       const { request } = await loadUndici()
       return await request(url, {
@@ -284,8 +343,14 @@ export class UpstreamClient {
     }
   }
 
+  /**
+   * Only answers that went through the rate limiter carry its reading: a 2xx
+   * or a 429. A 401 or 404 comes without RateLimit headers even from a
+   * limited registry, and must not read as "unlimited".
+   */
   private recordRateLimit(res: Dispatcher.ResponseData): void {
-    this.rateLimits.record(this.registry, (name) => headerValue(res.headers[name]))
+    const counted = (res.statusCode >= 200 && res.statusCode < 300) || res.statusCode === 429
+    if (counted) this.rateLimits.record(this.registry, (name) => headerValue(res.headers[name]))
   }
 
   /** Throws the DproxyError a non-2xx answer means, after reading a capped piece of its body. */

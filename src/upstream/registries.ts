@@ -13,3 +13,23 @@ export function upstreamBaseUrl(registry: string, overrides: Readonly<Record<str
   if (registry === DOCKER_HUB) return new URL(DOCKER_HUB_API)
   return new URL(`https://${registry}`)
 }
+
+/**
+ * Registries clients of a daemon that other machines can reach may use when
+ * the user lists none (config `registries`, `--allow-registry`): the big
+ * public ones. Configured upstreams are always added (allowedRegistries).
+ */
+export const DEFAULT_ALLOWED_REGISTRIES: readonly string[] = [
+  DOCKER_HUB,
+  'ghcr.io',
+  'quay.io',
+  'registry.k8s.io',
+  'gcr.io',
+  'mcr.microsoft.com',
+  'public.ecr.aws',
+]
+
+/** The allow-list: the user's list (or the default one) and every configured upstream. */
+export function allowedRegistries(listed: readonly string[] | undefined, overrides: Readonly<Record<string, string>>): string[] {
+  return [...new Set([...(listed ?? DEFAULT_ALLOWED_REGISTRIES), ...Object.keys(overrides)])]
+}

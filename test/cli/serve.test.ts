@@ -43,6 +43,8 @@ t.test('serve: bad settings are usage errors (exit 2) with a precise message', a
     [['--port', 'abc'], {}, /port/],
     [['--max-age', 'soon'], {}, /maxAge|max-age/],
     [[], { DPROXY_UPSTREAMS: 'docker.io' }, /DPROXY_UPSTREAMS/],
+    [['--allow-registry', 'ghcr.io/owner'], {}, /registries.*--allow-registry/],
+    [[], { DPROXY_REGISTRIES: 'not a host' }, /DPROXY_REGISTRIES/],
   ] as const) {
     const { code, err } = await failingServe(['--port', '0', ...args], { ...env, ...extra })
     t.equal(code, 2, `${args.join(' ')} ${JSON.stringify(extra)}`)

@@ -7,6 +7,7 @@ import {
   parseDirectory,
   parseHosts,
   parsePort,
+  registriesFrom,
   settingKey,
   unknownSetting,
   upstreamsFrom,
@@ -23,7 +24,7 @@ t.test('setting names are matched however they are written', async (t) => {
   t.equal(settingKey('foo'), undefined)
   t.match(unknownSetting('foo'), {
     code: 'USAGE',
-    message: "unknown setting 'foo' (known: host, port, cacheDir, upstreams, maxAge, maxSize, ttl, auth)",
+    message: "unknown setting 'foo' (known: host, port, cacheDir, upstreams, maxAge, maxSize, ttl, auth, registries)",
   })
 })
 
@@ -142,4 +143,13 @@ t.test('checkSetting uses the same rules as settings', async (t) => {
   t.throws(() => checkSetting('cacheDir', 'relative', env), { code: 'CONFIG_INVALID' })
   t.throws(() => checkSetting('upstreams', 'x', env), { code: 'CONFIG_INVALID' })
   t.throws(() => checkSetting('auth', 'perhaps', env), { code: 'CONFIG_INVALID' })
+})
+
+t.test('registries', async (t) => {
+  t.strictSame(registriesFrom('docker.io,ghcr.io'), ['docker.io', 'ghcr.io'])
+  t.strictSame(registriesFrom(['registry-1.docker.io', 'Quay.io', 'docker.io', 'localhost:5000']), ['docker.io', 'quay.io', 'localhost:5000'])
+  t.throws(() => registriesFrom(' , '), { code: 'CONFIG_INVALID', message: /expected registries like 'docker.io,ghcr.io'/ })
+  t.throws(() => registriesFrom('ghcr.io/owner'), { code: 'CONFIG_INVALID' })
+  t.doesNotThrow(() => checkSetting('registries', 'ghcr.io', {}))
+  t.throws(() => checkSetting('registries', 'http://ghcr.io', {}), { code: 'CONFIG_INVALID' })
 })

@@ -146,7 +146,7 @@ t.test('unknown keys in the file are reported', async (t) => {
   })
   fs.writeFileSync(configFile, JSON.stringify({ colour: 'blue' }))
   t.throws(() => resolveSettings({ env }), {
-    message: `unknown setting 'colour' in ${configFile} (known: host, port, cacheDir, upstreams, maxAge, maxSize, ttl, auth)`,
+    message: `unknown setting 'colour' in ${configFile} (known: host, port, cacheDir, upstreams, maxAge, maxSize, ttl, auth, registries)`,
   })
 })
 
@@ -180,4 +180,20 @@ t.test('hosts and port forms', async (t) => {
 t.test('the config file may hold hand-written JSON types', async (t) => {
   const { env } = world(t.testdir({}), { port: 5001, auth: true, upstreams: { 'registry-1.docker.io': 'http://127.0.0.1:15000/' } })
   t.match(resolveSettings({ env }), { port: 5001, auth: true, upstreams: { 'docker.io': 'http://127.0.0.1:15000' } })
+})
+
+t.test('registries: the allow-list from --allow-registry, DPROXY_REGISTRIES or the file; unset is the default', async (t) => {
+  const { env } = world(t.testdir({}), { registries: 'quay.io' })
+  t.strictSame(resolveSettings({ env }).registries, ['quay.io'])
+  t.strictSame(resolveSettings({ env: { ...env, DPROXY_REGISTRIES: 'index.docker.io, ghcr.io' } }).registries, ['docker.io', 'ghcr.io'])
+  t.strictSame(resolveSettings({ env, flags: { registries: ['ghcr.io', 'registry.k8s.io,gcr.io'] } }).registries, [
+    'ghcr.io',
+    'registry.k8s.io',
+    'gcr.io',
+  ])
+  t.equal(resolveSettings({ env: world(t.testdir({})).env }).registries, undefined)
+  t.throws(() => resolveSettings({ env, flags: { registries: ['not a host'] } }), {
+    code: 'CONFIG_INVALID',
+    message: /registries.*'not a host'.*from --allow-registry/,
+  })
 })

@@ -2,10 +2,17 @@
 // caching, credentials, redirects, User-Agent, rate-limit readings and error
 // classification. Requests are counted by the shim.
 
-import t from 'tap'
+import t, { type Test } from 'tap'
+import { once } from 'node:events'
+import { createServer } from 'node:http'
+import type { AddressInfo } from 'node:net'
+import { isInternalAddress } from '../../src/net.js'
+import { MAX_TOKENS, TokenAuth, anonymous } from '../../src/upstream/auth.js'
 import { nextPage, Upstreams } from '../../src/upstream/client.js'
+import type { Resolver } from '../../src/upstream/policy.js'
 import { startUpstream } from '../fixtures/upstream.js'
 import { sha256 } from '../helpers/daemon.js'
+import { request, type Dispatcher } from 'undici'
 
 t.test('tokens: one per repository scope, reused until expiry, refreshed after', async (t) => {
   let now = Date.now()
@@ -107,4 +114,168 @@ t.test('nextPage reads the n/last query of a rel="next" link', async (t) => {
   t.equal(nextPage('</v2/x/tags/list?n=2>; rel="next"', base), undefined, 'no last: no usable next page')
   t.equal(nextPage('</v2/x/tags/list?last=b>; rel="prev"', base), undefined)
   t.equal(nextPage(undefined, base), undefined)
+})
+
+/** A service inside the machine that no client should reach through dproxy (think /_dproxy/status); counts requests. */
+async function internalService(t: Test, host: string) {
+  const seen: string[] = []
+  const server = createServer((req, res) => {
+    seen.push(req.url ?? '')
+    res.writeHead(200, { 'content-type': 'application/json' }).end('{"secret":"internal status"}')
+  })
+  server.listen(0, host)
+  await once(server, 'listening')
+  t.teardown(() => new Promise<void>((resolve) => server.close(() => resolve())))
+  return { port: (server.address() as AddressInfo).port, seen }
+}
+
+function resolverOf(table: Record<string, string>): Resolver {
+  return async (hostname) => {
+    const address = table[hostname]
+    if (address === undefined) throw Object.assign(new Error(`getaddrinfo ENOTFOUND ${hostname}`), { code: 'ENOTFOUND' })
+    return [{ address, family: 4 }]
+  }
+}
+
+// The test seam for a reachable registry that nobody configured: the shim is mapped
+// (overrides) but not trusted, `evil.test` resolves to 127.0.0.1 where it listens,
+// and the address classifier treats 127.0.0.1 alone as public. 127.0.0.2 (the
+// internal service) stays internal, as does everything else.
+function untrustedShim(hubPort: number, extra: Record<string, string> = {}) {
+  return new Upstreams({
+    overrides: { 'evil.test': `http://evil.test:${hubPort}` },
+    trusted: [],
+    policy: {
+      resolve: resolverOf({ 'evil.test': '127.0.0.1', ...extra }),
+      isInternal: (a) => a !== '127.0.0.1' && isInternalAddress(a),
+    },
+    timeouts: { connectMs: 2000, headersMs: 5000 },
+  })
+}
+
+t.test('SSRF: a blob redirect of a registry nobody configured may not point inside the machine', async (t) => {
+  const up = await startUpstream()
+  t.teardown(() => up.stop())
+  const inside = await internalService(t, '127.0.0.2')
+  const u = untrustedShim(up.hub.port, { 'inside.test': '127.0.0.2' })
+  t.teardown(() => u.close())
+  const [layer, other] = up.images.alpine.blobs
+  const client = u.get('evil.test')
+
+  const blob = await client.getBlob('library/alpine', layer!.digest)
+  const chunks: Buffer[] = []
+  for await (const c of blob.body) chunks.push(c as Buffer)
+  t.equal(sha256(Buffer.concat(chunks)), layer!.digest, 'the seam works: a public-looking registry and its CDN are reached')
+
+  for (const [what, location, code] of [
+    ['an internal IP literal', `http://127.0.0.2:${inside.port}/_dproxy/status`, 'DENIED'],
+    ['a localhost name', `http://localhost:${inside.port}/_dproxy/status`, 'DENIED'],
+    ['a name that resolves inside', `http://inside.test:${inside.port}/_dproxy/status`, 'DENIED'],
+    ['a mapped IPv6 literal', `http://[::ffff:127.0.0.2]:${inside.port}/`, 'DENIED'],
+    ['a non-HTTP URL', 'file:///etc/passwd', 'UPSTREAM_INVALID'],
+  ] as const) {
+    up.hub.inject({ kind: 'redirect', location, digest: other!.digest, at: 'hub' })
+    const err = await client.getBlob('library/alpine', other!.digest).then(
+      () => undefined,
+      (e: unknown) => e,
+    )
+    t.match(err, { code }, what)
+    t.notMatch(String((err as Error | undefined)?.message), /secret/, `${what}: nothing of the body in the error`)
+  }
+  t.strictSame(inside.seen, [], 'the internal service received no request at all')
+})
+
+t.test('SSRF: a token realm on an internal address is never called for a registry nobody configured', async (t) => {
+  const inside = await internalService(t, '127.0.0.2')
+  // Loopback targets only, so that even without the policy nothing leaves the machine.
+  const realms = [`http://127.0.0.2:${inside.port}/token`, `http://[::ffff:127.0.0.2]:${inside.port}/token`, `http://localhost:${inside.port}/token`]
+  for (const realm of realms) {
+    const up = await startUpstream({ hub: { realm } })
+    t.teardown(() => up.stop())
+    const u = untrustedShim(up.hub.port)
+    t.teardown(() => u.close())
+    await t.rejects(u.get('evil.test').headManifest('library/alpine', 'latest'), { code: 'DENIED', status: 403 }, realm)
+  }
+  t.strictSame(inside.seen, [], 'the realm was never called')
+})
+
+t.test('SSRF: client-named hosts that are, or resolve to, internal addresses are refused before any byte is sent', async (t) => {
+  const up = await startUpstream()
+  t.teardown(() => up.stop())
+  const u = new Upstreams({
+    policy: { resolve: resolverOf({ 'rebind.test': '127.0.0.1' }) },
+    overrides: { 'mapped.test': `http://rebind.test:${up.hub.port}` },
+    trusted: [],
+    timeouts: { connectMs: 2000, headersMs: 5000 },
+  })
+  t.teardown(() => u.close())
+  const layer = up.images.alpine.blobs[0]!
+  for (const registry of [`127.0.0.1:${up.hub.port}`, `localhost:${up.hub.port}`, `rebind.test:${up.hub.port}`, 'mapped.test']) {
+    await t.rejects(u.get(registry).getBlob('library/alpine', layer.digest), { code: 'DENIED' }, registry)
+    await t.rejects(u.get(registry).headManifest('library/alpine', 'latest'), { code: 'DENIED' }, registry)
+  }
+  t.strictSame(up.hub.counts.requests, [], 'the shim on 127.0.0.1 saw no request: the name was refused at connect time')
+})
+
+t.test('a configured upstream on a loopback address is trusted, and so are its CDN redirect and realm', async (t) => {
+  const up = await startUpstream()
+  t.teardown(() => up.stop())
+  // The strict default classifier and a resolver that knows no name: trust alone lets this through.
+  const u = new Upstreams({ overrides: { 'docker.io': up.hubUrl }, policy: { resolve: resolverOf({}) } })
+  t.teardown(() => u.close())
+  const layer = up.images.alpine.blobs[0]!
+  const blob = await u.get('docker.io').getBlob('library/alpine', layer.digest)
+  const chunks: Buffer[] = []
+  for await (const c of blob.body) chunks.push(c as Buffer)
+  t.equal(sha256(Buffer.concat(chunks)), layer.digest)
+  t.equal(up.hub.counts.cdnGet[layer.digest], 1, 'through the CDN on another loopback port')
+  t.equal(up.hub.counts.tokenRequests, 1, 'the realm on 127.0.0.1 was called')
+})
+
+t.test('only 2xx and 429 manifest answers update the rate-limit reading', async (t) => {
+  let cred: { username: string; secret: string } | undefined = { username: 'alice', secret: 's3cret' }
+  const up = await startUpstream({ hub: { users: { alice: 's3cret' }, requireAuth: true, limit: 10 } })
+  t.teardown(() => up.stop())
+  const u = new Upstreams({ overrides: { 'docker.io': up.hubUrl }, credentials: async () => cred })
+  t.teardown(() => u.close())
+  const hub = u.get('docker.io')
+  await hub.getManifest('library/alpine', 'latest')
+  const reading = u.rateLimits.get('docker.io')
+  t.match(reading, { unlimited: false, remaining: 9, limit: 10 })
+
+  up.hub.inject({ kind: 'status500', path: /manifests/ })
+  await t.rejects(hub.headManifest('library/alpine', 'latest'), { code: 'UPSTREAM_UNAVAILABLE' })
+  t.equal(u.rateLimits.get('docker.io'), reading, 'a 500 without RateLimit headers is not "unlimited"')
+  await t.rejects(hub.headManifest('library/nope', 'latest'), { code: 'MANIFEST_UNKNOWN' })
+  cred = undefined // anonymous tokens grant nothing here: the answer is a 401 without RateLimit headers
+  await t.rejects(hub.getManifest('library/redis', 'latest'), { code: 'UNAUTHORIZED' })
+  t.equal(u.rateLimits.get('docker.io'), reading, 'a 401 without RateLimit headers is not "unlimited"')
+})
+
+t.test('bounded maps: tokens per scope and clients per registry', async (t) => {
+  let now = Date.now()
+  const up = await startUpstream({ hub: { now: () => now } })
+  t.teardown(() => up.stop())
+  const clock = { now: () => now }
+  const send = (method: string, url: URL, headers: Record<string, string>): Promise<Dispatcher.ResponseData> =>
+    request(url, { method: method as Dispatcher.HttpMethod, headers })
+  const auth = new TokenAuth('docker.io', new URL(up.hubUrl), anonymous, clock, send, 3)
+  const scopes = ['a', 'b', 'c', 'd', 'e'].map((r) => `repository:library/${r}:pull`)
+  for (const scope of scopes) t.match(await auth.authorization(scope), /^Bearer /)
+  t.equal(up.hub.counts.tokenRequests, 5)
+  t.equal(auth.cachedTokens, 3, 'five scopes, at most three tokens kept')
+  await auth.authorization(scopes[4]!)
+  t.equal(up.hub.counts.tokenRequests, 5, 'a recent token is reused')
+  await auth.authorization(scopes[0]!)
+  t.equal(up.hub.counts.tokenRequests, 6, 'an evicted token is fetched again')
+  now += 301_000
+  await auth.authorization(scopes[0]!)
+  t.equal(up.hub.counts.tokenRequests, 7, 'an expired token is fetched again')
+  t.equal(MAX_TOKENS, 1000, 'the bound a registry client uses')
+
+  const u = new Upstreams()
+  t.teardown(() => u.close())
+  for (let i = 0; i < 300; i++) u.get(`r${i}.test`)
+  t.equal(u.clientCount, 256, 'three hundred registries named, 256 clients kept')
+  t.equal(u.get('r299.test'), u.get('r299.test'), 'a recent client is kept')
 })

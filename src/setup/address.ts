@@ -6,9 +6,9 @@
 
 import { readDaemonLock } from '../daemon/lifecycle.js'
 import { isLoopbackHost } from '../net.js'
-import { isValidRegistryHost, normalizeRegistry, DOCKER_HUB } from '../registry/names.js'
+import { isValidRegistryHost, normalizeRegistry } from '../registry/names.js'
 import { DproxyError } from '../errors.js'
-import { DEFAULT_REGISTRIES } from './targets.js'
+import { allowedRegistries } from '../upstream/registries.js'
 
 function pick(candidates: string[]): string | undefined {
   const local = candidates.map((a) => a.replace(/^0\.0\.0\.0:/, '127.0.0.1:').replace(/^\[::\]:/, '[::1]:'))
@@ -28,7 +28,7 @@ export async function clientAddress(settings: { cacheDir: string; hosts: string[
 
 /** --registries, or docker.io, the configured upstreams and the well-known public registries. */
 export function setupRegistries(list: string | undefined, upstreams: Record<string, string>): string[] {
-  const named = list === undefined ? [DOCKER_HUB, ...Object.keys(upstreams), ...DEFAULT_REGISTRIES] : list.split(',')
+  const named = list === undefined ? allowedRegistries(undefined, upstreams) : list.split(',')
   const out: string[] = []
   for (const raw of named.map((r) => r.trim()).filter((r) => r !== '')) {
     if (!isValidRegistryHost(raw)) throw new DproxyError('USAGE', `--registries: '${raw}' is not a registry host (like ghcr.io or registry.local:5000)`)

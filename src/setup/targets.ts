@@ -9,8 +9,6 @@ export const TARGETS = ['docker', 'containerd', 'podman', 'buildkit', 'k3s'] as 
 export type TargetName = (typeof TARGETS)[number]
 
 /** Registries configured unless --registries says otherwise (docker.io and the configured upstreams come first). */
-export const DEFAULT_REGISTRIES = ['ghcr.io', 'quay.io', 'registry.k8s.io', 'gcr.io', 'mcr.microsoft.com', 'public.ecr.aws']
-
 export interface SetupOptions {
   /** Treated as `/` for every system path (`--root DIR`). */
   root: string

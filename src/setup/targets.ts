@@ -8,7 +8,6 @@ import { DOCKER_HUB } from '../registry/names.js'
 export const TARGETS = ['docker', 'containerd', 'podman', 'buildkit', 'k3s'] as const
 export type TargetName = (typeof TARGETS)[number]
 
-/** Registries configured unless --registries says otherwise (docker.io and the configured upstreams come first). */
 export interface SetupOptions {
   /** Treated as `/` for every system path (`--root DIR`). */
   root: string

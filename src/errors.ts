@@ -32,6 +32,8 @@ export type ErrorCode =
   | 'STOP_FAILED'
   // another CLI command holds <cacheDir>/cache.lock
   | 'CACHE_LOCKED'
+  // the cache's disk failed (full, read-only, permissions): a disk error, never an upstream one
+  | 'CACHE_UNAVAILABLE'
 
 export interface DproxyErrorOptions {
   status?: number
@@ -62,6 +64,7 @@ const defaultStatus: Record<ErrorCode, number> = {
   START_FAILED: 500,
   STOP_FAILED: 500,
   CACHE_LOCKED: 409,
+  CACHE_UNAVAILABLE: 503,
 }
 
 export class DproxyError extends Error {

@@ -330,7 +330,7 @@ interface ByteSource {
   verified(): boolean
   /** Throws the download's error, if any (none once verified: those bytes are good whatever happens next). */
   check(): void
-  /** Resolves at the next change of available/complete/error. */
+  /** Resolves at the next change of written/verified/error. */
   changed(): Promise<void>
 }
 

@@ -60,6 +60,7 @@ export function formatStatusText(s: StatusSnapshot): string {
   lines.push(['', ''])
   const c = s.cache
   lines.push(['cache', `${formatBytes(c.bytes)} in ${c.blobs} blobs, ${c.manifests} manifests, ${c.tags} tags`])
+  if (c.notWritable !== undefined) lines.push(['', `cache not writable: ${c.notWritable}`])
   if (c.cacheHits === null || c.cacheMisses === null) {
     lines.push(['traffic', 'unknown (counted by the running daemon)'])
   } else {

@@ -24,6 +24,8 @@ export interface StatusReport {
   listen: string[]
   cacheDir: string
   cache: CacheStats
+  /** Why the cache takes no writes now (disk full, read-only, permissions); absent while it does. */
+  cacheNotWritable?: { reason: string; since: string }
   counters: {
     requests: number
     cacheHits: number
@@ -54,6 +56,7 @@ export async function buildStatus(d: Daemon): Promise<StatusReport> {
     listen: d.listening.map((a) => `${formatHost(a.host)}:${a.port}`),
     cacheDir: d.store.root,
     cache: await d.store.stats(),
+    ...notWritable(d),
     counters: {
       requests: c.requests,
       cacheHits: c.cacheHits,
@@ -72,6 +75,11 @@ export async function buildStatus(d: Daemon): Promise<StatusReport> {
     })),
     rateLimit: d.upstreams.rateLimits.all().map((r) => ({ ...r, checkedAt: new Date(r.checkedAt).toISOString() })),
   }
+}
+
+function notWritable(d: Daemon): Pick<StatusReport, 'cacheNotWritable'> {
+  const failure = d.store.health.failure
+  return failure ? { cacheNotWritable: { reason: failure.reason, since: new Date(failure.since).toISOString() } } : {}
 }
 
 /**

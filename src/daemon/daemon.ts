@@ -107,7 +107,7 @@ export class Daemon {
     const clock = options.clock ?? systemClock
     const log = options.log ?? silentLogger
     const allowRegistries = registryAllowList(options)
-    const store = await Store.open(options.cacheDir, { clock })
+    const store = await Store.open(options.cacheDir, { clock, log })
     const upstreams = new Upstreams({
       overrides: options.upstreams ?? {},
       clock,

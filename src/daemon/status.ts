@@ -49,6 +49,8 @@ export interface CacheSection extends CacheStats {
   upstreamManifestHeads: number | null
   /** Tag pulls answered after a HEAD showed no change: counted GETs not made. */
   manifestGetsAvoided: number | null
+  /** The running daemon cannot write to the cache: `disk full (ENOSPC)`. Absent while it can. */
+  notWritable?: string
 }
 
 export interface RateLimitRow {
@@ -134,6 +136,7 @@ function cacheSection(stats: CacheStats, report: StatusReport | undefined): Cach
     upstreamManifestGets: c?.upstreamManifestGets ?? null,
     upstreamManifestHeads: c?.upstreamManifestHeads ?? null,
     manifestGetsAvoided: c?.manifestGetsAvoided ?? null,
+    ...(report?.cacheNotWritable ? { notWritable: report.cacheNotWritable.reason } : {}),
   }
 }
 

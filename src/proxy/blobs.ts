@@ -6,23 +6,40 @@
 // the clients' speeds. The download does not belong to any client: it keeps
 // filling the cache when the client that started it goes away.
 //
-// Integrity: the last byte of a blob is released to clients only after the
-// digest and size have been verified and the file renamed into place. If the
-// download fails or the content is wrong, the temp file is removed and every
-// client's stream errors, so a client never receives a complete-looking wrong
-// body and the cache never keeps one. A range request on a blob still
-// downloading is served from the same file once its bytes are there.
+// Integrity: no response is complete before its blob verified. The last byte
+// of a blob is released only after digest and size have been checked, and the
+// same holds for a range: a range of a blob still downloading is served from
+// the same file as its bytes arrive, all but its own last byte, which waits for
+// the whole blob to verify. A range that stops short of the blob's end is not
+// the blob, but a byte of content that fails its digest is still a wrong byte,
+// and a client of a range cannot check it; so ranges on a cold blob wait for
+// the download (on a cached blob they are immediate). If the download fails or
+// the content is wrong, the temp file is removed and every client's response
+// is cut (a Content-Length response short of its length; a chunked one without
+// its terminating chunk), so a client never receives a complete-looking wrong
+// body and the cache never keeps one. A blob whose upstream sends no
+// Content-Length goes out chunked under the same rule. A cached file is always
+// a verified one: it is renamed into place only after verification.
+//
+// When the disk refuses the blob (full, read-only, permissions: a
+// CACHE_UNAVAILABLE error from the store), a client that has not been sent a
+// byte yet gets the blob streamed from upstream past the cache, verified the
+// same way (streamPast). That stream is its own: concurrent clients of such a
+// blob each cause one upstream GET, and the download that met the full disk
+// costs one more. Clients already following the download when the disk fills
+// up mid-way are cut, and retry.
 
 import { EventEmitter, once } from 'node:events'
 import { constants, promises as fs } from 'node:fs'
 import type { FileHandle } from 'node:fs/promises'
 import type { Readable, Writable } from 'node:stream'
-import { DproxyError } from '../errors.js'
+import { DproxyError, isDproxyError } from '../errors.js'
 import type { Logger } from '../log.js'
 import type { Digest, ImageName } from '../registry/names.js'
+import { ContentCheck } from '../store/digest.js'
 import { isNotFound, type Store, type VerifyingWriter } from '../store/store.js'
 import { discard } from '../upstream/auth.js'
-import { upstreamError, type Upstreams } from '../upstream/client.js'
+import { upstreamError, type BlobBody, type Upstreams } from '../upstream/client.js'
 import type { Counters } from './counters.js'
 import { notCached } from './outage.js'
 import { SendBuffers } from './sendbuffers.js'
@@ -47,7 +64,8 @@ export interface BlobSource {
   size: number
   cached: boolean
   /**
-   * Writes bytes [start, end] (inclusive) to `out` and ends it. On a failure
+   * Writes bytes [start, end] (inclusive; `end` Infinity for "to the end,
+   * whatever the size") to `out` and ends it. On a failure
    * (the download broke, the content did not verify) `out` is destroyed, so
    * the client sees a cut connection, and the error is thrown. Call at most
    * once; call close() instead when nothing is sent.
@@ -73,7 +91,11 @@ export class BlobProxy {
     const { store, counters } = this.o
     const running = this.fetches.get(d.value)
     if (!running) {
-      const handle = await store.openBlob(d)
+      // A cached file the disk will not give back is fetched again like a missing one.
+      const handle = await store.openBlob(d).catch((err: unknown) => {
+        if (isCacheUnavailable(err)) return undefined
+        throw err
+      })
       if (handle) {
         counters.cacheHits++
         await store.touchBlob(d)
@@ -93,9 +115,26 @@ export class BlobProxy {
     try {
       await fetch.started
     } catch (err) {
+      if (isCacheUnavailable(err)) return this.past(image, d)
       throw notCached(err, 'BLOB_UNKNOWN', `blob ${d.value}`, image.registry)
     }
-    return fromFetch(fetch, this.buffers)
+    return fromFetch(fetch, this.buffers, () => this.past(image, d))
+  }
+
+  /** The blob straight from upstream to one client, for when the cache cannot take it. */
+  private async past(image: ImageName, d: Digest): Promise<BlobSource> {
+    let up: BlobBody
+    try {
+      up = await this.o.upstreams.get(image.registry).getBlob(image.repository, d.value)
+    } catch (err) {
+      throw notCached(err, 'BLOB_UNKNOWN', `blob ${d.value}`, image.registry)
+    }
+    return {
+      size: up.size ?? -1,
+      cached: false,
+      send: (out, start, end) => streamPast(up, d, out, start, end, this.o.counters),
+      close: async () => discard(up.body),
+    }
   }
 
   /** Size of a blob without downloading it. */
@@ -167,11 +206,6 @@ class Fetch extends EventEmitter {
     this.done = new Promise((resolve) => (this.finish = resolve))
   }
 
-  /** Bytes readers may have: everything once verified, all but the last byte before. */
-  get available(): number {
-    return this.verified ? this.written : Math.max(0, this.written - 1)
-  }
-
   async run(): Promise<void> {
     const { store, upstreams, counters, log } = this.o
     try {
@@ -186,10 +220,15 @@ class Fetch extends EventEmitter {
       const up = await upstreams.get(this.image.registry).getBlob(this.image.repository, this.d.value)
       this.body = up.body
       if (this.aborted) up.body.destroy(new DproxyError('UPSTREAM_UNAVAILABLE', 'dproxy is shutting down'))
-      const writer = await store.createBlobWriter(this.d, up.size)
+      let writer: VerifyingWriter
+      try {
+        writer = await store.createBlobWriter(this.d, up.size)
+      } catch (err) {
+        discard(up.body)
+        throw err
+      }
       this.size = up.size
       this.tempPath = writer.tempPath
-      this.markStarted()
       try {
         await this.copy(up.body, writer)
       } catch (err) {
@@ -197,6 +236,8 @@ class Fetch extends EventEmitter {
         await writer.abort()
         throw upstreamError(err, `GET ${up.url}`)
       }
+      // Clients are let in once the disk took the first bytes (or there were none).
+      this.markStarted()
       await writer.verify()
       this.size = this.written
       this.verified = true
@@ -206,7 +247,10 @@ class Fetch extends EventEmitter {
     } catch (err) {
       this.error = err instanceof Error ? err : new Error(String(err))
       this.failStart(this.error)
-      log.warn(`blob ${this.d.value} of ${this.image.registry}/${this.image.repository} not cached: ${this.error.message}`)
+      // The store logs a failing disk once, not once per blob.
+      if (!isCacheUnavailable(err)) {
+        log.warn(`blob ${this.d.value} of ${this.image.registry}/${this.image.repository} not cached: ${this.error.message}`)
+      }
     } finally {
       this.emit('progress')
       this.finish()
@@ -229,6 +273,7 @@ class Fetch extends EventEmitter {
         queued = 0
         await writer.writev(batch)
         this.written = writer.written
+        this.markStarted()
         this.emit('progress')
       }
     }
@@ -284,46 +329,65 @@ class Fetch extends EventEmitter {
 /** What pump() reads from: a complete file, or a download in progress. */
 interface ByteSource {
   open(): Promise<FileHandle>
-  /** Bytes that may be sent now. */
-  available(): number
-  /** True when no more bytes will come. */
-  complete(): boolean
-  /** Throws the download's error, if any. */
+  /** Bytes in the file so far. */
+  written(): number
+  /** True when every byte is there and verified: no more will come. */
+  verified(): boolean
+  /** Throws the download's error, if any (none once verified: those bytes are good whatever happens next). */
   check(): void
-  /** Resolves at the next change of available/complete/error. */
+  /** Resolves at the next change of written/verified/error. */
   changed(): Promise<void>
 }
 
 function fromFile(fh: FileHandle, size: number, counters: Counters, buffers: SendBuffers): BlobSource {
   const file: ByteSource = {
     open: async () => fh,
-    available: () => size,
-    complete: () => true,
+    written: () => size,
+    verified: () => true,
     check: () => {},
     changed: async () => {},
   }
   return {
     size,
     cached: true,
-    send: (out, start, end) => pump(file, out, start, end, buffers, (n) => (counters.bytesFromCache += n)),
+    send: (out, start, end) =>
+      pump(file, out, start, end, buffers, (n) => (counters.bytesFromCache += n)).catch((err: unknown) => {
+        out.destroy()
+        throw err
+      }),
     close: () => fh.close(),
   }
 }
 
-function fromFetch(fetch: Fetch, buffers: SendBuffers): BlobSource {
+function fromFetch(fetch: Fetch, buffers: SendBuffers, past: () => Promise<BlobSource>): BlobSource {
   const download: ByteSource = {
     open: () => fetch.openFile(),
-    available: () => fetch.available,
-    complete: () => fetch.verified,
+    written: () => fetch.written,
+    verified: () => fetch.verified,
     check: () => {
-      if (fetch.error) throw fetch.error
+      if (fetch.error && !fetch.verified) throw fetch.error
     },
     changed: () => fetch.changed(),
   }
   return {
     size: fetch.size ?? -1,
     cached: fetch.committed,
-    send: (out, start, end) => pump(download, out, start, end, buffers, () => {}),
+    send: async (out, start, end) => {
+      try {
+        await pump(download, out, start, end, buffers, () => {})
+      } catch (err) {
+        // pump leaves `out` untouched only when the disk failed before it sent a byte.
+        if (out.destroyed) throw err
+        let other: BlobSource
+        try {
+          other = await past()
+        } catch (pastErr) {
+          out.destroy()
+          throw pastErr
+        }
+        await other.send(out, start, end)
+      }
+    },
     close: async () => {},
   }
 }
@@ -359,9 +423,11 @@ async function pump(
     for (;;) {
       if (closed) return
       src.check()
-      const limit = Math.min(src.available(), end + 1)
+      // Until the blob verified, the last byte there and the range's own last byte stay back.
+      const verified = src.verified()
+      const limit = verified ? Math.min(src.written(), end + 1) : Math.min(src.written() - 1, end)
       if (pos >= limit) {
-        if (src.complete()) break
+        if (verified) break
         await Promise.race([src.changed(), gone])
         continue
       }
@@ -391,9 +457,49 @@ async function pump(
     }
     out.end()
   } catch (err) {
-    out.destroy()
+    if (pos > start || !isCacheUnavailable(err)) out.destroy()
     throw err
   } finally {
     await fh?.close().catch(() => {})
   }
+}
+
+/**
+ * Streams [start, end] of an upstream body to `out`, checking it as it
+ * passes, and holds back the last piece of the range until the whole blob
+ * verified; on a mismatch or a broken body `out` is cut instead.
+ */
+async function streamPast(up: BlobBody, d: Digest, out: Writable, start: number, end: number, counters: Counters): Promise<void> {
+  const check = new ContentCheck(d, up.size)
+  const gone = once(out, 'close').then(
+    () => {},
+    () => {},
+  )
+  let held: Buffer | undefined
+  try {
+    for await (const chunk of up.body as AsyncIterable<Buffer>) {
+      if (out.destroyed) {
+        discard(up.body)
+        return
+      }
+      const at = check.size
+      check.update([chunk])
+      counters.bytesFromUpstream += chunk.length
+      const piece = chunk.subarray(Math.max(0, start - at), Math.max(0, Math.min(chunk.length, end + 1 - at)))
+      if (piece.length === 0) continue
+      if (held && !out.write(held)) await Promise.race([once(out, 'drain'), gone])
+      held = piece
+    }
+    check.finish()
+  } catch (err) {
+    discard(up.body)
+    out.destroy()
+    throw upstreamError(err, `GET ${up.url}`)
+  }
+  if (held) out.write(held)
+  out.end()
+}
+
+function isCacheUnavailable(err: unknown): boolean {
+  return isDproxyError(err, 'CACHE_UNAVAILABLE')
 }

@@ -8,9 +8,13 @@
 //
 // Manifest bytes are verified against their digest and stored byte for byte:
 // never re-serialised or converted, so multi-arch indexes keep their digests.
+//
+// Writing to the cache is bookkeeping, not the answer: when the disk refuses
+// (full, read-only; CACHE_UNAVAILABLE, logged once by the store), the client
+// is still served what upstream or the cache gave.
 
 import type { Clock } from '../clock.js'
-import { DproxyError, isUpstreamOutage } from '../errors.js'
+import { DproxyError, isDproxyError, isUpstreamOutage } from '../errors.js'
 import type { Logger } from '../log.js'
 import { parseDigest, type Digest, type ImageName, type Reference } from '../registry/names.js'
 import { digestOf } from '../store/digest.js'
@@ -120,12 +124,14 @@ export class ManifestProxy {
 
   /** Remembers what upstream just said the tag points at. */
   private async recordTag(image: ImageName, tag: string, m: StoredManifest): Promise<void> {
-    await this.o.store.putTag(image.registry, image.repository, tag, {
-      digest: m.digest,
-      mediaType: m.mediaType,
-      size: m.bytes.length,
-      checkedAt: this.o.clock.now(),
-    })
+    await unlessDiskFails(
+      this.o.store.putTag(image.registry, image.repository, tag, {
+        digest: m.digest,
+        mediaType: m.mediaType,
+        size: m.bytes.length,
+        checkedAt: this.o.clock.now(),
+      }),
+    )
   }
 
   /** Verifies upstream bytes against every digest that names them, then stores them. */
@@ -146,7 +152,7 @@ export class ManifestProxy {
         )
       }
     }
-    await this.o.store.putManifest(d, bytes, mediaType)
+    await unlessDiskFails(this.o.store.putManifest(d, bytes, mediaType))
     await this.used(image, d)
     return { digest: d.value, mediaType, bytes, stale: false }
   }
@@ -169,7 +175,15 @@ export class ManifestProxy {
 
   private async used(image: ImageName, d: Digest): Promise<void> {
     await this.o.store.touchManifest(d)
-    await this.o.store.linkManifest(image.registry, image.repository, d)
+    await unlessDiskFails(this.o.store.linkManifest(image.registry, image.repository, d))
+  }
+}
+
+async function unlessDiskFails(write: Promise<void>): Promise<void> {
+  try {
+    await write
+  } catch (err) {
+    if (!isDproxyError(err, 'CACHE_UNAVAILABLE')) throw err
   }
 }
 

@@ -11,6 +11,7 @@ import type { Logger } from '../log.js'
 const wireCode: Partial<Record<ErrorCode, string>> = {
   UPSTREAM_UNAVAILABLE: 'UNAVAILABLE',
   UPSTREAM_INVALID: 'UNAVAILABLE',
+  CACHE_UNAVAILABLE: 'UNAVAILABLE',
   CONFIG_INVALID: 'UNKNOWN',
   LISTEN_FAILED: 'UNKNOWN',
   USAGE: 'UNKNOWN',

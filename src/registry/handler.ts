@@ -133,7 +133,8 @@ async function serveBlob(
   }
   const source = await deps.blobs.open(image, d)
   let start = 0
-  let end = source.size - 1
+  // Unknown size (upstream sent no Content-Length): the whole blob, chunked.
+  let end = source.size < 0 ? Infinity : source.size - 1
   if (source.size >= 0) {
     res.setHeader('accept-ranges', 'bytes')
     const range = parseRange(req.headers.range, source.size)

@@ -38,6 +38,14 @@
 // components match [a-z0-9]+([._-]|__)..., so they can never be `_tags`,
 // `_manifests`, `.` or `..`, and names are validated before they get here.
 //
+// Access: the cache holds layers of private images pulled with `dproxy login`
+// credentials, so nothing in it is for other local users. The cache dir is
+// 0700 (created so; a looser one, left by an older dproxy or made by hand, is
+// tightened when the store opens, with a one-line notice), and the store
+// creates directories 0700 and files 0600 below it. The dir's mode alone
+// already keeps everything below it unreachable; the modes of what is inside
+// keep it so when the tree is copied or moved elsewhere.
+//
 // Several processes may use one cache dir (the daemon and the CLI): every write
 // is a rename of a complete file, and readers open a file before they use it,
 // so a concurrent delete never hands a reader a partial file (POSIX keeps an
@@ -47,6 +55,9 @@ import { join } from 'node:path'
 import type { Digest } from '../registry/names.js'
 
 export const LAYOUT_VERSION = 1
+/** Modes of what the store creates (before the umask, which can only tighten them). */
+export const DIR_MODE = 0o700
+export const FILE_MODE = 0o600
 
 export class Layout {
   constructor(readonly root: string) {}

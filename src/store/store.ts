@@ -6,17 +6,24 @@
 // place only when digest and size match, so the cache never holds a partial or
 // wrong file. Readers get an open file handle, which stays valid if another
 // process deletes or replaces the file meanwhile.
+//
+// Everything is created private to the user (dir 0700, files 0600; layout.ts
+// says why). A write the disk refuses (full, read-only, permissions) throws
+// CACHE_UNAVAILABLE and is recorded in `health`; recording when a blob or
+// manifest was last used is best effort and never fails a read.
 
 import { randomBytes } from 'node:crypto'
 import { constants, promises as fs, type Dirent } from 'node:fs'
 import type { FileHandle } from 'node:fs/promises'
 import { basename, dirname, join } from 'node:path'
-import type { Hash } from 'node:crypto'
+import { LRUCache } from 'lru-cache'
 import { systemClock, type Clock } from '../clock.js'
-import { DproxyError } from '../errors.js'
+import { DproxyError, isDproxyError } from '../errors.js'
+import { silentLogger, type Logger } from '../log.js'
 import type { Digest } from '../registry/names.js'
-import { hasherFor } from './digest.js'
-import { LAYOUT_VERSION, Layout } from './layout.js'
+import { ContentCheck } from './digest.js'
+import { DiskHealth } from './health.js'
+import { DIR_MODE, FILE_MODE, LAYOUT_VERSION, Layout } from './layout.js'
 
 export interface TagRecord {
   digest: string
@@ -48,20 +55,32 @@ export interface StoreOptions {
   clock?: Clock
   /** Don't rewrite a file's access time more often than this (ms). */
   touchIntervalMs?: number
+  /** How many recently touched files to remember for that (the least recently touched are forgotten). */
+  touchMemory?: number
+  /** Where the store says that it tightened the cache dir's mode, or that the disk refuses writes. */
+  log?: Logger
 }
 
 const TMP_MAX_AGE_MS = 10 * 60 * 1000
+const TOUCH_MEMORY = 4096
 
 export class Store {
   readonly layout: Layout
   readonly clock: Clock
+  /** Whether the disk takes writes (status reports it). */
+  readonly health: DiskHealth
+  private readonly log: Logger
   private readonly touchIntervalMs: number
-  private readonly touched = new Map<string, number>()
+  /** Bounded: a long-running daemon serves more distinct blobs than it should remember. */
+  private readonly touched: LRUCache<string, number>
 
   private constructor(root: string, options: StoreOptions) {
     this.layout = new Layout(root)
     this.clock = options.clock ?? systemClock
+    this.log = options.log ?? silentLogger
+    this.health = new DiskHealth(this.clock, this.log)
     this.touchIntervalMs = options.touchIntervalMs ?? 60_000
+    this.touched = new LRUCache({ max: options.touchMemory ?? TOUCH_MEMORY })
   }
 
   /** Opens (creating when needed) the cache at `root`. */
@@ -77,7 +96,8 @@ export class Store {
 
   private async init(): Promise<void> {
     const { layout } = this
-    await fs.mkdir(layout.tmpDir, { recursive: true })
+    await fs.mkdir(layout.tmpDir, { recursive: true, mode: DIR_MODE })
+    await this.restrictAccess()
     let version: unknown
     try {
       version = JSON.parse(await fs.readFile(layout.versionFile, 'utf8')).version
@@ -93,6 +113,21 @@ export class Store {
       )
     }
     await this.removeStaleTemps()
+  }
+
+  /** Makes the cache dir private when an older dproxy (or the user) created it readable by others. */
+  private async restrictAccess(): Promise<void> {
+    if (process.platform === 'win32') return
+    const { root } = this.layout
+    const mode = (await fs.stat(root)).mode & 0o777
+    if ((mode & 0o077) === 0) return
+    const was = mode.toString(8).padStart(4, '0')
+    try {
+      await fs.chmod(root, DIR_MODE)
+      this.log.info(`cache dir ${root} was open to other users (mode ${was}); now 0700, so cached private images stay private`)
+    } catch (err) {
+      this.log.warn(`cache dir ${root} is open to other users (mode ${was}) and cannot be made private: ${(err as Error).message}`)
+    }
   }
 
   /** Removes temp files a crashed process left behind. Recent ones may belong to a live writer. */
@@ -114,7 +149,7 @@ export class Store {
       fh = await fs.open(this.layout.blob(d), constants.O_RDONLY)
     } catch (err) {
       if (isNotFound(err)) return undefined
-      throw err
+      throw this.health.readFailed(err, `blob ${d.value}`)
     }
     const { size } = await fh.stat()
     return { fh, size }
@@ -123,7 +158,7 @@ export class Store {
   async statBlob(d: Digest): Promise<number | undefined> {
     const st = await fs.stat(this.layout.blob(d)).catch((err: unknown) => {
       if (isNotFound(err)) return undefined
-      throw err
+      throw this.health.readFailed(err, `blob ${d.value}`)
     })
     return st?.size
   }
@@ -133,7 +168,7 @@ export class Store {
   }
 
   async createBlobWriter(d: Digest, expectedSize?: number): Promise<VerifyingWriter> {
-    return VerifyingWriter.create(this.layout, d, this.layout.blob(d), expectedSize)
+    return VerifyingWriter.create(this.layout, d, this.layout.blob(d), this.health, expectedSize)
   }
 
   async touchBlob(d: Digest): Promise<void> {
@@ -168,8 +203,8 @@ export class Store {
 
   /** Stores manifest bytes under their digest. The caller has verified the digest. */
   async putManifest(d: Digest, bytes: Uint8Array, mediaType: string): Promise<void> {
-    await writeAtomic(this.layout, this.layout.manifestType(d), mediaType + '\n')
-    await writeAtomic(this.layout, this.layout.manifest(d), bytes)
+    await this.write(this.layout.manifestType(d), mediaType + '\n', `manifest ${d.value}`)
+    await this.write(this.layout.manifest(d), bytes, `manifest ${d.value}`)
   }
 
   async touchManifest(d: Digest): Promise<void> {
@@ -193,7 +228,16 @@ export class Store {
   }
 
   async putTag(registry: string, repository: string, tag: string, rec: TagRecord): Promise<void> {
-    await writeAtomic(this.layout, this.layout.tag(registry, repository, tag), JSON.stringify(rec) + '\n')
+    await this.write(this.layout.tag(registry, repository, tag), JSON.stringify(rec) + '\n', `tag ${repository}:${tag}`)
+  }
+
+  private async write(path: string, data: string | Uint8Array, what: string): Promise<void> {
+    try {
+      await writeAtomic(this.layout, path, data)
+    } catch (err) {
+      throw this.health.writeFailed(err, what, path)
+    }
+    this.health.writeSucceeded()
   }
 
   async listTags(registry: string, repository: string): Promise<string[]> {
@@ -208,12 +252,16 @@ export class Store {
   async linkManifest(registry: string, repository: string, d: Digest): Promise<void> {
     const path = this.layout.manifestLink(registry, repository, d)
     try {
-      await fs.writeFile(path, '', { flag: 'wx' })
+      try {
+        await fs.writeFile(path, '', { flag: 'wx', mode: FILE_MODE })
+      } catch (err) {
+        if (isExists(err)) return
+        if (!isNotFound(err)) throw err
+        await fs.mkdir(dirname(path), { recursive: true, mode: DIR_MODE })
+        await fs.writeFile(path, '', { flag: 'w', mode: FILE_MODE })
+      }
     } catch (err) {
-      if (isExists(err)) return
-      if (!isNotFound(err)) throw err
-      await fs.mkdir(dirname(path), { recursive: true })
-      await fs.writeFile(path, '', { flag: 'w' })
+      throw this.health.writeFailed(err, `the link of ${repository} to ${d.value}`, path)
     }
   }
 
@@ -249,7 +297,10 @@ export class Store {
       const st = await fs.stat(path)
       await fs.utimes(path, new Date(now), st.mtime)
     } catch (err) {
-      if (!isNotFound(err)) throw err
+      if (isNotFound(err)) return
+      // Eviction may pick this file a little early; serving it matters more.
+      const failure = this.health.writeFailed(err, 'the last-used time', path)
+      if (!isDproxyError(failure, 'CACHE_UNAVAILABLE')) throw failure
     }
   }
 }
@@ -267,15 +318,26 @@ export class VerifyingWriter {
     readonly tempPath: string,
     private readonly finalPath: string,
     private readonly digest: Digest,
-    private readonly expectedSize: number | undefined,
+    private readonly check: ContentCheck,
     private readonly fh: FileHandle,
-    private readonly hash: Hash,
+    private readonly health: DiskHealth,
   ) {}
 
-  static async create(layout: Layout, d: Digest, finalPath: string, expectedSize?: number): Promise<VerifyingWriter> {
+  static async create(
+    layout: Layout,
+    d: Digest,
+    finalPath: string,
+    health: DiskHealth,
+    expectedSize?: number,
+  ): Promise<VerifyingWriter> {
     const tempPath = join(layout.tmpDir, `${d.hex.slice(0, 16)}-${randomBytes(6).toString('hex')}`)
-    const fh = await fs.open(tempPath, 'wx', 0o644)
-    return new VerifyingWriter(tempPath, finalPath, d, expectedSize, fh, hasherFor(d))
+    let fh: FileHandle
+    try {
+      fh = await fs.open(tempPath, 'wx', FILE_MODE)
+    } catch (err) {
+      throw health.writeFailed(err, `blob ${d.value}`, tempPath)
+    }
+    return new VerifyingWriter(tempPath, finalPath, d, new ContentCheck(d, expectedSize), fh, health)
   }
 
   async write(chunk: Uint8Array): Promise<void> {
@@ -285,20 +347,21 @@ export class VerifyingWriter {
   /** Appends chunks in one system call where the OS allows (downloads arrive in many small pieces). */
   async writev(chunks: Uint8Array[]): Promise<void> {
     const total = chunks.reduce((n, c) => n + c.length, 0)
-    if (this.expectedSize !== undefined && this.written + total > this.expectedSize) {
-      throw new DproxyError('SIZE_INVALID', `blob ${this.digest.value} is longer than the ${this.expectedSize} bytes announced`)
-    }
-    for (const c of chunks) this.hash.update(c)
-    let { bytesWritten } = await this.fh.writev(chunks)
-    // A short write leaves the rest: finish it chunk by chunk.
-    for (const c of chunks) {
-      if (bytesWritten >= c.length) {
-        bytesWritten -= c.length
-        continue
+    this.check.update(chunks)
+    try {
+      let { bytesWritten } = await this.fh.writev(chunks)
+      // A short write leaves the rest: finish it chunk by chunk.
+      for (const c of chunks) {
+        if (bytesWritten >= c.length) {
+          bytesWritten -= c.length
+          continue
+        }
+        let off = bytesWritten
+        bytesWritten = 0
+        while (off < c.length) off += (await this.fh.write(c, off, c.length - off)).bytesWritten
       }
-      let off = bytesWritten
-      bytesWritten = 0
-      while (off < c.length) off += (await this.fh.write(c, off, c.length - off)).bytesWritten
+    } catch (err) {
+      throw this.health.writeFailed(err, `blob ${this.digest.value}`, this.tempPath)
     }
     this.written += total
   }
@@ -312,18 +375,7 @@ export class VerifyingWriter {
   async verify(): Promise<void> {
     if (this.verified) return
     try {
-      if (this.expectedSize !== undefined && this.written !== this.expectedSize) {
-        throw new DproxyError(
-          'SIZE_INVALID',
-          `blob ${this.digest.value}: got ${this.written} bytes, expected ${this.expectedSize}`,
-        )
-      }
-      const actual = `${this.digest.algorithm}:${this.hash.digest('hex')}`
-      if (actual !== this.digest.value) {
-        throw new DproxyError('DIGEST_INVALID', `blob ${this.digest.value}: content has digest ${actual}`, {
-          detail: { expected: this.digest.value, actual },
-        })
-      }
+      this.check.finish()
       this.verified = true
     } catch (err) {
       this.done = true
@@ -339,13 +391,14 @@ export class VerifyingWriter {
     try {
       await this.fh.datasync()
       await this.fh.close()
-      await fs.mkdir(dirname(this.finalPath), { recursive: true })
+      await fs.mkdir(dirname(this.finalPath), { recursive: true, mode: DIR_MODE })
       await fs.rename(this.tempPath, this.finalPath)
-      return this.finalPath
     } catch (err) {
       await this.discard()
-      throw err
+      throw this.health.writeFailed(err, `blob ${this.digest.value}`, this.finalPath)
     }
+    this.health.writeSucceeded()
+    return this.finalPath
   }
 
   async abort(): Promise<void> {
@@ -356,18 +409,25 @@ export class VerifyingWriter {
 
   private async discard(): Promise<void> {
     await this.fh.close().catch(() => {})
-    await fs.rm(this.tempPath, { force: true })
+    // On a read-only disk this fails too; the temp file is then an orphan, removed at the next start.
+    await fs.rm(this.tempPath, { force: true }).catch(() => {})
   }
 }
 
 async function writeAtomic(layout: Layout, path: string, data: string | Uint8Array): Promise<void> {
   const temp = join(layout.tmpDir, `w-${randomBytes(8).toString('hex')}`)
-  await fs.writeFile(temp, data, { flag: 'wx' })
   try {
-    await fs.mkdir(dirname(path), { recursive: true })
+    await fs.writeFile(temp, data, { flag: 'wx', mode: FILE_MODE })
+  } catch (err) {
+    // ENOSPC can come after the file was created.
+    await fs.rm(temp, { force: true }).catch(() => {})
+    throw err
+  }
+  try {
+    await fs.mkdir(dirname(path), { recursive: true, mode: DIR_MODE })
     await fs.rename(temp, path)
   } catch (err) {
-    await fs.rm(temp, { force: true })
+    await fs.rm(temp, { force: true }).catch(() => {})
     throw err
   }
 }

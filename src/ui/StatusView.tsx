@@ -87,6 +87,11 @@ export function StatusView({ snapshot }: { snapshot: StatusSnapshot }) {
             <Text bold>{formatBytes(c.bytes)}</Text> in {c.blobs} blobs, {c.manifests} manifests, {c.tags} tags
           </Text>
         </Row>
+        {c.notWritable !== undefined ? (
+          <Row label="">
+            <Text color="red">cache not writable: {c.notWritable}</Text>
+          </Row>
+        ) : null}
         {c.cacheHits === null ? (
           <Row label="traffic">
             <Text dimColor>unknown (counted by the running daemon)</Text>

@@ -4,6 +4,7 @@
 // verifying every digest on the way.
 
 import { createHash } from 'node:crypto'
+import { get as httpGet } from 'node:http'
 import { request } from 'undici'
 import { Daemon, type DaemonOptions } from '../../src/daemon/daemon.js'
 import { ACCEPT_ALL_MANIFESTS, type FixtureImage } from '../fixtures/images.js'
@@ -93,4 +94,33 @@ export async function settled(d: Daemon, timeoutMs = 10_000): Promise<void> {
     if (Date.now() > until) throw new Error(`daemon still has ${d.blobs.inflight} downloads after ${timeoutMs} ms`)
     await new Promise((r) => setTimeout(r, 10))
   }
+}
+
+export interface RawFetched extends Fetched {
+  /** The whole message arrived (every Content-Length byte, or the terminating chunk); false for a cut connection. */
+  complete: boolean
+  /** Why the request failed before any response came. */
+  error?: Error
+}
+
+/**
+ * GET with node:http, which says whether the response was complete: a client
+ * must be able to tell a cut connection from a short body, chunked or not.
+ * Never rejects: a connection cut before the response is status 0.
+ */
+export function getRaw(url: string, headers: Record<string, string> = {}): Promise<RawFetched> {
+  return new Promise((resolve, reject) => {
+    let responded = false
+    const req = httpGet(url, { headers }, (res) => {
+      responded = true
+      const chunks: Buffer[] = []
+      res.on('data', (c: Buffer) => chunks.push(c))
+      res.on('error', () => {})
+      res.on('close', () =>
+        resolve({ status: res.statusCode ?? 0, headers: res.headers, body: Buffer.concat(chunks), complete: res.complete }),
+      )
+    })
+    // Cut before the response even began: a failure the client sees, like any other cut.
+    req.on('error', (err) => (responded ? undefined : resolve({ status: 0, headers: {}, body: Buffer.alloc(0), complete: false, error: err })))
+  })
 }

@@ -25,6 +25,8 @@ import { adminHandler, type StatusReport, buildStatus } from './admin.js'
 import { ClientAuth, TOKEN_PATH, type ClientAuthOptions } from './clientauth.js'
 import { adminUrl, DaemonLock, formatListen } from './lifecycle.js'
 import { CacheMaintenance } from './maintenance.js'
+import { FailureBook } from './failures.js'
+import { ProbeRepository } from '../proxy/probe.js'
 import { isLoopbackHost } from '../net.js'
 
 export const DEFAULT_HOSTS = ['127.0.0.1', '::1']
@@ -69,6 +71,10 @@ export class Daemon {
   readonly listening: ListenAddress[] = []
   /** Clearing and eviction, serialised; enforces maxSizeBytes and ttlMs. */
   readonly maintenance: CacheMaintenance
+  /** `dproxy doctor`'s probe repository and the nonces that arrived. */
+  readonly probe: ProbeRepository
+  /** The errors recently sent to clients, per image (status, doctor). */
+  readonly failures: FailureBook
 
   private constructor(
     readonly options: DaemonOptions,
@@ -90,6 +96,8 @@ export class Daemon {
       maxSizeBytes: options.maxSizeBytes,
       ttlMs: options.ttlMs,
     })
+    this.probe = new ProbeRepository({ clock })
+    this.failures = new FailureBook(clock)
   }
 
   static async start(options: DaemonOptions): Promise<Daemon> {
@@ -149,7 +157,14 @@ export class Daemon {
   }
 
   private async listen(hosts: string[], port: number): Promise<void> {
-    const registry = registryHandler({ manifests: this.manifests, blobs: this.blobs, counters: this.counters, log: this.log })
+    const registry = registryHandler({
+      manifests: this.manifests,
+      blobs: this.blobs,
+      counters: this.counters,
+      log: this.log,
+      probe: this.probe,
+      onError: (req, wire) => this.failures.record(req, wire),
+    })
     const admin = adminHandler(this)
     const clientAuth = this.options.clientAuth ? new ClientAuth({ clock: this.clock, log: this.log, ...this.options.clientAuth }) : undefined
     const guarded = clientAuth ? clientAuth.guard(registry) : registry

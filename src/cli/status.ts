@@ -21,6 +21,7 @@ import { openCredentialStore, type CredentialStore } from '../credentials/index.
 import { silentLogger } from '../log.js'
 import {
   collectStatus,
+  describeFailures,
   describeLimit,
   describeReading,
   formatAge,
@@ -79,6 +80,10 @@ export function formatStatusText(s: StatusSnapshot): string {
   for (const r of s.rateLimit) {
     const reading = describeReading(r)
     out.push(`  ${r.registry.padEnd(width)}  ${describeLimit(r)}${reading ? `  (${reading})` : ''}`)
+  }
+  if (s.recentFailures.length > 0) {
+    out.push('', 'recent failures (what clients asked and why dproxy could not serve it)')
+    for (const line of describeFailures(s.recentFailures)) out.push(`  ${line}`)
   }
   return out.join('\n') + '\n'
 }

@@ -34,6 +34,7 @@ const commands: Array<[names: string[], load: () => Promise<Register>]> = [
   [['login', 'logout'], async () => (await import('./login.js')).registerLoginCommands],
   [['env'], async () => (await import('./env.js')).registerEnvCommand],
   [['setup'], async () => (await import('./setup.js')).registerSetupCommand],
+  [['doctor'], async () => (await import('./doctor.js')).registerDoctorCommand],
 ]
 
 /**

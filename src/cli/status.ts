@@ -32,7 +32,7 @@ import { storedCredentials } from '../upstream/login.js'
 import type { CliContext } from './program.js'
 
 /** The credential store is opened only if the probe really needs a token (it may ask a keychain). */
-function lazyCredentials(configDir: string, env: NodeJS.ProcessEnv): CredentialSource {
+export function lazyCredentials(configDir: string, env: NodeJS.ProcessEnv): CredentialSource {
   let store: Promise<CredentialStore> | undefined
   return storedCredentials(
     async (registry) => {

@@ -8,6 +8,7 @@
 
 import { resolve } from 'node:path'
 import type { Command } from 'commander'
+import { describeFailures } from '../daemon/status.js'
 import { DproxyError } from '../errors.js'
 import type { CliContext } from './program.js'
 import type { Check, ClientReport, DoctorReport } from '../setup/doctor.js'
@@ -77,10 +78,7 @@ export function formatDoctorText(r: DoctorReport, tty: boolean): string {
   })
   if (r.recentFailures.length > 0) {
     out.push('', 'recent failures (clients in mirror mode fall back to the origin and print its error instead):')
-    for (const f of r.recentFailures) {
-      out.push(`  ${f.image}: ${f.count} failed request${f.count === 1 ? '' : 's'}`)
-      for (const x of f.failures.slice(0, 3)) out.push(`    ${x.at}  ${x.request} -> ${x.status} ${x.code}: ${x.message}`)
-    }
+    for (const line of describeFailures(r.recentFailures)) out.push(`  ${line}`)
   }
   out.push('', r.ok ? 'all good: every client found goes through dproxy' : 'something is broken: see FAIL and the fixes above')
   return out.join('\n') + '\n'

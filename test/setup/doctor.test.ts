@@ -1,9 +1,8 @@
-import { join } from 'node:path'
 import t from 'tap'
 import { formatDoctorText } from '../../src/cli/doctor.js'
 import { pointsAt, type DoctorReport } from '../../src/setup/doctor.js'
 import { freePort } from '../fixtures/clients.js'
-import { runInProcess } from '../helpers/cli.js'
+import { isolatedEnv, runInProcess } from '../helpers/cli.js'
 import { startDaemon } from '../helpers/daemon.js'
 
 t.test('pointsAt: URLs, host:port and registries.conf locations against the listen addresses', async (t) => {
@@ -22,17 +21,8 @@ t.test('pointsAt: URLs, host:port and registries.conf locations against the list
 })
 
 t.test('clients told an address dproxy no longer listens on (dproxy start --port): the address check fails, exit 1', async (t) => {
-  const dir = t.testdir({ home: {}, config: {}, state: {}, cache: {} })
   const closed = `http://127.0.0.1:${await freePort()}`
-  const env = {
-    PATH: '',
-    HOME: join(dir, 'home'),
-    DPROXY_CONFIG_DIR: join(dir, 'config'),
-    DPROXY_CACHE_DIR: join(dir, 'cache'),
-    DPROXY_STATE_DIR: join(dir, 'state'),
-    DPROXY_UPSTREAMS: `docker.io=${closed}`,
-    DPROXY_PORT: '1',
-  }
+  const env = isolatedEnv(t, { PATH: '', DPROXY_UPSTREAMS: `docker.io=${closed}`, DPROXY_PORT: '1' })
   // setup with no daemon running points clients at the configured port.
   const setup = await runInProcess(['setup', 'podman', '--user', '--registries', 'docker.io', '--yes'], env)
   t.equal(setup.code, 0, setup.err)

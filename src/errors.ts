@@ -37,6 +37,8 @@ export type ErrorCode =
   | 'SETUP_DENIED'
   // the cache's disk failed (full, read-only, permissions): a disk error, never an upstream one
   | 'CACHE_UNAVAILABLE'
+  // `dproxy doctor`: a check failed (the report says which)
+  | 'DOCTOR_FAILED'
 
 export interface DproxyErrorOptions {
   status?: number
@@ -70,6 +72,7 @@ const defaultStatus: Record<ErrorCode, number> = {
   SETUP_FILE_INVALID: 400,
   SETUP_DENIED: 403,
   CACHE_UNAVAILABLE: 503,
+  DOCTOR_FAILED: 500,
 }
 
 export class DproxyError extends Error {

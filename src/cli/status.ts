@@ -21,6 +21,7 @@ import { openCredentialStore, type CredentialStore } from '../credentials/index.
 import { silentLogger } from '../log.js'
 import {
   collectStatus,
+  describeFailures,
   describeLimit,
   describeReading,
   formatAge,
@@ -31,7 +32,7 @@ import { storedCredentials } from '../upstream/login.js'
 import type { CliContext } from './program.js'
 
 /** The credential store is opened only if the probe really needs a token (it may ask a keychain). */
-function lazyCredentials(configDir: string, env: NodeJS.ProcessEnv): CredentialSource {
+export function lazyCredentials(configDir: string, env: NodeJS.ProcessEnv): CredentialSource {
   let store: Promise<CredentialStore> | undefined
   return storedCredentials(
     async (registry) => {
@@ -80,6 +81,10 @@ export function formatStatusText(s: StatusSnapshot): string {
   for (const r of s.rateLimit) {
     const reading = describeReading(r)
     out.push(`  ${r.registry.padEnd(width)}  ${describeLimit(r)}${reading ? `  (${reading})` : ''}`)
+  }
+  if (s.recentFailures.length > 0) {
+    out.push('', 'recent failures (what clients asked and why dproxy could not serve it)')
+    for (const line of describeFailures(s.recentFailures)) out.push(`  ${line}`)
   }
   return out.join('\n') + '\n'
 }

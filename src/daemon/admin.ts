@@ -13,6 +13,7 @@ import { upstreamBaseUrl } from '../upstream/registries.js'
 import { VERSION } from '../version.js'
 import { cacheEndpoint } from './cache-endpoints.js'
 import type { Daemon } from './daemon.js'
+import type { ImageFailures } from './failures.js'
 import { formatHost } from './daemon.js'
 import { isLoopbackHost } from '../net.js'
 
@@ -42,6 +43,8 @@ export interface StatusReport {
   rateLimit: Array<Omit<RateLimitReading, 'checkedAt'> & { checkedAt: string }>
   /** With `?probe=1`: whether the fresh rate-limit probe gave a reading. */
   probe?: { ok: true } | { ok: false; error: string }
+  /** The errors recently sent to clients, per image, most recent first (failures.ts). */
+  recentFailures: ImageFailures[]
 }
 
 export async function buildStatus(d: Daemon): Promise<StatusReport> {
@@ -74,6 +77,7 @@ export async function buildStatus(d: Daemon): Promise<StatusReport> {
       url: upstreamBaseUrl(registry, overrides).origin,
     })),
     rateLimit: d.upstreams.rateLimits.all().map((r) => ({ ...r, checkedAt: new Date(r.checkedAt).toISOString() })),
+    recentFailures: d.failures.recent(),
   }
 }
 
@@ -119,6 +123,12 @@ export function adminHandler(d: Daemon) {
         if (method !== 'GET' && method !== 'HEAD') throw new DproxyError('UNSUPPORTED', `${method} ${path}`, { status: 405 })
         const probe = url.searchParams.get('probe') === '1' ? await probeRateLimit(d) : undefined
         json({ ...(await d.status()), ...(probe ? { probe } : {}) })
+        return
+      }
+      // `dproxy doctor`: did the probe nonce arrive, and how (proxy/probe.ts).
+      const nonce = /^\/_dproxy\/probe\/([A-Za-z0-9_][A-Za-z0-9._-]{0,127})$/.exec(path)?.[1]
+      if (nonce !== undefined && (method === 'GET' || method === 'HEAD')) {
+        json({ nonce, hits: d.probe.seen(nonce) ?? [] })
         return
       }
       if (path.startsWith('/_dproxy/cache')) {

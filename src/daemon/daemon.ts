@@ -27,6 +27,8 @@ import { ClientAuth, TOKEN_PATH, type ClientAuthOptions } from './clientauth.js'
 import { adminUrl, DaemonLock, formatListen } from './lifecycle.js'
 import { CacheMaintenance } from './maintenance.js'
 import { exposedHosts } from '../net.js'
+import { FailureBook } from './failures.js'
+import { ProbeRepository } from '../proxy/probe.js'
 
 export const DEFAULT_HOSTS = ['127.0.0.1', '::1']
 export const DEFAULT_PORT = 5000
@@ -72,6 +74,10 @@ export class Daemon {
   readonly listening: ListenAddress[] = []
   /** Clearing and eviction, serialised; enforces maxSizeBytes and ttlMs. */
   readonly maintenance: CacheMaintenance
+  /** `dproxy doctor`'s probe repository and the nonces that arrived. */
+  readonly probe: ProbeRepository
+  /** The errors recently sent to clients, per image (status, doctor). */
+  readonly failures: FailureBook
 
   private constructor(
     readonly options: DaemonOptions,
@@ -93,6 +99,8 @@ export class Daemon {
       maxSizeBytes: options.maxSizeBytes,
       ttlMs: options.ttlMs,
     })
+    this.probe = new ProbeRepository({ clock })
+    this.failures = new FailureBook(clock)
   }
 
   static async start(options: DaemonOptions): Promise<Daemon> {
@@ -160,6 +168,8 @@ export class Daemon {
       counters: this.counters,
       log: this.log,
       admit: (name) => this.upstreams.admit(name),
+      probe: this.probe,
+      onError: (req, wire) => this.failures.record(req, wire),
     })
     const admin = adminHandler(this)
     const clientAuth = this.options.clientAuth ? new ClientAuth({ clock: this.clock, log: this.log, ...this.options.clientAuth }) : undefined

@@ -22,6 +22,7 @@ import type { CredentialSource } from '../upstream/auth.js'
 import type { UpstreamTimeouts } from '../upstream/client.js'
 import { RATE_LIMIT_PROBE, type RateLimitReading } from '../upstream/ratelimit.js'
 import type { StatusReport } from './admin.js'
+import type { ImageFailures } from './failures.js'
 import { findDaemon, type RunningDaemon } from './lifecycle.js'
 
 export { RATE_LIMIT_PROBE }
@@ -79,6 +80,8 @@ export interface StatusSnapshot {
   daemon: DaemonSection
   cache: CacheSection
   rateLimit: RateLimitRow[]
+  /** The errors the running daemon recently sent to clients, per image (empty when it does not run). */
+  recentFailures: ImageFailures[]
 }
 
 export interface CollectStatusOptions {
@@ -247,6 +250,7 @@ export async function collectStatus(o: CollectStatusOptions): Promise<StatusSnap
     daemon: daemonSection(running),
     cache: cacheSection(stats, running?.status),
     rateLimit,
+    recentFailures: running?.status.recentFailures ?? [],
   }
 }
 
@@ -299,4 +303,17 @@ export function describeReading(r: RateLimitRow): string {
   if (r.ageSeconds !== null) parts.push(r.from === 'daemon' ? `daemon's last reading, ${formatAge(r.ageSeconds)} old` : `checked ${formatAge(r.ageSeconds)} ago`)
   if (r.probeError !== undefined) parts.push(`probe failed: ${r.probeError}`)
   return parts.join('; ')
+}
+
+/**
+ * Recent failures as lines: the image, how often, then the latest few
+ * (`  GET /v2/library/nope/manifests/1 -> 404 MANIFEST_UNKNOWN: ...`).
+ */
+export function describeFailures(list: ImageFailures[], perImage = 3): string[] {
+  const out: string[] = []
+  for (const image of list) {
+    out.push(`${image.image}: ${image.count} failed request${image.count === 1 ? '' : 's'}`)
+    for (const f of image.failures.slice(0, perImage)) out.push(`  ${f.at}  ${f.request} -> ${f.status} ${f.code}: ${f.message}`)
+  }
+  return out
 }

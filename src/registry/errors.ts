@@ -3,7 +3,7 @@
 // with a status that matches the code, so docker, podman and containerd print
 // something meaningful instead of "unexpected end of JSON input".
 
-import type { ServerResponse } from 'node:http'
+import type { IncomingMessage, ServerResponse } from 'node:http'
 import { DproxyError, isDproxyError, type ErrorCode } from '../errors.js'
 import type { Logger } from '../log.js'
 
@@ -38,8 +38,12 @@ export function toWire(err: unknown): WireError {
   }
 }
 
-export function sendError(res: ServerResponse, err: unknown, log: Logger, method = 'GET'): void {
+/** Told about every error sent to a client (the daemon keeps the recent ones for `dproxy doctor` and `status`). */
+export type ErrorListener = (req: IncomingMessage, wire: WireError) => void
+
+export function sendError(res: ServerResponse, err: unknown, log: Logger, method = 'GET', listener?: ErrorListener): void {
   const wire = toWire(err)
+  listener?.(res.req, wire)
   if (wire.status >= 500) log.error(describe(err))
   if (res.headersSent) {
     // Too late for a status: cut the connection so the client sees a failure, not a short body.

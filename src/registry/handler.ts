@@ -14,16 +14,20 @@ import type { Logger } from '../log.js'
 import type { BlobProxy } from '../proxy/blobs.js'
 import type { Counters } from '../proxy/counters.js'
 import type { ManifestProxy } from '../proxy/manifests.js'
-import { sendError } from './errors.js'
+import type { ProbeRepository } from '../proxy/probe.js'
+import { sendError, type ErrorListener } from './errors.js'
 import { parseDigest, parseReference, resolveImageName, type ImageName } from './names.js'
 
 export interface RegistryDeps {
-  manifests: ManifestProxy
-  blobs: BlobProxy
+  manifests: Pick<ManifestProxy, 'get' | 'listTags'>
+  blobs: Pick<BlobProxy, 'open' | 'size'>
   counters: Counters
   log: Logger
   /** Throws when clients may not use this registry (upstream allow-list); checked before the cache too. */
   admit?: (registry: string) => void
+  /** `dproxy doctor`'s probe repository, answered locally instead of by the proxies. */
+  probe?: ProbeRepository
+  onError?: ErrorListener
 }
 
 export type Handler = (req: IncomingMessage, res: ServerResponse) => Promise<void>
@@ -59,8 +63,9 @@ export function registryHandler(deps: RegistryDeps): Handler {
         const image = resolveImageName(m[1]!, ns)
         deps.admit?.(image.registry)
         if (ns !== undefined) res.setHeader('oci-namespace', ns)
-        if (m[2] === 'manifests') await serveManifest(deps, req, res, image, m[3]!)
-        else await serveBlob(deps, req, res, image, m[3]!)
+        const via = { ...deps, ...deps.probe?.claim(image, { name: m[1]!, ns, method, userAgent: req.headers['user-agent'] }) }
+        if (m[2] === 'manifests') await serveManifest(via, req, res, image, m[3]!)
+        else await serveBlob(via, req, res, image, m[3]!)
         return
       }
       m = tagsRe.exec(path)
@@ -82,7 +87,7 @@ export function registryHandler(deps: RegistryDeps): Handler {
       }
       throw new DproxyError('NAME_UNKNOWN', `no such endpoint: ${path.slice(0, 200)}`, { status: 404 })
     } catch (err) {
-      sendError(res, err, deps.log, method)
+      sendError(res, err, deps.log, method, deps.onError)
     }
   }
 }

@@ -8,6 +8,7 @@ import { Box, render, Text, useApp } from 'ink'
 import { useEffect, type ReactNode } from 'react'
 import { formatBytes } from '../config/units.js'
 import {
+  describeFailures,
   describeLimit,
   describeReading,
   formatAge,
@@ -143,6 +144,15 @@ export function StatusView({ snapshot }: { snapshot: StatusSnapshot }) {
           </Box>
         ))}
       </Box>
+
+      {snapshot.recentFailures.length > 0 ? (
+        <Box marginTop={1} flexDirection="column">
+          <Text dimColor>recent failures</Text>
+          {describeFailures(snapshot.recentFailures).map((line, i) => (
+            <Text key={i} color={line.startsWith(' ') ? 'red' : undefined}>{`  ${line}`}</Text>
+          ))}
+        </Box>
+      ) : null}
     </Box>
   )
 }

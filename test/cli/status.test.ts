@@ -144,6 +144,7 @@ t.test('formatStatusText aligns labels and never writes escape codes', async (t)
       { registry: 'docker.io', limit: 100, remaining: 99, windowSeconds: 21600, source: null, unlimited: false, checkedAt: '', ageSeconds: 2, from: 'probe' },
       { registry: 'registry.example:5000', limit: null, remaining: null, windowSeconds: null, source: null, unlimited: true, checkedAt: '', ageSeconds: 60, from: 'daemon' },
     ],
+    recentFailures: [],
   }
   t.equal(
     formatStatusText(s),

@@ -9,41 +9,17 @@
 import { existsSync, promises as fs } from 'node:fs'
 import { join } from 'node:path'
 import t from 'tap'
-import { freePort, makeTempDir, run } from '../fixtures/clients.js'
+import { makeTempDir, run } from '../fixtures/clients.js'
 import { dockerOrSkip, startDockerd } from '../fixtures/dockerd.js'
-import { startUpstream } from '../fixtures/upstream.js'
 import { runInProcess } from '../helpers/cli.js'
-import { startDaemon } from '../helpers/daemon.js'
+import { setUpClients } from '../helpers/setup.js'
 
 t.test('dproxy setup makes dockerd, ctr and podman pull through dproxy by their usual names', async (t) => {
   if (!dockerOrSkip(t)) return
-  const up = await startUpstream()
-  t.teardown(() => up.stop())
-  const dir = t.testdir({ root: { etc: { docker: {} } }, home: {}, config: {}, state: {}, cache: {} })
-  const root = join(dir, 'root')
-  const daemonJson = join(root, 'etc', 'docker', 'daemon.json')
-  const userDaemonJson = `{\n  "deprecated-key-path": ${JSON.stringify(join(dir, 'key.json'))}\n}\n`
-  await fs.writeFile(daemonJson, userDaemonJson)
-  // ghcr.io is mapped to the plain fixture registry: the second registry, reached with ?ns= or a path.
-  const d = await startDaemon(t, undefined, {
-    cacheDir: join(dir, 'cache'),
-    upstreams: { 'docker.io': up.hubUrl, 'ghcr.io': up.registryUrl },
-  })
-  const env = {
-    PATH: process.env.PATH ?? '',
-    HOME: join(dir, 'home'),
-    DPROXY_CONFIG_DIR: join(dir, 'config'),
-    DPROXY_CACHE_DIR: join(dir, 'cache'),
-    DPROXY_STATE_DIR: join(dir, 'state'),
-  }
-  const registries = ['--registries', 'docker.io,ghcr.io']
-  const system = await runInProcess(['setup', 'docker', 'containerd', '--root', root, ...registries, '--yes'], env)
+  const { up, d, root, daemonJson, userDaemonJson, env, registries, noOrigin, system, user } = await setUpClients(t)
   t.equal(system.code, 0, system.err)
   t.match(system.out, `"http://127.0.0.1:${d.port}"`, 'the running daemon\'s address')
-  const user = await runInProcess(['setup', 'podman', '--user', ...registries, '--yes'], env)
   t.equal(user.code, 0, user.err)
-  const closedProxy = `http://127.0.0.1:${await freePort()}`
-  const noOrigin = { HTTPS_PROXY: closedProxy, HTTP_PROXY: closedProxy, NO_PROXY: '127.0.0.1,localhost' }
 
   // dockerd, with the daemon.json setup merged into.
   const engine = await startDockerd(t, { configFile: daemonJson })

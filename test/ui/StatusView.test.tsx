@@ -49,6 +49,7 @@ const running: StatusSnapshot = {
     manifestGetsAvoided: 60,
   },
   rateLimit: [hub, { ...hub, registry: 'ghcr.io', limit: null, remaining: null, windowSeconds: null, source: null, unlimited: true, from: 'daemon', ageSeconds: 300 }],
+  recentFailures: [],
 }
 
 // eslint-disable-next-line no-control-regex

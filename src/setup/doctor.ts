@@ -1,0 +1,460 @@
+// `dproxy doctor` as plain functions: prove the route, client by client, and
+// say what to fix. Configuration files only say what a client should do; the
+// proof is a real pull by that client of the probe repository
+// (`docker.io/dproxy-doctor/probe:<nonce>`, proxy/probe.ts), which the daemon
+// answers itself and notes. The nonce arriving at dproxy means the route
+// works; a client that bypasses dproxy asks the real registry, where that
+// repository does not exist, so the check costs no Docker Hub pull either way.
+//
+// Clients are reached the way the user's shell reaches them: the same
+// environment (DOCKER_HOST, CONTAINER_HOST, CONTAINERD_ADDRESS, proxies) and
+// their own config files, under --root as setup writes them. A client that is
+// not installed or whose daemon does not answer is skipped with a note, not a
+// failure. The daemon's own health comes first: running, listening where the
+// clients were told, a writable cache with free space, upstreams reachable,
+// clock skew against their Date header, rate-limit headroom.
+
+import { execFile } from 'node:child_process'
+import { randomBytes } from 'node:crypto'
+import { constants, promises as fs } from 'node:fs'
+import { delimiter, join } from 'node:path'
+import { parse as parseToml } from 'smol-toml'
+import { parse as parseYaml } from 'yaml'
+import { formatBytes } from '../config/units.js'
+import type { ImageFailures } from '../daemon/failures.js'
+import { collectStatus, describeLimit, headroom, type CollectStatusOptions, type StatusSnapshot } from '../daemon/status.js'
+import { isLoopbackHost } from '../net.js'
+import { PROBE_REPOSITORY, type ProbeHit } from '../proxy/probe.js'
+import { DOCKER_HUB } from '../registry/names.js'
+import { upstreamBaseUrl } from '../upstream/registries.js'
+import { clientAddress } from './address.js'
+import { buildkitPaths } from './buildkit.js'
+import { containerdPaths } from './containerd.js'
+import { dockerPaths } from './docker.js'
+import { readText, underRoot } from './files.js'
+import { K3S_REGISTRIES } from './k3s.js'
+import { podmanPaths } from './podman.js'
+import { readRecord } from './record.js'
+
+export const DOCTOR_CLIENTS = ['docker', 'ctr', 'podman', 'buildkit', 'k3s'] as const
+export type DoctorClient = (typeof DOCTOR_CLIENTS)[number]
+
+export interface Check {
+  name: string
+  level: 'ok' | 'warn' | 'fail'
+  detail: string
+  fix?: string
+}
+
+export interface ClientReport {
+  client: DoctorClient
+  /** ok: configured (and, for docker, ctr and podman, verified by a pull); skipped: not installed or not running. */
+  state: 'ok' | 'broken' | 'skipped'
+  configured: boolean
+  verified: boolean
+  reason: string
+  fix?: string
+}
+
+export interface DoctorReport {
+  ok: boolean
+  /** Where the clients are told to reach dproxy. */
+  address: string
+  listen: string[]
+  checks: Check[]
+  clients: ClientReport[]
+  recentFailures: ImageFailures[]
+}
+
+export interface RunResult {
+  /** null when the command could not run or was killed. */
+  code: number | null
+  stdout: string
+  stderr: string
+}
+
+export type Runner = (cmd: string, args: string[], o: { env: NodeJS.ProcessEnv; timeoutMs: number }) => Promise<RunResult>
+
+/** Runs a client binary with the user's environment, bounded in time and output. */
+export const runCommand: Runner = (cmd, args, o) =>
+  new Promise((resolve) => {
+    execFile(cmd, args, { env: o.env, timeout: o.timeoutMs, killSignal: 'SIGKILL', maxBuffer: 1 << 20 }, (err, stdout, stderr) => {
+      const code = err ? (typeof err.code === 'number' ? err.code : null) : 0
+      resolve({ code, stdout: String(stdout), stderr: String(stderr) || (err?.message ?? '') })
+    })
+  })
+
+export interface DoctorOptions extends Pick<CollectStatusOptions, 'credentials'> {
+  settings: { cacheDir: string; stateDir: string; hosts: string[]; port: number; upstreams: Record<string, string> }
+  /** Treated as `/` for system config files (`--root`, as setup has it). */
+  root: string
+  home: string
+  env: NodeJS.ProcessEnv
+  run?: Runner
+  /** Bound on one client pull. Default 120 s. */
+  pullTimeoutMs?: number
+  now?: () => number
+}
+
+/** A `host:port`, URL, or `host:port/path` (registries.conf) names one of dproxy's listen addresses. */
+export function pointsAt(value: string, listen: string[]): boolean {
+  const hostPort = value.replace(/^[a-z]+:\/\//i, '').split('/')[0]!.toLowerCase()
+  const split = (a: string) => {
+    const at = a.lastIndexOf(':')
+    return { host: a.slice(0, at).replace(/^\[|\]$/g, ''), port: a.slice(at + 1) }
+  }
+  const want = split(hostPort)
+  const loopback = want.host === 'localhost' || isLoopbackHost(want.host)
+  return listen.some((l) => {
+    const have = split(l)
+    if (have.port !== want.port) return false
+    if (have.host === want.host) return true
+    return loopback && (have.host === '0.0.0.0' || have.host === '::' || (want.host === 'localhost' && isLoopbackHost(have.host)))
+  })
+}
+
+const lastLine = (s: string) =>
+  s
+    .trim()
+    .split('\n')
+    .map((l) => l.trim())
+    .filter((l) => l !== '')
+    .pop() ?? ''
+
+async function onPath(bin: string, env: NodeJS.ProcessEnv): Promise<boolean> {
+  for (const dir of (env.PATH ?? '').split(delimiter).filter((d) => d !== '')) {
+    if (await fs.access(join(dir, bin), constants.X_OK).then(() => true, () => false)) return true
+  }
+  return false
+}
+
+async function readToml(path: string): Promise<Record<string, unknown> | undefined> {
+  const text = await readText(path).catch(() => undefined)
+  if (text === undefined) return undefined
+  try {
+    return parseToml(text) as Record<string, unknown>
+  } catch {
+    return undefined
+  }
+}
+
+const table = (v: unknown): Record<string, unknown> | undefined =>
+  v !== null && typeof v === 'object' && !Array.isArray(v) ? (v as Record<string, unknown>) : undefined
+const strings = (v: unknown): string[] => (Array.isArray(v) ? v.filter((x): x is string => typeof x === 'string') : [])
+
+/** What one client's configuration says: the addresses it names for docker.io, and where. */
+interface Found {
+  /** `file: address` for every mirror of docker.io named, dproxy's or not. */
+  named: Array<{ file: string; address: string }>
+}
+
+/** hosts.toml for docker.io in `dir`: the hosts it lists. */
+async function hostsTomlMirrors(dir: string, shown: string): Promise<Found['named']> {
+  const doc = await readToml(join(dir, DOCKER_HUB, 'hosts.toml'))
+  return Object.keys(table(doc?.host) ?? {}).map((address) => ({ file: `${shown}/${DOCKER_HUB}/hosts.toml`, address }))
+}
+
+interface Context {
+  o: DoctorOptions
+  listen: string[]
+  sys: (path: string) => string
+}
+
+async function dockerConfig(c: Context, info: string): Promise<Found['named']> {
+  const named: Found['named'] = []
+  try {
+    for (const m of strings(JSON.parse(info))) named.push({ file: 'dockerd (docker info: registry-mirrors)', address: m })
+  } catch {
+    // An older daemon printed no JSON: the files below still say what it was told.
+  }
+  for (const user of [false, true]) {
+    const p = dockerPaths({ user, home: c.o.home })
+    named.push(...(await hostsTomlMirrors(p.underRoot ? c.sys(p.certsDir) : p.certsDir, p.certsDir)))
+  }
+  return named
+}
+
+/** Where ctr finds hosts.toml files: containerd's config_path, else setup's default. */
+async function containerdHostsDir(c: Context): Promise<{ dir: string; shown: string }> {
+  for (const user of [false, true]) {
+    const p = containerdPaths({ user, home: c.o.home })
+    const doc = await readToml(p.underRoot ? c.sys(p.config) : p.config)
+    const plugins = table(doc?.plugins)
+    for (const plugin of ['io.containerd.cri.v1.images', 'io.containerd.grpc.v1.cri']) {
+      const configPath = table(table(plugins?.[plugin])?.registry)?.config_path
+      if (typeof configPath === 'string' && configPath !== '') {
+        const shown = configPath.split(':')[0]!
+        return { dir: p.underRoot ? c.sys(shown) : shown, shown }
+      }
+    }
+  }
+  const p = containerdPaths({ user: false, home: c.o.home })
+  return { dir: c.sys(p.certsDir), shown: p.certsDir }
+}
+
+/** registries.conf and every drop-in podman reads: docker.io's mirrors. */
+async function podmanConfig(c: Context): Promise<Found['named']> {
+  const userDir = join(c.o.home, '.config', 'containers')
+  const files = [c.o.env.CONTAINERS_REGISTRIES_CONF ?? join(userDir, 'registries.conf'), c.sys('/etc/containers/registries.conf')]
+  for (const dir of [c.sys('/etc/containers/registries.conf.d'), join(userDir, 'registries.conf.d')]) {
+    const names = await fs.readdir(dir).catch(() => [] as string[])
+    files.push(...names.filter((n) => n.endsWith('.conf')).sort().map((n) => join(dir, n)))
+  }
+  const named: Found['named'] = []
+  for (const file of files) {
+    const doc = await readToml(file)
+    for (const r of Array.isArray(doc?.registry) ? (doc.registry as unknown[]) : []) {
+      const reg = table(r)
+      if (reg?.prefix !== DOCKER_HUB && reg?.location !== DOCKER_HUB) continue
+      for (const m of Array.isArray(reg.mirror) ? (reg.mirror as unknown[]) : []) {
+        const location = table(m)?.location
+        if (typeof location === 'string') named.push({ file, address: location })
+      }
+    }
+  }
+  return named
+}
+
+async function buildkitConfig(c: Context): Promise<Found['named']> {
+  const named: Found['named'] = []
+  for (const user of [false, true]) {
+    const p = buildkitPaths({ user, home: c.o.home })
+    const file = p.underRoot ? c.sys(p.config) : p.config
+    const mirrors = table(table((await readToml(file))?.registry)?.[DOCKER_HUB])?.mirrors
+    for (const address of strings(mirrors)) named.push({ file: p.config, address })
+  }
+  return named
+}
+
+async function k3sConfig(c: Context): Promise<Found['named']> {
+  const text = await readText(c.sys(K3S_REGISTRIES)).catch(() => undefined)
+  if (text === undefined) return []
+  let doc: unknown
+  try {
+    doc = parseYaml(text)
+  } catch {
+    return []
+  }
+  const endpoint = table(table(table(doc)?.mirrors)?.[DOCKER_HUB])?.endpoint
+  return strings(endpoint).map((address) => ({ file: K3S_REGISTRIES, address }))
+}
+
+/** configured, with the reason when not: nothing names dproxy, or only another address. */
+function judgeConfig(client: DoctorClient, named: Found['named'], listen: string[]): { configured: boolean; reason: string } {
+  const ours = named.find((n) => pointsAt(n.address, listen))
+  if (ours) return { configured: true, reason: `${ours.file} names dproxy (${ours.address})` }
+  const stale = named.find((n) => /^(https?:\/\/)?(127\.|\[::1\]|localhost)/.test(n.address))
+  if (stale) return { configured: false, reason: `${stale.file} names ${stale.address}, but dproxy listens on ${listen.join(', ')}` }
+  return { configured: false, reason: `no configuration of ${client} names dproxy for ${DOCKER_HUB}` }
+}
+
+const setupTarget: Record<DoctorClient, string> = { docker: 'docker', ctr: 'containerd', podman: 'podman', buildkit: 'buildkit', k3s: 'k3s' }
+
+interface Puller {
+  /** Skips the client (not running) when it gives a reason. */
+  reachable(): Promise<string | undefined>
+  configured(): Promise<Found['named']>
+  pull(ref: string): Promise<RunResult>
+  remove(ref: string): Promise<unknown>
+}
+
+function pullers(c: Context, run: Runner): Record<'docker' | 'ctr' | 'podman', Puller> {
+  const { env } = c.o
+  const timeoutMs = c.o.pullTimeoutMs ?? 120_000
+  const quick = { env, timeoutMs: 20_000 }
+  let info = ''
+  let hostsDir: { dir: string; shown: string } | undefined
+  const dirOf = async () => (hostsDir ??= await containerdHostsDir(c))
+  return {
+    docker: {
+      async reachable() {
+        const r = await run('docker', ['version', '--format', '{{.Server.Version}}'], quick)
+        if (r.code !== 0) return `no Docker daemon answers${env.DOCKER_HOST ? ` at ${env.DOCKER_HOST}` : ''}: ${lastLine(r.stderr)}`
+        info = (await run('docker', ['info', '--format', '{{json .RegistryConfig.Mirrors}}'], quick)).stdout.trim()
+        return undefined
+      },
+      configured: () => dockerConfig(c, info),
+      pull: (ref) => run('docker', ['pull', ref], { env, timeoutMs }),
+      remove: (ref) => run('docker', ['image', 'rm', ref], quick),
+    },
+    ctr: {
+      async reachable() {
+        const r = await run('ctr', ['version'], quick)
+        return r.code === 0 ? undefined : `containerd does not answer at ${env.CONTAINERD_ADDRESS ?? '/run/containerd/containerd.sock'}: ${lastLine(r.stderr)}`
+      },
+      async configured() {
+        const d = await dirOf()
+        return hostsTomlMirrors(d.dir, d.shown)
+      },
+      pull: async (ref) => run('ctr', ['images', 'pull', '--hosts-dir', (await dirOf()).dir, ref], { env, timeoutMs }),
+      remove: (ref) => run('ctr', ['images', 'rm', ref], quick),
+    },
+    podman: {
+      reachable: async () => undefined,
+      configured: () => podmanConfig(c),
+      pull: (ref) => run('podman', ['pull', ref], { env, timeoutMs }),
+      remove: (ref) => run('podman', ['rmi', ref], quick),
+    },
+  }
+}
+
+/** The hits the daemon noted for `nonce` (an empty list when it never arrived or the daemon cannot be asked). */
+async function probeHits(url: string, nonce: string): Promise<ProbeHit[]> {
+  try {
+    const res = await fetch(`${url}/_dproxy/probe/${nonce}`, { signal: AbortSignal.timeout(5000) })
+    return res.status === 200 ? ((await res.json()) as { hits: ProbeHit[] }).hits : []
+  } catch {
+    return []
+  }
+}
+
+async function checkClient(c: Context, client: DoctorClient, snapshot: StatusSnapshot, run: Runner): Promise<ClientReport> {
+  const bins: Record<DoctorClient, string[]> = {
+    docker: ['docker'],
+    ctr: ['ctr'],
+    podman: ['podman'],
+    buildkit: ['buildkitd', 'docker-buildx'],
+    k3s: ['k3s', 'rke2'],
+  }
+  const skipped = (reason: string): ClientReport => ({ client, state: 'skipped', configured: false, verified: false, reason })
+  let installed = false
+  for (const bin of bins[client]) if (await onPath(bin, c.o.env)) installed = true
+  if (!installed) return skipped(`${client} is not installed (${bins[client].join(' or ')} not on PATH)`)
+  const fix = `dproxy setup ${setupTarget[client]}${client === 'docker' ? ' --restart' : ''}`
+
+  if (client === 'buildkit' || client === 'k3s') {
+    const judged = judgeConfig(client, await (client === 'buildkit' ? buildkitConfig(c) : k3sConfig(c)), c.listen)
+    if (!judged.configured) return { client, state: 'broken', configured: false, verified: false, reason: judged.reason, fix }
+    return { client, state: 'ok', configured: true, verified: false, reason: `${judged.reason}; configured only (doctor pulls with docker, ctr and podman)` }
+  }
+
+  const p = pullers(c, run)[client]
+  const down = await p.reachable()
+  if (down !== undefined) return skipped(down)
+  const judged = judgeConfig(client, await p.configured(), c.listen)
+  const url = snapshot.daemon.url
+  if (!snapshot.daemon.running || url === null) {
+    return { client, state: judged.configured ? 'skipped' : 'broken', configured: judged.configured, verified: false, reason: `${judged.reason}; not verified: dproxy is not running`, ...(judged.configured ? {} : { fix }) }
+  }
+  const nonce = `${client}-${randomBytes(6).toString('hex')}`
+  const ref = `${DOCKER_HUB}/${PROBE_REPOSITORY}:${nonce}`
+  const pulled = await p.pull(ref)
+  const hits = await probeHits(url, nonce)
+  await p.remove(ref)
+  if (hits.length > 0) {
+    const how = hits[0]!
+    return {
+      client,
+      state: 'ok',
+      configured: judged.configured,
+      verified: true,
+      reason: `a pull of ${ref} reached dproxy (${how.route === 'ns' ? '?ns=' : how.route === 'path' ? 'registry path' : 'mirror root'}, ${how.userAgent.split(' ')[0] || 'no user agent'}); ${judged.reason}`,
+    }
+  }
+  const how = pulled.code === 0 ? `the pull of ${ref} succeeded without reaching dproxy` : `the pull of ${ref} failed: ${lastLine(pulled.stderr) || `exit ${pulled.code}`}`
+  return {
+    client,
+    state: 'broken',
+    configured: judged.configured,
+    verified: false,
+    reason: `${client} does not go through dproxy: ${how}; ${judged.reason}`,
+    fix,
+  }
+}
+
+async function daemonChecks(o: DoctorOptions, snapshot: StatusSnapshot, told: { address: string; bySetup: boolean }): Promise<Check[]> {
+  const checks: Check[] = []
+  const d = snapshot.daemon
+  checks.push(
+    d.running
+      ? { name: 'dproxy', level: 'ok', detail: `running (pid ${d.pid}, version ${d.version}), listening on ${d.listen.join(', ')}` }
+      : { name: 'dproxy', level: 'fail', detail: 'not running', fix: 'dproxy start' },
+  )
+  if (d.running) {
+    const where = told.bySetup ? `clients were told ${told.address} (dproxy setup)` : `clients are told ${told.address}`
+    checks.push(
+      pointsAt(told.address, d.listen)
+        ? { name: 'address', level: 'ok', detail: where }
+        : { name: 'address', level: 'fail', detail: `${where}, but dproxy listens on ${d.listen.join(', ')}`, fix: 'dproxy setup (again, for the new address)' },
+    )
+  }
+  const cacheDir = snapshot.cacheDir
+  const writable = await fs.access(cacheDir, constants.W_OK).then(
+    () => undefined,
+    (err: NodeJS.ErrnoException) => err.code ?? 'not writable',
+  )
+  checks.push(
+    writable === undefined
+      ? { name: 'cache', level: 'ok', detail: `${cacheDir} is writable` }
+      : writable === 'ENOENT'
+        ? { name: 'cache', level: d.running ? 'fail' : 'warn', detail: `${cacheDir} does not exist (dproxy creates it when it starts)` }
+        : { name: 'cache', level: 'fail', detail: `${cacheDir} is not writable (${writable})`, fix: `chown -R "$(id -un)" ${cacheDir}` },
+  )
+  const disk = await fs.statfs(cacheDir).catch(() => undefined)
+  if (disk) {
+    const free = disk.bavail * disk.bsize
+    const total = disk.blocks * disk.bsize
+    const low = free < 1024 ** 3 || (total > 0 && free / total < 0.05)
+    checks.push({
+      name: 'disk',
+      level: low ? 'warn' : 'ok',
+      detail: `${formatBytes(free)} free of ${formatBytes(total)}`,
+      ...(low ? { fix: 'dproxy cache prune --max-size <size>, or dproxy config set maxSize <size>' } : {}),
+    })
+  }
+  const now = o.now ?? Date.now
+  for (const registry of [DOCKER_HUB, ...Object.keys(o.settings.upstreams).filter((r) => r !== DOCKER_HUB)]) {
+    const base = upstreamBaseUrl(registry, o.settings.upstreams)
+    try {
+      const res = await fetch(new URL('/v2/', base), { redirect: 'manual', signal: AbortSignal.timeout(5000) })
+      await res.body?.cancel().catch(() => {})
+      const date = Date.parse(res.headers.get('date') ?? '')
+      const skew = Number.isNaN(date) ? 0 : Math.round((now() - date) / 1000)
+      const skewed = Math.abs(skew) > 30
+      checks.push({
+        name: registry,
+        level: skewed ? 'warn' : 'ok',
+        detail: `${base.origin} answers (HTTP ${res.status})${skewed ? `; this machine's clock is ${Math.abs(skew)} s ${skew > 0 ? 'ahead of' : 'behind'} its Date` : ''}`,
+        ...(skewed ? { fix: 'sync the clock (timedatectl set-ntp true): tokens and TLS depend on it' } : {}),
+      })
+    } catch (err) {
+      const why = err instanceof Error ? ((err.cause as Error | undefined)?.message ?? err.message) : String(err)
+      checks.push({ name: registry, level: 'warn', detail: `${base.origin} is unreachable (${why}): pulls are served from the cache only (${snapshot.cache.tags} tags cached)` })
+    }
+  }
+  const hub = snapshot.rateLimit.find((r) => r.registry === DOCKER_HUB)
+  if (hub) {
+    const level = headroom(hub).level
+    checks.push({
+      name: 'rate limit',
+      level: level === 'critical' || hub.probeError !== undefined ? 'warn' : 'ok',
+      detail: `${DOCKER_HUB}: ${describeLimit(hub)}${hub.probeError !== undefined ? ` (token service or probe failed: ${hub.probeError})` : ''}`,
+      ...(level === 'critical' ? { fix: 'dproxy login (an account has a higher limit)' } : {}),
+    })
+  }
+  return checks
+}
+
+export async function runDoctor(o: DoctorOptions): Promise<DoctorReport> {
+  const snapshot = await collectStatus({
+    cacheDir: o.settings.cacheDir,
+    upstreams: o.settings.upstreams,
+    ...(o.credentials ? { credentials: o.credentials } : {}),
+  })
+  const record = await readRecord(o.settings.stateDir, o.root).catch(() => undefined)
+  const told = record ? { address: record.address, bySetup: true } : { address: (await clientAddress(o.settings)).address, bySetup: false }
+  const listen = snapshot.daemon.running ? snapshot.daemon.listen : [told.address]
+  const c: Context = { o, listen, sys: (p) => underRoot(o.root, p) }
+  const checks = await daemonChecks(o, snapshot, told)
+  const clients: ClientReport[] = []
+  // One client at a time: pulls through the same daemon should not blur each other's nonces or timings.
+  for (const client of DOCTOR_CLIENTS) clients.push(await checkClient(c, client, snapshot, o.run ?? runCommand))
+  return {
+    ok: checks.every((ch) => ch.level !== 'fail') && clients.every((cl) => cl.state !== 'broken'),
+    address: told.address,
+    listen: snapshot.daemon.listen,
+    checks,
+    clients,
+    recentFailures: snapshot.recentFailures,
+  }
+}

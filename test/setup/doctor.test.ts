@@ -1,0 +1,68 @@
+import t from 'tap'
+import { formatDoctorText } from '../../src/cli/doctor.js'
+import { pointsAt, type DoctorReport } from '../../src/setup/doctor.js'
+import { freePort } from '../fixtures/clients.js'
+import { isolatedEnv, runInProcess } from '../helpers/cli.js'
+import { startDaemon } from '../helpers/daemon.js'
+
+t.test('pointsAt: URLs, host:port and registries.conf locations against the listen addresses', async (t) => {
+  const cases: Array<[string, string[], boolean]> = [
+    ['http://127.0.0.1:5000', ['127.0.0.1:5000', '[::1]:5000'], true],
+    ['http://127.0.0.1:5000/', ['127.0.0.1:5000'], true],
+    ['127.0.0.1:5000/ghcr.io', ['127.0.0.1:5000'], true],
+    ['http://[::1]:5000', ['127.0.0.1:5000', '[::1]:5000'], true],
+    ['localhost:5000', ['127.0.0.1:5000'], true],
+    ['127.0.0.1:5000', ['0.0.0.0:5000'], true],
+    ['http://127.0.0.1:5000', ['127.0.0.1:5001'], false],
+    ['https://mirror.example:5000', ['0.0.0.0:5000'], false],
+    ['10.0.0.2:5000', ['127.0.0.1:5000'], false],
+  ]
+  for (const [value, listen, want] of cases) t.equal(pointsAt(value, listen), want, `${value} vs ${listen.join(',')}`)
+})
+
+t.test('clients told an address dproxy no longer listens on (dproxy start --port): the address check fails, exit 1', async (t) => {
+  const closed = `http://127.0.0.1:${await freePort()}`
+  const env = isolatedEnv(t, { PATH: '', DPROXY_UPSTREAMS: `docker.io=${closed}`, DPROXY_PORT: '1' })
+  // setup with no daemon running points clients at the configured port.
+  const setup = await runInProcess(['setup', 'podman', '--user', '--registries', 'docker.io', '--yes'], env)
+  t.equal(setup.code, 0, setup.err)
+  const d = await startDaemon(t, undefined, { cacheDir: env.DPROXY_CACHE_DIR, upstreams: { 'docker.io': closed } })
+  const res = await runInProcess(['doctor', '--json'], env)
+  t.equal(res.code, 1, res.err)
+  const report = JSON.parse(res.out) as DoctorReport
+  t.match(report.checks.find((c) => c.name === 'address'), {
+    level: 'fail',
+    detail: `clients were told 127.0.0.1:1 (dproxy setup), but dproxy listens on 127.0.0.1:${d.port}`,
+    fix: /dproxy setup/,
+  })
+  t.match(report.checks.find((c) => c.name === 'docker.io'), { level: 'warn', detail: /unreachable.*served from the cache only/ })
+  t.same(
+    report.clients.map((c) => [c.client, c.state]),
+    ['docker', 'ctr', 'podman', 'buildkit', 'k3s'].map((c) => [c, 'skipped']),
+    'clients that are not installed are skipped, not failed',
+  )
+})
+
+t.test('the text report: plain words when piped, marks and colour on a terminal, failures listed', async (t) => {
+  const report: DoctorReport = {
+    ok: false,
+    address: '127.0.0.1:5000',
+    listen: ['127.0.0.1:5000'],
+    checks: [{ name: 'dproxy', level: 'ok', detail: 'running' }],
+    clients: [
+      { client: 'docker', state: 'ok', configured: true, verified: true, reason: 'a pull reached dproxy' },
+      { client: 'podman', state: 'broken', configured: false, verified: false, reason: 'podman does not go through dproxy: ...', fix: 'dproxy setup podman' },
+      { client: 'k3s', state: 'skipped', configured: false, verified: false, reason: 'k3s is not installed' },
+    ],
+    recentFailures: [{ image: 'docker.io/library/nope', count: 1, failures: [{ at: 'T', request: 'GET /v2/library/nope/manifests/1', status: 404, code: 'MANIFEST_UNKNOWN', message: 'unknown' }] }],
+  }
+  const plain = formatDoctorText(report, false)
+  t.match(plain, /^docker {4}yes {9}yes\n {2}a pull reached dproxy$/m)
+  t.match(plain, /^podman {4}no {10}no {8}dproxy setup podman$/m)
+  t.match(plain, /^k3s {7}- {11}- {9}\(skipped\)$/m)
+  t.match(plain, 'docker.io/library/nope: 1 failed request\n    T  GET /v2/library/nope/manifests/1 -> 404 MANIFEST_UNKNOWN: unknown')
+  t.notMatch(plain, '\u001b[')
+  const tty = formatDoctorText(report, true)
+  t.match(tty, '\u001b[32m✓')
+  t.match(tty, '\u001b[31m✗')
+})

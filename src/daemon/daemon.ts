@@ -16,6 +16,7 @@ import { silentLogger, type Logger } from '../log.js'
 import { BlobProxy } from '../proxy/blobs.js'
 import { newCounters, type Counters } from '../proxy/counters.js'
 import { ManifestProxy } from '../proxy/manifests.js'
+import { sendClientError } from '../registry/errors.js'
 import { registryHandler, type Handler } from '../registry/handler.js'
 import { Store } from '../store/store.js'
 import type { CredentialSource } from '../upstream/auth.js'
@@ -174,7 +175,9 @@ export class Daemon {
       })
     }
     for (const host of hosts) {
-      const server = createServer({ keepAliveTimeout: 30_000 }, onRequest)
+      // Without a Host, Node would answer a bare 400 itself; the handlers answer in OCI JSON instead.
+      const server = createServer({ keepAliveTimeout: 30_000, requireHostHeader: false }, onRequest)
+      server.on('clientError', sendClientError)
       server.on('connection', (socket: Socket) => {
         this.sockets.add(socket)
         socket.on('close', () => this.sockets.delete(socket))

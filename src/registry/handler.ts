@@ -34,11 +34,12 @@ export function registryHandler(deps: RegistryDeps): Handler {
     const method = req.method ?? 'GET'
     try {
       res.setHeader('docker-distribution-api-version', 'registry/2.0')
-      // Match on the path exactly as sent: URL parsing would resolve `..` and `%2e%2e` first.
+      // Match on the path exactly as sent: URL parsing would resolve `..` and `%2e%2e` first,
+      // and `new URL` throws on targets such as `//` or `/\x`, which are the client's mistake.
       const raw = req.url ?? '/'
       const q = raw.indexOf('?')
       const path = q < 0 ? raw : raw.slice(0, q)
-      const url = new URL(raw, 'http://dproxy.invalid')
+      const params = new URLSearchParams(q < 0 ? '' : raw.slice(q + 1))
       if (/%|\/\/|\/\.\.?(\/|$)/.test(path)) {
         throw new DproxyError('NAME_INVALID', 'escaped characters, empty, `.` and `..` components are not allowed in names')
       }
@@ -51,7 +52,7 @@ export function registryHandler(deps: RegistryDeps): Handler {
         sendJson(res, method, 200, {})
         return
       }
-      const ns = url.searchParams.get('ns') ?? undefined
+      const ns = params.get('ns') ?? undefined
       let m = routeRe.exec(path)
       if (m) {
         const image = resolveImageName(m[1]!, ns)
@@ -66,7 +67,7 @@ export function registryHandler(deps: RegistryDeps): Handler {
         if (ns !== undefined) res.setHeader('oci-namespace', ns)
         const query = new URLSearchParams()
         for (const key of ['n', 'last']) {
-          const v = url.searchParams.get(key)
+          const v = params.get(key)
           if (v !== null) query.set(key, v)
         }
         const { tags, next, stale } = await deps.manifests.listTags(image, query)

@@ -12,7 +12,7 @@
 import type { Clock } from '../clock.js'
 import { DproxyError, isUpstreamOutage } from '../errors.js'
 import type { Logger } from '../log.js'
-import { parseDigest, type Digest, type ImageName, type Reference } from '../registry/names.js'
+import { parseDigest, truncate, type Digest, type ImageName, type Reference } from '../registry/names.js'
 import { digestOf } from '../store/digest.js'
 import type { Store, StoredManifest, TagRecord } from '../store/store.js'
 import type { TagPage, Upstreams } from '../upstream/client.js'
@@ -181,6 +181,6 @@ function parseDigestFromUpstream(value: string): Digest {
   try {
     return parseDigest(value)
   } catch {
-    throw new DproxyError('UPSTREAM_INVALID', `upstream sent an invalid digest '${value.slice(0, 80)}'`)
+    throw new DproxyError('UPSTREAM_INVALID', `upstream sent an invalid digest '${truncate(value)}'`)
   }
 }

@@ -15,7 +15,7 @@ import type { BlobProxy } from '../proxy/blobs.js'
 import type { Counters } from '../proxy/counters.js'
 import type { ManifestProxy } from '../proxy/manifests.js'
 import { sendError } from './errors.js'
-import { parseDigest, parseReference, resolveImageName, type ImageName } from './names.js'
+import { parseDigest, parseReference, resolveImageName, truncate, type ImageName } from './names.js'
 
 export interface RegistryDeps {
   manifests: ManifestProxy
@@ -77,7 +77,7 @@ export function registryHandler(deps: RegistryDeps): Handler {
         sendJson(res, method, 200, { name: m[1], tags })
         return
       }
-      throw new DproxyError('NAME_UNKNOWN', `no such endpoint: ${path.slice(0, 200)}`, { status: 404 })
+      throw new DproxyError('NAME_UNKNOWN', `no such endpoint: ${truncate(path)}`, { status: 404 })
     } catch (err) {
       sendError(res, err, deps.log, method)
     }
@@ -136,7 +136,7 @@ async function serveBlob(
     const range = parseRange(req.headers.range, source.size)
     if (range === 'unsatisfiable') {
       await source.close()
-      throw new DproxyError('RANGE_INVALID', `range ${req.headers.range} is outside the blob`, {
+      throw new DproxyError('RANGE_INVALID', `range '${truncate(req.headers.range ?? '')}' is outside the blob`, {
         detail: { size: source.size },
       })
     }

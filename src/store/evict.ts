@@ -29,7 +29,7 @@
 
 import { promises as fs } from 'node:fs'
 import { DproxyError } from '../errors.js'
-import { parseDigest, parseReference, resolveImageName } from '../registry/names.js'
+import { parseDigest, parseReference, resolveImageName, truncate } from '../registry/names.js'
 import { fileSize, inventory, type CacheUnit, type FileKey, type Inventory } from './inventory.js'
 import { isNotFound, removeFile, type Store } from './store.js'
 
@@ -113,7 +113,7 @@ export interface PruneSummary extends EvictionSummary {
  */
 export function parseImageSelector(text: string): ImageSelector {
   const fail = (why: string) =>
-    new DproxyError('USAGE', `invalid image '${text.slice(0, 200)}': ${why}`, { detail: { image: text.slice(0, 200) } })
+    new DproxyError('USAGE', `invalid image '${truncate(text)}': ${why}`, { detail: { image: truncate(text) } })
   let name = text.trim()
   let tag: string | undefined
   let digest: string | undefined

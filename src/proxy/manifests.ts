@@ -60,7 +60,9 @@ export class ManifestProxy {
     const cached = await this.o.store.getManifest(d)
     if (cached) {
       this.o.counters.cacheHits++
-      await this.used(image, d)
+      // Nobody asked upstream whether this repository exists or has this manifest: a
+      // client may name any repository here, so nothing is recorded under its name.
+      await this.o.store.touchManifest(d)
       return { ...cached, stale: false }
     }
     return this.flights.do(`${image.registry}/${image.repository}@${d.value}`, async () => {

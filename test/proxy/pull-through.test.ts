@@ -305,6 +305,40 @@ t.test('names: GitLab alias, ?ns=, other registries; invalid names and digests g
   t.equal((await fs.readdir(d.store.root)).includes('etc'), false)
 })
 
+t.test('by-digest pulls under a repository upstream does not have record nothing under repositories/', async (t) => {
+  const up = await startUpstream()
+  t.teardown(() => up.stop())
+  const d = await startDaemon(t, up)
+  const { alpine } = up.images
+  await pull(d.url, 'alpine', 'latest')
+  await settled(d)
+  const entries = async () => {
+    const found: string[] = []
+    const visit = async (dir: string): Promise<void> => {
+      for (const e of await fs.readdir(dir, { withFileTypes: true })) {
+        found.push(`${dir}/${e.name}`)
+        if (e.isDirectory()) await visit(`${dir}/${e.name}`)
+      }
+    }
+    await visit(d.store.layout.repositoriesDir)
+    return found.sort()
+  }
+  const before = await entries()
+  t.ok(before.length > 0, 'the tag pull recorded library/alpine')
+
+  for (const repo of ['nosuch/repo', 'library/nothere', `deep/${'x/'.repeat(20)}y`]) {
+    const cached = await get(`${d.url}/v2/${repo}/manifests/${alpine.digest}`)
+    t.equal(cached.status, 200, `${repo}: a cached manifest is content-addressed, served as it is`)
+    const head = await get(`${d.url}/v2/${repo}/manifests/${alpine.digest}`, {}, 'HEAD')
+    t.equal(head.status, 200)
+    const uncached = await get(`${d.url}/v2/${repo}/manifests/sha256:${'1'.repeat(64)}`)
+    t.equal(uncached.status, 404, `${repo}: an uncached one is asked upstream, which says no`)
+    const blob = await get(`${d.url}/v2/${repo}/blobs/${alpine.blobs[0]!.digest}`)
+    t.equal(blob.status, 200)
+  }
+  t.strictSame(await entries(), before, 'not one new entry under repositories/')
+})
+
 t.test('tags/list comes from upstream, falling back to cached tags', async (t) => {
   const up = await startUpstream()
   t.teardown(() => up.stop())

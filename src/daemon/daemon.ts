@@ -8,6 +8,7 @@
 // Stopping closes the listeners, lets in-flight responses finish within a
 // bound, then cuts what is left and aborts downloads nobody waits for.
 
+import { promises as fs } from 'node:fs'
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http'
 import type { AddressInfo, Socket } from 'node:net'
 import { systemClock, type Clock } from '../clock.js'
@@ -104,31 +105,39 @@ export class Daemon {
     }
     const clock = options.clock ?? systemClock
     const log = options.log ?? silentLogger
-    const store = await Store.open(options.cacheDir, { clock })
-    const upstreams = new Upstreams({
-      overrides: options.upstreams ?? {},
-      clock,
-      ...(options.credentials ? { credentials: options.credentials } : {}),
-      ...(options.timeouts ? { timeouts: options.timeouts } : {}),
+    // The lock comes first: only the cache dir's owner may migrate its layout and remove temp files.
+    await fs.mkdir(options.cacheDir, { recursive: true })
+    const lock = await DaemonLock.acquire(options.cacheDir, {
+      pid: process.pid,
+      startedAt: new Date(clock.now()).toISOString(),
+      listen: [],
+      version: VERSION,
+      ...(options.logFile !== undefined ? { logFile: options.logFile } : {}),
     })
-    const counters = newCounters()
-    const blobs = new BlobProxy({ store, upstreams, counters, log })
-    const manifests = new ManifestProxy({ store, upstreams, counters, clock, log, maxAgeMs: options.maxAgeMs ?? 0 })
-    const daemon = new Daemon(options, store, upstreams, blobs, manifests, counters, clock, log)
+    let daemon: Daemon | undefined
     try {
-      daemon.lock = await DaemonLock.acquire(options.cacheDir, {
-        pid: process.pid,
-        startedAt: new Date(daemon.startedAt).toISOString(),
-        listen: [],
-        version: VERSION,
-        ...(options.logFile !== undefined ? { logFile: options.logFile } : {}),
+      const store = await Store.open(options.cacheDir, { clock, migrate: true })
+      // Nothing has been written yet, so a temp file under our own pid is a previous life's (a restarted container).
+      const orphans = await store.removeOrphanTemps({ ownPidIsDead: true })
+      if (orphans.files > 0) log.info(`removed ${orphans.files} temp files (${orphans.bytes} bytes) left by a process that was killed`)
+      const upstreams = new Upstreams({
+        overrides: options.upstreams ?? {},
+        clock,
+        ...(options.credentials ? { credentials: options.credentials } : {}),
+        ...(options.timeouts ? { timeouts: options.timeouts } : {}),
       })
+      const counters = newCounters()
+      const blobs = new BlobProxy({ store, upstreams, counters, log })
+      const manifests = new ManifestProxy({ store, upstreams, counters, clock, log, maxAgeMs: options.maxAgeMs ?? 0 })
+      daemon = new Daemon(options, store, upstreams, blobs, manifests, counters, clock, log)
+      daemon.lock = lock
       await daemon.listen(options.hosts ?? DEFAULT_HOSTS, options.port ?? DEFAULT_PORT)
       const url = adminUrl(daemon.listening)
-      await daemon.lock.update({ listen: formatListen(daemon.listening), ...(url !== undefined ? { url } : {}) })
+      await lock.update({ listen: formatListen(daemon.listening), ...(url !== undefined ? { url } : {}) })
       daemon.maintenance.start()
     } catch (err) {
-      await daemon.stop(0)
+      if (daemon) await daemon.stop(0)
+      else await lock.release()
       throw err
     }
     return daemon

@@ -7,7 +7,6 @@
 // wrong file. Readers get an open file handle, which stays valid if another
 // process deletes or replaces the file meanwhile.
 
-import { randomBytes } from 'node:crypto'
 import { constants, promises as fs, type Dirent } from 'node:fs'
 import type { FileHandle } from 'node:fs/promises'
 import { basename, dirname, join } from 'node:path'
@@ -15,8 +14,9 @@ import type { Hash } from 'node:crypto'
 import { systemClock, type Clock } from '../clock.js'
 import { DproxyError } from '../errors.js'
 import type { Digest } from '../registry/names.js'
+import { isProcessAlive } from '../process.js'
 import { hasherFor } from './digest.js'
-import { LAYOUT_VERSION, Layout } from './layout.js'
+import { LAYOUT_VERSION, Layout, tagFileName, tempFileOwner } from './layout.js'
 
 export interface TagRecord {
   digest: string
@@ -42,15 +42,27 @@ export interface CacheStats {
   blobs: number
   manifests: number
   tags: number
+  /** Files under tmp/: downloads in progress, and what killed writers left (removed at start, by clear and prune). */
+  tempFiles: number
+  tempBytes: number
+}
+
+/** Temp files left by writers that are gone, found (and unless a dry run, removed). */
+export interface OrphanTemps {
+  files: number
+  bytes: number
 }
 
 export interface StoreOptions {
   clock?: Clock
   /** Don't rewrite a file's access time more often than this (ms). */
   touchIntervalMs?: number
+  /**
+   * Bring an older layout up to date. Only for the owner of the cache dir (the
+   * daemon, holding daemon.json): others read the layout they find.
+   */
+  migrate?: boolean
 }
-
-const TMP_MAX_AGE_MS = 10 * 60 * 1000
 
 export class Store {
   readonly layout: Layout
@@ -58,51 +70,62 @@ export class Store {
   private readonly touchIntervalMs: number
   private readonly touched = new Map<string, number>()
 
-  private constructor(root: string, options: StoreOptions) {
-    this.layout = new Layout(root)
+  private constructor(layout: Layout, options: StoreOptions) {
+    this.layout = layout
     this.clock = options.clock ?? systemClock
     this.touchIntervalMs = options.touchIntervalMs ?? 60_000
   }
 
   /** Opens (creating when needed) the cache at `root`. */
   static async open(root: string, options: StoreOptions = {}): Promise<Store> {
-    const store = new Store(root, options)
-    await store.init()
-    return store
+    const current = new Layout(root)
+    await fs.mkdir(current.tmpDir, { recursive: true })
+    let version: unknown
+    try {
+      version = JSON.parse(await fs.readFile(current.versionFile, 'utf8')).version
+    } catch (err) {
+      if (!isNotFound(err)) throw err
+      await writeAtomic(current, current.versionFile, JSON.stringify({ version: LAYOUT_VERSION }) + '\n')
+      version = LAYOUT_VERSION
+    }
+    if (version === 1 && options.migrate) {
+      await migrateTagFiles(current)
+      await writeAtomic(current, current.versionFile, JSON.stringify({ version: LAYOUT_VERSION }) + '\n')
+      version = LAYOUT_VERSION
+    }
+    if (version !== 1 && version !== LAYOUT_VERSION) {
+      throw new DproxyError(
+        'CONFIG_INVALID',
+        `cache dir ${root} has layout version ${String(version)}, this dproxy understands ${LAYOUT_VERSION}`,
+      )
+    }
+    return new Store(new Layout(root, version), options)
   }
 
   get root(): string {
     return this.layout.root
   }
 
-  private async init(): Promise<void> {
-    const { layout } = this
-    await fs.mkdir(layout.tmpDir, { recursive: true })
-    let version: unknown
-    try {
-      version = JSON.parse(await fs.readFile(layout.versionFile, 'utf8')).version
-    } catch (err) {
-      if (!isNotFound(err)) throw err
-      await writeAtomic(layout, layout.versionFile, JSON.stringify({ version: LAYOUT_VERSION }) + '\n')
-      version = LAYOUT_VERSION
-    }
-    if (version !== LAYOUT_VERSION) {
-      throw new DproxyError(
-        'CONFIG_INVALID',
-        `cache dir ${layout.root} has layout version ${String(version)}, this dproxy understands ${LAYOUT_VERSION}`,
-      )
-    }
-    await this.removeStaleTemps()
-  }
-
-  /** Removes temp files a crashed process left behind. Recent ones may belong to a live writer. */
-  private async removeStaleTemps(): Promise<void> {
-    const now = this.clock.now()
-    for (const name of await fs.readdir(this.layout.tmpDir)) {
+  /**
+   * Removes the temp files of writers that are gone: their pid is not a live
+   * process (or, with `ownPidIsDead`, it is ours, which a daemon that has not
+   * written anything yet can only have inherited: a container restarted with
+   * the same pid). Every writer names its files by pid, so a live download is
+   * never touched.
+   */
+  async removeOrphanTemps(opts: { dryRun?: boolean; ownPidIsDead?: boolean } = {}): Promise<OrphanTemps> {
+    const found: OrphanTemps = { files: 0, bytes: 0 }
+    for (const name of await fs.readdir(this.layout.tmpDir).catch(emptyWhenMissing)) {
+      const owner = tempFileOwner(name)
+      if (owner !== undefined && (owner === process.pid ? !opts.ownPidIsDead : isProcessAlive(owner))) continue
       const path = join(this.layout.tmpDir, name)
       const st = await fs.stat(path).catch(() => undefined)
-      if (st && now - st.mtimeMs > TMP_MAX_AGE_MS) await fs.rm(path, { force: true })
+      if (!st?.isFile()) continue
+      if (!opts.dryRun && !(await removeFile(path))) continue
+      found.files++
+      found.bytes += st.size
     }
+    return found
   }
 
   // ---- blobs
@@ -197,11 +220,8 @@ export class Store {
   }
 
   async listTags(registry: string, repository: string): Promise<string[]> {
-    const names = await fs.readdir(this.layout.tagsDir(registry, repository)).catch((err: unknown) => {
-      if (isNotFound(err)) return [] as string[]
-      throw err
-    })
-    return names.sort()
+    const names = await fs.readdir(this.layout.tagsDir(registry, repository)).catch(emptyWhenMissing)
+    return names.flatMap((name) => this.layout.tagOfFile(name) ?? []).sort()
   }
 
   /** Records that `repository` references manifest `d` (idempotent). */
@@ -220,7 +240,7 @@ export class Store {
   // ---- whole-cache views
 
   async stats(): Promise<CacheStats> {
-    const stats: CacheStats = { bytes: 0, blobs: 0, manifests: 0, tags: 0 }
+    const stats: CacheStats = { bytes: 0, blobs: 0, manifests: 0, tags: 0, tempFiles: 0, tempBytes: 0 }
     await walk(this.layout.blobsDir, async (path) => {
       const st = await fs.stat(path).catch(() => undefined)
       if (st) {
@@ -236,6 +256,13 @@ export class Store {
     })
     await walk(this.layout.repositoriesDir, async (path) => {
       if (basename(dirname(path)) === '_tags') stats.tags++
+    })
+    await walk(this.layout.tmpDir, async (path) => {
+      const st = await fs.stat(path).catch(() => undefined)
+      if (st) {
+        stats.tempFiles++
+        stats.tempBytes += st.size
+      }
     })
     return stats
   }
@@ -273,7 +300,7 @@ export class VerifyingWriter {
   ) {}
 
   static async create(layout: Layout, d: Digest, finalPath: string, expectedSize?: number): Promise<VerifyingWriter> {
-    const tempPath = join(layout.tmpDir, `${d.hex.slice(0, 16)}-${randomBytes(6).toString('hex')}`)
+    const tempPath = layout.tempFile(d.hex.slice(0, 16))
     const fh = await fs.open(tempPath, 'wx', 0o644)
     return new VerifyingWriter(tempPath, finalPath, d, expectedSize, fh, hasherFor(d))
   }
@@ -361,7 +388,7 @@ export class VerifyingWriter {
 }
 
 async function writeAtomic(layout: Layout, path: string, data: string | Uint8Array): Promise<void> {
-  const temp = join(layout.tmpDir, `w-${randomBytes(8).toString('hex')}`)
+  const temp = layout.tempFile()
   await fs.writeFile(temp, data, { flag: 'wx' })
   try {
     await fs.mkdir(dirname(path), { recursive: true })
@@ -370,6 +397,26 @@ async function writeAtomic(layout: Layout, path: string, data: string | Uint8Arr
     await fs.rm(temp, { force: true })
     throw err
   }
+}
+
+/**
+ * Layout 1 -> 2: renames every tag file whose name has an upper-case letter
+ * to its case-safe name. Each rename is atomic, so a migration cut short is
+ * finished by the next open; the version is raised only after the last one.
+ */
+async function migrateTagFiles(layout: Layout): Promise<void> {
+  await walk(layout.repositoriesDir, async (path) => {
+    const name = basename(path)
+    if (basename(dirname(path)) !== '_tags' || !/[A-Z]/.test(name)) return
+    await fs.rename(path, join(dirname(path), tagFileName(name))).catch((err: unknown) => {
+      if (!isNotFound(err)) throw err
+    })
+  })
+}
+
+function emptyWhenMissing(err: unknown): string[] {
+  if (isNotFound(err)) return []
+  throw err
 }
 
 /** Unlinks a file; false when it was already gone. */

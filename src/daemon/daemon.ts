@@ -106,7 +106,8 @@ export class Daemon {
     const clock = options.clock ?? systemClock
     const log = options.log ?? silentLogger
     // The lock comes first: only the cache dir's owner may migrate its layout and remove temp files.
-    await fs.mkdir(options.cacheDir, { recursive: true })
+    // The dir holds private images: created for this user only, as the store creates it.
+    await fs.mkdir(options.cacheDir, { recursive: true, mode: 0o700 })
     const lock = await DaemonLock.acquire(options.cacheDir, {
       pid: process.pid,
       startedAt: new Date(clock.now()).toISOString(),
@@ -114,30 +115,34 @@ export class Daemon {
       version: VERSION,
       ...(options.logFile !== undefined ? { logFile: options.logFile } : {}),
     })
-    let daemon: Daemon | undefined
+    let store: Store
     try {
-      const store = await Store.open(options.cacheDir, { clock, migrate: true })
+      store = await Store.open(options.cacheDir, { clock, migrate: true })
       // Nothing has been written yet, so a temp file under our own pid is a previous life's (a restarted container).
       const orphans = await store.removeOrphanTemps({ ownPidIsDead: true })
       if (orphans.files > 0) log.info(`removed ${orphans.files} temp files (${orphans.bytes} bytes) left by a process that was killed`)
-      const upstreams = new Upstreams({
-        overrides: options.upstreams ?? {},
-        clock,
-        ...(options.credentials ? { credentials: options.credentials } : {}),
-        ...(options.timeouts ? { timeouts: options.timeouts } : {}),
-      })
-      const counters = newCounters()
-      const blobs = new BlobProxy({ store, upstreams, counters, log })
-      const manifests = new ManifestProxy({ store, upstreams, counters, clock, log, maxAgeMs: options.maxAgeMs ?? 0 })
-      daemon = new Daemon(options, store, upstreams, blobs, manifests, counters, clock, log)
-      daemon.lock = lock
+    } catch (err) {
+      await lock.release()
+      throw err
+    }
+    const upstreams = new Upstreams({
+      overrides: options.upstreams ?? {},
+      clock,
+      ...(options.credentials ? { credentials: options.credentials } : {}),
+      ...(options.timeouts ? { timeouts: options.timeouts } : {}),
+    })
+    const counters = newCounters()
+    const blobs = new BlobProxy({ store, upstreams, counters, log })
+    const manifests = new ManifestProxy({ store, upstreams, counters, clock, log, maxAgeMs: options.maxAgeMs ?? 0 })
+    const daemon = new Daemon(options, store, upstreams, blobs, manifests, counters, clock, log)
+    daemon.lock = lock
+    try {
       await daemon.listen(options.hosts ?? DEFAULT_HOSTS, options.port ?? DEFAULT_PORT)
       const url = adminUrl(daemon.listening)
-      await lock.update({ listen: formatListen(daemon.listening), ...(url !== undefined ? { url } : {}) })
+      await daemon.lock.update({ listen: formatListen(daemon.listening), ...(url !== undefined ? { url } : {}) })
       daemon.maintenance.start()
     } catch (err) {
-      if (daemon) await daemon.stop(0)
-      else await lock.release()
+      await daemon.stop(0)
       throw err
     }
     return daemon

@@ -68,11 +68,10 @@ import type { Digest } from '../registry/names.js'
 export const LAYOUT_VERSION = 2
 
 export class Layout {
-  constructor(
-    readonly root: string,
-    /** The version of the tree on disk: which tag file names it uses. */
-    readonly version = LAYOUT_VERSION,
-  ) {}
+  /** The version of the tree on disk, which decides the tag file names; the store sets it when it opens. */
+  version: number = LAYOUT_VERSION
+
+  constructor(readonly root: string) {}
 
   get versionFile(): string {
     return join(this.root, 'layout.json')

@@ -70,40 +70,46 @@ export class Store {
   private readonly touchIntervalMs: number
   private readonly touched = new Map<string, number>()
 
-  private constructor(layout: Layout, options: StoreOptions) {
-    this.layout = layout
+  private constructor(root: string, options: StoreOptions) {
+    this.layout = new Layout(root)
     this.clock = options.clock ?? systemClock
     this.touchIntervalMs = options.touchIntervalMs ?? 60_000
   }
 
   /** Opens (creating when needed) the cache at `root`. */
   static async open(root: string, options: StoreOptions = {}): Promise<Store> {
-    const current = new Layout(root)
-    await fs.mkdir(current.tmpDir, { recursive: true })
+    const store = new Store(root, options)
+    await store.init(options.migrate === true)
+    return store
+  }
+
+  get root(): string {
+    return this.layout.root
+  }
+
+  private async init(migrate: boolean): Promise<void> {
+    const { layout } = this
+    await fs.mkdir(layout.tmpDir, { recursive: true })
     let version: unknown
     try {
-      version = JSON.parse(await fs.readFile(current.versionFile, 'utf8')).version
+      version = JSON.parse(await fs.readFile(layout.versionFile, 'utf8')).version
     } catch (err) {
       if (!isNotFound(err)) throw err
-      await writeAtomic(current, current.versionFile, JSON.stringify({ version: LAYOUT_VERSION }) + '\n')
+      await writeAtomic(layout, layout.versionFile, JSON.stringify({ version: LAYOUT_VERSION }) + '\n')
       version = LAYOUT_VERSION
     }
-    if (version === 1 && options.migrate) {
-      await migrateTagFiles(current)
-      await writeAtomic(current, current.versionFile, JSON.stringify({ version: LAYOUT_VERSION }) + '\n')
+    if (version === 1 && migrate) {
+      await migrateTagFiles(layout)
+      await writeAtomic(layout, layout.versionFile, JSON.stringify({ version: LAYOUT_VERSION }) + '\n')
       version = LAYOUT_VERSION
     }
     if (version !== 1 && version !== LAYOUT_VERSION) {
       throw new DproxyError(
         'CONFIG_INVALID',
-        `cache dir ${root} has layout version ${String(version)}, this dproxy understands ${LAYOUT_VERSION}`,
+        `cache dir ${layout.root} has layout version ${String(version)}, this dproxy understands ${LAYOUT_VERSION}`,
       )
     }
-    return new Store(new Layout(root, version), options)
-  }
-
-  get root(): string {
-    return this.layout.root
+    layout.version = version
   }
 
   /**
@@ -220,7 +226,10 @@ export class Store {
   }
 
   async listTags(registry: string, repository: string): Promise<string[]> {
-    const names = await fs.readdir(this.layout.tagsDir(registry, repository)).catch(emptyWhenMissing)
+    const names = await fs.readdir(this.layout.tagsDir(registry, repository)).catch((err: unknown) => {
+      if (isNotFound(err)) return [] as string[]
+      throw err
+    })
     return names.flatMap((name) => this.layout.tagOfFile(name) ?? []).sort()
   }
 

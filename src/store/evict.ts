@@ -16,8 +16,8 @@
 // Safe while the daemon serves pulls. Under tmp/, only files whose writer is
 // gone (killed mid-download: their name carries a pid that is not alive) are
 // removed; a blob being downloaded lives there until it is verified and
-// renamed into place. A blob being streamed from disk is read through an open file handle,
-// and POSIX keeps an unlinked file readable through handles opened before, so
+// renamed into place. A blob being streamed from disk is read through an
+// open file handle, and POSIX keeps an unlinked file readable through handles opened before, so
 // the client gets every byte (Windows refuses to delete a file in use: it is
 // skipped and left for the next run). A pull that asks for a deleted manifest or blob
 // afterwards fetches it from upstream again. The plan is a snapshot: content a

@@ -136,7 +136,7 @@ export async function pruneCacheDir(req: PruneRequest): Promise<PruneSummary & {
 }
 
 function nothing(dryRun: boolean): EvictionSummary {
-  return { dryRun, images: [], orphans: 0, tags: 0, manifests: 0, blobs: 0, bytes: 0, remainingBytes: 0 }
+  return { dryRun, images: [], orphans: 0, tags: 0, manifests: 0, blobs: 0, bytes: 0, remainingBytes: 0, tempFiles: 0, tempBytes: 0 }
 }
 
 /** One admin request; the daemon's error message becomes ours (a 400 is a usage error). */

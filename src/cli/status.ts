@@ -62,6 +62,7 @@ export function formatStatusText(s: StatusSnapshot): string {
   const c = s.cache
   lines.push(['cache', `${formatBytes(c.bytes)} in ${c.blobs} blobs, ${c.manifests} manifests, ${c.tags} tags`])
   if (c.notWritable !== undefined) lines.push(['', `cache not writable: ${c.notWritable}`])
+  if (c.tempFiles > 0) lines.push(['temp files', `${formatBytes(c.tempBytes)} in ${c.tempFiles} (downloads in progress, or left by a crash)`])
   if (c.cacheHits === null || c.cacheMisses === null) {
     lines.push(['traffic', 'unknown (counted by the running daemon)'])
   } else {

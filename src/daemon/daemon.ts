@@ -8,6 +8,7 @@
 // Stopping closes the listeners, lets in-flight responses finish within a
 // bound, then cuts what is left and aborts downloads nobody waits for.
 
+import { promises as fs } from 'node:fs'
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http'
 import type { AddressInfo, Socket } from 'node:net'
 import { systemClock, type Clock } from '../clock.js'
@@ -16,6 +17,7 @@ import { silentLogger, type Logger } from '../log.js'
 import { BlobProxy } from '../proxy/blobs.js'
 import { newCounters, type Counters } from '../proxy/counters.js'
 import { ManifestProxy } from '../proxy/manifests.js'
+import { sendClientError } from '../registry/errors.js'
 import { registryHandler, type Handler } from '../registry/handler.js'
 import { Store } from '../store/store.js'
 import type { CredentialSource } from '../upstream/auth.js'
@@ -115,7 +117,26 @@ export class Daemon {
     const clock = options.clock ?? systemClock
     const log = options.log ?? silentLogger
     const allowRegistries = registryAllowList(options)
-    const store = await Store.open(options.cacheDir, { clock, log })
+    // The lock comes first: only the cache dir's owner may migrate its layout and remove temp files.
+    // The dir holds private images: created for this user only, as the store creates it.
+    await fs.mkdir(options.cacheDir, { recursive: true, mode: 0o700 })
+    const lock = await DaemonLock.acquire(options.cacheDir, {
+      pid: process.pid,
+      startedAt: new Date(clock.now()).toISOString(),
+      listen: [],
+      version: VERSION,
+      ...(options.logFile !== undefined ? { logFile: options.logFile } : {}),
+    })
+    let store: Store
+    try {
+      store = await Store.open(options.cacheDir, { clock, log, migrate: true })
+      // Nothing has been written yet, so a temp file under our own pid is a previous life's (a restarted container).
+      const orphans = await store.removeOrphanTemps({ ownPidIsDead: true })
+      if (orphans.files > 0) log.info(`removed ${orphans.files} temp files (${orphans.bytes} bytes) left by a process that was killed`)
+    } catch (err) {
+      await lock.release()
+      throw err
+    }
     const upstreams = new Upstreams({
       overrides: options.upstreams ?? {},
       clock,
@@ -127,14 +148,8 @@ export class Daemon {
     const blobs = new BlobProxy({ store, upstreams, counters, log })
     const manifests = new ManifestProxy({ store, upstreams, counters, clock, log, maxAgeMs: options.maxAgeMs ?? 0 })
     const daemon = new Daemon(options, store, upstreams, blobs, manifests, counters, clock, log)
+    daemon.lock = lock
     try {
-      daemon.lock = await DaemonLock.acquire(options.cacheDir, {
-        pid: process.pid,
-        startedAt: new Date(daemon.startedAt).toISOString(),
-        listen: [],
-        version: VERSION,
-        ...(options.logFile !== undefined ? { logFile: options.logFile } : {}),
-      })
       await daemon.listen(options.hosts ?? DEFAULT_HOSTS, options.port ?? DEFAULT_PORT)
       const url = adminUrl(daemon.listening)
       await daemon.lock.update({ listen: formatListen(daemon.listening), ...(url !== undefined ? { url } : {}) })
@@ -195,7 +210,9 @@ export class Daemon {
       })
     }
     for (const host of hosts) {
-      const server = createServer({ keepAliveTimeout: 30_000 }, onRequest)
+      // Without a Host, Node would answer a bare 400 itself; the handlers answer in OCI JSON instead.
+      const server = createServer({ keepAliveTimeout: 30_000, requireHostHeader: false }, onRequest)
+      server.on('clientError', sendClientError)
       server.on('connection', (socket: Socket) => {
         this.sockets.add(socket)
         socket.on('close', () => this.sockets.delete(socket))

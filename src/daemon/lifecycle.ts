@@ -1,8 +1,9 @@
 // Which daemon owns a cache directory, and how the CLI finds it.
 //
 // A running daemon holds `<cacheDir>/daemon.json`, created exclusively (open
-// with 'wx') right after the store opens and removed on a clean stop. It says
-// who owns the cache and where to reach it:
+// with 'wx') before the store opens, so that only the owner migrates the
+// layout and removes temp files, and removed on a clean stop. It says who
+// owns the cache and where to reach it:
 //
 //   {"pid": 4242, "startedAt": "...", "listen": ["127.0.0.1:5000", "[::1]:5000"],
 //    "url": "http://127.0.0.1:5000", "version": "0.1.0", "logFile": "..."}

@@ -97,7 +97,7 @@ export interface CollectStatusOptions {
   clock?: Clock
 }
 
-const emptyStats: CacheStats = { bytes: 0, blobs: 0, manifests: 0, tags: 0 }
+const emptyStats: CacheStats = { bytes: 0, blobs: 0, manifests: 0, tags: 0, tempFiles: 0, tempBytes: 0 }
 
 /** The cache dir's statistics read from disk; zeros when there is no cache yet (nothing is created). */
 export async function diskStats(cacheDir: string): Promise<CacheStats> {
@@ -131,6 +131,8 @@ function cacheSection(stats: CacheStats, report: StatusReport | undefined): Cach
     blobs: stats.blobs,
     manifests: stats.manifests,
     tags: stats.tags,
+    tempFiles: stats.tempFiles,
+    tempBytes: stats.tempBytes,
     hitRatio: c && asked > 0 ? c.cacheHits / asked : null,
     cacheHits: c?.cacheHits ?? null,
     cacheMisses: c?.cacheMisses ?? null,

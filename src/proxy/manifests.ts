@@ -16,7 +16,7 @@
 import type { Clock } from '../clock.js'
 import { DproxyError, isDproxyError, isUpstreamOutage } from '../errors.js'
 import type { Logger } from '../log.js'
-import { parseDigest, type Digest, type ImageName, type Reference } from '../registry/names.js'
+import { parseDigest, truncate, type Digest, type ImageName, type Reference } from '../registry/names.js'
 import { digestOf } from '../store/digest.js'
 import type { Store, StoredManifest, TagRecord } from '../store/store.js'
 import type { TagPage, Upstreams } from '../upstream/client.js'
@@ -64,7 +64,9 @@ export class ManifestProxy {
     const cached = await this.o.store.getManifest(d)
     if (cached) {
       this.o.counters.cacheHits++
-      await this.used(image, d)
+      // Nobody asked upstream whether this repository exists or has this manifest: a
+      // client may name any repository here, so nothing is recorded under its name.
+      await this.o.store.touchManifest(d)
       return { ...cached, stale: false }
     }
     return this.flights.do(`${image.registry}/${image.repository}@${d.value}`, async () => {
@@ -195,6 +197,6 @@ function parseDigestFromUpstream(value: string): Digest {
   try {
     return parseDigest(value)
   } catch {
-    throw new DproxyError('UPSTREAM_INVALID', `upstream sent an invalid digest '${value.slice(0, 80)}'`)
+    throw new DproxyError('UPSTREAM_INVALID', `upstream sent an invalid digest '${truncate(value)}'`)
   }
 }

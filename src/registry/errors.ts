@@ -4,6 +4,7 @@
 // something meaningful instead of "unexpected end of JSON input".
 
 import type { IncomingMessage, ServerResponse } from 'node:http'
+import type { Duplex } from 'node:stream'
 import { DproxyError, isDproxyError, type ErrorCode } from '../errors.js'
 import type { Logger } from '../log.js'
 
@@ -61,6 +62,32 @@ export function sendError(res: ServerResponse, err: unknown, log: Logger, method
     if (size !== undefined) res.setHeader('content-range', `bytes */${size}`)
   }
   res.end(method === 'HEAD' ? undefined : body)
+}
+
+/**
+ * Answers a request Node's HTTP parser refused before any handler saw it (an
+ * unknown method, a control character in the target, headers too large) with
+ * the same OCI envelope as every other error, then closes the connection. A
+ * socket that already carried a response is only closed: bytes written now
+ * could land in the middle of it.
+ */
+export function sendClientError(err: NodeJS.ErrnoException, socket: Duplex): void {
+  const fresh = socket.writable && (socket as Duplex & { bytesWritten?: number }).bytesWritten === 0
+  if (!fresh || err.code === 'ECONNRESET') {
+    socket.destroy()
+    return
+  }
+  const [status, reason, code, message] =
+    err.code === 'HPE_HEADER_OVERFLOW'
+      ? [431, 'Request Header Fields Too Large', 'UNSUPPORTED', 'the request headers are too large']
+      : err.code === 'ERR_HTTP_REQUEST_TIMEOUT'
+        ? [408, 'Request Timeout', 'UNKNOWN', 'the request did not arrive in time']
+        : [400, 'Bad Request', 'UNSUPPORTED', 'malformed HTTP request']
+  const body = JSON.stringify({ errors: [{ code, message }] })
+  socket.end(
+    `HTTP/1.1 ${status} ${reason}\r\nconnection: close\r\ncontent-type: application/json; charset=utf-8\r\n` +
+      `content-length: ${Buffer.byteLength(body)}\r\n\r\n${body}`,
+  )
 }
 
 function describe(err: unknown): string {

@@ -16,7 +16,7 @@ import type { Counters } from '../proxy/counters.js'
 import type { ManifestProxy } from '../proxy/manifests.js'
 import type { ProbeRepository } from '../proxy/probe.js'
 import { sendError, type ErrorListener } from './errors.js'
-import { parseDigest, parseReference, resolveImageName, type ImageName } from './names.js'
+import { parseDigest, parseReference, resolveImageName, truncate, type ImageName } from './names.js'
 
 export interface RegistryDeps {
   manifests: Pick<ManifestProxy, 'get' | 'listTags'>
@@ -40,11 +40,12 @@ export function registryHandler(deps: RegistryDeps): Handler {
     const method = req.method ?? 'GET'
     try {
       res.setHeader('docker-distribution-api-version', 'registry/2.0')
-      // Match on the path exactly as sent: URL parsing would resolve `..` and `%2e%2e` first.
+      // Match on the path exactly as sent: URL parsing would resolve `..` and `%2e%2e` first,
+      // and `new URL` throws on targets such as `//` or `/\x`, which are the client's mistake.
       const raw = req.url ?? '/'
       const q = raw.indexOf('?')
       const path = q < 0 ? raw : raw.slice(0, q)
-      const url = new URL(raw, 'http://dproxy.invalid')
+      const params = new URLSearchParams(q < 0 ? '' : raw.slice(q + 1))
       if (/%|\/\/|\/\.\.?(\/|$)/.test(path)) {
         throw new DproxyError('NAME_INVALID', 'escaped characters, empty, `.` and `..` components are not allowed in names')
       }
@@ -57,7 +58,7 @@ export function registryHandler(deps: RegistryDeps): Handler {
         sendJson(res, method, 200, {})
         return
       }
-      const ns = url.searchParams.get('ns') ?? undefined
+      const ns = params.get('ns') ?? undefined
       let m = routeRe.exec(path)
       if (m) {
         const image = resolveImageName(m[1]!, ns)
@@ -75,7 +76,7 @@ export function registryHandler(deps: RegistryDeps): Handler {
         if (ns !== undefined) res.setHeader('oci-namespace', ns)
         const query = new URLSearchParams()
         for (const key of ['n', 'last']) {
-          const v = url.searchParams.get(key)
+          const v = params.get(key)
           if (v !== null) query.set(key, v)
         }
         const { tags, next, stale } = await deps.manifests.listTags(image, query)
@@ -85,7 +86,7 @@ export function registryHandler(deps: RegistryDeps): Handler {
         sendJson(res, method, 200, { name: m[1], tags })
         return
       }
-      throw new DproxyError('NAME_UNKNOWN', `no such endpoint: ${path.slice(0, 200)}`, { status: 404 })
+      throw new DproxyError('NAME_UNKNOWN', `no such endpoint: ${truncate(path)}`, { status: 404 })
     } catch (err) {
       sendError(res, err, deps.log, method, deps.onError)
     }
@@ -145,7 +146,7 @@ async function serveBlob(
     const range = parseRange(req.headers.range, source.size)
     if (range === 'unsatisfiable') {
       await source.close()
-      throw new DproxyError('RANGE_INVALID', `range ${req.headers.range} is outside the blob`, {
+      throw new DproxyError('RANGE_INVALID', `range '${truncate(req.headers.range ?? '')}' is outside the blob`, {
         detail: { size: source.size },
       })
     }

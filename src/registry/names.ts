@@ -134,6 +134,11 @@ function withLibrary(registry: string, repository: string): string {
   return registry === DOCKER_HUB && !repository.includes('/') ? `library/${repository}` : repository
 }
 
-function truncate(s: string): string {
+/**
+ * What an error message may quote of a value a client (or an upstream) chose:
+ * at most 80 characters, so a 5,000-character header or path is never echoed
+ * back whole. Every message that quotes such a value goes through here.
+ */
+export function truncate(s: string): string {
   return s.length > 80 ? `${s.slice(0, 77)}...` : s
 }

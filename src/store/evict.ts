@@ -13,10 +13,11 @@
 //          a crash half-way leaves orphans (removed next time), never a tag
 //          pointing at nothing.
 //
-// Safe while the daemon serves pulls. Nothing under tmp/ is ever touched: a
-// blob being downloaded lives there until it is verified and renamed into
-// place. A blob being streamed from disk is read through an open file handle,
-// and POSIX keeps an unlinked file readable through handles opened before, so
+// Safe while the daemon serves pulls. Under tmp/, only files whose writer is
+// gone (killed mid-download: their name carries a pid that is not alive) are
+// removed; a blob being downloaded lives there until it is verified and
+// renamed into place. A blob being streamed from disk is read through an
+// open file handle, and POSIX keeps an unlinked file readable through handles opened before, so
 // the client gets every byte (Windows refuses to delete a file in use: it is
 // skipped and left for the next run). A pull that asks for a deleted manifest or blob
 // afterwards fetches it from upstream again. The plan is a snapshot: content a
@@ -29,7 +30,7 @@
 
 import { promises as fs } from 'node:fs'
 import { DproxyError } from '../errors.js'
-import { parseDigest, parseReference, resolveImageName } from '../registry/names.js'
+import { parseDigest, parseReference, resolveImageName, truncate } from '../registry/names.js'
 import { fileSize, inventory, type CacheUnit, type FileKey, type Inventory } from './inventory.js'
 import { isNotFound, removeFile, type Store } from './store.js'
 
@@ -85,6 +86,9 @@ export interface EvictionSummary {
   bytes: number
   /** Bytes left in the cache afterwards. */
   remainingBytes: number
+  /** Temp files a killed writer left under tmp/ (removed whatever the filter), and their bytes. */
+  tempFiles: number
+  tempBytes: number
 }
 
 export interface PruneOptions {
@@ -113,7 +117,7 @@ export interface PruneSummary extends EvictionSummary {
  */
 export function parseImageSelector(text: string): ImageSelector {
   const fail = (why: string) =>
-    new DproxyError('USAGE', `invalid image '${text.slice(0, 200)}': ${why}`, { detail: { image: text.slice(0, 200) } })
+    new DproxyError('USAGE', `invalid image '${truncate(text)}': ${why}`, { detail: { image: truncate(text) } })
   let name = text.trim()
   let tag: string | undefined
   let digest: string | undefined
@@ -175,7 +179,13 @@ export async function clearCache(
   opts: { now?: number; dryRun?: boolean } = {},
 ): Promise<EvictionSummary> {
   const plan = await planClear(store, filter, opts)
-  return opts.dryRun ? summarize(plan, true) : applyPlan(store, plan)
+  return withOrphanTemps(store, opts.dryRun ? summarize(plan, true) : await applyPlan(store, plan))
+}
+
+/** Adds the removal of temp files that no live process owns (found, in a dry run). */
+async function withOrphanTemps(store: Store, summary: Omit<EvictionSummary, 'tempFiles' | 'tempBytes'>): Promise<EvictionSummary> {
+  const temps = await store.removeOrphanTemps({ dryRun: summary.dryRun })
+  return { ...summary, tempFiles: temps.files, tempBytes: temps.bytes }
 }
 
 /**
@@ -218,7 +228,7 @@ export async function planPrune(store: Store, opts: PruneOptions): Promise<Clear
 /** Plans and, unless `dryRun`, applies eviction. */
 export async function prune(store: Store, opts: PruneOptions): Promise<PruneSummary> {
   const plan = await planPrune(store, opts)
-  const summary = opts.dryRun ? summarize(plan, true) : await applyPlan(store, plan)
+  const summary = await withOrphanTemps(store, opts.dryRun ? summarize(plan, true) : await applyPlan(store, plan))
   return {
     ...summary,
     maxSizeBytes: opts.maxSizeBytes ?? null,
@@ -290,7 +300,7 @@ export function planSelection(inv: Inventory, selected: Set<CacheUnit>, opts: { 
   return plan
 }
 
-export function summarize(plan: ClearPlan, dryRun: boolean): EvictionSummary {
+export function summarize(plan: ClearPlan, dryRun: boolean): Omit<EvictionSummary, 'tempFiles' | 'tempBytes'> {
   return {
     dryRun,
     images: plan.images,
@@ -304,7 +314,7 @@ export function summarize(plan: ClearPlan, dryRun: boolean): EvictionSummary {
 }
 
 /** Deletes what the plan lists; returns what was actually removed (files already gone are not counted). */
-export async function applyPlan(store: Store, plan: ClearPlan): Promise<EvictionSummary> {
+export async function applyPlan(store: Store, plan: ClearPlan): Promise<Omit<EvictionSummary, 'tempFiles' | 'tempBytes'>> {
   const { layout } = store
   const done = { tags: 0, manifests: 0, blobs: 0, bytes: 0 }
   for (const t of plan.tags) {

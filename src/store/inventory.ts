@@ -159,8 +159,8 @@ export async function scanCache(store: Store): Promise<CacheScan> {
     }
     const t = parts.indexOf('_tags')
     if (t > 1 && t === parts.length - 2) {
-      const tag = parts[t + 1]!
-      if (!isTag(tag)) return
+      const tag = layout.tagOfFile(parts[t + 1]!)
+      if (tag === undefined || !isTag(tag)) return
       const repository = parts.slice(1, t).join('/')
       const rec = await store.getTag(registry, repository, tag)
       if (rec) repoFor(registry, repository).tags.set(tag, rec)

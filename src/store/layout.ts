@@ -3,7 +3,8 @@
 // truth about the cache directory.
 //
 //   <cacheDir>/
-//     layout.json                         {"version": 1}; written once, checked on open
+//     layout.json                         {"version": 2}; written when the cache is created, checked
+//                                         on open, raised by migrations (see LAYOUT_VERSION)
 //     daemon.json                         the running daemon's lock: {pid, startedAt, listen,
 //                                         url, version, logFile?}, created exclusively when it
 //                                         starts and removed when it stops; a file whose pid is
@@ -24,14 +25,30 @@
 //                                         Written before the bytes, so a manifest file that
 //                                         exists always has its type.
 //     repositories/<registry>/<repo...>/
-//       _tags/<tag>                       JSON {digest, mediaType, size, checkedAt}: what the
+//       _tags/<tagfile>                   JSON {digest, mediaType, size, checkedAt}: what the
 //                                         tag pointed at when upstream was last asked, and when.
+//                                         <tagfile> is the tag with every upper-case letter
+//                                         written as `!` and the letter in lower case (`V1` ->
+//                                         `!v1`, `latest` -> `latest`): tags are case-sensitive
+//                                         but macOS and Windows file systems are not, and `!`
+//                                         never occurs in a tag, so no two tags share a file.
 //       _manifests/<alg>/<hex>            empty marker: this repository references that manifest
 //                                         (for listing images and clearing one image's content).
-//     tmp/<random>                        downloads in progress. Readers may follow a file
-//                                         here while it grows; it is renamed into blobs/ or
-//                                         manifests/ only once verified, and removed on failure.
-//                                         Leftovers from a crash are removed at start-up.
+//     tmp/<pid>-<what>-<random>           downloads in progress and files being written, named
+//                                         by the pid of the process writing them. Readers may
+//                                         follow a file here while it grows; it is renamed into
+//                                         blobs/, manifests/ or repositories/ only once complete
+//                                         (blobs: verified), and removed on failure. A file whose
+//                                         pid is not a live process was left by a crash (kill -9,
+//                                         power loss): the daemon removes those when it starts,
+//                                         after taking daemon.json (so no other daemon writes
+//                                         here), `cache clear` and `prune` remove them, and
+//                                         `status` counts their bytes.
+//
+// Version 1 named tag files by the tag itself; a daemon opening such a cache
+// renames those files and raises the version once it holds daemon.json
+// (Store.open with `migrate`). Until then, readers (`status`, `cache ls`)
+// use the names of the version they find.
 //
 // <hh> is the first two hex digits, to keep directories small. <registry> is the
 // canonical registry host, URI-encoded (`localhost%3A5000`). Repository
@@ -51,15 +68,20 @@
 // so a concurrent delete never hands a reader a partial file (POSIX keeps an
 // open file readable after unlink).
 
+import { randomBytes } from 'node:crypto'
 import { join } from 'node:path'
 import type { Digest } from '../registry/names.js'
 
-export const LAYOUT_VERSION = 1
+/** 2: case-safe tag file names. */
+export const LAYOUT_VERSION = 2
 /** Modes of what the store creates (before the umask, which can only tighten them). */
 export const DIR_MODE = 0o700
 export const FILE_MODE = 0o600
 
 export class Layout {
+  /** The version of the tree on disk, which decides the tag file names; the store sets it when it opens. */
+  version: number = LAYOUT_VERSION
+
   constructor(readonly root: string) {}
 
   get versionFile(): string {
@@ -111,10 +133,32 @@ export class Layout {
   }
 
   tag(registry: string, repository: string, tag: string): string {
-    return join(this.tagsDir(registry, repository), tag)
+    return join(this.tagsDir(registry, repository), this.version < 2 ? tag : tagFileName(tag))
+  }
+
+  /** The tag a file in a _tags directory stands for; undefined for a name this version never writes. */
+  tagOfFile(name: string): string | undefined {
+    if (this.version < 2) return name
+    return /[A-Z]|![^a-z]|!$/.test(name) ? undefined : name.replace(/!([a-z])/g, (_, c: string) => c.toUpperCase())
+  }
+
+  /** A fresh name under tmp/ for a file this process writes; `label` says what it is to a human looking. */
+  tempFile(label = 'w'): string {
+    return join(this.tmpDir, `${process.pid}-${label}-${randomBytes(6).toString('hex')}`)
   }
 
   manifestLink(registry: string, repository: string, d: Digest): string {
     return join(this.repository(registry, repository), '_manifests', d.algorithm, d.hex)
   }
+}
+
+/** `V1` -> `!v1`: see the tree above. */
+export function tagFileName(tag: string): string {
+  return tag.replace(/[A-Z]/g, (c) => `!${c.toLowerCase()}`)
+}
+
+/** The pid a temp file name carries, or undefined for a name without one (written by an older dproxy). */
+export function tempFileOwner(name: string): number | undefined {
+  const m = /^([1-9]\d{0,9})-/.exec(name)
+  return m ? Number(m[1]) : undefined
 }

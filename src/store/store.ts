@@ -12,7 +12,6 @@
 // CACHE_UNAVAILABLE and is recorded in `health`; recording when a blob or
 // manifest was last used is best effort and never fails a read.
 
-import { randomBytes } from 'node:crypto'
 import { constants, promises as fs, type Dirent } from 'node:fs'
 import type { FileHandle } from 'node:fs/promises'
 import { basename, dirname, join } from 'node:path'
@@ -21,9 +20,10 @@ import { systemClock, type Clock } from '../clock.js'
 import { DproxyError, isDproxyError } from '../errors.js'
 import { silentLogger, type Logger } from '../log.js'
 import type { Digest } from '../registry/names.js'
+import { isProcessAlive } from '../process.js'
 import { ContentCheck } from './digest.js'
 import { DiskHealth } from './health.js'
-import { DIR_MODE, FILE_MODE, LAYOUT_VERSION, Layout } from './layout.js'
+import { DIR_MODE, FILE_MODE, LAYOUT_VERSION, Layout, tagFileName, tempFileOwner } from './layout.js'
 
 export interface TagRecord {
   digest: string
@@ -49,6 +49,15 @@ export interface CacheStats {
   blobs: number
   manifests: number
   tags: number
+  /** Files under tmp/: downloads in progress, and what killed writers left (removed at start, by clear and prune). */
+  tempFiles: number
+  tempBytes: number
+}
+
+/** Temp files left by writers that are gone, found (and unless a dry run, removed). */
+export interface OrphanTemps {
+  files: number
+  bytes: number
 }
 
 export interface StoreOptions {
@@ -59,9 +68,13 @@ export interface StoreOptions {
   touchMemory?: number
   /** Where the store says that it tightened the cache dir's mode, or that the disk refuses writes. */
   log?: Logger
+  /**
+   * Bring an older layout up to date. Only for the owner of the cache dir (the
+   * daemon, holding daemon.json): others read the layout they find.
+   */
+  migrate?: boolean
 }
 
-const TMP_MAX_AGE_MS = 10 * 60 * 1000
 const TOUCH_MEMORY = 4096
 
 export class Store {
@@ -86,7 +99,7 @@ export class Store {
   /** Opens (creating when needed) the cache at `root`. */
   static async open(root: string, options: StoreOptions = {}): Promise<Store> {
     const store = new Store(root, options)
-    await store.init()
+    await store.init(options.migrate === true)
     return store
   }
 
@@ -94,7 +107,7 @@ export class Store {
     return this.layout.root
   }
 
-  private async init(): Promise<void> {
+  private async init(migrate: boolean): Promise<void> {
     const { layout } = this
     await fs.mkdir(layout.tmpDir, { recursive: true, mode: DIR_MODE })
     await this.restrictAccess()
@@ -106,13 +119,18 @@ export class Store {
       await writeAtomic(layout, layout.versionFile, JSON.stringify({ version: LAYOUT_VERSION }) + '\n')
       version = LAYOUT_VERSION
     }
-    if (version !== LAYOUT_VERSION) {
+    if (version === 1 && migrate) {
+      await migrateTagFiles(layout)
+      await writeAtomic(layout, layout.versionFile, JSON.stringify({ version: LAYOUT_VERSION }) + '\n')
+      version = LAYOUT_VERSION
+    }
+    if (version !== 1 && version !== LAYOUT_VERSION) {
       throw new DproxyError(
         'CONFIG_INVALID',
         `cache dir ${layout.root} has layout version ${String(version)}, this dproxy understands ${LAYOUT_VERSION}`,
       )
     }
-    await this.removeStaleTemps()
+    layout.version = version
   }
 
   /** Makes the cache dir private when an older dproxy (or the user) created it readable by others. */
@@ -130,14 +148,26 @@ export class Store {
     }
   }
 
-  /** Removes temp files a crashed process left behind. Recent ones may belong to a live writer. */
-  private async removeStaleTemps(): Promise<void> {
-    const now = this.clock.now()
-    for (const name of await fs.readdir(this.layout.tmpDir)) {
+  /**
+   * Removes the temp files of writers that are gone: their pid is not a live
+   * process (or, with `ownPidIsDead`, it is ours, which a daemon that has not
+   * written anything yet can only have inherited: a container restarted with
+   * the same pid). Every writer names its files by pid, so a live download is
+   * never touched.
+   */
+  async removeOrphanTemps(opts: { dryRun?: boolean; ownPidIsDead?: boolean } = {}): Promise<OrphanTemps> {
+    const found: OrphanTemps = { files: 0, bytes: 0 }
+    for (const name of await fs.readdir(this.layout.tmpDir).catch(emptyWhenMissing)) {
+      const owner = tempFileOwner(name)
+      if (owner !== undefined && (owner === process.pid ? !opts.ownPidIsDead : isProcessAlive(owner))) continue
       const path = join(this.layout.tmpDir, name)
       const st = await fs.stat(path).catch(() => undefined)
-      if (st && now - st.mtimeMs > TMP_MAX_AGE_MS) await fs.rm(path, { force: true })
+      if (!st?.isFile()) continue
+      if (!opts.dryRun && !(await removeFile(path))) continue
+      found.files++
+      found.bytes += st.size
     }
+    return found
   }
 
   // ---- blobs
@@ -245,7 +275,7 @@ export class Store {
       if (isNotFound(err)) return [] as string[]
       throw err
     })
-    return names.sort()
+    return names.flatMap((name) => this.layout.tagOfFile(name) ?? []).sort()
   }
 
   /** Records that `repository` references manifest `d` (idempotent). */
@@ -268,7 +298,7 @@ export class Store {
   // ---- whole-cache views
 
   async stats(): Promise<CacheStats> {
-    const stats: CacheStats = { bytes: 0, blobs: 0, manifests: 0, tags: 0 }
+    const stats: CacheStats = { bytes: 0, blobs: 0, manifests: 0, tags: 0, tempFiles: 0, tempBytes: 0 }
     await walk(this.layout.blobsDir, async (path) => {
       const st = await fs.stat(path).catch(() => undefined)
       if (st) {
@@ -284,6 +314,13 @@ export class Store {
     })
     await walk(this.layout.repositoriesDir, async (path) => {
       if (basename(dirname(path)) === '_tags') stats.tags++
+    })
+    await walk(this.layout.tmpDir, async (path) => {
+      const st = await fs.stat(path).catch(() => undefined)
+      if (st) {
+        stats.tempFiles++
+        stats.tempBytes += st.size
+      }
     })
     return stats
   }
@@ -330,7 +367,7 @@ export class VerifyingWriter {
     health: DiskHealth,
     expectedSize?: number,
   ): Promise<VerifyingWriter> {
-    const tempPath = join(layout.tmpDir, `${d.hex.slice(0, 16)}-${randomBytes(6).toString('hex')}`)
+    const tempPath = layout.tempFile(d.hex.slice(0, 16))
     let fh: FileHandle
     try {
       fh = await fs.open(tempPath, 'wx', FILE_MODE)
@@ -415,7 +452,7 @@ export class VerifyingWriter {
 }
 
 async function writeAtomic(layout: Layout, path: string, data: string | Uint8Array): Promise<void> {
-  const temp = join(layout.tmpDir, `w-${randomBytes(8).toString('hex')}`)
+  const temp = layout.tempFile()
   try {
     await fs.writeFile(temp, data, { flag: 'wx', mode: FILE_MODE })
   } catch (err) {
@@ -430,6 +467,26 @@ async function writeAtomic(layout: Layout, path: string, data: string | Uint8Arr
     await fs.rm(temp, { force: true }).catch(() => {})
     throw err
   }
+}
+
+/**
+ * Layout 1 -> 2: renames every tag file whose name has an upper-case letter
+ * to its case-safe name. Each rename is atomic, so a migration cut short is
+ * finished by the next open; the version is raised only after the last one.
+ */
+async function migrateTagFiles(layout: Layout): Promise<void> {
+  await walk(layout.repositoriesDir, async (path) => {
+    const name = basename(path)
+    if (basename(dirname(path)) !== '_tags' || !/[A-Z]/.test(name)) return
+    await fs.rename(path, join(dirname(path), tagFileName(name))).catch((err: unknown) => {
+      if (!isNotFound(err)) throw err
+    })
+  })
+}
+
+function emptyWhenMissing(err: unknown): string[] {
+  if (isNotFound(err)) return []
+  throw err
 }
 
 /** Unlinks a file; false when it was already gone. */

@@ -174,7 +174,7 @@ t.test('clear with no filter: asks on a terminal, refuses without one unless --y
   const accepted = await cli(env, ['cache', 'clear'], { tty: true, answer: 'yes\n' })
   t.equal(accepted.code, 0)
   t.match(accepted.out, /^freed .*: 4 images, 3 manifests, 6 blobs\n(  .*\n){4}cache now 0B\n$/)
-  t.strictSame(await store.stats(), { bytes: 0, blobs: 0, manifests: 0, tags: 0 })
+  t.strictSame(await store.stats(), { bytes: 0, blobs: 0, manifests: 0, tags: 0, tempFiles: 0, tempBytes: 0 })
 
   await smallCache(dir)
   const yes = await cli(env, ['cache', 'clear', '--yes', '--json'])

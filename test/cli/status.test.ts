@@ -139,7 +139,7 @@ t.test('formatStatusText aligns labels and never writes escape codes', async (t)
     checkedAt: '2026-01-01T00:00:00.000Z',
     cacheDir: '/c',
     daemon: { running: true, pid: 7, version: '0.1.0', startedAt: '', uptimeSeconds: 65, listen: ['127.0.0.1:5000'], url: 'http://127.0.0.1:5000', logFile: null },
-    cache: { bytes: 2_000_000, blobs: 3, manifests: 2, tags: 1, hitRatio: 0.5, cacheHits: 1, cacheMisses: 1, bytesFromCache: 0, bytesFromUpstream: 2_000_000, upstreamManifestGets: 1, upstreamManifestHeads: 2, manifestGetsAvoided: 1 },
+    cache: { bytes: 2_000_000, blobs: 3, manifests: 2, tags: 1, tempFiles: 0, tempBytes: 0, hitRatio: 0.5, cacheHits: 1, cacheMisses: 1, bytesFromCache: 0, bytesFromUpstream: 2_000_000, upstreamManifestGets: 1, upstreamManifestHeads: 2, manifestGetsAvoided: 1 },
     rateLimit: [
       { registry: 'docker.io', limit: 100, remaining: 99, windowSeconds: 21600, source: null, unlimited: false, checkedAt: '', ageSeconds: 2, from: 'probe' },
       { registry: 'registry.example:5000', limit: null, remaining: null, windowSeconds: null, source: null, unlimited: true, checkedAt: '', ageSeconds: 60, from: 'daemon' },

@@ -132,7 +132,7 @@ t.test('a registry without RateLimit headers is unlimited', async (t) => {
 
 t.test('diskStats of a cache dir that does not exist: zeros, and nothing is created', async (t) => {
   const missing = path.join(t.testdir(), 'not-yet')
-  t.same(await diskStats(missing), { bytes: 0, blobs: 0, manifests: 0, tags: 0 })
+  t.same(await diskStats(missing), { bytes: 0, blobs: 0, manifests: 0, tags: 0, tempFiles: 0, tempBytes: 0 })
   t.notOk(fs.existsSync(missing))
 })
 

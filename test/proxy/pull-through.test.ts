@@ -5,6 +5,7 @@
 
 import { promises as fs } from 'node:fs'
 import { request as httpRequest } from 'node:http'
+import { join } from 'node:path'
 import t from 'tap'
 import { request } from 'undici'
 import { buildExtraImage } from '../fixtures/images.js'
@@ -303,6 +304,72 @@ t.test('names: GitLab alias, ?ns=, other registries; invalid names and digests g
     t.equal(JSON.parse(res.body).errors[0].code, code, `${method} ${path} code`)
   }
   t.equal((await fs.readdir(d.store.root)).includes('etc'), false)
+})
+
+t.test('by-digest pulls under a repository upstream does not have record nothing under repositories/', async (t) => {
+  const up = await startUpstream()
+  t.teardown(() => up.stop())
+  const d = await startDaemon(t, up)
+  const { alpine } = up.images
+  await pull(d.url, 'alpine', 'latest')
+  await settled(d)
+  const entries = async () => {
+    const found: string[] = []
+    const visit = async (dir: string): Promise<void> => {
+      for (const e of await fs.readdir(dir, { withFileTypes: true })) {
+        found.push(`${dir}/${e.name}`)
+        if (e.isDirectory()) await visit(`${dir}/${e.name}`)
+      }
+    }
+    await visit(d.store.layout.repositoriesDir)
+    return found.sort()
+  }
+  const before = await entries()
+  t.ok(before.length > 0, 'the tag pull recorded library/alpine')
+
+  for (const repo of ['nosuch/repo', 'library/nothere', `deep/${'x/'.repeat(20)}y`]) {
+    const cached = await get(`${d.url}/v2/${repo}/manifests/${alpine.digest}`)
+    t.equal(cached.status, 200, `${repo}: a cached manifest is content-addressed, served as it is`)
+    const head = await get(`${d.url}/v2/${repo}/manifests/${alpine.digest}`, {}, 'HEAD')
+    t.equal(head.status, 200)
+    const uncached = await get(`${d.url}/v2/${repo}/manifests/sha256:${'1'.repeat(64)}`)
+    t.equal(uncached.status, 404, `${repo}: an uncached one is asked upstream, which says no`)
+    const blob = await get(`${d.url}/v2/${repo}/blobs/${alpine.blobs[0]!.digest}`)
+    t.equal(blob.status, 200)
+  }
+  t.strictSame(await entries(), before, 'not one new entry under repositories/')
+})
+
+t.test('tags V1 and v1 are two images; a cache of layout 1 is migrated by the daemon and keeps serving', async (t) => {
+  const up = await startUpstream()
+  t.teardown(() => up.stop())
+  const upper = buildExtraImage('case-upper')
+  const lower = buildExtraImage('case-lower')
+  await up.retag('library/alpine', 'V1', upper)
+  await up.retag('library/alpine', 'v1', lower)
+  const cacheDir = t.testdir()
+  const first = await startDaemon(t, up, { cacheDir })
+  t.equal((await pull(first.url, 'alpine', 'V1')).manifest.headers['docker-content-digest'], upper.digest)
+  t.equal((await pull(first.url, 'alpine', 'v1')).manifest.headers['docker-content-digest'], lower.digest)
+  await settled(first)
+  await first.stop(0)
+
+  // What dproxy with layout 1 left: the tag file named by the tag itself.
+  const tags = first.store.layout.tagsDir('docker.io', 'library/alpine')
+  await fs.rm(join(tags, '!v1'))
+  await fs.writeFile(join(tags, 'V1'), JSON.stringify({ digest: upper.digest, mediaType: upper.mediaType, size: upper.manifest.length, checkedAt: 0 }))
+  await fs.writeFile(join(cacheDir, 'layout.json'), '{"version": 1}\n')
+
+  const second = await startDaemon(t, up, { cacheDir })
+  t.strictSame(JSON.parse(await fs.readFile(join(cacheDir, 'layout.json'), 'utf8')), { version: 2 }, 'migrated at start')
+  await up.hub.setMode('refuse')
+  for (const [tag, image] of [['V1', upper], ['v1', lower]] as const) {
+    const res = await get(`${second.url}/v2/library/alpine/manifests/${tag}`)
+    t.equal(res.status, 200, `${tag}: served from the cache`)
+    t.equal(res.headers['docker-content-digest'], image.digest, `${tag}: its own digest`)
+  }
+  t.strictSame(await second.store.listTags('docker.io', 'library/alpine'), ['V1', 'v1'])
+  await up.hub.setMode('up')
 })
 
 t.test('tags/list comes from upstream, falling back to cached tags', async (t) => {

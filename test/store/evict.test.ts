@@ -192,11 +192,18 @@ t.test('clearing everything leaves downloads in progress alone', async (t) => {
   await putBlob(store, 'an orphan blob')
   const writer = await store.createBlobWriter(digestOf('in flight'))
   await writer.write(Buffer.from('in fl'))
+  const leftover = join(store.layout.tmpDir, '999999999-abc-0123')
+  await fs.writeFile(leftover, 'a killed download')
+  const dry = await clearCache(store, {}, { dryRun: true })
+  t.match(dry, { tempFiles: 1, tempBytes: 17 }, 'a dry run counts the leftover')
+  t.ok(await fs.stat(leftover))
   const summary = await clearCache(store, {})
+  t.match(summary, { tempFiles: 1, tempBytes: 17 }, 'the temp file of a killed writer is removed')
+  await t.rejects(fs.stat(leftover), { code: 'ENOENT' })
   t.equal(summary.images.length, 4)
   t.equal(summary.orphans, 1)
   t.equal(summary.remainingBytes, 0)
-  t.strictSame(await store.stats(), { bytes: 0, blobs: 0, manifests: 0, tags: 0 })
+  t.strictSame(await store.stats(), { bytes: 0, blobs: 0, manifests: 0, tags: 0, tempFiles: 1, tempBytes: 5 })
   let links = 0
   for (const repo of ['library/alpine', 'bitnami/redis']) {
     links += (await fs.readdir(join(store.layout.repository('docker.io', repo), '_manifests', 'sha256'))).length

@@ -1,6 +1,7 @@
 import { promises as fs } from 'node:fs'
 import { join } from 'node:path'
 import t from 'tap'
+import { clearCache, parseImageSelector } from '../../src/store/evict.js'
 import { descriptors, inventory, listImages } from '../../src/store/inventory.js'
 import { Store } from '../../src/store/store.js'
 import {
@@ -180,4 +181,21 @@ t.test('an empty or missing cache lists nothing', async (t) => {
   const inv = await inventory(store)
   t.strictSame(inv.images, [])
   t.equal(inv.scan.bytes, 0)
+})
+
+t.test('tags that differ only in case are listed and cleared under their real names', async (t) => {
+  const store = await Store.open(t.testdir(), { clock })
+  const upper = await putImage(store, 'upper', [100])
+  const lower = await putImage(store, 'lower', [200])
+  await tag(store, 'docker.io', 'library/app', 'V1', upper.manifest)
+  await tag(store, 'docker.io', 'library/app', 'v1', lower.manifest)
+  const listed = (await listImages(store)).map((i) => [i.tag, i.digest])
+  t.strictSame(listed, [
+    ['V1', upper.manifest.digest],
+    ['v1', lower.manifest.digest],
+  ])
+  const summary = await clearCache(store, { image: parseImageSelector('app:V1') })
+  t.strictSame(summary.images.map((i) => i.tag), ['V1'])
+  t.strictSame(await store.listTags('docker.io', 'library/app'), ['v1'], 'v1 stays')
+  t.equal((await store.getTag('docker.io', 'library/app', 'v1'))?.digest, lower.manifest.digest)
 })

@@ -24,7 +24,7 @@ t.test('a verified blob is renamed into place and readable', async (t) => {
   t.equal((await h!.fh.readFile()).toString(), 'hello blob')
   await h!.fh.close()
   t.strictSame(await fs.readdir(store.layout.tmpDir), [], 'no temp files left')
-  t.strictSame(JSON.parse(await fs.readFile(join(dir, 'layout.json'), 'utf8')), { version: 1 })
+  t.strictSame(JSON.parse(await fs.readFile(join(dir, 'layout.json'), 'utf8')), { version: 2 })
 })
 
 t.test('wrong bytes, short and long bodies are never cached', async (t) => {
@@ -88,7 +88,14 @@ t.test('manifests keep bytes and media type exactly; tags and links', async (t) 
   t.ok(await fs.stat(store.layout.manifestLink('docker.io', 'library/alpine', d)))
   t.ok(store.layout.repository('localhost:5001', 'a/b').includes('localhost%3A5001'), 'registry host encoded')
 
-  t.strictSame(await store.stats(), { bytes: bytes.length + m!.mediaType.length + 1, blobs: 0, manifests: 1, tags: 2 })
+  t.strictSame(await store.stats(), {
+    bytes: bytes.length + m!.mediaType.length + 1,
+    blobs: 0,
+    manifests: 1,
+    tags: 2,
+    tempFiles: 0,
+    tempBytes: 0,
+  })
 })
 
 t.test('last access is recorded, at most once per interval', async (t) => {
@@ -110,13 +117,71 @@ t.test('last access is recorded, at most once per interval', async (t) => {
   t.equal((await fs.stat(store.blobPath(d))).atimeMs, now)
 })
 
-t.test('stale temp files are removed at open; a foreign layout version is refused', async (t) => {
-  const dir = t.testdir({ tmp: { 'old-download': 'partial', 'fresh-download': 'partial' } })
-  const old = new Date(Date.now() - 3600_000)
-  await fs.utimes(join(dir, 'tmp', 'old-download'), old, old)
-  await Store.open(dir)
-  t.strictSame(await fs.readdir(join(dir, 'tmp')), ['fresh-download'])
+t.test('temp files carry their writer pid; only those of gone writers are orphans', async (t) => {
+  const dead = 999_999_999
+  const parent = process.ppid
+  const dir = t.testdir({
+    tmp: { [`${dead}-0a1b`]: 'x'.repeat(100), [`${parent}-2c3d`]: 'y'.repeat(10), [`${process.pid}-4e5f`]: 'z', legacy: 'old' },
+  })
+  const store = await Store.open(dir)
+  const names = async () => (await fs.readdir(store.layout.tmpDir)).sort()
+  const all = await names()
+  t.equal(all.length, 4, 'opening removes nothing')
+  t.match(await store.stats(), { tempFiles: 4, tempBytes: 114 }, 'status counts temp bytes')
 
+  const w = await store.createBlobWriter(sha('abc'))
+  t.match(w.tempPath, new RegExp(`/tmp/${process.pid}-[0-9a-f]{16}-[0-9a-f]+$`), 'a download names its file by pid')
+  await w.abort()
+
+  t.strictSame(await store.removeOrphanTemps({ dryRun: true }), { files: 2, bytes: 103 })
+  t.strictSame(await names(), all, 'a dry run removes nothing')
+  t.strictSame(await store.removeOrphanTemps(), { files: 2, bytes: 103 })
+  t.strictSame(await names(), [`${parent}-2c3d`, `${process.pid}-4e5f`].sort(), 'live writers keep their files')
+  t.strictSame(await store.removeOrphanTemps({ ownPidIsDead: true }), { files: 1, bytes: 1 })
+  t.strictSame(await names(), [`${parent}-2c3d`])
+})
+
+t.test('a foreign layout version is refused', async (t) => {
   const future = t.testdir({ 'layout.json': '{"version": 99}' })
   await t.rejects(Store.open(future), { code: 'CONFIG_INVALID' })
+})
+
+const rec = (digest: string) => ({ digest, mediaType: 'application/vnd.oci.image.manifest.v1+json', size: 1, checkedAt: 0 })
+
+t.test('tags that differ only in case are two tags, in two files whatever the file system folds', async (t) => {
+  const store = await Store.open(t.testdir())
+  const upper = sha('upper').value
+  const lower = sha('lower').value
+  await store.putTag('docker.io', 'library/app', 'V1', rec(upper))
+  await store.putTag('docker.io', 'library/app', 'v1', rec(lower))
+  await store.putTag('docker.io', 'library/app', 'Release_2.X-rc', rec(upper))
+  t.equal((await store.getTag('docker.io', 'library/app', 'V1'))?.digest, upper)
+  t.equal((await store.getTag('docker.io', 'library/app', 'v1'))?.digest, lower)
+  t.strictSame(await store.listTags('docker.io', 'library/app'), ['Release_2.X-rc', 'V1', 'v1'])
+  const files = await fs.readdir(store.layout.tagsDir('docker.io', 'library/app'))
+  t.equal(new Set(files.map((f) => f.toLowerCase())).size, 3, `file names stay distinct when case is folded: ${files}`)
+  t.equal(files.filter((f) => f !== f.toLowerCase()).length, 0, 'no upper-case letter on disk')
+})
+
+t.test('a layout 1 cache is read as it is, and migrated only when asked (by the daemon)', async (t) => {
+  const upper = sha('upper').value
+  const lower = sha('lower').value
+  const dir = t.testdir({
+    'layout.json': '{"version": 1}\n',
+    repositories: { 'docker.io': { library: { app: { _tags: { V1: JSON.stringify(rec(upper)), latest: JSON.stringify(rec(lower)) } } } } },
+  })
+  const version = async () => JSON.parse(await fs.readFile(join(dir, 'layout.json'), 'utf8')).version
+  const reader = await Store.open(dir)
+  t.equal(await version(), 1, 'a reader leaves the layout alone')
+  t.equal((await reader.getTag('docker.io', 'library/app', 'V1'))?.digest, upper)
+  t.strictSame(await reader.listTags('docker.io', 'library/app'), ['V1', 'latest'])
+
+  const owner = await Store.open(dir, { migrate: true })
+  t.equal(await version(), 2)
+  t.strictSame((await fs.readdir(owner.layout.tagsDir('docker.io', 'library/app'))).sort(), ['!v1', 'latest'])
+  t.equal((await owner.getTag('docker.io', 'library/app', 'V1'))?.digest, upper, 'V1 survives the migration')
+  t.equal((await owner.getTag('docker.io', 'library/app', 'latest'))?.digest, lower)
+  t.equal(await owner.getTag('docker.io', 'library/app', 'v1'), undefined, 'v1 is not V1')
+  t.strictSame(await owner.listTags('docker.io', 'library/app'), ['V1', 'latest'])
+  t.equal((await Store.open(dir, { migrate: true })).layout.version, 2, 'opening again changes nothing')
 })

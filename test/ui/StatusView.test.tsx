@@ -39,6 +39,8 @@ const running: StatusSnapshot = {
     blobs: 34,
     manifests: 12,
     tags: 5,
+    tempFiles: 0,
+    tempBytes: 0,
     hitRatio: 0.875,
     cacheHits: 70,
     cacheMisses: 10,

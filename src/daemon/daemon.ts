@@ -26,6 +26,8 @@ import { ClientAuth, TOKEN_PATH, type ClientAuthOptions } from './clientauth.js'
 import { adminUrl, DaemonLock, formatListen } from './lifecycle.js'
 import { CacheMaintenance } from './maintenance.js'
 import { isLoopbackHost } from '../net.js'
+import { checkHost, ensureAdminToken, isWildcard, newAdminToken } from './guard.js'
+import { sendError } from '../registry/errors.js'
 
 export const DEFAULT_HOSTS = ['127.0.0.1', '::1']
 export const DEFAULT_PORT = 5000
@@ -50,6 +52,12 @@ export interface DaemonOptions {
   maxSizeBytes?: number | undefined
   /** Evict what was not pulled for this long. */
   ttlMs?: number | undefined
+  /**
+   * Where the secret that mutating admin requests must carry is kept (guard.ts),
+   * normally `<stateDir>/admin-token`; created when missing. Without it the
+   * token exists only in memory (tests read `adminToken`).
+   */
+  adminTokenFile?: string
 }
 
 export interface ListenAddress {
@@ -69,6 +77,8 @@ export class Daemon {
   readonly listening: ListenAddress[] = []
   /** Clearing and eviction, serialised; enforces maxSizeBytes and ttlMs. */
   readonly maintenance: CacheMaintenance
+  /** What DELETE and POST on /_dproxy/ must carry (guard.ts). */
+  adminToken = newAdminToken()
 
   private constructor(
     readonly options: DaemonOptions,
@@ -122,6 +132,7 @@ export class Daemon {
         version: VERSION,
         ...(options.logFile !== undefined ? { logFile: options.logFile } : {}),
       })
+      if (options.adminTokenFile !== undefined) daemon.adminToken = await ensureAdminToken(options.adminTokenFile)
       await daemon.listen(options.hosts ?? DEFAULT_HOSTS, options.port ?? DEFAULT_PORT)
       const url = adminUrl(daemon.listening)
       await daemon.lock.update({ listen: formatListen(daemon.listening), ...(url !== undefined ? { url } : {}) })
@@ -153,11 +164,22 @@ export class Daemon {
     const admin = adminHandler(this)
     const clientAuth = this.options.clientAuth ? new ClientAuth({ clock: this.clock, log: this.log, ...this.options.clientAuth }) : undefined
     const guarded = clientAuth ? clientAuth.guard(registry) : registry
-    const handle: Handler = (req, res) => {
+    // On a loopback listener only this machine's names pass (DNS rebinding, guard.ts); a wildcard one takes any, behind client auth.
+    const wildcard = hosts.some(isWildcard)
+    const handle: Handler = async (req, res) => {
       const url = req.url ?? '/'
       // The token endpoint answers every client (it is how remote ones get in); the other admin endpoints, loopback only.
       if (clientAuth && (url === TOKEN_PATH || url.startsWith(`${TOKEN_PATH}?`))) return clientAuth.handleToken(req, res)
-      return url.startsWith('/_dproxy/') ? admin(req, res) : guarded(req, res)
+      if (url.startsWith('/_dproxy/')) return admin(req, res)
+      if (!wildcard && isLoopbackHost(req.socket.localAddress ?? '')) {
+        try {
+          checkHost(req, { listenHosts: hosts })
+        } catch (err) {
+          sendError(res, err, this.log, req.method)
+          return
+        }
+      }
+      return guarded(req, res)
     }
     const onRequest = (req: IncomingMessage, res: ServerResponse) => {
       this.counters.requests++

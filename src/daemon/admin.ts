@@ -85,7 +85,7 @@ export async function buildStatus(d: Daemon): Promise<StatusReport> {
 async function probeRateLimit(d: Daemon): Promise<NonNullable<StatusReport['probe']>> {
   const before = d.upstreams.rateLimits.get(DOCKER_HUB)
   try {
-    await d.upstreams.get(DOCKER_HUB).headManifest(RATE_LIMIT_PROBE.repository, RATE_LIMIT_PROBE.tag)
+    await d.upstreams.get(DOCKER_HUB).headManifest(RATE_LIMIT_PROBE.repository, RATE_LIMIT_PROBE.tag, { probe: true })
     return { ok: true }
   } catch (err) {
     // A 404 or 401 still carries the headers: a new reading says what is left.

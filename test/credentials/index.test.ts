@@ -60,14 +60,28 @@ t.test('falls back to the file, saying why in one line', async (t) => {
       probeTimeoutMs: 30,
     })
     t.equal(store.kind, 'file', name)
-    t.same(
-      fallbacks,
-      [`no OS keychain answered (${reason}); storing credentials in ${path.join(configDir, 'credentials.json')} (mode 0600)`],
-      name,
-    )
+    t.same(fallbacks, [], `${name}: opening the store says nothing yet`)
+    await store.get('ghcr.io')
+    await store.list()
+    t.same(fallbacks, [], `${name}: nor does reading`)
     await store.set('ghcr.io', { username: 'ann', secret })
+    const note = `no OS keychain answered (${reason}); storing credentials in ${path.join(configDir, 'credentials.json')} (mode 0600)`
+    t.same(fallbacks, [note], `${name}: said once, where a credential is stored`)
     t.ok(fs.existsSync(path.join(configDir, 'credentials.json')), `${name}: stored in the file`)
+    await store.set('docker.io', { username: 'bo', secret })
+    t.same(fallbacks, [note], `${name}: and only once`)
+    const again = await openCredentialStore({ configDir, env: {}, onFallback: (r) => fallbacks.push(r), loadKeychain })
+    await again.set('quay.io', { username: 'cy', secret })
+    t.same(fallbacks, [note], `${name}: not on the next command either (the file is used directly)`)
   }
+})
+
+t.test('a store that fails to write says nothing (a login that fails gets no note)', async (t) => {
+  const root = t.testdir({ config: 'a file where the config dir should be' })
+  const fallbacks: string[] = []
+  const store = await openCredentialStore({ configDir: configDirIn(root), env: {}, onFallback: (r) => fallbacks.push(r), loadKeychain: notInstalled })
+  await t.rejects(store.set('ghcr.io', { username: 'ann', secret }))
+  t.same(fallbacks, [])
 })
 
 t.test('DPROXY_CREDENTIAL_STORE=file forces the file without trying the keychain', async (t) => {

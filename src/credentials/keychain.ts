@@ -1,5 +1,9 @@
 // Credentials in the OS keychain (macOS Keychain, Windows Credential Manager,
-// the Secret Service on Linux) through keytar. Each registry is one entry:
+// the Secret Service on Linux) through keytar, or, when keytar's native module
+// is missing, through @napi-rs/keyring's keytar-shaped API. keytar is archived
+// and its install script (which builds or fetches the native module) is
+// blocked by npm 11 in global installs, so most users have the second one:
+// prebuilt, no install script. Each registry is one entry:
 // service 'dproxy', account = the normalised registry ('docker.io'), password =
 // JSON {username, secret}. One credential per registry, as `docker login` has
 // it, and the account name alone finds it without knowing the user.
@@ -59,6 +63,47 @@ export async function loadKeytar(): Promise<Keytar> {
   return candidate
 }
 
+/** Imports @napi-rs/keyring's keytar-compatible module (CommonJS, like keytar). */
+export async function loadNapiKeyring(): Promise<Keytar> {
+  const specifier = '@napi-rs/keyring/keytar.js'
+  let mod: unknown
+  try {
+    mod = await import(specifier)
+  } catch (err) {
+    throw new DproxyError('INTERNAL', `@napi-rs/keyring failed to load: ${reasonOf(err)}`, { cause: err })
+  }
+  const candidate = (mod as { default?: unknown } | null)?.default ?? mod
+  if (!isKeytar(candidate)) throw new DproxyError('INTERNAL', '@napi-rs/keyring loaded but does not have the keytar API')
+  return candidate
+}
+
+export type KeychainBackendName = 'keytar' | '@napi-rs/keyring'
+
+/** A keychain API and which module provides it. */
+export interface KeychainBackend {
+  name: KeychainBackendName | (string & {})
+  keytar: Keytar
+}
+
+/**
+ * keytar when it loads, else @napi-rs/keyring; the loaders are parameters so
+ * that a test can make keytar fail to load. When neither loads, the error
+ * gives both reasons.
+ */
+export async function loadKeychain(
+  loaders: { keytar?: () => Promise<Keytar>; napi?: () => Promise<Keytar> } = {},
+): Promise<KeychainBackend> {
+  try {
+    return { name: 'keytar', keytar: await (loaders.keytar ?? loadKeytar)() }
+  } catch (keytarErr) {
+    try {
+      return { name: '@napi-rs/keyring', keytar: await (loaders.napi ?? loadNapiKeyring)() }
+    } catch (napiErr) {
+      throw new DproxyError('INTERNAL', `${reasonOf(keytarErr)}; ${reasonOf(napiErr)}`, { cause: napiErr })
+    }
+  }
+}
+
 /** Resolves once the keychain answers a lookup within `timeoutMs`; rejects with a one-line reason otherwise. */
 export async function probeKeychain(keytar: Keytar, timeoutMs: number): Promise<void> {
   let timer: NodeJS.Timeout | undefined
@@ -84,7 +129,11 @@ export class KeychainCredentialStore implements CredentialStore {
   readonly kind = 'keychain' as const
   readonly #keytar: Keytar
 
-  constructor(keytar: Keytar) {
+  /** `backend`: which module talks to the keychain, for diagnostics. */
+  constructor(
+    keytar: Keytar,
+    readonly backend: string = 'keytar',
+  ) {
     this.#keytar = keytar
   }
 

@@ -2,7 +2,7 @@ import fs from 'node:fs'
 import path from 'node:path'
 import t from 'tap'
 import { DproxyError } from '../../src/errors.js'
-import { openCredentialStore, type Keytar } from '../../src/credentials/index.js'
+import { openCredentialStore, type KeychainBackend, type Keytar } from '../../src/credentials/index.js'
 import { secret } from './fixtures/contract.js'
 
 function memoryKeytar(): Keytar {
@@ -17,11 +17,15 @@ function memoryKeytar(): Keytar {
   }
 }
 
-const notInstalled = async (): Promise<Keytar> => {
+const memory = async (): Promise<KeychainBackend> => ({ name: 'memory', keytar: memoryKeytar() })
+const notInstalled = async (): Promise<KeychainBackend> => {
   throw new DproxyError('INTERNAL', 'keytar is not installed')
 }
-const hangs = async (): Promise<Keytar> => ({ ...memoryKeytar(), findCredentials: () => new Promise(() => undefined) })
-const mustNotLoad = async (): Promise<Keytar> => {
+const hangs = async (): Promise<KeychainBackend> => ({
+  name: 'memory',
+  keytar: { ...memoryKeytar(), findCredentials: () => new Promise(() => undefined) },
+})
+const mustNotLoad = async (): Promise<KeychainBackend> => {
   throw new Error('the keychain should not have been tried')
 }
 
@@ -36,7 +40,7 @@ t.test('an answering keychain is used and nothing is written to the config dir',
     configDir,
     env: {},
     onFallback: (r) => fallbacks.push(r),
-    loadKeychain: async () => memoryKeytar(),
+    loadKeychain: memory,
   })
   t.equal(store.kind, 'keychain')
   await store.set('ghcr.io', { username: 'ann', secret })
@@ -112,7 +116,7 @@ t.test('DPROXY_CREDENTIAL_STORE=keychain fails loudly instead of falling back', 
   const store = await openCredentialStore({
     configDir,
     env: { DPROXY_CREDENTIAL_STORE: 'keychain' },
-    loadKeychain: async () => memoryKeytar(),
+    loadKeychain: memory,
   })
   t.equal(store.kind, 'keychain')
 })
@@ -133,6 +137,6 @@ t.test('an existing credentials file keeps being used, so earlier logins are not
   t.equal(later.kind, 'file')
   t.same(await later.get('ghcr.io'), { username: 'ann', secret })
   await later.delete('ghcr.io')
-  const afterLogout = await openCredentialStore({ configDir, env: {}, loadKeychain: async () => memoryKeytar() })
+  const afterLogout = await openCredentialStore({ configDir, env: {}, loadKeychain: memory })
   t.equal(afterLogout.kind, 'keychain', 'once the file is gone the keychain is used again')
 })

@@ -223,7 +223,8 @@ export function effectiveSetting(
   if (fromEnvValue !== undefined) return { key, value: String(fromEnvValue), source: 'env', from: settingEnvVars[key] }
   const stored = file.get(key)
   if (stored !== undefined) return { key, value: stored, source: 'file', from: file.path }
-  const defaults: Record<SettingKey, string> = {
+  // Keys without a written default here have a built-in one elsewhere (or none): shown as ''.
+  const defaults: Partial<Record<SettingKey, string>> = {
     host: loopbackHosts.join(','),
     port: String(defaultPort),
     cacheDir: defaultCacheDir(env, platform),
@@ -233,5 +234,5 @@ export function effectiveSetting(
     ttl: '0',
     auth: 'false',
   }
-  return { key, value: defaults[key], source: 'default' }
+  return { key, value: defaults[key] ?? '', source: 'default' }
 }

@@ -44,37 +44,32 @@ function reasonOf(err: unknown): string {
 }
 
 /**
- * Imports keytar. It is CommonJS, so its functions arrive on `default`. The
- * specifier is a variable so that type-checking does not need the optional
- * package installed; the result is checked at run time instead.
+ * Imports a module with keytar's API (`name` in messages). Both candidates are
+ * CommonJS, so their functions arrive on `default`. The specifier is a
+ * variable so that type-checking does not need the optional package
+ * installed; the result is checked at run time instead.
  */
-export async function loadKeytar(): Promise<Keytar> {
-  const specifier = 'keytar'
+async function importKeytarApi(specifier: string, name: string): Promise<Keytar> {
   let mod: unknown
   try {
     mod = await import(specifier)
   } catch (err) {
     const code = (err as NodeJS.ErrnoException | null)?.code
-    const reason = code === 'ERR_MODULE_NOT_FOUND' ? 'keytar is not installed' : `keytar failed to load: ${reasonOf(err)}`
+    const reason = code === 'ERR_MODULE_NOT_FOUND' ? `${name} is not installed` : `${name} failed to load: ${reasonOf(err)}`
     throw new DproxyError('INTERNAL', reason, { cause: err })
   }
   const candidate = (mod as { default?: unknown } | null)?.default ?? mod
-  if (!isKeytar(candidate)) throw new DproxyError('INTERNAL', 'keytar loaded but does not look like keytar')
+  if (!isKeytar(candidate)) throw new DproxyError('INTERNAL', `${name} loaded but does not have the keytar API`)
   return candidate
 }
 
-/** Imports @napi-rs/keyring's keytar-compatible module (CommonJS, like keytar). */
-export async function loadNapiKeyring(): Promise<Keytar> {
-  const specifier = '@napi-rs/keyring/keytar.js'
-  let mod: unknown
-  try {
-    mod = await import(specifier)
-  } catch (err) {
-    throw new DproxyError('INTERNAL', `@napi-rs/keyring failed to load: ${reasonOf(err)}`, { cause: err })
-  }
-  const candidate = (mod as { default?: unknown } | null)?.default ?? mod
-  if (!isKeytar(candidate)) throw new DproxyError('INTERNAL', '@napi-rs/keyring loaded but does not have the keytar API')
-  return candidate
+export function loadKeytar(): Promise<Keytar> {
+  return importKeytarApi('keytar', 'keytar')
+}
+
+/** @napi-rs/keyring's keytar-compatible module. */
+export function loadNapiKeyring(): Promise<Keytar> {
+  return importKeytarApi('@napi-rs/keyring/keytar.js', '@napi-rs/keyring')
 }
 
 export type KeychainBackendName = 'keytar' | '@napi-rs/keyring'

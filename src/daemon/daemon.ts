@@ -16,6 +16,7 @@ import { silentLogger, type Logger } from '../log.js'
 import { BlobProxy } from '../proxy/blobs.js'
 import { newCounters, type Counters } from '../proxy/counters.js'
 import { ManifestProxy } from '../proxy/manifests.js'
+import { sendError } from '../registry/errors.js'
 import { registryHandler, type Handler } from '../registry/handler.js'
 import { Store } from '../store/store.js'
 import type { CredentialSource } from '../upstream/auth.js'
@@ -23,11 +24,10 @@ import { Upstreams, type UpstreamTimeouts } from '../upstream/client.js'
 import { VERSION } from '../version.js'
 import { adminHandler, type StatusReport, buildStatus } from './admin.js'
 import { ClientAuth, TOKEN_PATH, type ClientAuthOptions } from './clientauth.js'
+import { ensureAdminToken, newAdminToken, registryHostCheck } from './guard.js'
 import { adminUrl, DaemonLock, formatListen } from './lifecycle.js'
 import { CacheMaintenance } from './maintenance.js'
 import { isLoopbackHost } from '../net.js'
-import { checkHost, ensureAdminToken, isWildcard, newAdminToken } from './guard.js'
-import { sendError } from '../registry/errors.js'
 
 export const DEFAULT_HOSTS = ['127.0.0.1', '::1']
 export const DEFAULT_PORT = 5000
@@ -46,18 +46,18 @@ export interface DaemonOptions {
   timeouts?: Partial<UpstreamTimeouts>
   /** How long stop() lets in-flight responses run before cutting them. */
   shutdownGraceMs?: number
-  /** Where this daemon's output goes; recorded in the cache dir's daemon.json for `dproxy status`. */
-  logFile?: string
-  /** Evict least recently used images when the cache grows past this (maintenance.ts). */
-  maxSizeBytes?: number | undefined
-  /** Evict what was not pulled for this long. */
-  ttlMs?: number | undefined
   /**
    * Where the secret that mutating admin requests must carry is kept (guard.ts),
    * normally `<stateDir>/admin-token`; created when missing. Without it the
    * token exists only in memory (tests read `adminToken`).
    */
   adminTokenFile?: string
+  /** Where this daemon's output goes; recorded in the cache dir's daemon.json for `dproxy status`. */
+  logFile?: string
+  /** Evict least recently used images when the cache grows past this (maintenance.ts). */
+  maxSizeBytes?: number | undefined
+  /** Evict what was not pulled for this long. */
+  ttlMs?: number | undefined
 }
 
 export interface ListenAddress {
@@ -164,20 +164,18 @@ export class Daemon {
     const admin = adminHandler(this)
     const clientAuth = this.options.clientAuth ? new ClientAuth({ clock: this.clock, log: this.log, ...this.options.clientAuth }) : undefined
     const guarded = clientAuth ? clientAuth.guard(registry) : registry
-    // On a loopback listener only this machine's names pass (DNS rebinding, guard.ts); a wildcard one takes any, behind client auth.
-    const wildcard = hosts.some(isWildcard)
+    // On a loopback listener only this machine's names pass (DNS rebinding, guard.ts).
+    const checkHost = registryHostCheck(hosts)
     const handle: Handler = async (req, res) => {
       const url = req.url ?? '/'
       // The token endpoint answers every client (it is how remote ones get in); the other admin endpoints, loopback only.
       if (clientAuth && (url === TOKEN_PATH || url.startsWith(`${TOKEN_PATH}?`))) return clientAuth.handleToken(req, res)
       if (url.startsWith('/_dproxy/')) return admin(req, res)
-      if (!wildcard && isLoopbackHost(req.socket.localAddress ?? '')) {
-        try {
-          checkHost(req, { listenHosts: hosts })
-        } catch (err) {
-          sendError(res, err, this.log, req.method)
-          return
-        }
+      try {
+        checkHost(req)
+      } catch (err) {
+        sendError(res, err, this.log, req.method)
+        return
       }
       return guarded(req, res)
     }

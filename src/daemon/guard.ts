@@ -61,7 +61,7 @@ export function isTrustedHost(header: string | undefined, policy: HostPolicy): b
   return policy.listenHosts.some((h) => h.replace(/^\[|\]$/g, '').toLowerCase() === name && !isWildcard(h))
 }
 
-export function isWildcard(host: string): boolean {
+function isWildcard(host: string): boolean {
   return host === '0.0.0.0' || host === '::' || host === '[::]'
 }
 
@@ -71,6 +71,18 @@ export function checkHost(req: IncomingMessage, policy: HostPolicy): void {
     throw new DproxyError('DENIED', `this dproxy does not answer to Host '${String(req.headers.host).slice(0, 100)}'`, {
       status: 421,
     })
+  }
+}
+
+/**
+ * The registry API's Host check for a daemon listening on `listenHosts`: on a
+ * loopback connection, this machine's names only; none when a wildcard
+ * address is among them (client auth guards it, see the module comment).
+ */
+export function registryHostCheck(listenHosts: readonly string[]): (req: IncomingMessage) => void {
+  if (listenHosts.some(isWildcard)) return () => undefined
+  return (req) => {
+    if (isLoopbackHost(req.socket.localAddress ?? '')) checkHost(req, { listenHosts })
   }
 }
 

@@ -72,13 +72,13 @@ export class Daemon {
   private active = 0
   private idle: (() => void) | undefined
   private stopping: Promise<void> | undefined
+  /** What DELETE and POST on /_dproxy/ must carry (guard.ts). */
+  adminToken = newAdminToken()
   /** The cache dir's daemon.json (lifecycle.ts): one daemon per cache dir. */
   private lock: DaemonLock | undefined
   readonly listening: ListenAddress[] = []
   /** Clearing and eviction, serialised; enforces maxSizeBytes and ttlMs. */
   readonly maintenance: CacheMaintenance
-  /** What DELETE and POST on /_dproxy/ must carry (guard.ts). */
-  adminToken = newAdminToken()
 
   private constructor(
     readonly options: DaemonOptions,

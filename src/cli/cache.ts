@@ -8,17 +8,22 @@
 // directory under <cacheDir>/cache.lock. Either way a pull in progress is not
 // broken (see store/evict.ts).
 //
+// The daemon's mutating endpoints want its admin token (daemon/guard.ts):
+// it is read from <stateDir>/admin-token and sent to loopback addresses only.
+//
 // Clearing everything is the one destructive default: it asks on a terminal,
 // and without one it refuses (exit 2) unless --yes is given.
 
 import { existsSync } from 'node:fs'
-import { resolve } from 'node:path'
+import { join, resolve } from 'node:path'
 import { createInterface } from 'node:readline/promises'
 import type { Command } from 'commander'
 import { request } from 'undici'
 import { resolveSettings } from '../config/settings.js'
 import { formatBytes, parseDuration, parseSize } from '../config/units.js'
+import { ADMIN_TOKEN_FILE, ADMIN_TOKEN_HEADER, readAdminToken } from '../daemon/guard.js'
 import { findDaemon } from '../daemon/lifecycle.js'
+import { isLoopbackHost } from '../net.js'
 import { DproxyError } from '../errors.js'
 import {
   clearCache,
@@ -67,6 +72,8 @@ export async function listCache(cacheDir: string): Promise<Listing> {
 
 export interface ClearRequest {
   cacheDir: string
+  /** Where the daemon's admin token is (<stateDir>/admin-token). */
+  stateDir?: string
   /** The image as the user typed it (`alpine:3`), checked and resolved here and by the daemon. */
   image?: string
   olderThan?: string
@@ -75,7 +82,7 @@ export interface ClearRequest {
 }
 
 /** Checks a clear request's values (USAGE / CONFIG_INVALID on a bad one) and builds the filter. */
-export function clearFilter(req: Omit<ClearRequest, 'cacheDir'>): ClearFilter {
+export function clearFilter(req: Omit<ClearRequest, 'cacheDir' | 'stateDir'>): ClearFilter {
   const filter: ClearFilter = {}
   if (req.image !== undefined) filter.image = parseImageSelector(req.image)
   if (req.olderThan !== undefined) filter.olderThanMs = parseDuration(req.olderThan, '--older-than')
@@ -93,7 +100,7 @@ export async function clearCacheDir(req: ClearRequest): Promise<EvictionSummary 
     if (req.olderThan !== undefined) q.set('olderThan', req.olderThan)
     if (req.unusedFor !== undefined) q.set('unusedFor', req.unusedFor)
     if (req.dryRun) q.set('dryRun', '1')
-    const summary = await adminCall<EvictionSummary>(daemon.info.url, 'DELETE', `/_dproxy/cache?${q}`)
+    const summary = await adminCall<EvictionSummary>(daemon.info.url, req.stateDir, 'DELETE', `/_dproxy/cache?${q}`)
     return { via: 'daemon', ...summary }
   }
   if (!isCacheDir(req.cacheDir)) return { via: 'direct', ...nothing(Boolean(req.dryRun)) }
@@ -105,6 +112,7 @@ export async function clearCacheDir(req: ClearRequest): Promise<EvictionSummary 
 
 export interface PruneRequest {
   cacheDir: string
+  stateDir?: string
   maxSizeBytes?: number | undefined
   ttlMs?: number | undefined
   dryRun?: boolean
@@ -124,7 +132,7 @@ export async function pruneCacheDir(req: PruneRequest): Promise<PruneSummary & {
     // Both limits explicitly (0 = none), so the daemon's own settings do not add one we did not resolve.
     const q = new URLSearchParams({ maxSize: String(req.maxSizeBytes ?? 0), ttl: `${req.ttlMs ?? 0}ms` })
     if (req.dryRun) q.set('dryRun', '1')
-    const summary = await adminCall<PruneSummary>(daemon.info.url, 'POST', `/_dproxy/cache/prune?${q}`)
+    const summary = await adminCall<PruneSummary>(daemon.info.url, req.stateDir, 'POST', `/_dproxy/cache/prune?${q}`)
     return { via: 'daemon', ...summary }
   }
   if (!isCacheDir(req.cacheDir)) {
@@ -140,11 +148,18 @@ function nothing(dryRun: boolean): EvictionSummary {
 }
 
 /** One admin request; the daemon's error message becomes ours (a 400 is a usage error). */
-async function adminCall<T>(base: string, method: 'DELETE' | 'POST', path: string): Promise<T> {
+async function adminCall<T>(base: string, stateDir: string | undefined, method: 'DELETE' | 'POST', path: string): Promise<T> {
+  // The admin endpoints answer loopback clients only, so the token never needs to go anywhere else.
+  const token = stateDir !== undefined && isLoopbackHost(new URL(base).hostname) ? await readAdminToken(join(stateDir, ADMIN_TOKEN_FILE)) : undefined
   let res: Awaited<ReturnType<typeof request>>
   try {
     // Scanning a large cache takes a while; the daemon answers when it is done.
-    res = await request(`${base}${path}`, { method, headersTimeout: 600_000, bodyTimeout: 600_000 })
+    res = await request(`${base}${path}`, {
+      method,
+      headers: token !== undefined ? { [ADMIN_TOKEN_HEADER]: token } : {},
+      headersTimeout: 600_000,
+      bodyTimeout: 600_000,
+    })
   } catch (err) {
     throw new DproxyError('INTERNAL', `the daemon at ${base} did not answer: ${err instanceof Error ? err.message : String(err)}`, {
       cause: err,
@@ -290,6 +305,7 @@ export function registerCacheCommand(program: Command, ctx: CacheCommandContext)
       const cacheDir = cacheDirOf(flags, ctx)
       const req: ClearRequest = {
         cacheDir,
+        stateDir: resolveSettings({ env: ctx.env }).stateDir,
         ...(flags.image !== undefined ? { image: flags.image } : {}),
         ...(flags.olderThan !== undefined ? { olderThan: flags.olderThan } : {}),
         ...(flags.unusedFor !== undefined ? { unusedFor: flags.unusedFor } : {}),
@@ -326,6 +342,7 @@ export function registerCacheCommand(program: Command, ctx: CacheCommandContext)
       const settings = resolveSettings({ flags: flags.cacheDir !== undefined ? { cacheDir: flags.cacheDir } : {}, env: ctx.env })
       const summary = await pruneCacheDir({
         cacheDir: resolve(settings.cacheDir),
+        stateDir: settings.stateDir,
         // 0 is "no limit", as in the settings: `--ttl 0` prunes by size alone.
         maxSizeBytes: flags.maxSize !== undefined ? parseSize(flags.maxSize, '--max-size') || undefined : settings.maxSizeBytes,
         ttlMs: flags.ttl !== undefined ? parseDuration(flags.ttl, '--ttl') || undefined : settings.ttlMs,

@@ -3,21 +3,33 @@
 // are stored, one per line, or as JSON with --json. Bad keys and values throw
 // DproxyError USAGE / CONFIG_INVALID, which main.ts turns into exit code 2.
 //
-// `config get` of a known key that is not set prints nothing (or null with
-// --json) and succeeds: the setting then has its default, which `dproxy`'s
-// settings resolution decides, not the file.
+// `config get` prints the effective value (environment, else file, else
+// default) on stdout, alone so that scripts can use it, and where it comes
+// from on stderr; --json prints both as one object.
 
 import type { Command } from 'commander'
 import { settingHelp, settingKeys } from '../config/keys.js'
+import { effectiveSetting, type EffectiveSetting } from '../config/settings.js'
 import { openConfig } from '../config/store.js'
 
 export interface ConfigCommandContext {
   env: NodeJS.ProcessEnv
   stdout: NodeJS.WritableStream
+  stderr?: NodeJS.WritableStream
 }
 
+/** The value stored in the config file, or undefined when unset. */
 export function configGet(env: NodeJS.ProcessEnv, key: string): string | undefined {
   return openConfig(env).get(key)
+}
+
+export function configGetEffective(env: NodeJS.ProcessEnv, key: string): EffectiveSetting {
+  return effectiveSetting(key, env)
+}
+
+function describeSource(s: EffectiveSetting): string {
+  if (s.source === 'default') return s.value === '' ? '(default: none)' : '(default)'
+  return s.source === 'env' ? `(from the environment: ${s.from})` : `(from ${s.from})`
 }
 
 /** Stores a value; returns the canonical key ('max-age' -> 'maxAge'). */
@@ -58,13 +70,17 @@ export function registerConfigCommand(program: Command, ctx: ConfigCommandContex
 
   config
     .command('get')
-    .description('print the value of a setting as stored')
+    .description('print the effective value of a setting (stdout) and where it comes from (stderr)')
     .argument('<key>', 'setting name')
-    .option('--json', 'print JSON (null when unset)')
+    .option('--json', 'print {key, value, source: env|file|default, from}')
     .action((key: string, options: { json?: boolean }) => {
-      const value = configGet(ctx.env, key)
-      if (options.json) json(value ?? null)
-      else if (value !== undefined) print(value)
+      const setting = configGetEffective(ctx.env, key)
+      if (options.json) {
+        json(setting)
+        return
+      }
+      print(setting.value)
+      ctx.stderr?.write(`${describeSource(setting)}\n`)
     })
 
   config

@@ -1,7 +1,7 @@
 // `dproxy start` (= `dproxy serve --detach`) and `dproxy stop`: the daemon in
 // the background. Both are adapters over startDetached / stopDaemon in
 // src/daemon/lifecycle.ts, which find the daemon through its cache dir's
-// daemon.json and `<stateDir>/dproxy.pid`.
+// daemon.json and its pid file in the state dir (one per cache dir).
 //
 // `start` takes exactly the options of `serve` (copied from the serve command,
 // so registerDaemonCommands must run after registerServeCommand). The options
@@ -94,7 +94,7 @@ export function registerDaemonCommands(program: Command, ctx: CliContext): void 
   const start = program
     .command('start')
     .description('run the registry cache daemon in the background (same as serve --detach)')
-    .addHelpText('after', '\nThe output goes to <stateDir>/dproxy.log, the pid to <stateDir>/dproxy.pid. See dproxy-start(1).')
+    .addHelpText('after', '\nThe output goes to <stateDir>/dproxy-<key>.log, the pid to <stateDir>/dproxy-<key>.pid (key: a hash of the cache dir). See dproxy-start(1).')
   for (const opt of serve?.options ?? []) {
     if (opt.attributeName() !== 'detach' && opt.attributeName() !== 'logFile') start.addOption(opt)
   }
@@ -116,7 +116,7 @@ export function registerDaemonCommands(program: Command, ctx: CliContext): void 
         ctx.stdout.write(JSON.stringify(result, null, 2) + '\n')
         return
       }
-      if (!result.running) {
+      if (!result.stopped) {
         ctx.stdout.write('dproxy is not running\n')
         for (const file of result.cleaned) ctx.stdout.write(`removed stale ${file}\n`)
         return

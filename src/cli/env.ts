@@ -4,12 +4,16 @@
 // format asked for. The password goes to stdout only, because that is what was
 // asked for; never to stderr or a log.
 //
+// The server is `--host` when given, else where the daemon that owns the
+// configured cache dir listens (its lock file), else the configured port on
+// localhost.
+//
 // Scripts call this on every CI job, so it stays cheap: this file imports only
 // commander's types and the formatting module; settings and the credential
 // store are loaded when the command runs.
 
 import { Option, type Command } from 'commander'
-import { clientEnv, ENV_FORMATS, formatEnv, parseEnvFormat, serverAddress, type EnvFormat } from '../daemon/clientenv.js'
+import { clientEnv, ENV_FORMATS, formatEnv, parseEnvFormat, serverAddress, serverFromListen, type EnvFormat } from '../daemon/clientenv.js'
 import type { CliContext } from './program.js'
 
 interface EnvFlags {
@@ -25,7 +29,7 @@ export function registerEnvCommand(program: Command, ctx: CliContext): void {
     .description('print the client login and image prefix as CI_DEPENDENCY_PROXY_* variables (eval "$(dproxy env)")')
     .addOption(new Option('--format <format>', 'output format').choices(ENV_FORMATS).default('shell'))
     .option('--json', 'same as --format json')
-    .option('--host <host[:port]>', 'how clients reach the daemon (default: localhost and the configured port)')
+    .option('--host <host[:port]>', 'how clients reach the daemon (default: where the running daemon listens, else localhost and the configured port)')
     .option('--rotate', 'replace the client password; the old one (and tokens issued with it) stop working')
     .action(async (flags: EnvFlags) => {
       await env(flags, ctx)
@@ -33,14 +37,18 @@ export function registerEnvCommand(program: Command, ctx: CliContext): void {
 }
 
 export async function env(flags: EnvFlags, ctx: CliContext): Promise<void> {
-  const [{ resolveSettings }, { openCredentialStore }, { ensureClientSecret, CLIENT_SECRET_CACHE_MS }] = await Promise.all([
-    import('../config/settings.js'),
-    import('../credentials/index.js'),
-    import('../daemon/clientauth.js'),
-  ])
+  const [{ resolveSettings }, { openCredentialStore }, { ensureClientSecret, CLIENT_SECRET_CACHE_MS }, { readDaemonLock }] =
+    await Promise.all([
+      import('../config/settings.js'),
+      import('../credentials/index.js'),
+      import('../daemon/clientauth.js'),
+      import('../daemon/lifecycle.js'),
+    ])
   const format = flags.json ? 'json' : parseEnvFormat(flags.format)
   const settings = resolveSettings({ env: ctx.env })
-  const server = serverAddress(flags.host, settings.port)
+  const lock = flags.host === undefined ? await readDaemonLock(settings.cacheDir) : undefined
+  const running = lock?.alive ? serverFromListen(lock.info.listen) : undefined
+  const server = serverAddress(flags.host ?? running, settings.port)
   const store = await openCredentialStore({
     configDir: settings.configDir,
     env: ctx.env,

@@ -3,11 +3,13 @@
 // the daemon, says where it listens and where the cache is, and on a signal
 // lets in-flight responses finish (bounded) before exiting 0.
 
+import { join } from 'node:path'
 import { Option, type Command } from 'commander'
 import { resolveSettings, type RawSettings } from '../config/settings.js'
 import { openCredentialStore } from '../credentials/index.js'
 import { clientSecretReader, CLIENT_USERNAME, ensureClientSecret } from '../daemon/clientauth.js'
 import { Daemon, formatHost } from '../daemon/daemon.js'
+import { ADMIN_TOKEN_FILE } from '../daemon/guard.js'
 import { streamLogger } from '../log.js'
 import { storedCredentials } from '../upstream/login.js'
 import { detach } from './daemon.js'
@@ -81,6 +83,7 @@ export async function serve(flags: ServeFlags, ctx: CliContext): Promise<void> {
     ...(settings.registries !== undefined ? { registries: settings.registries } : {}),
     log,
     ...(flags.logFile !== undefined ? { logFile: flags.logFile } : {}),
+    adminTokenFile: join(settings.stateDir, ADMIN_TOKEN_FILE),
   })
   ctx.stdout.write(`cache: ${settings.cacheDir}\n`)
   for (const [registry, url] of Object.entries(settings.upstreams)) ctx.stdout.write(`upstream: ${registry} -> ${url}\n`)

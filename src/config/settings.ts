@@ -25,6 +25,7 @@ import {
   registriesFrom,
   settingKey,
   settingKeys,
+  unknownSetting,
   upstreamsFrom,
   type SettingKey,
 } from './keys.js'
@@ -202,4 +203,44 @@ export function resolveSettings(
     configDir: configDir(env, platform),
     stateDir: stateDir(env, platform),
   }
+}
+
+/** Where a setting's effective value comes from (flags aside: they belong to one command). */
+export interface EffectiveSetting {
+  key: SettingKey
+  value: string
+  source: 'env' | 'file' | 'default'
+  /** The environment variable or the config file path; absent for a default. */
+  from?: string
+}
+
+/**
+ * The value a daemon started now without flags would use for `key`, in the
+ * form it is written (`10m`, not milliseconds), and which layer gave it.
+ * Values are shown, not checked: resolveSettings reports a bad one.
+ */
+export function effectiveSetting(
+  name: string,
+  env: NodeJS.ProcessEnv = process.env,
+  platform: NodeJS.Platform = process.platform,
+): EffectiveSetting {
+  const key = settingKey(name)
+  if (key === undefined) throw unknownSetting(name)
+  const file = openConfig(env, platform)
+  const fromEnvValue = fromEnv(env)[key]
+  if (fromEnvValue !== undefined) return { key, value: String(fromEnvValue), source: 'env', from: settingEnvVars[key] }
+  const stored = file.get(key)
+  if (stored !== undefined) return { key, value: stored, source: 'file', from: file.path }
+  // Keys without a written default here have a built-in one elsewhere (or none): shown as ''.
+  const defaults: Partial<Record<SettingKey, string>> = {
+    host: loopbackHosts.join(','),
+    port: String(defaultPort),
+    cacheDir: defaultCacheDir(env, platform),
+    upstreams: '',
+    maxAge: '0',
+    maxSize: '0',
+    ttl: '0',
+    auth: 'false',
+  }
+  return { key, value: defaults[key] ?? '', source: 'default' }
 }

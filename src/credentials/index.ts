@@ -1,6 +1,10 @@
-// Chooses where credentials live. The OS keychain is preferred; when keytar is
-// missing or the keychain does not answer a probe in time, credentials go to a
-// 0600 file in the config directory and the caller is told why in one line.
+// Chooses where credentials live. The OS keychain is preferred; when neither
+// keytar nor @napi-rs/keyring loads (keychain.ts) or the keychain does not answer a probe in time, credentials go to a
+// 0600 file in the config directory and the caller is told why in one line,
+// once: when the first credential is actually written there (not when a
+// command merely opens the store, as every serve, start and status does, nor
+// before a login that fails). From then on the file exists and is used
+// without probing, so the note does not come back.
 //
 // DPROXY_CREDENTIAL_STORE=file|keychain forces one; a forced keychain that does
 // not answer is an error, not a silent fallback. Without it, an existing
@@ -13,14 +17,14 @@
 
 import fs from 'node:fs'
 import { DproxyError } from '../errors.js'
-import type { CredentialStore } from './credential.js'
+import type { Credential, CredentialStore } from './credential.js'
 import { FileCredentialStore } from './file.js'
-import { KeychainCredentialStore, loadKeytar, probeKeychain, type Keytar } from './keychain.js'
+import { KeychainCredentialStore, loadKeychain, probeKeychain, type KeychainBackend } from './keychain.js'
 
 export type { Credential, CredentialStore } from './credential.js'
 export { CLIENT_SECRET_KEY, DOCKER_HUB, normalizeRegistry } from './registry-host.js'
 export { FileCredentialStore, credentialsFileName } from './file.js'
-export { KeychainCredentialStore, keychainService, type Keytar } from './keychain.js'
+export { KeychainCredentialStore, keychainService, type KeychainBackend, type Keytar } from './keychain.js'
 
 /** How long the keychain gets to answer the probe; a locked keyring may be asking its user. */
 export const defaultProbeTimeoutMs = 5000
@@ -28,17 +32,17 @@ export const defaultProbeTimeoutMs = 5000
 export interface OpenCredentialStoreOptions {
   configDir: string
   env?: NodeJS.ProcessEnv
-  /** Told, in one line, why credentials are going to a file instead of the keychain. */
+  /** Told, in one line, why credentials are going to a file instead of the keychain, when the first one is stored. */
   onFallback?: (reason: string) => void
   probeTimeoutMs?: number
-  /** Replaces `import('keytar')`; for tests. */
-  loadKeychain?: () => Promise<Keytar>
+  /** Replaces loading keytar or @napi-rs/keyring (keychain.ts); for tests. */
+  loadKeychain?: () => Promise<KeychainBackend>
 }
 
 async function answeringKeychain(opts: OpenCredentialStoreOptions): Promise<KeychainCredentialStore> {
-  const keytar = await (opts.loadKeychain ?? loadKeytar)()
-  await probeKeychain(keytar, opts.probeTimeoutMs ?? defaultProbeTimeoutMs)
-  return new KeychainCredentialStore(keytar)
+  const backend = await (opts.loadKeychain ?? loadKeychain)()
+  await probeKeychain(backend.keytar, opts.probeTimeoutMs ?? defaultProbeTimeoutMs)
+  return new KeychainCredentialStore(backend.keytar, backend.name)
 }
 
 function reasonOf(err: unknown): string {
@@ -71,7 +75,24 @@ export async function openCredentialStore(opts: OpenCredentialStoreOptions): Pro
   try {
     return await answeringKeychain(opts)
   } catch (err) {
-    opts.onFallback?.(`no OS keychain answered (${reasonOf(err)}); storing credentials in ${file.path} (mode 0600)`)
-    return file
+    const note = `no OS keychain answered (${reasonOf(err)}); storing credentials in ${file.path} (mode 0600)`
+    return new FallbackFileStore(opts.configDir, () => opts.onFallback?.(note))
+  }
+}
+
+/** The file store taken because no keychain answered: says so once, after it first stores a credential. */
+class FallbackFileStore extends FileCredentialStore {
+  #note: (() => void) | undefined
+
+  constructor(configDir: string, note: () => void) {
+    super(configDir)
+    this.#note = note
+  }
+
+  override async set(registry: string, cred: Credential): Promise<void> {
+    await super.set(registry, cred)
+    const note = this.#note
+    this.#note = undefined
+    note?.()
   }
 }

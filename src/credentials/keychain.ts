@@ -1,5 +1,9 @@
 // Credentials in the OS keychain (macOS Keychain, Windows Credential Manager,
-// the Secret Service on Linux) through keytar. Each registry is one entry:
+// the Secret Service on Linux) through keytar, or, when keytar's native module
+// is missing, through @napi-rs/keyring's keytar-shaped API. keytar is archived
+// and its install script (which builds or fetches the native module) is
+// blocked by npm 11 in global installs, so most users have the second one:
+// prebuilt, no install script. Each registry is one entry:
 // service 'dproxy', account = the normalised registry ('docker.io'), password =
 // JSON {username, secret}. One credential per registry, as `docker login` has
 // it, and the account name alone finds it without knowing the user.
@@ -40,23 +44,59 @@ function reasonOf(err: unknown): string {
 }
 
 /**
- * Imports keytar. It is CommonJS, so its functions arrive on `default`. The
- * specifier is a variable so that type-checking does not need the optional
- * package installed; the result is checked at run time instead.
+ * Imports a module with keytar's API (`name` in messages). Both candidates are
+ * CommonJS, so their functions arrive on `default`. The specifier is a
+ * variable so that type-checking does not need the optional package
+ * installed; the result is checked at run time instead.
  */
-export async function loadKeytar(): Promise<Keytar> {
-  const specifier = 'keytar'
+async function importKeytarApi(specifier: string, name: string): Promise<Keytar> {
   let mod: unknown
   try {
     mod = await import(specifier)
   } catch (err) {
     const code = (err as NodeJS.ErrnoException | null)?.code
-    const reason = code === 'ERR_MODULE_NOT_FOUND' ? 'keytar is not installed' : `keytar failed to load: ${reasonOf(err)}`
+    const reason = code === 'ERR_MODULE_NOT_FOUND' ? `${name} is not installed` : `${name} failed to load: ${reasonOf(err)}`
     throw new DproxyError('INTERNAL', reason, { cause: err })
   }
   const candidate = (mod as { default?: unknown } | null)?.default ?? mod
-  if (!isKeytar(candidate)) throw new DproxyError('INTERNAL', 'keytar loaded but does not look like keytar')
+  if (!isKeytar(candidate)) throw new DproxyError('INTERNAL', `${name} loaded but does not have the keytar API`)
   return candidate
+}
+
+export function loadKeytar(): Promise<Keytar> {
+  return importKeytarApi('keytar', 'keytar')
+}
+
+/** @napi-rs/keyring's keytar-compatible module. */
+export function loadNapiKeyring(): Promise<Keytar> {
+  return importKeytarApi('@napi-rs/keyring/keytar.js', '@napi-rs/keyring')
+}
+
+export type KeychainBackendName = 'keytar' | '@napi-rs/keyring'
+
+/** A keychain API and which module provides it. */
+export interface KeychainBackend {
+  name: KeychainBackendName | (string & {})
+  keytar: Keytar
+}
+
+/**
+ * keytar when it loads, else @napi-rs/keyring; the loaders are parameters so
+ * that a test can make keytar fail to load. When neither loads, the error
+ * gives both reasons.
+ */
+export async function loadKeychain(
+  loaders: { keytar?: () => Promise<Keytar>; napi?: () => Promise<Keytar> } = {},
+): Promise<KeychainBackend> {
+  try {
+    return { name: 'keytar', keytar: await (loaders.keytar ?? loadKeytar)() }
+  } catch (keytarErr) {
+    try {
+      return { name: '@napi-rs/keyring', keytar: await (loaders.napi ?? loadNapiKeyring)() }
+    } catch (napiErr) {
+      throw new DproxyError('INTERNAL', `${reasonOf(keytarErr)}; ${reasonOf(napiErr)}`, { cause: napiErr })
+    }
+  }
 }
 
 /** Resolves once the keychain answers a lookup within `timeoutMs`; rejects with a one-line reason otherwise. */
@@ -84,7 +124,11 @@ export class KeychainCredentialStore implements CredentialStore {
   readonly kind = 'keychain' as const
   readonly #keytar: Keytar
 
-  constructor(keytar: Keytar) {
+  /** `backend`: which module talks to the keychain, for diagnostics. */
+  constructor(
+    keytar: Keytar,
+    readonly backend: string = 'keytar',
+  ) {
     this.#keytar = keytar
   }
 

@@ -1,7 +1,9 @@
 // The daemon's own endpoints under /_dproxy/, for the CLI (`dproxy status`,
 // `dproxy cache`: cache-endpoints.ts) and for humans with curl. They reveal paths and
 // traffic numbers, so only loopback clients may use them, whatever address
-// the daemon listens on.
+// the daemon listens on; and since a web page in the user's browser is a
+// loopback client too, guard.ts refuses foreign Host and Origin headers, and
+// what changes state needs the admin token.
 
 import type { IncomingMessage, ServerResponse } from 'node:http'
 import { DproxyError } from '../errors.js'
@@ -16,6 +18,7 @@ import type { Daemon } from './daemon.js'
 import type { ImageFailures } from './failures.js'
 import { formatHost } from './daemon.js'
 import { isLoopbackHost } from '../net.js'
+import { checkAdminToken, checkHost, checkOrigin } from './guard.js'
 
 export interface StatusReport {
   version: string
@@ -94,7 +97,7 @@ function notWritable(d: Daemon): Pick<StatusReport, 'cacheNotWritable'> {
 async function probeRateLimit(d: Daemon): Promise<NonNullable<StatusReport['probe']>> {
   const before = d.upstreams.rateLimits.get(DOCKER_HUB)
   try {
-    await d.upstreams.get(DOCKER_HUB).headManifest(RATE_LIMIT_PROBE.repository, RATE_LIMIT_PROBE.tag)
+    await d.upstreams.get(DOCKER_HUB).headManifest(RATE_LIMIT_PROBE.repository, RATE_LIMIT_PROBE.tag, { probe: true })
     return { ok: true }
   } catch (err) {
     // A 404 or 401 still carries the headers: a new reading says what is left.
@@ -110,6 +113,9 @@ export function adminHandler(d: Daemon) {
       if (!isLoopbackHost(req.socket.remoteAddress ?? '')) {
         throw new DproxyError('DENIED', 'the admin endpoints answer loopback clients only')
       }
+      checkHost(req, { listenHosts: d.options.hosts ?? [] })
+      checkOrigin(req)
+      if (method !== 'GET' && method !== 'HEAD') checkAdminToken(req, d.adminToken)
       const url = new URL(req.url ?? '/', 'http://dproxy.invalid')
       const path = url.pathname
       const json = (value: unknown) => {

@@ -14,6 +14,7 @@
 // name the variable, never its value: the password is one of them.
 
 import { DproxyError } from '../errors.js'
+import { isLoopbackHost } from '../net.js'
 import { isValidRegistryHost } from '../registry/names.js'
 
 export const ENV_FORMATS = ['shell', 'dotenv', 'json', 'docker-auth-config', 'gitlab-ci'] as const
@@ -51,6 +52,20 @@ export function serverAddress(host: string | undefined, port: number): string {
     throw new DproxyError('USAGE', `expected --host like 'ci-cache.example:5000' or '10.0.0.5', got '${host ?? ''}'`)
   }
   return server
+}
+
+/**
+ * The `host:port` a running daemon is reached at, from the `listen` list of
+ * its lock file (lifecycle.ts): `localhost:<port>` when it listens on
+ * loopback or a wildcard address (what local clients type), else its first
+ * address. Undefined when it does not listen yet.
+ */
+export function serverFromListen(listen: readonly string[]): string | undefined {
+  const parsed = listen.map((a) => /^(\[[^\]]+\]|[^:]+):(\d+)$/.exec(a)).filter((m) => m !== null)
+  const local = parsed.find((m) => isLoopbackHost(m[1]!) || ['0.0.0.0', '[::]'].includes(m[1]!))
+  if (local) return `localhost:${local[2]}`
+  const first = parsed[0]
+  return first ? `${first[1]}:${first[2]}` : undefined
 }
 
 /** A bare IPv6 address (more than one colon, no brackets) as someone might type it. */

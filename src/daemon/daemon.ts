@@ -17,7 +17,7 @@ import { silentLogger, type Logger } from '../log.js'
 import { BlobProxy } from '../proxy/blobs.js'
 import { newCounters, type Counters } from '../proxy/counters.js'
 import { ManifestProxy } from '../proxy/manifests.js'
-import { sendClientError } from '../registry/errors.js'
+import { sendClientError, sendError } from '../registry/errors.js'
 import { registryHandler, type Handler } from '../registry/handler.js'
 import { Store } from '../store/store.js'
 import type { CredentialSource } from '../upstream/auth.js'
@@ -26,6 +26,7 @@ import { allowedRegistries } from '../upstream/registries.js'
 import { VERSION } from '../version.js'
 import { adminHandler, type StatusReport, buildStatus } from './admin.js'
 import { ClientAuth, TOKEN_PATH, type ClientAuthOptions } from './clientauth.js'
+import { ensureAdminToken, newAdminToken, registryHostCheck } from './guard.js'
 import { adminUrl, DaemonLock, formatListen } from './lifecycle.js'
 import { CacheMaintenance } from './maintenance.js'
 import { exposedHosts } from '../net.js'
@@ -49,6 +50,12 @@ export interface DaemonOptions {
   timeouts?: Partial<UpstreamTimeouts>
   /** How long stop() lets in-flight responses run before cutting them. */
   shutdownGraceMs?: number
+  /**
+   * Where the secret that mutating admin requests must carry is kept (guard.ts),
+   * normally `<stateDir>/admin-token`; created when missing. Without it the
+   * token exists only in memory (tests read `adminToken`).
+   */
+  adminTokenFile?: string
   /** Where this daemon's output goes; recorded in the cache dir's daemon.json for `dproxy status`. */
   logFile?: string
   /** Evict least recently used images when the cache grows past this (maintenance.ts). */
@@ -71,6 +78,8 @@ export class Daemon {
   private active = 0
   private idle: (() => void) | undefined
   private stopping: Promise<void> | undefined
+  /** What DELETE and POST on /_dproxy/ must carry (guard.ts). */
+  adminToken = newAdminToken()
   /** The cache dir's daemon.json (lifecycle.ts): one daemon per cache dir. */
   private lock: DaemonLock | undefined
   readonly listening: ListenAddress[] = []
@@ -150,6 +159,7 @@ export class Daemon {
     const daemon = new Daemon(options, store, upstreams, blobs, manifests, counters, clock, log)
     daemon.lock = lock
     try {
+      if (options.adminTokenFile !== undefined) daemon.adminToken = await ensureAdminToken(options.adminTokenFile)
       await daemon.listen(options.hosts ?? DEFAULT_HOSTS, options.port ?? DEFAULT_PORT)
       const url = adminUrl(daemon.listening)
       await daemon.lock.update({ listen: formatListen(daemon.listening), ...(url !== undefined ? { url } : {}) })
@@ -189,11 +199,20 @@ export class Daemon {
     const admin = adminHandler(this)
     const clientAuth = this.options.clientAuth ? new ClientAuth({ clock: this.clock, log: this.log, ...this.options.clientAuth }) : undefined
     const guarded = clientAuth ? clientAuth.guard(registry) : registry
-    const handle: Handler = (req, res) => {
+    // On a loopback listener only this machine's names pass (DNS rebinding, guard.ts).
+    const checkHost = registryHostCheck(hosts)
+    const handle: Handler = async (req, res) => {
       const url = req.url ?? '/'
       // The token endpoint answers every client (it is how remote ones get in); the other admin endpoints, loopback only.
       if (clientAuth && (url === TOKEN_PATH || url.startsWith(`${TOKEN_PATH}?`))) return clientAuth.handleToken(req, res)
-      return url.startsWith('/_dproxy/') ? admin(req, res) : guarded(req, res)
+      if (url.startsWith('/_dproxy/')) return admin(req, res)
+      try {
+        checkHost(req)
+      } catch (err) {
+        sendError(res, err, this.log, req.method)
+        return
+      }
+      return guarded(req, res)
     }
     const onRequest = (req: IncomingMessage, res: ServerResponse) => {
       this.counters.requests++

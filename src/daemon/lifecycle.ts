@@ -27,7 +27,8 @@
 
 import { spawn } from 'node:child_process'
 import { readFileSync, promises as fs } from 'node:fs'
-import { basename, join } from 'node:path'
+import { createHash } from 'node:crypto'
+import { basename, join, resolve } from 'node:path'
 import { setTimeout as sleep } from 'node:timers/promises'
 import { DproxyError } from '../errors.js'
 import { Layout } from '../store/layout.js'
@@ -307,14 +308,22 @@ export async function waitForExit(pid: number, timeoutMs: number, isAlive = isPr
 export const DAEMON_LOG = 'dproxy.log'
 export const DAEMON_PID = 'dproxy.pid'
 
-/** `<stateDir>/dproxy.log` and `<stateDir>/dproxy.pid`, written by `dproxy start`. */
-export function statePaths(stateDir: string): { logFile: string; pidFile: string } {
-  return { logFile: join(stateDir, DAEMON_LOG), pidFile: join(stateDir, DAEMON_PID) }
+/**
+ * The log and pid files `dproxy start` writes for the daemon of `cacheDir`:
+ * `<stateDir>/dproxy-<key>.log` and `.pid`, the key a hash of the absolute
+ * cache dir, so that daemons on different cache dirs sharing a state dir
+ * never touch each other's files. Without a cache dir: `dproxy.log` and
+ * `dproxy.pid` (the one daemon a service unit runs).
+ */
+export function statePaths(stateDir: string, cacheDir?: string): { logFile: string; pidFile: string } {
+  if (cacheDir === undefined) return { logFile: join(stateDir, DAEMON_LOG), pidFile: join(stateDir, DAEMON_PID) }
+  const key = createHash('sha256').update(resolve(cacheDir)).digest('hex').slice(0, 12)
+  return { logFile: join(stateDir, `dproxy-${key}.log`), pidFile: join(stateDir, `dproxy-${key}.pid`) }
 }
 
 // ---- running the daemon in the background (`dproxy start`, `dproxy stop`)
 
-/** The pid in `<stateDir>/dproxy.pid`, or undefined when there is none or it is not a pid. */
+/** The pid in a pid file (statePaths), or undefined when there is none or it is not a pid. */
 export async function readPidFile(pidFile: string): Promise<number | undefined> {
   const text = await fs.readFile(pidFile, 'utf8').catch(() => undefined)
   const pid = text === undefined ? NaN : Number(text.trim())
@@ -380,7 +389,7 @@ export interface Started {
 
 /**
  * Starts `dproxy serve` as a detached process with its output appended to
- * `<stateDir>/dproxy.log`, records its pid in `<stateDir>/dproxy.pid`, and
+ * the cache dir's log in the state dir, records its pid in its pid file (statePaths), and
  * returns once its status endpoint answers. Refuses when a daemon already owns
  * the cache dir; when the daemon exits or does not answer in time it is
  * stopped, and the error carries the tail of its log.
@@ -389,7 +398,7 @@ export async function startDetached(o: StartDetachedOptions): Promise<Started> {
   const existing = await readDaemonLock(o.cacheDir)
   if (existing?.alive) throw alreadyRunning(existing.info, o.cacheDir)
   await fs.mkdir(o.stateDir, { recursive: true })
-  const { logFile, pidFile } = statePaths(o.stateDir)
+  const { logFile, pidFile } = statePaths(o.stateDir, o.cacheDir)
   const log = await fs.open(logFile, 'a', 0o600)
   const logStart = (await log.stat()).size
   let child: ReturnType<typeof spawn>
@@ -455,18 +464,19 @@ export interface StopOptions {
   timeoutMs?: number
 }
 
+/** What is true once stopDaemon returns: nothing runs (`running`), and whether this call stopped it. */
 export type StopResult =
-  | { running: false; cleaned: string[] }
-  | { running: true; pid: number; foundBy: 'lock' | 'pidFile' }
+  | { running: false; stopped: false; cleaned: string[] }
+  | { running: false; stopped: true; pid: number; foundBy: 'lock' | 'pidFile' }
 
 /**
  * Stops the daemon that owns `cacheDir` (or, failing that, the one named by
- * `<stateDir>/dproxy.pid`) with SIGTERM and waits for it to exit. Not running
+ * the cache dir's pid file in the state dir) with SIGTERM and waits for it to exit. Not running
  * is not an error: stale pid and lock files are removed and named in `cleaned`.
  * Throws STOP_FAILED when the daemon is still alive after `timeoutMs`.
  */
 export async function stopDaemon(o: StopOptions): Promise<StopResult> {
-  const { pidFile } = statePaths(o.stateDir)
+  const { pidFile } = statePaths(o.stateDir, o.cacheDir)
   const lock = await readDaemonLock(o.cacheDir)
   let target: { pid: number; foundBy: 'lock' | 'pidFile' } | undefined
   if (lock?.alive) target = { pid: lock.info.pid, foundBy: 'lock' }
@@ -482,7 +492,7 @@ export async function stopDaemon(o: StopOptions): Promise<StopResult> {
       cleaned.push(pidFile)
     }
     if (await clearStaleLock(o.cacheDir)) cleaned.push(daemonFile(o.cacheDir))
-    return { running: false, cleaned }
+    return { running: false, stopped: false, cleaned }
   }
   if (target.pid === process.pid) {
     throw new DproxyError('STOP_FAILED', `the daemon on ${o.cacheDir} runs in this very process (pid ${target.pid})`)
@@ -506,5 +516,5 @@ export async function stopDaemon(o: StopOptions): Promise<StopResult> {
   await removePidFile(pidFile, target.pid)
   // A daemon that died without cleaning up (it should not on SIGTERM) leaves its lock behind.
   await clearStaleLock(o.cacheDir)
-  return { running: true, ...target }
+  return { running: false, stopped: true, ...target }
 }

@@ -185,7 +185,7 @@ export async function probeDockerHub(opts: {
   })
   let error: string | undefined
   try {
-    await upstreams.get(DOCKER_HUB).headManifest(RATE_LIMIT_PROBE.repository, RATE_LIMIT_PROBE.tag)
+    await upstreams.get(DOCKER_HUB).headManifest(RATE_LIMIT_PROBE.repository, RATE_LIMIT_PROBE.tag, { probe: true })
   } catch (err) {
     error = err instanceof Error ? err.message : String(err)
   } finally {

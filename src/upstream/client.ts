@@ -215,8 +215,9 @@ export class UpstreamClient {
     return this.auth.verify(scope)
   }
 
-  async headManifest(repository: string, reference: string): Promise<ManifestInfo> {
-    this.counters.manifestHeads++
+  /** `probe`: the rate-limit probe (`dproxy status`), which is no pull and so is not counted among the HEADs. */
+  async headManifest(repository: string, reference: string, opts: { probe?: boolean } = {}): Promise<ManifestInfo> {
+    if (opts.probe !== true) this.counters.manifestHeads++
     const { res, url } = await this.call('HEAD', repository, `manifests/${reference}`, { accept: MANIFEST_ACCEPT })
     this.recordRateLimit(res)
     await this.expectOk(res, 'HEAD', url, 'manifest')

@@ -258,7 +258,12 @@ t.test('binary, daemon up: clearing image A through the daemon while image B (10
   const { dir, env } = isolated(t)
   const up = await startUpstream({ big: true })
   t.teardown(() => up.stop())
-  const d = await startDaemon(t, up, { cacheDir: dir, timeouts: { connectMs: 2000, headersMs: 20_000, bodyMs: 30_000 } })
+  const d = await startDaemon(t, up, {
+    cacheDir: dir,
+    // As `dproxy serve` keeps it: the CLI reads it from the same state dir to clear through the daemon.
+    adminTokenFile: join(env.DPROXY_STATE_DIR!, 'admin-token'),
+    timeouts: { connectMs: 2000, headersMs: 20_000, bodyMs: 30_000 },
+  })
   const big = up.images.big!
   const layer = big.blobs.find((b) => b.kind === 'layer')!
   await pull(d.url, 'alpine', 'latest')

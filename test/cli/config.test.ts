@@ -5,19 +5,25 @@ import { Command } from 'commander'
 import t from 'tap'
 import { configGet, configList, configPath, configSet, configUnset, registerConfigCommand } from '../../src/cli/config.js'
 
-/** Runs `dproxy <args>` against a config dir under `root`, returning what was printed. */
+/** Runs `dproxy <args>` against a config dir under `root`, returning what was printed on stdout. */
 async function run(root: string, ...args: string[]): Promise<string> {
+  return (await runBoth(root, {}, ...args)).out
+}
+
+async function runBoth(root: string, extraEnv: NodeJS.ProcessEnv, ...args: string[]): Promise<{ out: string; err: string }> {
   let out = ''
-  const stdout = new Writable({
-    write(chunk: Buffer, _encoding, done) {
-      out += chunk.toString()
-      done()
-    },
-  })
+  let err = ''
+  const sink = (f: (s: string) => void) =>
+    new Writable({
+      write(chunk: Buffer, _encoding, done) {
+        f(chunk.toString())
+        done()
+      },
+    })
   const program = new Command('dproxy').exitOverride().configureOutput({ writeOut: (s) => (out += s), writeErr: () => undefined })
-  registerConfigCommand(program, { env: envFor(root), stdout })
+  registerConfigCommand(program, { env: { ...envFor(root), ...extraEnv }, stdout: sink((s) => (out += s)), stderr: sink((s) => (err += s)) })
   await program.parseAsync(args, { from: 'user' })
-  return out
+  return { out, err }
 }
 
 function envFor(root: string): NodeJS.ProcessEnv {
@@ -30,15 +36,15 @@ t.test('set, get, list, unset, path', async (t) => {
   t.equal(await run(root, 'config', 'path'), `${file}\n`)
   t.equal(await run(root, 'config', 'path', '--json'), `${JSON.stringify(file)}\n`)
   t.equal(await run(root, 'config', 'list'), '', 'empty list')
-  t.equal(await run(root, 'config', 'get', 'maxAge'), '', 'unset prints nothing')
-  t.equal(await run(root, 'config', 'get', 'maxAge', '--json'), 'null\n')
+  t.equal(await run(root, 'config', 'get', 'maxAge'), '0\n', 'unset: the default')
+  t.same(JSON.parse(await run(root, 'config', 'get', 'maxAge', '--json')), { key: 'maxAge', value: '0', source: 'default' })
   t.notOk(fs.existsSync(path.join(root, 'config')), 'reading created nothing')
 
   t.equal(await run(root, 'config', 'set', 'maxAge', '10m'), '')
   await run(root, 'config', 'set', 'max-size', '20GB')
   await run(root, 'config', 'set', 'upstreams', 'docker.io=http://127.0.0.1:15000')
   t.equal(await run(root, 'config', 'get', 'maxAge'), '10m\n')
-  t.equal(await run(root, 'config', 'get', 'maxSize', '--json'), '"20GB"\n')
+  t.same(JSON.parse(await run(root, 'config', 'get', 'maxSize', '--json')), { key: 'maxSize', value: '20GB', source: 'file', from: file })
   t.equal(await run(root, 'config', 'list'), 'maxAge=10m\nmaxSize=20GB\nupstreams=docker.io=http://127.0.0.1:15000\n')
   t.same(JSON.parse(await run(root, 'config', 'list', '--json')), {
     maxAge: '10m',
@@ -48,8 +54,28 @@ t.test('set, get, list, unset, path', async (t) => {
 
   await run(root, 'config', 'unset', 'maxAge')
   await run(root, 'config', 'unset', 'maxAge')
-  t.equal(await run(root, 'config', 'get', 'maxAge'), '')
+  t.equal(await run(root, 'config', 'get', 'maxAge'), '0\n')
   t.same(JSON.parse(fs.readFileSync(file, 'utf8')), { maxSize: '20GB', upstreams: 'docker.io=http://127.0.0.1:15000' })
+})
+
+t.test('get: the effective value on stdout, where it comes from on stderr: environment, file, default', async (t) => {
+  const root = t.testdir({})
+  const file = path.join(root, 'config', 'config.json')
+  t.same(await runBoth(root, {}, 'config', 'get', 'port'), { out: '5000\n', err: '(default)\n' })
+  t.same(await runBoth(root, {}, 'config', 'get', 'upstreams'), { out: '\n', err: '(default: none)\n' })
+  t.same(await runBoth(root, {}, 'config', 'get', 'host'), { out: '127.0.0.1,::1\n', err: '(default)\n' })
+  await run(root, 'config', 'set', 'port', '5001')
+  t.same(await runBoth(root, {}, 'config', 'get', 'port'), { out: '5001\n', err: `(from ${file})\n` })
+  t.same(await runBoth(root, { DPROXY_PORT: '5002' }, 'config', 'get', 'port'), { out: '5002\n', err: '(from the environment: DPROXY_PORT)\n' })
+  t.same(JSON.parse((await runBoth(root, { DPROXY_PORT: '5002' }, 'config', 'get', 'PORT', '--json')).out), {
+    key: 'port',
+    value: '5002',
+    source: 'env',
+    from: 'DPROXY_PORT',
+  })
+  t.same(await runBoth(root, { DPROXY_PORT: '' }, 'config', 'get', 'port'), { out: '5001\n', err: `(from ${file})\n` }, 'an empty variable is unset')
+  const cacheDir = JSON.parse((await runBoth(root, {}, 'config', 'get', 'cacheDir', '--json')).out) as { value: string; source: string }
+  t.same(cacheDir, { key: 'cacheDir', value: path.join(root, 'home', '.local', 'share', 'dproxy'), source: 'default' })
 })
 
 t.test('bad keys and values are DproxyErrors that main.ts maps to exit 2', async (t) => {

@@ -10,7 +10,7 @@ import { Command } from 'commander'
 import t, { type Test } from 'tap'
 import { request } from 'undici'
 import { forwardedArgs } from '../../src/cli/daemon.js'
-import { isProcessAlive } from '../../src/daemon/lifecycle.js'
+import { isProcessAlive, statePaths } from '../../src/daemon/lifecycle.js'
 import { startUpstream } from '../fixtures/upstream.js'
 import { isolatedEnv, runDproxy } from '../helpers/cli.js'
 
@@ -19,6 +19,9 @@ interface World {
   env: Record<string, string>
   cacheDir: string
   stateDir: string
+  /** The log and pid files of the daemon on cacheDir. */
+  logFile: string
+  pidFile: string
   run(args: string[], extraEnv?: Record<string, string>): Promise<{ code: number | null; out: string; err: string }>
 }
 
@@ -26,10 +29,12 @@ function world(t: Test, extraEnv: Record<string, string> = {}): World {
   const env = isolatedEnv(t, extraEnv)
   const cacheDir = env.DPROXY_CACHE_DIR!
   const stateDir = env.DPROXY_STATE_DIR!
+  const { logFile, pidFile } = statePaths(stateDir, cacheDir)
   const run = async (args: string[], more: Record<string, string> = {}) => runDproxy(args, { ...env, ...more })
   // Whatever happens in the test, no daemon outlives it.
   t.teardown(() => {
-    for (const file of [path.join(cacheDir, 'daemon.json'), path.join(stateDir, 'dproxy.pid')]) {
+    const others = fs.existsSync(stateDir) ? fs.readdirSync(stateDir).filter((f) => f.endsWith('.pid')).map((f) => path.join(stateDir, f)) : []
+    for (const file of [path.join(cacheDir, 'daemon.json'), pidFile, ...others]) {
       try {
         const text = fs.readFileSync(file, 'utf8')
         const pid = file.endsWith('.json') ? (JSON.parse(text) as { pid: number }).pid : Number(text.trim())
@@ -39,7 +44,7 @@ function world(t: Test, extraEnv: Record<string, string> = {}): World {
       }
     }
   })
-  return { env, cacheDir, stateDir, run }
+  return { env, cacheDir, stateDir, logFile, pidFile, run }
 }
 
 t.test('start -> answers -> second start refused -> stop -> gone, pid file and lock removed', async (t) => {
@@ -50,8 +55,8 @@ t.test('start -> answers -> second start refused -> stop -> gone, pid file and l
   const started = await w.run(['start', '--host', '127.0.0.1', '--port', '0', '--json'])
   t.equal(started.code, 0, started.err)
   const s = JSON.parse(started.out) as { pid: number; url: string; listen: string[]; logFile: string; pidFile: string; cacheDir: string }
-  t.match(s, { pid: Number, url: /^http:\/\/127\.0\.0\.1:\d+$/, cacheDir: w.cacheDir, logFile: path.join(w.stateDir, 'dproxy.log') })
-  t.equal(fs.readFileSync(path.join(w.stateDir, 'dproxy.pid'), 'utf8').trim(), String(s.pid))
+  t.match(s, { pid: Number, url: /^http:\/\/127\.0\.0\.1:\d+$/, cacheDir: w.cacheDir, logFile: w.logFile, pidFile: w.pidFile })
+  t.equal(fs.readFileSync(w.pidFile, 'utf8').trim(), String(s.pid))
   t.equal(JSON.parse(fs.readFileSync(path.join(w.cacheDir, 'daemon.json'), 'utf8')).pid, s.pid)
   t.ok(isProcessAlive(s.pid))
   const cmdline = fs.readFileSync(`/proc/${s.pid}/cmdline`, 'utf8').split('\0')
@@ -78,7 +83,7 @@ t.test('start -> answers -> second start refused -> stop -> gone, pid file and l
   t.equal(stopped.code, 0, stopped.err)
   t.equal(stopped.out, `dproxy stopped (pid ${s.pid})\n`)
   t.notOk(isProcessAlive(s.pid), 'the daemon is gone')
-  t.notOk(fs.existsSync(path.join(w.stateDir, 'dproxy.pid')), 'pid file removed')
+  t.notOk(fs.existsSync(w.pidFile), 'pid file removed')
   t.notOk(fs.existsSync(path.join(w.cacheDir, 'daemon.json')), 'lock removed')
   t.match(fs.readFileSync(s.logFile, 'utf8'), /SIGTERM: finishing requests in flight[\s\S]*stopped/, 'the log shows a clean stop')
 
@@ -86,10 +91,10 @@ t.test('start -> answers -> second start refused -> stop -> gone, pid file and l
   t.equal(twice.code, 0, 'stop is idempotent')
   t.equal(twice.out, 'dproxy is not running\n')
   const json = await w.run(['stop', '--json'])
-  t.same(JSON.parse(json.out), { running: false, cleaned: [] })
+  t.same(JSON.parse(json.out), { running: false, stopped: false, cleaned: [] })
 })
 
-t.test('serve --detach is start; a stale lock (dead pid) is taken over; stop finds it through the pid file too', async (t) => {
+t.test('serve --detach is start; a stale lock (dead pid) is taken over; stop finds it through its pid file too', async (t) => {
   const w = world(t)
   const dead = Number(spawnSync(process.execPath, ['-e', 'process.stdout.write(String(process.pid))']).stdout.toString())
   fs.writeFileSync(
@@ -100,16 +105,51 @@ t.test('serve --detach is start; a stale lock (dead pid) is taken over; stop fin
   t.equal(started.code, 0, started.err)
   const pid = Number(/started \(pid (\d+)\)/.exec(started.out)?.[1])
   t.match(started.out, /listening on http:\/\/127\.0\.0\.1:\d+/)
-  t.match(started.out, `log: ${path.join(w.stateDir, 'dproxy.log')}`)
+  t.match(started.out, `log: ${w.logFile}`)
   t.equal(JSON.parse(fs.readFileSync(path.join(w.cacheDir, 'daemon.json'), 'utf8')).pid, pid, 'the stale lock was taken over')
 
-  // A stop that looks at another cache dir still finds the daemon through <stateDir>/dproxy.pid.
+  // A stop that looks at another cache dir leaves it alone: that is another daemon's business.
   const other = path.join(path.dirname(w.cacheDir), 'home', 'other-cache')
-  const stopped = await w.run(['stop', '--cache-dir', other])
+  const elsewhere = await w.run(['stop', '--cache-dir', other])
+  t.equal(elsewhere.out, 'dproxy is not running\n')
+  t.ok(isProcessAlive(pid))
+  // With its lock file gone (deleted by hand), stop still finds it through the cache dir's pid file.
+  fs.rmSync(path.join(w.cacheDir, 'daemon.json'))
+  const stopped = await w.run(['stop'])
   t.equal(stopped.code, 0, stopped.err)
   t.equal(stopped.out, `dproxy stopped (pid ${pid})\n`)
   t.notOk(isProcessAlive(pid))
   t.notOk(fs.existsSync(path.join(w.cacheDir, 'daemon.json')))
+})
+
+t.test('two daemons on two cache dirs sharing a state dir keep their own pid and log files', async (t) => {
+  const w = world(t)
+  const otherCache = path.join(path.dirname(w.cacheDir), 'home', 'cache-b')
+  const b = statePaths(w.stateDir, otherCache)
+  t.not(b.pidFile, w.pidFile)
+  t.not(b.logFile, w.logFile)
+  const startA = await w.run(['start', '--host', '127.0.0.1', '--port', '0', '--json'])
+  t.equal(startA.code, 0, startA.err)
+  const startB = await w.run(['start', '--host', '127.0.0.1', '--port', '0', '--json', '--cache-dir', otherCache])
+  t.equal(startB.code, 0, startB.err)
+  const a = JSON.parse(startA.out) as { pid: number; pidFile: string; logFile: string }
+  const bs = JSON.parse(startB.out) as { pid: number; pidFile: string; logFile: string }
+  t.match(a, { pidFile: w.pidFile, logFile: w.logFile })
+  t.match(bs, { pidFile: b.pidFile, logFile: b.logFile })
+  t.equal(fs.readFileSync(w.pidFile, 'utf8').trim(), String(a.pid))
+  t.equal(fs.readFileSync(b.pidFile, 'utf8').trim(), String(bs.pid))
+
+  // After a stop nothing runs: `running` says so, `stopped` says this call did it.
+  const stopA = await w.run(['stop', '--json'])
+  t.same(JSON.parse(stopA.out), { running: false, stopped: true, pid: a.pid, foundBy: 'lock' })
+  t.notOk(fs.existsSync(w.pidFile), "A's pid file is gone")
+  t.equal(fs.readFileSync(b.pidFile, 'utf8').trim(), String(bs.pid), "B's pid file is untouched")
+  t.ok(isProcessAlive(bs.pid), 'B still runs')
+  t.notMatch(fs.readFileSync(b.logFile, 'utf8'), /SIGTERM/, "A's stop is not in B's log")
+
+  const stopB = await w.run(['stop', '--cache-dir', otherCache])
+  t.equal(stopB.out, `dproxy stopped (pid ${bs.pid})\n`)
+  t.notOk(fs.existsSync(b.pidFile))
 })
 
 t.test('start: a daemon that cannot start is reported with its log, and leaves nothing behind', async (t) => {
@@ -120,9 +160,9 @@ t.test('start: a daemon that cannot start is reported with its log, and leaves n
   const port = String((blocker.address() as { port: number }).port)
   const r = await w.run(['start', '--host', '127.0.0.1', '--port', port])
   t.equal(r.code, 1)
-  t.match(r.err, /dproxy exited with status 1 before it answered; the end of .*dproxy\.log:/)
+  t.match(r.err, /dproxy exited with status 1 before it answered; the end of .*dproxy-[0-9a-f]{12}\.log:/)
   t.match(r.err, /EADDRINUSE/)
-  t.notOk(fs.existsSync(path.join(w.stateDir, 'dproxy.pid')))
+  t.notOk(fs.existsSync(w.pidFile))
   t.notOk(fs.existsSync(path.join(w.cacheDir, 'daemon.json')))
 })
 
@@ -131,7 +171,7 @@ t.test('start: a bad setting is a usage error before anything is spawned', async
   const r = await w.run(['start', '--max-age', 'soon'])
   t.equal(r.code, 2)
   t.match(r.err, /maxAge|max-age/)
-  t.notOk(fs.existsSync(path.join(w.stateDir, 'dproxy.log')), 'no daemon was started')
+  t.notOk(fs.existsSync(w.logFile), 'no daemon was started')
   const help = await w.run(['start', '--help'])
   t.equal(help.code, 0)
   for (const flag of ['--host', '--port', '--cache-dir', '--upstream', '--max-age', '--json']) t.match(help.out, flag)

@@ -11,6 +11,7 @@ import path from 'node:path'
 import t from 'tap'
 import { request } from 'undici'
 import { bin, isolatedEnv, spawnServe } from '../helpers/cli.js'
+import { startDaemon } from '../helpers/daemon.js'
 
 
 interface Result {
@@ -197,4 +198,20 @@ t.test('env loads neither ink nor react (it runs on every CI job); its wall time
   }
   times.sort((a, b) => a - b)
   t.comment(`dproxy env: median ${Math.round((times[4]! + times[5]!) / 2)} ms of 10 runs (min ${Math.round(times[0]!)} ms)`)
+})
+
+t.test('env: the running daemon\'s address first, then the configured port', async (t) => {
+  const env = isolated(t, { DPROXY_PORT: '5123' })
+  const server = () => (JSON.parse(dproxy(['env', '--json'], env).stdout) as { CI_DEPENDENCY_PROXY_SERVER: string }).CI_DEPENDENCY_PROXY_SERVER
+  t.equal(server(), 'localhost:5123', 'no daemon: the configured port')
+  const d = await startDaemon(t, undefined, { cacheDir: env.DPROXY_CACHE_DIR!, port: 0 })
+  t.not(d.port, 5123)
+  t.equal(server(), `localhost:${d.port}`, 'the port the daemon on this cache dir listens on')
+  t.equal(
+    (JSON.parse(dproxy(['env', '--json', '--host', 'ci-cache:5000'], env).stdout) as { CI_DEPENDENCY_PROXY_SERVER: string }).CI_DEPENDENCY_PROXY_SERVER,
+    'ci-cache:5000',
+    '--host still wins',
+  )
+  await d.stop(0)
+  t.equal(server(), 'localhost:5123', 'stopped: the configured port again')
 })

@@ -2,7 +2,7 @@ import fs from 'node:fs'
 import path from 'node:path'
 import t from 'tap'
 import { DproxyError } from '../../src/errors.js'
-import { openCredentialStore, type Keytar } from '../../src/credentials/index.js'
+import { openCredentialStore, type KeychainBackend, type Keytar } from '../../src/credentials/index.js'
 import { secret } from './fixtures/contract.js'
 
 function memoryKeytar(): Keytar {
@@ -17,11 +17,15 @@ function memoryKeytar(): Keytar {
   }
 }
 
-const notInstalled = async (): Promise<Keytar> => {
+const memory = async (): Promise<KeychainBackend> => ({ name: 'memory', keytar: memoryKeytar() })
+const notInstalled = async (): Promise<KeychainBackend> => {
   throw new DproxyError('INTERNAL', 'keytar is not installed')
 }
-const hangs = async (): Promise<Keytar> => ({ ...memoryKeytar(), findCredentials: () => new Promise(() => undefined) })
-const mustNotLoad = async (): Promise<Keytar> => {
+const hangs = async (): Promise<KeychainBackend> => ({
+  name: 'memory',
+  keytar: { ...memoryKeytar(), findCredentials: () => new Promise(() => undefined) },
+})
+const mustNotLoad = async (): Promise<KeychainBackend> => {
   throw new Error('the keychain should not have been tried')
 }
 
@@ -36,7 +40,7 @@ t.test('an answering keychain is used and nothing is written to the config dir',
     configDir,
     env: {},
     onFallback: (r) => fallbacks.push(r),
-    loadKeychain: async () => memoryKeytar(),
+    loadKeychain: memory,
   })
   t.equal(store.kind, 'keychain')
   await store.set('ghcr.io', { username: 'ann', secret })
@@ -60,14 +64,28 @@ t.test('falls back to the file, saying why in one line', async (t) => {
       probeTimeoutMs: 30,
     })
     t.equal(store.kind, 'file', name)
-    t.same(
-      fallbacks,
-      [`no OS keychain answered (${reason}); storing credentials in ${path.join(configDir, 'credentials.json')} (mode 0600)`],
-      name,
-    )
+    t.same(fallbacks, [], `${name}: opening the store says nothing yet`)
+    await store.get('ghcr.io')
+    await store.list()
+    t.same(fallbacks, [], `${name}: nor does reading`)
     await store.set('ghcr.io', { username: 'ann', secret })
+    const note = `no OS keychain answered (${reason}); storing credentials in ${path.join(configDir, 'credentials.json')} (mode 0600)`
+    t.same(fallbacks, [note], `${name}: said once, where a credential is stored`)
     t.ok(fs.existsSync(path.join(configDir, 'credentials.json')), `${name}: stored in the file`)
+    await store.set('docker.io', { username: 'bo', secret })
+    t.same(fallbacks, [note], `${name}: and only once`)
+    const again = await openCredentialStore({ configDir, env: {}, onFallback: (r) => fallbacks.push(r), loadKeychain })
+    await again.set('quay.io', { username: 'cy', secret })
+    t.same(fallbacks, [note], `${name}: not on the next command either (the file is used directly)`)
   }
+})
+
+t.test('a store that fails to write says nothing (a login that fails gets no note)', async (t) => {
+  const root = t.testdir({ config: 'a file where the config dir should be' })
+  const fallbacks: string[] = []
+  const store = await openCredentialStore({ configDir: configDirIn(root), env: {}, onFallback: (r) => fallbacks.push(r), loadKeychain: notInstalled })
+  await t.rejects(store.set('ghcr.io', { username: 'ann', secret }))
+  t.same(fallbacks, [])
 })
 
 t.test('DPROXY_CREDENTIAL_STORE=file forces the file without trying the keychain', async (t) => {
@@ -98,7 +116,7 @@ t.test('DPROXY_CREDENTIAL_STORE=keychain fails loudly instead of falling back', 
   const store = await openCredentialStore({
     configDir,
     env: { DPROXY_CREDENTIAL_STORE: 'keychain' },
-    loadKeychain: async () => memoryKeytar(),
+    loadKeychain: memory,
   })
   t.equal(store.kind, 'keychain')
 })
@@ -119,6 +137,6 @@ t.test('an existing credentials file keeps being used, so earlier logins are not
   t.equal(later.kind, 'file')
   t.same(await later.get('ghcr.io'), { username: 'ann', secret })
   await later.delete('ghcr.io')
-  const afterLogout = await openCredentialStore({ configDir, env: {}, loadKeychain: async () => memoryKeytar() })
+  const afterLogout = await openCredentialStore({ configDir, env: {}, loadKeychain: memory })
   t.equal(afterLogout.kind, 'keychain', 'once the file is gone the keychain is used again')
 })

@@ -7,10 +7,13 @@ import t, { type Test } from 'tap'
 import {
   KeychainCredentialStore,
   keychainService,
+  loadKeychain,
   loadKeytar,
+  loadNapiKeyring,
   probeKeychain,
   type Keytar,
 } from '../../src/credentials/keychain.js'
+import { DproxyError } from '../../src/errors.js'
 import { credentialStoreContract, secret } from './fixtures/contract.js'
 
 /** An in-memory keytar: service -> account -> password. */
@@ -99,9 +102,29 @@ t.test('loadKeytar finds the CommonJS functions', { skip: loaded.problem ?? fals
   }
 })
 
+const failing = (message: string) => async (): Promise<never> => {
+  throw new DproxyError('INTERNAL', message)
+}
+
+t.test('loadKeychain: keytar when it loads, else @napi-rs/keyring, else both reasons', async (t) => {
+  const napi = await loadKeychain({ keytar: failing('keytar is not installed') })
+  t.equal(napi.name, '@napi-rs/keyring', 'keytar missing: the prebuilt module is used')
+  for (const name of ['getPassword', 'setPassword', 'deletePassword', 'findCredentials'] as const) {
+    t.type(napi.keytar[name], 'function', name)
+  }
+  t.equal((await loadNapiKeyring()).findCredentials, napi.keytar.findCredentials, 'the real module, not a double')
+  const fake = fakeKeytar()
+  t.equal((await loadKeychain({ keytar: async () => fake, napi: failing('must not load') })).keytar, fake, 'keytar first')
+  await t.rejects(loadKeychain({ keytar: failing('keytar is not installed'), napi: failing('@napi-rs/keyring failed to load: x') }), {
+    code: 'INTERNAL',
+    message: 'keytar is not installed; @napi-rs/keyring failed to load: x',
+  })
+})
+
 // --- the real OS keychain, in a child process with its own D-Bus session ---
 
 const child = fileURLToPath(new URL('./fixtures/keychain-child.ts', import.meta.url))
+const contractChild = fileURLToPath(new URL('./fixtures/keychain-contract-child.ts', import.meta.url))
 const loaderArgs = process.execArgv.filter((arg) => arg.includes('@tapjs/typescript'))
 
 function which(command: string): string | undefined {
@@ -149,29 +172,35 @@ function parseReport(t: Test, result: ReturnType<typeof spawnSync>): Record<stri
 }
 
 const missing = ['dbus-run-session', 'gnome-keyring-daemon'].filter((command) => which(command) === undefined)
+const noKeyring =
+  process.platform !== 'linux'
+    ? 'gnome-keyring is Linux only'
+    : missing.length > 0
+      ? `not installed: ${missing.join(', ')} (apt-get install dbus gnome-keyring)`
+      : false
 
-t.test(
-  'the real keychain (gnome-keyring under dbus-run-session)',
-  {
-    skip:
-      process.platform !== 'linux'
-        ? 'gnome-keyring is Linux only'
-        : missing.length > 0
-          ? `not installed: ${missing.join(', ')} (apt-get install dbus gnome-keyring)`
-          : false,
-  },
-  async (t) => {
+/** Runs `script` under its own D-Bus session with an unlocked throw-away gnome-keyring. */
+function inKeyring(script: string, env: NodeJS.ProcessEnv): ReturnType<typeof spawnSync> {
+  const unlock = `echo -n pw | gnome-keyring-daemon --unlock --components=secrets >/dev/null; exec "$0" "$@"`
+  return spawnSync('dbus-run-session', ['--', 'sh', '-c', unlock, process.execPath, ...loaderArgs, script], {
+    env,
+    encoding: 'utf8',
+    timeout: 60_000,
+  })
+}
+
+for (const backend of ['keytar', '@napi-rs/keyring'] as const) {
+  t.test(`the real keychain through ${backend} (gnome-keyring under dbus-run-session)`, { skip: noKeyring }, async (t) => {
     const root = t.testdir({ config: { 'config.json': JSON.stringify({ port: '5001' }) } })
-    const env = isolatedEnv(t, root, { DPROXY_CREDENTIAL_STORE: 'keychain', CHILD_ROUND_TRIP: '1' })
-    const script = `echo -n pw | gnome-keyring-daemon --unlock --components=secrets >/dev/null; exec "$0" "$@"`
-    const result = spawnSync('dbus-run-session', ['--', 'sh', '-c', script, process.execPath, ...loaderArgs, child], {
-      env,
-      encoding: 'utf8',
-      timeout: 60_000,
+    const env = isolatedEnv(t, root, {
+      DPROXY_CREDENTIAL_STORE: 'keychain',
+      CHILD_ROUND_TRIP: '1',
+      ...(backend === '@napi-rs/keyring' ? { CHILD_NO_KEYTAR: '1' } : {}),
     })
-    const report = parseReport(t, result)
+    const report = parseReport(t, inKeyring(child, env))
     if (!report) return
     t.equal(report.kind, 'keychain')
+    t.equal(report.backend, backend)
     t.same(report.fallbacks, [])
     t.same(report.get, { username: 'ann', secret })
     t.same(report.list, [
@@ -188,8 +217,20 @@ t.test(
     t.ok(files.some((f) => f.startsWith(path.join('data', 'keyrings'))), 'the keyring wrote its files under the test dir')
     for (const file of files) t.notMatch(fs.readFileSync(path.join(root, file), 'latin1'), secret, `${file} holds no clear secret`)
     t.same(fs.readdirSync(path.join(root, 'config')), ['config.json'], 'no credentials file in the config dir')
-  },
-)
+  })
+
+  t.test(`the credential store contract against gnome-keyring through ${backend}`, { skip: noKeyring }, async (t) => {
+    const root = t.testdir({})
+    const env = isolatedEnv(t, root, { CHILD_BACKEND: backend === 'keytar' ? 'keytar' : 'napi' })
+    const result = inKeyring(contractChild, env)
+    t.equal(result.status, 0, 'every contract case passed', { stdout: String(result.stdout), stderr: String(result.stderr) })
+    const stdout = String(result.stdout)
+    const plan = Number(/^1\.\.(\d+)$/m.exec(stdout)?.[1] ?? 0)
+    t.ok(plan >= 5, `tap ran the ${plan} contract cases`)
+    t.equal(stdout.match(/^ok \d+ - /gm)?.length, plan, 'each of them passed')
+    t.notMatch(stdout, /^\s*not ok/m)
+  })
+}
 
 t.test(
   'without D-Bus, keytar fails fast and the store falls back to the file',
@@ -197,7 +238,7 @@ t.test(
   async (t) => {
     const root = t.testdir({})
     const result = spawnSync(process.execPath, [...loaderArgs, child], {
-      env: isolatedEnv(t, root, {}),
+      env: isolatedEnv(t, root, { CHILD_ROUND_TRIP: '1' }),
       encoding: 'utf8',
       timeout: 60_000,
     })
@@ -208,6 +249,6 @@ t.test(
     t.match(report.fallbacks, [
       new RegExp(`^no OS keychain answered \\(.+\\); storing credentials in ${credentialsFile.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')} \\(mode 0600\\)$`),
     ])
-    t.equal((report.fallbacks as string[]).length, 1)
+    t.equal((report.fallbacks as string[]).length, 1, 'said once, though two credentials were stored')
   },
 )

@@ -7,6 +7,8 @@ import { createHash } from 'node:crypto'
 import { promises as fs } from 'node:fs'
 import t from 'tap'
 import { request } from 'undici'
+import type { Daemon } from '../../src/daemon/daemon.js'
+import { ADMIN_TOKEN_HEADER } from '../../src/daemon/guard.js'
 import type { CachedImage } from '../../src/store/inventory.js'
 import { parseDigest } from '../../src/registry/names.js'
 import type { EvictionSummary, PruneSummary } from '../../src/store/evict.js'
@@ -14,8 +16,9 @@ import { startUpstream } from '../fixtures/upstream.js'
 import { putImage, tag } from '../helpers/cache.js'
 import { get, pull, settled, startDaemon } from '../helpers/daemon.js'
 
-async function admin<T>(base: string, method: 'GET' | 'DELETE' | 'POST', path: string): Promise<{ status: number; body: T }> {
-  const res = await request(`${base}${path}`, { method })
+/** An admin request as the CLI makes it: with the daemon's admin token. */
+async function admin<T>(d: Daemon, method: 'GET' | 'DELETE' | 'POST', path: string): Promise<{ status: number; body: T }> {
+  const res = await request(`${d.url}${path}`, { method, headers: { [ADMIN_TOKEN_HEADER]: d.adminToken } })
   return { status: res.statusCode, body: (await res.body.json()) as T }
 }
 
@@ -31,7 +34,7 @@ t.test('list, clear one image (dry run first), and pull it again from upstream',
   await pull(d.url, 'multi', 'latest')
   await settled(d)
 
-  const listed = await admin<CachedImage[]>(d.url, 'GET', '/_dproxy/cache/images')
+  const listed = await admin<CachedImage[]>(d, 'GET', '/_dproxy/cache/images')
   t.equal(listed.status, 200)
   t.strictSame(
     listed.body.map((i) => [i.repository, i.tag, i.digest, i.complete]),
@@ -45,14 +48,14 @@ t.test('list, clear one image (dry run first), and pull it again from upstream',
   t.equal(listed.body[1]!.size, alpineSize)
   t.equal(listed.body[2]!.manifests, 3, 'the multi-arch list and both platforms pulled')
 
-  const dry = await admin<EvictionSummary>(d.url, 'DELETE', '/_dproxy/cache?image=alpine&dryRun=1')
+  const dry = await admin<EvictionSummary>(d, 'DELETE', '/_dproxy/cache?image=alpine&dryRun=1')
   t.equal(dry.status, 200)
   t.match(dry.body, { dryRun: true, tags: 1, manifests: 1, blobs: alpine.blobs.length, bytes: alpineSize })
   t.equal((await d.store.stats()).tags, 3, 'dry run removed nothing')
 
-  const real = await admin<EvictionSummary>(d.url, 'DELETE', '/_dproxy/cache?image=docker.io/library/alpine:latest')
+  const real = await admin<EvictionSummary>(d, 'DELETE', '/_dproxy/cache?image=docker.io/library/alpine:latest')
   t.match(real.body, { dryRun: false, tags: 1, manifests: 1, blobs: alpine.blobs.length, bytes: alpineSize })
-  t.strictSame((await admin<CachedImage[]>(d.url, 'GET', '/_dproxy/cache/images')).body.map((i) => i.repository), [
+  t.strictSame((await admin<CachedImage[]>(d, 'GET', '/_dproxy/cache/images')).body.map((i) => i.repository), [
     'bitnami/redis',
     'library/multi',
   ])
@@ -78,15 +81,15 @@ t.test('prune by size through the endpoint; the configured limits when none are 
   await fs.utimes(d.store.layout.manifest(parseDigest(up.images.alpine.digest)), old, old)
   const total = (await d.store.stats()).bytes
 
-  const dry = await admin<PruneSummary>(d.url, 'POST', `/_dproxy/cache/prune?maxSize=${total - 1}&dryRun=1`)
+  const dry = await admin<PruneSummary>(d, 'POST', `/_dproxy/cache/prune?maxSize=${total - 1}&dryRun=1`)
   t.equal(dry.status, 200)
   t.match(dry.body, { dryRun: true, maxSizeBytes: total - 1, fits: true })
   t.strictSame(dry.body.images.map((i) => i.repository), ['library/alpine'])
 
-  const configured = await admin<PruneSummary>(d.url, 'POST', '/_dproxy/cache/prune')
+  const configured = await admin<PruneSummary>(d, 'POST', '/_dproxy/cache/prune')
   t.match(configured.body, { ttlMs: 365 * 24 * 3_600_000, maxSizeBytes: null, images: [] }, 'the daemon ttl: nothing that old')
 
-  const real = await admin<PruneSummary>(d.url, 'POST', `/_dproxy/cache/prune?maxSize=${total - 1}&ttl=0`)
+  const real = await admin<PruneSummary>(d, 'POST', `/_dproxy/cache/prune?maxSize=${total - 1}&ttl=0`)
   t.match(real.body, { dryRun: false, fits: true })
   t.equal((await d.store.stats()).bytes, real.body.remainingBytes)
   t.equal(await d.store.getTag('docker.io', 'library/alpine', 'latest'), undefined)
@@ -111,7 +114,7 @@ t.test('bad requests are refused with a reason and change nothing', async (t) =>
     ['GET', '/_dproxy/cache/images?all=1', 400, /it takes none/],
     ['GET', '/_dproxy/cachex', 404, /no such admin endpoint/],
   ] as const) {
-    const res = await admin<ErrorBody>(d.url, method, path)
+    const res = await admin<ErrorBody>(d, method, path)
     t.equal(res.status, status, `${method} ${path}`)
     t.match(res.body.errors[0]?.message, pattern, `${method} ${path}`)
   }
@@ -159,7 +162,7 @@ t.test('clearing never breaks a pull of the big image: streamed from disk, or st
     if (!sawTemp) await new Promise((r) => setTimeout(r, 2))
   }
   t.ok(sawTemp, 'caught the download in tmp/')
-  const cleared = await admin<EvictionSummary>(d.url, 'DELETE', '/_dproxy/cache')
+  const cleared = await admin<EvictionSummary>(d, 'DELETE', '/_dproxy/cache')
   t.equal(cleared.status, 200)
   t.equal(cleared.body.manifests, 1, 'the manifest was cleared while its layer downloaded')
   const first = await downloading
@@ -176,7 +179,7 @@ t.test('clearing never breaks a pull of the big image: streamed from disk, or st
   const firstChunk = await it.next()
   hash.update(firstChunk.value as Buffer)
   n += (firstChunk.value as Buffer).length
-  const all = await admin<EvictionSummary>(d.url, 'DELETE', '/_dproxy/cache')
+  const all = await admin<EvictionSummary>(d, 'DELETE', '/_dproxy/cache')
   t.equal(all.body.blobs, 1, 'the layer was deleted (an orphan by now)')
   t.equal(await d.store.statBlob(parseDigest(layer.digest)), undefined)
   for (let r = await it.next(); !r.done; r = await it.next()) {

@@ -122,7 +122,9 @@ t.test('over HTTP, through a real daemon', async (t) => {
     const named = await get(`${base}/v2/`, { host: `localhost:${port}` })
     t.equal(named.headers['www-authenticate'], `Bearer realm="http://localhost:${port}${TOKEN_PATH}",service="dproxy"`)
     const hostile = await get(`${base}/v2/`, { host: 'evil",x="y' })
-    t.equal(hostile.headers['www-authenticate'], `Bearer realm="http://127.0.0.1:${port}${TOKEN_PATH}",service="dproxy"`, 'a malformed Host is not echoed')
+    // On a loopback listener a Host that is not this machine's is refused before auth (guard.ts): never echoed.
+    t.equal(hostile.status, 421, 'a malformed Host is refused')
+    t.equal(hostile.headers['www-authenticate'], undefined, 'and not echoed into a challenge')
     const head = await get(manifestUrl, { accept: ACCEPT_ALL_MANIFESTS }, 'HEAD')
     t.equal(head.status, 401)
     t.equal(head.body.length, 0)

@@ -16,6 +16,7 @@ import {
   GROUP_IMAGE_PATH,
   parseEnvFormat,
   serverAddress,
+  serverFromListen,
   shellQuote,
 } from '../../src/daemon/clientenv.js'
 import { resolveImageName } from '../../src/registry/names.js'
@@ -132,4 +133,14 @@ t.test('a value with a line break or NUL is refused in every format, without pri
 t.test('parseEnvFormat', async (t) => {
   for (const f of ENV_FORMATS) t.equal(parseEnvFormat(f), f)
   t.throws(() => parseEnvFormat('yaml'), { code: 'USAGE', message: /one of shell, dotenv, json, docker-auth-config, gitlab-ci/ })
+})
+
+t.test('serverFromListen: localhost for loopback and wildcard listeners, else the first address', async (t) => {
+  t.equal(serverFromListen(['127.0.0.1:15420', '[::1]:15420']), 'localhost:15420')
+  t.equal(serverFromListen(['[::1]:15421']), 'localhost:15421')
+  t.equal(serverFromListen(['0.0.0.0:5000']), 'localhost:5000')
+  t.equal(serverFromListen(['[::]:5000']), 'localhost:5000')
+  t.equal(serverFromListen(['192.168.1.5:5001', '10.0.0.2:5001']), '192.168.1.5:5001')
+  t.equal(serverFromListen(['[fd00::5]:5002']), '[fd00::5]:5002')
+  t.equal(serverFromListen([]), undefined, 'not listening yet')
 })

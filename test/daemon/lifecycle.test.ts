@@ -204,13 +204,13 @@ t.test('findDaemon: nothing for no file, a dead pid, or a live pid that does not
 
 t.test('stopDaemon when nothing runs: not an error; stale pid and lock files are cleaned', async (t) => {
   const { cacheDir, stateDir } = dirs(t, 'cacheDir', 'stateDir')
-  const { pidFile } = statePaths(stateDir)
-  t.same(await stopDaemon({ cacheDir, stateDir }), { running: false, cleaned: [] })
+  const { pidFile } = statePaths(stateDir, cacheDir)
+  t.same(await stopDaemon({ cacheDir, stateDir }), { running: false, stopped: false, cleaned: [] })
 
   const dead = deadPid()
   fs.writeFileSync(pidFile, `${dead}\n`)
   fs.writeFileSync(daemonFile(cacheDir), JSON.stringify(info(dead)))
-  t.same(await stopDaemon({ cacheDir, stateDir }), { running: false, cleaned: [pidFile, daemonFile(cacheDir)] })
+  t.same(await stopDaemon({ cacheDir, stateDir }), { running: false, stopped: false, cleaned: [pidFile, daemonFile(cacheDir)] })
   t.notOk(fs.existsSync(pidFile))
   t.notOk(fs.existsSync(daemonFile(cacheDir)))
   t.equal(await clearStaleLock(cacheDir), false, 'nothing left to clear')
@@ -221,9 +221,9 @@ t.test('stopDaemon never signals a live process that a stale pid file names but 
   const bystander = spawn('sleep', ['30'])
   t.teardown(() => bystander.kill('SIGKILL'))
   await once(bystander, 'spawn')
-  fs.writeFileSync(statePaths(stateDir).pidFile, `${bystander.pid}\n`)
+  fs.writeFileSync(statePaths(stateDir, cacheDir).pidFile, `${bystander.pid}\n`)
   const result = await stopDaemon({ cacheDir, stateDir })
-  t.equal(result.running, false)
+  t.equal(result.stopped, false)
   t.equal(isProcessAlive(bystander.pid!), true, 'sleep was left alone')
 })
 

@@ -34,9 +34,12 @@ t.test('daemon running: daemon, cache and counters from it; the probe reads what
   const getsBefore = up.hub.counts.manifestGet
 
   const headsBefore = d.upstreams.counters.manifestHeads
+  const hubHeadsBefore = up.hub.counts.manifestHeadByRepo[RATE_LIMIT_PROBE.repository] ?? 0
   const s = await collectStatus({ cacheDir, upstreams: { 'docker.io': up.hubUrl } })
   t.equal(up.hub.counts.manifestGet, getsBefore, 'the probe made no counted GET')
-  t.equal(d.upstreams.counters.manifestHeads, headsBefore + 1, 'the running daemon made the probe, as it pulls')
+  t.equal(up.hub.counts.manifestHeadByRepo[RATE_LIMIT_PROBE.repository], hubHeadsBefore + 1, 'the running daemon made the probe, as it pulls')
+  t.equal(d.upstreams.counters.manifestHeads, headsBefore, 'but it is not counted as an upstream HEAD of pulls')
+  t.equal(s.cache.upstreamManifestHeads, headsBefore, 'nor reported as one')
   t.match(s.daemon, { running: true, pid: process.pid, listen: [`127.0.0.1:${d.port}`], url: d.url, version: String })
   t.equal(s.cacheDir, cacheDir)
   const onDisk = await d.store.stats()

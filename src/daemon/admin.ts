@@ -12,6 +12,7 @@ import { DOCKER_HUB } from '../registry/names.js'
 import { upstreamBaseUrl } from '../upstream/registries.js'
 import { VERSION } from '../version.js'
 import { cacheEndpoint } from './cache-endpoints.js'
+import { pullEndpoint } from './pull-endpoint.js'
 import type { Daemon } from './daemon.js'
 import { formatHost } from './daemon.js'
 import { isLoopbackHost } from '../net.js'
@@ -111,6 +112,10 @@ export function adminHandler(d: Daemon) {
         if (method !== 'GET' && method !== 'HEAD') throw new DproxyError('UNSUPPORTED', `${method} ${path}`, { status: 405 })
         const probe = url.searchParams.get('probe') === '1' ? await probeRateLimit(d) : undefined
         json({ ...(await d.status()), ...(probe ? { probe } : {}) })
+        return
+      }
+      if (path === '/_dproxy/pull') {
+        await pullEndpoint(d, req, res)
         return
       }
       if (path.startsWith('/_dproxy/cache')) {

@@ -35,6 +35,8 @@ export type ErrorCode =
   // `dproxy setup`: a client's config file that does not parse, or that this user may not write
   | 'SETUP_FILE_INVALID'
   | 'SETUP_DENIED'
+  // `dproxy pull` / `prefetch`: an image failed, or the run was refused (rate limit, --max-pulls)
+  | 'PULL_FAILED'
 
 export interface DproxyErrorOptions {
   status?: number
@@ -67,6 +69,7 @@ const defaultStatus: Record<ErrorCode, number> = {
   CACHE_LOCKED: 409,
   SETUP_FILE_INVALID: 400,
   SETUP_DENIED: 403,
+  PULL_FAILED: 502,
 }
 
 export class DproxyError extends Error {

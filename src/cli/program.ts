@@ -35,6 +35,7 @@ const commands: Array<[names: string[], load: () => Promise<Register>]> = [
   [['env'], async () => (await import('./env.js')).registerEnvCommand],
   [['setup'], async () => (await import('./setup.js')).registerSetupCommand],
   [['prefetch'], async () => (await import('./prefetch.js')).registerPrefetchCommand],
+  [['pull'], async () => (await import('./pull.js')).registerPullCommand],
 ]
 
 /**

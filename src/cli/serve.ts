@@ -22,6 +22,9 @@ interface ServeFlags {
   auth?: boolean
   detach?: boolean
   logFile?: string
+  refresh?: string
+  refreshWindow?: string
+  refreshReserve?: string
 }
 
 export function registerServeCommand(program: Command, ctx: CliContext): void {
@@ -39,6 +42,9 @@ export function registerServeCommand(program: Command, ctx: CliContext): void {
     .option('--max-age <duration>', "serve a tag checked within this long without asking upstream (e.g. '10m'; default 0)")
     .option('--auth', 'require clients to log in (user dproxy, password from dproxy env); required beyond loopback')
     .option('--detach', 'run in the background, like dproxy start')
+    .option('--refresh <interval>', "re-check cached tags this often and fetch the ones that moved (e.g. '1h'; default off)")
+    .option('--refresh-window <duration>', 'refresh only tags a client pulled within this long (default 14d)')
+    .option('--refresh-reserve <share>', "rate-limit headroom the refresh never spends (default '20%')")
     .addOption(new Option('--log-file <path>', 'where this daemon writes its output (set by dproxy start)').hideHelp())
     .action(async (flags: ServeFlags, cmd: Command) => {
       if (flags.detach) await detach(cmd, ctx)
@@ -54,6 +60,9 @@ export async function serve(flags: ServeFlags, ctx: CliContext): Promise<void> {
     ...(flags.upstream !== undefined ? { upstreams: flags.upstream } : {}),
     ...(flags.maxAge !== undefined ? { maxAge: flags.maxAge } : {}),
     ...(flags.auth ? { auth: true } : {}),
+    ...(flags.refresh !== undefined ? { refresh: flags.refresh } : {}),
+    ...(flags.refreshWindow !== undefined ? { refreshWindow: flags.refreshWindow } : {}),
+    ...(flags.refreshReserve !== undefined ? { refreshReserve: flags.refreshReserve } : {}),
   }
   const settings = resolveSettings({ flags: raw, env: ctx.env })
   const log = streamLogger(ctx.stderr)
@@ -71,6 +80,9 @@ export async function serve(flags: ServeFlags, ctx: CliContext): Promise<void> {
     maxAgeMs: settings.maxAgeMs,
     maxSizeBytes: settings.maxSizeBytes,
     ttlMs: settings.ttlMs,
+    ...(settings.refreshMs !== undefined
+      ? { refresh: { intervalMs: settings.refreshMs, windowMs: settings.refreshWindowMs, reserve: settings.refreshReserve } }
+      : {}),
     log,
     ...(flags.logFile !== undefined ? { logFile: flags.logFile } : {}),
   })

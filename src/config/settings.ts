@@ -20,6 +20,7 @@ import {
   loopbackHosts,
   parseBoolean,
   parseDirectory,
+  parseFraction,
   parseHosts,
   parsePort,
   settingKey,
@@ -47,6 +48,12 @@ export interface Settings {
   ttlMs: number | undefined
   /** Default false. */
   auth: boolean
+  /** Undefined when unset or 0: no background refresh. */
+  refreshMs: number | undefined
+  /** Default 14 days. */
+  refreshWindowMs: number
+  /** Default 0.2. */
+  refreshReserve: number
   configDir: string
   stateDir: string
 }
@@ -61,6 +68,9 @@ export interface RawSettings {
   maxSize?: string
   ttl?: string
   auth?: string | boolean
+  refresh?: string
+  refreshWindow?: string
+  refreshReserve?: string
 }
 
 /** The environment variable for each setting. */
@@ -73,6 +83,9 @@ export const settingEnvVars: Record<SettingKey, string> = {
   maxSize: 'DPROXY_MAX_SIZE',
   ttl: 'DPROXY_TTL',
   auth: 'DPROXY_AUTH',
+  refresh: 'DPROXY_REFRESH',
+  refreshWindow: 'DPROXY_REFRESH_WINDOW',
+  refreshReserve: 'DPROXY_REFRESH_RESERVE',
 }
 
 /** The flag each setting is expected to be given by; used only to say where a bad value came from. */
@@ -85,6 +98,9 @@ const flagNames: Record<SettingKey, string> = {
   maxSize: '--max-size',
   ttl: '--ttl',
   auth: '--auth',
+  refresh: '--refresh',
+  refreshWindow: '--refresh-window',
+  refreshReserve: '--refresh-reserve',
 }
 
 export const defaultPort = 5000
@@ -174,6 +190,9 @@ export function resolveSettings(
   const maxSizeBytes = pick('maxSize', (v) => parseSize(text(v), 'maxSize'))
   const ttlMs = pick('ttl', (v) => parseDuration(text(v), 'ttl'))
   const auth = pick('auth', (v) => parseBoolean(typeof v === 'boolean' ? v : text(v), 'auth'))
+  const refreshMs = pick('refresh', (v) => parseDuration(text(v), 'refresh'))
+  const refreshWindowMs = pick('refreshWindow', (v) => parseDuration(text(v), 'refreshWindow'))
+  const refreshReserve = pick('refreshReserve', (v) => parseFraction(text(v), 'refreshReserve'))
 
   // Lowest layer first so that higher layers overwrite per registry.
   const upstreams: Record<string, string> = {}
@@ -191,6 +210,9 @@ export function resolveSettings(
     maxSizeBytes: maxSizeBytes === 0 ? undefined : maxSizeBytes,
     ttlMs: ttlMs === 0 ? undefined : ttlMs,
     auth: auth ?? false,
+    refreshMs: refreshMs === 0 ? undefined : refreshMs,
+    refreshWindowMs: refreshWindowMs ?? 14 * 24 * 3600 * 1000,
+    refreshReserve: refreshReserve ?? 0.2,
     configDir: configDir(env, platform),
     stateDir: stateDir(env, platform),
   }

@@ -13,6 +13,7 @@ import { upstreamBaseUrl } from '../upstream/registries.js'
 import { VERSION } from '../version.js'
 import { cacheEndpoint } from './cache-endpoints.js'
 import { pullEndpoint } from './pull-endpoint.js'
+import type { RefreshStatus } from './refresh.js'
 import type { Daemon } from './daemon.js'
 import { formatHost } from './daemon.js'
 import { isLoopbackHost } from '../net.js'
@@ -39,6 +40,8 @@ export interface StatusReport {
   }
   upstreams: Array<{ registry: string; url: string }>
   rateLimit: Array<Omit<RateLimitReading, 'checkedAt'> & { checkedAt: string }>
+  /** The background refresh (serve --refresh); null when off. */
+  refresh: RefreshStatus | null
   /** With `?probe=1`: whether the fresh rate-limit probe gave a reading. */
   probe?: { ok: true } | { ok: false; error: string }
 }
@@ -72,6 +75,7 @@ export async function buildStatus(d: Daemon): Promise<StatusReport> {
       url: upstreamBaseUrl(registry, overrides).origin,
     })),
     rateLimit: d.upstreams.rateLimits.all().map((r) => ({ ...r, checkedAt: new Date(r.checkedAt).toISOString() })),
+    refresh: d.refresher?.status() ?? null,
   }
 }
 

@@ -26,6 +26,8 @@ import { ClientAuth, TOKEN_PATH, type ClientAuthOptions } from './clientauth.js'
 import { adminUrl, DaemonLock, formatListen } from './lifecycle.js'
 import { CacheMaintenance } from './maintenance.js'
 import { isLoopbackHost } from '../net.js'
+import { Warmer } from '../proxy/warm.js'
+import { Refresher, type RefreshOptions } from './refresh.js'
 
 export const DEFAULT_HOSTS = ['127.0.0.1', '::1']
 export const DEFAULT_PORT = 5000
@@ -50,6 +52,8 @@ export interface DaemonOptions {
   maxSizeBytes?: number | undefined
   /** Evict what was not pulled for this long. */
   ttlMs?: number | undefined
+  /** Re-check cached tags in the background this often (refresh.ts); off when undefined. */
+  refresh?: RefreshOptions | undefined
 }
 
 export interface ListenAddress {
@@ -69,6 +73,8 @@ export class Daemon {
   readonly listening: ListenAddress[] = []
   /** Clearing and eviction, serialised; enforces maxSizeBytes and ttlMs. */
   readonly maintenance: CacheMaintenance
+  /** Background refresh of used tags, when configured. */
+  refresher: Refresher | undefined
 
   private constructor(
     readonly options: DaemonOptions,
@@ -126,6 +132,12 @@ export class Daemon {
       const url = adminUrl(daemon.listening)
       await daemon.lock.update({ listen: formatListen(daemon.listening), ...(url !== undefined ? { url } : {}) })
       daemon.maintenance.start()
+      if (options.refresh) {
+        const warmer = new Warmer({ store, upstreams, manifests, blobs })
+        const busy = () => daemon.active > 0
+        daemon.refresher = new Refresher({ store, warmer, rateLimits: upstreams.rateLimits, clock, log, busy }, options.refresh)
+        daemon.refresher.start()
+      }
     } catch (err) {
       await daemon.stop(0)
       throw err
@@ -221,6 +233,7 @@ export class Daemon {
       for (const socket of this.sockets) socket.destroy()
       await closed
       await this.maintenance.stop()
+      await this.refresher?.stop()
       await this.blobs.abortAll()
       await this.upstreams.close()
       await this.lock?.release()

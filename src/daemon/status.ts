@@ -23,6 +23,7 @@ import type { UpstreamTimeouts } from '../upstream/client.js'
 import { RATE_LIMIT_PROBE, type RateLimitReading } from '../upstream/ratelimit.js'
 import type { StatusReport } from './admin.js'
 import { findDaemon, type RunningDaemon } from './lifecycle.js'
+import type { RefreshStatus } from './refresh.js'
 
 export { RATE_LIMIT_PROBE }
 
@@ -77,6 +78,8 @@ export interface StatusSnapshot {
   daemon: DaemonSection
   cache: CacheSection
   rateLimit: RateLimitRow[]
+  /** The daemon's background refresh (serve --refresh); null when it is off or no daemon runs. */
+  refresh?: RefreshStatus | null
 }
 
 export interface CollectStatusOptions {
@@ -244,6 +247,7 @@ export async function collectStatus(o: CollectStatusOptions): Promise<StatusSnap
     daemon: daemonSection(running),
     cache: cacheSection(stats, running?.status),
     rateLimit,
+    refresh: running?.status.refresh ?? null,
   }
 }
 

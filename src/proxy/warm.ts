@@ -11,7 +11,7 @@
 // the run needs, so that a run which would exceed `maxPulls` or the headroom
 // upstream last reported is refused before it spends a single pull.
 
-import { DproxyError, isDproxyError } from '../errors.js'
+import { DproxyError } from '../errors.js'
 import { DOCKER_HUB, parseDigest, parseReference, resolveImageName, type Digest, type ImageName, type Reference } from '../registry/names.js'
 import type { Store } from '../store/store.js'
 import type { Upstreams } from '../upstream/client.js'
@@ -382,7 +382,7 @@ export class Warmer {
     const parsed = parseManifest(top)
     const images: ParsedManifest[] = []
     if (parsed.index) {
-      const prev = previous && previous.digest !== top.digest ? { ...previous, stale: false, fetched: false } : undefined
+      const prev = previous ? { ...previous, stale: false, fetched: false } : undefined
       for (const c of await this.select(t, parsed.children, o.platforms, prev)) {
         const child = await manifests.get(t.image, { kind: 'digest', digest: c.digest }, touch)
         if (child.fetched) pulls++
@@ -428,9 +428,4 @@ async function pool<T>(items: T[], jobs: number, fn: (item: T) => Promise<void>)
     while (next < items.length) await fn(items[next++]!)
   }
   await Promise.all(Array.from({ length: Math.max(1, Math.min(jobs, items.length)) }, worker))
-}
-
-/** True for the errors that name a bad request rather than a failed fetch. */
-export function isRequestError(err: unknown): boolean {
-  return isDproxyError(err) && (err.code === 'USAGE' || err.code === 'NAME_INVALID' || err.code === 'DIGEST_INVALID' || err.code === 'MANIFEST_INVALID')
 }

@@ -23,7 +23,7 @@ t.test('setting names are matched however they are written', async (t) => {
   t.equal(settingKey('foo'), undefined)
   t.match(unknownSetting('foo'), {
     code: 'USAGE',
-    message: "unknown setting 'foo' (known: host, port, cacheDir, upstreams, maxAge, maxSize, ttl, auth)",
+    message: "unknown setting 'foo' (known: host, port, cacheDir, upstreams, maxAge, maxSize, ttl, auth, refresh, refreshWindow, refreshReserve)",
   })
 })
 

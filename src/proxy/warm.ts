@@ -373,7 +373,7 @@ export class Warmer {
     const touch = { touch: o.touch ?? true }
     update({ state: 'checking' })
     const before = t.reference.kind === 'tag' ? await store.getTag(t.image.registry, t.image.repository, t.reference.tag) : undefined
-    const previous = before ? await store.getManifest(parseDigest(before.digest)).catch(() => undefined) : undefined
+    const previous = before ? await Promise.resolve(before.digest).then(parseDigest).then((d) => store.getManifest(d)).catch(() => undefined) : undefined
     const top = await manifests.get(t.image, t.reference, touch)
     if (top.stale) {
       throw new DproxyError('UPSTREAM_UNAVAILABLE', 'upstream is unavailable; the cached version is kept')

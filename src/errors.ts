@@ -39,6 +39,8 @@ export type ErrorCode =
   | 'CACHE_UNAVAILABLE'
   // `dproxy doctor`: a check failed (the report says which)
   | 'DOCTOR_FAILED'
+  // `dproxy pull` / `prefetch`: an image failed, or the run was refused (rate limit, --max-pulls)
+  | 'PULL_FAILED'
 
 export interface DproxyErrorOptions {
   status?: number
@@ -73,6 +75,7 @@ const defaultStatus: Record<ErrorCode, number> = {
   SETUP_DENIED: 403,
   CACHE_UNAVAILABLE: 503,
   DOCTOR_FAILED: 500,
+  PULL_FAILED: 502,
 }
 
 export class DproxyError extends Error {

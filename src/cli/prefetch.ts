@@ -1,36 +1,52 @@
-// `dproxy prefetch [PATH...] --dry-run [--json]`: the images a project uses,
-// found by src/control/scan, each once with every place it was found. This
-// file only parses options and prints; fetching the images through the
-// daemon is not built yet, so without --dry-run the command refuses (exit 2).
+// `dproxy prefetch [PATH...] [--platform LIST|all] [--jobs N] [--dry-run]
+// [--max-pulls N] [--json]`: the images a project uses, found by
+// src/control/scan, cached through the daemon like `dproxy pull` (cli/pull.ts
+// prints the progress and decides the exit status). This file only parses
+// options and prints the listing.
 //
-// Text output: each image on a line of its own, then its places indented
-// (`file:line  kind[  platform]`); problems (a reference that needs a
-// variable, an invalid one) go to stderr as `file:line: message`, like a
-// compiler's. --json prints the whole result as one JSON document
-// ({ images, problems }). Problems do not change the exit status: 0.
+// --dry-run prints each image on a line of its own, then its places indented
+// (`file:line  kind[  platform]`), and fetches nothing; with --json the whole
+// result is one JSON document ({ images, problems }). Problems (a reference
+// that needs a variable, an invalid one) go to stderr as `file:line: message`,
+// like a compiler's, and do not change the exit status.
 
 import type { Command } from 'commander'
 import type { FindResult } from '../control/scan/index.js'
-import { DproxyError } from '../errors.js'
 import type { CliContext } from './program.js'
+import { addPullOptions, fetchImages, type PullFlags } from './pull.js'
 
-interface PrefetchFlags {
+interface PrefetchFlags extends PullFlags {
   dryRun?: boolean
-  json?: boolean
 }
 
 export function registerPrefetchCommand(program: Command, ctx: CliContext): void {
-  program
-    .command('prefetch')
-    .description("find the images a project uses (compose, Dockerfiles, CI files, Kubernetes...) and cache them")
-    .argument('[path...]', 'files or directories to scan', ['.'])
-    .option('--dry-run', 'list the images and where each is used; fetch nothing')
-    .option('--json', 'print the list as one JSON document')
-    .addHelpText('after', '\nExit status: 0 listed (problems are reported on stderr), 2 usage error. See dproxy-prefetch(1).')
+  addPullOptions(
+    program
+      .command('prefetch')
+      .description("find the images a project uses (compose, Dockerfiles, CI files, Kubernetes...) and cache them")
+      .argument('[path...]', 'files or directories to scan', ['.'])
+      .option('--dry-run', 'list the images and where each is used; fetch nothing'),
+  )
+    .addHelpText(
+      'after',
+      '\nExit status: 0 all cached (or listed; problems are reported on stderr), 1 an image failed or the run was refused,\n2 usage error. See dproxy-prefetch(1).',
+    )
     .action(async (paths: string[], flags: PrefetchFlags) => {
-      if (!flags.dryRun) throw new DproxyError('USAGE', 'fetching is not implemented yet: use --dry-run')
       const { findImageReferences } = await import('../control/scan/index.js')
       const result = await findImageReferences(paths)
+      if (!flags.dryRun) {
+        for (const p of result.problems) ctx.stderr.write(`${p.line > 0 ? `${p.file}:${p.line}` : p.file}: ${p.message}\n`)
+        if (result.images.length === 0) {
+          if (!flags.json) ctx.stdout.write('no image references found\n')
+          return
+        }
+        await fetchImages(
+          result.images.map((i) => i.ref),
+          flags,
+          ctx,
+        )
+        return
+      }
       if (flags.json) {
         ctx.stdout.write(JSON.stringify(result, null, 2) + '\n')
         return

@@ -36,6 +36,7 @@ const commands: Array<[names: string[], load: () => Promise<Register>]> = [
   [['setup'], async () => (await import('./setup.js')).registerSetupCommand],
   [['prefetch'], async () => (await import('./prefetch.js')).registerPrefetchCommand],
   [['doctor'], async () => (await import('./doctor.js')).registerDoctorCommand],
+  [['pull'], async () => (await import('./pull.js')).registerPullCommand],
 ]
 
 /**

@@ -25,6 +25,9 @@ interface ServeFlags {
   detach?: boolean
   logFile?: string
   allowRegistry?: string[]
+  refresh?: string
+  refreshWindow?: string
+  refreshReserve?: string
 }
 
 export function registerServeCommand(program: Command, ctx: CliContext): void {
@@ -47,6 +50,9 @@ export function registerServeCommand(program: Command, ctx: CliContext): void {
       (value: string, prev: string[] = []) => [...prev, value],
     )
     .option('--detach', 'run in the background, like dproxy start')
+    .option('--refresh <interval>', "re-check cached tags this often and fetch the ones that moved (e.g. '1h'; default off)")
+    .option('--refresh-window <duration>', 'refresh only tags a client pulled within this long (default 14d)')
+    .option('--refresh-reserve <share>', "rate-limit headroom the refresh never spends (default '20%')")
     .addOption(new Option('--log-file <path>', 'where this daemon writes its output (set by dproxy start)').hideHelp())
     .action(async (flags: ServeFlags, cmd: Command) => {
       if (flags.detach) await detach(cmd, ctx)
@@ -63,6 +69,9 @@ export async function serve(flags: ServeFlags, ctx: CliContext): Promise<void> {
     ...(flags.maxAge !== undefined ? { maxAge: flags.maxAge } : {}),
     ...(flags.auth ? { auth: true } : {}),
     ...(flags.allowRegistry !== undefined ? { registries: flags.allowRegistry } : {}),
+    ...(flags.refresh !== undefined ? { refresh: flags.refresh } : {}),
+    ...(flags.refreshWindow !== undefined ? { refreshWindow: flags.refreshWindow } : {}),
+    ...(flags.refreshReserve !== undefined ? { refreshReserve: flags.refreshReserve } : {}),
   }
   const settings = resolveSettings({ flags: raw, env: ctx.env })
   const log = streamLogger(ctx.stderr)
@@ -81,6 +90,9 @@ export async function serve(flags: ServeFlags, ctx: CliContext): Promise<void> {
     maxSizeBytes: settings.maxSizeBytes,
     ttlMs: settings.ttlMs,
     ...(settings.registries !== undefined ? { registries: settings.registries } : {}),
+    ...(settings.refreshMs !== undefined
+      ? { refresh: { intervalMs: settings.refreshMs, windowMs: settings.refreshWindowMs, reserve: settings.refreshReserve } }
+      : {}),
     log,
     ...(flags.logFile !== undefined ? { logFile: flags.logFile } : {}),
     adminTokenFile: join(settings.stateDir, ADMIN_TOKEN_FILE),

@@ -74,6 +74,14 @@ export function formatStatusText(s: StatusSnapshot): string {
       `${c.upstreamManifestGets} upstream GETs, ${c.upstreamManifestHeads} HEADs, ${c.manifestGetsAvoided} GETs avoided`,
     ])
   }
+  if (s.refresh) {
+    const r = s.refresh
+    const last = r.lastRun
+      ? `last ${r.lastRun.startedAt}: ${r.lastRun.checked} checked, ${r.lastRun.refreshed} refreshed, ${r.lastRun.failed} failed, ${r.lastRun.paused} paused`
+      : 'not run yet'
+    const next = r.running ? 'running now' : r.nextRun ? `next ${r.nextRun}` : ''
+    lines.push(['refresh', `every ${formatAge(r.intervalSeconds)}; ${last}${next ? `; ${next}` : ''}`])
+  }
   lines.push(['', ''])
   const labelWidth = Math.max(12, ...lines.map(([label]) => label.length + 2))
   const out = lines.map(([label, value]) => (label || value ? `${label.padEnd(labelWidth)}${value}`.trimEnd() : ''))

@@ -13,7 +13,7 @@ import { normalizeRegistry } from '../credentials/registry-host.js'
 import { expandHome } from './paths.js'
 import { parseDuration, parseSize } from './units.js'
 
-export const settingKeys = ['host', 'port', 'cacheDir', 'upstreams', 'maxAge', 'maxSize', 'ttl', 'auth', 'registries'] as const
+export const settingKeys = ['host', 'port', 'cacheDir', 'upstreams', 'maxAge', 'maxSize', 'ttl', 'auth', 'registries', 'refresh', 'refreshWindow', 'refreshReserve'] as const
 export type SettingKey = (typeof settingKeys)[number]
 
 /** What `dproxy config` shows for each key: an example value and one line of help. */
@@ -27,6 +27,9 @@ export const settingHelp: Record<SettingKey, { example: string; description: str
   ttl: { example: '30d', description: 'drop cached content unused for this long (0 means keep)' },
   auth: { example: 'true', description: 'require the client password (dproxy env --rotate)' },
   registries: { example: 'docker.io,ghcr.io', description: 'registries clients may use when listening beyond loopback' },
+  refresh: { example: '1h', description: 're-check cached tags this often and fetch the ones that moved (0: off)' },
+  refreshWindow: { example: '14d', description: 'refresh only tags a client pulled within this long' },
+  refreshReserve: { example: '20%', description: 'rate-limit headroom the refresh never spends' },
 }
 
 /** The pair of loopback addresses that 'localhost' and 'loopback' stand for. */
@@ -202,6 +205,15 @@ export function registriesFrom(value: string | string[]): string[] {
   return [...out]
 }
 
+/** A share of a whole: '20%' or '0.2'. */
+export function parseFraction(value: string, key: string): number {
+  const text = value.trim()
+  const m = /^(\d+(?:\.\d+)?)(%?)$/.exec(text)
+  const n = m ? Number(m[1]) / (m[2] === '%' ? 100 : 1) : Number.NaN
+  if (!(n >= 0 && n <= 1)) throw expected(key, '20%', value, 'a percentage, or a fraction from 0 to 1')
+  return n
+}
+
 /** Checks a config value as `dproxy config set` receives it; throws CONFIG_INVALID naming the key. */
 export function checkSetting(key: SettingKey, value: string, env: NodeJS.ProcessEnv): void {
   switch (key) {
@@ -219,6 +231,8 @@ export function checkSetting(key: SettingKey, value: string, env: NodeJS.Process
       return
     case 'maxAge':
     case 'ttl':
+    case 'refresh':
+    case 'refreshWindow':
       parseDuration(value, key)
       return
     case 'maxSize':
@@ -229,6 +243,9 @@ export function checkSetting(key: SettingKey, value: string, env: NodeJS.Process
       return
     case 'registries':
       registriesFrom(value)
+      return
+    case 'refreshReserve':
+      parseFraction(value, key)
       return
   }
 }

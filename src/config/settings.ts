@@ -20,6 +20,7 @@ import {
   loopbackHosts,
   parseBoolean,
   parseDirectory,
+  parseFraction,
   parseHosts,
   parsePort,
   registriesFrom,
@@ -51,6 +52,12 @@ export interface Settings {
   auth: boolean
   /** Registries clients may use when the daemon listens beyond loopback; undefined: the built-in list. */
   registries: string[] | undefined
+  /** Undefined when unset or 0: no background refresh. */
+  refreshMs: number | undefined
+  /** Default 14 days. */
+  refreshWindowMs: number
+  /** Default 0.2. */
+  refreshReserve: number
   configDir: string
   stateDir: string
 }
@@ -66,6 +73,9 @@ export interface RawSettings {
   ttl?: string
   auth?: string | boolean
   registries?: string | string[]
+  refresh?: string
+  refreshWindow?: string
+  refreshReserve?: string
 }
 
 /** The environment variable for each setting. */
@@ -79,6 +89,9 @@ export const settingEnvVars: Record<SettingKey, string> = {
   ttl: 'DPROXY_TTL',
   auth: 'DPROXY_AUTH',
   registries: 'DPROXY_REGISTRIES',
+  refresh: 'DPROXY_REFRESH',
+  refreshWindow: 'DPROXY_REFRESH_WINDOW',
+  refreshReserve: 'DPROXY_REFRESH_RESERVE',
 }
 
 /** The flag each setting is expected to be given by; used only to say where a bad value came from. */
@@ -92,6 +105,9 @@ const flagNames: Record<SettingKey, string> = {
   ttl: '--ttl',
   auth: '--auth',
   registries: '--allow-registry',
+  refresh: '--refresh',
+  refreshWindow: '--refresh-window',
+  refreshReserve: '--refresh-reserve',
 }
 
 export const defaultPort = 5000
@@ -182,6 +198,9 @@ export function resolveSettings(
   const ttlMs = pick('ttl', (v) => parseDuration(text(v), 'ttl'))
   const auth = pick('auth', (v) => parseBoolean(typeof v === 'boolean' ? v : text(v), 'auth'))
   const registries = pick('registries', (v) => registriesFrom(Array.isArray(v) ? v.map(text) : text(v)))
+  const refreshMs = pick('refresh', (v) => parseDuration(text(v), 'refresh'))
+  const refreshWindowMs = pick('refreshWindow', (v) => parseDuration(text(v), 'refreshWindow'))
+  const refreshReserve = pick('refreshReserve', (v) => parseFraction(text(v), 'refreshReserve'))
 
   // Lowest layer first so that higher layers overwrite per registry.
   const upstreams: Record<string, string> = {}
@@ -200,6 +219,9 @@ export function resolveSettings(
     ttlMs: ttlMs === 0 ? undefined : ttlMs,
     auth: auth ?? false,
     registries,
+    refreshMs: refreshMs === 0 ? undefined : refreshMs,
+    refreshWindowMs: refreshWindowMs ?? 14 * 24 * 3600 * 1000,
+    refreshReserve: refreshReserve ?? 0.2,
     configDir: configDir(env, platform),
     stateDir: stateDir(env, platform),
   }

@@ -14,6 +14,8 @@ import { DOCKER_HUB } from '../registry/names.js'
 import { upstreamBaseUrl } from '../upstream/registries.js'
 import { VERSION } from '../version.js'
 import { cacheEndpoint } from './cache-endpoints.js'
+import { pullEndpoint } from './pull-endpoint.js'
+import type { RefreshStatus } from './refresh.js'
 import type { Daemon } from './daemon.js'
 import type { ImageFailures } from './failures.js'
 import { formatHost } from './daemon.js'
@@ -44,6 +46,8 @@ export interface StatusReport {
   }
   upstreams: Array<{ registry: string; url: string }>
   rateLimit: Array<Omit<RateLimitReading, 'checkedAt'> & { checkedAt: string }>
+  /** The background refresh (serve --refresh); null when off. */
+  refresh: RefreshStatus | null
   /** With `?probe=1`: whether the fresh rate-limit probe gave a reading. */
   probe?: { ok: true } | { ok: false; error: string }
   /** The errors recently sent to clients, per image, most recent first (failures.ts). */
@@ -81,6 +85,7 @@ export async function buildStatus(d: Daemon): Promise<StatusReport> {
     })),
     rateLimit: d.upstreams.rateLimits.all().map((r) => ({ ...r, checkedAt: new Date(r.checkedAt).toISOString() })),
     recentFailures: d.failures.recent(),
+    refresh: d.refresher?.status() ?? null,
   }
 }
 
@@ -135,6 +140,10 @@ export function adminHandler(d: Daemon) {
       const nonce = /^\/_dproxy\/probe\/([A-Za-z0-9_][A-Za-z0-9._-]{0,127})$/.exec(path)?.[1]
       if (nonce !== undefined && (method === 'GET' || method === 'HEAD')) {
         json({ nonce, hits: d.probe.seen(nonce) ?? [] })
+        return
+      }
+      if (path === '/_dproxy/pull') {
+        await pullEndpoint(d, req, res)
         return
       }
       if (path.startsWith('/_dproxy/cache')) {

@@ -32,6 +32,8 @@ import { CacheMaintenance } from './maintenance.js'
 import { exposedHosts } from '../net.js'
 import { FailureBook } from './failures.js'
 import { ProbeRepository } from '../proxy/probe.js'
+import { Warmer } from '../proxy/warm.js'
+import { Refresher, type RefreshOptions } from './refresh.js'
 
 export const DEFAULT_HOSTS = ['127.0.0.1', '::1']
 export const DEFAULT_PORT = 5000
@@ -64,6 +66,8 @@ export interface DaemonOptions {
   ttlMs?: number | undefined
   /** Registries clients may use when listening beyond loopback (default: upstream/registries.ts). */
   registries?: string[]
+  /** Re-check cached tags in the background this often (refresh.ts); off when undefined. */
+  refresh?: RefreshOptions | undefined
 }
 
 export interface ListenAddress {
@@ -89,6 +93,8 @@ export class Daemon {
   readonly probe: ProbeRepository
   /** The errors recently sent to clients, per image (status, doctor). */
   readonly failures: FailureBook
+  /** Background refresh of used tags, when configured. */
+  refresher: Refresher | undefined
 
   private constructor(
     readonly options: DaemonOptions,
@@ -164,6 +170,12 @@ export class Daemon {
       const url = adminUrl(daemon.listening)
       await daemon.lock.update({ listen: formatListen(daemon.listening), ...(url !== undefined ? { url } : {}) })
       daemon.maintenance.start()
+      if (options.refresh) {
+        const warmer = new Warmer({ store, upstreams, manifests, blobs })
+        const busy = () => daemon.active > 0
+        daemon.refresher = new Refresher({ store, warmer, rateLimits: upstreams.rateLimits, clock, log, busy }, options.refresh)
+        daemon.refresher.start()
+      }
     } catch (err) {
       await daemon.stop(0)
       throw err
@@ -278,6 +290,7 @@ export class Daemon {
       for (const socket of this.sockets) socket.destroy()
       await closed
       await this.maintenance.stop()
+      await this.refresher?.stop()
       await this.blobs.abortAll()
       await this.upstreams.close()
       await this.lock?.release()

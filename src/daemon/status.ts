@@ -24,6 +24,7 @@ import { RATE_LIMIT_PROBE, type RateLimitReading } from '../upstream/ratelimit.j
 import type { StatusReport } from './admin.js'
 import type { ImageFailures } from './failures.js'
 import { findDaemon, type RunningDaemon } from './lifecycle.js'
+import type { RefreshStatus } from './refresh.js'
 
 export { RATE_LIMIT_PROBE }
 
@@ -82,6 +83,8 @@ export interface StatusSnapshot {
   rateLimit: RateLimitRow[]
   /** The errors the running daemon recently sent to clients, per image (empty when it does not run). */
   recentFailures: ImageFailures[]
+  /** The daemon's background refresh (serve --refresh); null when it is off or no daemon runs. */
+  refresh?: RefreshStatus | null
 }
 
 export interface CollectStatusOptions {
@@ -253,6 +256,7 @@ export async function collectStatus(o: CollectStatusOptions): Promise<StatusSnap
     cache: cacheSection(stats, running?.status),
     rateLimit,
     recentFailures: running?.status.recentFailures ?? [],
+    refresh: running?.status.refresh ?? null,
   }
 }
 

@@ -102,16 +102,7 @@ export class BlobProxy {
         return fromFile(handle.fh, handle.size, counters, this.buffers)
       }
     }
-    // Decide synchronously after the last await, so concurrent misses join one fetch.
-    let fetch = this.fetches.get(d.value)
-    if (!fetch) {
-      counters.cacheMisses++
-      fetch = new Fetch(this.o, image, d)
-      this.fetches.set(d.value, fetch)
-      void fetch.run().finally(() => this.fetches.delete(d.value))
-    } else {
-      counters.cacheHits++
-    }
+    const fetch = this.join(image, d)
     try {
       await fetch.started
     } catch (err) {
@@ -135,6 +126,42 @@ export class BlobProxy {
       send: (out, start, end) => streamPast(up, d, out, start, end, this.o.counters),
       close: async () => discard(up.body),
     }
+  }
+
+  /**
+   * Puts a blob in the cache without sending it anywhere (prefetch): joins the
+   * download in progress or starts one, and resolves once it is verified and
+   * committed. Nothing is read into memory. `onBytes` hears how far it got.
+   */
+  async ensure(image: ImageName, d: Digest, onBytes?: (written: number) => void): Promise<{ size: number; fetched: boolean }> {
+    if (!this.fetches.has(d.value)) {
+      const size = await this.o.store.statBlob(d)
+      if (size !== undefined) return { size, fetched: false }
+    }
+    const fetch = this.join(image, d)
+    const report = () => onBytes?.(fetch.written)
+    if (onBytes) fetch.on('progress', report)
+    try {
+      await fetch.done
+    } finally {
+      fetch.off('progress', report)
+    }
+    if (fetch.error) throw notCached(fetch.error, 'BLOB_UNKNOWN', `blob ${d.value}`, image.registry)
+    return { size: fetch.size ?? fetch.written, fetched: true }
+  }
+
+  /** The download of `d`, started when none runs. Synchronous, so concurrent misses join one fetch. */
+  private join(image: ImageName, d: Digest): Fetch {
+    let fetch = this.fetches.get(d.value)
+    if (!fetch) {
+      this.o.counters.cacheMisses++
+      fetch = new Fetch(this.o, image, d)
+      this.fetches.set(d.value, fetch)
+      void fetch.run().finally(() => this.fetches.delete(d.value))
+    } else {
+      this.o.counters.cacheHits++
+    }
+    return fetch
   }
 
   /** Size of a blob without downloading it. */

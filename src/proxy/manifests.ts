@@ -27,6 +27,24 @@ import { SingleFlight } from './singleflight.js'
 export interface ManifestResult extends StoredManifest {
   /** Served from cache because upstream could not be asked. */
   stale: boolean
+  /** This call (or the one it joined) fetched the bytes with a counted upstream GET. */
+  fetched: boolean
+}
+
+/** What a tag points at upstream, from a HEAD alone (free under Docker Hub's rate limit). */
+export interface TagCheck {
+  digest: string
+  mediaType: string
+  /** That manifest is in the cache already: pulling the tag costs no GET. */
+  cached: boolean
+}
+
+export interface GetOptions {
+  /**
+   * Mark the manifest as used by a client (default true). Background refreshes
+   * pass false, so re-checking a tag never makes it look pulled.
+   */
+  touch?: boolean
 }
 
 export interface ManifestProxyOptions {
@@ -44,8 +62,21 @@ export class ManifestProxy {
 
   constructor(private readonly o: ManifestProxyOptions) {}
 
-  async get(image: ImageName, ref: Reference): Promise<ManifestResult> {
-    return ref.kind === 'digest' ? this.byDigest(image, ref.digest) : this.byTag(image, ref.tag)
+  async get(image: ImageName, ref: Reference, opts: GetOptions = {}): Promise<ManifestResult> {
+    const touch = opts.touch ?? true
+    return ref.kind === 'digest' ? this.byDigest(image, ref.digest, touch) : this.byTag(image, ref.tag, touch)
+  }
+
+  /**
+   * HEADs a tag and says whether its manifest is cached, changing nothing:
+   * prefetch counts the GETs a run will need before it spends any.
+   */
+  async check(image: ImageName, tag: string): Promise<TagCheck> {
+    const head = await this.o.upstreams.get(image.registry).headManifest(image.repository, tag)
+    if (!head.digest) throw new DproxyError('UPSTREAM_INVALID', `upstream sent no digest for ${name(image)}:${tag}`)
+    const d = parseDigestFromUpstream(head.digest)
+    const m = await this.o.store.getManifest(d)
+    return { digest: d.value, mediaType: head.mediaType, cached: m !== undefined && m.mediaType === head.mediaType }
   }
 
   async listTags(image: ImageName, query: URLSearchParams): Promise<TagPage & { stale: boolean }> {
@@ -60,47 +91,47 @@ export class ManifestProxy {
     }
   }
 
-  private async byDigest(image: ImageName, d: Digest): Promise<ManifestResult> {
+  private async byDigest(image: ImageName, d: Digest, touch: boolean): Promise<ManifestResult> {
     const cached = await this.o.store.getManifest(d)
     if (cached) {
       this.o.counters.cacheHits++
       // Nobody asked upstream whether this repository exists or has this manifest: a
       // client may name any repository here, so nothing is recorded under its name.
-      await this.o.store.touchManifest(d)
-      return { ...cached, stale: false }
+      if (touch) await this.o.store.touchManifest(d)
+      return { ...cached, stale: false, fetched: false }
     }
     return this.flights.do(`${image.registry}/${image.repository}@${d.value}`, async () => {
       this.o.counters.cacheMisses++
       try {
         const body = await this.o.upstreams.get(image.registry).getManifest(image.repository, d.value)
-        return await this.keep(image, d, body.bytes, body.mediaType, body.digest)
+        return await this.keep(image, d, body.bytes, body.mediaType, body.digest, touch)
       } catch (err) {
         throw notCached(err, 'MANIFEST_UNKNOWN', `${name(image)}@${d.value}`, image.registry)
       }
     })
   }
 
-  private async byTag(image: ImageName, tag: string): Promise<ManifestResult> {
+  private async byTag(image: ImageName, tag: string, touch: boolean): Promise<ManifestResult> {
     const { store, clock, maxAgeMs } = this.o
     const rec = await store.getTag(image.registry, image.repository, tag)
     if (rec && maxAgeMs > 0 && clock.now() - rec.checkedAt < maxAgeMs) {
-      const fresh = await this.fromCache(image, rec)
+      const fresh = await this.fromCache(image, rec, touch)
       if (fresh) {
         this.o.counters.cacheHits++
         return fresh
       }
     }
-    return this.flights.do(`${image.registry}/${image.repository}:${tag}`, () => this.revalidate(image, tag, rec))
+    return this.flights.do(`${image.registry}/${image.repository}:${tag}`, () => this.revalidate(image, tag, rec, touch))
   }
 
   /** Asks upstream what the tag points at now; GETs only when that is not cached. */
-  private async revalidate(image: ImageName, tag: string, rec: TagRecord | undefined): Promise<ManifestResult> {
+  private async revalidate(image: ImageName, tag: string, rec: TagRecord | undefined, touch: boolean): Promise<ManifestResult> {
     const { counters } = this.o
     const client = this.o.upstreams.get(image.registry)
     try {
       const head = await client.headManifest(image.repository, tag)
       if (head.digest) {
-        const known = await this.fromCache(image, { digest: head.digest, mediaType: head.mediaType })
+        const known = await this.fromCache(image, { digest: head.digest, mediaType: head.mediaType }, touch)
         if (known) {
           counters.cacheHits++
           counters.manifestGetsAvoided++
@@ -111,11 +142,11 @@ export class ManifestProxy {
       counters.cacheMisses++
       const body = await client.getManifest(image.repository, tag)
       const d = parseDigestFromUpstream(body.digest ?? digestOf(body.bytes))
-      const result = await this.keep(image, d, body.bytes, body.mediaType, body.digest)
+      const result = await this.keep(image, d, body.bytes, body.mediaType, body.digest, touch)
       await this.recordTag(image, tag, result)
       return result
     } catch (err) {
-      const stale = isUpstreamOutage(err) && rec ? await this.fromCache(image, rec) : undefined
+      const stale = isUpstreamOutage(err) && rec ? await this.fromCache(image, rec, touch) : undefined
       if (!stale) throw notCached(err, 'MANIFEST_UNKNOWN', `${name(image)}:${tag}`, image.registry)
       counters.cacheHits++
       counters.staleServed++
@@ -143,6 +174,7 @@ export class ManifestProxy {
     bytes: Buffer,
     mediaType: string,
     headerDigest: string | undefined,
+    touch: boolean,
   ): Promise<ManifestResult> {
     for (const expected of headerDigest === undefined ? [d.value] : [d.value, headerDigest]) {
       const e = parseDigestFromUpstream(expected)
@@ -155,13 +187,14 @@ export class ManifestProxy {
       }
     }
     await unlessDiskFails(this.o.store.putManifest(d, bytes, mediaType))
-    await this.used(image, d)
-    return { digest: d.value, mediaType, bytes, stale: false }
+    await this.used(image, d, touch)
+    return { digest: d.value, mediaType, bytes, stale: false, fetched: true }
   }
 
   private async fromCache(
     image: ImageName,
     rec: Pick<TagRecord, 'digest' | 'mediaType'>,
+    touch: boolean,
   ): Promise<ManifestResult | undefined> {
     let d: Digest
     try {
@@ -171,12 +204,12 @@ export class ManifestProxy {
     }
     const m = await this.o.store.getManifest(d)
     if (!m || m.mediaType !== rec.mediaType) return undefined
-    await this.used(image, d)
-    return { ...m, stale: false }
+    await this.used(image, d, touch)
+    return { ...m, stale: false, fetched: false }
   }
 
-  private async used(image: ImageName, d: Digest): Promise<void> {
-    await this.o.store.touchManifest(d)
+  private async used(image: ImageName, d: Digest, touch: boolean): Promise<void> {
+    if (touch) await this.o.store.touchManifest(d)
     await unlessDiskFails(this.o.store.linkManifest(image.registry, image.repository, d))
   }
 }

@@ -148,7 +148,7 @@ export class ProbeRepository {
           else if (ref.digest.value !== this.image.manifest.digest) {
             throw new DproxyError('MANIFEST_UNKNOWN', `${PROBE_REPOSITORY} has no manifest ${ref.digest.value}`)
           }
-          return { ...this.image.manifest, stale: false }
+          return { ...this.image.manifest, stale: false, fetched: false }
         },
         listTags: async () => ({ tags: [...this.nonces.keys()].sort(), stale: false }),
       },

@@ -2,12 +2,18 @@
 // that uses every format together. The listing must be exactly the images the
 // project pulls, each with every file:line that names it.
 
-import t from 'tap'
+import path from 'node:path'
+import t, { type Test } from 'tap'
+import { makeTempDir, skopeoCopyAll } from '../fixtures/clients.js'
+import { amd64, arm64, buildExtraImage, buildIndex } from '../fixtures/images.js'
+import { startUpstream } from '../fixtures/upstream.js'
 import { isolatedEnv, runDproxy } from '../helpers/cli.js'
+import { startDaemon } from '../helpers/daemon.js'
 
 const digest = `sha256:${'1'.repeat(64)}`
 
-const project = {
+/** The project; `pinned` is the digest its Dockerfile pins distroless to. */
+const projectWith = (pinned: string) => ({
   'compose.yaml': [
     'services:',
     '  app:',
@@ -29,7 +35,7 @@ const project = {
     'RUN --mount=type=bind,from=golang:1.23,source=/usr/local/go,target=/go true',
     'FROM build AS test',
     'COPY --from=build /app /app',
-    `FROM --platform=linux/arm64 \${DISTROLESS}@${digest}`,
+    `FROM --platform=linux/arm64 \${DISTROLESS}@${pinned}`,
     'COPY --from=busybox:1.36 /bin/busybox /busybox',
     '',
   ].join('\n'),
@@ -81,7 +87,8 @@ const project = {
     ].join('\n'),
   },
   node_modules: { dep: { Dockerfile: 'FROM never-listed:1\n' } },
-}
+})
+const project = projectWith(digest)
 
 const expected = [
   'docker.io/docker/dockerfile:1',
@@ -148,9 +155,110 @@ t.test('--json is the same result as one document', async (t) => {
   t.strictSame(doc.problems, [{ file: 'compose.yaml', line: 10, message: 'service cache image ${CACHE_IMAGE}: needs $CACHE_IMAGE' }])
 })
 
-t.test('without --dry-run it refuses with a usage error (fetching is not built yet)', async (t) => {
+t.test('without --dry-run in a project with no references it says so and fetches nothing', async (t) => {
   const env = isolatedEnv(t)
   const r = await runDproxy(['prefetch'], env, { cwd: t.testdir({}) })
-  t.equal(r.code, 2)
-  t.equal(r.err, 'dproxy: fetching is not implemented yet: use --dry-run\n')
+  t.equal(r.code, 0, r.err)
+  t.equal(r.out, 'no image references found\n')
+})
+
+// The upstream holds every image the project names: multi-platform ones as a
+// Docker list (node) and OCI indexes (postgres, distroless, pinned by digest),
+// the rest single-platform. Every registry the project uses is mapped to the
+// Hub shim, which counts the manifest GETs.
+async function projectUpstream(t: Test) {
+  const up = await startUpstream()
+  t.teardown(() => up.stop())
+  const index = (repository: string, tag: string, format: 'docker' | 'oci') =>
+    buildIndex({ repository, tag, seed: `project:${repository}`, format, platforms: [amd64, arm64], layers: [16 * 1024] })
+  const images = {
+    'docker/dockerfile:1': buildExtraImage('dockerfile', 'docker/dockerfile', '1'),
+    'library/alpine:3.20': buildExtraImage('alpine320', 'library/alpine', '3.20'),
+    'library/busybox:1.36': buildExtraImage('busybox', 'library/busybox', '1.36'),
+    'library/golang:1.23': buildExtraImage('golang', 'library/golang', '1.23'),
+    'library/node:22-alpine': index('library/node', '22-alpine', 'docker'),
+    'library/postgres:16': index('library/postgres', '16', 'oci'),
+    'library/python:3.12': buildExtraImage('python', 'library/python', '3.12'),
+    'library/redis:7': buildExtraImage('redis', 'library/redis', '7'),
+    'distroless/nodejs22-debian12:nonroot': index('distroless/nodejs22-debian12', 'nonroot', 'oci'),
+    'acme/app:2.0': buildExtraImage('app', 'acme/app', '2.0'),
+    'acme/migrate:1.4': buildExtraImage('migrate', 'acme/migrate', '1.4'),
+    'devcontainers/typescript-node:22': buildExtraImage('devcontainer', 'devcontainers/typescript-node', '22'),
+  }
+  for (const image of Object.values(images)) await up.retag(image.repository, image.tag, image)
+  const upstreams = ['docker.io', 'gcr.io', 'ghcr.io', 'mcr.microsoft.com'].map((r) => `${r}=${up.hubUrl}`).join(',')
+  return { up, images, upstreams, pinned: images['distroless/nodejs22-debian12:nonroot'].digest }
+}
+
+interface Event {
+  type: string
+  image?: string
+  state?: string
+  fetched?: number
+  upToDate?: number
+  refreshed?: number
+  failed?: unknown[]
+  hubPulls?: number
+  pulls?: number
+  atLeast?: boolean
+}
+
+const events = (out: string) => out.trim().split('\n').map((l) => JSON.parse(l) as Event)
+
+t.test('prefetch --platform all caches every image of the project, every platform, for offline pulls', async (t) => {
+  const { up, upstreams, pinned } = await projectUpstream(t)
+  const env = isolatedEnv(t, { DPROXY_UPSTREAMS: upstreams }, { project: projectWith(pinned) })
+  const dir = path.join(path.dirname(env.HOME!), 'project')
+
+  // No daemon runs: the command starts one for the run. --json: NDJSON events as they happen.
+  const first = await runDproxy(['prefetch', '--platform', 'all', '--json'], env, { cwd: dir })
+  t.equal(first.code, 0, first.err)
+  t.equal(first.err, 'compose.yaml:10: service cache image ${CACHE_IMAGE}: needs $CACHE_IMAGE\n')
+  const ev = events(first.out)
+  t.equal(ev[0]!.type, 'image')
+  // Before the run: one GET per tag; the children of an index not cached yet are not known ("at least").
+  t.match(ev.find((e) => e.type === 'plan'), { pulls: 12, atLeast: true })
+  const summary = ev.at(-1)!
+  t.match(summary, { type: 'summary', fetched: 12, upToDate: 0, refreshed: 0, failed: [], pulls: 12 + 3 * 2 })
+  t.equal(summary.pulls, up.hub.counts.manifestGet, 'the summary counts the GETs the upstream saw')
+  const states = new Set(ev.filter((e) => e.type === 'image').map((e) => e.state))
+  t.strictSame([...states].sort(), ['checking', 'fetched', 'fetching', 'queued'])
+
+  // Again: all up to date, and not one counted manifest GET.
+  up.hub.resetCounts()
+  const second = await runDproxy(['prefetch', '--platform', 'all'], env, { cwd: dir })
+  t.equal(second.code, 0, second.err)
+  t.equal(up.hub.counts.manifestGet, 0, 'no counted manifest GET')
+  t.match(second.out, /^12 images; 0 counted manifest GETs \(0 from Docker Hub\) needed\n/)
+  t.match(second.out, /\n12 up to date, 0 refreshed, 0 fetched, 0 failed; 0B from upstream; 0 Docker Hub pulls spent\n$/)
+
+  // Upstream moves redis:7: the next prefetch refreshes that one only.
+  await up.retag('library/redis', '7', buildExtraImage('redis-next', 'library/redis', '7'))
+  up.hub.resetCounts()
+  const third = await runDproxy(['prefetch', '--platform', 'all'], env, { cwd: dir })
+  t.equal(third.code, 0, third.err)
+  t.match(third.out, /^refreshed  docker\.io\/library\/redis:7  2 blobs, /m)
+  t.match(third.out, /11 up to date, 1 refreshed, 0 fetched, 0 failed; .* 1 Docker Hub pull spent\n$/)
+  t.equal(up.hub.counts.manifestGet, 1)
+
+  // --max-pulls refuses a run that would spend more, before spending any.
+  await up.retag('library/python', '3.12', buildExtraImage('python-next', 'library/python', '3.12'))
+  await up.retag('library/golang', '1.23', buildExtraImage('golang-next', 'library/golang', '1.23'))
+  up.hub.resetCounts()
+  const refused = await runDproxy(['prefetch', '--platform', 'all', '--max-pulls', '1'], env, { cwd: dir })
+  t.equal(refused.code, 1)
+  t.match(refused.err, 'dproxy: refused: this run would spend 2 pulls, more than --max-pulls 1\n')
+  t.equal(up.hub.counts.manifestGet, 0, 'nothing was spent')
+
+  // Upstream gone: every image, every platform, pulls from the cache with skopeo (digests preserved).
+  await up.stop()
+  const daemon = await startDaemon(t, up, { cacheDir: env.DPROXY_CACHE_DIR!, upstreams: Object.fromEntries(upstreams.split(',').map((p) => p.split('=') as [string, string])) })
+  const host = daemon.url.replace('http://', '')
+  const listed = await runDproxy(['prefetch', '--dry-run', '--json'], env, { cwd: dir })
+  const refs = (JSON.parse(listed.out) as { images: Array<{ ref: string }> }).images.map((i) => i.ref)
+  t.equal(refs.length, 12)
+  for (const ref of refs) {
+    const dest = path.join(makeTempDir('dproxy-copy-', t), 'image')
+    await t.resolves(skopeoCopyAll(`${host}/${ref}`, dest), `skopeo copy --all ${ref}`)
+  }
 })

@@ -27,10 +27,26 @@ t.test('defaults', async (t) => {
     maxSizeBytes: undefined,
     ttlMs: undefined,
     auth: false,
+    refreshMs: undefined,
+    refreshWindowMs: 14 * 24 * 3600 * 1000,
+    refreshReserve: 0.2,
     configDir,
     stateDir: path.join(root, 'home', '.local', 'state', 'dproxy'),
   })
   t.notOk(fs.existsSync(configDir), 'resolving settings creates nothing')
+})
+
+t.test('refresh settings: interval (0 is off), window, reserve as a percentage or a fraction', async (t) => {
+  const root = t.testdir({})
+  const { env } = world(root)
+  const s = resolveSettings({ env: { ...env, DPROXY_REFRESH: '1h', DPROXY_REFRESH_WINDOW: '7d' }, flags: { refreshReserve: '35%' }, platform: 'linux' })
+  t.match(s, { refreshMs: 3_600_000, refreshWindowMs: 7 * 86_400_000, refreshReserve: 0.35 })
+  t.equal(resolveSettings({ env, flags: { refresh: '0', refreshReserve: '0.1' }, platform: 'linux' }).refreshMs, undefined)
+  t.equal(resolveSettings({ env, flags: { refreshReserve: '0.1' }, platform: 'linux' }).refreshReserve, 0.1)
+  t.throws(() => resolveSettings({ env, flags: { refreshReserve: '120%' }, platform: 'linux' }), {
+    code: 'CONFIG_INVALID',
+    message: "expected refreshReserve like '20%', got '120%' (a percentage, or a fraction from 0 to 1) (from --refresh-reserve)",
+  })
 })
 
 t.test('flags win over environment, environment over the file, the file over defaults', async (t) => {
@@ -146,7 +162,7 @@ t.test('unknown keys in the file are reported', async (t) => {
   })
   fs.writeFileSync(configFile, JSON.stringify({ colour: 'blue' }))
   t.throws(() => resolveSettings({ env }), {
-    message: `unknown setting 'colour' in ${configFile} (known: host, port, cacheDir, upstreams, maxAge, maxSize, ttl, auth, registries)`,
+    message: `unknown setting 'colour' in ${configFile} (known: host, port, cacheDir, upstreams, maxAge, maxSize, ttl, auth, registries, refresh, refreshWindow, refreshReserve)`,
   })
 })
 

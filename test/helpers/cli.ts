@@ -11,10 +11,13 @@ export const bin = fileURLToPath(new URL('../../bin/dproxy.js', import.meta.url)
 
 type TestDirs = Pick<Test, 'testdir' | 'teardown'>
 
-/** HOME, config, cache and state dirs of the test's own, and the file credential store. */
-export function isolatedEnv(t: TestDirs, extra: Record<string, string> = {}): Record<string, string> {
+/**
+ * HOME, config, cache and state dirs of the test's own, and the file credential store.
+ * `files` adds more to the same test dir (beside `home`), e.g. a project to run in.
+ */
+export function isolatedEnv(t: TestDirs, extra: Record<string, string> = {}, files: Record<string, unknown> = {}): Record<string, string> {
   // One testdir call per test: each call empties the same directory.
-  const root = t.testdir({ home: {}, config: {}, cache: {}, state: {} })
+  const root = t.testdir({ ...files, home: {}, config: {}, cache: {}, state: {} })
   return {
     PATH: process.env.PATH ?? '',
     HOME: path.join(root, 'home'),

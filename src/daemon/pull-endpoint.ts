@@ -1,0 +1,107 @@
+// POST /_dproxy/pull: the daemon warms images on request (`dproxy pull`,
+// `dproxy prefetch`). admin.ts routes it here, loopback clients only. The body
+// is one JSON object, checked strictly since anything on the machine may send
+// it:
+//
+//   {"images": ["docker.io/library/alpine:latest", ...],   canonical references, 1..1000
+//    "platforms": ["linux/amd64"] | "all",                  default: the host's
+//    "jobs": 4, "maxPulls": 10, "dryRun": false}
+//
+// The answer is NDJSON, one WarmEvent per line as it happens (proxy/warm.ts),
+// ending with a `summary` or a `refused` line. A client that goes away stops
+// the run between images; downloads already started finish into the cache.
+
+import type { IncomingMessage, ServerResponse } from 'node:http'
+import { DproxyError } from '../errors.js'
+import { hostPlatform, parsePlatform, parseTarget, Warmer, type PlatformChoice, type WarmEvent, type WarmerDeps } from '../proxy/warm.js'
+
+const MAX_BODY = 1024 * 1024
+const MAX_IMAGES = 1000
+const MAX_JOBS = 32
+
+export interface PullRequest {
+  images: string[]
+  platforms: PlatformChoice
+  jobs: number
+  maxPulls?: number
+  dryRun: boolean
+}
+
+/** Checks a request body; USAGE errors say which field is wrong. */
+export function parsePullRequest(body: unknown): PullRequest {
+  if (body === null || typeof body !== 'object' || Array.isArray(body)) throw usage('the body must be a JSON object')
+  const o = body as Record<string, unknown>
+  for (const key of Object.keys(o)) {
+    if (!['images', 'platforms', 'jobs', 'maxPulls', 'dryRun'].includes(key)) throw usage(`unknown field '${key.slice(0, 50)}'`)
+  }
+  if (!Array.isArray(o.images) || o.images.length === 0 || o.images.length > MAX_IMAGES || !o.images.every((i) => typeof i === 'string')) {
+    throw usage(`images must be a list of 1 to ${MAX_IMAGES} references`)
+  }
+  let platforms: PlatformChoice
+  if (o.platforms === undefined) platforms = { kind: 'list', platforms: [hostPlatform()] }
+  else if (o.platforms === 'all') platforms = { kind: 'all' }
+  else if (Array.isArray(o.platforms) && o.platforms.length > 0 && o.platforms.length <= 32 && o.platforms.every((p) => typeof p === 'string')) {
+    platforms = { kind: 'list', platforms: o.platforms.map(parsePlatform) }
+  } else throw usage("platforms must be 'all' or a list like [\"linux/amd64\"]")
+  const int = (key: string, min: number, max: number): number | undefined => {
+    const v = o[key]
+    if (v === undefined) return undefined
+    if (typeof v !== 'number' || !Number.isInteger(v) || v < min || v > max) throw usage(`${key} must be a whole number from ${min} to ${max}`)
+    return v
+  }
+  const jobs = int('jobs', 1, MAX_JOBS) ?? 4
+  const maxPulls = int('maxPulls', 0, 1_000_000)
+  if (o.dryRun !== undefined && typeof o.dryRun !== 'boolean') throw usage('dryRun must be true or false')
+  return { images: [...new Set(o.images as string[])], platforms, jobs, ...(maxPulls !== undefined ? { maxPulls } : {}), dryRun: o.dryRun === true }
+}
+
+function usage(why: string): DproxyError {
+  return new DproxyError('USAGE', `POST /_dproxy/pull: ${why}`)
+}
+
+async function readJson(req: IncomingMessage): Promise<unknown> {
+  const chunks: Buffer[] = []
+  let total = 0
+  for await (const chunk of req as AsyncIterable<Buffer>) {
+    total += chunk.length
+    if (total > MAX_BODY) throw usage(`the body is over ${MAX_BODY} bytes`)
+    chunks.push(chunk)
+  }
+  try {
+    return JSON.parse(Buffer.concat(chunks).toString('utf8'))
+  } catch {
+    throw usage('the body is not JSON')
+  }
+}
+
+/** Answers a POST /_dproxy/pull; errors before the first line are thrown (admin.ts sends them as OCI JSON). */
+export async function pullEndpoint(d: WarmerDeps, req: IncomingMessage, res: ServerResponse): Promise<void> {
+  if (req.method !== 'POST') throw new DproxyError('UNSUPPORTED', `${req.method ?? 'GET'} /_dproxy/pull: use POST`, { status: 405 })
+  const request = parsePullRequest(await readJson(req))
+  const targets = request.images.map(parseTarget)
+  let gone = false
+  res.on('close', () => (gone = true))
+  res.statusCode = 200
+  res.setHeader('content-type', 'application/x-ndjson; charset=utf-8')
+  res.setHeader('cache-control', 'no-store')
+  res.flushHeaders()
+  const emit = (e: WarmEvent) => {
+    if (!gone) res.write(JSON.stringify(e) + '\n')
+  }
+  try {
+    await new Warmer(d).run(
+      targets,
+      {
+        platforms: request.platforms,
+        jobs: request.jobs,
+        dryRun: request.dryRun,
+        ...(request.maxPulls !== undefined ? { maxPulls: request.maxPulls } : {}),
+        cancelled: () => gone,
+      },
+      emit,
+    )
+  } catch (err) {
+    emit({ type: 'refused', pulls: 0, reason: err instanceof Error ? err.message : String(err) })
+  }
+  res.end()
+}

@@ -1,0 +1,431 @@
+// Warming the cache on purpose (`dproxy pull`, `dproxy prefetch`, the
+// background refresh): which manifests and blobs an image needs, fetched
+// through the same ManifestProxy and BlobProxy as client pulls, so single
+// flight, verification and the upstream mapping apply unchanged. This file is
+// policy only; it never talks to an upstream itself.
+//
+// Per image: the tag (a HEAD, and a GET only when the digest is not cached),
+// for an index the children of the platforms asked for, then every config and
+// layer, drained into the cache without being read. Before anything is
+// fetched, plan() HEADs every tag (free) to count the counted manifest GETs
+// the run needs, so that a run which would exceed `maxPulls` or the headroom
+// upstream last reported is refused before it spends a single pull.
+
+import { DproxyError } from '../errors.js'
+import { DOCKER_HUB, parseDigest, parseReference, resolveImageName, type Digest, type ImageName, type Reference } from '../registry/names.js'
+import type { Store } from '../store/store.js'
+import type { Upstreams } from '../upstream/client.js'
+import type { BlobProxy } from './blobs.js'
+import type { ManifestProxy, ManifestResult } from './manifests.js'
+
+/** `os/architecture[/variant]` as users write it (`linux/arm64`, `linux/arm/v7`). */
+export interface Platform {
+  os: string
+  architecture: string
+  variant?: string
+}
+
+/** Which children of an index to fetch: some platforms, all of them, or those cached before (refresh). */
+export type PlatformChoice = { kind: 'list'; platforms: Platform[] } | { kind: 'all' } | { kind: 'cached'; fallback: Platform[] }
+
+export interface WarmTarget {
+  /** The reference as given, canonical (`docker.io/library/alpine:latest`). */
+  ref: string
+  image: ImageName
+  reference: Reference
+}
+
+export type ImageState = 'queued' | 'checking' | 'fetching' | 'fetched' | 'refreshed' | 'up-to-date' | 'failed'
+
+export interface ImageEvent {
+  type: 'image'
+  image: string
+  state: ImageState
+  layersDone: number
+  layersTotal: number
+  /** Blob bytes in the cache so far (fetched now or found there). */
+  bytes: number
+  /** Blob bytes of the image, from its manifests; 0 until they are known. */
+  bytesTotal: number
+  /** Bytes this run took from upstream for the image. */
+  bytesFetched: number
+  reason?: string
+}
+
+export interface PlanEvent {
+  type: 'plan'
+  images: number
+  /** Counted manifest GETs the run needs (registries without a rate limit left out). */
+  pulls: number
+  /** Of those, Docker Hub's. */
+  hubPulls: number
+  /** True when an index is not cached and `all` platforms were asked: its children are not counted yet. */
+  atLeast: boolean
+  registries: Array<{ registry: string; pulls: number; remaining: number | null; limit: number | null }>
+}
+
+export interface RefusedEvent {
+  type: 'refused'
+  reason: string
+  pulls: number
+}
+
+export interface Summary {
+  type: 'summary'
+  upToDate: number
+  refreshed: number
+  fetched: number
+  failed: Array<{ image: string; reason: string }>
+  bytesFromUpstream: number
+  /** Counted manifest GETs made (all registries) and those of Docker Hub. */
+  pulls: number
+  hubPulls: number
+}
+
+export type WarmEvent = ImageEvent | PlanEvent | RefusedEvent | Summary
+
+export interface WarmOptions {
+  platforms: PlatformChoice
+  jobs: number
+  maxPulls?: number
+  /** Plan only: count, then stop. */
+  dryRun?: boolean
+  /** Mark what is warmed as used by a client (prefetch yes, background refresh no). */
+  touch?: boolean
+  /** Headroom below which nothing is fetched from a rate-limited registry (refresh's reserve), as a fraction of the limit. */
+  reserve?: number
+  /** Checked between images; true stops the run (the client went away, the daemon stops). */
+  cancelled?: () => boolean
+}
+
+export interface WarmerDeps {
+  store: Store
+  upstreams: Upstreams
+  manifests: ManifestProxy
+  blobs: BlobProxy
+}
+
+/** Longest reference accepted (a 255-char repository, a host, a tag and a sha512 digest fit). */
+const MAX_REF = 600
+/** Bytes between two progress events of one image. */
+const PROGRESS_STEP = 512 * 1024
+
+const INDEX_TYPES = new Set(['application/vnd.docker.distribution.manifest.list.v2+json', 'application/vnd.oci.image.index.v1+json'])
+
+/** The platform this machine runs containers of: linux on the host's architecture. */
+export function hostPlatform(arch: string = process.arch): Platform {
+  const map: Record<string, Platform> = {
+    x64: { os: 'linux', architecture: 'amd64' },
+    arm64: { os: 'linux', architecture: 'arm64' },
+    arm: { os: 'linux', architecture: 'arm', variant: 'v7' },
+    ia32: { os: 'linux', architecture: '386' },
+    ppc64: { os: 'linux', architecture: 'ppc64le' },
+    s390x: { os: 'linux', architecture: 's390x' },
+    riscv64: { os: 'linux', architecture: 'riscv64' },
+  }
+  return map[arch] ?? { os: 'linux', architecture: arch }
+}
+
+/** Parses `linux/amd64,linux/arm64/v8` or `all`. */
+export function parsePlatforms(value: string): PlatformChoice {
+  if (value.trim() === 'all') return { kind: 'all' }
+  const platforms = value
+    .split(',')
+    .map((p) => p.trim())
+    .filter((p) => p !== '')
+    .map(parsePlatform)
+  if (platforms.length === 0 || platforms.length > 32) {
+    throw new DproxyError('USAGE', `expected platforms like 'linux/amd64,linux/arm64' or 'all', got '${value.slice(0, 80)}'`)
+  }
+  return { kind: 'list', platforms }
+}
+
+export function parsePlatform(value: string): Platform {
+  const m = /^([a-z0-9]{1,32})\/([a-z0-9_]{1,32})(?:\/([a-z0-9]{1,32}))?$/.exec(value)
+  if (!m) throw new DproxyError('USAGE', `expected a platform like 'linux/amd64' or 'linux/arm/v7', got '${value.slice(0, 80)}'`)
+  return { os: m[1]!, architecture: m[2]!, ...(m[3] !== undefined ? { variant: m[3] } : {}) }
+}
+
+export function formatPlatform(p: Platform): string {
+  return `${p.os}/${p.architecture}${p.variant ? `/${p.variant}` : ''}`
+}
+
+/** A canonical reference (`registry/repository[:tag][@digest]`) as the daemon accepts it; a digest wins over a tag. */
+export function parseTarget(raw: string): WarmTarget {
+  if (typeof raw !== 'string' || raw.length === 0 || raw.length > MAX_REF || /\s/.test(raw)) {
+    throw new DproxyError('USAGE', `expected an image reference like 'docker.io/library/alpine:latest', got '${String(raw).slice(0, 80)}'`)
+  }
+  const at = raw.indexOf('@')
+  const nameAndTag = at < 0 ? raw : raw.slice(0, at)
+  const colon = nameAndTag.lastIndexOf(':')
+  const hasTag = colon > nameAndTag.lastIndexOf('/')
+  const image = resolveImageName(hasTag ? nameAndTag.slice(0, colon) : nameAndTag)
+  const reference: Reference =
+    at >= 0 ? { kind: 'digest', digest: parseDigest(raw.slice(at + 1)) } : parseReference(hasTag ? nameAndTag.slice(colon + 1) : 'latest')
+  return { ref: raw, image, reference }
+}
+
+interface Descriptor {
+  digest: Digest
+  size: number
+  platform?: Platform
+}
+
+interface ParsedManifest {
+  index: boolean
+  children: Descriptor[]
+  blobs: Descriptor[]
+}
+
+/** Reads the descriptors of a manifest (the bytes were verified against their digest already). */
+function parseManifest(m: Pick<ManifestResult, 'bytes' | 'mediaType'>): ParsedManifest {
+  let doc: unknown
+  try {
+    doc = JSON.parse(m.bytes.toString('utf8'))
+  } catch {
+    throw new DproxyError('MANIFEST_INVALID', 'the manifest is not JSON')
+  }
+  const o = (doc ?? {}) as { manifests?: unknown; config?: unknown; layers?: unknown }
+  const list = (v: unknown): Descriptor[] => (Array.isArray(v) ? v.map(descriptor) : [])
+  const index = INDEX_TYPES.has(m.mediaType) || Array.isArray(o.manifests)
+  return {
+    index,
+    children: index ? list(o.manifests) : [],
+    blobs: index ? [] : [...(o.config !== undefined ? [descriptor(o.config)] : []), ...list(o.layers)],
+  }
+}
+
+function descriptor(v: unknown): Descriptor {
+  const o = (v ?? {}) as { digest?: unknown; size?: unknown; platform?: unknown }
+  if (typeof o.digest !== 'string') throw new DproxyError('MANIFEST_INVALID', 'a descriptor has no digest')
+  const size = typeof o.size === 'number' && Number.isSafeInteger(o.size) && o.size >= 0 ? o.size : 0
+  const p = (o.platform ?? undefined) as { os?: unknown; architecture?: unknown; variant?: unknown } | undefined
+  const platform =
+    p && typeof p.os === 'string' && typeof p.architecture === 'string'
+      ? { os: p.os, architecture: p.architecture, ...(typeof p.variant === 'string' ? { variant: p.variant } : {}) }
+      : undefined
+  return { digest: parseDigest(o.digest), size, ...(platform ? { platform } : {}) }
+}
+
+/** `linux/arm64` matches any variant of it; `linux/arm64/v8` only that one. */
+function matches(want: Platform, have: Platform | undefined): boolean {
+  if (!have || have.os !== want.os || have.architecture !== want.architecture) return false
+  return want.variant === undefined || want.variant === have.variant
+}
+
+const isAttestation = (d: Descriptor) => d.platform?.os === 'unknown' || d.platform === undefined
+
+export class Warmer {
+  constructor(private readonly d: WarmerDeps) {}
+
+  /**
+   * Warms `targets`, reporting every step through `emit`; resolves with the
+   * summary (also emitted). A refused run resolves with the refusal.
+   */
+  async run(targets: WarmTarget[], o: WarmOptions, emit: (e: WarmEvent) => void): Promise<Summary | RefusedEvent> {
+    const states = new Map<string, ImageEvent>()
+    const update = (ref: string, change: Partial<ImageEvent>) => {
+      const e = { ...states.get(ref)!, ...change }
+      states.set(ref, e)
+      emit(e)
+    }
+    for (const t of targets) {
+      states.set(t.ref, { type: 'image', image: t.ref, state: 'queued', layersDone: 0, layersTotal: 0, bytes: 0, bytesTotal: 0, bytesFetched: 0 })
+      emit(states.get(t.ref)!)
+    }
+
+    const plan = await this.plan(targets, o, o.jobs)
+    emit(plan)
+    const refusal = this.refusal(plan, o)
+    if (refusal) {
+      emit(refusal)
+      return refusal
+    }
+    const summary: Summary = { type: 'summary', upToDate: 0, refreshed: 0, fetched: 0, failed: [], bytesFromUpstream: 0, pulls: 0, hubPulls: 0 }
+    if (o.dryRun) {
+      emit(summary)
+      return summary
+    }
+    await pool(targets, o.jobs, async (t) => {
+      if (o.cancelled?.()) return
+      try {
+        const r = await this.warmOne(t, o, (change) => update(t.ref, change))
+        summary.pulls += r.pulls
+        if (t.image.registry === DOCKER_HUB) summary.hubPulls += r.pulls
+        summary.bytesFromUpstream += states.get(t.ref)!.bytesFetched
+        if (r.state === 'up-to-date') summary.upToDate++
+        else if (r.state === 'refreshed') summary.refreshed++
+        else summary.fetched++
+        update(t.ref, { state: r.state })
+      } catch (err) {
+        const reason = err instanceof Error ? err.message : String(err)
+        summary.failed.push({ image: t.ref, reason })
+        summary.bytesFromUpstream += states.get(t.ref)!.bytesFetched
+        update(t.ref, { state: 'failed', reason })
+      }
+    })
+    emit(summary)
+    return summary
+  }
+
+  /** HEADs every tag (free) and counts the counted GETs the run needs per registry. */
+  async plan(targets: WarmTarget[], o: Pick<WarmOptions, 'platforms'>, jobs: number): Promise<PlanEvent> {
+    const perRegistry = new Map<string, number>()
+    let atLeast = false
+    await pool(targets, jobs, async (t) => {
+      let n: number
+      try {
+        const r = await this.count(t, o.platforms)
+        n = r.pulls
+        atLeast ||= r.atLeast
+      } catch {
+        // Unreachable or unknown: the run says so for this image; it spends nothing.
+        n = 0
+      }
+      perRegistry.set(t.image.registry, (perRegistry.get(t.image.registry) ?? 0) + n)
+    })
+    const registries = [...perRegistry.entries()]
+      .filter(([registry]) => this.d.upstreams.rateLimits.get(registry)?.unlimited !== true)
+      .map(([registry, pulls]) => {
+        const r = this.d.upstreams.rateLimits.get(registry)
+        return { registry, pulls, remaining: r?.remaining ?? null, limit: r?.limit ?? null }
+      })
+      .sort((a, b) => a.registry.localeCompare(b.registry))
+    const pulls = registries.reduce((n, r) => n + r.pulls, 0)
+    const hubPulls = registries.find((r) => r.registry === DOCKER_HUB)?.pulls ?? 0
+    return { type: 'plan', images: targets.length, pulls, hubPulls, atLeast, registries }
+  }
+
+  private refusal(plan: PlanEvent, o: Pick<WarmOptions, 'maxPulls' | 'reserve'>): RefusedEvent | undefined {
+    const spend = `${plan.atLeast ? 'at least ' : ''}${plan.pulls} pull${plan.pulls === 1 ? '' : 's'}`
+    if (o.maxPulls !== undefined && plan.pulls > o.maxPulls) {
+      return { type: 'refused', pulls: plan.pulls, reason: `this run would spend ${spend}, more than --max-pulls ${o.maxPulls}` }
+    }
+    for (const r of plan.registries) {
+      if (r.remaining === null || r.pulls === 0) continue
+      const keep = o.reserve !== undefined && r.limit !== null ? Math.ceil(r.limit * o.reserve) : 0
+      if (r.pulls > r.remaining - keep) {
+        const reserve = keep > 0 ? `, ${keep} of them kept in reserve` : ''
+        return {
+          type: 'refused',
+          pulls: plan.pulls,
+          reason: `this run would spend ${r.pulls} pull${r.pulls === 1 ? '' : 's'} of ${r.registry}, which has ${r.remaining} left${reserve}`,
+        }
+      }
+    }
+    return undefined
+  }
+
+  /** Counted GETs one image needs now. */
+  private async count(t: WarmTarget, choice: PlatformChoice): Promise<{ pulls: number; atLeast: boolean }> {
+    const { store, manifests } = this.d
+    let top: Pick<ManifestResult, 'bytes' | 'mediaType'> | undefined
+    let mediaType: string
+    if (t.reference.kind === 'tag') {
+      const head = await manifests.check(t.image, t.reference.tag)
+      mediaType = head.mediaType
+      top = head.cached ? await store.getManifest(parseDigest(head.digest)) : undefined
+    } else {
+      top = await store.getManifest(t.reference.digest)
+      mediaType = top?.mediaType ?? ''
+    }
+    if (!top) {
+      if (!INDEX_TYPES.has(mediaType)) return { pulls: 1, atLeast: t.reference.kind === 'digest' }
+      if (choice.kind === 'list') return { pulls: 1 + choice.platforms.length, atLeast: false }
+      return { pulls: 1, atLeast: true }
+    }
+    const parsed = parseManifest(top)
+    if (!parsed.index) return { pulls: 0, atLeast: false }
+    const children = await this.select(t, parsed.children, choice, undefined)
+    let pulls = 0
+    for (const c of children) if (!(await store.hasManifest(c.digest))) pulls++
+    return { pulls, atLeast: false }
+  }
+
+  /** The children of an index to fetch. */
+  private async select(t: WarmTarget, children: Descriptor[], choice: PlatformChoice, previous: ManifestResult | undefined): Promise<Descriptor[]> {
+    const real = children.filter((c) => !isAttestation(c))
+    if (choice.kind === 'all') return real
+    let wanted: Platform[]
+    if (choice.kind === 'list') {
+      wanted = choice.platforms
+    } else {
+      // The platforms of the children the previous index had in the cache.
+      wanted = []
+      const old = previous ? parseManifest(previous) : undefined
+      for (const c of old?.children ?? []) if (c.platform && (await this.d.store.hasManifest(c.digest))) wanted.push(c.platform)
+      if (wanted.length === 0) wanted = choice.fallback
+    }
+    const picked = real.filter((c) => wanted.some((w) => matches(w, c.platform)))
+    if (picked.length === 0) {
+      const has = real.map((c) => (c.platform ? formatPlatform(c.platform) : '?')).join(', ')
+      throw new DproxyError('MANIFEST_UNKNOWN', `${t.ref} has no image for ${wanted.map(formatPlatform).join(', ')} (it has ${has || 'none'})`)
+    }
+    return picked
+  }
+
+  private async warmOne(
+    t: WarmTarget,
+    o: WarmOptions,
+    update: (change: Partial<ImageEvent>) => void,
+  ): Promise<{ state: 'fetched' | 'refreshed' | 'up-to-date'; pulls: number }> {
+    const { store, manifests, blobs } = this.d
+    const touch = { touch: o.touch ?? true }
+    update({ state: 'checking' })
+    const before = t.reference.kind === 'tag' ? await store.getTag(t.image.registry, t.image.repository, t.reference.tag) : undefined
+    const previous = before ? await Promise.resolve(before.digest).then(parseDigest).then((d) => store.getManifest(d)).catch(() => undefined) : undefined
+    const top = await manifests.get(t.image, t.reference, touch)
+    if (top.stale) {
+      throw new DproxyError('UPSTREAM_UNAVAILABLE', 'upstream is unavailable; the cached version is kept')
+    }
+    let pulls = top.fetched ? 1 : 0
+    const parsed = parseManifest(top)
+    const images: ParsedManifest[] = []
+    if (parsed.index) {
+      const prev = previous ? { ...previous, stale: false, fetched: false } : undefined
+      for (const c of await this.select(t, parsed.children, o.platforms, prev)) {
+        const child = await manifests.get(t.image, { kind: 'digest', digest: c.digest }, touch)
+        if (child.fetched) pulls++
+        images.push(parseManifest(child))
+      }
+    } else {
+      images.push(parsed)
+    }
+    const unique = new Map<string, Descriptor>()
+    for (const m of images) for (const b of m.blobs) unique.set(b.digest.value, b)
+    const list = [...unique.values()]
+    const bytesTotal = list.reduce((n, b) => n + b.size, 0)
+    let bytes = 0
+    let bytesFetched = 0
+    let layersDone = 0
+    let downloaded = false
+    update({ state: 'fetching', layersTotal: list.length, layersDone, bytesTotal, bytes })
+    for (const b of list) {
+      let reported = 0
+      const r = await blobs.ensure(t.image, b.digest, (written) => {
+        if (written - reported < PROGRESS_STEP) return
+        reported = written
+        update({ bytes: bytes + written, bytesFetched: bytesFetched + written })
+      })
+      bytes += r.size
+      if (r.fetched) {
+        bytesFetched += r.size
+        downloaded = true
+      }
+      layersDone++
+      update({ layersDone, bytes, bytesFetched })
+    }
+    if (!top.fetched && pulls === 0 && !downloaded) return { state: 'up-to-date', pulls }
+    const moved = before !== undefined && before.digest !== top.digest
+    return { state: moved ? 'refreshed' : 'fetched', pulls }
+  }
+}
+
+/** Runs `fn` over `items`, at most `jobs` at a time. */
+async function pool<T>(items: T[], jobs: number, fn: (item: T) => Promise<void>): Promise<void> {
+  let next = 0
+  const worker = async () => {
+    while (next < items.length) await fn(items[next++]!)
+  }
+  await Promise.all(Array.from({ length: Math.max(1, Math.min(jobs, items.length)) }, worker))
+}

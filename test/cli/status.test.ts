@@ -7,7 +7,7 @@ import { spawnSync } from 'node:child_process'
 import path from 'node:path'
 import t, { type Test } from 'tap'
 import { formatStatusText, wantsInteractive } from '../../src/cli/status.js'
-import { isProcessAlive } from '../../src/daemon/lifecycle.js'
+import { isProcessAlive, statePaths } from '../../src/daemon/lifecycle.js'
 import { RATE_LIMIT_PROBE, type StatusSnapshot } from '../../src/daemon/status.js'
 import { startUpstream } from '../fixtures/upstream.js'
 import { pull } from '../helpers/daemon.js'
@@ -54,7 +54,7 @@ t.test('status --json with the daemon running, then stopped: remaining is the hu
   const r = await w.run(['status', '--json'])
   t.equal(r.code, 0, r.err)
   const s = JSON.parse(r.out) as StatusSnapshot
-  t.match(s.daemon, { running: true, pid: daemon.pid, url: daemon.url, logFile: path.join(w.root, 'state', 'dproxy.log') })
+  t.match(s.daemon, { running: true, pid: daemon.pid, url: daemon.url, logFile: statePaths(path.join(w.root, 'state'), w.cacheDir).logFile })
   t.ok(s.cache.bytes > 0)
   t.ok(s.cache.blobs >= up.images.alpine.blobs.length)
   t.equal(s.cache.manifestGetsAvoided, 1)

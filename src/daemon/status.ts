@@ -15,7 +15,6 @@
 
 import { existsSync } from 'node:fs'
 import { systemClock, type Clock } from '../clock.js'
-import { DOCKER_HUB } from '../registry/names.js'
 import { Layout } from '../store/layout.js'
 import { Store, type CacheStats } from '../store/store.js'
 import type { CredentialSource } from '../upstream/auth.js'
@@ -24,6 +23,7 @@ import { RATE_LIMIT_PROBE, type RateLimitReading } from '../upstream/ratelimit.j
 import type { StatusReport } from './admin.js'
 import type { ImageFailures } from './failures.js'
 import { findDaemon, type RunningDaemon } from './lifecycle.js'
+import { DOCKER_HUB } from '../oci/registry-host.js'
 
 export { RATE_LIMIT_PROBE }
 

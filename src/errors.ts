@@ -109,3 +109,13 @@ export function isUpstreamOutage(err: unknown): boolean {
     (err.code === 'UPSTREAM_UNAVAILABLE' || err.code === 'UPSTREAM_INVALID' || err.code === 'TOOMANYREQUESTS')
   )
 }
+
+
+/**
+ * What an error message may quote of a value a client (or an upstream) chose:
+ * at most 80 characters, so a 5,000-character header or path is never echoed
+ * back whole. Every message that quotes such a value goes through here.
+ */
+export function truncate(s: string): string {
+  return s.length > 80 ? `${s.slice(0, 77)}...` : s
+}

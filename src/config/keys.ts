@@ -9,9 +9,9 @@
 import net from 'node:net'
 import path from 'node:path'
 import { DproxyError, isDproxyError } from '../errors.js'
-import { normalizeRegistry } from '../credentials/registry-host.js'
 import { expandHome } from './paths.js'
 import { parseDuration, parseSize } from './units.js'
+import { parseRegistryHost } from '../oci/registry-host.js'
 
 export const settingKeys = ['host', 'port', 'cacheDir', 'upstreams', 'maxAge', 'maxSize', 'ttl', 'auth', 'registries', 'refresh', 'refreshWindow', 'refreshReserve'] as const
 export type SettingKey = (typeof settingKeys)[number]
@@ -177,7 +177,7 @@ export function upstreamsFrom(value: string | string[] | Record<string, string>)
   const out: Record<string, string> = {}
   for (const [rawHost, rawUrl] of pairs) {
     if (typeof rawUrl !== 'string') throw expected(key, example, value)
-    const registry = normalizeRegistry(rawHost, 'an upstream registry host')
+    const registry = parseRegistryHost(rawHost, 'an upstream registry host')
     const url = upstreamUrl(registry, rawUrl)
     const previous = out[registry]
     if (previous !== undefined && previous !== url) {
@@ -199,7 +199,7 @@ export function registriesFrom(value: string | string[]): string[] {
   const out = new Set<string>()
   for (const item of items) {
     if (item.trim() === '') continue
-    out.add(normalizeRegistry(item, 'a registry host in registries'))
+    out.add(parseRegistryHost(item, 'a registry host in registries'))
   }
   if (out.size === 0) throw expected('registries', 'docker.io,ghcr.io', value)
   return [...out]

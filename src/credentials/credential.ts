@@ -5,6 +5,13 @@
 
 import { DproxyError } from '../errors.js'
 
+/**
+ * Pseudo-registry under which the daemon's client password (`dproxy env
+ * --rotate`) lives in the credential store. It is a valid registry key, so it
+ * needs no code of its own, and no real registry is called that (no dot, no port).
+ */
+export const CLIENT_SECRET_KEY = 'dproxy-client'
+
 export interface Credential {
   username: string
   secret: string

@@ -17,7 +17,7 @@ import fs from 'node:fs/promises'
 import path from 'node:path'
 import { DproxyError } from '../errors.js'
 import { checkCredential, isCredential, parseSecretJson, type Credential, type CredentialStore } from './credential.js'
-import { normalizeRegistry } from './registry-host.js'
+import { parseRegistryHost } from '../oci/registry-host.js'
 
 export const credentialsFileName = 'credentials.json'
 
@@ -42,13 +42,13 @@ export class FileCredentialStore implements CredentialStore {
   }
 
   async get(registry: string): Promise<Credential | undefined> {
-    const key = normalizeRegistry(registry)
+    const key = parseRegistryHost(registry)
     const cred = (await this.#read()).credentials[key]
     return cred === undefined ? undefined : { username: cred.username, secret: cred.secret }
   }
 
   async set(registry: string, cred: Credential): Promise<void> {
-    const key = normalizeRegistry(registry)
+    const key = parseRegistryHost(registry)
     checkCredential(key, cred)
     await this.#mutate((data) => {
       data.credentials[key] = { username: cred.username, secret: cred.secret }
@@ -57,7 +57,7 @@ export class FileCredentialStore implements CredentialStore {
   }
 
   async delete(registry: string): Promise<boolean> {
-    const key = normalizeRegistry(registry)
+    const key = parseRegistryHost(registry)
     return this.#mutate((data) => {
       if (!Object.hasOwn(data.credentials, key)) return false
       delete data.credentials[key]

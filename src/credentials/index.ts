@@ -22,7 +22,6 @@ import { FileCredentialStore } from './file.js'
 import { KeychainCredentialStore, loadKeychain, probeKeychain, type KeychainBackend } from './keychain.js'
 
 export type { Credential, CredentialStore } from './credential.js'
-export { CLIENT_SECRET_KEY, DOCKER_HUB, normalizeRegistry } from './registry-host.js'
 export { FileCredentialStore, credentialsFileName } from './file.js'
 export { KeychainCredentialStore, keychainService, type KeychainBackend, type Keytar } from './keychain.js'
 

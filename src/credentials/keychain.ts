@@ -20,7 +20,7 @@
 
 import { DproxyError } from '../errors.js'
 import { checkCredential, decodeCredential, encodeCredential, type Credential, type CredentialStore } from './credential.js'
-import { normalizeRegistry } from './registry-host.js'
+import { parseRegistryHost } from '../oci/registry-host.js'
 
 export const keychainService = 'dproxy'
 
@@ -133,13 +133,13 @@ export class KeychainCredentialStore implements CredentialStore {
   }
 
   async get(registry: string): Promise<Credential | undefined> {
-    const key = normalizeRegistry(registry)
+    const key = parseRegistryHost(registry)
     const stored = await this.#call(`read the credential for ${key}`, () => this.#keytar.getPassword(keychainService, key))
     return stored === null ? undefined : decodeCredential(stored, `keychain entry ${keychainService}/${key}`)
   }
 
   async set(registry: string, cred: Credential): Promise<void> {
-    const key = normalizeRegistry(registry)
+    const key = parseRegistryHost(registry)
     checkCredential(key, cred)
     await this.#call(`store the credential for ${key}`, () =>
       this.#keytar.setPassword(keychainService, key, encodeCredential(cred)),
@@ -147,7 +147,7 @@ export class KeychainCredentialStore implements CredentialStore {
   }
 
   async delete(registry: string): Promise<boolean> {
-    const key = normalizeRegistry(registry)
+    const key = parseRegistryHost(registry)
     return this.#call(`delete the credential for ${key}`, () => this.#keytar.deletePassword(keychainService, key))
   }
 

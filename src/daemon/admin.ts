@@ -10,7 +10,6 @@ import { DproxyError } from '../errors.js'
 import { sendError } from '../registry/errors.js'
 import type { CacheStats } from '../store/store.js'
 import { RATE_LIMIT_PROBE, type RateLimitReading } from '../upstream/ratelimit.js'
-import { DOCKER_HUB } from '../registry/names.js'
 import { upstreamBaseUrl } from '../upstream/registries.js'
 import { VERSION } from '../version.js'
 import { cacheEndpoint } from './cache-endpoints.js'
@@ -21,6 +20,7 @@ import type { ImageFailures } from './failures.js'
 import { formatHost } from './daemon.js'
 import { isLoopbackHost } from '../net.js'
 import { checkAdminToken, checkHost, checkOrigin } from './guard.js'
+import { DOCKER_HUB } from '../oci/registry-host.js'
 
 export interface StatusReport {
   version: string

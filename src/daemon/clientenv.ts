@@ -8,14 +8,14 @@
 //   docker pull "$CI_DEPENDENCY_PROXY_GROUP_IMAGE_PREFIX/alpine:latest"
 //
 // The prefix has GitLab's `<group>/dependency_proxy/containers` shape, which
-// registry/names.ts maps to Docker Hub. Each output format quotes values for
+// oci/reference.ts maps to Docker Hub. Each output format quotes values for
 // its own parser, and a value that no quoting could carry (a line break, NUL)
 // is refused rather than printed so that it breaks the reader. Error messages
 // name the variable, never its value: the password is one of them.
 
 import { DproxyError } from '../errors.js'
 import { isLoopbackHost } from '../net.js'
-import { isValidRegistryHost } from '../registry/names.js'
+import { isValidRegistryHost } from '../oci/registry-host.js'
 
 export const ENV_FORMATS = ['shell', 'dotenv', 'json', 'docker-auth-config', 'gitlab-ci'] as const
 export type EnvFormat = (typeof ENV_FORMATS)[number]

@@ -11,7 +11,7 @@ import type { IncomingMessage } from 'node:http'
 import { LRUCache } from 'lru-cache'
 import type { Clock } from '../clock.js'
 import type { WireError } from '../registry/errors.js'
-import { resolveImageName } from '../registry/names.js'
+import { resolveImageName } from '../oci/reference.js'
 
 export interface Failure {
   /** ISO 8601 */

@@ -15,7 +15,6 @@
 
 import { existsSync } from 'node:fs'
 import { systemClock, type Clock } from '../clock.js'
-import { DOCKER_HUB } from '../registry/names.js'
 import { Layout } from '../store/layout.js'
 import { Store, type CacheStats } from '../store/store.js'
 import type { CredentialSource } from '../upstream/auth.js'
@@ -25,6 +24,7 @@ import type { StatusReport } from './admin.js'
 import type { ImageFailures } from './failures.js'
 import { findDaemon, type RunningDaemon } from './lifecycle.js'
 import type { RefreshStatus } from './refresh.js'
+import { DOCKER_HUB } from '../oci/registry-host.js'
 
 export { RATE_LIMIT_PROBE }
 

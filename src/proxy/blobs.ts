@@ -35,14 +35,14 @@ import type { FileHandle } from 'node:fs/promises'
 import type { Readable, Writable } from 'node:stream'
 import { DproxyError, isDproxyError } from '../errors.js'
 import type { Logger } from '../log.js'
-import type { Digest, ImageName } from '../registry/names.js'
-import { ContentCheck } from '../store/digest.js'
 import { isNotFound, type Store, type VerifyingWriter } from '../store/store.js'
 import { discard } from '../upstream/auth.js'
 import { upstreamError, type BlobBody, type Upstreams } from '../upstream/client.js'
 import type { Counters } from './counters.js'
 import { notCached } from './outage.js'
 import { SendBuffers } from './sendbuffers.js'
+import { type Digest, ContentCheck } from '../oci/digest.js'
+import type { ImageName } from '../oci/reference.js'
 
 /** Buffers one response may have out at once: one being written while the next is read. */
 const BUFFERS_PER_RESPONSE = 2

@@ -14,15 +14,15 @@
 // is still served what upstream or the cache gave.
 
 import type { Clock } from '../clock.js'
-import { DproxyError, isDproxyError, isUpstreamOutage } from '../errors.js'
+import { DproxyError, isDproxyError, isUpstreamOutage, truncate } from '../errors.js'
 import type { Logger } from '../log.js'
-import { parseDigest, truncate, type Digest, type ImageName, type Reference } from '../registry/names.js'
-import { digestOf } from '../store/digest.js'
 import type { Store, StoredManifest, TagRecord } from '../store/store.js'
 import type { TagPage, Upstreams } from '../upstream/client.js'
 import type { Counters } from './counters.js'
 import { notCached } from './outage.js'
 import { SingleFlight } from './singleflight.js'
+import { parseDigest, type Digest, digestOf } from '../oci/digest.js'
+import type { ImageName, Reference } from '../oci/reference.js'
 
 export interface ManifestResult extends StoredManifest {
   /** Served from cache because upstream could not be asked. */

@@ -19,17 +19,15 @@ import type { Writable } from 'node:stream'
 import { LRUCache } from 'lru-cache'
 import type { Clock } from '../clock.js'
 import { DproxyError } from '../errors.js'
-import type { ImageName, Reference, Digest } from '../registry/names.js'
-import { digestOf } from '../store/digest.js'
+import { DOCKER_CONFIG, DOCKER_LAYER_GZIP, DOCKER_MANIFEST } from '../oci/media-types.js'
 import type { BlobProxy, BlobSource } from './blobs.js'
 import type { ManifestProxy, ManifestResult } from './manifests.js'
+import type { ImageName, Reference } from '../oci/reference.js'
+import { type Digest, digestOf } from '../oci/digest.js'
 
 /** The reserved repository, under any registry. */
 export const PROBE_REPOSITORY = 'dproxy-doctor/probe'
 
-const MANIFEST_TYPE = 'application/vnd.docker.distribution.manifest.v2+json'
-const CONFIG_TYPE = 'application/vnd.docker.container.image.v1+json'
-const LAYER_TYPE = 'application/vnd.docker.image.rootfs.diff.tar.gzip'
 
 /** How a probe request reached dproxy. */
 export type ProbeRoute = 'root' | 'ns' | 'path'
@@ -81,13 +79,13 @@ export function buildProbeImage(arch: string = ociArch[process.arch] ?? process.
   const manifest = Buffer.from(
     JSON.stringify({
       schemaVersion: 2,
-      mediaType: MANIFEST_TYPE,
-      config: { mediaType: CONFIG_TYPE, size: config.length, digest: digestOf(config) },
-      layers: [{ mediaType: LAYER_TYPE, size: layer.length, digest: digestOf(layer) }],
+      mediaType: DOCKER_MANIFEST,
+      config: { mediaType: DOCKER_CONFIG, size: config.length, digest: digestOf(config) },
+      layers: [{ mediaType: DOCKER_LAYER_GZIP, size: layer.length, digest: digestOf(layer) }],
     }),
   )
   return {
-    manifest: { digest: digestOf(manifest), mediaType: MANIFEST_TYPE, bytes: manifest },
+    manifest: { digest: digestOf(manifest), mediaType: DOCKER_MANIFEST, bytes: manifest },
     blobs: new Map([
       [digestOf(config), config],
       [digestOf(layer), layer],

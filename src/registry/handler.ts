@@ -9,14 +9,15 @@
 //   anything that writes                           405 UNSUPPORTED
 
 import type { IncomingMessage, ServerResponse } from 'node:http'
-import { DproxyError } from '../errors.js'
+import { DproxyError, truncate } from '../errors.js'
 import type { Logger } from '../log.js'
 import type { BlobProxy } from '../proxy/blobs.js'
 import type { Counters } from '../proxy/counters.js'
 import type { ManifestProxy } from '../proxy/manifests.js'
 import type { ProbeRepository } from '../proxy/probe.js'
 import { sendError, type ErrorListener } from './errors.js'
-import { parseDigest, parseReference, resolveImageName, truncate, type ImageName } from './names.js'
+import { parseDigest } from '../oci/digest.js'
+import { parseReference, resolveImageName, type ImageName } from '../oci/reference.js'
 
 export interface RegistryDeps {
   manifests: Pick<ManifestProxy, 'get' | 'listTags'>

@@ -6,9 +6,9 @@
 
 import { readDaemonLock } from '../daemon/lifecycle.js'
 import { isLoopbackHost } from '../net.js'
-import { isValidRegistryHost, normalizeRegistry } from '../registry/names.js'
 import { DproxyError } from '../errors.js'
 import { allowedRegistries } from '../upstream/registries.js'
+import { isValidRegistryHost, canonicalRegistry } from '../oci/registry-host.js'
 
 function pick(candidates: string[]): string | undefined {
   const local = candidates.map((a) => a.replace(/^0\.0\.0\.0:/, '127.0.0.1:').replace(/^\[::\]:/, '[::1]:'))
@@ -32,7 +32,7 @@ export function setupRegistries(list: string | undefined, upstreams: Record<stri
   const out: string[] = []
   for (const raw of named.map((r) => r.trim()).filter((r) => r !== '')) {
     if (!isValidRegistryHost(raw)) throw new DproxyError('USAGE', `--registries: '${raw}' is not a registry host (like ghcr.io or registry.local:5000)`)
-    const registry = normalizeRegistry(raw)
+    const registry = canonicalRegistry(raw)
     if (!out.includes(registry)) out.push(registry)
   }
   if (out.length === 0) throw new DproxyError('USAGE', '--registries: name at least one registry')

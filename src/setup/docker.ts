@@ -11,10 +11,10 @@
 
 import { applyEdits, modify, parse, printParseErrorCode, type ParseError } from 'jsonc-parser'
 import { join } from 'node:path'
-import { DOCKER_HUB } from '../registry/names.js'
 import { invalidFile, lineColumn, readText, underRoot } from './files.js'
 import { hostsTomlEdits } from './hosts-toml.js'
 import { mirrorUrl, type FileEdit, type SetupOptions, type TargetPlan } from './targets.js'
+import { DOCKER_HUB } from '../oci/registry-host.js'
 
 const MIRRORS = 'registry-mirrors'
 

@@ -25,7 +25,6 @@ import type { ImageFailures } from '../daemon/failures.js'
 import { collectStatus, describeLimit, headroom, type CollectStatusOptions, type StatusSnapshot } from '../daemon/status.js'
 import { isLoopbackHost } from '../net.js'
 import { PROBE_REPOSITORY, type ProbeHit } from '../proxy/probe.js'
-import { DOCKER_HUB } from '../registry/names.js'
 import { upstreamBaseUrl } from '../upstream/registries.js'
 import { clientAddress } from './address.js'
 import { buildkitPaths } from './buildkit.js'
@@ -35,6 +34,7 @@ import { readText, underRoot } from './files.js'
 import { K3S_REGISTRIES } from './k3s.js'
 import { podmanPaths } from './podman.js'
 import { readRecord } from './record.js'
+import { DOCKER_HUB } from '../oci/registry-host.js'
 
 export const DOCTOR_CLIENTS = ['docker', 'ctr', 'podman', 'buildkit', 'k3s'] as const
 export type DoctorClient = (typeof DOCTOR_CLIENTS)[number]

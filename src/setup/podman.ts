@@ -8,10 +8,10 @@
 // plain HTTP, hence `insecure`.
 
 import { join } from 'node:path'
-import { DOCKER_HUB } from '../registry/names.js'
 import { fenced, findFence, readText, underRoot } from './files.js'
 import { checkToml } from './hosts-toml.js'
 import type { SetupOptions, TargetPlan } from './targets.js'
+import { DOCKER_HUB } from '../oci/registry-host.js'
 
 export const DROP_IN = '50-dproxy.conf'
 

@@ -1,9 +1,9 @@
+import { DOCKER_HUB } from '../oci/registry-host.js'
 // The vocabulary every setup target shares: what setup was asked to do, and
 // the file edits a target plans. A target only computes text (before -> after)
 // from what is on disk; setup.ts shows the diffs, writes, records and undoes,
 // the same way for every target.
 
-import { DOCKER_HUB } from '../registry/names.js'
 
 export const TARGETS = ['docker', 'containerd', 'podman', 'buildkit', 'k3s'] as const
 export type TargetName = (typeof TARGETS)[number]

@@ -29,10 +29,11 @@
 // daemon creating a file in it (mkdir, then rename).
 
 import { promises as fs } from 'node:fs'
-import { DproxyError } from '../errors.js'
-import { parseDigest, parseReference, resolveImageName, truncate } from '../registry/names.js'
+import { DproxyError, truncate } from '../errors.js'
 import { fileSize, inventory, type CacheUnit, type FileKey, type Inventory } from './inventory.js'
 import { isNotFound, removeFile, type Store } from './store.js'
+import { parseDigest } from '../oci/digest.js'
+import { parseReference, resolveImageName } from '../oci/reference.js'
 
 export interface ImageSelector {
   registry: string

@@ -26,8 +26,9 @@
 import { constants, promises as fs, type Stats } from 'node:fs'
 import type { FileHandle } from 'node:fs/promises'
 import { relative, sep } from 'node:path'
-import { parseDigest, parseReference } from '../registry/names.js'
 import { isNotFound, walk, type Store, type TagRecord } from './store.js'
+import { parseDigest } from '../oci/digest.js'
+import { parseReference } from '../oci/reference.js'
 
 export interface FileInfo {
   size: number

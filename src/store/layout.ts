@@ -70,7 +70,7 @@
 
 import { randomBytes } from 'node:crypto'
 import { join } from 'node:path'
-import type { Digest } from '../registry/names.js'
+import type { Digest } from '../oci/digest.js'
 
 /** 2: case-safe tag file names. */
 export const LAYOUT_VERSION = 2

@@ -19,11 +19,10 @@ import { LRUCache } from 'lru-cache'
 import { systemClock, type Clock } from '../clock.js'
 import { DproxyError, isDproxyError } from '../errors.js'
 import { silentLogger, type Logger } from '../log.js'
-import type { Digest } from '../registry/names.js'
 import { isProcessAlive } from '../process.js'
-import { ContentCheck } from './digest.js'
 import { DiskHealth } from './health.js'
 import { DIR_MODE, FILE_MODE, LAYOUT_VERSION, Layout, tagFileName, tempFileOwner } from './layout.js'
+import { type Digest, ContentCheck } from '../oci/digest.js'
 
 export interface TagRecord {
   digest: string

@@ -29,13 +29,7 @@ import { anonymous, discard, headerValue, readCapped, TokenAuth, type Credential
 import { AddressPolicy, type AddressPolicyOptions } from './policy.js'
 import { RateLimitBook } from './ratelimit.js'
 import { upstreamBaseUrl } from './registries.js'
-
-export const MANIFEST_MEDIA_TYPES = [
-  'application/vnd.docker.distribution.manifest.v2+json',
-  'application/vnd.docker.distribution.manifest.list.v2+json',
-  'application/vnd.oci.image.manifest.v1+json',
-  'application/vnd.oci.image.index.v1+json',
-] as const
+import { MANIFEST_MEDIA_TYPES } from '../oci/media-types.js'
 
 const MANIFEST_ACCEPT = MANIFEST_MEDIA_TYPES.join(', ')
 /** Manifests larger than this are refused (the spec asks registries to accept 4 MB). */

@@ -14,13 +14,13 @@
 // keychain round trip per request.
 
 import { systemClock, type Clock } from '../clock.js'
-import { checkCredential, type Credential, type CredentialStore } from '../credentials/credential.js'
-import { CLIENT_SECRET_KEY, DOCKER_HUB, normalizeRegistry } from '../credentials/registry-host.js'
+import { checkCredential, type Credential, type CredentialStore, CLIENT_SECRET_KEY } from '../credentials/credential.js'
 import { DproxyError, isDproxyError } from '../errors.js'
 import { silentLogger, type Logger } from '../log.js'
 import type { CredentialSource, UpstreamCredential } from './auth.js'
 import type { UpstreamTimeouts } from './client.js'
 import { upstreamBaseUrl } from './registries.js'
+import { DOCKER_HUB, parseRegistryHost } from '../oci/registry-host.js'
 
 /** The scope asked for when checking a Docker Hub login: a public repository that exists for this purpose. */
 export const DOCKER_HUB_LOGIN_SCOPE = 'repository:ratelimitpreview/test:pull'
@@ -36,7 +36,7 @@ export const CREDENTIAL_CACHE_MS = 5000
 export function loginRegistry(input: string | undefined): string {
   if (input === undefined || input.trim() === '') return DOCKER_HUB
   const host = input.trim().replace(/^https?:\/\//i, '').replace(/\/.*$/s, '')
-  const registry = normalizeRegistry(host, 'REGISTRY')
+  const registry = parseRegistryHost(host, 'REGISTRY')
   if (registry === CLIENT_SECRET_KEY) {
     throw new DproxyError('USAGE', `'${CLIENT_SECRET_KEY}' is reserved for dproxy's own client password (see dproxy env)`)
   }

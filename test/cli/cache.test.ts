@@ -10,7 +10,6 @@ import { fileURLToPath } from 'node:url'
 import t, { type Test } from 'tap'
 import { ago, formatListing, listCache, shortDigest } from '../../src/cli/cache.js'
 import { runCli } from '../../src/cli/program.js'
-import { parseDigest } from '../../src/registry/names.js'
 import type { EvictionSummary } from '../../src/store/evict.js'
 import { Layout } from '../../src/store/layout.js'
 import { Store } from '../../src/store/store.js'
@@ -18,6 +17,7 @@ import { run } from '../fixtures/clients.js'
 import { startUpstream } from '../fixtures/upstream.js'
 import { hasManifest, link, putImage, tag } from '../helpers/cache.js'
 import { pull, settled, startDaemon } from '../helpers/daemon.js'
+import { parseDigest } from '../../src/oci/digest.js'
 
 const bin = fileURLToPath(new URL('../../bin/dproxy.js', import.meta.url))
 

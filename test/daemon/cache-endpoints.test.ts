@@ -10,11 +10,11 @@ import { request } from 'undici'
 import type { Daemon } from '../../src/daemon/daemon.js'
 import { ADMIN_TOKEN_HEADER } from '../../src/daemon/guard.js'
 import type { CachedImage } from '../../src/store/inventory.js'
-import { parseDigest } from '../../src/registry/names.js'
 import type { EvictionSummary, PruneSummary } from '../../src/store/evict.js'
 import { startUpstream } from '../fixtures/upstream.js'
 import { putImage, tag } from '../helpers/cache.js'
 import { get, pull, settled, startDaemon } from '../helpers/daemon.js'
+import { parseDigest } from '../../src/oci/digest.js'
 
 /** An admin request as the CLI makes it: with the daemon's admin token. */
 async function admin<T>(d: Daemon, method: 'GET' | 'DELETE' | 'POST', path: string): Promise<{ status: number; body: T }> {

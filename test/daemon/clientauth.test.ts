@@ -8,7 +8,6 @@ import os from 'node:os'
 import t from 'tap'
 import { request } from 'undici'
 import { FileCredentialStore } from '../../src/credentials/file.js'
-import { CLIENT_SECRET_KEY } from '../../src/credentials/registry-host.js'
 import {
   ClientAuth,
   CLIENT_USERNAME,
@@ -21,6 +20,7 @@ import { DproxyError } from '../../src/errors.js'
 import { ACCEPT_ALL_MANIFESTS } from '../fixtures/images.js'
 import { startUpstream } from '../fixtures/upstream.js'
 import { get, startDaemon } from '../helpers/daemon.js'
+import { CLIENT_SECRET_KEY } from '../../src/credentials/credential.js'
 
 const basic = (user: string, password: string) => `Basic ${Buffer.from(`${user}:${password}`).toString('base64')}`
 

@@ -19,7 +19,7 @@ import {
   serverFromListen,
   shellQuote,
 } from '../../src/daemon/clientenv.js'
-import { resolveImageName } from '../../src/registry/names.js'
+import { resolveImageName } from '../../src/oci/reference.js'
 
 const tricky = [
   '',

@@ -5,8 +5,8 @@
 
 import { createHash } from 'node:crypto'
 import { promises as fs } from 'node:fs'
-import { parseDigest, type Digest } from '../../src/registry/names.js'
 import type { Store } from '../../src/store/store.js'
+import { parseDigest, type Digest } from '../../src/oci/digest.js'
 
 export const OCI_MANIFEST = 'application/vnd.oci.image.manifest.v1+json'
 export const OCI_INDEX = 'application/vnd.oci.image.index.v1+json'

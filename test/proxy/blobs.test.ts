@@ -10,8 +10,8 @@ import t, { type Test } from 'tap'
 import { startUpstream, type Upstream } from '../fixtures/upstream.js'
 import type { Fault } from '../fixtures/hub.js'
 import { getRaw, settled, sha256, startDaemon } from '../helpers/daemon.js'
-import { parseDigest } from '../../src/registry/names.js'
 import type { Daemon } from '../../src/daemon/daemon.js'
+import { parseDigest } from '../../src/oci/digest.js'
 
 function alpineLayer(up: Upstream) {
   return up.images.alpine.blobs.find((b) => b.kind === 'layer')!

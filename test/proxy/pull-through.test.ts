@@ -11,7 +11,7 @@ import { request } from 'undici'
 import { buildExtraImage } from '../fixtures/images.js'
 import { startUpstream } from '../fixtures/upstream.js'
 import { blobDigests, get, pull, settled, sha256, startDaemon } from '../helpers/daemon.js'
-import { parseDigest } from '../../src/registry/names.js'
+import { parseDigest } from '../../src/oci/digest.js'
 
 t.test('first pull fills the cache; second pull costs one HEAD and no blob', async (t) => {
   const up = await startUpstream()

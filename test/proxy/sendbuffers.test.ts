@@ -8,9 +8,9 @@ import { setFlagsFromString } from 'node:v8'
 import { runInNewContext } from 'node:vm'
 import t from 'tap'
 import { SendBuffers } from '../../src/proxy/sendbuffers.js'
-import { parseDigest } from '../../src/registry/names.js'
 import { Store } from '../../src/store/store.js'
 import { startDaemon } from '../helpers/daemon.js'
+import { parseDigest } from '../../src/oci/digest.js'
 
 // Live buffer bytes only, not garbage waiting for a collection.
 setFlagsFromString('--expose-gc')

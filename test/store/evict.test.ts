@@ -1,7 +1,6 @@
 import { promises as fs } from 'node:fs'
 import { join } from 'node:path'
 import t from 'tap'
-import { parseDigest } from '../../src/registry/names.js'
 import {
   applyPlan,
   clearCache,
@@ -26,6 +25,7 @@ import {
   tag,
   type Descriptor,
 } from '../helpers/cache.js'
+import { parseDigest } from '../../src/oci/digest.js'
 
 const NOW = Date.parse('2026-03-01T12:00:00Z')
 const HOUR = 3_600_000

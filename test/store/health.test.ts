@@ -18,10 +18,10 @@ import { collectStatus } from '../../src/daemon/status.js'
 import { isDproxyError } from '../../src/errors.js'
 import type { Logger } from '../../src/log.js'
 import { toWire } from '../../src/registry/errors.js'
-import { parseDigest } from '../../src/registry/names.js'
 import { Store } from '../../src/store/store.js'
 import { startUpstream, type Upstream } from '../fixtures/upstream.js'
 import { blobDigests, pull, settled, startDaemon } from '../helpers/daemon.js'
+import { parseDigest } from '../../src/oci/digest.js'
 
 type Op = 'record' | 'blob' | 'rename'
 

@@ -2,8 +2,8 @@ import { createHash } from 'node:crypto'
 import { promises as fs } from 'node:fs'
 import { join } from 'node:path'
 import t from 'tap'
-import { parseDigest } from '../../src/registry/names.js'
 import { Store } from '../../src/store/store.js'
+import { parseDigest } from '../../src/oci/digest.js'
 
 const sha = (b: Buffer | string) => parseDigest(`sha256:${createHash('sha256').update(b).digest('hex')}`)
 

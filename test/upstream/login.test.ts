@@ -8,8 +8,7 @@ import { createServer, type IncomingMessage, type ServerResponse } from 'node:ht
 import type { AddressInfo } from 'node:net'
 import t, { type Test } from 'tap'
 import { FileCredentialStore } from '../../src/credentials/file.js'
-import { CLIENT_SECRET_KEY } from '../../src/credentials/registry-host.js'
-import type { Credential } from '../../src/credentials/credential.js'
+import { type Credential, CLIENT_SECRET_KEY } from '../../src/credentials/credential.js'
 import { DproxyError } from '../../src/errors.js'
 import {
   DOCKER_HUB_LOGIN_SCOPE,

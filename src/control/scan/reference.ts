@@ -1,11 +1,12 @@
 // One image reference as users write it (`alpine`, `ghcr.io/o/i:1.2`,
 // `node:20@sha256:...`) turned into the canonical form the cache and the
 // daemon use (`docker.io/library/alpine:latest`). The name grammar is the
-// registry's own (src/registry/names.ts), so a reference accepted here is one
+// registry's own (src/oci/reference.ts), so a reference accepted here is one
 // the daemon will accept when it is pulled through it.
 
 import { DproxyError } from '../../errors.js'
-import { parseDigest, parseReference, resolveImageName } from '../../registry/names.js'
+import { parseDigest } from '../../oci/digest.js'
+import { parseReference, resolveImageName } from '../../oci/reference.js'
 
 export interface NormalizedReference {
   /** `registry/repository[:tag][@digest]`; the tag is `latest` unless a digest is given. */

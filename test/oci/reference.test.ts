@@ -1,5 +1,6 @@
 import t from 'tap'
-import { parseDigest, parseReference, resolveImageName } from '../../src/registry/names.js'
+import { parseDigest } from '../../src/oci/digest.js'
+import { parseReference, resolveImageName } from '../../src/oci/reference.js'
 
 const hex = 'a'.repeat(64)
 

@@ -1,9 +1,30 @@
-// Hashing helpers shared by the store (verifying blobs as they are written) and
-// the proxy (verifying manifests before they are stored).
+// Content digests: the grammar (`sha256:<64 hex>`, `sha512:<128 hex>`) and the
+// hashing that proves bytes are what their digest promises. The store verifies
+// blobs as they are written, the proxy verifies manifests before storing them,
+// and the stream past a cache that cannot write checks the same way.
 
 import { createHash, type Hash } from 'node:crypto'
-import { DproxyError } from '../errors.js'
-import type { Digest } from '../registry/names.js'
+import { DproxyError, truncate } from '../errors.js'
+
+const digestAlgorithms: Record<string, number> = { sha256: 64, sha512: 128 }
+
+export interface Digest {
+  algorithm: 'sha256' | 'sha512'
+  hex: string
+  /** `algorithm:hex` */
+  value: string
+}
+
+export function parseDigest(value: string): Digest {
+  const m = /^([a-z0-9]+):([a-f0-9]+)$/.exec(value)
+  const algorithm = m?.[1]
+  if (!m || algorithm === undefined || digestAlgorithms[algorithm] !== m[2]!.length) {
+    throw new DproxyError('DIGEST_INVALID', `invalid digest '${truncate(value)}'`, {
+      detail: { digest: truncate(value) },
+    })
+  }
+  return { algorithm: algorithm as Digest['algorithm'], hex: m[2]!, value }
+}
 
 export function hasherFor(d: Pick<Digest, 'algorithm'>): Hash {
   return createHash(d.algorithm)

@@ -12,11 +12,13 @@
 // upstream last reported is refused before it spends a single pull.
 
 import { DproxyError } from '../errors.js'
-import { DOCKER_HUB, parseDigest, parseReference, resolveImageName, type Digest, type ImageName, type Reference } from '../registry/names.js'
 import type { Store } from '../store/store.js'
 import type { Upstreams } from '../upstream/client.js'
 import type { BlobProxy } from './blobs.js'
 import type { ManifestProxy, ManifestResult } from './manifests.js'
+import { DOCKER_HUB } from '../oci/registry-host.js'
+import { parseDigest, type Digest } from '../oci/digest.js'
+import { parseReference, resolveImageName, type ImageName, type Reference } from '../oci/reference.js'
 
 /** `os/architecture[/variant]` as users write it (`linux/arm64`, `linux/arm/v7`). */
 export interface Platform {

@@ -8,7 +8,7 @@ import { amd64, arm64, buildIndex } from '../fixtures/images.js'
 import { startUpstream } from '../fixtures/upstream.js'
 import { pull, startDaemon } from '../helpers/daemon.js'
 import type { Daemon } from '../../src/daemon/daemon.js'
-import { parseDigest } from '../../src/registry/names.js'
+import { parseDigest } from '../../src/oci/digest.js'
 
 /** Resolves with the next refresh run that starts after now (bounded). */
 async function nextRun(d: Daemon) {

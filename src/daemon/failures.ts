@@ -11,6 +11,7 @@ import type { IncomingMessage } from 'node:http'
 import { LRUCache } from 'lru-cache'
 import type { Clock } from '../clock.js'
 import type { WireError } from '../registry/errors.js'
+import { splitTarget } from '../registry/handler.js'
 import { resolveImageName } from '../oci/reference.js'
 
 export interface Failure {
@@ -49,10 +50,10 @@ export class FailureBook {
   /** Notes an error sent for an image request; other paths (`/v2/`, unknown endpoints) are not an image's failure. */
   record(req: Pick<IncomingMessage, 'method' | 'url'>, wire: WireError): void {
     const raw = req.url ?? '/'
-    const url = new URL(raw, 'http://dproxy.invalid')
-    const m = pathRe.exec(url.pathname)
+    const { path, params } = splitTarget(raw)
+    const m = pathRe.exec(path)
     if (!m) return
-    const image = this.imageOf(m[1]!, url.searchParams.get('ns') ?? undefined)
+    const image = this.imageOf(m[1]!, params.get('ns') ?? undefined)
     const entry = this.images.get(image) ?? { image, count: 0, failures: [] }
     entry.count++
     entry.failures.unshift({

@@ -43,10 +43,7 @@ export function registryHandler(deps: RegistryDeps): Handler {
       res.setHeader('docker-distribution-api-version', 'registry/2.0')
       // Match on the path exactly as sent: URL parsing would resolve `..` and `%2e%2e` first,
       // and `new URL` throws on targets such as `//` or `/\x`, which are the client's mistake.
-      const raw = req.url ?? '/'
-      const q = raw.indexOf('?')
-      const path = q < 0 ? raw : raw.slice(0, q)
-      const params = new URLSearchParams(q < 0 ? '' : raw.slice(q + 1))
+      const { path, params } = splitTarget(req.url ?? '/')
       if (/%|\/\/|\/\.\.?(\/|$)/.test(path)) {
         throw new DproxyError('NAME_INVALID', 'escaped characters, empty, `.` and `..` components are not allowed in names')
       }
@@ -173,6 +170,16 @@ async function serveBlob(
     // send() has cut the connection: the client sees a failure, never a complete-looking wrong body.
     deps.log.warn(`blob ${d.value} to client aborted: ${(err as Error).message}`)
   }
+}
+
+/**
+ * A request target as the client sent it: the path untouched (no resolving of
+ * `..` or `%2e`, which the caller rejects) and the query parameters. Never
+ * throws, unlike `new URL` on targets such as `//` or `/\\x`.
+ */
+export function splitTarget(raw: string): { path: string; params: URLSearchParams } {
+  const q = raw.indexOf('?')
+  return { path: q < 0 ? raw : raw.slice(0, q), params: new URLSearchParams(q < 0 ? '' : raw.slice(q + 1)) }
 }
 
 /**

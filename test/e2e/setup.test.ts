@@ -24,7 +24,9 @@ t.test('dproxy setup makes dockerd, ctr and podman pull through dproxy by their 
   // dockerd, with the daemon.json setup merged into.
   const engine = await startDockerd(t, { configFile: daemonJson })
   t.teardown(() => engine.stop())
-  for (const [ref, image] of [['alpine:latest', up.images.alpine], ['multi:latest', up.images.multi]] as const) {
+  // `FROM node:22`-style names: a multi-arch image, as Docker Hub's node is.
+  await up.retag('library/node', 'latest', up.images.multi)
+  for (const [ref, image] of [['alpine:latest', up.images.alpine], ['node:latest', up.images.multi]] as const) {
     const before = d.counters.requests
     const res = await engine.docker(['pull', ref], { timeoutMs: 120_000 })
     t.equal(res.code, 0, `docker pull ${ref}: ${res.stderr.trim().split('\n').pop()}`)
@@ -32,6 +34,7 @@ t.test('dproxy setup makes dockerd, ctr and podman pull through dproxy by their 
     t.ok(d.counters.requests > before, `docker pull ${ref} went through dproxy`)
   }
   t.ok((up.hub.counts.manifestGetByRepo['library/alpine'] ?? 0) >= 1, 'the hub shim served library/alpine to dproxy')
+  t.ok((up.hub.counts.manifestGetByRepo['library/node'] ?? 0) >= 1, 'the hub shim served library/node to dproxy')
 
   // ctr, with the hosts.toml files under <root>/etc/containerd/certs.d.
   const hostsDir = join(root, 'etc', 'containerd', 'certs.d')

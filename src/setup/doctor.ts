@@ -22,9 +22,10 @@ import { parse as parseToml } from 'smol-toml'
 import { parse as parseYaml } from 'yaml'
 import { formatBytes } from '../config/units.js'
 import type { ImageFailures } from '../daemon/failures.js'
-import { collectStatus, describeLimit, headroom, type CollectStatusOptions, type StatusSnapshot } from '../daemon/status.js'
+import { AdminClient } from '../control/admin-client.js'
+import { collectStatus, describeLimit, headroom, type CollectStatusOptions, type StatusSnapshot } from '../control/status.js'
 import { isLoopbackHost } from '../net.js'
-import { PROBE_REPOSITORY, type ProbeHit } from '../proxy/probe.js'
+import { PROBE_REPOSITORY } from '../proxy/probe.js'
 import { upstreamBaseUrl } from '../upstream/registries.js'
 import { clientAddress } from './address.js'
 import { buildkitPaths } from './buildkit.js'
@@ -298,16 +299,6 @@ function pullers(c: Context, run: Runner): Record<'docker' | 'ctr' | 'podman', P
   }
 }
 
-/** The hits the daemon noted for `nonce` (an empty list when it never arrived or the daemon cannot be asked). */
-async function probeHits(url: string, nonce: string): Promise<ProbeHit[]> {
-  try {
-    const res = await fetch(`${url}/_dproxy/probe/${nonce}`, { signal: AbortSignal.timeout(5000) })
-    return res.status === 200 ? ((await res.json()) as { hits: ProbeHit[] }).hits : []
-  } catch {
-    return []
-  }
-}
-
 async function checkClient(c: Context, client: DoctorClient, snapshot: StatusSnapshot, run: Runner): Promise<ClientReport> {
   const bins: Record<DoctorClient, string[]> = {
     docker: ['docker'],
@@ -339,7 +330,7 @@ async function checkClient(c: Context, client: DoctorClient, snapshot: StatusSna
   const nonce = `${client}-${randomBytes(6).toString('hex')}`
   const ref = `${DOCKER_HUB}/${PROBE_REPOSITORY}:${nonce}`
   const pulled = await p.pull(ref)
-  const hits = await probeHits(url, nonce)
+  const hits = await new AdminClient(url).probeHits(nonce)
   await p.remove(ref)
   if (hits.length > 0) {
     const how = hits[0]!

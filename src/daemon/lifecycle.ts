@@ -31,7 +31,7 @@ import { setTimeout as sleep } from 'node:timers/promises'
 import { DproxyError } from '../errors.js'
 import { Layout } from '../store/layout.js'
 import { isProcessAlive } from '../process.js'
-import { isLoopbackHost } from '../net.js'
+import { formatHost, isLoopbackHost } from '../net.js'
 
 export interface DaemonInfo {
   pid: number
@@ -232,7 +232,7 @@ export class DaemonLock {
 
 /** `host:port` strings from the daemon's listening addresses, IPv6 in brackets. */
 export function formatListen(addresses: ReadonlyArray<{ host: string; port: number }>): string[] {
-  return addresses.map((a) => `${a.host.includes(':') ? `[${a.host}]` : a.host}:${a.port}`)
+  return addresses.map((a) => `${formatHost(a.host)}:${a.port}`)
 }
 
 /**
@@ -241,7 +241,7 @@ export function formatListen(addresses: ReadonlyArray<{ host: string; port: numb
  * of a wildcard address, else the first address.
  */
 export function adminUrl(addresses: ReadonlyArray<{ host: string; port: number }>): string | undefined {
-  const url = (host: string, port: number) => `http://${host.includes(':') ? `[${host}]` : host}:${port}`
+  const url = (host: string, port: number) => `http://${formatHost(host)}:${port}`
   const loop = addresses.find((a) => isLoopbackHost(a.host))
   if (loop) return url(loop.host, loop.port)
   for (const a of addresses) {

@@ -355,18 +355,18 @@ async function checkClient(c: Context, client: DoctorClient, snapshot: StatusSna
 
 async function daemonChecks(o: DoctorOptions, snapshot: StatusSnapshot, told: { address: string; bySetup: boolean }): Promise<Check[]> {
   const checks: Check[] = []
-  const d = snapshot.daemon
+  const daemon = snapshot.daemon
   checks.push(
-    d.running
-      ? { name: 'dproxy', level: 'ok', detail: `running (pid ${d.pid}, version ${d.version}), listening on ${d.listen.join(', ')}` }
+    daemon.running
+      ? { name: 'dproxy', level: 'ok', detail: `running (pid ${daemon.pid}, version ${daemon.version}), listening on ${daemon.listen.join(', ')}` }
       : { name: 'dproxy', level: 'fail', detail: 'not running', fix: 'dproxy start' },
   )
-  if (d.running) {
+  if (daemon.running) {
     const where = told.bySetup ? `clients were told ${told.address} (dproxy setup)` : `clients are told ${told.address}`
     checks.push(
-      pointsAt(told.address, d.listen)
+      pointsAt(told.address, daemon.listen)
         ? { name: 'address', level: 'ok', detail: where }
-        : { name: 'address', level: 'fail', detail: `${where}, but dproxy listens on ${d.listen.join(', ')}`, fix: 'dproxy setup (again, for the new address)' },
+        : { name: 'address', level: 'fail', detail: `${where}, but dproxy listens on ${daemon.listen.join(', ')}`, fix: 'dproxy setup (again, for the new address)' },
     )
   }
   const cacheDir = snapshot.cacheDir
@@ -378,7 +378,7 @@ async function daemonChecks(o: DoctorOptions, snapshot: StatusSnapshot, told: { 
     writable === undefined
       ? { name: 'cache', level: 'ok', detail: `${cacheDir} is writable` }
       : writable === 'ENOENT'
-        ? { name: 'cache', level: d.running ? 'fail' : 'warn', detail: `${cacheDir} does not exist (dproxy creates it when it starts)` }
+        ? { name: 'cache', level: daemon.running ? 'fail' : 'warn', detail: `${cacheDir} does not exist (dproxy creates it when it starts)` }
         : { name: 'cache', level: 'fail', detail: `${cacheDir} is not writable (${writable})`, fix: `chown -R "$(id -un)" ${cacheDir}` },
   )
   const disk = await fs.statfs(cacheDir).catch(() => undefined)

@@ -15,10 +15,8 @@
 //
 // A second daemon on the same cache dir is refused while the owner's pid is
 // alive. A file left by a process that died (SIGKILL, power loss) is stale and
-// taken over. Two processes may find the same stale file at once; only the one
-// holding `daemon.json.takeover` (also created with 'wx') may delete it, and it
-// re-reads the file under that guard first, so a live owner's fresh file is
-// never deleted by a late taker.
+// taken over, by the pid-lock protocol that cache.lock shares (src/pidlock.ts:
+// racing takers cannot delete each other's fresh file).
 //
 // "Alive" is `kill(pid, 0)` succeeding (EPERM counts: someone else's process
 // exists), except that on Linux a zombie is dead: in a container whose init
@@ -27,11 +25,11 @@
 // refusal says which file to remove in that case.
 
 import { promises as fs } from 'node:fs'
-import { setTimeout as sleep } from 'node:timers/promises'
 import { DproxyError } from '../errors.js'
 import { Layout } from '../store/layout.js'
 import { isProcessAlive } from '../process.js'
 import { formatHost, isLoopbackHost } from '../net.js'
+import { acquirePidLock, readLockFile, releasePidLock, removeStalePidLock, type PidLockOptions } from '../pidlock.js'
 
 export interface DaemonInfo {
   pid: number
@@ -46,15 +44,8 @@ export interface DaemonInfo {
   logFile?: string
 }
 
-export interface LockOptions {
-  /** Replaces the liveness check; for tests. */
-  isAlive?: (pid: number) => boolean
-  /** How long an unreadable lock file is presumed to be mid-write before it counts as stale. Default 5 s. */
-  partialGraceMs?: number
-}
-
-const TAKEOVER_STALE_MS = 10_000
-const MAX_ATTEMPTS = 200
+/** Liveness check and grace for a mid-write file; a test hook (pidlock.ts). */
+export type LockOptions = Pick<PidLockOptions, 'isAlive' | 'partialGraceMs' | 'beforeRemove'>
 
 export function daemonFile(cacheDir: string): string {
   return new Layout(cacheDir).daemonFile
@@ -75,36 +66,13 @@ function isDaemonInfo(value: unknown): value is DaemonInfo {
   )
 }
 
-interface RawLock {
-  /** Exactly what was read, to check later that nobody replaced it. */
-  text: string
-  info: DaemonInfo | undefined
-  mtimeMs: number
-}
-
-async function readRaw(path: string): Promise<RawLock | undefined> {
-  let text: string
-  let mtimeMs: number
-  try {
-    const fh = await fs.open(path, 'r')
-    try {
-      mtimeMs = (await fh.stat()).mtimeMs
-      text = await fh.readFile('utf8')
-    } finally {
-      await fh.close()
-    }
-  } catch (err) {
-    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return undefined
-    throw err
-  }
-  let info: DaemonInfo | undefined
+function parseInfo(text: string): DaemonInfo | undefined {
   try {
     const parsed: unknown = JSON.parse(text)
-    if (isDaemonInfo(parsed)) info = parsed
+    return isDaemonInfo(parsed) ? parsed : undefined
   } catch {
-    info = undefined
+    return undefined
   }
-  return { text, info, mtimeMs }
 }
 
 /** What the cache dir's daemon.json says, and whether its pid is alive; undefined when there is none or it is unreadable. */
@@ -112,9 +80,10 @@ export async function readDaemonLock(
   cacheDir: string,
   opts: Pick<LockOptions, 'isAlive'> = {},
 ): Promise<{ info: DaemonInfo; alive: boolean } | undefined> {
-  const raw = await readRaw(daemonFile(cacheDir))
-  if (!raw?.info) return undefined
-  return { info: raw.info, alive: (opts.isAlive ?? isProcessAlive)(raw.info.pid) }
+  const file = await readLockFile(daemonFile(cacheDir))
+  const info = file && parseInfo(file.text)
+  if (!info) return undefined
+  return { info, alive: (opts.isAlive ?? isProcessAlive)(info.pid) }
 }
 
 /** The refusal when a live daemon owns the cache dir (also `dproxy start`'s). */
@@ -128,43 +97,9 @@ export function alreadyRunning(info: DaemonInfo, cacheDir: string): DproxyError 
   )
 }
 
-/**
- * Removes the lock file if it still holds exactly `seen`, under the takeover
- * guard. Returns false when the guard is busy (the caller retries).
- */
-async function removeIfUnchanged(path: string, seen: string): Promise<boolean> {
-  const guard = `${path}.takeover`
-  try {
-    await fs.writeFile(guard, String(process.pid), { flag: 'wx' })
-  } catch (err) {
-    if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err
-    // A taker that crashed while holding the guard leaves it behind; it is tiny work, so an old guard is abandoned.
-    const st = await fs.stat(guard).catch(() => undefined)
-    if (st && Date.now() - st.mtimeMs > TAKEOVER_STALE_MS) await fs.rm(guard, { force: true })
-    return false
-  }
-  try {
-    const now = await readRaw(path)
-    if (now?.text === seen) await fs.rm(path, { force: true })
-    return true
-  } finally {
-    await fs.rm(guard, { force: true })
-  }
-}
-
 /** Removes a daemon.json whose owner is dead; true when one was removed. For `dproxy stop` and tests. */
 export async function clearStaleLock(cacheDir: string, opts: LockOptions = {}): Promise<boolean> {
-  const path = daemonFile(cacheDir)
-  const isAlive = opts.isAlive ?? isProcessAlive
-  for (let attempt = 0; attempt < MAX_ATTEMPTS; attempt++) {
-    const raw = await readRaw(path)
-    if (!raw) return false
-    if (raw.info && isAlive(raw.info.pid)) return false
-    if (!raw.info && Date.now() - raw.mtimeMs < (opts.partialGraceMs ?? 5000)) return false
-    if (await removeIfUnchanged(path, raw.text)) return true
-    await sleep(50)
-  }
-  return false
+  return removeStalePidLock(daemonFile(cacheDir), opts)
 }
 
 /** The cache dir's ownership by this process; see the module comment. */
@@ -188,25 +123,11 @@ export class DaemonLock {
    */
   static async acquire(cacheDir: string, info: DaemonInfo, opts: LockOptions = {}): Promise<DaemonLock> {
     const path = daemonFile(cacheDir)
-    const isAlive = opts.isAlive ?? isProcessAlive
     const text = JSON.stringify(info, null, 2) + '\n'
-    for (let attempt = 0; attempt < MAX_ATTEMPTS; attempt++) {
-      try {
-        await fs.writeFile(path, text, { flag: 'wx' })
-        return new DaemonLock(path, info, text)
-      } catch (err) {
-        if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err
-      }
-      const raw = await readRaw(path)
-      if (!raw) continue
-      if (raw.info && isAlive(raw.info.pid)) throw alreadyRunning(raw.info, cacheDir)
-      if (!raw.info && Date.now() - raw.mtimeMs < (opts.partialGraceMs ?? 5000)) {
-        // Just created by another process that has not written it yet.
-        await sleep(50)
-        continue
-      }
-      if (!(await removeIfUnchanged(path, raw.text))) await sleep(50)
-    }
+    const got = await acquirePidLock(path, text, { ...opts, pid: info.pid })
+    if (got.acquired) return new DaemonLock(path, info, text)
+    const holder = got.holder && parseInfo(got.holder.text)
+    if (holder) throw alreadyRunning(holder, cacheDir)
     throw new DproxyError('ALREADY_RUNNING', `could not take ${path}: another process keeps replacing it`)
   }
 
@@ -225,8 +146,7 @@ export class DaemonLock {
   async release(): Promise<void> {
     if (this.released) return
     this.released = true
-    const raw = await readRaw(this.path)
-    if (raw?.text === this.written) await fs.rm(this.path, { force: true })
+    await releasePidLock(this.path, this.written)
   }
 }
 

@@ -111,7 +111,7 @@ t.test('racing takers of one stale lock: exactly one wins', async (t) => {
   for (const r of results) if (r.status === 'rejected') t.match(r.reason, { code: 'ALREADY_RUNNING' })
   const owner = JSON.parse(fs.readFileSync(daemonFile(cacheDir), 'utf8')).pid
   t.equal((won[0] as PromiseFulfilledResult<DaemonLock>).value.info.pid, owner, 'the file names the winner')
-  t.notOk(fs.existsSync(`${daemonFile(cacheDir)}.takeover`), 'the takeover guard is gone')
+  t.strictSame(fs.readdirSync(cacheDir), ['daemon.json'], 'no takeover guard left')
 })
 
 t.test('adminUrl prefers loopback, maps wildcards to loopback; formatListen brackets IPv6', async (t) => {

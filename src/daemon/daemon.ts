@@ -202,7 +202,6 @@ export class Daemon {
     const registry = registryHandler({
       manifests: this.manifests,
       blobs: this.blobs,
-      counters: this.counters,
       log: this.log,
       admit: (name) => this.upstreams.admit(name),
       probe: this.probe,

@@ -23,6 +23,11 @@ export function isLoopbackHost(host: string): boolean {
   return /^::ffff:127\./.test(h)
 }
 
+/** A host as it goes before `:port` in an address or URL: IPv6 in brackets. */
+export function formatHost(host: string): string {
+  return host.includes(':') ? `[${host}]` : host
+}
+
 /** The listen addresses that other machines can reach (the daemon then requires client auth and an allow-list). */
 export function exposedHosts(hosts: readonly string[]): string[] {
   return hosts.filter((host) => !isLoopbackHost(host))

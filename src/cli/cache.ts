@@ -9,21 +9,19 @@
 // broken (see store/evict.ts).
 //
 // The daemon's mutating endpoints want its admin token (daemon/guard.ts):
-// it is read from <stateDir>/admin-token and sent to loopback addresses only.
+// control/admin-client.ts reads it from <stateDir>/admin-token and sends it
+// to loopback addresses only.
 //
 // Clearing everything is the one destructive default: it asks on a terminal,
 // and without one it refuses (exit 2) unless --yes is given.
 
 import { existsSync } from 'node:fs'
-import { join, resolve } from 'node:path'
+import { resolve } from 'node:path'
 import { createInterface } from 'node:readline/promises'
 import type { Command } from 'commander'
-import { request } from 'undici'
 import { resolveSettings } from '../config/settings.js'
 import { formatBytes, parseDuration, parseSize } from '../config/units.js'
-import { ADMIN_TOKEN_FILE, ADMIN_TOKEN_HEADER, readAdminToken } from '../daemon/guard.js'
-import { findDaemon } from '../daemon/lifecycle.js'
-import { isLoopbackHost } from '../net.js'
+import { findDaemon } from '../control/admin-client.js'
 import { DproxyError } from '../errors.js'
 import {
   clearCache,
@@ -56,6 +54,9 @@ export interface Listing {
   totalBytes: number
   orphans: { manifests: number; blobs: number; bytes: number }
 }
+
+/** Scanning a large cache takes a while; the daemon answers when it is done. */
+const ADMIN_TIMEOUT_MS = 600_000
 
 /** True when `dir` holds a dproxy cache; anything else is never opened (which would create files in it). */
 export function isCacheDir(dir: string): boolean {
@@ -93,14 +94,14 @@ export function clearFilter(req: Omit<ClearRequest, 'cacheDir' | 'stateDir'>): C
 /** Clears through the daemon when one serves `cacheDir`, else directly under the cache lock. */
 export async function clearCacheDir(req: ClearRequest): Promise<EvictionSummary & { via: Via }> {
   const filter = clearFilter(req)
-  const daemon = await findDaemon(req.cacheDir)
-  if (daemon?.info.url) {
+  const daemon = await findDaemon(req.cacheDir, req.stateDir !== undefined ? { stateDir: req.stateDir } : {})
+  if (daemon) {
     const q = new URLSearchParams()
     if (req.image !== undefined) q.set('image', req.image)
     if (req.olderThan !== undefined) q.set('olderThan', req.olderThan)
     if (req.unusedFor !== undefined) q.set('unusedFor', req.unusedFor)
     if (req.dryRun) q.set('dryRun', '1')
-    const summary = await adminCall<EvictionSummary>(daemon.info.url, req.stateDir, 'DELETE', `/_dproxy/cache?${q}`)
+    const summary = await daemon.client.call<EvictionSummary>('DELETE', `/_dproxy/cache?${q}`, { timeoutMs: ADMIN_TIMEOUT_MS })
     return { via: 'daemon', ...summary }
   }
   if (!isCacheDir(req.cacheDir)) return { via: 'direct', ...nothing(Boolean(req.dryRun)) }
@@ -127,12 +128,12 @@ export async function pruneCacheDir(req: PruneRequest): Promise<PruneSummary & {
     ...(req.maxSizeBytes !== undefined ? { maxSizeBytes: req.maxSizeBytes } : {}),
     ...(req.ttlMs !== undefined ? { ttlMs: req.ttlMs } : {}),
   }
-  const daemon = await findDaemon(req.cacheDir)
-  if (daemon?.info.url) {
+  const daemon = await findDaemon(req.cacheDir, req.stateDir !== undefined ? { stateDir: req.stateDir } : {})
+  if (daemon) {
     // Both limits explicitly (0 = none), so the daemon's own settings do not add one we did not resolve.
     const q = new URLSearchParams({ maxSize: String(req.maxSizeBytes ?? 0), ttl: `${req.ttlMs ?? 0}ms` })
     if (req.dryRun) q.set('dryRun', '1')
-    const summary = await adminCall<PruneSummary>(daemon.info.url, req.stateDir, 'POST', `/_dproxy/cache/prune?${q}`)
+    const summary = await daemon.client.call<PruneSummary>('POST', `/_dproxy/cache/prune?${q}`, { timeoutMs: ADMIN_TIMEOUT_MS })
     return { via: 'daemon', ...summary }
   }
   if (!isCacheDir(req.cacheDir)) {
@@ -145,36 +146,6 @@ export async function pruneCacheDir(req: PruneRequest): Promise<PruneSummary & {
 
 function nothing(dryRun: boolean): EvictionSummary {
   return { dryRun, images: [], orphans: 0, tags: 0, manifests: 0, blobs: 0, bytes: 0, remainingBytes: 0, tempFiles: 0, tempBytes: 0 }
-}
-
-/** One admin request; the daemon's error message becomes ours (a 400 is a usage error). */
-async function adminCall<T>(base: string, stateDir: string | undefined, method: 'DELETE' | 'POST', path: string): Promise<T> {
-  // The admin endpoints answer loopback clients only, so the token never needs to go anywhere else.
-  const token = stateDir !== undefined && isLoopbackHost(new URL(base).hostname) ? await readAdminToken(join(stateDir, ADMIN_TOKEN_FILE)) : undefined
-  let res: Awaited<ReturnType<typeof request>>
-  try {
-    // Scanning a large cache takes a while; the daemon answers when it is done.
-    res = await request(`${base}${path}`, {
-      method,
-      headers: token !== undefined ? { [ADMIN_TOKEN_HEADER]: token } : {},
-      headersTimeout: 600_000,
-      bodyTimeout: 600_000,
-    })
-  } catch (err) {
-    throw new DproxyError('INTERNAL', `the daemon at ${base} did not answer: ${err instanceof Error ? err.message : String(err)}`, {
-      cause: err,
-    })
-  }
-  const text = await res.body.text()
-  if (res.statusCode === 200) return JSON.parse(text) as T
-  let message = text.slice(0, 500)
-  try {
-    const body = JSON.parse(text) as { errors?: Array<{ message?: string }> }
-    message = body.errors?.[0]?.message ?? message
-  } catch {
-    // not the error envelope: show the start of the body
-  }
-  throw new DproxyError(res.statusCode === 400 ? 'USAGE' : 'INTERNAL', `the daemon refused: ${message}`)
 }
 
 // ---- rendering

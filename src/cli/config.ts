@@ -1,5 +1,5 @@
 // `dproxy config get|set|unset|list|path`: a thin adapter over the config file
-// in src/config/store.ts, which does all checking. Values are printed as they
+// in src/config/file.ts, which does all checking. Values are printed as they
 // are stored, one per line, or as JSON with --json. Bad keys and values throw
 // DproxyError USAGE / CONFIG_INVALID, which main.ts turns into exit code 2.
 //
@@ -10,7 +10,7 @@
 import type { Command } from 'commander'
 import { settingHelp, settingKeys } from '../config/keys.js'
 import { effectiveSetting, type EffectiveSetting } from '../config/settings.js'
-import { openConfig } from '../config/store.js'
+import { openConfig } from '../config/file.js'
 
 export interface ConfigCommandContext {
   env: NodeJS.ProcessEnv

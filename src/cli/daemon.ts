@@ -16,7 +16,7 @@ import { fileURLToPath } from 'node:url'
 import type { Command } from 'commander'
 import { resolveSettings, type RawSettings } from '../config/settings.js'
 import { parseDuration } from '../config/units.js'
-import { startDetached, stopDaemon, type Started } from '../daemon/lifecycle.js'
+import { startDetached, stopDaemon, type Started } from '../control/lifecycle.js'
 import type { CliContext } from './program.js'
 
 /** bin/dproxy.js, from dist/cli (the binary) and src/cli (tests) alike. */

@@ -8,7 +8,7 @@
 
 import { resolve } from 'node:path'
 import type { Command } from 'commander'
-import { describeFailures } from '../daemon/status.js'
+import { describeFailures } from '../control/status.js'
 import { DproxyError } from '../errors.js'
 import type { CliContext } from './program.js'
 import type { Check, ClientReport, DoctorReport } from '../setup/doctor.js'

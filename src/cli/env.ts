@@ -13,7 +13,7 @@
 // store are loaded when the command runs.
 
 import { Option, type Command } from 'commander'
-import { clientEnv, ENV_FORMATS, formatEnv, parseEnvFormat, serverAddress, serverFromListen, type EnvFormat } from '../daemon/clientenv.js'
+import { clientEnv, ENV_FORMATS, formatEnv, parseEnvFormat, serverAddress, serverFromListen, type EnvFormat } from '../control/clientenv.js'
 import type { CliContext } from './program.js'
 
 interface EnvFlags {

@@ -1,13 +1,13 @@
 // `dproxy service install|uninstall [--dry-run] [--json]`: writes or removes a
 // systemd user unit (Linux) or a launchd agent (macOS) that runs `dproxy
-// serve`, via src/daemon/service.ts. It never runs systemctl or launchctl
+// serve`, via src/control/service.ts. It never runs systemctl or launchctl
 // itself; it prints the commands that enable or stop the service, so nothing
 // starts behind the user's back and tests never touch the real service manager.
 
 import type { Command } from 'commander'
 import { homeDir, stateDir } from '../config/paths.js'
-import { statePaths } from '../daemon/lifecycle.js'
-import { installService, serviceDefinition, uninstallService, type ServiceDefinition } from '../daemon/service.js'
+import { statePaths } from '../control/lifecycle.js'
+import { installService, serviceDefinition, uninstallService, type ServiceDefinition } from '../control/service.js'
 import { binPath } from './daemon.js'
 import type { CliContext } from './program.js'
 

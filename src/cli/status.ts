@@ -1,6 +1,6 @@
 // `dproxy status [--json] [--no-probe] [--cache-dir DIR]`: is the daemon
 // running, what is in the cache, how much of Docker Hub's rate limit is left.
-// The numbers come from collectStatus (src/daemon/status.ts); this file only
+// The numbers come from collectStatus (src/control/status.ts); this file only
 // chooses how to print them:
 //
 //   --json                    one JSON object (StatusSnapshot)
@@ -26,7 +26,7 @@ import {
   describeReading,
   formatAge,
   type StatusSnapshot,
-} from '../daemon/status.js'
+} from '../control/status.js'
 import type { CredentialSource } from '../upstream/auth.js'
 import { storedCredentials } from '../upstream/login.js'
 import type { CliContext } from './program.js'

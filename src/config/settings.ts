@@ -30,7 +30,7 @@ import {
   upstreamsFrom,
   type SettingKey,
 } from './keys.js'
-import { openConfig } from './store.js'
+import { openConfig } from './file.js'
 import { parseDuration, parseSize } from './units.js'
 
 export interface Settings {

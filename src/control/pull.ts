@@ -10,9 +10,7 @@ import { DproxyError } from '../errors.js'
 import type { CredentialSource } from '../upstream/auth.js'
 import type { ImageEvent, PlatformChoice, RefusedEvent, Summary, WarmEvent } from '../proxy/warm.js'
 import { formatPlatform } from '../proxy/warm.js'
-import { findDaemon } from '../daemon/lifecycle.js'
-import { ADMIN_TOKEN_FILE, ADMIN_TOKEN_HEADER, readAdminToken } from '../daemon/guard.js'
-import { join } from 'node:path'
+import { AdminClient, findDaemon } from './admin-client.js'
 
 export interface PullOptions {
   cacheDir: string
@@ -30,18 +28,10 @@ export interface PullOptions {
   onEvent: (e: WarmEvent) => void
 }
 
-/** Longest NDJSON line accepted from the daemon. */
-const MAX_LINE = 1024 * 1024
-
-/** Headers of the pull request: it changes the cache, so it carries the daemon's admin token. */
-function adminRequestHeaders(token: string | undefined): Record<string, string> {
-  return { 'content-type': 'application/json', accept: 'application/x-ndjson', ...(token !== undefined ? { [ADMIN_TOKEN_HEADER]: token } : {}) }
-}
-
 /** Runs the pull through the daemon serving `cacheDir` (started here when none runs). */
 export async function pullImages(o: PullOptions): Promise<Summary | RefusedEvent> {
-  const running = await findDaemon(o.cacheDir)
-  if (running?.info.url) return postPull(running.info.url, await readAdminToken(join(o.stateDir, ADMIN_TOKEN_FILE)), o)
+  const running = await findDaemon(o.cacheDir, { stateDir: o.stateDir })
+  if (running) return postPull(running.client, o)
   const { Daemon } = await import('../daemon/daemon.js')
   const daemon = await Daemon.start({
     hosts: ['127.0.0.1'],
@@ -52,59 +42,26 @@ export async function pullImages(o: PullOptions): Promise<Summary | RefusedEvent
     ...(o.credentials ? { credentials: o.credentials } : {}),
   })
   try {
-    return await postPull(daemon.url, daemon.adminToken, o)
+    return await postPull(new AdminClient(daemon.url, { token: daemon.adminToken }), o)
   } finally {
     await daemon.stop()
   }
 }
 
-async function postPull(base: string, token: string | undefined, o: PullOptions): Promise<Summary | RefusedEvent> {
+async function postPull(admin: AdminClient, o: PullOptions): Promise<Summary | RefusedEvent> {
   const body = {
     images: o.images,
     platforms: o.platforms.kind === 'all' ? 'all' : o.platforms.kind === 'list' ? o.platforms.platforms.map(formatPlatform) : undefined,
     jobs: o.jobs,
     ...(o.maxPulls !== undefined ? { maxPulls: o.maxPulls } : {}),
   }
-  let res: Response
-  try {
-    res = await fetch(`${base}/_dproxy/pull`, { method: 'POST', headers: adminRequestHeaders(token), body: JSON.stringify(body) })
-  } catch (err) {
-    throw new DproxyError('INTERNAL', `the daemon at ${base} did not answer: ${err instanceof Error ? err.message : String(err)}`, { cause: err })
-  }
-  if (res.status !== 200 || !res.body) {
-    const text = (await res.text()).slice(0, 2000)
-    let message = text
-    try {
-      message = (JSON.parse(text) as { errors?: Array<{ message?: string }> }).errors?.[0]?.message ?? text
-    } catch {
-      // not the error envelope: show the start of the body
-    }
-    throw new DproxyError(res.status === 400 ? 'USAGE' : 'INTERNAL', `the daemon refused: ${message}`)
-  }
   let end: Summary | RefusedEvent | undefined
-  for await (const line of lines(res.body)) {
-    const e = JSON.parse(line) as WarmEvent
+  for await (const e of admin.stream<WarmEvent>('POST', '/_dproxy/pull', { body })) {
     o.onEvent(e)
     if (e.type === 'summary' || e.type === 'refused') end = e
   }
-  if (!end) throw new DproxyError('INTERNAL', `the daemon at ${base} stopped answering before the run ended`)
+  if (!end) throw new DproxyError('INTERNAL', `the daemon at ${admin.base} stopped answering before the run ended`)
   return end
-}
-
-async function* lines(body: ReadableStream<Uint8Array>): AsyncGenerator<string> {
-  const decoder = new TextDecoder()
-  let buffered = ''
-  for await (const chunk of body as unknown as AsyncIterable<Uint8Array>) {
-    buffered += decoder.decode(chunk, { stream: true })
-    let nl: number
-    while ((nl = buffered.indexOf('\n')) >= 0) {
-      const line = buffered.slice(0, nl)
-      buffered = buffered.slice(nl + 1)
-      if (line.trim() !== '') yield line
-    }
-    if (buffered.length > MAX_LINE) throw new DproxyError('INTERNAL', 'the daemon sent a line longer than 1 MiB')
-  }
-  if (buffered.trim() !== '') yield buffered
 }
 
 // ---- text, for the plain output and the terminal view

@@ -12,13 +12,19 @@ import type { CacheStats } from '../store/store.js'
 import { RATE_LIMIT_PROBE, type RateLimitReading } from '../upstream/ratelimit.js'
 import { upstreamBaseUrl } from '../upstream/registries.js'
 import { VERSION } from '../version.js'
-import { cacheEndpoint } from './cache-endpoints.js'
+import { cacheEndpoint, type CacheEndpointDeps } from './cache-endpoints.js'
 import { pullEndpoint } from './pull-endpoint.js'
-import type { RefreshStatus } from './refresh.js'
-import type { Daemon } from './daemon.js'
-import type { ImageFailures } from './failures.js'
-import { formatHost } from './daemon.js'
+import type { Refresher, RefreshStatus } from './refresh.js'
+import type { FailureBook, ImageFailures } from './failures.js'
+import { formatListen } from './lifecycle.js'
 import { isLoopbackHost } from '../net.js'
+import type { Clock } from '../clock.js'
+import type { Logger } from '../log.js'
+import type { Counters } from '../proxy/counters.js'
+import type { ProbeRepository } from '../proxy/probe.js'
+import type { WarmerDeps } from '../proxy/warm.js'
+import type { Store } from '../store/store.js'
+import type { Upstreams } from '../upstream/client.js'
 import { checkAdminToken, checkHost, checkOrigin } from './guard.js'
 import { DOCKER_HUB } from '../oci/registry-host.js'
 
@@ -54,19 +60,32 @@ export interface StatusReport {
   recentFailures: ImageFailures[]
 }
 
-export async function buildStatus(d: Daemon): Promise<StatusReport> {
-  const c = d.counters
-  const u = d.upstreams.counters
-  const overrides = d.options.upstreams ?? {}
+/** What a status report is made of: the daemon's parts, as buildStatus reads them. */
+export interface StatusSources {
+  startedAt: number
+  clock: Clock
+  listening: ReadonlyArray<{ host: string; port: number }>
+  store: Pick<Store, 'root' | 'stats' | 'health'>
+  counters: Counters
+  upstreams: Pick<Upstreams, 'counters' | 'rateLimits'>
+  options: { upstreams?: Readonly<Record<string, string>> | undefined }
+  failures: Pick<FailureBook, 'recent'>
+  refresher: Pick<Refresher, 'status'> | undefined
+}
+
+export async function buildStatus(daemon: StatusSources): Promise<StatusReport> {
+  const c = daemon.counters
+  const u = daemon.upstreams.counters
+  const overrides = daemon.options.upstreams ?? {}
   return {
     version: VERSION,
     pid: process.pid,
-    startedAt: new Date(d.startedAt).toISOString(),
-    uptimeSeconds: Math.round((d.clock.now() - d.startedAt) / 1000),
-    listen: d.listening.map((a) => `${formatHost(a.host)}:${a.port}`),
-    cacheDir: d.store.root,
-    cache: await d.store.stats(),
-    ...notWritable(d),
+    startedAt: new Date(daemon.startedAt).toISOString(),
+    uptimeSeconds: Math.round((daemon.clock.now() - daemon.startedAt) / 1000),
+    listen: formatListen(daemon.listening),
+    cacheDir: daemon.store.root,
+    cache: await daemon.store.stats(),
+    ...notWritable(daemon.store),
     counters: {
       requests: c.requests,
       cacheHits: c.cacheHits,
@@ -83,14 +102,14 @@ export async function buildStatus(d: Daemon): Promise<StatusReport> {
       registry,
       url: upstreamBaseUrl(registry, overrides).origin,
     })),
-    rateLimit: d.upstreams.rateLimits.all().map((r) => ({ ...r, checkedAt: new Date(r.checkedAt).toISOString() })),
-    recentFailures: d.failures.recent(),
-    refresh: d.refresher?.status() ?? null,
+    rateLimit: daemon.upstreams.rateLimits.all().map((r) => ({ ...r, checkedAt: new Date(r.checkedAt).toISOString() })),
+    recentFailures: daemon.failures.recent(),
+    refresh: daemon.refresher?.status() ?? null,
   }
 }
 
-function notWritable(d: Daemon): Pick<StatusReport, 'cacheNotWritable'> {
-  const failure = d.store.health.failure
+function notWritable(store: Pick<Store, 'health'>): Pick<StatusReport, 'cacheNotWritable'> {
+  const failure = store.health.failure
   return failure ? { cacheNotWritable: { reason: failure.reason, since: new Date(failure.since).toISOString() } } : {}
 }
 
@@ -99,28 +118,41 @@ function notWritable(d: Daemon): Pick<StatusReport, 'cacheNotWritable'> {
  * address), so `dproxy status` shows the headroom of the pulls it makes.
  * The reading lands in the rate-limit book like any other.
  */
-async function probeRateLimit(d: Daemon): Promise<NonNullable<StatusReport['probe']>> {
-  const before = d.upstreams.rateLimits.get(DOCKER_HUB)
+async function probeRateLimit(upstreams: AdminDeps['upstreams']): Promise<NonNullable<StatusReport['probe']>> {
+  const before = upstreams.rateLimits.get(DOCKER_HUB)
   try {
-    await d.upstreams.get(DOCKER_HUB).headManifest(RATE_LIMIT_PROBE.repository, RATE_LIMIT_PROBE.tag, { probe: true })
+    await upstreams.get(DOCKER_HUB).headManifest(RATE_LIMIT_PROBE.repository, RATE_LIMIT_PROBE.tag, { probe: true })
     return { ok: true }
   } catch (err) {
     // A 404 or 401 still carries the headers: a new reading says what is left.
-    const after = d.upstreams.rateLimits.get(DOCKER_HUB)
+    const after = upstreams.rateLimits.get(DOCKER_HUB)
     return after !== undefined && after !== before ? { ok: true } : { ok: false, error: (err as Error).message }
   }
 }
 
-export function adminHandler(d: Daemon) {
+/**
+ * What the admin endpoints use of the daemon: a narrow view, so that this
+ * module does not import the composition root that imports it.
+ */
+export interface AdminDeps extends CacheEndpointDeps, WarmerDeps {
+  options: CacheEndpointDeps['options'] & { hosts?: string[] | undefined }
+  /** Read per request: the daemon replaces it once its token file is read. */
+  readonly adminToken: string
+  probe: Pick<ProbeRepository, 'seen'>
+  log: Logger
+  status(): Promise<StatusReport>
+}
+
+export function adminHandler(deps: AdminDeps) {
   return async (req: IncomingMessage, res: ServerResponse): Promise<void> => {
     const method = req.method ?? 'GET'
     try {
       if (!isLoopbackHost(req.socket.remoteAddress ?? '')) {
         throw new DproxyError('DENIED', 'the admin endpoints answer loopback clients only')
       }
-      checkHost(req, { listenHosts: d.options.hosts ?? [] })
+      checkHost(req, { listenHosts: deps.options.hosts ?? [] })
       checkOrigin(req)
-      if (method !== 'GET' && method !== 'HEAD') checkAdminToken(req, d.adminToken)
+      if (method !== 'GET' && method !== 'HEAD') checkAdminToken(req, deps.adminToken)
       const url = new URL(req.url ?? '/', 'http://dproxy.invalid')
       const path = url.pathname
       const json = (value: unknown) => {
@@ -132,22 +164,22 @@ export function adminHandler(d: Daemon) {
       }
       if (path === '/_dproxy/status') {
         if (method !== 'GET' && method !== 'HEAD') throw new DproxyError('UNSUPPORTED', `${method} ${path}`, { status: 405 })
-        const probe = url.searchParams.get('probe') === '1' ? await probeRateLimit(d) : undefined
-        json({ ...(await d.status()), ...(probe ? { probe } : {}) })
+        const probe = url.searchParams.get('probe') === '1' ? await probeRateLimit(deps.upstreams) : undefined
+        json({ ...(await deps.status()), ...(probe ? { probe } : {}) })
         return
       }
       // `dproxy doctor`: did the probe nonce arrive, and how (proxy/probe.ts).
       const nonce = /^\/_dproxy\/probe\/([A-Za-z0-9_][A-Za-z0-9._-]{0,127})$/.exec(path)?.[1]
       if (nonce !== undefined && (method === 'GET' || method === 'HEAD')) {
-        json({ nonce, hits: d.probe.seen(nonce) ?? [] })
+        json({ nonce, hits: deps.probe.seen(nonce) ?? [] })
         return
       }
       if (path === '/_dproxy/pull') {
-        await pullEndpoint(d, req, res)
+        await pullEndpoint(deps, req, res)
         return
       }
       if (path.startsWith('/_dproxy/cache')) {
-        const answer = await cacheEndpoint(d, method, req.url ?? '/')
+        const answer = await cacheEndpoint(deps, method, req.url ?? '/')
         if (answer !== undefined) {
           json(answer)
           return
@@ -155,7 +187,7 @@ export function adminHandler(d: Daemon) {
       }
       throw new DproxyError('NAME_UNKNOWN', `no such admin endpoint: ${path.slice(0, 200)}`, { status: 404 })
     } catch (err) {
-      sendError(res, err, d.log, method)
+      sendError(res, err, deps.log, method)
     }
   }
 }

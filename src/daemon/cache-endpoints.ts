@@ -26,14 +26,14 @@ export interface CacheEndpointDeps {
 }
 
 /** The JSON answer for a /_dproxy/cache request, or undefined when the path is not one of these. */
-export async function cacheEndpoint(d: CacheEndpointDeps, method: string, rawUrl: string): Promise<unknown> {
+export async function cacheEndpoint(deps: CacheEndpointDeps, method: string, rawUrl: string): Promise<unknown> {
   const url = new URL(rawUrl, 'http://dproxy.invalid')
   const path = url.pathname
   const q = url.searchParams
   if (path === '/_dproxy/cache/images') {
     allow(method, path, 'GET', 'HEAD')
     only(q, [])
-    return listImages(d.store)
+    return listImages(deps.store)
   }
   if (path === '/_dproxy/cache') {
     allow(method, path, 'DELETE')
@@ -45,7 +45,7 @@ export async function cacheEndpoint(d: CacheEndpointDeps, method: string, rawUrl
     if (image !== null) filter.image = parseImageSelector(image)
     if (olderThan !== null) filter.olderThanMs = parseDuration(olderThan, 'olderThan')
     if (unusedFor !== null) filter.unusedForMs = parseDuration(unusedFor, 'unusedFor')
-    return d.maintenance.clear(filter, flag(q, 'dryRun'))
+    return deps.maintenance.clear(filter, flag(q, 'dryRun'))
   }
   if (path === '/_dproxy/cache/prune') {
     allow(method, path, 'POST')
@@ -53,12 +53,12 @@ export async function cacheEndpoint(d: CacheEndpointDeps, method: string, rawUrl
     const maxSize = q.get('maxSize')
     const ttl = q.get('ttl')
     // 0 means "no limit", as in the settings, so `ttl=0` prunes by size alone.
-    const maxSizeBytes = maxSize !== null ? parseSize(maxSize, 'maxSize') || undefined : d.options.maxSizeBytes
-    const ttlMs = ttl !== null ? parseDuration(ttl, 'ttl') || undefined : d.options.ttlMs
+    const maxSizeBytes = maxSize !== null ? parseSize(maxSize, 'maxSize') || undefined : deps.options.maxSizeBytes
+    const ttlMs = ttl !== null ? parseDuration(ttl, 'ttl') || undefined : deps.options.ttlMs
     if (maxSizeBytes === undefined && ttlMs === undefined) {
       throw new DproxyError('USAGE', 'nothing to prune by: give maxSize or ttl, or configure maxSize / ttl for the daemon')
     }
-    return d.maintenance.prune({
+    return deps.maintenance.prune({
       ...(maxSizeBytes !== undefined ? { maxSizeBytes } : {}),
       ...(ttlMs !== undefined ? { ttlMs } : {}),
       dryRun: flag(q, 'dryRun'),

@@ -29,7 +29,7 @@ import { ClientAuth, TOKEN_PATH, type ClientAuthOptions } from './clientauth.js'
 import { ensureAdminToken, newAdminToken, registryHostCheck } from './guard.js'
 import { adminUrl, DaemonLock, formatListen } from './lifecycle.js'
 import { CacheMaintenance } from './maintenance.js'
-import { exposedHosts } from '../net.js'
+import { exposedHosts, formatHost } from '../net.js'
 import { FailureBook } from './failures.js'
 import { ProbeRepository } from '../proxy/probe.js'
 import { Warmer } from '../proxy/warm.js'
@@ -202,7 +202,6 @@ export class Daemon {
     const registry = registryHandler({
       manifests: this.manifests,
       blobs: this.blobs,
-      counters: this.counters,
       log: this.log,
       admit: (name) => this.upstreams.admit(name),
       probe: this.probe,
@@ -306,8 +305,4 @@ export class Daemon {
 export function registryAllowList(options: Pick<DaemonOptions, 'hosts' | 'registries' | 'upstreams'>): string[] | undefined {
   if (exposedHosts(options.hosts ?? DEFAULT_HOSTS).length === 0) return undefined
   return allowedRegistries(options.registries, options.upstreams ?? {})
-}
-
-export function formatHost(host: string): string {
-  return host.includes(':') ? `[${host}]` : host
 }

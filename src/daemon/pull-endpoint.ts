@@ -75,7 +75,7 @@ async function readJson(req: IncomingMessage): Promise<unknown> {
 }
 
 /** Answers a POST /_dproxy/pull; errors before the first line are thrown (admin.ts sends them as OCI JSON). */
-export async function pullEndpoint(d: WarmerDeps, req: IncomingMessage, res: ServerResponse): Promise<void> {
+export async function pullEndpoint(deps: WarmerDeps, req: IncomingMessage, res: ServerResponse): Promise<void> {
   if (req.method !== 'POST') throw new DproxyError('UNSUPPORTED', `${req.method ?? 'GET'} /_dproxy/pull: use POST`, { status: 405 })
   const request = parsePullRequest(await readJson(req))
   const targets = request.images.map(parseTarget)
@@ -89,7 +89,7 @@ export async function pullEndpoint(d: WarmerDeps, req: IncomingMessage, res: Ser
     if (!gone) res.write(JSON.stringify(e) + '\n')
   }
   try {
-    await new Warmer(d).run(
+    await new Warmer(deps).run(
       targets,
       {
         platforms: request.platforms,

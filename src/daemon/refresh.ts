@@ -68,7 +68,7 @@ export class Refresher {
   private next: number | null = null
 
   constructor(
-    private readonly d: RefresherDeps,
+    private readonly deps: RefresherDeps,
     private readonly o: RefreshOptions,
   ) {}
 
@@ -96,12 +96,12 @@ export class Refresher {
 
   private schedule(): void {
     if (this.stopped) return
-    this.next = this.d.clock.now() + this.o.intervalMs
+    this.next = this.deps.clock.now() + this.o.intervalMs
     this.timer = setTimeout(() => {
       this.next = null
       this.current = this.runOnce()
         .then(() => undefined)
-        .catch((err: unknown) => this.d.log.warn(`refresh: ${err instanceof Error ? err.message : String(err)}`))
+        .catch((err: unknown) => this.deps.log.warn(`refresh: ${err instanceof Error ? err.message : String(err)}`))
         .finally(() => {
           this.current = undefined
           this.schedule()
@@ -112,7 +112,7 @@ export class Refresher {
 
   /** One pass over the tags used within the window. */
   async runOnce(): Promise<RefreshRun> {
-    const { store, warmer, rateLimits, clock, log } = this.d
+    const { store, warmer, rateLimits, clock, log } = this.deps
     const run: RefreshRun = { startedAt: new Date(clock.now()).toISOString(), finishedAt: null, checked: 0, refreshed: 0, upToDate: 0, failed: 0, paused: 0 }
     this.last = run
     const since = clock.now() - this.o.windowMs
@@ -150,7 +150,7 @@ export class Refresher {
 
   /** Waits until no client request is in flight; false when stopped meanwhile. */
   private async idle(): Promise<boolean> {
-    while (!this.stopped && this.d.busy()) await new Promise((r) => setTimeout(r, IDLE_POLL_MS))
+    while (!this.stopped && this.deps.busy()) await new Promise((r) => setTimeout(r, IDLE_POLL_MS))
     return !this.stopped
   }
 }

@@ -12,7 +12,6 @@ import type { IncomingMessage, ServerResponse } from 'node:http'
 import { DproxyError, truncate } from '../errors.js'
 import type { Logger } from '../log.js'
 import type { BlobProxy } from '../proxy/blobs.js'
-import type { Counters } from '../proxy/counters.js'
 import type { ManifestProxy } from '../proxy/manifests.js'
 import type { ProbeRepository } from '../proxy/probe.js'
 import { sendError, type ErrorListener } from './errors.js'
@@ -22,7 +21,6 @@ import { parseReference, resolveImageName, type ImageName } from '../oci/referen
 export interface RegistryDeps {
   manifests: Pick<ManifestProxy, 'get' | 'listTags'>
   blobs: Pick<BlobProxy, 'open' | 'size'>
-  counters: Counters
   log: Logger
   /** Throws when clients may not use this registry (upstream allow-list); checked before the cache too. */
   admit?: (registry: string) => void

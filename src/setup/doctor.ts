@@ -22,9 +22,10 @@ import { parse as parseToml } from 'smol-toml'
 import { parse as parseYaml } from 'yaml'
 import { formatBytes } from '../config/units.js'
 import type { ImageFailures } from '../daemon/failures.js'
-import { collectStatus, describeLimit, headroom, type CollectStatusOptions, type StatusSnapshot } from '../daemon/status.js'
+import { AdminClient } from '../control/admin-client.js'
+import { collectStatus, describeLimit, headroom, type CollectStatusOptions, type StatusSnapshot } from '../control/status.js'
 import { isLoopbackHost } from '../net.js'
-import { PROBE_REPOSITORY, type ProbeHit } from '../proxy/probe.js'
+import { PROBE_REPOSITORY } from '../proxy/probe.js'
 import { upstreamBaseUrl } from '../upstream/registries.js'
 import { clientAddress } from './address.js'
 import { buildkitPaths } from './buildkit.js'
@@ -298,16 +299,6 @@ function pullers(c: Context, run: Runner): Record<'docker' | 'ctr' | 'podman', P
   }
 }
 
-/** The hits the daemon noted for `nonce` (an empty list when it never arrived or the daemon cannot be asked). */
-async function probeHits(url: string, nonce: string): Promise<ProbeHit[]> {
-  try {
-    const res = await fetch(`${url}/_dproxy/probe/${nonce}`, { signal: AbortSignal.timeout(5000) })
-    return res.status === 200 ? ((await res.json()) as { hits: ProbeHit[] }).hits : []
-  } catch {
-    return []
-  }
-}
-
 async function checkClient(c: Context, client: DoctorClient, snapshot: StatusSnapshot, run: Runner): Promise<ClientReport> {
   const bins: Record<DoctorClient, string[]> = {
     docker: ['docker'],
@@ -339,7 +330,7 @@ async function checkClient(c: Context, client: DoctorClient, snapshot: StatusSna
   const nonce = `${client}-${randomBytes(6).toString('hex')}`
   const ref = `${DOCKER_HUB}/${PROBE_REPOSITORY}:${nonce}`
   const pulled = await p.pull(ref)
-  const hits = await probeHits(url, nonce)
+  const hits = await new AdminClient(url).probeHits(nonce)
   await p.remove(ref)
   if (hits.length > 0) {
     const how = hits[0]!
@@ -364,18 +355,18 @@ async function checkClient(c: Context, client: DoctorClient, snapshot: StatusSna
 
 async function daemonChecks(o: DoctorOptions, snapshot: StatusSnapshot, told: { address: string; bySetup: boolean }): Promise<Check[]> {
   const checks: Check[] = []
-  const d = snapshot.daemon
+  const daemon = snapshot.daemon
   checks.push(
-    d.running
-      ? { name: 'dproxy', level: 'ok', detail: `running (pid ${d.pid}, version ${d.version}), listening on ${d.listen.join(', ')}` }
+    daemon.running
+      ? { name: 'dproxy', level: 'ok', detail: `running (pid ${daemon.pid}, version ${daemon.version}), listening on ${daemon.listen.join(', ')}` }
       : { name: 'dproxy', level: 'fail', detail: 'not running', fix: 'dproxy start' },
   )
-  if (d.running) {
+  if (daemon.running) {
     const where = told.bySetup ? `clients were told ${told.address} (dproxy setup)` : `clients are told ${told.address}`
     checks.push(
-      pointsAt(told.address, d.listen)
+      pointsAt(told.address, daemon.listen)
         ? { name: 'address', level: 'ok', detail: where }
-        : { name: 'address', level: 'fail', detail: `${where}, but dproxy listens on ${d.listen.join(', ')}`, fix: 'dproxy setup (again, for the new address)' },
+        : { name: 'address', level: 'fail', detail: `${where}, but dproxy listens on ${daemon.listen.join(', ')}`, fix: 'dproxy setup (again, for the new address)' },
     )
   }
   const cacheDir = snapshot.cacheDir
@@ -387,7 +378,7 @@ async function daemonChecks(o: DoctorOptions, snapshot: StatusSnapshot, told: { 
     writable === undefined
       ? { name: 'cache', level: 'ok', detail: `${cacheDir} is writable` }
       : writable === 'ENOENT'
-        ? { name: 'cache', level: d.running ? 'fail' : 'warn', detail: `${cacheDir} does not exist (dproxy creates it when it starts)` }
+        ? { name: 'cache', level: daemon.running ? 'fail' : 'warn', detail: `${cacheDir} does not exist (dproxy creates it when it starts)` }
         : { name: 'cache', level: 'fail', detail: `${cacheDir} is not writable (${writable})`, fix: `chown -R "$(id -un)" ${cacheDir}` },
   )
   const disk = await fs.statfs(cacheDir).catch(() => undefined)

@@ -31,7 +31,8 @@
 import { promises as fs } from 'node:fs'
 import { DproxyError, truncate } from '../errors.js'
 import { fileSize, inventory, type CacheUnit, type FileKey, type Inventory } from './inventory.js'
-import { isNotFound, removeFile, type Store } from './store.js'
+import { isNotFound, removeFile } from '../fs.js'
+import type { Store } from './store.js'
 import { parseDigest } from '../oci/digest.js'
 import { parseReference, resolveImageName } from '../oci/reference.js'
 

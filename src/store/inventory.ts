@@ -26,7 +26,8 @@
 import { constants, promises as fs, type Stats } from 'node:fs'
 import type { FileHandle } from 'node:fs/promises'
 import { relative, sep } from 'node:path'
-import { isNotFound, walk, type Store, type TagRecord } from './store.js'
+import { isNotFound } from '../fs.js'
+import { walk, type Store, type TagRecord } from './store.js'
 import { parseDigest } from '../oci/digest.js'
 import { parseReference } from '../oci/reference.js'
 

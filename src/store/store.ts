@@ -20,9 +20,13 @@ import { systemClock, type Clock } from '../clock.js'
 import { DproxyError, isDproxyError } from '../errors.js'
 import { silentLogger, type Logger } from '../log.js'
 import { isProcessAlive } from '../process.js'
+import { isNotFound, removeFile } from '../fs.js'
 import { DiskHealth } from './health.js'
 import { DIR_MODE, FILE_MODE, LAYOUT_VERSION, Layout, tagFileName, tempFileOwner } from './layout.js'
 import { type Digest, ContentCheck } from '../oci/digest.js'
+
+// Re-exported while proxy/blobs.ts (being split) still imports them from here.
+export { isNotFound, removeFile }
 
 export interface TagRecord {
   digest: string
@@ -488,17 +492,6 @@ function emptyWhenMissing(err: unknown): string[] {
   throw err
 }
 
-/** Unlinks a file; false when it was already gone. */
-export async function removeFile(path: string): Promise<boolean> {
-  try {
-    await fs.unlink(path)
-    return true
-  } catch (err) {
-    if (isNotFound(err)) return false
-    throw err
-  }
-}
-
 /** Calls `fn` for every regular file below `dir` (missing dir = nothing). */
 export async function walk(dir: string, fn: (path: string, entry: Dirent) => Promise<void>): Promise<void> {
   let entries: Dirent[]
@@ -513,10 +506,6 @@ export async function walk(dir: string, fn: (path: string, entry: Dirent) => Pro
     if (entry.isDirectory()) await walk(path, fn)
     else if (entry.isFile()) await fn(path, entry)
   }
-}
-
-export function isNotFound(err: unknown): boolean {
-  return (err as NodeJS.ErrnoException | null)?.code === 'ENOENT'
 }
 
 function isExists(err: unknown): boolean {

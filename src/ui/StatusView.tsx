@@ -1,7 +1,7 @@
 // The terminal view of `dproxy status`: the daemon, the cache table, and a
 // headroom bar per registry rate limit, green while more than half of the
 // limit is left, yellow above a fifth, red below. Pure presentation of a
-// StatusSnapshot (src/daemon/status.ts); the CLI imports this module lazily,
+// StatusSnapshot (src/control/status.ts); the CLI imports this module lazily,
 // only when stdout is a terminal.
 
 import { Box, render, Text, useApp } from 'ink'
@@ -16,7 +16,7 @@ import {
   type HeadroomLevel,
   type RateLimitRow,
   type StatusSnapshot,
-} from '../daemon/status.js'
+} from '../control/status.js'
 
 const LABEL_WIDTH = 12
 export const BAR_WIDTH = 20

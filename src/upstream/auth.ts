@@ -14,12 +14,15 @@
 // when the registry itself speaks https.
 
 import { isIP } from 'node:net'
-import type { Readable } from 'node:stream'
 import { LRUCache } from 'lru-cache'
 import type { Dispatcher } from 'undici'
 import type { Clock } from '../clock.js'
 import { DproxyError } from '../errors.js'
 import { parseChallenge, type Challenge } from './challenge.js'
+import { discard, headerValue, readCapped } from './http.js'
+
+// Re-exported while proxy/blobs.ts (being split) still imports it from here.
+export { discard }
 
 export interface UpstreamCredential {
   username: string
@@ -256,28 +259,4 @@ function basic(cred: UpstreamCredential): string {
   return `Basic ${Buffer.from(`${cred.username}:${cred.secret}`).toString('base64')}`
 }
 
-export function headerValue(v: string | string[] | undefined): string | undefined {
-  return Array.isArray(v) ? v[0] : v
-}
-
-/** Drops a response body we won't read; undici reports that as an error nobody needs to see. */
-export function discard(body: { on(event: 'error', fn: () => void): unknown; destroy(): unknown }): void {
-  body.on('error', () => {})
-  body.destroy()
-}
-
-/** Reads at most `cap` bytes of a body as text and discards the rest. */
-export async function readCapped(body: Readable, cap: number): Promise<string> {
-  const chunks: Buffer[] = []
-  let total = 0
-  for await (const chunk of body) {
-    const room = cap - total
-    if (room <= 0) break
-    const buf = Buffer.from(chunk)
-    chunks.push(room < buf.length ? buf.subarray(0, room) : buf)
-    total += Math.min(room, buf.length)
-  }
-  discard(body)
-  return Buffer.concat(chunks).toString('utf8')
-}
 

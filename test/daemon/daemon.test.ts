@@ -77,7 +77,6 @@ t.test('with the allow-list in force, other registries are DENIED, cached conten
   const handler = registryHandler({
     manifests: new ManifestProxy({ store, upstreams, counters, clock, log: silentLogger, maxAgeMs: 0 }),
     blobs: new BlobProxy({ store, upstreams, counters, log: silentLogger }),
-    counters,
     log: silentLogger,
     admit: (registry) => upstreams.admit(registry),
   })

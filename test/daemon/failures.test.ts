@@ -1,6 +1,6 @@
 import t from 'tap'
 import { FailureBook } from '../../src/daemon/failures.js'
-import { describeFailures } from '../../src/daemon/status.js'
+import { describeFailures } from '../../src/control/status.js'
 import { startUpstream } from '../fixtures/upstream.js'
 import { runInProcess } from '../helpers/cli.js'
 import { get, startDaemon } from '../helpers/daemon.js'

@@ -1,41 +1,20 @@
-// The cache dir lock (daemon.json), liveness, finding a running daemon, and
-// stopping one: with real files, real processes and a real in-process Daemon.
-// Spawning the built binary (`dproxy start/stop`) is in test/cli/daemon.test.ts.
+// The cache dir lock (daemon.json) and liveness, with real files, real
+// processes and a real in-process Daemon. Finding and stopping a daemon from
+// the CLI's side is test/control/; spawning the built binary (`dproxy
+// start/stop`) is test/cli/daemon.test.ts.
 
-import { spawn, spawnSync } from 'node:child_process'
+import { spawn } from 'node:child_process'
 import { once } from 'node:events'
 import fs from 'node:fs'
 import { createServer } from 'node:net'
 import path from 'node:path'
-import t, { type Test } from 'tap'
+import t from 'tap'
 import { Daemon } from '../../src/daemon/daemon.js'
-import {
-  adminUrl,
-  clearStaleLock,
-  DaemonLock,
-  daemonFile,
-  findDaemon,
-  formatListen,
-  isProcessAlive,
-  readDaemonLock,
-  statePaths,
-  stopDaemon,
-  waitForExit,
-  type DaemonInfo,
-} from '../../src/daemon/lifecycle.js'
+import { findDaemon } from '../../src/control/admin-client.js'
+import { adminUrl, clearStaleLock, DaemonLock, daemonFile, formatListen, readDaemonLock, type DaemonInfo } from '../../src/daemon/lifecycle.js'
+import { isProcessAlive } from '../../src/process.js'
 import { startDaemon } from '../helpers/daemon.js'
-
-/** The pid of a process that has exited and been reaped: dead, and not reused this soon. */
-function deadPid(): number {
-  const r = spawnSync(process.execPath, ['-e', 'process.stdout.write(String(process.pid))'])
-  return Number(r.stdout.toString())
-}
-
-/** Separate directories for one test (t.testdir() is one directory per test, recreated on every call). */
-function dirs<const N extends string>(t: Test, ...names: N[]): Record<N, string> {
-  const root = t.testdir(Object.fromEntries(names.map((n) => [n, {}])))
-  return Object.fromEntries(names.map((n) => [n, path.join(root, n)])) as Record<N, string>
-}
+import { deadPid, dirs } from '../helpers/process.js'
 
 function info(pid: number, extra: Partial<DaemonInfo> = {}): DaemonInfo {
   return { pid, startedAt: new Date().toISOString(), listen: [], version: '0.0.0-test', ...extra }
@@ -132,7 +111,7 @@ t.test('racing takers of one stale lock: exactly one wins', async (t) => {
   for (const r of results) if (r.status === 'rejected') t.match(r.reason, { code: 'ALREADY_RUNNING' })
   const owner = JSON.parse(fs.readFileSync(daemonFile(cacheDir), 'utf8')).pid
   t.equal((won[0] as PromiseFulfilledResult<DaemonLock>).value.info.pid, owner, 'the file names the winner')
-  t.notOk(fs.existsSync(`${daemonFile(cacheDir)}.takeover`), 'the takeover guard is gone')
+  t.strictSame(fs.readdirSync(cacheDir), ['daemon.json'], 'no takeover guard left')
 })
 
 t.test('adminUrl prefers loopback, maps wildcards to loopback; formatListen brackets IPv6', async (t) => {
@@ -179,68 +158,4 @@ t.test('a daemon that cannot listen leaves no lock behind', async (t) => {
   const cacheDir = t.testdir()
   await t.rejects(Daemon.start({ hosts: ['127.0.0.1'], port, cacheDir }), { code: 'LISTEN_FAILED' })
   t.notOk(fs.existsSync(daemonFile(cacheDir)))
-})
-
-t.test('findDaemon: nothing for no file, a dead pid, or a live pid that does not answer as itself', async (t) => {
-  const { cacheDir } = dirs(t, 'cacheDir', 'other')
-  t.equal(await findDaemon(cacheDir), undefined, 'no file')
-  fs.writeFileSync(daemonFile(cacheDir), JSON.stringify(info(deadPid(), { url: 'http://127.0.0.1:1' })))
-  t.equal(await findDaemon(cacheDir), undefined, 'dead pid')
-
-  const closed = createServer()
-  await new Promise<void>((resolve) => closed.listen(0, '127.0.0.1', resolve))
-  const port = (closed.address() as { port: number }).port
-  await new Promise<void>((resolve) => closed.close(() => resolve()))
-  fs.writeFileSync(daemonFile(cacheDir), JSON.stringify(info(process.pid, { url: `http://127.0.0.1:${port}` })))
-  t.equal(await findDaemon(cacheDir, { timeoutMs: 1000 }), undefined, 'live pid, nothing listening')
-
-  // A live pid whose lock points at a daemon that answers as another pid (this process).
-  const other = await startDaemon(t, undefined, { cacheDir: path.join(path.dirname(cacheDir), 'other') })
-  const child = spawn('sleep', ['5'])
-  t.teardown(() => child.kill('SIGKILL'))
-  fs.writeFileSync(daemonFile(cacheDir), JSON.stringify(info(child.pid!, { url: other.url })))
-  t.equal(await findDaemon(cacheDir), undefined, 'the endpoint answers for another pid')
-})
-
-t.test('stopDaemon when nothing runs: not an error; stale pid and lock files are cleaned', async (t) => {
-  const { cacheDir, stateDir } = dirs(t, 'cacheDir', 'stateDir')
-  const { pidFile } = statePaths(stateDir, cacheDir)
-  t.same(await stopDaemon({ cacheDir, stateDir }), { running: false, stopped: false, cleaned: [] })
-
-  const dead = deadPid()
-  fs.writeFileSync(pidFile, `${dead}\n`)
-  fs.writeFileSync(daemonFile(cacheDir), JSON.stringify(info(dead)))
-  t.same(await stopDaemon({ cacheDir, stateDir }), { running: false, stopped: false, cleaned: [pidFile, daemonFile(cacheDir)] })
-  t.notOk(fs.existsSync(pidFile))
-  t.notOk(fs.existsSync(daemonFile(cacheDir)))
-  t.equal(await clearStaleLock(cacheDir), false, 'nothing left to clear')
-})
-
-t.test('stopDaemon never signals a live process that a stale pid file names but that is not dproxy', { skip: process.platform !== 'linux' && 'Linux /proc only' }, async (t) => {
-  const { cacheDir, stateDir } = dirs(t, 'cacheDir', 'stateDir')
-  const bystander = spawn('sleep', ['30'])
-  t.teardown(() => bystander.kill('SIGKILL'))
-  await once(bystander, 'spawn')
-  fs.writeFileSync(statePaths(stateDir, cacheDir).pidFile, `${bystander.pid}\n`)
-  const result = await stopDaemon({ cacheDir, stateDir })
-  t.equal(result.stopped, false)
-  t.equal(isProcessAlive(bystander.pid!), true, 'sleep was left alone')
-})
-
-t.test('stopDaemon refuses to signal its own process', async (t) => {
-  const { cacheDir, stateDir } = dirs(t, 'cacheDir', 'stateDir')
-  const d = await startDaemon(t, undefined, { cacheDir })
-  await t.rejects(stopDaemon({ cacheDir: d.store.root, stateDir }), { code: 'STOP_FAILED', message: /this very process/ })
-  t.ok(await findDaemon(d.store.root), 'still running')
-})
-
-t.test('waitForExit: true once the process is gone, false at the deadline', async (t) => {
-  const child = spawn('sleep', ['30'])
-  await once(child, 'spawn')
-  const started = Date.now()
-  t.equal(await waitForExit(child.pid!, 200), false)
-  t.ok(Date.now() - started >= 200)
-  child.kill('SIGTERM')
-  await once(child, 'exit')
-  t.equal(await waitForExit(child.pid!, 2000), true)
 })

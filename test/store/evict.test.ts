@@ -321,17 +321,20 @@ t.test('prune: evicting an image whose layers another uses frees only its own by
 
 t.test('a blob the OS refuses to delete while in use (Windows: EBUSY) is left for the next run', async (t) => {
   const realFs = await import('node:fs')
-  const { Store: BusyStore } = await t.mockImport<typeof import('../../src/store/store.js')>('../../src/store/store.js', {
-    'node:fs': {
-      ...realFs,
-      promises: {
-        ...realFs.promises,
-        unlink: async (path: string) => {
-          if (path.includes('/blobs/')) throw Object.assign(new Error(`EBUSY: resource busy or locked, unlink '${path}'`), { code: 'EBUSY' })
-          return realFs.promises.unlink(path)
-        },
+  const busyFs = {
+    ...realFs,
+    promises: {
+      ...realFs.promises,
+      unlink: async (path: string) => {
+        if (path.includes('/blobs/')) throw Object.assign(new Error(`EBUSY: resource busy or locked, unlink '${path}'`), { code: 'EBUSY' })
+        return realFs.promises.unlink(path)
       },
     },
+  }
+  // The store removes files through src/fs.ts: it gets the refusing fs too.
+  const { Store: BusyStore } = await t.mockImport<typeof import('../../src/store/store.js')>('../../src/store/store.js', {
+    'node:fs': busyFs,
+    '../../src/fs.js': await t.mockImport<typeof import('../../src/fs.js')>('../../src/fs.js', { 'node:fs': busyFs }),
   })
   const store = await BusyStore.open(t.testdir(), { clock })
   const img = await putImage(store, 'busy', [100])

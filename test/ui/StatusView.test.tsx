@@ -6,7 +6,7 @@ import { createRequire } from 'node:module'
 import { pathToFileURL } from 'node:url'
 import { render } from 'ink-testing-library'
 import t from 'tap'
-import type { RateLimitRow, StatusSnapshot } from '../../src/daemon/status.js'
+import type { RateLimitRow, StatusSnapshot } from '../../src/control/status.js'
 import { BAR_WIDTH, HeadroomBar, StatusView } from '../../src/ui/StatusView.js'
 
 const hub: RateLimitRow = {

@@ -18,7 +18,7 @@ import {
   serverAddress,
   serverFromListen,
   shellQuote,
-} from '../../src/daemon/clientenv.js'
+} from '../../src/control/clientenv.js'
 import { resolveImageName } from '../../src/oci/reference.js'
 
 const tricky = [

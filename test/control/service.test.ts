@@ -11,7 +11,7 @@ import {
   systemdUserDir,
   uninstallService,
   type ServiceInput,
-} from '../../src/daemon/service.js'
+} from '../../src/control/service.js'
 
 const base: ServiceInput = {
   platform: 'linux',

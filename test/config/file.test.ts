@@ -1,7 +1,7 @@
 import fs from 'node:fs'
 import path from 'node:path'
 import t from 'tap'
-import { openConfig } from '../../src/config/store.js'
+import { openConfig } from '../../src/config/file.js'
 
 /** Paths and env for a config dir inside `root` (a t.testdir whose 'config' folder holds any fixture files). */
 function setup(root: string) {

@@ -14,7 +14,7 @@
 import { promises as fs } from 'node:fs'
 import path from 'node:path'
 import { DproxyError } from '../errors.js'
-import { removeFile } from '../store/store.js'
+import { removeFile } from '../fs.js'
 
 export const SYSTEMD_UNIT = 'dproxy.service'
 export const LAUNCHD_LABEL = 'dev.dproxy'

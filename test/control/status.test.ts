@@ -17,7 +17,7 @@ import {
   probeDockerHub,
   RATE_LIMIT_PROBE,
   type RateLimitRow,
-} from '../../src/daemon/status.js'
+} from '../../src/control/status.js'
 import { startUpstream } from '../fixtures/upstream.js'
 import { pull, settled, startDaemon } from '../helpers/daemon.js'
 

@@ -1,0 +1,166 @@
+// The one way the CLI talks to a running daemon: its admin endpoints under
+// /_dproxy/ (status, doctor's probe nonces, cache clear and prune, pull). The
+// daemon is found through the cache dir's daemon.json, which names its pid and
+// a loopback base URL; it counts as found only when the status endpoint
+// answers as that pid, so a stale file or a reused pid is never talked to.
+//
+// Requests that change state carry the admin secret (<stateDir>/admin-token),
+// and only to loopback addresses: the endpoints answer nothing else, so the
+// secret never needs to leave the machine. Answers are JSON, or NDJSON for the
+// long-running pull; an error answer (OCI JSON) becomes a DproxyError whose
+// message is the daemon's, a 400 a usage error.
+//
+// It uses the runtime's fetch, not undici's API: loading undici costs the
+// CLI's start-up (and `dproxy status` is run from prompts and scripts).
+
+import { join } from 'node:path'
+import { DproxyError } from '../errors.js'
+import { isLoopbackHost } from '../net.js'
+import type { StatusReport } from '../daemon/admin.js'
+import { ADMIN_TOKEN_FILE, ADMIN_TOKEN_HEADER, readAdminToken } from '../daemon/guard.js'
+import { readDaemonLock, type DaemonInfo } from '../daemon/lifecycle.js'
+import type { ProbeHit } from '../proxy/probe.js'
+
+/** Longest NDJSON line accepted from the daemon. */
+const MAX_LINE = 1024 * 1024
+/** How much of an error body becomes the message. */
+const MAX_ERROR_TEXT = 2000
+
+export interface AdminClientOptions {
+  /** The secret for mutating requests, when the caller holds it (a daemon it started itself). */
+  token?: string
+  /** Where the daemon keeps the secret (<stateDir>/admin-token); read when a mutating request needs it. */
+  stateDir?: string
+}
+
+export interface CallOptions {
+  body?: unknown
+  /** Bound on the whole call; none by default (a prune of a large cache takes a while). */
+  timeoutMs?: number
+}
+
+export class AdminClient {
+  constructor(
+    readonly base: string,
+    private readonly opts: AdminClientOptions = {},
+  ) {}
+
+  /** GET /_dproxy/status (with `probe`: after a fresh rate-limit probe); undefined when it does not answer 200 with JSON. */
+  async status(opts: { timeoutMs?: number; probe?: boolean } = {}): Promise<StatusReport | undefined> {
+    return this.quietGet<StatusReport>(`/_dproxy/status${opts.probe ? '?probe=1' : ''}`, opts.timeoutMs ?? 3000)
+  }
+
+  /** The hits the daemon noted for doctor's probe `nonce`; empty when it never arrived or the daemon cannot be asked. */
+  async probeHits(nonce: string, timeoutMs = 5000): Promise<ProbeHit[]> {
+    const answer = await this.quietGet<{ hits: ProbeHit[] }>(`/_dproxy/probe/${encodeURIComponent(nonce)}`, timeoutMs)
+    return answer?.hits ?? []
+  }
+
+  /** One request answered with JSON; anything but a 200 throws with the daemon's message. */
+  async call<T>(method: string, path: string, opts: CallOptions = {}): Promise<T> {
+    const res = await this.send(method, path, 'application/json', opts)
+    return JSON.parse(await res.text()) as T
+  }
+
+  /** One request answered with NDJSON: each line parsed, as it arrives. */
+  async *stream<T>(method: string, path: string, opts: CallOptions = {}): AsyncGenerator<T> {
+    const res = await this.send(method, path, 'application/x-ndjson', opts)
+    if (!res.body) return
+    for await (const line of lines(res.body)) yield JSON.parse(line) as T
+  }
+
+  private async quietGet<T>(path: string, timeoutMs: number): Promise<T | undefined> {
+    try {
+      const res = await fetch(`${this.base}${path}`, { signal: AbortSignal.timeout(timeoutMs) })
+      if (res.status !== 200) {
+        await res.body?.cancel().catch(() => {})
+        return undefined
+      }
+      return (await res.json()) as T
+    } catch {
+      return undefined
+    }
+  }
+
+  private async send(method: string, path: string, accept: string, opts: CallOptions): Promise<Response> {
+    const headers: Record<string, string> = { accept }
+    if (method !== 'GET' && method !== 'HEAD') {
+      const token = await this.token()
+      if (token !== undefined) headers[ADMIN_TOKEN_HEADER] = token
+    }
+    if (opts.body !== undefined) headers['content-type'] = 'application/json'
+    let res: Response
+    try {
+      res = await fetch(`${this.base}${path}`, {
+        method,
+        headers,
+        ...(opts.body !== undefined ? { body: JSON.stringify(opts.body) } : {}),
+        ...(opts.timeoutMs !== undefined ? { signal: AbortSignal.timeout(opts.timeoutMs) } : {}),
+      })
+    } catch (err) {
+      throw new DproxyError('INTERNAL', `the daemon at ${this.base} did not answer: ${err instanceof Error ? err.message : String(err)}`, {
+        cause: err,
+      })
+    }
+    if (res.status === 200) return res
+    const text = (await res.text()).slice(0, MAX_ERROR_TEXT)
+    let message = text
+    try {
+      message = (JSON.parse(text) as { errors?: Array<{ message?: string }> }).errors?.[0]?.message ?? text
+    } catch {
+      // not the error envelope: show the start of the body
+    }
+    throw new DproxyError(res.status === 400 ? 'USAGE' : 'INTERNAL', `the daemon refused: ${message}`)
+  }
+
+  private async token(): Promise<string | undefined> {
+    if (this.opts.token !== undefined) return this.opts.token
+    if (this.opts.stateDir === undefined || !isLoopbackHost(new URL(this.base).hostname)) return undefined
+    return readAdminToken(join(this.opts.stateDir, ADMIN_TOKEN_FILE))
+  }
+}
+
+export interface RunningDaemon {
+  info: DaemonInfo
+  status: StatusReport
+  client: AdminClient
+}
+
+export interface FindOptions extends AdminClientOptions {
+  timeoutMs?: number
+  isAlive?: (pid: number) => boolean
+  /** Ask for a fresh rate-limit probe with the status. */
+  probe?: boolean
+}
+
+/**
+ * The daemon serving `cacheDir`, when there is one that is alive and answers
+ * its status endpoint as the pid its lock file names; otherwise undefined.
+ */
+export async function findDaemon(cacheDir: string, opts: FindOptions = {}): Promise<RunningDaemon | undefined> {
+  const lock = await readDaemonLock(cacheDir, opts)
+  if (!lock?.alive || lock.info.url === undefined) return undefined
+  const client = new AdminClient(lock.info.url, {
+    ...(opts.token !== undefined ? { token: opts.token } : {}),
+    ...(opts.stateDir !== undefined ? { stateDir: opts.stateDir } : {}),
+  })
+  const status = await client.status({ ...(opts.timeoutMs !== undefined ? { timeoutMs: opts.timeoutMs } : {}), probe: Boolean(opts.probe) })
+  if (!status || status.pid !== lock.info.pid) return undefined
+  return { info: lock.info, status, client }
+}
+
+async function* lines(body: ReadableStream<Uint8Array>): AsyncGenerator<string> {
+  const decoder = new TextDecoder()
+  let buffered = ''
+  for await (const chunk of body as unknown as AsyncIterable<Uint8Array>) {
+    buffered += decoder.decode(chunk, { stream: true })
+    let nl: number
+    while ((nl = buffered.indexOf('\n')) >= 0) {
+      const line = buffered.slice(0, nl)
+      buffered = buffered.slice(nl + 1)
+      if (line.trim() !== '') yield line
+    }
+    if (buffered.length > MAX_LINE) throw new DproxyError('INTERNAL', 'the daemon sent a line longer than 1 MiB')
+  }
+  if (buffered.trim() !== '') yield buffered
+}

@@ -30,12 +30,10 @@
 // up mid-way are cut, and retry.
 
 import { EventEmitter, once } from 'node:events'
-import { constants, promises as fs } from 'node:fs'
-import type { FileHandle } from 'node:fs/promises'
 import type { Readable, Writable } from 'node:stream'
 import { DproxyError, isDproxyError } from '../errors.js'
 import type { Logger } from '../log.js'
-import { isNotFound, type Store, type VerifyingWriter } from '../store/store.js'
+import type { BlobReader, BlobStore, BlobWriter } from '../store/api.js'
 import { discard } from '../upstream/auth.js'
 import { upstreamError, type BlobBody, type Upstreams } from '../upstream/client.js'
 import type { Counters } from './counters.js'
@@ -50,7 +48,7 @@ const BUFFERS_PER_RESPONSE = 2
 const WRITE_QUEUE_BYTES = 4 * 1024 * 1024
 
 export interface BlobProxyOptions {
-  store: Store
+  store: BlobStore
   upstreams: Upstreams
   counters: Counters
   log: Logger
@@ -99,7 +97,7 @@ export class BlobProxy {
       if (handle) {
         counters.cacheHits++
         await store.touchBlob(d)
-        return fromFile(handle.fh, handle.size, counters, this.buffers)
+        return fromFile(handle, handle.size, counters, this.buffers)
       }
     }
     const fetch = this.join(image, d)
@@ -202,16 +200,15 @@ export class BlobProxy {
 class Fetch extends EventEmitter {
   size: number | undefined
   written = 0
-  tempPath: string | undefined
   /** Digest and size checked: every byte may go to clients. */
   verified = false
   /** Renamed into the cache. */
   committed = false
   error: Error | undefined
-  readonly finalPath: string
   readonly started: Promise<void>
   readonly done: Promise<void>
   private body: Readable | undefined
+  private writer: BlobWriter | undefined
   private aborted = false
   private markStarted!: () => void
   private failStart!: (err: Error) => void
@@ -224,7 +221,6 @@ class Fetch extends EventEmitter {
   ) {
     super()
     this.setMaxListeners(0)
-    this.finalPath = o.store.blobPath(d)
     this.started = new Promise((resolve, reject) => {
       this.markStarted = resolve
       this.failStart = reject
@@ -247,7 +243,7 @@ class Fetch extends EventEmitter {
       const up = await upstreams.get(this.image.registry).getBlob(this.image.repository, this.d.value)
       this.body = up.body
       if (this.aborted) up.body.destroy(new DproxyError('UPSTREAM_UNAVAILABLE', 'dproxy is shutting down'))
-      let writer: VerifyingWriter
+      let writer: BlobWriter
       try {
         writer = await store.createBlobWriter(this.d, up.size)
       } catch (err) {
@@ -255,7 +251,7 @@ class Fetch extends EventEmitter {
         throw err
       }
       this.size = up.size
-      this.tempPath = writer.tempPath
+      this.writer = writer
       try {
         await this.copy(up.body, writer)
       } catch (err) {
@@ -289,7 +285,7 @@ class Fetch extends EventEmitter {
    * in flight and go out together in the next one, so the upstream socket is
    * never paused by one disk round trip per small chunk; the queue is bounded.
    */
-  private async copy(body: Readable, writer: VerifyingWriter): Promise<void> {
+  private async copy(body: Readable, writer: BlobWriter): Promise<void> {
     const queue: Buffer[] = []
     let queued = 0
     let failure: unknown
@@ -336,26 +332,21 @@ class Fetch extends EventEmitter {
     return new Promise((resolve) => this.once('progress', resolve))
   }
 
-  /** Opens the bytes for reading: the temp file while downloading, the cache file after. */
-  async openFile(): Promise<FileHandle> {
-    for (;;) {
-      const path = this.committed || !this.tempPath ? this.finalPath : this.tempPath
-      try {
-        return await fs.open(path, constants.O_RDONLY)
-      } catch (err) {
-        // Renamed between our check and the open: the next round finds it in place.
-        if (!isNotFound(err) || (path === this.finalPath && this.committed) || this.error) {
-          throw this.error ?? err
-        }
-        if (!this.committed) await this.changed()
-      }
+  /** Opens the bytes for reading: following the writer while downloading, the stored blob after. */
+  async openReader(): Promise<BlobReader> {
+    try {
+      const reader = this.writer ? await this.writer.follow() : await this.o.store.openBlob(this.d)
+      if (reader) return reader
+    } catch (err) {
+      throw this.error ?? err
     }
+    throw this.error ?? new DproxyError('BLOB_UNKNOWN', `blob ${this.d.value} left the cache while it was being sent`)
   }
 }
 
 /** What pump() reads from: a complete file, or a download in progress. */
 interface ByteSource {
-  open(): Promise<FileHandle>
+  open(): Promise<BlobReader>
   /** Bytes in the file so far. */
   written(): number
   /** True when every byte is there and verified: no more will come. */
@@ -366,9 +357,9 @@ interface ByteSource {
   changed(): Promise<void>
 }
 
-function fromFile(fh: FileHandle, size: number, counters: Counters, buffers: SendBuffers): BlobSource {
+function fromFile(reader: BlobReader, size: number, counters: Counters, buffers: SendBuffers): BlobSource {
   const file: ByteSource = {
-    open: async () => fh,
+    open: async () => reader,
     written: () => size,
     verified: () => true,
     check: () => {},
@@ -382,13 +373,13 @@ function fromFile(fh: FileHandle, size: number, counters: Counters, buffers: Sen
         out.destroy()
         throw err
       }),
-    close: () => fh.close(),
+    close: () => reader.close(),
   }
 }
 
 function fromFetch(fetch: Fetch, buffers: SendBuffers, past: () => Promise<BlobSource>): BlobSource {
   const download: ByteSource = {
-    open: () => fetch.openFile(),
+    open: () => fetch.openReader(),
     written: () => fetch.written,
     verified: () => fetch.verified,
     check: () => {
@@ -443,7 +434,7 @@ async function pump(
   })
   let held = 0
   let bufferFreed: (() => void) | undefined
-  let fh: FileHandle | undefined
+  let fh: BlobReader | undefined
   let pos = start
   try {
     fh = await src.open()
@@ -461,13 +452,10 @@ async function pump(
       while (held >= BUFFERS_PER_RESPONSE && !closed) await Promise.race([new Promise<void>((r) => (bufferFreed = r)), gone])
       if (closed) return
       const buf = buffers.acquire()
-      const bytesRead = await fh.read(buf, 0, Math.min(buf.length, limit - pos), pos).then(
-        (r) => r.bytesRead,
-        (err: unknown) => {
-          buffers.release(buf)
-          throw err
-        },
-      )
+      const bytesRead = await fh.read(buf, 0, Math.min(buf.length, limit - pos), pos).catch((err: unknown) => {
+        buffers.release(buf)
+        throw err
+      })
       if (bytesRead === 0) {
         buffers.release(buf)
         throw new DproxyError('INTERNAL', 'blob file shrank while it was being read')

@@ -16,7 +16,7 @@
 import type { Clock } from '../clock.js'
 import { DproxyError, isDproxyError, isUpstreamOutage, truncate } from '../errors.js'
 import type { Logger } from '../log.js'
-import type { Store, StoredManifest, TagRecord } from '../store/store.js'
+import type { ManifestStore, StoredManifest, TagRecord, TagStore } from '../store/api.js'
 import type { TagPage, Upstreams } from '../upstream/client.js'
 import type { Counters } from './counters.js'
 import { notCached } from './outage.js'
@@ -48,7 +48,7 @@ export interface GetOptions {
 }
 
 export interface ManifestProxyOptions {
-  store: Store
+  store: ManifestStore & TagStore
   upstreams: Upstreams
   counters: Counters
   clock: Clock

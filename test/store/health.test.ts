@@ -49,7 +49,7 @@ async function faultyFs(fault: Faults): Promise<typeof FsModule> {
       ...p,
       // Tag records and manifests: a small temp file, then a rename.
       writeFile: async (...args: Parameters<typeof p.writeFile>) => {
-        if (fault.ops.has('record') && /[/\\]tmp[/\\]w-/.test(String(args[0]))) throw errno(fault.code)
+        if (fault.ops.has('record') && /[/\\]tmp[/\\]\d+-w-/.test(String(args[0]))) throw errno(fault.code)
         return p.writeFile(...args)
       },
       // Blobs: the temp file opens, the bytes do not fit.

@@ -38,7 +38,7 @@ import { DproxyError, isDproxyError } from '../errors.js'
 import type { Logger } from '../log.js'
 import type { BlobReader, BlobStore, BlobWriter, StoredBlob } from '../store/api.js'
 import { discard } from '../upstream/auth.js'
-import { upstreamError, type BlobBody, type Upstreams } from '../upstream/client.js'
+import { upstreamError, type BlobBody, type UpstreamClient } from '../upstream/client.js'
 import type { Counters } from './counters.js'
 import { notCached } from './outage.js'
 import { type Digest, ContentCheck } from '../oci/digest.js'
@@ -47,9 +47,14 @@ import type { ImageName } from '../oci/reference.js'
 /** Bytes a download may queue for the disk before it stops reading upstream. */
 const WRITE_QUEUE_BYTES = 4 * 1024 * 1024
 
+/** What the blob proxy asks of upstream (the Upstreams class, or a test's double). */
+export interface BlobUpstreams {
+  get(registry: string): Pick<UpstreamClient, 'getBlob' | 'headBlob'>
+}
+
 export interface BlobProxyOptions {
   store: BlobStore
-  upstreams: Upstreams
+  upstreams: BlobUpstreams
   counters: Counters
   log: Logger
 }

@@ -17,7 +17,7 @@ import type { Clock } from '../clock.js'
 import { DproxyError, isDproxyError, isUpstreamOutage, truncate } from '../errors.js'
 import type { Logger } from '../log.js'
 import type { ManifestStore, StoredManifest, TagRecord, TagStore } from '../store/api.js'
-import type { TagPage, Upstreams } from '../upstream/client.js'
+import type { TagPage, UpstreamClient } from '../upstream/client.js'
 import type { Counters } from './counters.js'
 import { notCached } from './outage.js'
 import { SingleFlight } from './singleflight.js'
@@ -47,9 +47,14 @@ export interface GetOptions {
   touch?: boolean
 }
 
+/** What the manifest proxy asks of upstream (the Upstreams class, or a test's double). */
+export interface ManifestUpstreams {
+  get(registry: string): Pick<UpstreamClient, 'headManifest' | 'getManifest' | 'listTags'>
+}
+
 export interface ManifestProxyOptions {
   store: ManifestStore & TagStore
-  upstreams: Upstreams
+  upstreams: ManifestUpstreams
   counters: Counters
   clock: Clock
   log: Logger

@@ -10,7 +10,7 @@ import { SendBuffers } from '../../src/registry/buffers.js'
 import { sendBlob } from '../../src/registry/send.js'
 import { MemoryStore } from '../../src/store/memory.js'
 import { silentLogger } from '../../src/log.js'
-import { parseDigest } from '../../src/oci/digest.js'
+import { type Digest, parseDigest } from '../../src/oci/digest.js'
 import { resolveImageName } from '../../src/oci/reference.js'
 import { CountingUpstream } from '../helpers/upstream-double.js'
 
@@ -52,6 +52,19 @@ async function until(cond: () => boolean, what: string): Promise<void> {
   if (!cond()) throw new Error(`never happened: ${what}`)
 }
 
+/**
+ * Opens `count` sources of a blob upstream sends only when told: they resolve
+ * once the download has taken its first `first` bytes.
+ */
+async function onDownload(o: ReturnType<typeof setup>, d: Digest, first: number, count = 1) {
+  o.upstream.hold = true
+  const opening = Array.from({ length: count }, () => o.proxy.open(image, d))
+  await until(() => o.upstream.held.length === 1, 'the download started')
+  const body = o.upstream.held[0]!
+  body.push(o.upstream.blobs.get(d.value)!.subarray(0, first))
+  return { sources: await Promise.all(opening), body }
+}
+
 t.test('a cached blob is served with zero upstream calls', async (t) => {
   const { store, upstream, counters, proxy, buffers } = setup()
   const digest = upstream.addBlob(BLOB)
@@ -70,19 +83,16 @@ t.test('a cached blob is served with zero upstream calls', async (t) => {
 })
 
 t.test('N concurrent misses cause one upstream fetch, and every client gets the whole blob', async (t) => {
-  const { store, upstream, counters, proxy, buffers } = setup()
+  const o = setup()
+  const { store, upstream, counters, proxy, buffers } = o
   const d = parseDigest(upstream.addBlob(BLOB))
-  upstream.hold = true
   const N = 8
-  const opening = Array.from({ length: N }, () => proxy.open(image, d))
-  await until(() => upstream.held.length === 1, 'the download started')
-  upstream.held[0]!.push(BLOB.subarray(0, 10))
-  const sources = await Promise.all(opening)
+  const { sources, body } = await onDownload(o, d, 10, N)
   t.equal(proxy.inflight, 1)
   const sinks = sources.map(() => new Sink())
   const sending = sources.map((s, i) => sendBlob(s, sinks[i]!, 0, BLOB.length - 1, buffers))
-  upstream.held[0]!.push(BLOB.subarray(10))
-  upstream.held[0]!.end()
+  body.push(BLOB.subarray(10))
+  body.end()
   await Promise.all(sending)
   for (const sink of sinks) t.ok(sink.ended && sink.body.equals(BLOB), 'whole and verified')
   t.equal(upstream.calls.getBlob, 1, 'one upstream GET')
@@ -93,20 +103,17 @@ t.test('N concurrent misses cause one upstream fetch, and every client gets the 
 })
 
 t.test('content that fails verification is never committed and cuts every reader, full and ranged', async (t) => {
-  const { store, upstream, proxy, buffers } = setup()
+  const o = setup()
+  const { store, upstream, proxy, buffers } = o
   const d = parseDigest(upstream.addBlob(BLOB))
   const wrong = Buffer.from(BLOB)
   wrong[20] = 0x21
   upstream.blobs.set(d.value, wrong)
-  upstream.hold = true
-  const opening = [proxy.open(image, d), proxy.open(image, d)]
-  await until(() => upstream.held.length === 1, 'the download started')
-  upstream.held[0]!.push(wrong.subarray(0, 30))
-  const [full, ranged] = await Promise.all(opening)
+  const { sources: [full, ranged], body } = await onDownload(o, d, 30, 2)
   const sinks = [new Sink(), new Sink()]
   const sending = [sendBlob(full!, sinks[0]!, 0, BLOB.length - 1, buffers), sendBlob(ranged!, sinks[1]!, 25, 33, buffers)]
-  upstream.held[0]!.push(wrong.subarray(30))
-  upstream.held[0]!.end()
+  body.push(wrong.subarray(30))
+  body.end()
   const results = await Promise.allSettled(sending)
   t.match(results, [{ status: 'rejected', reason: { code: 'DIGEST_INVALID' } }, { status: 'rejected', reason: { code: 'DIGEST_INVALID' } }])
   t.ok(sinks[0]!.cut, 'the full response is cut')
@@ -119,20 +126,17 @@ t.test('content that fails verification is never committed and cuts every reader
 })
 
 t.test('a range on a download gets its bytes as they arrive, its last one only after verification', async (t) => {
-  const { upstream, proxy, buffers } = setup()
+  const o = setup()
+  const { upstream, proxy, buffers } = o
   const d = parseDigest(upstream.addBlob(BLOB))
-  upstream.hold = true
-  const opening = proxy.open(image, d)
-  await until(() => upstream.held.length === 1, 'the download started')
-  upstream.held[0]!.push(BLOB.subarray(0, 4))
-  const source = await opening
+  const { sources: [source], body } = await onDownload(o, d, 4)
   const sink = new Sink()
-  const sending = sendBlob(source, sink, 2, 9, buffers)
-  upstream.held[0]!.push(BLOB.subarray(4, BLOB.length - 1))
+  const sending = sendBlob(source!, sink, 2, 9, buffers)
+  body.push(BLOB.subarray(4, BLOB.length - 1))
   await until(() => sink.body.length === 7, 'the range but its last byte')
   t.notOk(sink.ended, 'held back: the blob did not verify yet')
-  upstream.held[0]!.push(BLOB.subarray(BLOB.length - 1))
-  upstream.held[0]!.end()
+  body.push(BLOB.subarray(BLOB.length - 1))
+  body.end()
   await sending
   t.ok(sink.ended)
   t.equal(sink.body.toString(), '23456789')
@@ -153,17 +157,14 @@ t.test('a store that refuses the blob: the client gets it streamed past the cach
 })
 
 t.test('a store that fills up mid-download: a client not sent a byte yet is switched to a stream past the cache', async (t) => {
-  const { store, upstream, proxy, buffers } = setup({ maxBytes: 20 })
+  const o = setup({ maxBytes: 20 })
+  const { store, upstream, proxy, buffers } = o
   const d = parseDigest(upstream.addBlob(BLOB))
-  upstream.hold = true
-  const opening = proxy.open(image, d)
-  await until(() => upstream.held.length === 1, 'the download started')
-  upstream.held[0]!.push(BLOB.subarray(0, 10))
-  const source = await opening
+  const { sources: [source], body } = await onDownload(o, d, 10)
   const sink = new Sink()
-  const sending = sendBlob(source, sink, 15, 24, buffers)
-  upstream.held[0]!.push(BLOB.subarray(10))
-  upstream.held[0]!.end()
+  const sending = sendBlob(source!, sink, 15, 24, buffers)
+  body.push(BLOB.subarray(10))
+  body.end()
   await until(() => upstream.held.length === 2, 'the stream past the cache started')
   upstream.held[1]!.push(BLOB)
   upstream.held[1]!.end()

@@ -1,4 +1,5 @@
-// The content-addressed cache on disk (see layout.ts for the tree). It knows
+// The content-addressed cache on disk (see layout.ts for the tree), the file
+// implementation of the blob, manifest and tag stores of api.ts. It knows
 // nothing about upstreams or HTTP: it stores verified bytes under their digest,
 // remembers what tags pointed at, and records when things were last used.
 //

@@ -135,6 +135,7 @@ async function probeRateLimit(upstreams: AdminDeps['upstreams']): Promise<NonNul
  * module does not import the composition root that imports it.
  */
 export interface AdminDeps extends CacheEndpointDeps, WarmerDeps {
+  store: Store
   options: CacheEndpointDeps['options'] & { hosts?: string[] | undefined }
   /** Read per request: the daemon replaces it once its token file is read. */
   readonly adminToken: string

@@ -34,6 +34,7 @@ import { FailureBook } from './failures.js'
 import { ProbeRepository } from '../proxy/probe.js'
 import { Warmer } from '../proxy/warm.js'
 import { Refresher, type RefreshOptions } from './refresh.js'
+import { SendBuffers } from '../registry/buffers.js'
 
 export const DEFAULT_HOSTS = ['127.0.0.1', '::1']
 export const DEFAULT_PORT = 5000
@@ -95,6 +96,8 @@ export class Daemon {
   readonly failures: FailureBook
   /** Background refresh of used tags, when configured. */
   refresher: Refresher | undefined
+  /** What blob bytes are sent through, shared by every response. */
+  readonly buffers = new SendBuffers()
 
   private constructor(
     readonly options: DaemonOptions,
@@ -202,6 +205,7 @@ export class Daemon {
     const registry = registryHandler({
       manifests: this.manifests,
       blobs: this.blobs,
+      buffers: this.buffers,
       log: this.log,
       admit: (name) => this.upstreams.admit(name),
       probe: this.probe,

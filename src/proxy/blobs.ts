@@ -1,20 +1,23 @@
-// Pull-through policy for blobs. A cached blob is streamed from disk. A
-// missing one is fetched from upstream exactly once however many clients ask
-// at the same time: the single download writes to a temp file in the cache
-// (hashing as it goes), and every client, early or late, follows that file as
-// it grows, so nobody waits for the whole blob and memory stays flat whatever
-// the clients' speeds. The download does not belong to any client: it keeps
-// filling the cache when the client that started it goes away.
+// Pull-through policy for blobs, over the store's blob interface (store/api.ts)
+// in the way distribution's proxy blob store decorates its local one. A cached
+// blob is read from the store. A missing one is fetched from upstream exactly
+// once however many clients ask at the same time: the single download goes
+// into the store's verifying writer, and every client, early or late, follows
+// the writer's bytes as they grow, so nobody waits for the whole blob and
+// memory stays flat whatever the clients' speeds. The download does not belong
+// to any client: it keeps filling the cache when the client that started it
+// goes away. This file decides what each client may have and when
+// (BlobSource); registry/send.ts writes it to the socket.
 //
 // Integrity: no response is complete before its blob verified. The last byte
 // of a blob is released only after digest and size have been checked, and the
 // same holds for a range: a range of a blob still downloading is served from
-// the same file as its bytes arrive, all but its own last byte, which waits for
+// the same bytes as they arrive, all but its own last byte, which waits for
 // the whole blob to verify. A range that stops short of the blob's end is not
 // the blob, but a byte of content that fails its digest is still a wrong byte,
 // and a client of a range cannot check it; so ranges on a cold blob wait for
 // the download (on a cached blob they are immediate). If the download fails or
-// the content is wrong, the temp file is removed and every client's response
+// the content is wrong, the writer throws the bytes away and every client's response
 // is cut (a Content-Length response short of its length; a chunked one without
 // its terminating chunk), so a client never receives a complete-looking wrong
 // body and the cache never keeps one. A blob whose upstream sends no
@@ -24,63 +27,93 @@
 // When the disk refuses the blob (full, read-only, permissions: a
 // CACHE_UNAVAILABLE error from the store), a client that has not been sent a
 // byte yet gets the blob streamed from upstream past the cache, verified the
-// same way (streamPast). That stream is its own: concurrent clients of such a
+// same way (the past() source). That stream is its own: concurrent clients of such a
 // blob each cause one upstream GET, and the download that met the full disk
 // costs one more. Clients already following the download when the disk fills
 // up mid-way are cut, and retry.
 
-import { EventEmitter, once } from 'node:events'
-import { constants, promises as fs } from 'node:fs'
-import type { FileHandle } from 'node:fs/promises'
-import type { Readable, Writable } from 'node:stream'
+import { EventEmitter } from 'node:events'
+import type { Readable } from 'node:stream'
 import { DproxyError, isDproxyError } from '../errors.js'
 import type { Logger } from '../log.js'
-import { isNotFound, type Store, type VerifyingWriter } from '../store/store.js'
+import type { BlobReader, BlobStore, BlobWriter, StoredBlob } from '../store/api.js'
 import { discard } from '../upstream/auth.js'
-import { upstreamError, type BlobBody, type Upstreams } from '../upstream/client.js'
+import { upstreamError, type BlobBody, type UpstreamClient } from '../upstream/client.js'
 import type { Counters } from './counters.js'
 import { notCached } from './outage.js'
-import { SendBuffers } from './sendbuffers.js'
 import { type Digest, ContentCheck } from '../oci/digest.js'
 import type { ImageName } from '../oci/reference.js'
 
-/** Buffers one response may have out at once: one being written while the next is read. */
-const BUFFERS_PER_RESPONSE = 2
 /** Bytes a download may queue for the disk before it stops reading upstream. */
 const WRITE_QUEUE_BYTES = 4 * 1024 * 1024
 
-export interface BlobProxyOptions {
-  store: Store
-  upstreams: Upstreams
-  counters: Counters
-  log: Logger
-  /** Shared by every response; one per daemon. */
-  buffers?: SendBuffers
+/** What the blob proxy asks of upstream (the Upstreams class, or a test's double). */
+export interface BlobUpstreams {
+  get(registry: string): Pick<UpstreamClient, 'getBlob' | 'headBlob'>
 }
 
-/** A blob ready to be sent: its size and a way to send any byte range of it. */
-export interface BlobSource {
+export interface BlobProxyOptions {
+  store: BlobStore
+  upstreams: BlobUpstreams
+  counters: Counters
+  log: Logger
+}
+
+/**
+ * A blob ready to be sent, as registry/send.ts sends it: where its bytes are,
+ * and when each of them may go. Call close() when nothing is sent.
+ */
+export type BlobSource = FollowedBlob | StreamedBlob | HeldBlob
+
+interface SourceBase {
   /** -1 when upstream did not say (the response is then sent without Content-Length). */
   size: number
   cached: boolean
-  /**
-   * Writes bytes [start, end] (inclusive; `end` Infinity for "to the end,
-   * whatever the size") to `out` and ends it. On a failure
-   * (the download broke, the content did not verify) `out` is destroyed, so
-   * the client sees a cut connection, and the error is thrown. Call at most
-   * once; call close() instead when nothing is sent.
-   */
-  send(out: Writable, start: number, end: number): Promise<void>
   close(): Promise<void>
+}
+
+/** A stored blob, or one still downloading: readable at any position up to what arrived. */
+export interface FollowedBlob extends SourceBase {
+  kind: 'follow'
+  open(): Promise<BlobReader>
+  /** Bytes there so far. */
+  written(): number
+  /** True when every byte is there and verified: no more will come. */
+  verified(): boolean
+  /** Throws the download's error, if any (none once verified: those bytes are good whatever happens next). */
+  check(): void
+  /** Resolves at the next change of written/verified/error. */
+  changed(): Promise<void>
+  /** Hears how many bytes went out. */
+  sent(n: number): void
+  /** When reading failed before any byte went out: the same blob from elsewhere, or undefined to fail. */
+  fallback?(err: unknown): Promise<BlobSource | undefined>
+}
+
+/** An upstream body for one client, past the cache: each chunk goes through accept() before it is sent. */
+export interface StreamedBlob extends SourceBase {
+  kind: 'stream'
+  body: AsyncIterable<Buffer>
+  /** Hashes a chunk; throws when the body is already longer than announced. */
+  accept(chunk: Buffer): void
+  /** Throws when the whole body is not the blob. */
+  finish(): void
+  /** Stops the body after `err` and says what to report. */
+  failed(err: unknown): unknown
+  /** Stops the body (the client went away). */
+  discard(): void
+}
+
+/** A small blob held in memory (the doctor's probe image). */
+export interface HeldBlob extends SourceBase {
+  kind: 'bytes'
+  bytes: Buffer
 }
 
 export class BlobProxy {
   private readonly fetches = new Map<string, Fetch>()
-  readonly buffers: SendBuffers
 
-  constructor(private readonly o: BlobProxyOptions) {
-    this.buffers = o.buffers ?? new SendBuffers()
-  }
+  constructor(private readonly o: BlobProxyOptions) {}
 
   /** Number of downloads in progress (tests and shutdown use it). */
   get inflight(): number {
@@ -99,7 +132,7 @@ export class BlobProxy {
       if (handle) {
         counters.cacheHits++
         await store.touchBlob(d)
-        return fromFile(handle.fh, handle.size, counters, this.buffers)
+        return fromFile(handle, counters)
       }
     }
     const fetch = this.join(image, d)
@@ -109,7 +142,7 @@ export class BlobProxy {
       if (isCacheUnavailable(err)) return this.past(image, d)
       throw notCached(err, 'BLOB_UNKNOWN', `blob ${d.value}`, image.registry)
     }
-    return fromFetch(fetch, this.buffers, () => this.past(image, d))
+    return fromFetch(fetch, () => this.past(image, d))
   }
 
   /** The blob straight from upstream to one client, for when the cache cannot take it. */
@@ -120,12 +153,7 @@ export class BlobProxy {
     } catch (err) {
       throw notCached(err, 'BLOB_UNKNOWN', `blob ${d.value}`, image.registry)
     }
-    return {
-      size: up.size ?? -1,
-      cached: false,
-      send: (out, start, end) => streamPast(up, d, out, start, end, this.o.counters),
-      close: async () => discard(up.body),
-    }
+    return streamed(up, d, this.o.counters)
   }
 
   /**
@@ -202,16 +230,15 @@ export class BlobProxy {
 class Fetch extends EventEmitter {
   size: number | undefined
   written = 0
-  tempPath: string | undefined
   /** Digest and size checked: every byte may go to clients. */
   verified = false
   /** Renamed into the cache. */
   committed = false
   error: Error | undefined
-  readonly finalPath: string
   readonly started: Promise<void>
   readonly done: Promise<void>
   private body: Readable | undefined
+  private writer: BlobWriter | undefined
   private aborted = false
   private markStarted!: () => void
   private failStart!: (err: Error) => void
@@ -224,7 +251,6 @@ class Fetch extends EventEmitter {
   ) {
     super()
     this.setMaxListeners(0)
-    this.finalPath = o.store.blobPath(d)
     this.started = new Promise((resolve, reject) => {
       this.markStarted = resolve
       this.failStart = reject
@@ -247,7 +273,7 @@ class Fetch extends EventEmitter {
       const up = await upstreams.get(this.image.registry).getBlob(this.image.repository, this.d.value)
       this.body = up.body
       if (this.aborted) up.body.destroy(new DproxyError('UPSTREAM_UNAVAILABLE', 'dproxy is shutting down'))
-      let writer: VerifyingWriter
+      let writer: BlobWriter
       try {
         writer = await store.createBlobWriter(this.d, up.size)
       } catch (err) {
@@ -255,7 +281,7 @@ class Fetch extends EventEmitter {
         throw err
       }
       this.size = up.size
-      this.tempPath = writer.tempPath
+      this.writer = writer
       try {
         await this.copy(up.body, writer)
       } catch (err) {
@@ -289,7 +315,7 @@ class Fetch extends EventEmitter {
    * in flight and go out together in the next one, so the upstream socket is
    * never paused by one disk round trip per small chunk; the queue is bounded.
    */
-  private async copy(body: Readable, writer: VerifyingWriter): Promise<void> {
+  private async copy(body: Readable, writer: BlobWriter): Promise<void> {
     const queue: Buffer[] = []
     let queued = 0
     let failure: unknown
@@ -336,195 +362,72 @@ class Fetch extends EventEmitter {
     return new Promise((resolve) => this.once('progress', resolve))
   }
 
-  /** Opens the bytes for reading: the temp file while downloading, the cache file after. */
-  async openFile(): Promise<FileHandle> {
-    for (;;) {
-      const path = this.committed || !this.tempPath ? this.finalPath : this.tempPath
-      try {
-        return await fs.open(path, constants.O_RDONLY)
-      } catch (err) {
-        // Renamed between our check and the open: the next round finds it in place.
-        if (!isNotFound(err) || (path === this.finalPath && this.committed) || this.error) {
-          throw this.error ?? err
-        }
-        if (!this.committed) await this.changed()
-      }
+  /** Opens the bytes for reading: following the writer while downloading, the stored blob after. */
+  async openReader(): Promise<BlobReader> {
+    try {
+      const reader = this.writer ? await this.writer.follow() : await this.o.store.openBlob(this.d)
+      if (reader) return reader
+    } catch (err) {
+      throw this.error ?? err
     }
+    throw this.error ?? new DproxyError('BLOB_UNKNOWN', `blob ${this.d.value} left the cache while it was being sent`)
   }
 }
 
-/** What pump() reads from: a complete file, or a download in progress. */
-interface ByteSource {
-  open(): Promise<FileHandle>
-  /** Bytes in the file so far. */
-  written(): number
-  /** True when every byte is there and verified: no more will come. */
-  verified(): boolean
-  /** Throws the download's error, if any (none once verified: those bytes are good whatever happens next). */
-  check(): void
-  /** Resolves at the next change of written/verified/error. */
-  changed(): Promise<void>
-}
-
-function fromFile(fh: FileHandle, size: number, counters: Counters, buffers: SendBuffers): BlobSource {
-  const file: ByteSource = {
-    open: async () => fh,
-    written: () => size,
+function fromFile(reader: StoredBlob, counters: Counters): FollowedBlob {
+  return {
+    kind: 'follow',
+    size: reader.size,
+    cached: true,
+    open: async () => reader,
+    written: () => reader.size,
     verified: () => true,
     check: () => {},
     changed: async () => {},
-  }
-  return {
-    size,
-    cached: true,
-    send: (out, start, end) =>
-      pump(file, out, start, end, buffers, (n) => (counters.bytesFromCache += n)).catch((err: unknown) => {
-        out.destroy()
-        throw err
-      }),
-    close: () => fh.close(),
+    sent: (n) => (counters.bytesFromCache += n),
+    close: () => reader.close(),
   }
 }
 
-function fromFetch(fetch: Fetch, buffers: SendBuffers, past: () => Promise<BlobSource>): BlobSource {
-  const download: ByteSource = {
-    open: () => fetch.openFile(),
+function fromFetch(fetch: Fetch, past: () => Promise<BlobSource>): FollowedBlob {
+  return {
+    kind: 'follow',
+    size: fetch.size ?? -1,
+    cached: fetch.committed,
+    open: () => fetch.openReader(),
     written: () => fetch.written,
     verified: () => fetch.verified,
     check: () => {
       if (fetch.error && !fetch.verified) throw fetch.error
     },
     changed: () => fetch.changed(),
-  }
-  return {
-    size: fetch.size ?? -1,
-    cached: fetch.committed,
-    send: async (out, start, end) => {
-      try {
-        await pump(download, out, start, end, buffers, () => {})
-      } catch (err) {
-        // pump leaves `out` untouched only when the disk failed before it sent a byte.
-        if (out.destroyed) throw err
-        let other: BlobSource
-        try {
-          other = await past()
-        } catch (pastErr) {
-          out.destroy()
-          throw pastErr
-        }
-        await other.send(out, start, end)
-      }
-    },
+    sent: () => {},
+    // The disk refused the blob before this client got a byte: it gets the blob past the cache.
+    fallback: async (err) => (isCacheUnavailable(err) ? past() : undefined),
     close: async () => {},
   }
 }
 
-/**
- * Copies [start, end] of `src` to `out`, waiting for bytes that are not there
- * yet. Reads go into buffers of the daemon's pool (sendbuffers.ts), each
- * handed back when its socket write completes: a blob of any size is sent
- * without allocating per chunk, and the number of clients no longer
- * multiplies megabytes.
- */
-async function pump(
-  src: ByteSource,
-  out: Writable,
-  start: number,
-  end: number,
-  buffers: SendBuffers,
-  sent: (n: number) => void,
-): Promise<void> {
-  let closed = out.destroyed
-  const gone = new Promise<void>((resolve) => {
-    out.once('close', () => {
-      closed = true
-      resolve()
-    })
-  })
-  let held = 0
-  let bufferFreed: (() => void) | undefined
-  let fh: FileHandle | undefined
-  let pos = start
-  try {
-    fh = await src.open()
-    for (;;) {
-      if (closed) return
-      src.check()
-      // Until the blob verified, the last byte there and the range's own last byte stay back.
-      const verified = src.verified()
-      const limit = verified ? Math.min(src.written(), end + 1) : Math.min(src.written() - 1, end)
-      if (pos >= limit) {
-        if (verified) break
-        await Promise.race([src.changed(), gone])
-        continue
-      }
-      while (held >= BUFFERS_PER_RESPONSE && !closed) await Promise.race([new Promise<void>((r) => (bufferFreed = r)), gone])
-      if (closed) return
-      const buf = buffers.acquire()
-      const bytesRead = await fh.read(buf, 0, Math.min(buf.length, limit - pos), pos).then(
-        (r) => r.bytesRead,
-        (err: unknown) => {
-          buffers.release(buf)
-          throw err
-        },
-      )
-      if (bytesRead === 0) {
-        buffers.release(buf)
-        throw new DproxyError('INTERNAL', 'blob file shrank while it was being read')
-      }
-      pos += bytesRead
-      sent(bytesRead)
-      held++
-      const more = out.write(buf.subarray(0, bytesRead), () => {
-        held--
-        buffers.release(buf)
-        bufferFreed?.()
-      })
-      if (!more) await Promise.race([once(out, 'drain'), gone])
-    }
-    out.end()
-  } catch (err) {
-    if (pos > start || !isCacheUnavailable(err)) out.destroy()
-    throw err
-  } finally {
-    await fh?.close().catch(() => {})
-  }
-}
-
-/**
- * Streams [start, end] of an upstream body to `out`, checking it as it
- * passes, and holds back the last piece of the range until the whole blob
- * verified; on a mismatch or a broken body `out` is cut instead.
- */
-async function streamPast(up: BlobBody, d: Digest, out: Writable, start: number, end: number, counters: Counters): Promise<void> {
+/** An upstream body for one client, checked against its digest as it passes. */
+function streamed(up: BlobBody, d: Digest, counters: Counters): StreamedBlob {
   const check = new ContentCheck(d, up.size)
-  const gone = once(out, 'close').then(
-    () => {},
-    () => {},
-  )
-  let held: Buffer | undefined
-  try {
-    for await (const chunk of up.body as AsyncIterable<Buffer>) {
-      if (out.destroyed) {
-        discard(up.body)
-        return
-      }
-      const at = check.size
+  return {
+    kind: 'stream',
+    size: up.size ?? -1,
+    cached: false,
+    body: up.body as AsyncIterable<Buffer>,
+    accept: (chunk) => {
       check.update([chunk])
       counters.bytesFromUpstream += chunk.length
-      const piece = chunk.subarray(Math.max(0, start - at), Math.max(0, Math.min(chunk.length, end + 1 - at)))
-      if (piece.length === 0) continue
-      if (held && !out.write(held)) await Promise.race([once(out, 'drain'), gone])
-      held = piece
-    }
-    check.finish()
-  } catch (err) {
-    discard(up.body)
-    out.destroy()
-    throw upstreamError(err, `GET ${up.url}`)
+    },
+    finish: () => check.finish(),
+    failed: (err) => {
+      discard(up.body)
+      return upstreamError(err, `GET ${up.url}`)
+    },
+    discard: () => discard(up.body),
+    close: async () => discard(up.body),
   }
-  if (held) out.write(held)
-  out.end()
 }
 
 function isCacheUnavailable(err: unknown): boolean {

@@ -16,8 +16,8 @@
 import type { Clock } from '../clock.js'
 import { DproxyError, isDproxyError, isUpstreamOutage, truncate } from '../errors.js'
 import type { Logger } from '../log.js'
-import type { Store, StoredManifest, TagRecord } from '../store/store.js'
-import type { TagPage, Upstreams } from '../upstream/client.js'
+import type { ManifestStore, StoredManifest, TagRecord, TagStore } from '../store/api.js'
+import type { TagPage, UpstreamClient } from '../upstream/client.js'
 import type { Counters } from './counters.js'
 import { notCached } from './outage.js'
 import { SingleFlight } from './singleflight.js'
@@ -47,9 +47,14 @@ export interface GetOptions {
   touch?: boolean
 }
 
+/** What the manifest proxy asks of upstream (the Upstreams class, or a test's double). */
+export interface ManifestUpstreams {
+  get(registry: string): Pick<UpstreamClient, 'headManifest' | 'getManifest' | 'listTags'>
+}
+
 export interface ManifestProxyOptions {
-  store: Store
-  upstreams: Upstreams
+  store: ManifestStore & TagStore
+  upstreams: ManifestUpstreams
   counters: Counters
   clock: Clock
   log: Logger

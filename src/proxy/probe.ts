@@ -15,7 +15,6 @@
 // platform before it unpacks it.
 
 import { crc32 } from 'node:zlib'
-import type { Writable } from 'node:stream'
 import { LRUCache } from 'lru-cache'
 import type { Clock } from '../clock.js'
 import { DproxyError } from '../errors.js'
@@ -94,14 +93,7 @@ export function buildProbeImage(arch: string = ociArch[process.arch] ?? process.
 }
 
 function memorySource(bytes: Buffer): BlobSource {
-  return {
-    size: bytes.length,
-    cached: true,
-    async send(out: Writable, start: number, end: number) {
-      out.end(bytes.subarray(start, end + 1))
-    },
-    async close() {},
-  }
+  return { kind: 'bytes', size: bytes.length, cached: true, bytes, async close() {} }
 }
 
 /** What the request handler needs to know about a request for the probe. */

@@ -12,7 +12,7 @@
 // upstream last reported is refused before it spends a single pull.
 
 import { DproxyError } from '../errors.js'
-import type { Store } from '../store/store.js'
+import type { ManifestStore, TagStore } from '../store/api.js'
 import type { Upstreams } from '../upstream/client.js'
 import type { BlobProxy } from './blobs.js'
 import type { ManifestProxy, ManifestResult } from './manifests.js'
@@ -101,7 +101,7 @@ export interface WarmOptions {
 }
 
 export interface WarmerDeps {
-  store: Store
+  store: ManifestStore & TagStore
   upstreams: Upstreams
   manifests: ManifestProxy
   blobs: BlobProxy

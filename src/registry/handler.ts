@@ -14,13 +14,17 @@ import type { Logger } from '../log.js'
 import type { BlobProxy } from '../proxy/blobs.js'
 import type { ManifestProxy } from '../proxy/manifests.js'
 import type { ProbeRepository } from '../proxy/probe.js'
+import { SendBuffers } from './buffers.js'
 import { sendError, type ErrorListener } from './errors.js'
+import { sendBlob } from './send.js'
 import { parseDigest } from '../oci/digest.js'
 import { parseReference, resolveImageName, type ImageName } from '../oci/reference.js'
 
 export interface RegistryDeps {
   manifests: Pick<ManifestProxy, 'get' | 'listTags'>
   blobs: Pick<BlobProxy, 'open' | 'size'>
+  /** Blob bytes pass through these on their way to clients; one pool per daemon (default: one per handler). */
+  buffers?: SendBuffers
   log: Logger
   /** Throws when clients may not use this registry (upstream allow-list); checked before the cache too. */
   admit?: (registry: string) => void
@@ -34,7 +38,8 @@ export type Handler = (req: IncomingMessage, res: ServerResponse) => Promise<voi
 const routeRe = /^\/v2\/(.+)\/(manifests|blobs)\/([^/]+)$/
 const tagsRe = /^\/v2\/(.+)\/tags\/list$/
 
-export function registryHandler(deps: RegistryDeps): Handler {
+export function registryHandler(options: RegistryDeps): Handler {
+  const deps = { ...options, buffers: options.buffers ?? new SendBuffers() }
   return async (req, res) => {
     const method = req.method ?? 'GET'
     try {
@@ -115,7 +120,7 @@ async function serveManifest(
 }
 
 async function serveBlob(
-  deps: RegistryDeps,
+  deps: RegistryDeps & { buffers: SendBuffers },
   req: IncomingMessage,
   res: ServerResponse,
   image: ImageName,
@@ -163,9 +168,9 @@ async function serveBlob(
     return
   }
   try {
-    await source.send(res, start, end)
+    await sendBlob(source, res, start, end, deps.buffers)
   } catch (err) {
-    // send() has cut the connection: the client sees a failure, never a complete-looking wrong body.
+    // sendBlob() has cut the connection: the client sees a failure, never a complete-looking wrong body.
     deps.log.warn(`blob ${d.value} to client aborted: ${(err as Error).message}`)
   }
 }

@@ -1,4 +1,5 @@
-// The content-addressed cache on disk (see layout.ts for the tree). It knows
+// The content-addressed cache on disk (see layout.ts for the tree), the file
+// implementation of the blob, manifest and tag stores of api.ts. It knows
 // nothing about upstreams or HTTP: it stores verified bytes under their digest,
 // remembers what tags pointed at, and records when things were last used.
 //
@@ -24,28 +25,9 @@ import { isNotFound, removeFile } from '../fs.js'
 import { DiskHealth } from './health.js'
 import { DIR_MODE, FILE_MODE, LAYOUT_VERSION, Layout, tagFileName, tempFileOwner } from './layout.js'
 import { type Digest, ContentCheck } from '../oci/digest.js'
+import type { BlobReader, BlobWriter, CacheStore, StoredBlob, StoredManifest, TagRecord } from './api.js'
 
-// Re-exported while proxy/blobs.ts (being split) still imports them from here.
-export { isNotFound, removeFile }
-
-export interface TagRecord {
-  digest: string
-  mediaType: string
-  size: number
-  /** When upstream last confirmed (or gave us) this digest for the tag, ms since epoch. */
-  checkedAt: number
-}
-
-export interface StoredManifest {
-  digest: string
-  mediaType: string
-  bytes: Buffer
-}
-
-export interface BlobHandle {
-  fh: FileHandle
-  size: number
-}
+export type { StoredManifest, TagRecord } from './api.js'
 
 export interface CacheStats {
   bytes: number
@@ -80,7 +62,7 @@ export interface StoreOptions {
 
 const TOUCH_MEMORY = 4096
 
-export class Store {
+export class Store implements CacheStore {
   readonly layout: Layout
   readonly clock: Clock
   /** Whether the disk takes writes (status reports it). */
@@ -176,7 +158,7 @@ export class Store {
   // ---- blobs
 
   /** Opens a cached blob for reading, or undefined when it is not cached. */
-  async openBlob(d: Digest): Promise<BlobHandle | undefined> {
+  async openBlob(d: Digest): Promise<StoredBlob | undefined> {
     let fh: FileHandle
     try {
       fh = await fs.open(this.layout.blob(d), constants.O_RDONLY)
@@ -185,7 +167,7 @@ export class Store {
       throw this.health.readFailed(err, `blob ${d.value}`)
     }
     const { size } = await fh.stat()
-    return { fh, size }
+    return new FileReader(fh, size)
   }
 
   async statBlob(d: Digest): Promise<number | undefined> {
@@ -346,13 +328,33 @@ export class Store {
 }
 
 /**
+ * An open file as a blob reader. The handle stays valid when another process
+ * deletes or replaces the file, so a reader never loses bytes to eviction.
+ */
+class FileReader implements StoredBlob {
+  constructor(
+    private readonly fh: FileHandle,
+    readonly size: number,
+  ) {}
+
+  async read(buf: Uint8Array, offset: number, length: number, position: number): Promise<number> {
+    return (await this.fh.read(buf, offset, length, position)).bytesRead
+  }
+
+  close(): Promise<void> {
+    return this.fh.close()
+  }
+}
+
+/**
  * A temp file that hashes what is written to it and becomes `finalPath` only
  * when the digest (and the expected size, when known) match.
  */
-export class VerifyingWriter {
+export class VerifyingWriter implements BlobWriter {
   written = 0
   private done = false
   private verified = false
+  private committed = false
 
   private constructor(
     readonly tempPath: string,
@@ -425,7 +427,7 @@ export class VerifyingWriter {
   }
 
   /** Verifies (if not done yet), flushes to disk and renames into place. */
-  async commit(): Promise<string> {
+  async commit(): Promise<void> {
     await this.verify()
     this.done = true
     try {
@@ -437,8 +439,30 @@ export class VerifyingWriter {
       await this.discard()
       throw this.health.writeFailed(err, `blob ${this.digest.value}`, this.finalPath)
     }
+    this.committed = true
     this.health.writeSucceeded()
-    return this.finalPath
+  }
+
+  /**
+   * Opens the temp file, or the blob in place once it was renamed there: a
+   * reader opened either way reads the same inode, which the rename does not
+   * change. The only bytes ever found under the final path are verified ones.
+   */
+  async follow(): Promise<BlobReader> {
+    const read = (path: string) => fs.open(path, constants.O_RDONLY).then((fh) => new FileReader(fh, -1))
+    if (!this.committed) {
+      try {
+        return await read(this.tempPath)
+      } catch (err) {
+        if (!isNotFound(err)) throw this.health.readFailed(err, `blob ${this.digest.value}`)
+      }
+    }
+    try {
+      return await read(this.finalPath)
+    } catch (err) {
+      if (isNotFound(err)) throw new DproxyError('BLOB_UNKNOWN', `the download of blob ${this.digest.value} was abandoned`)
+      throw this.health.readFailed(err, `blob ${this.digest.value}`)
+    }
   }
 
   async abort(): Promise<void> {

@@ -7,7 +7,7 @@ import { request, type ClientRequest, type IncomingMessage } from 'node:http'
 import { setFlagsFromString } from 'node:v8'
 import { runInNewContext } from 'node:vm'
 import t from 'tap'
-import { SendBuffers } from '../../src/proxy/sendbuffers.js'
+import { SendBuffers } from '../../src/registry/buffers.js'
 import { Store } from '../../src/store/store.js'
 import { startDaemon } from '../helpers/daemon.js'
 import { parseDigest } from '../../src/oci/digest.js'
@@ -91,7 +91,7 @@ t.test('clients that stop reading mid-blob cost the pool, not megabytes each', a
   const digest = await putBigBlob(store)
   const d = await startDaemon(t, undefined, { cacheDir })
   const url = `${d.url}/v2/library/big/blobs/${digest}`
-  const pool = d.blobs.buffers
+  const pool = d.buffers
 
   const before = liveBufferBytes()
   const clients = await Promise.all(Array.from({ length: CLIENTS }, () => stalledGet(url)))

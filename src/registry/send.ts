@@ -1,0 +1,155 @@
+// Writing a blob's bytes to a client. proxy/ says where the bytes are and
+// when they may go (a stored blob, a download in progress, an upstream body
+// streamed past the cache); this file moves them, from any byte range, with
+// the daemon's shared buffers (buffers.ts), waiting for bytes that have not
+// arrived and for a slow socket to drain.
+//
+// The one rule it keeps whatever the source: the last byte of a response
+// leaves only once the whole blob verified. Until then the last byte there
+// and the range's own last byte are held back; if the source fails instead,
+// the response is cut (destroyed: a Content-Length response short of its
+// length, a chunked one without its terminating chunk), so a client never
+// sees a complete-looking wrong body. The one exception: a read that failed
+// before a single byte went out leaves the response untouched, so the proxy
+// may offer the same blob from elsewhere (its fallback past a failing disk).
+
+import { once } from 'node:events'
+import type { Writable } from 'node:stream'
+import { DproxyError } from '../errors.js'
+import type { BlobSource, FollowedBlob, StreamedBlob } from '../proxy/blobs.js'
+import type { BlobReader } from '../store/api.js'
+import type { SendBuffers } from './buffers.js'
+
+/** Buffers one response may have out at once: one being written while the next is read. */
+const BUFFERS_PER_RESPONSE = 2
+
+/**
+ * Writes bytes [start, end] of `source` (inclusive; `end` Infinity for "to
+ * the end, whatever the size") to `out` and ends it. On a failure `out` is
+ * destroyed, so the client sees a cut connection, and the error is thrown.
+ */
+export async function sendBlob(source: BlobSource, out: Writable, start: number, end: number, buffers: SendBuffers): Promise<void> {
+  switch (source.kind) {
+    case 'bytes':
+      out.end(source.bytes.subarray(start, end + 1))
+      return
+    case 'stream':
+      return stream(source, out, start, end)
+    case 'follow':
+      try {
+        await pump(source, out, start, end, buffers)
+      } catch (err) {
+        // pump leaves `out` untouched only when nothing was sent yet.
+        const other = out.destroyed ? undefined : await offered(source, err, out)
+        if (!other) {
+          out.destroy()
+          throw err
+        }
+        await sendBlob(other, out, start, end, buffers)
+      }
+  }
+}
+
+async function offered(source: FollowedBlob, err: unknown, out: Writable): Promise<BlobSource | undefined> {
+  try {
+    return await source.fallback?.(err)
+  } catch (fallbackErr) {
+    out.destroy()
+    throw fallbackErr
+  }
+}
+
+/**
+ * Copies [start, end] of a stored or growing blob to `out`. Reads go into
+ * buffers of the daemon's pool, each handed back when its socket write
+ * completes: a blob of any size is sent without allocating per chunk, and
+ * the number of clients does not multiply megabytes.
+ */
+async function pump(src: FollowedBlob, out: Writable, start: number, end: number, buffers: SendBuffers): Promise<void> {
+  let closed = out.destroyed
+  const gone = new Promise<void>((resolve) => {
+    out.once('close', () => {
+      closed = true
+      resolve()
+    })
+  })
+  let held = 0
+  let bufferFreed: (() => void) | undefined
+  let reader: BlobReader | undefined
+  let pos = start
+  try {
+    reader = await src.open()
+    for (;;) {
+      if (closed) return
+      src.check()
+      // Until the blob verified, the last byte there and the range's own last byte stay back.
+      const verified = src.verified()
+      const limit = verified ? Math.min(src.written(), end + 1) : Math.min(src.written() - 1, end)
+      if (pos >= limit) {
+        if (verified) break
+        await Promise.race([src.changed(), gone])
+        continue
+      }
+      while (held >= BUFFERS_PER_RESPONSE && !closed) await Promise.race([new Promise<void>((r) => (bufferFreed = r)), gone])
+      if (closed) return
+      const buf = buffers.acquire()
+      const bytesRead = await reader.read(buf, 0, Math.min(buf.length, limit - pos), pos).catch((err: unknown) => {
+        buffers.release(buf)
+        throw err
+      })
+      if (bytesRead === 0) {
+        buffers.release(buf)
+        throw new DproxyError('INTERNAL', 'blob file shrank while it was being read')
+      }
+      pos += bytesRead
+      src.sent(bytesRead)
+      held++
+      const more = out.write(buf.subarray(0, bytesRead), () => {
+        held--
+        buffers.release(buf)
+        bufferFreed?.()
+      })
+      if (!more) await Promise.race([once(out, 'drain'), gone])
+    }
+    out.end()
+  } catch (err) {
+    if (pos > start) out.destroy()
+    throw err
+  } finally {
+    await reader?.close().catch(() => {})
+  }
+}
+
+/**
+ * Streams [start, end] of an upstream body to `out` as it passes the
+ * source's check, holding back the last piece of the range until the whole
+ * blob verified; on a mismatch or a broken body `out` is cut instead.
+ */
+async function stream(src: StreamedBlob, out: Writable, start: number, end: number): Promise<void> {
+  const gone = once(out, 'close').then(
+    () => {},
+    () => {},
+  )
+  let at = 0
+  let held: Buffer | undefined
+  try {
+    for await (const chunk of src.body) {
+      if (out.destroyed) {
+        src.discard()
+        return
+      }
+      src.accept(chunk)
+      const piece = chunk.subarray(Math.max(0, start - at), Math.max(0, Math.min(chunk.length, end + 1 - at)))
+      at += chunk.length
+      if (piece.length === 0) continue
+      if (held && !out.write(held)) await Promise.race([once(out, 'drain'), gone])
+      held = piece
+    }
+    src.finish()
+  } catch (err) {
+    out.destroy()
+    throw src.failed(err)
+  }
+  if (held) out.write(held)
+  out.end()
+}

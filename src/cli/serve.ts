@@ -6,7 +6,7 @@
 import { join } from 'node:path'
 import { Option, type Command } from 'commander'
 import { resolveSettings, type RawSettings } from '../config/settings.js'
-import { openCredentialStore } from '../credentials/index.js'
+import { lazyCredentialStore } from '../credentials/index.js'
 import { clientSecretReader, CLIENT_USERNAME, ensureClientSecret } from '../daemon/clientauth.js'
 import { Daemon, formatHost } from '../daemon/daemon.js'
 import { ADMIN_TOKEN_FILE } from '../daemon/guard.js'
@@ -77,11 +77,12 @@ export async function serve(flags: ServeFlags, ctx: CliContext): Promise<void> {
   const log = streamLogger(ctx.stderr)
   // Upstream logins (dproxy login) and the client password (dproxy env) are read
   // from the store while the daemon runs, through short caches: no restart needed.
-  const credentialStore = await openCredentialStore({ configDir: settings.configDir, env: ctx.env, onFallback: (r) => log.warn(r) })
-  if (settings.auth) await ensureClientSecret(credentialStore)
+  // The store opens on the first lookup (a keychain module costs memory); --auth needs it at once.
+  const credentialStore = lazyCredentialStore({ configDir: settings.configDir, env: ctx.env, onFallback: (r) => log.warn(r) })
+  if (settings.auth) await ensureClientSecret(await credentialStore.open())
   const daemon = await Daemon.start({
     credentials: storedCredentials((registry) => credentialStore.get(registry), { log }),
-    ...(settings.auth ? { clientAuth: { secret: clientSecretReader(credentialStore, { log }) } } : {}),
+    ...(settings.auth ? { clientAuth: { secret: clientSecretReader(await credentialStore.open(), { log }) } } : {}),
     hosts: settings.hosts,
     port: settings.port,
     cacheDir: settings.cacheDir,

@@ -359,8 +359,8 @@ export async function logTail(file: string, from = 0, lines = 20): Promise<strin
  * V8 flags for the long-running daemon. Node's default young generation grows
  * to 16 MiB semi-spaces under load and costs the daemon about 55 MB of peak
  * RSS while clients stream blobs (bench, 16 to 64 clients); 1 MiB keeps
- * throughput. They only apply at process start, so a foreground
- * `dproxy serve` gets them through NODE_OPTIONS.
+ * throughput. They only apply at process start; a foreground `dproxy serve`
+ * or a service unit gets the same cap from tuneHeap() (src/heap.ts).
  */
 export const DAEMON_NODE_FLAGS = ['--max-semi-space-size=1']
 

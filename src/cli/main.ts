@@ -1,11 +1,6 @@
 // Entry point of the `dproxy` binary (bin/dproxy.js imports the built copy).
-// The young generation is capped before the CLI's modules load (they would
-// grow it), so that `serve` runs with the small heap however it was started.
 
-import { tuneHeap } from '../heap.js'
-
-tuneHeap()
-const { runCli } = await import('./program.js')
+import { runCli } from './program.js'
 
 // `dproxy status | head -1`: a reader that goes away is not an error.
 for (const stream of [process.stdout, process.stderr]) {

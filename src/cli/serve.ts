@@ -10,6 +10,7 @@ import { lazyCredentialStore } from '../credentials/index.js'
 import { clientSecretReader, CLIENT_USERNAME, ensureClientSecret } from '../daemon/clientauth.js'
 import { Daemon, formatHost } from '../daemon/daemon.js'
 import { ADMIN_TOKEN_FILE } from '../daemon/guard.js'
+import { tuneHeap } from '../heap.js'
 import { streamLogger } from '../log.js'
 import { storedCredentials } from '../upstream/login.js'
 import { detach } from './daemon.js'
@@ -61,6 +62,8 @@ export function registerServeCommand(program: Command, ctx: CliContext): void {
 }
 
 export async function serve(flags: ServeFlags, ctx: CliContext): Promise<void> {
+  // Only the daemon: a small young generation slows a short command's module loading.
+  tuneHeap()
   const raw: RawSettings = {
     ...(flags.host !== undefined ? { host: flags.host } : {}),
     ...(flags.port !== undefined ? { port: flags.port } : {}),

@@ -360,7 +360,7 @@ export async function logTail(file: string, from = 0, lines = 20): Promise<strin
  * to 16 MiB semi-spaces under load and costs the daemon about 55 MB of peak
  * RSS while clients stream blobs (bench, 16 to 64 clients); 1 MiB keeps
  * throughput. They only apply at process start; a foreground `dproxy serve`
- * or a service unit gets the same cap from tuneHeap() (src/heap.ts).
+ * or a service unit gets a like cap from tuneHeap() (src/heap.ts).
  */
 export const DAEMON_NODE_FLAGS = ['--max-semi-space-size=1']
 

@@ -6,11 +6,12 @@
 import { join } from 'node:path'
 import { Option, type Command } from 'commander'
 import { resolveSettings, type RawSettings } from '../config/settings.js'
-import { openCredentialStore } from '../credentials/index.js'
+import { lazyCredentialStore } from '../credentials/index.js'
 import { clientSecretReader, CLIENT_USERNAME, ensureClientSecret } from '../daemon/clientauth.js'
 import { Daemon } from '../daemon/daemon.js'
 import { formatHost } from '../net.js'
 import { ADMIN_TOKEN_FILE } from '../daemon/guard.js'
+import { tuneHeap } from '../heap.js'
 import { streamLogger } from '../log.js'
 import { storedCredentials } from '../upstream/login.js'
 import { detach } from './daemon.js'
@@ -62,6 +63,8 @@ export function registerServeCommand(program: Command, ctx: CliContext): void {
 }
 
 export async function serve(flags: ServeFlags, ctx: CliContext): Promise<void> {
+  // Only the daemon: a small young generation slows a short command's module loading.
+  tuneHeap()
   const raw: RawSettings = {
     ...(flags.host !== undefined ? { host: flags.host } : {}),
     ...(flags.port !== undefined ? { port: flags.port } : {}),
@@ -78,11 +81,12 @@ export async function serve(flags: ServeFlags, ctx: CliContext): Promise<void> {
   const log = streamLogger(ctx.stderr)
   // Upstream logins (dproxy login) and the client password (dproxy env) are read
   // from the store while the daemon runs, through short caches: no restart needed.
-  const credentialStore = await openCredentialStore({ configDir: settings.configDir, env: ctx.env, onFallback: (r) => log.warn(r) })
-  if (settings.auth) await ensureClientSecret(credentialStore)
+  // The store opens on the first lookup (a keychain module costs memory); --auth needs it at once.
+  const credentialStore = lazyCredentialStore({ configDir: settings.configDir, env: ctx.env, onFallback: (r) => log.warn(r) })
+  if (settings.auth) await ensureClientSecret(await credentialStore.open())
   const daemon = await Daemon.start({
     credentials: storedCredentials((registry) => credentialStore.get(registry), { log }),
-    ...(settings.auth ? { clientAuth: { secret: clientSecretReader(credentialStore, { log }) } } : {}),
+    ...(settings.auth ? { clientAuth: { secret: clientSecretReader(await credentialStore.open(), { log }) } } : {}),
     hosts: settings.hosts,
     port: settings.port,
     cacheDir: settings.cacheDir,

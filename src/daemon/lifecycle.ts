@@ -176,7 +176,7 @@ export function adminUrl(addresses: ReadonlyArray<{ host: string; port: number }
  * V8 flags for the long-running daemon. Node's default young generation grows
  * to 16 MiB semi-spaces under load and costs the daemon about 55 MB of peak
  * RSS while clients stream blobs (bench, 16 to 64 clients); 1 MiB keeps
- * throughput. They only apply at process start, so a foreground
- * `dproxy serve` gets them through NODE_OPTIONS.
+ * throughput. They only apply at process start; a foreground `dproxy serve`
+ * or a service unit gets a like cap from tuneHeap() (src/heap.ts).
  */
 export const DAEMON_NODE_FLAGS = ['--max-semi-space-size=1']

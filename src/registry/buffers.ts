@@ -12,7 +12,10 @@
 //
 // Pooled buffers are kept while anything is being sent (allocating one per
 // read puts the garbage collector in the hot path) and dropped once the pool
-// has been idle for a while, so a daemon that was busy shrinks back.
+// has been idle for a while, so a daemon that was busy shrinks back: a full
+// collection then frees them (heap.ts).
+
+import { collectGarbage } from '../heap.js'
 
 export interface SendBufferOptions {
   /** Bytes of one pooled buffer: the most one read and one socket write move. */
@@ -88,6 +91,7 @@ export class SendBuffers {
     this.idleTimer = undefined
     this.allocated -= this.free.length
     this.free.length = 0
+    collectGarbage()
   }
 }
 

@@ -3,6 +3,7 @@
 
 import { spawn } from 'node:child_process'
 import { once } from 'node:events'
+import { readFile } from 'node:fs/promises'
 import path from 'node:path'
 import t from 'tap'
 import { request } from 'undici'
@@ -64,4 +65,16 @@ t.test('serve: a port in use is a failure (exit 1)', async (t) => {
   t.match(err, /EADDRINUSE/)
   first.child.kill('SIGINT')
   t.equal((await once(first.child, 'exit'))[0], 0)
+})
+
+t.test('serve: no keychain module is loaded before a login is looked up', { skip: process.platform !== 'linux' && 'reads /proc' }, async (t) => {
+  const { DPROXY_CREDENTIAL_STORE: _forced, ...env } = isolatedEnv(t)
+  const s = await spawnServe(t, ['--host', '127.0.0.1', '--port', '0'], env)
+  const res = await request(`${s.base}/v2/`)
+  await res.body.dump()
+  // A native module stays mapped once loaded: keytar.node or @napi-rs/keyring's keyring.*.node.
+  const natives = (await readFile(`/proc/${s.child.pid}/maps`, 'utf8')).split('\n').filter((l) => /keytar|keyring/.test(l))
+  t.same(natives, [])
+  s.child.kill('SIGTERM')
+  t.equal((await once(s.child, 'exit'))[0], 0)
 })

@@ -2,7 +2,7 @@ import fs from 'node:fs'
 import path from 'node:path'
 import t from 'tap'
 import { DproxyError } from '../../src/errors.js'
-import { openCredentialStore, type KeychainBackend, type Keytar } from '../../src/credentials/index.js'
+import { lazyCredentialStore, openCredentialStore, type KeychainBackend, type Keytar } from '../../src/credentials/index.js'
 import { secret } from './fixtures/contract.js'
 
 function memoryKeytar(): Keytar {
@@ -139,4 +139,34 @@ t.test('an existing credentials file keeps being used, so earlier logins are not
   await later.delete('ghcr.io')
   const afterLogout = await openCredentialStore({ configDir, env: {}, loadKeychain: memory })
   t.equal(afterLogout.kind, 'keychain', 'once the file is gone the keychain is used again')
+})
+
+t.test('the daemon\'s store loads the keychain on the first lookup, once', async (t) => {
+  const configDir = configDirIn(t.testdir({}))
+  let loads = 0
+  const keytar = memoryKeytar()
+  await keytar.setPassword('dproxy', 'ghcr.io', JSON.stringify({ username: 'ann', secret }))
+  const store = lazyCredentialStore({
+    configDir,
+    env: {},
+    loadKeychain: async () => {
+      loads++
+      return { name: 'memory', keytar }
+    },
+  })
+  t.equal(loads, 0, 'nothing is loaded before a login is asked for')
+  const [a, b] = await Promise.all([store.get('ghcr.io'), store.get('quay.io')])
+  t.same(a, { username: 'ann', secret })
+  t.equal(b, undefined)
+  t.equal((await store.open()).kind, 'keychain')
+  t.equal(loads, 1)
+})
+
+t.test('the daemon\'s store refuses an unknown DPROXY_CREDENTIAL_STORE at once, a silent forced keychain on lookup', async (t) => {
+  const configDir = configDirIn(t.testdir({}))
+  t.throws(() => lazyCredentialStore({ configDir, env: { DPROXY_CREDENTIAL_STORE: 'vault' }, loadKeychain: mustNotLoad }), {
+    code: 'CONFIG_INVALID',
+  })
+  const store = lazyCredentialStore({ configDir, env: { DPROXY_CREDENTIAL_STORE: 'keychain' }, loadKeychain: notInstalled })
+  await t.rejects(store.get('docker.io'), { code: 'CONFIG_INVALID' })
 })

@@ -7,6 +7,7 @@ import { request, type ClientRequest, type IncomingMessage } from 'node:http'
 import { setFlagsFromString } from 'node:v8'
 import { runInNewContext } from 'node:vm'
 import t from 'tap'
+import { tuneHeap } from '../../src/heap.js'
 import { SendBuffers } from '../../src/registry/buffers.js'
 import { Store } from '../../src/store/store.js'
 import { startDaemon } from '../helpers/daemon.js'
@@ -105,4 +106,19 @@ t.test('clients that stop reading mid-blob cost the pool, not megabytes each', a
   await Promise.all(closed)
   for (let i = 0; i < 500 && pool.outstanding > 0; i++) await sleep(10)
   t.equal(pool.outstanding, 0, 'every buffer came back once the clients were gone')
+})
+
+// Last: tuneHeap() changes this process's heap settings for good.
+t.test('in a tuned daemon the dropped buffers are freed when the pool goes idle, with no other allocation', async (t) => {
+  tuneHeap()
+  const MiB = 2 ** 20
+  const base = liveBufferBytes()
+  const pool = new SendBuffers({ chunkSize: MiB, maxBuffers: 16, idleMs: 1 })
+  const out = Array.from({ length: 16 }, () => pool.acquire())
+  for (const b of out) pool.release(b)
+  out.length = 0
+  t.ok(process.memoryUsage().arrayBuffers - base >= 16 * MiB, 'the pool holds its buffers while it may be used')
+  for (let i = 0; i < 200 && pool.size > 0; i++) await sleep(10)
+  t.equal(pool.size, 0)
+  t.ok(process.memoryUsage().arrayBuffers - base < MiB, 'their memory was freed, not left for a collection that may not come')
 })

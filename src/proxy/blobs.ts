@@ -63,6 +63,8 @@ export interface BlobSource {
   /** -1 when upstream did not say (the response is then sent without Content-Length). */
   size: number
   cached: boolean
+  /** Follows a download another request started (for the access log and metrics). */
+  joined?: boolean
   /**
    * Writes bytes [start, end] (inclusive; `end` Infinity for "to the end,
    * whatever the size") to `out` and ends it. On a failure
@@ -102,6 +104,7 @@ export class BlobProxy {
         return fromFile(handle.fh, handle.size, counters, this.buffers)
       }
     }
+    const joined = this.fetches.has(d.value)
     const fetch = this.join(image, d)
     try {
       await fetch.started
@@ -109,7 +112,25 @@ export class BlobProxy {
       if (isCacheUnavailable(err)) return this.past(image, d)
       throw notCached(err, 'BLOB_UNKNOWN', `blob ${d.value}`, image.registry)
     }
-    return fromFetch(fetch, this.buffers, () => this.past(image, d))
+    const source = fromFetch(fetch, this.buffers, () => this.past(image, d))
+    // Clients waiting on the download: the live view shows them per download.
+    fetch.clients++
+    let left = false
+    const leave = () => {
+      if (!left) fetch.clients--
+      left = true
+    }
+    return {
+      ...source,
+      joined,
+      send: (out, start, end) => source.send(out, start, end).finally(leave),
+      close: () => source.close().finally(leave),
+    }
+  }
+
+  /** The downloads in progress, for metrics and the live view. */
+  downloads(): DownloadProgress[] {
+    return [...this.fetches.values()].map((f) => f.progress())
   }
 
   /** The blob straight from upstream to one client, for when the cache cannot take it. */
@@ -198,10 +219,22 @@ export class BlobProxy {
   }
 }
 
+export interface DownloadProgress {
+  /** `docker.io/library/alpine` */
+  image: string
+  digest: string
+  written: number
+  /** undefined until upstream said, or when it did not. */
+  size: number | undefined
+  /** Clients following this download now. */
+  clients: number
+}
+
 /** One upstream download of one blob into the cache. */
 class Fetch extends EventEmitter {
   size: number | undefined
   written = 0
+  clients = 0
   tempPath: string | undefined
   /** Digest and size checked: every byte may go to clients. */
   verified = false
@@ -324,6 +357,11 @@ class Fetch extends EventEmitter {
     await flushing
     if (failure !== undefined) throw failure
     await flush()
+  }
+
+  progress(): DownloadProgress {
+    const { image, d } = this
+    return { image: `${image.registry}/${image.repository}`, digest: d.value, written: this.written, size: this.size, clients: this.clients }
   }
 
   abort(): void {

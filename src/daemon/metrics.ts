@@ -171,21 +171,22 @@ export class Metrics {
           for (const { labels, value } of await series()) this.set(labels, value)
         },
       })
-    // prom-client histograms only take single observations; these are kept as bucket counts above.
+    // prom-client histograms only take single observations, and these are kept as bucket counts
+    // above: this one reports the tally. The Registry formats what getForPromString returns (and
+    // get(), for JSON, calls it too).
     class TallyHistogram extends prom.Histogram {
       constructor(
         private readonly metricName: string,
-        help: string,
+        private readonly helpText: string,
         labelNames: string[],
         private readonly tally: Buckets,
       ) {
-        super({ name: metricName, help, labelNames, buckets: tally.bounds, registers })
+        super({ name: metricName, help: helpText, labelNames, buckets: tally.bounds, registers })
       }
 
-      override async get() {
-        const base = await super.get()
+      async getForPromString() {
         const name = this.metricName
-        const values: typeof base.values = []
+        const values: Array<{ labels: Record<string, string | number>; value: number; metricName: string }> = []
         for (const { labels, counts, sum, count } of this.tally.values.values()) {
           let cumulative = 0
           this.tally.bounds.forEach((le, i) => {
@@ -196,7 +197,7 @@ export class Metrics {
           values.push({ labels, value: sum, metricName: `${name}_sum` })
           values.push({ labels, value: count, metricName: `${name}_count` })
         }
-        return { ...base, values }
+        return { name, help: this.helpText, type: 'histogram' as const, aggregator: 'sum' as const, values }
       }
     }
     const one = (value: number) => [{ labels: {}, value }]

@@ -37,6 +37,7 @@ const commands: Array<[names: string[], load: () => Promise<Register>]> = [
   [['prefetch'], async () => (await import('./prefetch.js')).registerPrefetchCommand],
   [['doctor'], async () => (await import('./doctor.js')).registerDoctorCommand],
   [['pull'], async () => (await import('./pull.js')).registerPullCommand],
+  [['logs'], async () => (await import('./logs.js')).registerLogsCommand],
 ]
 
 /**

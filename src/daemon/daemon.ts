@@ -36,6 +36,7 @@ import { Warmer } from '../proxy/warm.js'
 import { Refresher, type RefreshOptions } from './refresh.js'
 import { DaemonEvents, printable } from './events.js'
 import { isMetricsPath, Metrics, serveMetrics } from './metrics.js'
+import { accessLog } from './accesslog.js'
 import { noteOf, routeOf } from '../registry/note.js'
 
 export const DEFAULT_HOSTS = ['127.0.0.1', '::1']
@@ -73,6 +74,8 @@ export interface DaemonOptions {
   refresh?: RefreshOptions | undefined
   /** A listener that serves only /metrics, to anyone who reaches it (--metrics-address). */
   metricsAddress?: ListenAddress | undefined
+  /** Log every request to `log` (accesslog.ts); `dproxy serve` does. */
+  accessLog?: boolean
 }
 
 export interface ListenAddress {
@@ -129,6 +132,7 @@ export class Daemon {
     })
     this.probe = new ProbeRepository({ clock })
     this.failures = new FailureBook(clock)
+    if (options.accessLog === true) accessLog(events, log)
     this.metrics = new Metrics(events, {
       counters,
       upstreamCounters: upstreams.counters,

@@ -107,6 +107,17 @@ export async function followLines(path: string, o: FollowOptions): Promise<void>
   let ino = (await fh.stat()).ino
   let pos = o.from
   let partial = ''
+  // One abort listener for the whole follow, however many polls.
+  let wake = () => {}
+  o.signal.addEventListener('abort', () => wake(), { once: true })
+  const sleep = (ms: number) =>
+    new Promise<void>((resolve) => {
+      const timer = setTimeout(resolve, ms)
+      wake = () => {
+        clearTimeout(timer)
+        resolve()
+      }
+    })
   const drain = async () => {
     const chunk = Buffer.alloc(64 * 1024)
     for (;;) {
@@ -133,13 +144,7 @@ export async function followLines(path: string, o: FollowOptions): Promise<void>
         partial = ''
         continue
       }
-      await new Promise<void>((resolve) => {
-        const timer = setTimeout(resolve, o.pollMs ?? 250)
-        o.signal.addEventListener('abort', () => {
-          clearTimeout(timer)
-          resolve()
-        }, { once: true })
-      })
+      await sleep(o.pollMs ?? 250)
     }
   } finally {
     await fh.close()

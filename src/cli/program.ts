@@ -27,7 +27,7 @@ const commands: Array<[names: string[], load: () => Promise<Register>]> = [
   [['serve'], async () => (await import('./serve.js')).registerServeCommand],
   // After serve: `start` copies serve's options.
   [['start', 'stop'], async () => (await import('./daemon.js')).registerDaemonCommands],
-  [['status'], async () => (await import('./status.js')).registerStatusCommand],
+  [['status', 'top'], async () => (await import('./status.js')).registerStatusCommand],
   [['service'], async () => (await import('./service.js')).registerServiceCommand],
   [['config'], async () => (await import('./config.js')).registerConfigCommand],
   [['cache'], async () => (await import('./cache.js')).registerCacheCommand],

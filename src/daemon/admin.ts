@@ -21,6 +21,7 @@ import { formatHost } from './daemon.js'
 import { isLoopbackHost } from '../net.js'
 import { checkAdminToken, checkHost, checkOrigin } from './guard.js'
 import { DOCKER_HUB } from '../oci/registry-host.js'
+import { serveEvents, snapshotCounters } from './event-stream.js'
 
 export interface StatusReport {
   version: string
@@ -140,6 +141,22 @@ export function adminHandler(d: Daemon) {
       const nonce = /^\/_dproxy\/probe\/([A-Za-z0-9_][A-Za-z0-9._-]{0,127})$/.exec(path)?.[1]
       if (nonce !== undefined && (method === 'GET' || method === 'HEAD')) {
         json({ nonce, hits: d.probe.seen(nonce) ?? [] })
+        return
+      }
+      if (path === '/_dproxy/events' && method === 'GET') {
+        serveEvents(
+          {
+            events: d.events,
+            snapshot: () => ({
+              at: new Date(d.clock.now()).toISOString(),
+              downloads: d.blobs.downloads(),
+              counters: snapshotCounters(d.counters, d.upstreams.counters),
+              rateLimit: d.upstreams.rateLimits.all(),
+              recentFailures: d.failures.recent(),
+            }),
+          },
+          res,
+        )
         return
       }
       if (path === '/_dproxy/pull') {

@@ -355,6 +355,7 @@ export class Daemon {
   /** Stops accepting, waits up to `graceMs` for responses in flight, then cuts the rest. */
   stop(graceMs = this.options.shutdownGraceMs ?? 10_000): Promise<void> {
     this.stopping ??= (async () => {
+      this.events.emit('closing', undefined)
       const closed = Promise.all(this.servers.map((s) => new Promise<void>((resolve) => s.close(() => resolve()))))
       for (const s of this.servers) s.closeIdleConnections()
       if (this.active > 0) {

@@ -33,6 +33,8 @@ export interface RequestRecord {
 export interface DaemonEventMap {
   request: RequestRecord
   upstream: UpstreamCall
+  /** The daemon is stopping: long-lived subscribers (the event stream) end now. */
+  closing: undefined
 }
 
 type Listener<T> = (event: T) => void
@@ -41,6 +43,7 @@ export class DaemonEvents {
   private readonly listeners: { [K in keyof DaemonEventMap]: Set<Listener<DaemonEventMap[K]>> } = {
     request: new Set(),
     upstream: new Set(),
+    closing: new Set(),
   }
 
   constructor(private readonly onListenerError: (err: unknown) => void = () => {}) {}

@@ -27,7 +27,7 @@ const commands: Array<[names: string[], load: () => Promise<Register>]> = [
   [['serve'], async () => (await import('./serve.js')).registerServeCommand],
   // After serve: `start` copies serve's options.
   [['start', 'stop'], async () => (await import('./daemon.js')).registerDaemonCommands],
-  [['status'], async () => (await import('./status.js')).registerStatusCommand],
+  [['status', 'top'], async () => (await import('./status.js')).registerStatusCommand],
   [['service'], async () => (await import('./service.js')).registerServiceCommand],
   [['config'], async () => (await import('./config.js')).registerConfigCommand],
   [['cache'], async () => (await import('./cache.js')).registerCacheCommand],
@@ -37,6 +37,7 @@ const commands: Array<[names: string[], load: () => Promise<Register>]> = [
   [['prefetch'], async () => (await import('./prefetch.js')).registerPrefetchCommand],
   [['doctor'], async () => (await import('./doctor.js')).registerDoctorCommand],
   [['pull'], async () => (await import('./pull.js')).registerPullCommand],
+  [['logs'], async () => (await import('./logs.js')).registerLogsCommand],
 ]
 
 /**

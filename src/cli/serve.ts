@@ -12,7 +12,10 @@ import { Daemon } from '../daemon/daemon.js'
 import { formatHost } from '../net.js'
 import { ADMIN_TOKEN_FILE } from '../daemon/guard.js'
 import { tuneHeap } from '../heap.js'
-import { streamLogger } from '../log.js'
+import { LOG_FORMATS, LOG_LEVELS, streamLogger, type LogFormat, type LogLevel } from '../log.js'
+import { DEFAULT_LOG_MAX_BYTES, RotatingLogFile } from '../logfile.js'
+import { parseSize } from '../config/units.js'
+import { DproxyError } from '../errors.js'
 import { storedCredentials } from '../upstream/login.js'
 import { detach } from './daemon.js'
 import type { CliContext } from './program.js'
@@ -30,6 +33,10 @@ interface ServeFlags {
   refresh?: string
   refreshWindow?: string
   refreshReserve?: string
+  logFormat?: string
+  logLevel?: string
+  logMaxSize?: string
+  metricsAddress?: string
 }
 
 export function registerServeCommand(program: Command, ctx: CliContext): void {
@@ -56,6 +63,10 @@ export function registerServeCommand(program: Command, ctx: CliContext): void {
     .option('--refresh-window <duration>', 'refresh only tags a client pulled within this long (default 14d)')
     .option('--refresh-reserve <share>', "rate-limit headroom the refresh never spends (default '20%')")
     .addOption(new Option('--log-file <path>', 'where this daemon writes its output (set by dproxy start)').hideHelp())
+    .addOption(new Option('--log-format <format>', 'log lines as text or JSON lines').choices(LOG_FORMATS))
+    .addOption(new Option('--log-level <level>', 'least severe lines logged; info logs every manifest and blob request').choices(LOG_LEVELS))
+    .option('--log-max-size <size>', "detached: rotate the log file past this size, keeping 3 old ones (default '10MiB')")
+    .option('--metrics-address <addr:port>', 'also serve /metrics there, to anyone who can reach it (default: loopback only)')
     .action(async (flags: ServeFlags, cmd: Command) => {
       if (flags.detach) await detach(cmd, ctx)
       else await serve(flags, ctx)
@@ -78,7 +89,11 @@ export async function serve(flags: ServeFlags, ctx: CliContext): Promise<void> {
     ...(flags.refreshReserve !== undefined ? { refreshReserve: flags.refreshReserve } : {}),
   }
   const settings = resolveSettings({ flags: raw, env: ctx.env })
-  const log = streamLogger(ctx.stderr)
+  const logOptions = { level: (flags.logLevel ?? 'info') as LogLevel, format: (flags.logFormat ?? 'text') as LogFormat }
+  const metricsAddress = flags.metricsAddress === undefined ? undefined : parseListenAddress(flags.metricsAddress)
+  const maxLogBytes = flags.logMaxSize === undefined ? DEFAULT_LOG_MAX_BYTES : parseSize(flags.logMaxSize, '--log-max-size')
+  // Detached, the daemon writes its log file itself, to rotate it.
+  const log = streamLogger(flags.logFile !== undefined ? new RotatingLogFile(flags.logFile, maxLogBytes) : ctx.stderr, logOptions)
   // Upstream logins (dproxy login) and the client password (dproxy env) are read
   // from the store while the daemon runs, through short caches: no restart needed.
   // The store opens on the first lookup (a keychain module costs memory); --auth needs it at once.
@@ -99,6 +114,8 @@ export async function serve(flags: ServeFlags, ctx: CliContext): Promise<void> {
       ? { refresh: { intervalMs: settings.refreshMs, windowMs: settings.refreshWindowMs, reserve: settings.refreshReserve } }
       : {}),
     log,
+    accessLog: true,
+    ...(metricsAddress !== undefined ? { metricsAddress } : {}),
     ...(flags.logFile !== undefined ? { logFile: flags.logFile } : {}),
     adminTokenFile: join(settings.stateDir, ADMIN_TOKEN_FILE),
   })
@@ -106,6 +123,8 @@ export async function serve(flags: ServeFlags, ctx: CliContext): Promise<void> {
   for (const [registry, url] of Object.entries(settings.upstreams)) ctx.stdout.write(`upstream: ${registry} -> ${url}\n`)
   if (settings.auth) ctx.stdout.write(`client auth: required (user ${CLIENT_USERNAME}; dproxy env prints the password)\n`)
   for (const a of daemon.listening) ctx.stdout.write(`dproxy listening on http://${formatHost(a.host)}:${a.port}\n`)
+  const m = daemon.metricsListening
+  if (m) ctx.stdout.write(`metrics: http://${formatHost(m.host)}:${m.port}/metrics\n`)
   await new Promise<void>((resolve) => {
     // The handler stays registered (signal handlers keep no process alive): conf's when-exit
     // re-raises the signal it sees, and with no listener of ours left, that re-raised signal
@@ -121,4 +140,14 @@ export async function serve(flags: ServeFlags, ctx: CliContext): Promise<void> {
     process.on('SIGTERM', onSignal)
   })
   log.info('stopped')
+}
+
+/** `127.0.0.1:9464`, `[::1]:9464`, `0.0.0.0:9464`: an address and a port (0 for any). */
+export function parseListenAddress(value: string): { host: string; port: number } {
+  const m = /^\[([0-9A-Fa-f:.]+)\]:(\d{1,5})$/.exec(value) ?? /^([A-Za-z0-9.-]+):(\d{1,5})$/.exec(value)
+  const port = Number(m?.[2])
+  if (!m || port > 65535) {
+    throw new DproxyError('USAGE', `expected --metrics-address to be ADDRESS:PORT like 127.0.0.1:9464 or [::1]:9464, got '${value.slice(0, 100)}'`)
+  }
+  return { host: m[1]!, port }
 }

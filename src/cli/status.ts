@@ -30,6 +30,11 @@ import {
 import type { CredentialSource } from '../upstream/auth.js'
 import { storedCredentials } from '../upstream/login.js'
 import type { CliContext } from './program.js'
+import { DproxyError } from '../errors.js'
+import { requestLine } from '../daemon/accesslog.js'
+import type { RequestRecord } from '../daemon/events.js'
+import type { Snapshot } from '../daemon/event-stream.js'
+import type { StreamEvent } from '../control/events.js'
 
 /** The credential store is opened only if the probe really needs a token (it may ask a keychain). */
 export function lazyCredentials(configDir: string, env: NodeJS.ProcessEnv): CredentialSource {
@@ -113,17 +118,26 @@ interface StatusFlags {
   json?: boolean
   probe: boolean
   cacheDir?: string
+  watch?: boolean
 }
 
 export function registerStatusCommand(program: Command, ctx: CliContext): void {
+  program
+    .command('top')
+    .description('watch the daemon work: same as dproxy status --watch')
+    .option('--json', 'print the events as JSON lines')
+    .option('--cache-dir <dir>', 'the daemon to watch (default: the one of the configured cache dir)')
+    .action(async (flags: Omit<StatusFlags, 'probe'>) => watchDaemon(flags, ctx))
   program
     .command('status')
     .description("show whether the daemon runs, what the cache holds, and Docker Hub's rate limit")
     .option('--json', 'print one JSON object')
     .option('--no-probe', "don't ask Docker Hub; show the daemon's last rate-limit reading")
     .option('--cache-dir <dir>', 'the cache (and daemon) to report on (default: the configured one)')
+    .option('-w, --watch', 'follow what the daemon does, live, until interrupted (with --json: events as JSON lines)')
     .addHelpText('after', '\nExit status: 0 (running or not; see daemon.running in --json), 1 on failure. See dproxy-status(1).')
     .action(async (flags: StatusFlags) => {
+      if (flags.watch) return watchDaemon(flags, ctx)
       const settings = resolveSettings({
         flags: flags.cacheDir !== undefined ? { cacheDir: flags.cacheDir } : {},
         env: ctx.env,
@@ -143,4 +157,43 @@ export function registerStatusCommand(program: Command, ctx: CliContext): void {
         ctx.stdout.write(formatStatusText(snapshot))
       }
     })
+}
+
+/**
+ * `status --watch` and `top`: the daemon's event stream, as JSON lines
+ * (--json), or as plain lines: one per request and, while downloads run, one
+ * per download a second.
+ */
+async function watchDaemon(flags: Pick<StatusFlags, 'json' | 'cacheDir'>, ctx: CliContext): Promise<void> {
+  const settings = resolveSettings({ flags: flags.cacheDir !== undefined ? { cacheDir: flags.cacheDir } : {}, env: ctx.env })
+  const { readDaemonLock } = await import('../daemon/lifecycle.js')
+  const lock = await readDaemonLock(settings.cacheDir)
+  if (!lock?.alive || lock.info.url === undefined) {
+    throw new DproxyError('START_FAILED', `dproxy is not running with cache dir ${settings.cacheDir} (dproxy start runs it)`)
+  }
+  const controller = new AbortController()
+  const stop = () => controller.abort()
+  process.once('SIGINT', stop)
+  process.once('SIGTERM', stop)
+  const { daemonEvents } = await import('../control/events.js')
+  try {
+    for await (const e of daemonEvents(lock.info.url, controller.signal)) {
+      if (flags.json) ctx.stdout.write(`${JSON.stringify(e)}\n`)
+      else for (const line of describeEvent(e)) ctx.stdout.write(`${line}\n`)
+    }
+  } finally {
+    process.off('SIGINT', stop)
+    process.off('SIGTERM', stop)
+  }
+}
+
+/** Plain lines for one event: requests as the access log writes them, downloads in progress with their progress. */
+export function describeEvent(e: StreamEvent): string[] {
+  if (e.event === 'request') return [requestLine(e.data as RequestRecord)]
+  if (e.event !== 'snapshot') return []
+  const snap = e.data as Snapshot
+  return snap.downloads.map((d) => {
+    const total = d.size === undefined ? '?' : formatBytes(d.size)
+    return `downloading ${d.image} ${d.digest.slice(7, 19)} ${formatBytes(d.written)}/${total}, ${d.clients} waiting`
+  })
 }

@@ -27,6 +27,8 @@ import type { Store } from '../store/store.js'
 import type { Upstreams } from '../upstream/client.js'
 import { checkAdminToken, checkHost, checkOrigin } from './guard.js'
 import { DOCKER_HUB } from '../oci/registry-host.js'
+import { serveEvents, snapshotCounters } from './event-stream.js'
+import type { DaemonEvents } from './events.js'
 
 export interface StatusReport {
   version: string
@@ -142,6 +144,11 @@ export interface AdminDeps extends CacheEndpointDeps, WarmerDeps {
   probe: Pick<ProbeRepository, 'seen'>
   log: Logger
   status(): Promise<StatusReport>
+  /** For the event stream (/_dproxy/events). */
+  events: DaemonEvents
+  clock: Clock
+  counters: Counters
+  failures: Pick<FailureBook, 'recent'>
 }
 
 export function adminHandler(deps: AdminDeps) {
@@ -173,6 +180,22 @@ export function adminHandler(deps: AdminDeps) {
       const nonce = /^\/_dproxy\/probe\/([A-Za-z0-9_][A-Za-z0-9._-]{0,127})$/.exec(path)?.[1]
       if (nonce !== undefined && (method === 'GET' || method === 'HEAD')) {
         json({ nonce, hits: deps.probe.seen(nonce) ?? [] })
+        return
+      }
+      if (path === '/_dproxy/events' && method === 'GET') {
+        serveEvents(
+          {
+            events: deps.events,
+            snapshot: () => ({
+              at: new Date(deps.clock.now()).toISOString(),
+              downloads: deps.blobs.downloads(),
+              counters: snapshotCounters(deps.counters, deps.upstreams.counters),
+              rateLimit: deps.upstreams.rateLimits.all(),
+              recentFailures: deps.failures.recent(),
+            }),
+          },
+          res,
+        )
         return
       }
       if (path === '/_dproxy/pull') {

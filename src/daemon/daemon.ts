@@ -35,6 +35,10 @@ import { ProbeRepository } from '../proxy/probe.js'
 import { Warmer } from '../proxy/warm.js'
 import { Refresher, type RefreshOptions } from './refresh.js'
 import { SendBuffers } from '../registry/buffers.js'
+import { DaemonEvents, printable } from './events.js'
+import { isMetricsPath, Metrics, serveMetrics } from './metrics.js'
+import { accessLog } from './accesslog.js'
+import { noteOf, routeOf } from '../registry/note.js'
 
 export const DEFAULT_HOSTS = ['127.0.0.1', '::1']
 export const DEFAULT_PORT = 5000
@@ -69,6 +73,10 @@ export interface DaemonOptions {
   registries?: string[]
   /** Re-check cached tags in the background this often (refresh.ts); off when undefined. */
   refresh?: RefreshOptions | undefined
+  /** A listener that serves only /metrics, to anyone who reaches it (--metrics-address). */
+  metricsAddress?: ListenAddress | undefined
+  /** Log every request to `log` (accesslog.ts); `dproxy serve` does. */
+  accessLog?: boolean
 }
 
 export interface ListenAddress {
@@ -98,6 +106,10 @@ export class Daemon {
   refresher: Refresher | undefined
   /** What blob bytes are sent through, shared by every response. */
   readonly buffers = new SendBuffers()
+  /** /metrics (metrics.ts). */
+  readonly metrics: Metrics
+  /** Where the metrics address listener ended up (its port may have been 0). */
+  metricsListening: ListenAddress | undefined
 
   private constructor(
     readonly options: DaemonOptions,
@@ -108,6 +120,8 @@ export class Daemon {
     readonly counters: Counters,
     readonly clock: Clock,
     readonly log: Logger,
+    /** Every finished request and upstream call (events.ts): metrics, the access log, the event stream. */
+    readonly events: DaemonEvents,
   ) {
     this.startedAt = clock.now()
     this.maintenance = new CacheMaintenance({
@@ -121,6 +135,18 @@ export class Daemon {
     })
     this.probe = new ProbeRepository({ clock })
     this.failures = new FailureBook(clock)
+    if (options.accessLog === true) accessLog(events, log)
+    this.metrics = new Metrics(events, {
+      counters,
+      upstreamCounters: upstreams.counters,
+      rateLimits: () => upstreams.rateLimits.all(),
+      downloads: () => blobs.downloads(),
+      stats: () => store.stats(),
+      writable: () => store.health.failure === undefined,
+      evicted: () => this.maintenance.evicted,
+      cacheDir: options.cacheDir,
+      now: () => clock.now(),
+    })
   }
 
   static async start(options: DaemonOptions): Promise<Daemon> {
@@ -155,7 +181,9 @@ export class Daemon {
       await lock.release()
       throw err
     }
+    const events = new DaemonEvents((err) => log.error(`an event listener failed and was removed: ${String(err)}`))
     const upstreams = new Upstreams({
+      observe: (call) => events.emit('upstream', call),
       overrides: options.upstreams ?? {},
       clock,
       ...(options.credentials ? { credentials: options.credentials } : {}),
@@ -165,11 +193,12 @@ export class Daemon {
     const counters = newCounters()
     const blobs = new BlobProxy({ store, upstreams, counters, log })
     const manifests = new ManifestProxy({ store, upstreams, counters, clock, log, maxAgeMs: options.maxAgeMs ?? 0 })
-    const daemon = new Daemon(options, store, upstreams, blobs, manifests, counters, clock, log)
+    const daemon = new Daemon(options, store, upstreams, blobs, manifests, counters, clock, log, events)
     daemon.lock = lock
     try {
       if (options.adminTokenFile !== undefined) daemon.adminToken = await ensureAdminToken(options.adminTokenFile)
       await daemon.listen(options.hosts ?? DEFAULT_HOSTS, options.port ?? DEFAULT_PORT)
+      if (options.metricsAddress) await daemon.listenMetrics(options.metricsAddress)
       const url = adminUrl(daemon.listening)
       await daemon.lock.update({ listen: formatListen(daemon.listening), ...(url !== undefined ? { url } : {}) })
       daemon.maintenance.start()
@@ -221,6 +250,7 @@ export class Daemon {
       // The token endpoint answers every client (it is how remote ones get in); the other admin endpoints, loopback only.
       if (clientAuth && (url === TOKEN_PATH || url.startsWith(`${TOKEN_PATH}?`))) return clientAuth.handleToken(req, res)
       if (url.startsWith('/_dproxy/')) return admin(req, res)
+      if (isMetricsPath(url)) return serveMetrics(this.metrics, req, res, { loopbackOnly: true, listenHosts: hosts }, this.log)
       try {
         checkHost(req)
       } catch (err) {
@@ -232,7 +262,10 @@ export class Daemon {
     const onRequest = (req: IncomingMessage, res: ServerResponse) => {
       this.counters.requests++
       this.active++
+      const started = performance.now()
+      const sentBefore = req.socket.bytesWritten
       res.on('close', () => {
+        this.finished(req, res, started, sentBefore)
         this.active--
         if (this.active === 0) this.idle?.()
         this.maintenance.check()
@@ -277,9 +310,55 @@ export class Daemon {
     }
   }
 
+  /** Announces a finished (or cut) response on the event seam. */
+  private finished(req: IncomingMessage, res: ServerResponse, started: number, sentBefore: number): void {
+    const raw = req.url ?? '/'
+    const q = raw.indexOf('?')
+    const path = q < 0 ? raw : raw.slice(0, q)
+    const ua = req.headers['user-agent']
+    this.events.emit('request', {
+      time: this.clock.now(),
+      client: req.socket.remoteAddress ?? '',
+      method: printable(req.method ?? '', 20),
+      path: printable(path, 300),
+      route: routeOf(path),
+      status: res.statusCode,
+      bytes: req.socket.bytesWritten - sentBefore,
+      durationMs: performance.now() - started,
+      complete: res.writableFinished,
+      ...noteOf(res),
+      ...(ua !== undefined ? { userAgent: printable(ua, 200) } : {}),
+    })
+  }
+
+  /** The --metrics-address listener: /metrics and nothing else. */
+  private async listenMetrics(address: ListenAddress): Promise<void> {
+    const server = createServer({ requireHostHeader: false }, (req, res) => {
+      if (isMetricsPath(req.url ?? '/')) {
+        void serveMetrics(this.metrics, req, res, { loopbackOnly: false, listenHosts: [] }, this.log)
+        return
+      }
+      sendError(res, new DproxyError('NAME_UNKNOWN', 'this listener serves /metrics only', { status: 404 }), this.log, req.method)
+    })
+    server.on('clientError', sendClientError)
+    server.on('connection', (socket: Socket) => {
+      this.sockets.add(socket)
+      socket.on('close', () => this.sockets.delete(socket))
+    })
+    await new Promise<void>((resolve, reject) => {
+      server.once('error', (err: NodeJS.ErrnoException) =>
+        reject(new DproxyError('LISTEN_FAILED', `cannot listen on ${formatHost(address.host)}:${address.port} for metrics: ${err.code ?? err.message}`, { cause: err })),
+      )
+      server.listen({ host: address.host, port: address.port }, resolve)
+    })
+    this.servers.push(server)
+    this.metricsListening = { host: address.host, port: (server.address() as AddressInfo).port }
+  }
+
   /** Stops accepting, waits up to `graceMs` for responses in flight, then cuts the rest. */
   stop(graceMs = this.options.shutdownGraceMs ?? 10_000): Promise<void> {
     this.stopping ??= (async () => {
+      this.events.emit('closing', undefined)
       const closed = Promise.all(this.servers.map((s) => new Promise<void>((resolve) => s.close(() => resolve()))))
       for (const s of this.servers) s.closeIdleConnections()
       if (this.active > 0) {

@@ -52,6 +52,8 @@ export class CacheMaintenance {
   private known: { bytes: number; upstream: number } | undefined
   private lastSizePrune = Number.NEGATIVE_INFINITY
   private gap: number
+  /** What the configured limits evicted since the start (metrics). */
+  readonly evicted = { images: 0, bytes: 0 }
 
   constructor(private readonly o: MaintenanceOptions) {
     this.gap = o.minGapMs ?? 30_000
@@ -95,6 +97,8 @@ export class CacheMaintenance {
       this.known = { bytes: summary.remainingBytes, upstream: exact ? upstream : (this.known?.upstream ?? 0) }
       const minGap = this.o.minGapMs ?? 30_000
       this.gap = summary.bytes > 0 ? minGap : Math.min(this.gap * 2, Math.max(minGap, this.o.intervalMs ?? PRUNE_INTERVAL_MS))
+      this.evicted.images += summary.images.length
+      this.evicted.bytes += summary.bytes
       if (summary.bytes > 0 || summary.tags > 0) {
         this.o.log.info(
           `evicted ${summary.images.length} image(s), ${summary.orphans} unreferenced file(s): ` +

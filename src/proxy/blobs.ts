@@ -69,6 +69,8 @@ interface SourceBase {
   /** -1 when upstream did not say (the response is then sent without Content-Length). */
   size: number
   cached: boolean
+  /** Follows a download another request started (for the access log and metrics). */
+  joined?: boolean
   close(): Promise<void>
 }
 
@@ -135,6 +137,7 @@ export class BlobProxy {
         return fromFile(handle, counters)
       }
     }
+    const joined = this.fetches.has(d.value)
     const fetch = this.join(image, d)
     try {
       await fetch.started
@@ -142,7 +145,14 @@ export class BlobProxy {
       if (isCacheUnavailable(err)) return this.past(image, d)
       throw notCached(err, 'BLOB_UNKNOWN', `blob ${d.value}`, image.registry)
     }
-    return fromFetch(fetch, () => this.past(image, d))
+    // Clients that asked for the download while it runs: the live view shows them per download.
+    fetch.clients++
+    return { ...fromFetch(fetch, () => this.past(image, d)), joined }
+  }
+
+  /** The downloads in progress, for metrics and the live view. */
+  downloads(): DownloadProgress[] {
+    return [...this.fetches.values()].map((f) => f.progress())
   }
 
   /** The blob straight from upstream to one client, for when the cache cannot take it. */
@@ -226,10 +236,22 @@ export class BlobProxy {
   }
 }
 
+export interface DownloadProgress {
+  /** `docker.io/library/alpine` */
+  image: string
+  digest: string
+  written: number
+  /** undefined until upstream said, or when it did not. */
+  size: number | undefined
+  /** Clients following this download now. */
+  clients: number
+}
+
 /** One upstream download of one blob into the cache. */
 class Fetch extends EventEmitter {
   size: number | undefined
   written = 0
+  clients = 0
   /** Digest and size checked: every byte may go to clients. */
   verified = false
   /** Renamed into the cache. */
@@ -350,6 +372,11 @@ class Fetch extends EventEmitter {
     await flushing
     if (failure !== undefined) throw failure
     await flush()
+  }
+
+  progress(): DownloadProgress {
+    const { image, d } = this
+    return { image: `${image.registry}/${image.repository}`, digest: d.value, written: this.written, size: this.size, clients: this.clients }
   }
 
   abort(): void {

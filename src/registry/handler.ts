@@ -17,6 +17,7 @@ import type { ProbeRepository } from '../proxy/probe.js'
 import { SendBuffers } from './buffers.js'
 import { sendError, type ErrorListener } from './errors.js'
 import { sendBlob } from './send.js'
+import { note } from './note.js'
 import { parseDigest } from '../oci/digest.js'
 import { parseReference, resolveImageName, type ImageName } from '../oci/reference.js'
 
@@ -63,6 +64,7 @@ export function registryHandler(options: RegistryDeps): Handler {
       let m = routeRe.exec(path)
       if (m) {
         const image = resolveImageName(m[1]!, ns)
+        note(res, { image: `${image.registry}/${image.repository}` })
         deps.admit?.(image.registry)
         if (ns !== undefined) res.setHeader('oci-namespace', ns)
         const via = { ...deps, ...deps.probe?.claim(image, { name: m[1]!, ns, method, userAgent: req.headers['user-agent'] }) }
@@ -89,9 +91,20 @@ export function registryHandler(options: RegistryDeps): Handler {
       }
       throw new DproxyError('NAME_UNKNOWN', `no such endpoint: ${truncate(path)}`, { status: 404 })
     } catch (err) {
+      const upstreamStatus = upstreamStatusOf(err)
+      if (upstreamStatus !== undefined) note(res, { upstreamStatus })
       sendError(res, err, deps.log, method, deps.onError)
     }
   }
+}
+
+/** The upstream answer behind an error, also when it was wrapped (outage.ts keeps it as the cause). */
+function upstreamStatusOf(err: unknown): number | undefined {
+  for (let e = err, depth = 0; e instanceof DproxyError && depth < 3; e = e.cause, depth++) {
+    const status = (e.detail as { upstreamStatus?: unknown } | undefined)?.upstreamStatus
+    if (typeof status === 'number') return status
+  }
+  return undefined
 }
 
 const STALE_WARNING = '110 - "Response is stale"'
@@ -105,6 +118,7 @@ async function serveManifest(
 ): Promise<void> {
   const ref = parseReference(reference)
   const m = await deps.manifests.get(image, ref)
+  note(res, { cache: m.stale ? 'stale' : m.fetched ? 'miss' : 'hit' })
   res.setHeader('content-type', m.mediaType)
   res.setHeader('docker-content-digest', m.digest)
   res.setHeader('etag', `"${m.digest}"`)
@@ -139,6 +153,7 @@ async function serveBlob(
     return
   }
   const source = await deps.blobs.open(image, d)
+  note(res, { cache: source.cached ? 'hit' : source.joined === true ? 'joined' : 'miss' })
   let start = 0
   // Unknown size (upstream sent no Content-Length): the whole blob, chunked.
   let end = source.size < 0 ? Infinity : source.size - 1

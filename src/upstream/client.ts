@@ -94,7 +94,24 @@ export interface UpstreamsOptions {
   trusted?: readonly string[]
   /** When set, the only registries clients may use (admit()); the daemon sets it when reachable from other machines. */
   allowRegistries?: readonly string[]
+  /** Told about every request sent upstream once its answer (or failure) arrived: metrics, the live view. */
+  observe?: UpstreamObserver
 }
+
+/** What an upstream request was for: the API call it made, or a hop of one. */
+export type UpstreamKind = 'ping' | 'token' | 'manifest_head' | 'manifest_get' | 'blob' | 'tags'
+
+export interface UpstreamCall {
+  registry: string
+  kind: UpstreamKind
+  method: string
+  /** The answer's status; undefined when none came (refused, reset, timed out). */
+  status: number | undefined
+  /** Until the response headers arrived. */
+  durationMs: number
+}
+
+export type UpstreamObserver = (call: UpstreamCall) => void
 
 /** Counts of what went upstream, for the status endpoint and tests. */
 export interface UpstreamCounters {
@@ -120,6 +137,7 @@ export class Upstreams {
   private readonly overrides: Readonly<Record<string, string>>
   private readonly credentials: CredentialSource
   private readonly clock: Clock
+  private readonly observe: UpstreamObserver | undefined
 
   constructor(options: UpstreamsOptions = {}) {
     const t: UpstreamTimeouts = { connectMs: 10_000, headersMs: 30_000, bodyMs: 60_000, ...options.timeouts }
@@ -143,6 +161,7 @@ export class Upstreams {
     this.credentials = options.credentials ?? anonymous
     this.clock = options.clock ?? systemClock
     this.rateLimits = new RateLimitBook(this.clock)
+    this.observe = options.observe
   }
 
   /**
@@ -170,6 +189,7 @@ export class Upstreams {
         this.clock,
         this.rateLimits,
         this.counters,
+        this.observe,
       )
       this.clients.set(registry, client)
     }
@@ -201,8 +221,12 @@ export class UpstreamClient {
     clock: Clock,
     private readonly rateLimits: RateLimitBook,
     private readonly counters: UpstreamCounters,
+    private readonly observe?: UpstreamObserver,
   ) {
-    this.auth = new TokenAuth(registry, base, credentials, clock, (method, url, headers) => this.send(method, url, headers))
+    // TokenAuth sends two things: the /v2/ ping and the token request at the realm.
+    const authSend = (method: string, url: URL, headers: Record<string, string>) =>
+      this.send(method, url, headers, url.pathname.endsWith('/v2/') && url.origin === base.origin ? 'ping' : 'token')
+    this.auth = new TokenAuth(registry, base, credentials, clock, authSend)
   }
 
   /** For `dproxy login`: proves the registry accepts the credentials (TokenAuth.verify). */
@@ -213,7 +237,7 @@ export class UpstreamClient {
   /** `probe`: the rate-limit probe (`dproxy status`), which is no pull and so is not counted among the HEADs. */
   async headManifest(repository: string, reference: string, opts: { probe?: boolean } = {}): Promise<ManifestInfo> {
     if (opts.probe !== true) this.counters.manifestHeads++
-    const { res, url } = await this.call('HEAD', repository, `manifests/${reference}`, { accept: MANIFEST_ACCEPT })
+    const { res, url } = await this.call('HEAD', repository, `manifests/${reference}`, { accept: MANIFEST_ACCEPT, kind: 'manifest_head' })
     this.recordRateLimit(res)
     await this.expectOk(res, 'HEAD', url, 'manifest')
     await res.body.dump().catch(() => {})
@@ -222,7 +246,7 @@ export class UpstreamClient {
 
   async getManifest(repository: string, reference: string): Promise<ManifestBody> {
     this.counters.manifestGets++
-    const { res, url } = await this.call('GET', repository, `manifests/${reference}`, { accept: MANIFEST_ACCEPT })
+    const { res, url } = await this.call('GET', repository, `manifests/${reference}`, { accept: MANIFEST_ACCEPT, kind: 'manifest_get' })
     this.recordRateLimit(res)
     await this.expectOk(res, 'GET', url, 'manifest')
     const info = manifestInfo(res, 'GET', url)
@@ -272,7 +296,7 @@ export class UpstreamClient {
    */
   async listTags(repository: string, query: URLSearchParams): Promise<TagPage> {
     const qs = query.toString()
-    const { res, url } = await this.call('GET', repository, `tags/list${qs ? `?${qs}` : ''}`, { accept: 'application/json' })
+    const { res, url } = await this.call('GET', repository, `tags/list${qs ? `?${qs}` : ''}`, { accept: 'application/json', kind: 'tags' })
     await this.expectOk(res, 'GET', url, 'tags')
     const next = nextPage(headerValue(res.headers.link), url)
     const text = await readCapped(res.body, MANIFEST_SIZE_LIMIT)
@@ -287,7 +311,7 @@ export class UpstreamClient {
   }
 
   private async followRedirects(method: 'GET' | 'HEAD', repository: string, digest: string) {
-    let { res, url } = await this.call(method, repository, `blobs/${digest}`, {})
+    let { res, url } = await this.call(method, repository, `blobs/${digest}`, { kind: 'blob' })
     for (let hops = 0; isRedirect(res.statusCode); hops++) {
       const location = headerValue(res.headers.location)
       await res.body.dump().catch(() => {})
@@ -302,40 +326,46 @@ export class UpstreamClient {
       } catch {
         throw new DproxyError('UPSTREAM_INVALID', `${method} ${redact(from)}: redirect to an unparsable location`)
       }
-      res = await this.send(method, url, {})
+      res = await this.send(method, url, {}, 'blob')
     }
     await this.expectOk(res, method, url, 'blob')
     return { res, url }
   }
 
-  private async call(method: string, repository: string, rest: string, opts: { accept?: string }) {
+  private async call(method: string, repository: string, rest: string, opts: { accept?: string; kind: UpstreamKind }) {
     const url = new URL(`${this.base.pathname.replace(/\/$/, '')}/v2/${repository}/${rest}`, this.base)
     const scope = `repository:${repository}:pull`
     const headers: Record<string, string> = opts.accept ? { accept: opts.accept } : {}
     let auth = await this.auth.authorization(scope)
-    let res = await this.send(method, url, auth ? { ...headers, authorization: auth } : headers)
+    let res = await this.send(method, url, auth ? { ...headers, authorization: auth } : headers, opts.kind)
     if (res.statusCode === 401) {
       const challenge = headerValue(res.headers['www-authenticate'])
       if (await this.auth.rejected(scope, challenge)) {
         await res.body.dump().catch(() => {})
         auth = await this.auth.authorization(scope)
-        res = await this.send(method, url, auth ? { ...headers, authorization: auth } : headers)
+        res = await this.send(method, url, auth ? { ...headers, authorization: auth } : headers, opts.kind)
       }
     }
     return { res, url }
   }
 
-  private async send(method: string, url: URL, headers: Record<string, string>): Promise<Dispatcher.ResponseData> {
+  private async send(method: string, url: URL, headers: Record<string, string>, kind: UpstreamKind): Promise<Dispatcher.ResponseData> {
     this.access.policy.check(url, this.registry, this.access.trusted)
+    const started = performance.now()
+    let status: number | undefined
     try {
       const { request } = await loadUndici()
-      return await request(url, {
+      const res = await request(url, {
         method: method as Dispatcher.HttpMethod,
         headers: { 'user-agent': USER_AGENT, ...headers },
         dispatcher: await this.dispatcher(),
       })
+      status = res.statusCode
+      return res
     } catch (err) {
       throw asUpstreamError(err, method, url)
+    } finally {
+      this.observe?.({ registry: this.registry, kind, method, status, durationMs: performance.now() - started })
     }
   }
 

@@ -75,17 +75,18 @@ export interface Ran {
 export async function runDproxy(
   args: string[],
   env: Record<string, string>,
-  opts: { nodeArgs?: string[]; cwd?: string } = {},
+  opts: { nodeArgs?: string[]; cwd?: string; input?: string } = {},
 ): Promise<Ran> {
   const child = spawn(process.execPath, [...(opts.nodeArgs ?? []), bin, ...args], {
     env,
-    stdio: ['ignore', 'pipe', 'pipe'],
+    stdio: [opts.input === undefined ? 'ignore' : 'pipe', 'pipe', 'pipe'],
     ...(opts.cwd !== undefined ? { cwd: opts.cwd } : {}),
   })
   let out = ''
   let err = ''
   child.stdout!.on('data', (c: Buffer) => (out += c.toString()))
   child.stderr!.on('data', (c: Buffer) => (err += c.toString()))
+  if (opts.input !== undefined) child.stdin!.end(opts.input)
   const timer = setTimeout(() => child.kill('SIGKILL'), 30_000)
   const code = await new Promise<number | null>((resolve) => child.once('exit', (c) => resolve(c)))
   clearTimeout(timer)

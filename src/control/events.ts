@@ -1,0 +1,55 @@
+// The CLI side of the daemon's event stream (daemon/event-stream.ts): reads
+// GET /_dproxy/events as Server-Sent Events and yields each event parsed.
+// A loopback call to our own daemon, so it uses the runtime's fetch.
+
+import { DproxyError } from '../errors.js'
+
+export interface StreamEvent {
+  event: string
+  data: unknown
+}
+
+/** Yields the daemon's events until `signal` aborts or the daemon ends the stream. */
+export async function* daemonEvents(baseUrl: string, signal: AbortSignal): AsyncGenerator<StreamEvent> {
+  let res: Response
+  try {
+    res = await fetch(`${baseUrl}/_dproxy/events`, { signal, headers: { accept: 'text/event-stream' } })
+  } catch (err) {
+    if (signal.aborted) return
+    throw new DproxyError('UPSTREAM_UNAVAILABLE', `cannot read the daemon's events at ${baseUrl}: ${(err as Error).message}`, { cause: err })
+  }
+  if (res.status !== 200 || !res.body) {
+    throw new DproxyError('UPSTREAM_UNAVAILABLE', `the daemon at ${baseUrl} answered HTTP ${res.status} for its events`)
+  }
+  const decoder = new TextDecoder()
+  let buffered = ''
+  try {
+    for await (const chunk of res.body) {
+      buffered += decoder.decode(chunk, { stream: true })
+      let end: number
+      while ((end = buffered.indexOf('\n\n')) >= 0) {
+        const block = buffered.slice(0, end)
+        buffered = buffered.slice(end + 2)
+        const parsed = parseBlock(block)
+        if (parsed) yield parsed
+      }
+    }
+  } catch (err) {
+    if (!signal.aborted) throw err
+  }
+}
+
+function parseBlock(block: string): StreamEvent | undefined {
+  let event = 'message'
+  const data: string[] = []
+  for (const line of block.split('\n')) {
+    if (line.startsWith('event: ')) event = line.slice(7)
+    else if (line.startsWith('data: ')) data.push(line.slice(6))
+  }
+  if (data.length === 0) return undefined
+  try {
+    return { event, data: JSON.parse(data.join('\n')) as unknown }
+  } catch {
+    return undefined
+  }
+}

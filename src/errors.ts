@@ -41,6 +41,8 @@ export type ErrorCode =
   | 'DOCTOR_FAILED'
   // `dproxy pull` / `prefetch`: an image failed, or the run was refused (rate limit, --max-pulls)
   | 'PULL_FAILED'
+  // `dproxy cache import`: an archive that is not a whole, valid OCI image layout (the message names the entry)
+  | 'ARCHIVE_INVALID'
 
 export interface DproxyErrorOptions {
   status?: number
@@ -76,6 +78,7 @@ const defaultStatus: Record<ErrorCode, number> = {
   CACHE_UNAVAILABLE: 503,
   DOCTOR_FAILED: 500,
   PULL_FAILED: 502,
+  ARCHIVE_INVALID: 400,
 }
 
 export class DproxyError extends Error {

@@ -26,7 +26,7 @@ import { findDaemon } from '../daemon/lifecycle.js'
 import { DproxyError } from '../errors.js'
 import { parseImageSelector } from '../store/evict.js'
 import { withCacheLock } from '../store/lock.js'
-import { exportArchive, importArchive, type ArchiveProgress, type ArchiveSummary, type ImportSummary } from '../store/oci-archive.js'
+import { CHUNK, exportArchive, importArchive, type ArchiveProgress, type ArchiveSummary, type ImportSummary } from '../store/oci-archive.js'
 import { Store } from '../store/store.js'
 import type { CliContext } from './program.js'
 import { wantsInteractive } from './status.js'
@@ -81,7 +81,7 @@ export async function importCache(req: ImportRequest): Promise<ImportSummary> {
     )
   }
   const total = req.file === '-' ? undefined : (await fs.stat(req.file)).size
-  const input = req.file === '-' ? (req.stdin ?? (process.stdin as AsyncIterable<Buffer>)) : createReadStream(req.file, { highWaterMark: 1 << 20 })
+  const input = req.file === '-' ? (req.stdin ?? (process.stdin as AsyncIterable<Buffer>)) : createReadStream(req.file, { highWaterMark: CHUNK })
   return withCacheLock(req.cacheDir, async () =>
     importArchive(await Store.open(req.cacheDir), input, {
       force: Boolean(req.force),

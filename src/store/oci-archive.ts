@@ -50,6 +50,8 @@ export const CHECKED_AT = 'dev.dproxy.checked-at'
 /** Manifests larger than this are not accepted from a registry either. */
 const MAX_MANIFEST = 4 * 1024 * 1024
 const MAX_INDEX_JSON = 16 * 1024 * 1024
+/** Reads and writes of this size keep system calls few; a handful in flight bounds memory. */
+export const CHUNK = 4 * 1024 * 1024
 
 export interface ArchiveProgress {
   /** Bytes of blobs and manifests written (export) or archive bytes read (import). */
@@ -193,11 +195,11 @@ function blobName(d: Digest): string {
   return `blobs/${d.algorithm}/${d.hex}`
 }
 
-/** Exactly `size` bytes of an open file, in fresh 1 MiB buffers (the consumer may keep them). */
+/** Exactly `size` bytes of an open file, in fresh 4 MiB buffers (the consumer may keep them). */
 async function* readAll(fh: FileHandle, size: number, what: string, counted: (n: number) => void): AsyncGenerator<Buffer> {
   let pos = 0
   while (pos < size) {
-    const buf = Buffer.allocUnsafe(Math.min(1 << 20, size - pos))
+    const buf = Buffer.allocUnsafe(Math.min(CHUNK, size - pos))
     const { bytesRead } = await fh.read(buf, 0, buf.length, pos)
     if (bytesRead === 0) throw new DproxyError('CACHE_UNAVAILABLE', `blob ${what} is shorter than its ${size} bytes`)
     pos += bytesRead
@@ -322,8 +324,17 @@ export async function importArchive(
     }
     const w = await store.createBlobWriter(d, entry.size)
     try {
-      await w.write(head)
-      for await (const part of rest) await w.write(part)
+      let batch = [head]
+      let batched = head.length
+      for await (const part of rest) {
+        batch.push(part)
+        batched += part.length
+        if (batched < CHUNK) continue
+        await w.writev(batch)
+        batch = []
+        batched = 0
+      }
+      if (batched > 0) await w.writev(batch)
       await w.commit()
     } catch (err) {
       await w.abort()

@@ -188,7 +188,7 @@ export async function* readTar(input: AsyncIterable<Buffer | Uint8Array | string
     let left = kind === 'directory' ? 0 : size
     const body = (async function* () {
       while (left > 0) {
-        const part = await src.some(Math.min(left, 1 << 20))
+        const part = await src.some(Math.min(left, 4 << 20))
         if (!part) throw invalid(`the archive ends inside this entry, ${left} of its ${size} bytes missing (truncated)`, name)
         left -= part.length
         yield part

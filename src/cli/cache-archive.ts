@@ -4,7 +4,8 @@
 //
 // Export only reads, so it works next to a running daemon. It writes FILE
 // through a temp file renamed at the end (a failed export leaves no
-// complete-looking archive), or stdout for `-`.
+// complete-looking archive), or stdout for `-`. The file is 0600, like the
+// cache it comes from: it may hold layers of private images.
 //
 // Import changes the cache. With no daemon running it holds the cache lock
 // (store/lock.ts), like `cache clear`. With a daemon serving the cache it
@@ -17,7 +18,7 @@
 // with --json, which prints the summary as JSON (to stderr when the archive
 // goes to stdout) and never loads ink.
 
-import { createReadStream, createWriteStream, promises as fs } from 'node:fs'
+import { createReadStream, promises as fs } from 'node:fs'
 import { resolve } from 'node:path'
 import type { Command } from 'commander'
 import { resolveSettings } from '../config/settings.js'
@@ -26,7 +27,7 @@ import { findDaemon } from '../daemon/lifecycle.js'
 import { DproxyError } from '../errors.js'
 import { parseImageSelector } from '../store/evict.js'
 import { withCacheLock } from '../store/lock.js'
-import { CHUNK, exportArchive, importArchive, type ArchiveProgress, type ArchiveSummary, type ImportSummary } from '../store/oci-archive.js'
+import { READ_CHUNK, exportArchive, importArchive, type ArchiveProgress, type ArchiveSummary, type ImportSummary } from '../store/oci-archive.js'
 import { Store } from '../store/store.js'
 import type { CliContext } from './program.js'
 import { wantsInteractive } from './status.js'
@@ -50,10 +51,16 @@ export async function exportCache(req: ExportRequest): Promise<ArchiveSummary> {
   const images = (req.images ?? []).map(parseImageSelector)
   const store = await Store.open(req.cacheDir)
   const opts = { images, ...(req.onProgress ? { onProgress: req.onProgress } : {}) }
-  if (req.file === '-') return exportArchive(store, req.stdout ?? process.stdout, { ...opts, keepOpen: true })
+  if (req.file === '-') return exportArchive(store, { stream: req.stdout ?? process.stdout, keepOpen: true }, opts)
   const temp = `${req.file}.${process.pid}.tmp`
   try {
-    const summary = await exportArchive(store, createWriteStream(temp, { flags: 'wx' }), opts)
+    const fh = await fs.open(temp, 'wx', 0o600)
+    let summary: ArchiveSummary
+    try {
+      summary = await exportArchive(store, { file: fh }, opts)
+    } finally {
+      await fh.close()
+    }
     await fs.rename(temp, req.file)
     return summary
   } catch (err) {
@@ -81,7 +88,7 @@ export async function importCache(req: ImportRequest): Promise<ImportSummary> {
     )
   }
   const total = req.file === '-' ? undefined : (await fs.stat(req.file)).size
-  const input = req.file === '-' ? (req.stdin ?? (process.stdin as AsyncIterable<Buffer>)) : createReadStream(req.file, { highWaterMark: CHUNK })
+  const input = req.file === '-' ? (req.stdin ?? (process.stdin as AsyncIterable<Buffer>)) : createReadStream(req.file, { highWaterMark: READ_CHUNK })
   return withCacheLock(req.cacheDir, async () =>
     importArchive(await Store.open(req.cacheDir), input, {
       force: Boolean(req.force),

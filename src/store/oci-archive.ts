@@ -11,8 +11,10 @@
 //                          layer, each once however many images share it
 //
 // Export streams: blobs are read from open file handles chunk by chunk, and
-// the tar goes through a pipeline with backpressure, so memory stays flat
-// whatever the archive's size. Only manifests (small JSON) are held.
+// the tar goes through a pipeline with backpressure (or, to a file, straight
+// through one reused buffer: fresh memory for every chunk costs more than
+// the copy), so memory stays flat whatever the archive's size. Only
+// manifests (small JSON) are held.
 //
 // Import is two phases, so that a bad archive leaves nothing half-imported:
 //   1. read the whole tar once; every blobs/ entry is hashed while it streams
@@ -50,8 +52,15 @@ export const CHECKED_AT = 'dev.dproxy.checked-at'
 /** Manifests larger than this are not accepted from a registry either. */
 const MAX_MANIFEST = 4 * 1024 * 1024
 const MAX_INDEX_JSON = 16 * 1024 * 1024
-/** Reads and writes of this size keep system calls few; a handful in flight bounds memory. */
-export const CHUNK = 4 * 1024 * 1024
+/** Small JSON entries are held until index.json says which are manifests: thousands of images fit. */
+const MAX_HELD = 512 * 1024 * 1024
+/**
+ * Reads of this size keep system calls few and still come from the
+ * allocator's free lists; much larger ones are fresh mappings each time.
+ */
+export const READ_CHUNK = 1024 * 1024
+/** Writes are batched to this size. */
+const WRITE_BATCH = 4 * 1024 * 1024
 
 export interface ArchiveProgress {
   /** Bytes of blobs and manifests written (export) or archive bytes read (import). */
@@ -81,9 +90,10 @@ export interface ExportOptions {
   /** Only these images (all cached tags when absent). */
   images?: ImageSelector[]
   onProgress?: (p: ArchiveProgress) => void
-  /** Leave `out` open when done (stdout). */
-  keepOpen?: boolean
 }
+
+/** A file the caller opened (and closes), or a stream (ended unless `keepOpen`, as stdout must be). */
+export type ArchiveOutput = { file: FileHandle } | { stream: NodeJS.WritableStream; keepOpen?: boolean }
 
 const refOf = (u: Pick<CacheUnit, 'registry' | 'repository' | 'tag'>): string => `${u.registry}/${u.repository}:${u.tag ?? ''}`
 
@@ -97,7 +107,7 @@ function matches(u: CacheUnit, s: ImageSelector): boolean {
 }
 
 /** Writes the archive of the cached images to `out`. */
-export async function exportArchive(store: Store, out: NodeJS.WritableStream, opts: ExportOptions = {}): Promise<ArchiveSummary> {
+export async function exportArchive(store: Store, out: ArchiveOutput, opts: ExportOptions = {}): Promise<ArchiveSummary> {
   const inv = await inventory(store)
   const tagged = inv.units.filter((u) => u.kind === 'image' && u.tag !== null)
   const skipped: Skipped[] = []
@@ -154,6 +164,8 @@ export async function exportArchive(store: Store, out: NodeJS.WritableStream, op
   const progress = { bytes: 0, total }
   const mtime = Math.floor(store.clock.now() / 1000)
 
+  // A file write completes before the next chunk is asked for, so one buffer serves every read.
+  const reused = 'file' in out ? Buffer.allocUnsafe(READ_CHUNK) : undefined
   async function* tar(): AsyncGenerator<Buffer> {
     const small = (name: string, data: Buffer) => [fileHeader(name, data.length, mtime), data, padding(data.length)]
     yield* small('oci-layout', Buffer.from(JSON.stringify({ imageLayoutVersion: '1.0.0' }) + '\n'))
@@ -169,7 +181,7 @@ export async function exportArchive(store: Store, out: NodeJS.WritableStream, op
       if (!handle) throw new DproxyError('BLOB_UNKNOWN', `blob ${d} disappeared from the cache during the export`)
       try {
         yield fileHeader(blobName(digest), handle.size, mtime)
-        yield* readAll(handle.fh, handle.size, d, (n) => {
+        yield* readAll(handle.fh, handle.size, d, reused, (n) => {
           progress.bytes += n
           opts.onProgress?.({ ...progress })
         })
@@ -181,7 +193,11 @@ export async function exportArchive(store: Store, out: NodeJS.WritableStream, op
     yield endOfArchive()
   }
 
-  await pipeline(Readable.from(tar(), { objectMode: false, highWaterMark: 4 }), out, { end: !opts.keepOpen })
+  if ('file' in out) {
+    for await (const chunk of tar()) await writeFully(out.file, chunk)
+  } else {
+    await pipeline(Readable.from(tar(), { objectMode: false, highWaterMark: READ_CHUNK }), out.stream, { end: !out.keepOpen })
+  }
   return {
     images: images.map(refOf),
     skipped,
@@ -191,16 +207,25 @@ export async function exportArchive(store: Store, out: NodeJS.WritableStream, op
   }
 }
 
+async function writeFully(fh: FileHandle, chunk: Buffer): Promise<void> {
+  let off = 0
+  while (off < chunk.length) off += (await fh.write(chunk, off, chunk.length - off)).bytesWritten
+}
+
 function blobName(d: Digest): string {
   return `blobs/${d.algorithm}/${d.hex}`
 }
 
-/** Exactly `size` bytes of an open file, in fresh 4 MiB buffers (the consumer may keep them). */
-async function* readAll(fh: FileHandle, size: number, what: string, counted: (n: number) => void): AsyncGenerator<Buffer> {
+/**
+ * Exactly `size` bytes of an open file: into `reused` when the consumer is
+ * done with a chunk before it asks for the next, else into fresh buffers.
+ */
+async function* readAll(fh: FileHandle, size: number, what: string, reused: Buffer | undefined, counted: (n: number) => void): AsyncGenerator<Buffer> {
   let pos = 0
   while (pos < size) {
-    const buf = Buffer.allocUnsafe(Math.min(CHUNK, size - pos))
-    const { bytesRead } = await fh.read(buf, 0, buf.length, pos)
+    const want = Math.min(READ_CHUNK, size - pos)
+    const buf = reused ? reused.subarray(0, want) : Buffer.allocUnsafe(want)
+    const { bytesRead } = await fh.read(buf, 0, want, pos)
     if (bytesRead === 0) throw new DproxyError('CACHE_UNAVAILABLE', `blob ${what} is shorter than its ${size} bytes`)
     pos += bytesRead
     counted(bytesRead)
@@ -266,6 +291,7 @@ export async function importArchive(
   // Phase 1: read and verify everything.
   const small = new Map<string, Buffer>()
   const stored = new Set<string>()
+  let heldBytes = 0
   let layout: unknown
   let indexJson: unknown
   const written = { blobs: 0, bytes: 0 }
@@ -298,6 +324,8 @@ export async function importArchive(
     const head = first.done ? Buffer.alloc(0) : first.value
     const rest = { [Symbol.asyncIterator]: () => it }
     if (entry.size <= MAX_MANIFEST && looksLikeJson(head)) {
+      heldBytes += entry.size
+      if (heldBytes > MAX_HELD) throw archiveError(`more than ${MAX_HELD} bytes of small JSON entries (manifests, configs)`, entry.name)
       const parts = [head]
       for await (const part of rest) parts.push(part)
       const bytes = Buffer.concat(parts)
@@ -329,7 +357,7 @@ export async function importArchive(
       for await (const part of rest) {
         batch.push(part)
         batched += part.length
-        if (batched < CHUNK) continue
+        if (batched < WRITE_BATCH) continue
         await w.writev(batch)
         batch = []
         batched = 0

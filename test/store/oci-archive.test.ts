@@ -26,7 +26,7 @@ async function exported(store: Store, images?: string[]): Promise<Buffer> {
       done()
     },
   })
-  await exportArchive(store, sink, images ? { images: images.map(parseImageSelector) } : {})
+  await exportArchive(store, { stream: sink }, images ? { images: images.map(parseImageSelector) } : {})
   return Buffer.concat(parts)
 }
 

@@ -142,6 +142,19 @@ export function registerArchiveCommands(cache: Command, ctx: CliContext): void {
   const cacheDirOf = (flags: ArchiveFlags) =>
     resolve(resolveSettings({ flags: flags.cacheDir !== undefined ? { cacheDir: flags.cacheDir } : {}, env: ctx.env }).cacheDir)
 
+  /** Runs the work with progress shown, then prints its summary to `out`. */
+  const run = async (verb: 'exported' | 'imported', flags: ArchiveFlags, out: NodeJS.WritableStream, work: (onProgress: (p: ArchiveProgress) => void) => Promise<ArchiveSummary>) => {
+    const json = Boolean(flags.json)
+    const progress = await progressFor(ctx, verb === 'exported' ? 'exporting' : 'importing', json)
+    let summary: ArchiveSummary
+    try {
+      summary = await work((p) => progress.update(p))
+    } finally {
+      await progress.done()
+    }
+    out.write(json ? JSON.stringify(summary, null, 2) + '\n' : formatArchiveSummary(verb, summary))
+  }
+
   cache
     .command('export')
     .description('write cached images to an OCI image layout archive (skopeo reads it as oci-archive:FILE:REF)')
@@ -150,22 +163,10 @@ export function registerArchiveCommands(cache: Command, ctx: CliContext): void {
     .option('--cache-dir <dir>', 'the cache directory (default: from settings)')
     .option('--json', 'print the summary as JSON (to stderr when the archive goes to stdout)')
     .action(async (file: string, flags: ArchiveFlags & { image?: string[] }) => {
-      const json = Boolean(flags.json)
-      const progress = await progressFor(ctx, 'exporting', json)
-      let summary: ArchiveSummary
-      try {
-        summary = await exportCache({
-          cacheDir: cacheDirOf(flags),
-          file: file === '-' ? '-' : resolve(file),
-          images: flags.image ?? [],
-          stdout: ctx.stdout,
-          onProgress: (p) => progress.update(p),
-        })
-      } finally {
-        await progress.done()
-      }
-      const out = file === '-' ? ctx.stderr : ctx.stdout
-      out.write(json ? JSON.stringify(summary, null, 2) + '\n' : formatArchiveSummary('exported', summary))
+      // The summary goes to stderr when stdout is the archive.
+      await run('exported', flags, file === '-' ? ctx.stderr : ctx.stdout, (onProgress) =>
+        exportCache({ cacheDir: cacheDirOf(flags), file: file === '-' ? '-' : resolve(file), images: flags.image ?? [], stdout: ctx.stdout, onProgress }),
+      )
     })
 
   cache
@@ -176,19 +177,8 @@ export function registerArchiveCommands(cache: Command, ctx: CliContext): void {
     .option('--cache-dir <dir>', 'the cache directory (default: from settings)')
     .option('--json', 'print the summary as JSON')
     .action(async (file: string, flags: ArchiveFlags & { force?: boolean }) => {
-      const json = Boolean(flags.json)
-      const progress = await progressFor(ctx, 'importing', json)
-      let summary: ImportSummary
-      try {
-        summary = await importCache({
-          cacheDir: cacheDirOf(flags),
-          file: file === '-' ? '-' : resolve(file),
-          force: Boolean(flags.force),
-          onProgress: (p) => progress.update(p),
-        })
-      } finally {
-        await progress.done()
-      }
-      ctx.stdout.write(json ? JSON.stringify(summary, null, 2) + '\n' : formatArchiveSummary('imported', summary))
+      await run('imported', flags, ctx.stdout, (onProgress) =>
+        importCache({ cacheDir: cacheDirOf(flags), file: file === '-' ? '-' : resolve(file), force: Boolean(flags.force), onProgress }),
+      )
     })
 }

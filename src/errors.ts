@@ -43,6 +43,8 @@ export type ErrorCode =
   | 'PULL_FAILED'
   // `dproxy logs`: there is no log file to print
   | 'LOG_MISSING'
+  // `dproxy cache import`: an archive that is not a whole, valid OCI image layout (the message names the entry)
+  | 'ARCHIVE_INVALID'
 
 export interface DproxyErrorOptions {
   status?: number
@@ -79,6 +81,7 @@ const defaultStatus: Record<ErrorCode, number> = {
   DOCTOR_FAILED: 500,
   PULL_FAILED: 502,
   LOG_MISSING: 404,
+  ARCHIVE_INVALID: 400,
 }
 
 export class DproxyError extends Error {

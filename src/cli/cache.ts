@@ -38,6 +38,7 @@ import { Layout } from '../store/layout.js'
 import { withCacheLock } from '../store/lock.js'
 import { Store } from '../store/store.js'
 import type { CliContext } from './program.js'
+import { registerArchiveCommands } from './cache-archive.js'
 
 export interface CacheCommandContext extends CliContext {
   /** Where the confirmation is read from; default process.stdin. */
@@ -322,4 +323,6 @@ export function registerCacheCommand(program: Command, ctx: CacheCommandContext)
       if (flags.json) json(summary)
       else print(formatPrune(summary))
     })
+
+  registerArchiveCommands(cache, ctx)
 }

@@ -17,6 +17,7 @@ import os from 'node:os'
 import { join } from 'node:path'
 import { startUpstream } from '../fixtures/upstream.js'
 import { BIG_BLOB_BYTES, pushBigImage } from './big-image.js'
+import { measureArchive } from './archive.js'
 import {
   freshDaemon,
   measureCliStartup,
@@ -35,7 +36,7 @@ import { VERSION } from '../../src/version.js'
 
 const BUDGET_MS = 540_000
 /** Rows are shown in the order the measurements are listed in README.md, whatever order they ran in. */
-const ROW_ORDER = ['warm_blob', 'cold_pull', 'concurrent_pull', 'manifest', 'rss', 'cli']
+const ROW_ORDER = ['warm_blob', 'cold_pull', 'concurrent_pull', 'manifest', 'rss', 'cli', 'archive']
 
 const progress = (msg: string) => process.stderr.write(`bench: ${msg}\n`)
 
@@ -104,6 +105,7 @@ async function main(): Promise<number> {
     await dispose()
     await step('cold_pull', () => measureColdPull(ctx))
     await step('concurrent_pulls', () => measureConcurrentPulls(ctx))
+    await step('archive', () => measureArchive(ctx))
   } catch (err) {
     progress(`aborted: ${err instanceof Error ? (err.stack ?? err.message) : String(err)}`)
     failed.setup = err instanceof Error ? err.message : String(err)

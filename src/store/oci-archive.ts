@@ -1,0 +1,562 @@
+// Carrying the cache on a file: `dproxy cache export` writes cached images as
+// an OCI image layout in a tar (what `skopeo copy oci-archive:` reads and
+// writes), and `dproxy cache import` puts such an archive into a cache.
+//
+//   oci-layout             {"imageLayoutVersion":"1.0.0"}
+//   index.json             one descriptor per tag, annotated with
+//                          org.opencontainers.image.ref.name = registry/repository:tag
+//                          (docker.io/library/alpine:latest) and, from dproxy,
+//                          dev.dproxy.checked-at = when upstream last confirmed the tag
+//   blobs/<alg>/<hex>      every manifest (an index and its cached children), config and
+//                          layer, each once however many images share it
+//
+// Export streams: blobs are read from open file handles chunk by chunk, and
+// the tar goes through a pipeline with backpressure (or, to a file, straight
+// through one reused buffer: fresh memory for every chunk costs more than
+// the copy), so memory stays flat whatever the archive's size. Only
+// manifests (small JSON) are held.
+//
+// Import is two phases, so that a bad archive leaves nothing half-imported:
+//   1. read the whole tar once; every blobs/ entry is hashed while it streams
+//      (ContentCheck) and refused, naming the entry, when it is not what its
+//      name says or is cut short. Large entries go straight through the
+//      store's verifying writer (temp file, renamed only when verified: a
+//      verified blob is harmless, content-addressed and referenced by nothing
+//      yet); small JSON entries (manifests, configs) are kept in memory,
+//      because which of them are manifests is only known from index.json.
+//   2. only then, per tag: check that its manifests and blobs are all there
+//      (in the archive or already cached), store them, and record the tag.
+// A tag is named by its ref.name. A full `registry/repository:tag` is taken
+// as it is; a bare `repository:tag` (`alpine:3.19`, as other tools often
+// write) means Docker Hub, as it would for `docker pull`; a name without a
+// tag (`latest`, or none at all) says no image and is reported and skipped.
+// A tag already cached is replaced only when the cached record is not newer
+// than the archive's (`force` replaces anyway); an archive without
+// dev.dproxy.checked-at counts as old, so it never replaces a tag silently,
+// and what it adds counts as never checked (the daemon asks upstream first).
+
+import type { FileHandle } from 'node:fs/promises'
+import type { BlobReader } from './api.js'
+import { Readable } from 'node:stream'
+import { pipeline } from 'node:stream/promises'
+import { DproxyError, truncate } from '../errors.js'
+import { ContentCheck, parseDigest, type Digest } from '../oci/digest.js'
+import { OCI_INDEX } from '../oci/media-types.js'
+import { parseReference, resolveImageName } from '../oci/reference.js'
+import type { ImageSelector } from './evict.js'
+import { descriptors, inventory, type CacheUnit } from './inventory.js'
+import type { Store } from './store.js'
+import { endOfArchive, fileHeader, padding, readTar } from './tar.js'
+
+export const REF_NAME = 'org.opencontainers.image.ref.name'
+export const CHECKED_AT = 'dev.dproxy.checked-at'
+/** Manifests larger than this are not accepted from a registry either. */
+const MAX_MANIFEST = 4 * 1024 * 1024
+const MAX_INDEX_JSON = 16 * 1024 * 1024
+/** Small JSON entries are held until index.json says which are manifests: thousands of images fit. */
+const MAX_HELD = 512 * 1024 * 1024
+/**
+ * Reads of this size keep system calls few and still come from the
+ * allocator's free lists; much larger ones are fresh mappings each time.
+ */
+export const READ_CHUNK = 1024 * 1024
+/** Writes are batched to this size. */
+const WRITE_BATCH = 4 * 1024 * 1024
+
+export interface ArchiveProgress {
+  /** Bytes of blobs and manifests written (export) or archive bytes read (import). */
+  bytes: number
+  /** Known for an export, and for an import from a file. */
+  total?: number
+}
+
+export interface Skipped {
+  image: string
+  reason: string
+}
+
+export interface ArchiveSummary {
+  /** `registry/repository:tag` of every image exported, or imported (added or replaced). */
+  images: string[]
+  skipped: Skipped[]
+  manifests: number
+  blobs: number
+  /** Bytes of manifests and blobs written to the archive (export) or to the cache (import). */
+  bytes: number
+}
+
+// ---- export
+
+export interface ExportOptions {
+  /** Only these images (all cached tags when absent). */
+  images?: ImageSelector[]
+  onProgress?: (p: ArchiveProgress) => void
+}
+
+/** A file the caller opened (and closes), or a stream (ended unless `keepOpen`, as stdout must be). */
+export type ArchiveOutput = { file: FileHandle } | { stream: NodeJS.WritableStream; keepOpen?: boolean }
+
+const refOf = (u: Pick<CacheUnit, 'registry' | 'repository' | 'tag'>): string => `${u.registry}/${u.repository}:${u.tag ?? ''}`
+
+function matches(u: CacheUnit, s: ImageSelector): boolean {
+  return (
+    u.registry === s.registry &&
+    u.repository === s.repository &&
+    (s.tag === undefined || u.tag === s.tag) &&
+    (s.digest === undefined || u.digest === s.digest)
+  )
+}
+
+/** Writes the archive of the cached images to `out`. */
+export async function exportArchive(store: Store, out: ArchiveOutput, opts: ExportOptions = {}): Promise<ArchiveSummary> {
+  const inv = await inventory(store)
+  const tagged = inv.units.filter((u) => u.kind === 'image' && u.tag !== null)
+  const skipped: Skipped[] = []
+  let chosen = tagged
+  if (opts.images !== undefined && opts.images.length > 0) {
+    const sel = opts.images
+    for (const s of sel) {
+      if (!tagged.some((u) => matches(u, s))) {
+        const what = `${s.registry}/${s.repository}${s.tag !== undefined ? `:${s.tag}` : ''}${s.digest !== undefined ? `@${s.digest}` : ''}`
+        throw new DproxyError('MANIFEST_UNKNOWN', `nothing cached for ${what}`, { status: 404 })
+      }
+    }
+    chosen = tagged.filter((u) => sel.some((s) => matches(u, s)))
+  }
+  const images = chosen.filter((u) => {
+    if (!u.complete) skipped.push({ image: refOf(u), reason: 'partly cached (a pull stopped before every blob was fetched)' })
+    return u.complete
+  })
+
+  const manifests = new Map<string, { bytes: Buffer; mediaType: string }>()
+  const blobs = new Map<string, number>()
+  for (const u of images) {
+    for (const d of u.manifestDigests) {
+      if (manifests.has(d)) continue
+      const m = await store.getManifest(parseDigest(d))
+      if (!m) throw new DproxyError('MANIFEST_UNKNOWN', `manifest ${d} of ${refOf(u)} disappeared from the cache during the export`)
+      manifests.set(d, { bytes: m.bytes, mediaType: m.mediaType })
+    }
+    for (const f of u.files) if (f.startsWith('b:')) blobs.set(f.slice(2), inv.scan.blobs.get(f.slice(2))?.size ?? 0)
+  }
+
+  const repos = new Map(inv.scan.repositories.map((r) => [`${r.registry}/${r.repository}`, r]))
+  const index = {
+    schemaVersion: 2,
+    mediaType: OCI_INDEX,
+    manifests: images.map((u) => {
+      const m = manifests.get(u.digest)!
+      const rec = repos.get(`${u.registry}/${u.repository}`)?.tags.get(u.tag!)
+      return {
+        mediaType: m.mediaType,
+        digest: u.digest,
+        size: m.bytes.length,
+        annotations: {
+          [REF_NAME]: refOf(u),
+          ...(rec?.checkedAt ? { [CHECKED_AT]: new Date(rec.checkedAt).toISOString() } : {}),
+        },
+      }
+    }),
+  }
+
+  let total = 0
+  for (const m of manifests.values()) total += m.bytes.length
+  for (const size of blobs.values()) total += size
+  const progress = { bytes: 0, total }
+  const mtime = Math.floor(store.clock.now() / 1000)
+
+  // A file write completes before the next chunk is asked for, so one buffer serves every read.
+  const reused = 'file' in out ? Buffer.allocUnsafe(READ_CHUNK) : undefined
+  async function* tar(): AsyncGenerator<Buffer> {
+    const small = (name: string, data: Buffer) => [fileHeader(name, data.length, mtime), data, padding(data.length)]
+    yield* small('oci-layout', Buffer.from(JSON.stringify({ imageLayoutVersion: '1.0.0' }) + '\n'))
+    yield* small('index.json', Buffer.from(JSON.stringify(index) + '\n'))
+    for (const [d, m] of manifests) {
+      yield Buffer.concat(small(blobName(parseDigest(d)), m.bytes))
+      progress.bytes += m.bytes.length
+    }
+    opts.onProgress?.({ ...progress })
+    for (const d of blobs.keys()) {
+      const digest = parseDigest(d)
+      const handle = await store.openBlob(digest)
+      if (!handle) throw new DproxyError('BLOB_UNKNOWN', `blob ${d} disappeared from the cache during the export`)
+      try {
+        yield fileHeader(blobName(digest), handle.size, mtime)
+        yield* readAll(handle, handle.size, d, reused, (n) => {
+          progress.bytes += n
+          opts.onProgress?.({ ...progress })
+        })
+        yield padding(handle.size)
+      } finally {
+        await handle.close()
+      }
+    }
+    yield endOfArchive()
+  }
+
+  if ('file' in out) {
+    for await (const chunk of tar()) await writeFully(out.file, chunk)
+  } else {
+    await pipeline(Readable.from(tar(), { objectMode: false, highWaterMark: READ_CHUNK }), out.stream, { end: !out.keepOpen })
+  }
+  return {
+    images: images.map(refOf),
+    skipped,
+    manifests: manifests.size,
+    blobs: blobs.size,
+    bytes: progress.bytes,
+  }
+}
+
+async function writeFully(fh: FileHandle, chunk: Buffer): Promise<void> {
+  let off = 0
+  while (off < chunk.length) off += (await fh.write(chunk, off, chunk.length - off)).bytesWritten
+}
+
+function blobName(d: Digest): string {
+  return `blobs/${d.algorithm}/${d.hex}`
+}
+
+/**
+ * Exactly `size` bytes of an open file: into `reused` when the consumer is
+ * done with a chunk before it asks for the next, else into fresh buffers.
+ */
+async function* readAll(blob: BlobReader, size: number, what: string, reused: Buffer | undefined, counted: (n: number) => void): AsyncGenerator<Buffer> {
+  let pos = 0
+  while (pos < size) {
+    const want = Math.min(READ_CHUNK, size - pos)
+    const buf = reused ? reused.subarray(0, want) : Buffer.allocUnsafe(want)
+    const bytesRead = await blob.read(buf, 0, want, pos)
+    if (bytesRead === 0) throw new DproxyError('CACHE_UNAVAILABLE', `blob ${what} is shorter than its ${size} bytes`)
+    pos += bytesRead
+    counted(bytesRead)
+    yield bytesRead === buf.length ? buf : buf.subarray(0, bytesRead)
+  }
+}
+
+// ---- import
+
+export interface ImportOptions {
+  /** Replace cached tags even when they are newer than the archive's. */
+  force?: boolean
+  onProgress?: (p: ArchiveProgress) => void
+  /** The archive's size, when known (a file), for progress. */
+  total?: number
+}
+
+export interface ImportSummary extends ArchiveSummary {
+  /** Tags the archive names that were cached with the same digest already. */
+  unchanged: string[]
+}
+
+interface IndexDescriptor {
+  mediaType?: unknown
+  digest?: unknown
+  size?: unknown
+  annotations?: Record<string, unknown>
+}
+
+interface PlannedTag {
+  ref: string
+  registry: string
+  repository: string
+  tag: string
+  digest: string
+  mediaType: string
+  size: number
+  checkedAt: number
+  /** Manifests of the image in the archive or the cache, with their media types. */
+  manifests: Map<string, string>
+  blobs: Set<string>
+}
+
+/** Reads an archive into the store; throws ARCHIVE_INVALID (naming the entry) and records nothing when it is bad. */
+export async function importArchive(
+  store: Store,
+  input: AsyncIterable<Buffer | Uint8Array | string>,
+  opts: ImportOptions = {},
+): Promise<ImportSummary> {
+  const progress: ArchiveProgress = { bytes: 0, ...(opts.total !== undefined ? { total: opts.total } : {}) }
+  let lastReport = 0
+  async function* counted(): AsyncGenerator<Buffer | Uint8Array | string> {
+    for await (const chunk of input) {
+      progress.bytes += chunk.length
+      if (progress.bytes - lastReport >= 1 << 20) {
+        lastReport = progress.bytes
+        opts.onProgress?.({ ...progress })
+      }
+      yield chunk
+    }
+  }
+
+  // Phase 1: read and verify everything.
+  const small = new Map<string, Buffer>()
+  const stored = new Set<string>()
+  let heldBytes = 0
+  let layout: unknown
+  let indexJson: unknown
+  const written = { blobs: 0, bytes: 0 }
+  for await (const entry of readTar(counted())) {
+    if (entry.type !== 'file') continue
+    if (entry.name === 'oci-layout') {
+      layout = parseJson(await collect(entry.body, entry.size, 64 * 1024, entry.name), entry.name)
+      continue
+    }
+    if (entry.name === 'index.json') {
+      indexJson = parseJson(await collect(entry.body, entry.size, MAX_INDEX_JSON, entry.name), entry.name)
+      continue
+    }
+    const m = /^blobs\/([a-z0-9]+)\/([a-f0-9]+)$/.exec(entry.name)
+    if (!m) continue
+    let d: Digest
+    try {
+      d = parseDigest(`${m[1]}:${m[2]}`)
+    } catch {
+      throw archiveError('not a valid digest name', entry.name)
+    }
+    const check = new ContentCheck(d, entry.size)
+    const fail = (err: unknown): never => {
+      // A disk that refuses the write is the cache's failure, not the archive's.
+      if (err instanceof DproxyError && !['DIGEST_INVALID', 'SIZE_INVALID', 'ARCHIVE_INVALID'].includes(err.code)) throw err
+      throw archiveError(err instanceof Error ? err.message : String(err), entry.name, err)
+    }
+    const it = entry.body[Symbol.asyncIterator]()
+    const first = await it.next().catch(fail)
+    const head = first.done ? Buffer.alloc(0) : first.value
+    const rest = { [Symbol.asyncIterator]: () => it }
+    if (entry.size <= MAX_MANIFEST && looksLikeJson(head)) {
+      heldBytes += entry.size
+      if (heldBytes > MAX_HELD) throw archiveError(`more than ${MAX_HELD} bytes of small JSON entries (manifests, configs)`, entry.name)
+      const parts = [head]
+      for await (const part of rest) parts.push(part)
+      const bytes = Buffer.concat(parts)
+      try {
+        check.update([bytes])
+        check.finish()
+      } catch (err) {
+        fail(err)
+      }
+      small.set(d.value, bytes)
+      continue
+    }
+    if ((await store.statBlob(d)) === entry.size) {
+      // Cached already: still proves the archive's bytes, writes nothing.
+      try {
+        check.update([head])
+        for await (const part of rest) check.update([part])
+        check.finish()
+      } catch (err) {
+        fail(err)
+      }
+      stored.add(d.value)
+      continue
+    }
+    const w = await store.createBlobWriter(d, entry.size)
+    try {
+      let batch = [head]
+      let batched = head.length
+      for await (const part of rest) {
+        batch.push(part)
+        batched += part.length
+        if (batched < WRITE_BATCH) continue
+        await w.writev(batch)
+        batch = []
+        batched = 0
+      }
+      if (batched > 0) await w.writev(batch)
+      await w.commit()
+    } catch (err) {
+      await w.abort()
+      fail(err)
+    }
+    stored.add(d.value)
+    written.blobs++
+    written.bytes += entry.size
+  }
+  opts.onProgress?.({ ...progress })
+  if (!isObject(layout) || typeof layout.imageLayoutVersion !== 'string') {
+    throw archiveError('missing or without imageLayoutVersion: not an OCI image layout', 'oci-layout')
+  }
+  if (!isObject(indexJson) || !Array.isArray(indexJson.manifests)) throw archiveError('missing or without manifests[]', 'index.json')
+
+  // Phase 2: plan every tag; refuse the archive if one lacks anything.
+  const skipped: Skipped[] = []
+  const plans: PlannedTag[] = []
+  for (const raw of indexJson.manifests as IndexDescriptor[]) {
+    const digest = typeof raw?.digest === 'string' ? raw.digest : ''
+    const refName = typeof raw?.annotations?.[REF_NAME] === 'string' ? (raw.annotations[REF_NAME] as string) : undefined
+    if (refName === undefined) {
+      skipped.push({ image: `@${truncate(digest)}`, reason: `no ${REF_NAME} annotation: no tag to record` })
+      continue
+    }
+    const name = parseRefName(refName)
+    if (typeof name === 'string') {
+      skipped.push({ image: truncate(refName), reason: name })
+      continue
+    }
+    const ref = `${name.registry}/${name.repository}:${name.tag}`
+    const where = `index.json entry ${truncate(refName)}`
+    let root: Digest
+    try {
+      root = parseDigest(digest)
+    } catch {
+      throw archiveError(`bad digest '${truncate(digest)}'`, where)
+    }
+    const plan: PlannedTag = {
+      ref,
+      ...name,
+      digest: root.value,
+      mediaType: typeof raw.mediaType === 'string' ? raw.mediaType : '',
+      size: typeof raw.size === 'number' ? raw.size : -1,
+      checkedAt: checkedAtOf(raw.annotations?.[CHECKED_AT]),
+      manifests: new Map(),
+      blobs: new Set(),
+    }
+    await walkImage(store, small, stored, plan, root.value, plan.mediaType, true, where)
+    plan.mediaType = plan.manifests.get(root.value)!
+    plans.push(plan)
+  }
+
+  // Phase 3: everything needed is verified; store it, then record the tags.
+  const summary: ImportSummary = { images: [], unchanged: [], skipped, manifests: 0, blobs: written.blobs, bytes: written.bytes }
+  const manifestsDone = new Set<string>()
+  for (const plan of plans) {
+    for (const b of plan.blobs) {
+      const bytes = small.get(b)
+      if (bytes === undefined || stored.has(b)) continue
+      const d = parseDigest(b)
+      if ((await store.statBlob(d)) !== bytes.length) {
+        const w = await store.createBlobWriter(d, bytes.length)
+        await w.write(bytes)
+        await w.commit()
+        summary.blobs++
+        summary.bytes += bytes.length
+      }
+      stored.add(b)
+    }
+    for (const [d, mediaType] of plan.manifests) {
+      if (manifestsDone.has(d)) continue
+      manifestsDone.add(d)
+      const bytes = small.get(d)
+      const digest = parseDigest(d)
+      if (bytes === undefined || (await store.hasManifest(digest))) continue
+      await store.putManifest(digest, bytes, mediaType)
+      summary.manifests++
+      summary.bytes += bytes.length
+    }
+  }
+  for (const plan of plans) {
+    const cached = await store.getTag(plan.registry, plan.repository, plan.tag)
+    if (cached && !opts.force && cached.checkedAt >= plan.checkedAt) {
+      if (cached.digest === plan.digest) summary.unchanged.push(plan.ref)
+      else skipped.push({ image: plan.ref, reason: `the cached tag is newer (checked ${new Date(cached.checkedAt).toISOString()}); --force replaces it` })
+      continue
+    }
+    for (const d of plan.manifests.keys()) await store.linkManifest(plan.registry, plan.repository, parseDigest(d))
+    const size = small.get(plan.digest)?.length ?? (await store.getManifest(parseDigest(plan.digest)))?.bytes.length ?? plan.size
+    await store.putTag(plan.registry, plan.repository, plan.tag, {
+      digest: plan.digest,
+      mediaType: plan.mediaType,
+      size,
+      checkedAt: plan.checkedAt,
+    })
+    summary.images.push(plan.ref)
+  }
+  return summary
+}
+
+/**
+ * Adds the manifest `d` and what it names to `plan`: every blob must be in
+ * the archive or the cache; an index's children may be absent (platforms
+ * that were never pulled), the image's own manifest may not.
+ */
+async function walkImage(
+  store: Store,
+  small: Map<string, Buffer>,
+  stored: Set<string>,
+  plan: PlannedTag,
+  d: string,
+  descriptorType: string,
+  isRoot: boolean,
+  where: string,
+): Promise<void> {
+  if (plan.manifests.has(d)) return
+  let bytes = small.get(d)
+  if (bytes === undefined) bytes = (await store.getManifest(parseDigest(d)))?.bytes
+  if (bytes === undefined) {
+    if (isRoot) throw archiveError(`its manifest ${d} is neither in the archive nor cached`, where)
+    return
+  }
+  const doc = parseJson(bytes, `blobs/${d.replace(':', '/')}`)
+  const own = isObject(doc) && typeof doc.mediaType === 'string' ? doc.mediaType : ''
+  const mediaType = own || descriptorType
+  if (!mediaType) throw archiveError(`manifest ${d} says no media type`, where)
+  plan.manifests.set(d, mediaType)
+  const refs = descriptors(bytes)
+  for (const b of refs.blobs) {
+    if (small.has(b) || stored.has(b)) plan.blobs.add(b)
+    else if ((await store.statBlob(parseDigest(b))) !== undefined) stored.add(b)
+    else throw archiveError(`blob ${b} of manifest ${d} is neither in the archive nor cached`, where)
+  }
+  const children = isObject(doc) && Array.isArray(doc.manifests) ? (doc.manifests as IndexDescriptor[]) : []
+  for (const c of refs.children) {
+    const desc = children.find((x) => x?.digest === c)
+    await walkImage(store, small, stored, plan, c, typeof desc?.mediaType === 'string' ? desc.mediaType : '', false, where)
+  }
+}
+
+/** `registry/repository:tag` from a ref.name, or why it names no image we can record. */
+export function parseRefName(refName: string): { registry: string; repository: string; tag: string } | string {
+  if (refName.includes('@')) return 'a reference by digest names no tag to record'
+  const slash = refName.lastIndexOf('/')
+  const colon = refName.indexOf(':', slash + 1)
+  if (colon < 0) return slash < 0 ? 'a tag without an image name' : 'a name without a tag'
+  if (colon === 0) return 'a tag without an image name'
+  try {
+    const ref = parseReference(refName.slice(colon + 1))
+    if (ref.kind !== 'tag') return 'a name without a tag'
+    return { ...resolveImageName(refName.slice(0, colon)), tag: ref.tag }
+  } catch (err) {
+    return err instanceof Error ? err.message : String(err)
+  }
+}
+
+function checkedAtOf(value: unknown): number {
+  const ms = typeof value === 'string' ? Date.parse(value) : Number.NaN
+  return Number.isFinite(ms) && ms > 0 ? ms : 0
+}
+
+function looksLikeJson(head: Buffer): boolean {
+  for (const b of head.subarray(0, 64)) {
+    if (b === 0x20 || b === 0x0a || b === 0x0d || b === 0x09) continue
+    return b === 0x7b
+  }
+  return false
+}
+
+async function collect(body: AsyncIterable<Buffer>, size: number, max: number, entry: string): Promise<Buffer> {
+  if (size > max) throw archiveError(`${size} bytes, at most ${max} expected`, entry)
+  const parts: Buffer[] = []
+  for await (const part of body) parts.push(part)
+  return Buffer.concat(parts)
+}
+
+function parseJson(bytes: Buffer, entry: string): unknown {
+  try {
+    return JSON.parse(bytes.toString('utf8'))
+  } catch {
+    throw archiveError('not valid JSON', entry)
+  }
+}
+
+function isObject(value: unknown): value is Record<string, unknown> {
+  return typeof value === 'object' && value !== null && !Array.isArray(value)
+}
+
+function archiveError(message: string, entry: string, cause?: unknown): DproxyError {
+  if (cause instanceof DproxyError && cause.code === 'ARCHIVE_INVALID') return cause
+  return new DproxyError('ARCHIVE_INVALID', `${truncate(entry)}: ${message}`, {
+    detail: { entry: truncate(entry) },
+    ...(cause !== undefined ? { cause } : {}),
+  })
+}

@@ -1,0 +1,207 @@
+// Export and import of OCI image layout archives against real stores (built
+// with test/helpers/cache.ts): a round trip keeps every image, shared blobs
+// are written once, --image narrows, a bad archive (a flipped byte, a cut, a
+// missing blob) records nothing, and a cached tag newer than the archive's
+// is kept unless forced. The end-to-end test with real clients is
+// test/cli/cache-archive.test.ts.
+
+import { join } from 'node:path'
+import { Writable } from 'node:stream'
+import t from 'tap'
+import { isDproxyError } from '../../src/errors.js'
+import { parseImageSelector } from '../../src/store/evict.js'
+import { listImages } from '../../src/store/inventory.js'
+import { CHECKED_AT, exportArchive, importArchive, parseRefName, REF_NAME } from '../../src/store/oci-archive.js'
+import { Store, walk } from '../../src/store/store.js'
+import { endOfArchive, fileHeader, padding, readTar } from '../../src/store/tar.js'
+import { putIndex, putImage, tag } from '../helpers/cache.js'
+
+const T0 = Date.parse('2026-01-01T00:00:00Z')
+
+async function exported(store: Store, images?: string[]): Promise<Buffer> {
+  const parts: Buffer[] = []
+  const sink = new Writable({
+    write(chunk: Buffer, _e, done) {
+      parts.push(chunk)
+      done()
+    },
+  })
+  await exportArchive(store, { stream: sink }, images ? { images: images.map(parseImageSelector) } : {})
+  return Buffer.concat(parts)
+}
+
+async function* once(b: Buffer): AsyncGenerator<Buffer> {
+  for (let i = 0; i < b.length; i += 4096) yield b.subarray(i, i + 4096)
+}
+
+async function tarEntries(b: Buffer): Promise<Map<string, Buffer>> {
+  const out = new Map<string, Buffer>()
+  for await (const e of readTar(once(b))) {
+    const parts: Buffer[] = []
+    for await (const p of e.body) parts.push(p)
+    if (out.has(e.name)) throw new Error(`${e.name} twice`)
+    out.set(e.name, Buffer.concat(parts))
+  }
+  return out
+}
+
+/** An archive of `entries`, as tarEntries returned them (edited). */
+function rebuild(entries: Map<string, Buffer>): Buffer {
+  const parts: Buffer[] = []
+  for (const [n, data] of entries) parts.push(fileHeader(n, data.length), data, padding(data.length))
+  parts.push(endOfArchive())
+  return Buffer.concat(parts)
+}
+
+/** alpine:latest and alpine:3 (one image), redis:7 sharing alpine's layer, multi:1 an index of two. */
+async function source(dir: string) {
+  const store = await Store.open(dir)
+  const alpine = await putImage(store, 'alpine', [20_000])
+  const redis = await putImage(store, 'redis', [alpine.layers[0]!, 30_000])
+  const arm = await putImage(store, 'arm', [5_000])
+  const index = await putIndex(store, [alpine.manifest, arm.manifest])
+  await tag(store, 'docker.io', 'library/alpine', 'latest', alpine.manifest, T0)
+  await tag(store, 'docker.io', 'library/alpine', '3', alpine.manifest, T0)
+  await tag(store, 'docker.io', 'bitnami/redis', '7', redis.manifest, T0)
+  await tag(store, 'ghcr.io', 'o/multi', '1', index, T0)
+  return { store, alpine, redis, arm, index }
+}
+
+const summary = (images: Awaited<ReturnType<typeof listImages>>) =>
+  images.map((i) => `${i.registry}/${i.repository}:${i.tag}@${i.digest} ${i.manifests}m ${i.blobs}b ${i.complete}`)
+
+async function filesUnder(dir: string): Promise<string[]> {
+  const out: string[] = []
+  await walk(dir, async (p) => void out.push(p))
+  return out.sort()
+}
+
+t.test('a round trip keeps every image; shared blobs once; the tag times travel', async (t) => {
+  const dir = t.testdir({ a: {}, b: {} })
+  const { store } = await source(join(dir, 'a'))
+  const tar = await exported(store)
+  const entries = await tarEntries(tar)
+  const index = JSON.parse(entries.get('index.json')!.toString()) as { manifests: Array<{ annotations: Record<string, string> }> }
+  t.strictSame(
+    index.manifests.map((m) => m.annotations[REF_NAME]).sort(),
+    ['docker.io/bitnami/redis:7', 'docker.io/library/alpine:3', 'docker.io/library/alpine:latest', 'ghcr.io/o/multi:1'],
+  )
+  t.ok(index.manifests.every((m) => m.annotations[CHECKED_AT] === new Date(T0).toISOString()))
+  t.strictSame(JSON.parse(entries.get('oci-layout')!.toString()), { imageLayoutVersion: '1.0.0' })
+  // 4 manifests (alpine, redis, arm, index) + 3 configs + 3 layers, the shared one once.
+  t.equal([...entries.keys()].filter((n) => n.startsWith('blobs/')).length, 10)
+
+  const target = await Store.open(join(dir, 'b'))
+  const result = await importArchive(target, once(tar))
+  t.equal(result.images.length, 4)
+  t.strictSame(result.skipped, [])
+  t.strictSame(summary(await listImages(target)), summary(await listImages(store)))
+  t.equal((await target.getTag('docker.io', 'library/alpine', 'latest'))?.checkedAt, T0)
+
+  const again = await importArchive(target, once(tar))
+  t.strictSame(again.images, [], 'importing the same archive again changes nothing')
+  t.equal(again.unchanged.length, 4)
+  t.equal(again.blobs + again.manifests, 0)
+})
+
+t.test('--image exports only what it names', async (t) => {
+  const { store, redis } = await source(t.testdir())
+  const entries = await tarEntries(await exported(store, ['bitnami/redis:7']))
+  const index = JSON.parse(entries.get('index.json')!.toString()) as { manifests: Array<{ digest: string; annotations: Record<string, string> }> }
+  t.strictSame(index.manifests.map((m) => [m.annotations[REF_NAME], m.digest]), [['docker.io/bitnami/redis:7', redis.manifest.digest]])
+  const blobs = [...entries.keys()].filter((n) => n.startsWith('blobs/')).map((n) => n.replace('blobs/sha256/', 'sha256:'))
+  t.strictSame(blobs.sort(), [redis.manifest, redis.config, ...redis.layers].map((d) => d.digest).sort())
+  await t.rejects(exported(store, ['alpine:9']), /nothing cached for docker.io\/library\/alpine:9/)
+})
+
+t.test('a bad archive is refused naming the entry, and nothing is recorded', async (t) => {
+  const dir = t.testdir({ a: {}, b: {} })
+  const { store, redis } = await source(join(dir, 'a'))
+  const tar = await exported(store)
+  const target = await Store.open(join(dir, 'b'))
+  // What the target had before: one tag of its own.
+  const own = await putImage(target, 'own', [100])
+  await tag(target, 'docker.io', 'library/alpine', 'latest', own.manifest, T0 - 1)
+  const before = await filesUnder(target.layout.repositoriesDir)
+
+  const layer = redis.layers[1]!
+  const name = `blobs/sha256/${layer.digest.slice(7)}`
+  const at = tar.indexOf(Buffer.from(name))
+  const flipped = Buffer.from(tar)
+  flipped[at + 512 + 1000]! ^= 1
+  const cut = tar.subarray(0, at + 512 + 1000)
+  for (const [what, bad, message] of [
+    ['a flipped byte', flipped, new RegExp(`^${name}: blob ${layer.digest}: content has digest`)],
+    ['a truncated archive', cut, new RegExp(`^${name}: the archive ends inside this entry`)],
+  ] as const) {
+    const err = await importArchive(target, once(bad)).then(
+      () => undefined,
+      (e: unknown) => e,
+    )
+    t.ok(isDproxyError(err, 'ARCHIVE_INVALID'), what)
+    t.match((err as Error).message, message, what)
+    t.strictSame(await filesUnder(target.layout.repositoriesDir), before, `${what}: no tag or link recorded`)
+    t.equal((await target.getTag('docker.io', 'library/alpine', 'latest'))?.digest, own.manifest.digest)
+  }
+})
+
+t.test('an image whose blob is missing is refused, naming it', async (t) => {
+  const dir = t.testdir({ a: {}, b: {} })
+  const { store, redis } = await source(join(dir, 'a'))
+  const tar = await exported(store, ['bitnami/redis:7'])
+  // Rebuild the archive without one layer entry.
+  const entries = await tarEntries(tar)
+  const missing = redis.layers[1]!.digest
+  entries.delete(`blobs/sha256/${missing.slice(7)}`)
+  const target = await Store.open(join(dir, 'b'))
+  await t.rejects(importArchive(target, once(rebuild(entries))), new RegExp(`docker.io/bitnami/redis:7: blob ${missing} of manifest`))
+  t.strictSame(await filesUnder(target.layout.repositoriesDir), [])
+})
+
+t.test('a cached tag newer than the archive is kept unless forced; an older one is replaced', async (t) => {
+  const dir = t.testdir({ a: {}, b: {} })
+  const { store, alpine } = await source(join(dir, 'a'))
+  const tar = await exported(store, ['alpine:latest', 'bitnami/redis:7'])
+  const target = await Store.open(join(dir, 'b'))
+  const newer = await putImage(target, 'newer', [10])
+  const older = await putImage(target, 'older', [10])
+  await tag(target, 'docker.io', 'library/alpine', 'latest', newer.manifest, T0 + 1000)
+  await tag(target, 'docker.io', 'bitnami/redis', '7', older.manifest, T0 - 1000)
+
+  const first = await importArchive(target, once(tar))
+  t.strictSame(first.images, ['docker.io/bitnami/redis:7'])
+  t.match(first.skipped, [{ image: 'docker.io/library/alpine:latest', reason: /cached tag is newer/ }])
+  t.equal((await target.getTag('docker.io', 'library/alpine', 'latest'))?.digest, newer.manifest.digest)
+
+  const forced = await importArchive(target, once(tar), { force: true })
+  t.strictSame(forced.images.sort(), ['docker.io/bitnami/redis:7', 'docker.io/library/alpine:latest'])
+  t.equal((await target.getTag('docker.io', 'library/alpine', 'latest'))?.digest, alpine.manifest.digest)
+})
+
+t.test('ref names: full, bare (Docker Hub), and the ones that name no tag', async (t) => {
+  t.strictSame(parseRefName('docker.io/library/alpine:latest'), { registry: 'docker.io', repository: 'library/alpine', tag: 'latest' })
+  t.strictSame(parseRefName('ghcr.io/o/i:1.0'), { registry: 'ghcr.io', repository: 'o/i', tag: '1.0' })
+  t.strictSame(parseRefName('localhost:5000/x:2'), { registry: 'localhost:5000', repository: 'x', tag: '2' })
+  t.strictSame(parseRefName('alpine:3.19'), { registry: 'docker.io', repository: 'library/alpine', tag: '3.19' })
+  t.strictSame(parseRefName('bitnami/redis:7'), { registry: 'docker.io', repository: 'bitnami/redis', tag: '7' })
+  t.match(parseRefName('latest'), /without an image name/)
+  t.match(parseRefName('docker.io/library/alpine'), /without a tag/)
+  t.match(parseRefName('alpine@sha256:' + 'a'.repeat(64)), /by digest/)
+  t.match(parseRefName('../../etc:x'), /invalid repository name/)
+})
+
+t.test('an entry without a usable name is reported and skipped', async (t) => {
+  const dir = t.testdir({ a: {}, b: {} })
+  const { store } = await source(join(dir, 'a'))
+  const entries = await tarEntries(await exported(store, ['bitnami/redis:7']))
+  const index = JSON.parse(entries.get('index.json')!.toString()) as { manifests: Array<Record<string, unknown>> }
+  const m = index.manifests[0]!
+  index.manifests = [{ ...m, annotations: { [REF_NAME]: 'latest' } }, { ...m, annotations: {} }]
+  entries.set('index.json', Buffer.from(JSON.stringify(index)))
+  const target = await Store.open(join(dir, 'b'))
+  const result = await importArchive(target, once(rebuild(entries)))
+  t.strictSame(result.images, [])
+  t.equal(result.skipped.length, 2)
+  t.match(result.skipped[0], { image: 'latest', reason: /without an image name/ })
+  t.strictSame(await filesUnder(target.layout.repositoriesDir), [])
+})

@@ -22,6 +22,7 @@ import type { Command } from 'commander'
 import { resolveSettings } from '../config/settings.js'
 import { formatBytes, parseDuration, parseSize } from '../config/units.js'
 import { findDaemon } from '../control/admin-client.js'
+import { readDaemonLock } from '../daemon/lifecycle.js'
 import { DproxyError } from '../errors.js'
 import {
   clearCache,
@@ -92,10 +93,29 @@ export function clearFilter(req: Omit<ClearRequest, 'cacheDir' | 'stateDir'>): C
   return filter
 }
 
+/**
+ * The daemon serving `cacheDir`, or undefined when none runs. A daemon that
+ * holds the cache dir but does not answer (busy, starting, stopping) is an
+ * error, never a reason to change the directory under its feet: its pulls in
+ * progress would lose files.
+ */
+async function owningDaemon(cacheDir: string, stateDir: string | undefined) {
+  const daemon = await findDaemon(cacheDir, stateDir !== undefined ? { stateDir } : {})
+  if (daemon) return daemon
+  const lock = await readDaemonLock(cacheDir)
+  if (lock?.alive) {
+    throw new DproxyError(
+      'CACHE_LOCKED',
+      `a dproxy daemon (pid ${lock.info.pid}) serves ${cacheDir} but did not answer; nothing was changed: try again, or stop it first`,
+    )
+  }
+  return undefined
+}
+
 /** Clears through the daemon when one serves `cacheDir`, else directly under the cache lock. */
 export async function clearCacheDir(req: ClearRequest): Promise<EvictionSummary & { via: Via }> {
   const filter = clearFilter(req)
-  const daemon = await findDaemon(req.cacheDir, req.stateDir !== undefined ? { stateDir: req.stateDir } : {})
+  const daemon = await owningDaemon(req.cacheDir, req.stateDir)
   if (daemon) {
     const q = new URLSearchParams()
     if (req.image !== undefined) q.set('image', req.image)
@@ -129,7 +149,7 @@ export async function pruneCacheDir(req: PruneRequest): Promise<PruneSummary & {
     ...(req.maxSizeBytes !== undefined ? { maxSizeBytes: req.maxSizeBytes } : {}),
     ...(req.ttlMs !== undefined ? { ttlMs: req.ttlMs } : {}),
   }
-  const daemon = await findDaemon(req.cacheDir, req.stateDir !== undefined ? { stateDir: req.stateDir } : {})
+  const daemon = await owningDaemon(req.cacheDir, req.stateDir)
   if (daemon) {
     // Both limits explicitly (0 = none), so the daemon's own settings do not add one we did not resolve.
     const q = new URLSearchParams({ maxSize: String(req.maxSizeBytes ?? 0), ttl: `${req.ttlMs ?? 0}ms` })

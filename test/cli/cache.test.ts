@@ -211,6 +211,21 @@ t.test('usage errors exit 2 and change nothing; a held lock exits 1', async (t) 
   t.strictSame(await store.stats(), before)
 })
 
+t.test('a daemon that holds the cache but does not answer: clear and prune change nothing', async (t) => {
+  const { dir, env } = isolated(t)
+  const { store } = await smallCache(dir)
+  const before = await store.stats()
+  // A live pid (this process) whose address answers nothing: busy, starting or stopping.
+  const info = { pid: process.pid, startedAt: new Date().toISOString(), listen: ['127.0.0.1:1'], url: 'http://127.0.0.1:1', version: 'test' }
+  await fs.writeFile(new Layout(dir).daemonFile, JSON.stringify(info))
+  for (const args of [['cache', 'clear', '--image', 'alpine'], ['cache', 'prune', '--max-size', '1']]) {
+    const r = await cli(env, args)
+    t.equal(r.code, 1, args.join(' '))
+    t.match(r.err, `a dproxy daemon (pid ${process.pid}) serves`)
+  }
+  t.strictSame(await store.stats(), before, 'nothing removed under the daemon')
+})
+
 t.test('prune --max-size: least recently used first; the configured limits by default', async (t) => {
   const { dir, env } = isolated(t)
   const { store, alpine, redis } = await smallCache(dir)

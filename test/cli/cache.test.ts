@@ -5,15 +5,14 @@
 
 import { promises as fs } from 'node:fs'
 import { join } from 'node:path'
-import { PassThrough, Writable } from 'node:stream'
 import { fileURLToPath } from 'node:url'
 import t, { type Test } from 'tap'
 import { ago, formatListing, listCache, shortDigest } from '../../src/cli/cache.js'
-import { runCli } from '../../src/cli/program.js'
 import type { EvictionSummary } from '../../src/store/evict.js'
 import { Layout } from '../../src/store/layout.js'
 import { Store } from '../../src/store/store.js'
 import { run } from '../fixtures/clients.js'
+import { runInProcess } from '../helpers/cli.js'
 import { startUpstream } from '../fixtures/upstream.js'
 import { hasManifest, link, putImage, tag } from '../helpers/cache.js'
 import { pull, settled, startDaemon } from '../helpers/daemon.js'
@@ -34,23 +33,8 @@ function isolated(t: Test): { dir: string; env: Record<string, string> } {
   }
 }
 
-/** Runs the CLI in-process; `tty` gives it a terminal-like stdin carrying `answer`. */
-async function cli(env: Record<string, string>, args: string[], opts: { tty?: boolean; answer?: string } = {}) {
-  let out = ''
-  let err = ''
-  const sink = (f: (s: string) => void) =>
-    new Writable({
-      write(chunk: Buffer, _e, done) {
-        f(chunk.toString())
-        done()
-      },
-    })
-  const stdin = Object.assign(new PassThrough(), { isTTY: opts.tty ?? false })
-  if (opts.answer !== undefined) stdin.end(opts.answer)
-  const ctx = { env, stdout: sink((s) => (out += s)), stderr: sink((s) => (err += s)), stdin }
-  const code = await runCli(args, ctx)
-  return { code, out, err }
-}
+/** The CLI in-process, with this file's argument order. */
+const cli = (env: Record<string, string>, args: string[], opts: { tty?: boolean; answer?: string } = {}) => runInProcess(args, env, opts)
 
 /** Three small images: alpine (two tags), redis sharing nothing, and a digest-only manifest. */
 async function smallCache(dir: string) {

@@ -49,7 +49,8 @@ function watch(t: Test, args: string[], env: Record<string, string>): { child: C
 }
 
 async function until(what: () => boolean, why: string): Promise<void> {
-  for (let i = 0; i < 200; i++) {
+  // Up to 30 s: a loaded CI machine (fixtures being seeded beside this test) is slow, not wrong.
+  for (let i = 0; i < 600; i++) {
     if (what()) return
     await new Promise((r) => setTimeout(r, 50))
   }

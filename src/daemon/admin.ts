@@ -6,7 +6,7 @@
 // what changes state needs the admin token.
 
 import type { IncomingMessage, ServerResponse } from 'node:http'
-import { DproxyError } from '../errors.js'
+import { DproxyError, truncate } from '../errors.js'
 import { sendError } from '../registry/errors.js'
 import type { CacheStats } from '../store/store.js'
 import { RATE_LIMIT_PROBE, type RateLimitReading } from '../upstream/ratelimit.js'
@@ -209,7 +209,7 @@ export function adminHandler(deps: AdminDeps) {
           return
         }
       }
-      throw new DproxyError('NAME_UNKNOWN', `no such admin endpoint: ${path.slice(0, 200)}`, { status: 404 })
+      throw new DproxyError('NAME_UNKNOWN', `no such admin endpoint: ${truncate(path)}`, { status: 404 })
     } catch (err) {
       sendError(res, err, deps.log, method)
     }

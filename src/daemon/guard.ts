@@ -28,7 +28,7 @@ import { randomBytes, timingSafeEqual, createHash } from 'node:crypto'
 import { constants, promises as fs } from 'node:fs'
 import { dirname } from 'node:path'
 import type { IncomingMessage } from 'node:http'
-import { DproxyError } from '../errors.js'
+import { DproxyError, truncate } from '../errors.js'
 import { isLoopbackHost } from '../net.js'
 
 export const ADMIN_TOKEN_HEADER = 'x-dproxy-admin-token'
@@ -68,7 +68,7 @@ function isWildcard(host: string): boolean {
 /** Throws DENIED (421) for a Host that is not this machine's. */
 export function checkHost(req: IncomingMessage, policy: HostPolicy): void {
   if (!isTrustedHost(req.headers.host, policy)) {
-    throw new DproxyError('DENIED', `this dproxy does not answer to Host '${String(req.headers.host).slice(0, 100)}'`, {
+    throw new DproxyError('DENIED', `this dproxy does not answer to Host '${truncate(String(req.headers.host))}'`, {
       status: 421,
     })
   }
@@ -97,7 +97,7 @@ export function checkOrigin(req: IncomingMessage): void {
   } catch {
     same = false
   }
-  if (!same) throw new DproxyError('DENIED', `requests from web pages (Origin '${origin.slice(0, 100)}') are refused`)
+  if (!same) throw new DproxyError('DENIED', `requests from web pages (Origin '${truncate(origin)}') are refused`)
 }
 
 /** Throws DENIED (403) unless the request carries the admin token. */

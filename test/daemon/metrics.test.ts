@@ -119,7 +119,11 @@ t.test('a Prometheus server scraping the daemon answers PromQL with the upstream
 
   const query = async (promql: string): Promise<number | undefined> => {
     const res = await request(`http://127.0.0.1:${port}/api/v1/query?query=${encodeURIComponent(promql)}`).catch(() => undefined)
-    if (!res) return undefined
+    // Prometheus answers 503 "Service Unavailable" until it is ready: no answer yet.
+    if (!res || res.statusCode !== 200) {
+      await res?.body.dump()
+      return undefined
+    }
     const body = (await res.body.json()) as { status: string; data?: { result: Array<{ value: [number, string] }> } }
     const v = body.data?.result[0]?.value[1]
     return v === undefined ? undefined : Number(v)

@@ -99,11 +99,22 @@ export interface FollowOptions {
   onLine(line: string): void
   signal: AbortSignal
   pollMs?: number
+  /** Rotated files the writer keeps (RotatingLogFile's `keep`). */
+  keep?: number
 }
 
-/** Prints lines appended to `path` until `signal` aborts, across rotations. */
+/**
+ * Prints lines appended to `path` until `signal` aborts, across rotations.
+ *
+ * A busy daemon can rotate several times between two polls, so on a rotation
+ * the follower finishes the file it had open (wherever it was renamed to),
+ * then reads whole every file rotated after it (`.k-1` down to `.1`), then
+ * starts the new current file. While the path is missing (the writer is
+ * between its rename and its open) it waits for the next poll.
+ */
 export async function followLines(path: string, o: FollowOptions): Promise<void> {
-  let fh = await fs.open(path, constants.O_RDONLY)
+  const keep = o.keep ?? LOG_KEEP
+  let fh: fs.FileHandle | undefined = await fs.open(path, constants.O_RDONLY)
   let ino = (await fh.stat()).ino
   let pos = o.from
   let partial = ''
@@ -118,35 +129,65 @@ export async function followLines(path: string, o: FollowOptions): Promise<void>
         resolve()
       }
     })
-  const drain = async () => {
-    const chunk = Buffer.alloc(64 * 1024)
+  const chunk = Buffer.alloc(64 * 1024)
+  const drain = async (file: fs.FileHandle, from: number): Promise<number> => {
+    let at = from
     for (;;) {
-      const { bytesRead } = await fh.read(chunk, 0, chunk.length, pos)
-      if (bytesRead === 0) return
-      pos += bytesRead
-      const text = partial + chunk.subarray(0, bytesRead).toString('utf8')
-      const lines = text.split('\n')
+      const { bytesRead } = await file.read(chunk, 0, chunk.length, at)
+      if (bytesRead === 0) return at
+      at += bytesRead
+      const lines = (partial + chunk.subarray(0, bytesRead).toString('utf8')).split('\n')
       partial = lines.pop() ?? ''
       for (const line of lines) o.onLine(line)
     }
   }
+  // The rotated files newer than the one with inode `old`, oldest first.
+  const rotatedAfter = async (old: number): Promise<string[]> => {
+    const newer: string[] = []
+    for (let i = 1; i <= keep; i++) {
+      const st = await statOrUndefined(`${path}.${i}`)
+      if (st === undefined) continue
+      if (st.ino === old) break
+      newer.unshift(`${path}.${i}`)
+    }
+    return newer
+  }
   try {
     while (!o.signal.aborted) {
-      await drain()
-      const now = await fs.stat(path).catch((err: unknown) => (isNotFound(err) ? undefined : Promise.reject(err)))
-      if (now && (now.ino !== ino || now.size < pos)) {
-        // Rotated (or truncated): the rest of the old file was read above; start the new one.
-        await drain()
-        await fh.close()
-        fh = await fs.open(path, constants.O_RDONLY)
-        ino = (await fh.stat()).ino
-        pos = 0
-        partial = ''
-        continue
+      if (fh !== undefined) pos = await drain(fh, pos)
+      const now = await statOrUndefined(path)
+      if (now !== undefined && (fh === undefined || now.ino !== ino || now.size < pos)) {
+        if (fh !== undefined) {
+          // Rotated (or truncated): finish the old file, then every file rotated after it.
+          pos = await drain(fh, pos)
+          await fh.close()
+          fh = undefined
+          if (now.ino !== ino) {
+            for (const older of await rotatedAfter(ino)) {
+              const rf = await fs.open(older, constants.O_RDONLY).catch(() => undefined)
+              if (rf === undefined) continue
+              try {
+                await drain(rf, 0)
+              } finally {
+                await rf.close()
+              }
+            }
+          }
+        }
+        const opened = await fs.open(path, constants.O_RDONLY).catch((err: unknown) => (isNotFound(err) ? undefined : Promise.reject(err)))
+        if (opened !== undefined) {
+          fh = opened
+          ino = (await fh.stat()).ino
+          pos = 0
+          partial = ''
+          continue
+        }
       }
       await sleep(o.pollMs ?? 250)
     }
   } finally {
-    await fh.close()
+    await fh?.close()
   }
 }
+
+const statOrUndefined = (p: string) => fs.stat(p).catch((err: unknown) => (isNotFound(err) ? undefined : Promise.reject(err)))

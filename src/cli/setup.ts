@@ -77,6 +77,11 @@ export async function setupCommand(args: string[], flags: SetupFlags, ctx: Setup
     if (flags.json) out(JSON.stringify({ undone }, null, 2) + '\n')
     else if (undone.length === 0) out('nothing to undo: dproxy setup has not changed anything here\n')
     else for (const u of undone) out(`${u.action.padEnd(8)} ${u.shown}\n`)
+    // dockerd's reload applies only the keys a daemon.json sets: a removed
+    // registry-mirrors stays in force until dockerd restarts.
+    if (!flags.json && undone.some((u) => u.kind === 'json-mirrors' && u.action !== 'gone')) {
+      out('docker: a running dockerd keeps the mirror until it restarts (a reload does not drop a removed registry-mirrors): sudo systemctl restart docker\n')
+    }
     return
   }
 

@@ -16,7 +16,7 @@ import { exists, removeCreated, removeFence, underRoot, writeAtomic } from './fi
 import { planK3s, removeRegistriesYamlEndpoint } from './k3s.js'
 import { planPodman } from './podman.js'
 import { backUp, readRecord, removeRecord, sha256, writeRecord, type RecordEntry, type SetupRecord } from './record.js'
-import { TARGETS, type FileEdit, type SetupOptions, type TargetName, type TargetPlan } from './targets.js'
+import { TARGETS, type EditKind, type FileEdit, type SetupOptions, type TargetName, type TargetPlan } from './targets.js'
 
 const planners: Record<TargetName, (o: SetupOptions) => Promise<TargetPlan>> = {
   docker: planDocker,
@@ -113,6 +113,8 @@ export interface UndoneFile {
   shown: string
   /** restored: the backup's bytes; removed: setup had created it; cleaned: only dproxy's entries taken out; gone: nothing there. */
   action: 'restored' | 'removed' | 'cleaned' | 'gone'
+  /** What setup had written there (the record's kind). */
+  kind: EditKind
 }
 
 function withoutEntries(entry: RecordEntry, text: string): string {
@@ -138,7 +140,7 @@ export async function undoSetup(root: string, stateDir: string): Promise<UndoneF
       if (err.code === 'ENOENT') return undefined
       throw err
     })
-    const base = { path: entry.path, shown: entry.shown }
+    const base = { path: entry.path, shown: entry.shown, kind: entry.kind }
     if (current === undefined) {
       done.push({ ...base, action: 'gone' })
     } else if (sha256(current) === entry.afterSha256) {

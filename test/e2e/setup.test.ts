@@ -80,6 +80,7 @@ t.test('dproxy setup makes dockerd, ctr and podman pull through dproxy by their 
   t.match(again.out, /nothing to change/)
   const undo = await runInProcess(['setup', '--undo', '--root', root], env)
   t.equal(undo.code, 0, undo.err)
+  t.match(undo.out, /dockerd keeps the mirror until it restarts/, 'undo says a reload is not enough for dockerd')
   t.equal(await fs.readFile(daemonJson, 'utf8'), userDaemonJson, 'daemon.json is byte-identical to before setup')
   t.notOk(existsSync(join(root, 'etc', 'containerd')), 'what setup created is gone')
   const undoUser = await runInProcess(['setup', '--undo'], env)

@@ -96,7 +96,7 @@ export function WatchView({ state, source }: { state: WatchState; source: string
         <Text>
           {'  hit ratio '}
           <Text bold>{ratio === null ? 'no requests yet' : `${Math.round(ratio * 100)}%`}</Text>
-          {c ? ` (${c.cacheHits} hits, ${c.cacheMisses} misses)` : ''}
+          {c && ratio !== null ? ` (${c.cacheHits} hits, ${c.cacheMisses} misses)` : ''}
         </Text>
         <Text>
           {'  saved     '}

@@ -113,3 +113,18 @@ t.test('the view of a fixed state: each section, and failures with their reason'
     ].join('\n'),
   )
 })
+
+t.test('Ctrl-C quits like q, once', async (t) => {
+  const controller = new AbortController()
+  async function* silent() {
+    await new Promise((r) => controller.signal.addEventListener('abort', r))
+  }
+  let quits = 0
+  const view = render(<WatchApp events={silent()} source="http://127.0.0.1:5000" onQuit={() => (quits++, controller.abort())} />)
+  t.teardown(() => view.unmount())
+  await until(() => plain(view.lastFrame()).includes('(connecting)'), 'the first frame')
+  view.stdin.write('\u0003')
+  await until(() => quits > 0, 'Ctrl-C to quit')
+  view.stdin.write('q')
+  t.equal(quits, 1, 'a key after quitting does not quit again')
+})

@@ -11,10 +11,10 @@ import { Box, render, Text, useApp, useInput, useStdin } from 'ink'
 import { useEffect, useRef, useState, type ReactNode } from 'react'
 import { formatBytes } from '../config/units.js'
 import type { StreamEvent } from '../control/events.js'
-import { describeFailures, describeLimit, headroom } from '../control/status.js'
+import { describeFailures } from '../control/status.js'
 import { foldEvent, hitRatio, initialWatchState, type DownloadRow, type WatchState } from '../control/watch-state.js'
 import type { CacheResult } from '../registry/note.js'
-import { HeadroomBar } from './StatusView.js'
+import { LimitLine } from './StatusView.js'
 
 export const DOWNLOAD_BAR_WIDTH = 20
 
@@ -108,18 +108,7 @@ export function WatchView({ state, source }: { state: WatchState; source: string
       <Section title="rate limits">
         {state.rateLimit.length === 0 ? <Text dimColor>  no reading yet (taken on the next upstream manifest request)</Text> : null}
         {state.rateLimit.map((r) => (
-          <Box key={r.registry}>
-            <Box width={registryWidth + 2} flexShrink={0}>
-              <Text>{`  ${r.registry}`}</Text>
-            </Box>
-            {headroom(r).level === 'unknown' ? null : (
-              <>
-                <HeadroomBar row={r} />
-                <Text> </Text>
-              </>
-            )}
-            <Text>{describeLimit(r)}</Text>
-          </Box>
+          <LimitLine key={r.registry} row={r} registryWidth={registryWidth} />
         ))}
       </Section>
 

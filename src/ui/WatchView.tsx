@@ -48,7 +48,8 @@ export function describeDownload(d: DownloadRow): string {
   return `${formatBytes(d.written)}/${total}${rate}, ${d.clients} waiting`
 }
 
-export function WatchView({ state, source }: { state: WatchState; source: string }) {
+/** `keys`: whether q is read (stdin is a terminal); without it only Ctrl-C (SIGINT) ends the view. */
+export function WatchView({ state, source, keys = true }: { state: WatchState; source: string; keys?: boolean }) {
   const c = state.counters
   const ratio = c ? hitRatio(c) : null
   const imageWidth = Math.max(10, ...state.downloads.map((d) => d.image.length)) + 2
@@ -60,7 +61,7 @@ export function WatchView({ state, source }: { state: WatchState; source: string
         <Text dimColor>
           {' '}
           {source}
-          {state.ended ? ' (the stream ended)' : state.at === undefined ? ' (connecting)' : ''} · q quits
+          {state.ended ? ' (the stream ended)' : state.at === undefined ? ' (connecting)' : ''} · {keys ? 'q' : 'Ctrl-C'} quits
         </Text>
       </Text>
 
@@ -169,7 +170,7 @@ export function WatchApp({ events, source, onQuit }: WatchAppProps) {
       live = false
     }
   }, [events, exit])
-  return <WatchView state={state} source={source} />
+  return <WatchView state={state} source={source} keys={isRawModeSupported === true} />
 }
 
 /** Draws the live view on `stdout` until the user quits or the stream ends; rejects when the stream fails. */

@@ -87,6 +87,9 @@ t.test('the view of a fixed state: each section, and failures with their reason'
   const { lastFrame, unmount } = render(<WatchView state={state} source="http://127.0.0.1:5000" />)
   const frame = plain(lastFrame())
   unmount()
+  const noKeys = render(<WatchView state={state} source="http://127.0.0.1:5000" keys={false} />)
+  t.equal(plain(noKeys.lastFrame()).split('\n')[0], 'dproxy top http://127.0.0.1:5000 · Ctrl-C quits', 'stdin not a terminal: q is not read')
+  noKeys.unmount()
   t.equal(
     frame,
     [

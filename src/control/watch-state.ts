@@ -9,14 +9,13 @@
 //     `dproxy status` beside the view are left out: they are not pulls);
 //   - the counters, rate-limit readings and failures of the latest snapshot.
 //
-// The stream is our own daemon's, but its JSON is still checked for shape
-// before use: a malformed event is skipped, never thrown on.
+// The stream is our own daemon's (loopback only), so an event whose top-level
+// shape is wrong is skipped rather than thrown on; its fields are trusted.
 
 import type { Snapshot } from '../daemon/event-stream.js'
 import type { RequestRecord } from '../daemon/events.js'
 import type { ImageFailures } from '../daemon/failures.js'
 import type { DownloadProgress } from '../proxy/blobs.js'
-import type { RateLimitReading } from '../upstream/ratelimit.js'
 import type { StreamEvent } from './events.js'
 import { rateLimitRow, type RateLimitRow } from './status.js'
 
@@ -84,7 +83,7 @@ function foldSnapshot(s: WatchState, snap: Snapshot): WatchState {
     at,
     downloads,
     counters: snap.counters,
-    rateLimit: snap.rateLimit.map((r: RateLimitReading) => rateLimitRow(r, 'daemon', at)),
+    rateLimit: snap.rateLimit.map((r) => rateLimitRow(r, 'daemon', at)),
     recentFailures: snap.recentFailures,
   }
 }

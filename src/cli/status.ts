@@ -134,7 +134,7 @@ export function registerStatusCommand(program: Command, ctx: CliContext): void {
     .option('--json', 'print one JSON object')
     .option('--no-probe', "don't ask Docker Hub; show the daemon's last rate-limit reading")
     .option('--cache-dir <dir>', 'the cache (and daemon) to report on (default: the configured one)')
-    .option('-w, --watch', 'follow what the daemon does, live, until interrupted (with --json: events as JSON lines)')
+    .option('-w, --watch', 'follow what the daemon does, live (on a terminal: a view that q quits; with --json: events as JSON lines)')
     .addHelpText('after', '\nExit status: 0 (running or not; see daemon.running in --json), 1 on failure. See dproxy-status(1).')
     .action(async (flags: StatusFlags) => {
       if (flags.watch) return watchDaemon(flags, ctx)
@@ -161,8 +161,8 @@ export function registerStatusCommand(program: Command, ctx: CliContext): void {
 
 /**
  * `status --watch` and `top`: the daemon's event stream, as JSON lines
- * (--json), or as plain lines: one per request and, while downloads run, one
- * per download a second.
+ * (--json), as the live ink view (a terminal, CI unset), or as plain lines:
+ * one per request and, while downloads run, one per download a second.
  */
 async function watchDaemon(flags: Pick<StatusFlags, 'json' | 'cacheDir'>, ctx: CliContext): Promise<void> {
   const settings = resolveSettings({ flags: flags.cacheDir !== undefined ? { cacheDir: flags.cacheDir } : {}, env: ctx.env })
@@ -177,6 +177,12 @@ async function watchDaemon(flags: Pick<StatusFlags, 'json' | 'cacheDir'>, ctx: C
   process.once('SIGTERM', stop)
   const { daemonEvents } = await import('../control/events.js')
   try {
+    if (!flags.json && wantsInteractive(ctx.stdout, ctx.env)) {
+      const { watchLive } = await import('../ui/WatchView.js')
+      const stdin = (ctx as CliContext & { stdin?: NodeJS.ReadableStream }).stdin ?? process.stdin
+      await watchLive({ events: daemonEvents(lock.info.url, controller.signal), source: lock.info.url, onQuit: stop, stdout: ctx.stdout, stdin })
+      return
+    }
     for await (const e of daemonEvents(lock.info.url, controller.signal)) {
       if (flags.json) ctx.stdout.write(`${JSON.stringify(e)}\n`)
       else for (const line of describeEvent(e)) ctx.stdout.write(`${line}\n`)

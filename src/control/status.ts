@@ -148,7 +148,8 @@ function cacheSection(stats: CacheStats, report: StatusReport | undefined): Cach
   }
 }
 
-function row(
+/** A reading as a report row, its age counted at `now` (ms since epoch). */
+export function rateLimitRow(
   reading: Pick<RateLimitReading, 'registry' | 'limit' | 'remaining' | 'windowSeconds' | 'source' | 'unlimited'> & { checkedAt: number },
   from: RateLimitRow['from'],
   now: number,
@@ -228,10 +229,10 @@ export async function collectStatus(o: CollectStatusOptions): Promise<StatusSnap
 
   const fromDaemon = new Map<string, RateLimitRow>()
   for (const r of running?.status.rateLimit ?? []) {
-    fromDaemon.set(r.registry, row({ ...r, checkedAt: Date.parse(r.checkedAt) }, 'daemon', now))
+    fromDaemon.set(r.registry, rateLimitRow({ ...r, checkedAt: Date.parse(r.checkedAt) }, 'daemon', now))
   }
   let hub: RateLimitRow
-  if (probe && 'reading' in probe) hub = row(probe.reading, 'probe', now)
+  if (probe && 'reading' in probe) hub = rateLimitRow(probe.reading, 'probe', now)
   else {
     hub = fromDaemon.get(DOCKER_HUB) ?? {
       registry: DOCKER_HUB,

@@ -52,6 +52,24 @@ export function HeadroomBar({ row }: { row: Pick<RateLimitRow, 'limit' | 'remain
   )
 }
 
+/** `  docker.io   [█████░░░] 25/100 left per 6h`: the registry in a column, the bar when the limit is known. */
+export function LimitLine({ row, registryWidth }: { row: RateLimitRow; registryWidth: number }) {
+  return (
+    <Box>
+      <Box width={registryWidth + 2} flexShrink={0}>
+        <Text>{`  ${row.registry}`}</Text>
+      </Box>
+      {headroom(row).level === 'unknown' ? null : (
+        <>
+          <HeadroomBar row={row} />
+          <Text> </Text>
+        </>
+      )}
+      <Text>{describeLimit(row)}</Text>
+    </Box>
+  )
+}
+
 export function StatusView({ snapshot }: { snapshot: StatusSnapshot }) {
   const d = snapshot.daemon
   const c = snapshot.cache
@@ -124,18 +142,7 @@ export function StatusView({ snapshot }: { snapshot: StatusSnapshot }) {
         <Text dimColor>rate limits</Text>
         {snapshot.rateLimit.map((r) => (
           <Box key={r.registry} flexDirection="column">
-            <Box>
-              <Box width={registryWidth + 2} flexShrink={0}>
-                <Text>{`  ${r.registry}`}</Text>
-              </Box>
-              {headroom(r).level === 'unknown' ? null : (
-                <>
-                  <HeadroomBar row={r} />
-                  <Text> </Text>
-                </>
-              )}
-              <Text>{describeLimit(r)}</Text>
-            </Box>
+            <LimitLine row={r} registryWidth={registryWidth} />
             {describeReading(r) ? (
               <Box marginLeft={registryWidth + 2}>
                 <Text dimColor>{describeReading(r)}</Text>

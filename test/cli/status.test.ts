@@ -1,9 +1,10 @@
 // `dproxy status` through the built binary: JSON whose rate-limit numbers are
 // the fixture hub's own counter, with the daemon running and stopped; plain
-// text when piped; the ink view only on a terminal; and proof that --json and
-// the plain path never load ink or react.
+// text when piped; the ink view only on a terminal; proof that --json and
+// the plain path never load ink or react; and `dproxy top`'s live view on a
+// real terminal (script(1)), quit with q.
 
-import { spawnSync } from 'node:child_process'
+import { spawn, spawnSync } from 'node:child_process'
 import path from 'node:path'
 import t, { type Test } from 'tap'
 import { formatStatusText, wantsInteractive } from '../../src/cli/status.js'
@@ -11,22 +12,9 @@ import { statePaths } from '../../src/control/lifecycle.js'
 import { isProcessAlive } from '../../src/process.js'
 import { RATE_LIMIT_PROBE, type StatusSnapshot } from '../../src/control/status.js'
 import { startUpstream } from '../fixtures/upstream.js'
-import { pull } from '../helpers/daemon.js'
-import { bin, isolatedEnv, runDproxy, type Ran } from '../helpers/cli.js'
-
-
-/** A module loader that fails any resolution of ink, react or a src/ui module. */
-const forbidUi = (() => {
-  const hooks = `export async function resolve(specifier, context, next) {
-    if (/^(ink|react)(\\/|$)/.test(specifier) || /\\/ui\\/[^/]+\\.js$/.test(specifier)) {
-      throw new Error('FORBIDDEN import of ' + specifier + ' from ' + context.parentURL)
-    }
-    return next(specifier, context)
-  }`
-  const hooksUrl = `data:text/javascript,${encodeURIComponent(hooks)}`
-  const register = `import { register } from 'node:module'; register(${JSON.stringify(hooksUrl)});`
-  return `--import=data:text/javascript,${encodeURIComponent(register)}`
-})()
+import { pull, startDaemon } from '../helpers/daemon.js'
+import { until } from '../helpers/process.js'
+import { bin, forbidUi, isolatedEnv, runDproxy, type Ran } from '../helpers/cli.js'
 
 type Run = Ran
 
@@ -108,7 +96,9 @@ t.test('status --json and plain text never load ink or react', async (t) => {
   }
 })
 
-t.test('on a terminal the ink view is drawn; with CI set, plain text', { skip: spawnSync('script', ['--version']).status !== 0 && 'needs script(1)' }, async (t) => {
+const hasScript = spawnSync('script', ['--version']).status === 0
+
+t.test('on a terminal the ink view is drawn; with CI set, plain text', { skip: !hasScript && 'needs script(1)' }, async (t) => {
   const w = world(t, { DPROXY_UPSTREAMS: 'docker.io=http://127.0.0.1:9' })
   const onTty = (extra: Record<string, string>) => {
     const cmd = `stty cols 120 rows 50; ${JSON.stringify(process.execPath)} ${JSON.stringify(bin)} status --no-probe`
@@ -122,6 +112,33 @@ t.test('on a terminal the ink view is drawn; with CI set, plain text', { skip: s
   const ci = onTty({ CI: 'true' })
   t.notMatch(ci, '\u001b[', 'no escape codes under CI')
   t.match(ci, /dproxy\s+not running/)
+})
+
+t.test('dproxy top on a real terminal: the live view of a running daemon, q quits with 0', { skip: !hasScript && 'needs script(1)' }, async (t) => {
+  const up = await startUpstream()
+  t.teardown(() => up.stop())
+  const env = isolatedEnv(t)
+  const d = await startDaemon(t, up, { cacheDir: env.DPROXY_CACHE_DIR! })
+  const cmd = `stty cols 120 rows 50; ${JSON.stringify(process.execPath)} ${JSON.stringify(bin)} top`
+  const child = spawn('script', ['-qfec', cmd, '/dev/null'], { env, stdio: ['pipe', 'pipe', 'pipe'] })
+  t.teardown(() => {
+    if (child.exitCode === null && child.signalCode === null) process.kill(child.pid!, 'SIGKILL')
+  })
+  let out = ''
+  child.stdout.on('data', (c: Buffer) => (out += c.toString()))
+  child.stderr.on('data', (c: Buffer) => (out += c.toString()))
+  const exited = new Promise<number | null>((r) => child.once('exit', r))
+  const text = () => out.replace(/\x1b\[[0-9;?]*[A-Za-z]/g, '')
+  await until(() => text().includes('none in progress'), () => `the first frame:\n${out}`)
+
+  await pull(d.url, 'alpine', 'latest')
+  await until(() => /\d+ hits, [1-9]\d* misses/.test(text()) && text().includes('miss  200 GET /v2/alpine/manifests/latest'), () => `the pull drawn:\n${text()}`)
+  child.stdin.write('q')
+  t.equal(await exited, 0, 'q quits with exit 0')
+  t.match(out, 'dproxy top')
+  t.match(out, d.url)
+  t.match(out, /\x1b\[\d*A/, "ink's cursor movement: it redraws in place")
+  t.notMatch(text(), 'dproxy:', 'no error printed')
 })
 
 t.test('wantsInteractive: a sized terminal and no CI', async (t) => {

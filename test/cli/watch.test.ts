@@ -6,20 +6,8 @@
 import { spawn, type ChildProcess } from 'node:child_process'
 import t, { type Test } from 'tap'
 import { startUpstream } from '../fixtures/upstream.js'
-import { bin, isolatedEnv, runDproxy } from '../helpers/cli.js'
+import { bin, forbidUi, isolatedEnv, runDproxy } from '../helpers/cli.js'
 import { get, startDaemon } from '../helpers/daemon.js'
-
-/** The same loader guard as status.test.ts: any resolution of ink, react or src/ui fails. */
-const forbidUi = (() => {
-  const hooks = `export async function resolve(specifier, context, next) {
-    if (/^(ink|react)(\\/|$)/.test(specifier) || /\\/ui\\/[^/]+\\.js$/.test(specifier)) {
-      throw new Error('FORBIDDEN import of ' + specifier + ' from ' + context.parentURL)
-    }
-    return next(specifier, context)
-  }`
-  const register = `import { register } from 'node:module'; register(${JSON.stringify(`data:text/javascript,${encodeURIComponent(hooks)}`)});`
-  return `--import=data:text/javascript,${encodeURIComponent(register)}`
-})()
 
 interface Event {
   event: string

@@ -1,6 +1,7 @@
 // Running the real `dproxy` binary from tests: an environment that can never
-// touch the user's files, and `dproxy serve` started in the background with
-// its address read from what it prints.
+// touch the user's files, `dproxy serve` started in the background with its
+// address read from what it prints, and a module loader that proves a command
+// never loads the terminal UI.
 
 import { spawn, type ChildProcess } from 'node:child_process'
 import path from 'node:path'
@@ -10,6 +11,23 @@ import type { Test } from 'tap'
 export const bin = fileURLToPath(new URL('../../bin/dproxy.js', import.meta.url))
 
 type TestDirs = Pick<Test, 'testdir' | 'teardown'>
+
+/**
+ * A node option (`--import=...`) whose module hooks fail any resolution of
+ * ink, react or a src/ui module with `FORBIDDEN import of ...`: a command run
+ * with it that exits 0 never loaded them (scripts start fast, no terminal
+ * code on their path).
+ */
+export const forbidUi = (() => {
+  const hooks = `export async function resolve(specifier, context, next) {
+    if (/^(ink|react)(\\/|$)/.test(specifier) || /\\/ui\\/[^/]+\\.js$/.test(specifier)) {
+      throw new Error('FORBIDDEN import of ' + specifier + ' from ' + context.parentURL)
+    }
+    return next(specifier, context)
+  }`
+  const register = `import { register } from 'node:module'; register(${JSON.stringify(`data:text/javascript,${encodeURIComponent(hooks)}`)});`
+  return `--import=data:text/javascript,${encodeURIComponent(register)}`
+})()
 
 /**
  * HOME, config, cache and state dirs of the test's own, and the file credential store.

@@ -1,6 +1,6 @@
 // Pids and directories for the lock and lifecycle tests, which judge real
 // processes: a pid that surely names no process, and several fresh
-// directories in one test.
+// directories in one test; and a bounded wait for what a process shows.
 
 import { spawnSync } from 'node:child_process'
 import path from 'node:path'
@@ -16,4 +16,16 @@ export function deadPid(): number {
 export function dirs<const N extends string>(t: Pick<Test, 'testdir'>, ...names: N[]): Record<N, string> {
   const root = t.testdir(Object.fromEntries(names.map((n) => [n, {}])))
   return Object.fromEntries(names.map((n) => [n, path.join(root, n)])) as Record<N, string>
+}
+
+/**
+ * Polls `what` every 50 ms until it holds; throws naming `why` after `tries`
+ * polls (600: 30 s, for a loaded CI machine, which is slow, not wrong).
+ */
+export async function until(what: () => boolean, why: string | (() => string), tries = 600): Promise<void> {
+  for (let i = 0; i < tries; i++) {
+    if (what()) return
+    await new Promise((r) => setTimeout(r, 50))
+  }
+  throw new Error(`timed out waiting for ${typeof why === 'function' ? why() : why}`)
 }

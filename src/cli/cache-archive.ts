@@ -9,9 +9,10 @@
 //
 // Import changes the cache. With no daemon running it holds the cache lock
 // (store/lock.ts), like `cache clear`. With a daemon serving the cache it
-// refuses and says to stop it first: the daemon's eviction could otherwise
-// remove blobs the import has verified but not yet tagged, and its pulls
-// could move a tag between the import's check and its write.
+// streams the archive to the daemon (POST /_dproxy/cache/import), which runs
+// the same verifying import in its maintenance queue, so that its eviction
+// cannot remove blobs the import has verified but not yet tagged; the
+// progress is then the bytes sent.
 //
 // Progress goes to stderr (stdout may be the archive): an ink bar on a
 // terminal, a plain line every few seconds when piped or under CI, nothing
@@ -23,11 +24,11 @@ import { resolve } from 'node:path'
 import type { Command } from 'commander'
 import { resolveSettings } from '../config/settings.js'
 import { formatBytes } from '../config/units.js'
-import { findDaemon } from '../control/admin-client.js'
-import { DproxyError } from '../errors.js'
+import { owningDaemon } from '../control/admin-client.js'
+import { ARCHIVE_CONTENT_TYPE, IMPORT_PATH } from '../daemon/import-endpoint.js'
 import { parseImageSelector } from '../store/evict.js'
 import { withCacheLock } from '../store/lock.js'
-import { READ_CHUNK, exportArchive, importArchive, type ArchiveProgress, type ArchiveSummary, type ImportSummary } from '../store/oci-archive.js'
+import { READ_CHUNK, exportArchive, importArchive, readReusing, type ArchiveProgress, type ArchiveSummary, type ImportSummary } from '../store/oci-archive.js'
 import { Store } from '../store/store.js'
 import type { CliContext } from './program.js'
 import { wantsInteractive } from './status.js'
@@ -71,6 +72,8 @@ export async function exportCache(req: ExportRequest): Promise<ArchiveSummary> {
 
 export interface ImportRequest {
   cacheDir: string
+  /** Where a daemon's admin token is (<stateDir>/admin-token). */
+  stateDir?: string
   /** A path, or '-' for `stdin`. */
   file: string
   force?: boolean
@@ -78,24 +81,40 @@ export interface ImportRequest {
   onProgress?: (p: ArchiveProgress) => void
 }
 
-/** Imports under the cache lock; refuses while a daemon serves the cache. */
+/** Imports through the daemon serving the cache, or else directly under the cache lock. */
 export async function importCache(req: ImportRequest): Promise<ImportSummary> {
-  const daemon = await findDaemon(req.cacheDir)
-  if (daemon) {
-    throw new DproxyError(
-      'CACHE_LOCKED',
-      `a dproxy daemon (pid ${daemon.info.pid}) serves ${req.cacheDir}: stop it (dproxy stop), import, then start it again`,
-    )
-  }
   const total = req.file === '-' ? undefined : (await fs.stat(req.file)).size
-  const input = req.file === '-' ? (req.stdin ?? (process.stdin as AsyncIterable<Buffer>)) : createReadStream(req.file, { highWaterMark: READ_CHUNK })
-  return withCacheLock(req.cacheDir, async () =>
-    importArchive(await Store.open(req.cacheDir), input, {
-      force: Boolean(req.force),
-      ...(total !== undefined ? { total } : {}),
-      ...(req.onProgress ? { onProgress: req.onProgress } : {}),
-    }),
-  )
+  const stdin = req.stdin ?? (process.stdin as AsyncIterable<Buffer>)
+  const daemon = await owningDaemon(req.cacheDir, req.stateDir)
+  if (daemon) {
+    // Fresh chunks: fetch may hold one while it asks for the next.
+    const input = req.file === '-' ? stdin : createReadStream(req.file, { highWaterMark: READ_CHUNK })
+    const progress: ArchiveProgress = { bytes: 0, ...(total !== undefined ? { total } : {}) }
+    async function* sent(): AsyncGenerator<Uint8Array> {
+      for await (const chunk of input) {
+        const bytes = typeof chunk === 'string' ? Buffer.from(chunk) : chunk
+        progress.bytes += bytes.length
+        req.onProgress?.({ ...progress })
+        yield bytes
+      }
+    }
+    return daemon.client.call<ImportSummary>('POST', `${IMPORT_PATH}${req.force ? '?force=1' : ''}`, {
+      upload: { content: sent(), contentType: ARCHIVE_CONTENT_TYPE },
+    })
+  }
+  return withCacheLock(req.cacheDir, async () => {
+    // A file is read into one reused buffer: the import copies what it keeps.
+    const fh = req.file === '-' ? undefined : await fs.open(req.file, 'r')
+    try {
+      return await importArchive(await Store.open(req.cacheDir), fh ? readReusing(fh) : stdin, {
+        force: Boolean(req.force),
+        ...(total !== undefined ? { total } : {}),
+        ...(req.onProgress ? { onProgress: req.onProgress } : {}),
+      })
+    } finally {
+      await fh?.close()
+    }
+  })
 }
 
 // ---- printing
@@ -138,7 +157,8 @@ async function progressFor(ctx: CliContext, verb: string, json: boolean): Promis
   }
 }
 
-export function registerArchiveCommands(cache: Command, ctx: CliContext): void {
+/** `stdin`: where `import -` reads the archive; default process.stdin. */
+export function registerArchiveCommands(cache: Command, ctx: CliContext & { stdin?: NodeJS.ReadableStream }): void {
   const cacheDirOf = (flags: ArchiveFlags) =>
     resolve(resolveSettings({ flags: flags.cacheDir !== undefined ? { cacheDir: flags.cacheDir } : {}, env: ctx.env }).cacheDir)
 
@@ -178,7 +198,14 @@ export function registerArchiveCommands(cache: Command, ctx: CliContext): void {
     .option('--json', 'print the summary as JSON')
     .action(async (file: string, flags: ArchiveFlags & { force?: boolean }) => {
       await run('imported', flags, ctx.stdout, (onProgress) =>
-        importCache({ cacheDir: cacheDirOf(flags), file: file === '-' ? '-' : resolve(file), force: Boolean(flags.force), onProgress }),
+        importCache({
+          cacheDir: cacheDirOf(flags),
+          stateDir: resolveSettings({ env: ctx.env }).stateDir,
+          file: file === '-' ? '-' : resolve(file),
+          force: Boolean(flags.force),
+          ...(ctx.stdin ? { stdin: ctx.stdin as AsyncIterable<Buffer> } : {}),
+          onProgress,
+        }),
       )
     })
 }

@@ -21,8 +21,7 @@ import { createInterface } from 'node:readline/promises'
 import type { Command } from 'commander'
 import { resolveSettings } from '../config/settings.js'
 import { formatBytes, parseDuration, parseSize } from '../config/units.js'
-import { findDaemon } from '../control/admin-client.js'
-import { readDaemonLock } from '../daemon/lifecycle.js'
+import { owningDaemon } from '../control/admin-client.js'
 import { DproxyError } from '../errors.js'
 import {
   clearCache,
@@ -91,25 +90,6 @@ export function clearFilter(req: Omit<ClearRequest, 'cacheDir' | 'stateDir'>): C
   if (req.olderThan !== undefined) filter.olderThanMs = parseDuration(req.olderThan, '--older-than')
   if (req.unusedFor !== undefined) filter.unusedForMs = parseDuration(req.unusedFor, '--unused-for')
   return filter
-}
-
-/**
- * The daemon serving `cacheDir`, or undefined when none runs. A daemon that
- * holds the cache dir but does not answer (busy, starting, stopping) is an
- * error, never a reason to change the directory under its feet: its pulls in
- * progress would lose files.
- */
-async function owningDaemon(cacheDir: string, stateDir: string | undefined) {
-  const daemon = await findDaemon(cacheDir, stateDir !== undefined ? { stateDir } : {})
-  if (daemon) return daemon
-  const lock = await readDaemonLock(cacheDir)
-  if (lock?.alive) {
-    throw new DproxyError(
-      'CACHE_LOCKED',
-      `a dproxy daemon (pid ${lock.info.pid}) serves ${cacheDir} but did not answer; nothing was changed: try again, or stop it first`,
-    )
-  }
-  return undefined
 }
 
 /** Clears through the daemon when one serves `cacheDir`, else directly under the cache lock. */

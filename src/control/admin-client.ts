@@ -1,8 +1,9 @@
 // The one way the CLI talks to a running daemon: its admin endpoints under
-// /_dproxy/ (status, doctor's probe nonces, cache clear and prune, pull). The
-// daemon is found through the cache dir's daemon.json, which names its pid and
-// a loopback base URL; it counts as found only when the status endpoint
-// answers as that pid, so a stale file or a reused pid is never talked to.
+// /_dproxy/ (status, doctor's probe nonces, cache clear, prune and import,
+// pull). The daemon is found through the cache dir's daemon.json, which names
+// its pid and a loopback base URL; it counts as found only when the status
+// endpoint answers as that pid, so a stale file or a reused pid is never
+// talked to.
 //
 // Requests that change state carry the admin secret (<stateDir>/admin-token),
 // and only to loopback addresses: the endpoints answer nothing else, so the
@@ -14,7 +15,7 @@
 // CLI's start-up (and `dproxy status` is run from prompts and scripts).
 
 import { join } from 'node:path'
-import { DproxyError } from '../errors.js'
+import { DproxyError, type ErrorCode } from '../errors.js'
 import { isLoopbackHost } from '../net.js'
 import type { StatusReport } from '../daemon/admin.js'
 import { ADMIN_TOKEN_FILE, ADMIN_TOKEN_HEADER, readAdminToken } from '../daemon/guard.js'
@@ -23,6 +24,8 @@ import type { ProbeHit } from '../proxy/probe.js'
 
 /** Longest NDJSON line accepted from the daemon. */
 const MAX_LINE = 1024 * 1024
+/** The daemon's own codes that mean to the CLI what they mean to the daemon (a bad archive, a busy cache). */
+const CARRIED_CODES: readonly ErrorCode[] = ['ARCHIVE_INVALID', 'CACHE_LOCKED']
 /** How much of an error body becomes the message. */
 const MAX_ERROR_TEXT = 2000
 
@@ -34,7 +37,10 @@ export interface AdminClientOptions {
 }
 
 export interface CallOptions {
+  /** Sent as JSON. */
   body?: unknown
+  /** Sent as it is read, with this content type (`dproxy cache import`'s archive). */
+  upload?: { content: AsyncIterable<Uint8Array>; contentType: string }
   /** Bound on the whole call; none by default (a prune of a large cache takes a while). */
   timeoutMs?: number
 }
@@ -89,12 +95,14 @@ export class AdminClient {
       if (token !== undefined) headers[ADMIN_TOKEN_HEADER] = token
     }
     if (opts.body !== undefined) headers['content-type'] = 'application/json'
+    if (opts.upload !== undefined) headers['content-type'] = opts.upload.contentType
     let res: Response
     try {
       res = await fetch(`${this.base}${path}`, {
         method,
         headers,
         ...(opts.body !== undefined ? { body: JSON.stringify(opts.body) } : {}),
+        ...(opts.upload !== undefined ? { body: ReadableStream.from(opts.upload.content), duplex: 'half' } : {}),
         ...(opts.timeoutMs !== undefined ? { signal: AbortSignal.timeout(opts.timeoutMs) } : {}),
       })
     } catch (err) {
@@ -105,12 +113,16 @@ export class AdminClient {
     if (res.status === 200) return res
     const text = (await res.text()).slice(0, MAX_ERROR_TEXT)
     let message = text
+    let code: string | undefined
     try {
-      message = (JSON.parse(text) as { errors?: Array<{ message?: string }> }).errors?.[0]?.message ?? text
+      const first = (JSON.parse(text) as { errors?: Array<{ code?: string; message?: string }> }).errors?.[0]
+      message = first?.message ?? text
+      code = first?.code
     } catch {
       // not the error envelope: show the start of the body
     }
-    throw new DproxyError(res.status === 400 ? 'USAGE' : 'INTERNAL', `the daemon refused: ${message}`)
+    const kept = CARRIED_CODES.find((c) => c === code)
+    throw new DproxyError(kept ?? (res.status === 400 ? 'USAGE' : 'INTERNAL'), `the daemon refused: ${message}`)
   }
 
   private async token(): Promise<string | undefined> {
@@ -147,6 +159,25 @@ export async function findDaemon(cacheDir: string, opts: FindOptions = {}): Prom
   const status = await client.status({ ...(opts.timeoutMs !== undefined ? { timeoutMs: opts.timeoutMs } : {}), probe: Boolean(opts.probe) })
   if (!status || status.pid !== lock.info.pid) return undefined
   return { info: lock.info, status, client }
+}
+
+/**
+ * The daemon serving `cacheDir`, or undefined when none runs. A daemon that
+ * holds the cache dir but does not answer (busy, starting, stopping) is an
+ * error, never a reason to change the directory under its feet: its pulls in
+ * progress would lose files.
+ */
+export async function owningDaemon(cacheDir: string, stateDir: string | undefined): Promise<RunningDaemon | undefined> {
+  const daemon = await findDaemon(cacheDir, stateDir !== undefined ? { stateDir } : {})
+  if (daemon) return daemon
+  const lock = await readDaemonLock(cacheDir)
+  if (lock?.alive) {
+    throw new DproxyError(
+      'CACHE_LOCKED',
+      `a dproxy daemon (pid ${lock.info.pid}) serves ${cacheDir} but did not answer; nothing was changed: try again, or stop it first`,
+    )
+  }
+  return undefined
 }
 
 async function* lines(body: ReadableStream<Uint8Array>): AsyncGenerator<string> {

@@ -13,6 +13,7 @@ import { RATE_LIMIT_PROBE, type RateLimitReading } from '../upstream/ratelimit.j
 import { upstreamBaseUrl } from '../upstream/registries.js'
 import { VERSION } from '../version.js'
 import { cacheEndpoint, type CacheEndpointDeps } from './cache-endpoints.js'
+import { importEndpoint, IMPORT_PATH, type ImportEndpointDeps } from './import-endpoint.js'
 import { pullEndpoint } from './pull-endpoint.js'
 import type { Refresher, RefreshStatus } from './refresh.js'
 import type { FailureBook, ImageFailures } from './failures.js'
@@ -138,7 +139,7 @@ async function probeRateLimit(upstreams: AdminDeps['upstreams']): Promise<NonNul
  */
 export interface AdminDeps extends CacheEndpointDeps, WarmerDeps {
   store: Store
-  options: CacheEndpointDeps['options'] & { hosts?: string[] | undefined }
+  options: CacheEndpointDeps['options'] & ImportEndpointDeps['options'] & { hosts?: string[] | undefined }
   /** Read per request: the daemon replaces it once its token file is read. */
   readonly adminToken: string
   probe: Pick<ProbeRepository, 'seen'>
@@ -200,6 +201,10 @@ export function adminHandler(deps: AdminDeps) {
       }
       if (path === '/_dproxy/pull') {
         await pullEndpoint(deps, req, res)
+        return
+      }
+      if (path === IMPORT_PATH) {
+        json(await importEndpoint(deps, req, res))
         return
       }
       if (path.startsWith('/_dproxy/cache')) {

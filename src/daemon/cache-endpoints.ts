@@ -8,6 +8,7 @@
 //   POST   /_dproxy/cache/prune?maxSize=SIZE&ttl=DUR&dryRun=1
 //                                                    evict; a limit not given is the configured
 //                                                    one, and 0 is none (as in the settings)
+//   POST   /_dproxy/cache/import?force=1          an archive in the body: import-endpoint.ts
 //
 // Unknown query parameters are refused rather than ignored: a misspelt
 // `olderthan` must not turn "clear what is old" into "clear everything".

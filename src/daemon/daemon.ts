@@ -77,6 +77,8 @@ export interface DaemonOptions {
   metricsAddress?: ListenAddress | undefined
   /** Log every request to `log` (accesslog.ts); `dproxy serve` does. */
   accessLog?: boolean
+  /** The largest archive POST /_dproxy/cache/import takes (import-endpoint.ts); default: the free disk. */
+  maxImportBytes?: number | undefined
 }
 
 export interface ListenAddress {
@@ -263,9 +265,11 @@ export class Daemon {
       this.counters.requests++
       this.active++
       const started = performance.now()
-      const sentBefore = req.socket.bytesWritten
+      // Kept: Node lets go of req.socket when it closes the connection after an answer sent mid-upload.
+      const socket = req.socket
+      const sentBefore = socket.bytesWritten
       res.on('close', () => {
-        this.finished(req, res, started, sentBefore)
+        this.finished(req, res, socket, started, sentBefore)
         this.active--
         if (this.active === 0) this.idle?.()
         this.maintenance.check()
@@ -311,19 +315,19 @@ export class Daemon {
   }
 
   /** Announces a finished (or cut) response on the event seam. */
-  private finished(req: IncomingMessage, res: ServerResponse, started: number, sentBefore: number): void {
+  private finished(req: IncomingMessage, res: ServerResponse, socket: Socket, started: number, sentBefore: number): void {
     const raw = req.url ?? '/'
     const q = raw.indexOf('?')
     const path = q < 0 ? raw : raw.slice(0, q)
     const ua = req.headers['user-agent']
     this.events.emit('request', {
       time: this.clock.now(),
-      client: req.socket.remoteAddress ?? '',
+      client: socket.remoteAddress ?? '',
       method: printable(req.method ?? '', 20),
       path: printable(path, 300),
       route: routeOf(path),
       status: res.statusCode,
-      bytes: req.socket.bytesWritten - sentBefore,
+      bytes: socket.bytesWritten - sentBefore,
       durationMs: performance.now() - started,
       complete: res.writableFinished,
       ...noteOf(res),

@@ -16,12 +16,21 @@
 // evict. Images used within `keepUsedWithinMs` are never evicted for size, so a
 // pull in progress does not lose the layers it just fetched to its own next
 // layer. Timers are unref'd and cleared on stop().
+//
+// An import through the daemon (`dproxy cache import`) takes its turn in the
+// same queue: it writes verified blobs first and records the tags that use
+// them last, and in between those blobs are orphans that a clear or prune
+// would remove. Queued behind it, a clear sees the imported images whole.
+// One import at a time: a second is refused (CACHE_LOCKED) rather than queued
+// with its request body waiting.
 
 import type { Clock } from '../clock.js'
 import { formatBytes } from '../config/units.js'
+import { DproxyError } from '../errors.js'
 import type { Logger } from '../log.js'
 import type { Counters } from '../proxy/counters.js'
 import { clearCache, prune, type ClearFilter, type EvictionSummary, type PruneSummary } from '../store/evict.js'
+import { importArchive, type ImportOptions, type ImportSummary } from '../store/oci-archive.js'
 import type { Store } from '../store/store.js'
 
 export interface MaintenanceOptions {
@@ -52,6 +61,7 @@ export class CacheMaintenance {
   private known: { bytes: number; upstream: number } | undefined
   private lastSizePrune = Number.NEGATIVE_INFINITY
   private gap: number
+  private importing = false
   /** What the configured limits evicted since the start (metrics). */
   readonly evicted = { images: 0, bytes: 0 }
 
@@ -125,6 +135,17 @@ export class CacheMaintenance {
   /** `dproxy cache prune` through the daemon: explicit limits, or the configured ones. */
   prune(opts: { maxSizeBytes?: number; ttlMs?: number; dryRun?: boolean }): Promise<PruneSummary> {
     return this.exclusive(() => prune(this.o.store, { ...opts, keepUsedWithinMs: 0 }))
+  }
+
+  /** `dproxy cache import` through the daemon: never next to a clear, a prune or another import. */
+  async import(input: AsyncIterable<Buffer | Uint8Array | string>, opts: ImportOptions): Promise<ImportSummary> {
+    if (this.importing) throw new DproxyError('CACHE_LOCKED', 'another import into this cache is in progress: try again when it is done')
+    this.importing = true
+    try {
+      return await this.exclusive(() => importArchive(this.o.store, input, opts))
+    } finally {
+      this.importing = false
+    }
   }
 
   /** Clears the timer and waits for work in progress. */

@@ -36,7 +36,7 @@
 // and what it adds counts as never checked (the daemon asks upstream first).
 
 import type { FileHandle } from 'node:fs/promises'
-import type { BlobReader } from './api.js'
+import type { BlobReader, BlobWriter } from './api.js'
 import { Readable } from 'node:stream'
 import { pipeline } from 'node:stream/promises'
 import { DproxyError, truncate } from '../errors.js'
@@ -208,6 +208,20 @@ export async function exportArchive(store: Store, out: ArchiveOutput, opts: Expo
   }
 }
 
+/**
+ * An open file's bytes from its current position, read into one buffer over
+ * and over: each chunk is good until the next is asked for, which is what
+ * importArchive takes.
+ */
+export async function* readReusing(fh: FileHandle): AsyncGenerator<Buffer> {
+  const buf = Buffer.allocUnsafe(READ_CHUNK)
+  for (;;) {
+    const { bytesRead } = await fh.read(buf, 0, READ_CHUNK, null)
+    if (bytesRead === 0) return
+    yield buf.subarray(0, bytesRead)
+  }
+}
+
 async function writeFully(fh: FileHandle, chunk: Buffer): Promise<void> {
   let off = 0
   while (off < chunk.length) off += (await fh.write(chunk, off, chunk.length - off)).bytesWritten
@@ -270,7 +284,11 @@ interface PlannedTag {
   blobs: Set<string>
 }
 
-/** Reads an archive into the store; throws ARCHIVE_INVALID (naming the entry) and records nothing when it is bad. */
+/**
+ * Reads an archive into the store; throws ARCHIVE_INVALID (naming the entry)
+ * and records nothing when it is bad. `input` may reuse a chunk's memory once
+ * the next chunk is asked for (readReusing): what is kept longer is copied.
+ */
 export async function importArchive(
   store: Store,
   input: AsyncIterable<Buffer | Uint8Array | string>,
@@ -296,6 +314,7 @@ export async function importArchive(
   let layout: unknown
   let indexJson: unknown
   const written = { blobs: 0, bytes: 0 }
+  const batches = new WriteBehind()
   for await (const entry of readTar(counted())) {
     if (entry.type !== 'file') continue
     if (entry.name === 'oci-layout') {
@@ -327,8 +346,9 @@ export async function importArchive(
     if (entry.size <= MAX_MANIFEST && looksLikeJson(head)) {
       heldBytes += entry.size
       if (heldBytes > MAX_HELD) throw archiveError(`more than ${MAX_HELD} bytes of small JSON entries (manifests, configs)`, entry.name)
-      const parts = [head]
-      for await (const part of rest) parts.push(part)
+      // Copies: the input may reuse its buffers (see importArchive).
+      const parts = [Buffer.from(head)]
+      for await (const part of rest) parts.push(Buffer.from(part))
       const bytes = Buffer.concat(parts)
       try {
         check.update([bytes])
@@ -352,20 +372,14 @@ export async function importArchive(
       continue
     }
     const w = await store.createBlobWriter(d, entry.size)
+    const out = batches.start(w)
     try {
-      let batch = [head]
-      let batched = head.length
-      for await (const part of rest) {
-        batch.push(part)
-        batched += part.length
-        if (batched < WRITE_BATCH) continue
-        await w.writev(batch)
-        batch = []
-        batched = 0
-      }
-      if (batched > 0) await w.writev(batch)
+      await out.add(head)
+      for await (const part of rest) await out.add(part)
+      await out.end()
       await w.commit()
     } catch (err) {
+      await out.settle()
       await w.abort()
       fail(err)
     }
@@ -537,8 +551,65 @@ function looksLikeJson(head: Buffer): boolean {
 async function collect(body: AsyncIterable<Buffer>, size: number, max: number, entry: string): Promise<Buffer> {
   if (size > max) throw archiveError(`${size} bytes, at most ${max} expected`, entry)
   const parts: Buffer[] = []
-  for await (const part of body) parts.push(part)
+  for await (const part of body) parts.push(Buffer.from(part))
   return Buffer.concat(parts)
+}
+
+/**
+ * A blob's bytes on their way to its writer, copied into one of two buffers
+ * of WRITE_BATCH bytes: while one is written, the next fills and is hashed.
+ * Large writes keep system calls few; the copy lets the input reuse its own
+ * buffer, which is cheaper than fresh memory for every chunk.
+ */
+class WriteBehind {
+  private readonly buffers = [Buffer.allocUnsafe(WRITE_BATCH), Buffer.allocUnsafe(WRITE_BATCH)]
+  private current = 0
+  private filled = 0
+  /** The write of the other buffer, still in flight. */
+  private pending: Promise<void> | undefined
+  private writer: BlobWriter | undefined
+
+  start(w: BlobWriter): this {
+    this.writer = w
+    this.filled = 0
+    this.pending = undefined
+    return this
+  }
+
+  async add(chunk: Uint8Array): Promise<void> {
+    let off = 0
+    while (off < chunk.length) {
+      const n = Math.min(chunk.length - off, WRITE_BATCH - this.filled)
+      this.buffers[this.current]!.set(chunk.subarray(off, off + n), this.filled)
+      this.filled += n
+      off += n
+      if (this.filled === WRITE_BATCH) await this.flush()
+    }
+  }
+
+  /** Writes what is left and waits for every write. */
+  async end(): Promise<void> {
+    await this.flush()
+    await this.pending
+  }
+
+  /** Waits for a write in flight, whatever its outcome (before the writer is aborted). */
+  async settle(): Promise<void> {
+    await this.pending?.catch(() => {})
+  }
+
+  private async flush(): Promise<void> {
+    if (this.filled === 0) return
+    // Hashed now, written after the previous write (store.ts), whose buffer is refilled next.
+    const writing = this.writer!.write(this.buffers[this.current]!.subarray(0, this.filled))
+    // Until it is awaited below or in end() or settle(): not an unhandled rejection meanwhile.
+    writing.catch(() => {})
+    const previous = this.pending
+    this.pending = writing
+    this.current ^= 1
+    this.filled = 0
+    await previous
+  }
 }
 
 function parseJson(bytes: Buffer, entry: string): unknown {

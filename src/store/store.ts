@@ -355,6 +355,8 @@ export class VerifyingWriter implements BlobWriter {
   private done = false
   private verified = false
   private committed = false
+  /** The last write queued (writev). */
+  private tail: Promise<void> = Promise.resolve()
 
   private constructor(
     readonly tempPath: string,
@@ -386,10 +388,26 @@ export class VerifyingWriter implements BlobWriter {
     await this.writev([chunk])
   }
 
-  /** Appends chunks in one system call where the OS allows (downloads arrive in many small pieces). */
-  async writev(chunks: Uint8Array[]): Promise<void> {
+  /**
+   * Appends chunks in one system call where the OS allows (downloads arrive in
+   * many small pieces). The chunks are hashed at once and written after any
+   * write still in progress, so a caller may hash its next batch while this
+   * one is on its way to the disk (it must leave the chunks alone until the
+   * promise settles).
+   */
+  writev(chunks: Uint8Array[]): Promise<void> {
+    try {
+      this.check.update(chunks)
+    } catch (err) {
+      return Promise.reject(err)
+    }
+    const wrote = this.tail.then(() => this.append(chunks))
+    this.tail = wrote.catch(() => {})
+    return wrote
+  }
+
+  private async append(chunks: Uint8Array[]): Promise<void> {
     const total = chunks.reduce((n, c) => n + c.length, 0)
-    this.check.update(chunks)
     try {
       let { bytesWritten } = await this.fh.writev(chunks)
       // A short write leaves the rest: finish it chunk by chunk.
@@ -428,6 +446,7 @@ export class VerifyingWriter implements BlobWriter {
 
   /** Verifies (if not done yet), flushes to disk and renames into place. */
   async commit(): Promise<void> {
+    await this.tail
     await this.verify()
     this.done = true
     try {
@@ -472,6 +491,7 @@ export class VerifyingWriter implements BlobWriter {
   }
 
   private async discard(): Promise<void> {
+    await this.tail
     await this.fh.close().catch(() => {})
     // On a read-only disk this fails too; the temp file is then an orphan, removed at the next start.
     await fs.rm(this.tempPath, { force: true }).catch(() => {})

@@ -7,6 +7,9 @@
 // Both directions stream. The writer produces headers and padding between the
 // caller's data chunks; the reader hands out each entry's body as an async
 // iterable over the input, so an entry of many gigabytes never sits in memory.
+// The input may reuse one buffer for every chunk (reading a file that way is
+// much cheaper than fresh memory per read): a piece the reader hands out is
+// good until the next is asked for, and what it keeps longer it copies.
 // Anything the input names is hostile: header checksums are checked, sizes are
 // bounded by what a header can say, pax and long-name bodies are capped, and a
 // stream that ends early is refused as truncated, naming the entry it cut.
@@ -125,17 +128,22 @@ class Source {
     return out
   }
 
-  /** Exactly `n` bytes, or undefined when the input ends first. */
+  /**
+   * Exactly `n` bytes, or undefined when the input ends first. Bytes that
+   * span input chunks are copied as they come: the input may reuse a chunk's
+   * memory once the next one is asked for.
+   */
   async exactly(n: number): Promise<Buffer | undefined> {
-    const parts: Buffer[] = []
-    let got = 0
+    const first = await this.some(n)
+    if (!first || first.length === n) return first
+    const out = Buffer.allocUnsafe(n)
+    let got = first.copy(out)
     while (got < n) {
       const part = await this.some(n - got)
       if (!part) return undefined
-      parts.push(part)
-      got += part.length
+      got += part.copy(out, got)
     }
-    return parts.length === 1 ? parts[0]! : Buffer.concat(parts, n)
+    return out
   }
 
   async skip(n: number, entry: string): Promise<void> {

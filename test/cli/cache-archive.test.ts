@@ -3,8 +3,9 @@
 // empty cache whose upstream is down imports it, and skopeo then pulls every
 // image (--all) through a daemon on it without the upstream; skopeo reads the
 // exported archive; an archive skopeo made from the registry imports; a
-// corrupted or cut archive is refused with nothing recorded; the import
-// refuses while a daemon serves the cache.
+// corrupted or cut archive is refused with nothing recorded; with a daemon
+// serving the cache, the import goes through it (file or stdin), and so do
+// the refusals.
 
 import { promises as fs } from 'node:fs'
 import { join } from 'node:path'
@@ -14,6 +15,7 @@ import { catalogueImages } from '../fixtures/images.js'
 import { startUpstream } from '../fixtures/upstream.js'
 import { isolatedEnv, runInProcess } from '../helpers/cli.js'
 import { pull, settled, startDaemon } from '../helpers/daemon.js'
+import type { Daemon } from '../../src/daemon/daemon.js'
 import { Store, walk } from '../../src/store/store.js'
 
 const up = await startUpstream()
@@ -37,6 +39,26 @@ async function exportedCache(tt: Test, env: Record<string, string>, file: string
   return JSON.parse(ran.out) as { images: string[]; blobs: number; manifests: number; bytes: number; skipped: unknown[] }
 }
 
+/** A daemon on `cacheDir` whose upstream is down, holding its admin token where the CLI looks for it. */
+async function offlineDaemon(t: Test, env: Record<string, string>, cacheDir: string) {
+  const dead = `http://127.0.0.1:${await freePort()}`
+  return startDaemon(t, undefined, { cacheDir, upstreams: { 'docker.io': dead }, adminTokenFile: join(env.DPROXY_STATE_DIR!, 'admin-token') })
+}
+
+/** skopeo pulls every fixture image (--all) through `daemon`, byte-identical, and the upstream sees nothing. */
+async function pullsEverything(t: Test, daemon: Daemon) {
+  const before = JSON.stringify(up.hub.counts)
+  const host = new URL(daemon.url).host
+  for (const image of images) {
+    const dest = makeTempDir('dproxy-import-', t)
+    await skopeoCopyAll(`${host}/${image.ref}`, dest, { timeoutMs: 120_000 })
+    const copied = await fs.readFile(join(dest, 'manifest.json'))
+    t.ok(copied.equals(image.manifest), `${image.ref}: pulled from the imported cache, byte-identical`)
+    for (const blob of image.blobs) t.ok((await fs.stat(join(dest, blob.digest.slice(7)))).size === blob.size, `${image.ref}: ${blob.digest}`)
+  }
+  t.equal(JSON.stringify(up.hub.counts), before, 'the upstream saw no request')
+}
+
 t.test('export, import into an empty cache with the upstream down, then skopeo pulls everything from it', async (t) => {
   const env = isolatedEnv(t, {}, { out: {}, b: {} })
   const root = join(env.DPROXY_CACHE_DIR, '..')
@@ -50,18 +72,7 @@ t.test('export, import into an empty cache with the upstream down, then skopeo p
   t.equal(imported.code, 0, imported.err)
   t.match(imported.out, new RegExp(`^imported ${images.length} images`))
 
-  const dead = `http://127.0.0.1:${await freePort()}`
-  const b = await startDaemon(t, undefined, { cacheDir: target, upstreams: { 'docker.io': dead } })
-  const before = JSON.stringify(up.hub.counts)
-  const host = new URL(b.url).host
-  for (const image of images) {
-    const dest = makeTempDir('dproxy-import-', t)
-    await skopeoCopyAll(`${host}/${image.ref}`, dest, { timeoutMs: 120_000 })
-    const copied = await fs.readFile(join(dest, 'manifest.json'))
-    t.ok(copied.equals(image.manifest), `${image.ref}: pulled from the imported cache, byte-identical`)
-    for (const blob of image.blobs) t.ok((await fs.stat(join(dest, blob.digest.slice(7)))).size === blob.size, `${image.ref}: ${blob.digest}`)
-  }
-  t.equal(JSON.stringify(up.hub.counts), before, 'the upstream saw no request')
+  await pullsEverything(t, await offlineDaemon(t, env, target))
 
   // skopeo finds an image by its full reference. It names only OCI-typed manifests in a layout (1.9
   // skips the rest silently), so the fixture's OCI index is what it can read; Docker-typed images are in
@@ -96,9 +107,9 @@ t.test('an archive skopeo made imports; a bare name means Docker Hub', async (t)
   t.equal((await store.getTag('docker.io', image.repository, image.tag))?.digest, image.digest)
 })
 
-t.test('a corrupted or cut archive is refused naming the entry; nothing is recorded', async (t) => {
-  const env = isolatedEnv(t, {}, { out: {}, b: {} })
-  const root = join(env.DPROXY_CACHE_DIR, '..')
+/** An archive of alpine with one byte of a layer flipped, and one cut inside that layer; and the entry's name. */
+async function badArchives(t: Test, env: Record<string, string>) {
+  const root = join(env.DPROXY_CACHE_DIR!, '..')
   const file = join(root, 'out', 'cache.tar')
   await exportedCache(t, env, file, ['--image', 'alpine'])
   const tar = await fs.readFile(file)
@@ -109,22 +120,46 @@ t.test('a corrupted or cut archive is refused naming the entry; nothing is recor
   flipped[at + 512 + 100_000]! ^= 0x01
   await fs.writeFile(join(root, 'out', 'flipped.tar'), flipped)
   await fs.writeFile(join(root, 'out', 'cut.tar'), tar.subarray(0, at + 512 + 100_000))
+  return { name, bad: [[join(root, 'out', 'flipped.tar'), /content has digest/], [join(root, 'out', 'cut.tar'), /truncated/]] as const }
+}
 
-  const target = join(root, 'b')
-  for (const [bad, why] of [['flipped.tar', /content has digest/], ['cut.tar', /truncated/]] as const) {
-    const ran = await runInProcess(['cache', 'import', join(root, 'out', bad), '--cache-dir', target], env)
-    t.equal(ran.code, 1, bad)
-    t.match(ran.err, name, `${bad}: names the entry`)
-    t.match(ran.err, why, bad)
-    t.strictSame(await filesUnder(join(target, 'repositories')), [], `${bad}: no tag recorded`)
+/** `said`: what the message must also say (who refused it). */
+async function refusesBadArchives(t: Test, env: Record<string, string>, target: string, said?: RegExp) {
+  const { name, bad } = await badArchives(t, env)
+  for (const [file, why] of bad) {
+    const ran = await runInProcess(['cache', 'import', file, '--cache-dir', target], env)
+    t.equal(ran.code, 1, file)
+    t.match(ran.err, name, `${file}: names the entry`)
+    t.match(ran.err, why, file)
+    if (said) t.match(ran.err, said, file)
+    t.strictSame(await filesUnder(join(target, 'repositories')), [], `${file}: no tag recorded`)
   }
+}
+
+t.test('a corrupted or cut archive is refused naming the entry; nothing is recorded', async (t) => {
+  const env = isolatedEnv(t, {}, { out: {}, b: {} })
+  await refusesBadArchives(t, env, join(env.DPROXY_CACHE_DIR, '..', 'b'))
 })
 
-t.test('import refuses while a daemon serves the cache', async (t) => {
-  const env = isolatedEnv(t, {}, { out: {} })
-  const file = join(env.DPROXY_CACHE_DIR, '..', 'out', 'cache.tar')
-  await exportedCache(t, env, file, ['--image', 'alpine'])
-  const ran = await runInProcess(['cache', 'import', file], env)
-  t.equal(ran.code, 1)
-  t.match(ran.err, /a dproxy daemon \(pid \d+\) serves .*stop it/)
+t.test('with a daemon serving the cache, import goes through it: from stdin, then every image pulls with the upstream down', async (t) => {
+  const env = isolatedEnv(t, {}, { out: {}, b: {} })
+  const root = join(env.DPROXY_CACHE_DIR, '..')
+  const file = join(root, 'out', 'cache.tar')
+  await exportedCache(t, env, file)
+  const target = join(root, 'b')
+  const b = await offlineDaemon(t, env, target)
+  const imported = await runInProcess(['cache', 'import', '-', '--cache-dir', target, '--json'], env, { input: await fs.readFile(file) })
+  t.equal(imported.code, 0, imported.err)
+  const summary = JSON.parse(imported.out) as { images: string[]; skipped: unknown[] }
+  t.strictSame(summary.images.sort(), images.map((i) => `docker.io/${i.ref}`).sort())
+  t.strictSame(summary.skipped, [])
+  await pullsEverything(t, b)
+})
+
+t.test('through a daemon, a corrupted or cut archive is refused naming the entry; nothing is recorded', async (t) => {
+  const env = isolatedEnv(t, {}, { out: {}, b: {} })
+  const target = join(env.DPROXY_CACHE_DIR, '..', 'b')
+  const b = await offlineDaemon(t, env, target)
+  await refusesBadArchives(t, env, target, /the daemon refused/)
+  t.equal((await b.store.stats()).tags, 0, 'the daemon recorded no tag')
 })

@@ -118,7 +118,8 @@ export async function runDproxy(
 export async function runInProcess(
   args: string[],
   env: Record<string, string>,
-  opts: { tty?: boolean; answer?: string } = {},
+  /** `input`: bytes on stdin (an archive for `cache import -`). */
+  opts: { tty?: boolean; answer?: string; input?: Buffer } = {},
 ): Promise<Ran> {
   const { PassThrough, Writable } = await import('node:stream')
   const { runCli } = await import('../../src/cli/program.js')
@@ -133,6 +134,7 @@ export async function runInProcess(
     })
   const stdin = Object.assign(new PassThrough(), { isTTY: opts.tty ?? false })
   if (opts.answer !== undefined) stdin.end(opts.answer)
+  else if (opts.input !== undefined) stdin.end(opts.input)
   const code = await runCli(args, { env, stdout: sink((s) => (out += s)), stderr: sink((s) => (err += s)), stdin } as Parameters<typeof runCli>[1])
   return { code, out, err }
 }

@@ -1,20 +1,23 @@
 // Export and import of OCI image layout archives against real stores (built
 // with test/helpers/cache.ts): a round trip keeps every image, shared blobs
 // are written once, --image narrows, a bad archive (a flipped byte, a cut, a
-// missing blob) records nothing, and a cached tag newer than the archive's
-// is kept unless forced. The end-to-end test with real clients is
+// missing blob) records nothing, a cached tag newer than the archive's is
+// kept unless forced, and an input that reuses its buffer imports the same. The end-to-end test with real clients is
 // test/cli/cache-archive.test.ts.
 
+import { randomBytes } from 'node:crypto'
+import { promises as fs } from 'node:fs'
 import { join } from 'node:path'
 import { Writable } from 'node:stream'
 import t from 'tap'
 import { isDproxyError } from '../../src/errors.js'
 import { parseImageSelector } from '../../src/store/evict.js'
 import { listImages } from '../../src/store/inventory.js'
-import { CHECKED_AT, exportArchive, importArchive, parseRefName, REF_NAME } from '../../src/store/oci-archive.js'
+import { CHECKED_AT, exportArchive, importArchive, parseRefName, readReusing, REF_NAME } from '../../src/store/oci-archive.js'
 import { Store, walk } from '../../src/store/store.js'
 import { endOfArchive, fileHeader, padding, readTar } from '../../src/store/tar.js'
-import { putIndex, putImage, tag } from '../helpers/cache.js'
+import { putBlob, putIndex, putImage, putManifest, tag } from '../helpers/cache.js'
+import { parseDigest } from '../../src/oci/digest.js'
 
 const T0 = Date.parse('2026-01-01T00:00:00Z')
 
@@ -102,6 +105,39 @@ t.test('a round trip keeps every image; shared blobs once; the tag times travel'
   t.strictSame(again.images, [], 'importing the same archive again changes nothing')
   t.equal(again.unchanged.length, 4)
   t.equal(again.blobs + again.manifests, 0)
+})
+
+/** `b` in chunks of `size` bytes, each copied into the same buffer: good only until the next is asked for. */
+async function* reusing(b: Buffer, size: number): AsyncGenerator<Buffer> {
+  const buf = Buffer.alloc(size)
+  for (let i = 0; i < b.length; i += size) yield buf.subarray(0, b.copy(buf, 0, i, i + size))
+}
+
+t.test('an input that reuses its buffer imports the same, and a blob of several write batches lands byte for byte', async (t) => {
+  const dir = t.testdir({ a: {}, b: {}, c: {} })
+  const { store } = await source(join(dir, 'a'))
+  // Random bytes: a write landing out of order would show in the file, not in the hash taken before it.
+  const big = await putBlob(store, randomBytes(9 * 1024 * 1024 + 12_345))
+  const config = await putBlob(store, JSON.stringify({ architecture: 'amd64', os: 'linux' }))
+  await tag(store, 'docker.io', 'library/big', '1', await putManifest(store, config, [big]), T0)
+  const tar = await exported(store)
+  const file = join(dir, 'cache.tar')
+  await fs.writeFile(file, tar)
+
+  // Odd-sized chunks straddle every header and body; readReusing reads the file as the CLI does.
+  const fh = await fs.open(file)
+  t.teardown(() => fh.close())
+  for (const [target, input] of [
+    [join(dir, 'b'), reusing(tar, 777)],
+    [join(dir, 'c'), readReusing(fh)],
+  ] as const) {
+    const into = await Store.open(target)
+    const result = await importArchive(into, input)
+    t.equal(result.images.length, 5, target)
+    t.strictSame(summary(await listImages(into)), summary(await listImages(store)), target)
+    const copied = await fs.readFile(into.blobPath(parseDigest(big.digest)))
+    t.ok(copied.equals(await fs.readFile(store.blobPath(parseDigest(big.digest)))), `${target}: the big blob byte for byte`)
+  }
 })
 
 t.test('--image exports only what it names', async (t) => {

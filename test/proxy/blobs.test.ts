@@ -5,7 +5,9 @@
 // that did not verify. The upstream is the real registry behind the Hub shim,
 // whose CDN listener injects the faults.
 
+import { once } from 'node:events'
 import { promises as fs } from 'node:fs'
+import { get as httpGet, type IncomingMessage } from 'node:http'
 import t, { type Test } from 'tap'
 import { startUpstream, type Upstream } from '../fixtures/upstream.js'
 import type { Fault } from '../fixtures/hub.js'
@@ -127,5 +129,31 @@ t.test('a range inside a download that verifies is served whole', async (t) => {
   t.equal(b.status, 206)
   t.ok(b.complete)
   t.ok(b.body.equals(layer.data.subarray(0, 100)))
+  t.equal(up.hub.counts.cdnGet[layer.digest], 1)
+})
+
+t.test('a client that leaves a held download no longer counts among its clients; the other still gets the blob', async (t) => {
+  const up = await startUpstream()
+  t.teardown(() => up.stop())
+  const d = await startDaemon(t, up)
+  const layer = alpineLayer(up)
+  const url = `${d.url}/v2/library/alpine/blobs/${layer.digest}`
+  let release!: () => void
+  up.hub.inject({ kind: 'length', digest: layer.digest, at: 'cdn', hold: new Promise<void>((r) => (release = r)) })
+  const staying = getRaw(url)
+  await until(() => d.blobs.inflight === 1, 'the download')
+  const leaving = httpGet(url)
+  leaving.on('error', () => {})
+  const [res] = (await once(leaving, 'response')) as [IncomingMessage]
+  const clients = () => d.blobs.downloads().map((x) => x.clients)
+  t.strictSame(clients(), [2], 'two clients on the download')
+  res.destroy()
+  await until(() => clients()[0] === 1, 'the client that left to be let go')
+  t.strictSame(clients(), [1])
+  release()
+  const got = await staying
+  t.ok(got.complete && sha256(got.body) === layer.digest, 'the one that stayed gets the whole blob')
+  await settled(d)
+  t.strictSame(clients(), [], 'no download left')
   t.equal(up.hub.counts.cdnGet[layer.digest], 1)
 })

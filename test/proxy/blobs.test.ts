@@ -110,17 +110,22 @@ t.test('clients joining a download that fails verification see a cut connection,
   }
 })
 
-t.test('a range inside a download that verifies is served whole', async (t) => {
+/** A daemon whose first client of the alpine layer starts a download the hub holds half-way until `release()`. */
+async function heldDownload(t: Test) {
   const up = await startUpstream()
   t.teardown(() => up.stop())
   const d = await startDaemon(t, up)
   const layer = alpineLayer(up)
   const url = `${d.url}/v2/library/alpine/blobs/${layer.digest}`
   let release!: () => void
-  const hold = new Promise<void>((r) => (release = r))
-  up.hub.inject({ kind: 'length', digest: layer.digest, at: 'cdn', hold })
+  up.hub.inject({ kind: 'length', digest: layer.digest, at: 'cdn', hold: new Promise<void>((r) => (release = r)) })
   const first = getRaw(url)
   await until(() => d.blobs.inflight === 1, 'the download')
+  return { up, d, layer, url, first, release }
+}
+
+t.test('a range inside a download that verifies is served whole', async (t) => {
+  const { up, d, layer, url, first, release } = await heldDownload(t)
   const ranged = getRaw(url, { range: 'bytes=0-99' })
   await until(() => d.counters.cacheHits === 1, 'the ranged client joining')
   release()
@@ -133,15 +138,7 @@ t.test('a range inside a download that verifies is served whole', async (t) => {
 })
 
 t.test('a client that leaves a held download no longer counts among its clients; the other still gets the blob', async (t) => {
-  const up = await startUpstream()
-  t.teardown(() => up.stop())
-  const d = await startDaemon(t, up)
-  const layer = alpineLayer(up)
-  const url = `${d.url}/v2/library/alpine/blobs/${layer.digest}`
-  let release!: () => void
-  up.hub.inject({ kind: 'length', digest: layer.digest, at: 'cdn', hold: new Promise<void>((r) => (release = r)) })
-  const staying = getRaw(url)
-  await until(() => d.blobs.inflight === 1, 'the download')
+  const { up, d, layer, url, first: staying, release } = await heldDownload(t)
   const leaving = httpGet(url)
   leaving.on('error', () => {})
   const [res] = (await once(leaving, 'response')) as [IncomingMessage]

@@ -55,6 +55,10 @@ function rawSettings(flags: Record<string, unknown>): RawSettings {
   if (Array.isArray(flags.upstream)) raw.upstreams = flags.upstream.map(String)
   if (str(flags.maxAge) !== undefined) raw.maxAge = str(flags.maxAge)
   if (Array.isArray(flags.allowRegistry)) raw.registries = flags.allowRegistry.map(String)
+  if (str(flags.logFormat) !== undefined) raw.logFormat = str(flags.logFormat)
+  if (str(flags.logLevel) !== undefined) raw.logLevel = str(flags.logLevel)
+  if (str(flags.logMaxSize) !== undefined) raw.logMaxSize = str(flags.logMaxSize)
+  if (str(flags.metricsAddress) !== undefined) raw.metricsAddress = str(flags.metricsAddress)
   return raw
 }
 

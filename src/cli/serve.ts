@@ -12,10 +12,8 @@ import { Daemon } from '../daemon/daemon.js'
 import { formatHost } from '../net.js'
 import { ADMIN_TOKEN_FILE } from '../daemon/guard.js'
 import { tuneHeap } from '../heap.js'
-import { LOG_FORMATS, LOG_LEVELS, streamLogger, type LogFormat, type LogLevel } from '../log.js'
-import { DEFAULT_LOG_MAX_BYTES, RotatingLogFile } from '../logfile.js'
-import { parseSize } from '../config/units.js'
-import { DproxyError } from '../errors.js'
+import { LOG_FORMATS, LOG_LEVELS, streamLogger } from '../log.js'
+import { RotatingLogFile } from '../logfile.js'
 import { storedCredentials } from '../upstream/login.js'
 import { detach } from './daemon.js'
 import type { CliContext } from './program.js'
@@ -87,13 +85,16 @@ export async function serve(flags: ServeFlags, ctx: CliContext): Promise<void> {
     ...(flags.refresh !== undefined ? { refresh: flags.refresh } : {}),
     ...(flags.refreshWindow !== undefined ? { refreshWindow: flags.refreshWindow } : {}),
     ...(flags.refreshReserve !== undefined ? { refreshReserve: flags.refreshReserve } : {}),
+    ...(flags.logFormat !== undefined ? { logFormat: flags.logFormat } : {}),
+    ...(flags.logLevel !== undefined ? { logLevel: flags.logLevel } : {}),
+    ...(flags.logMaxSize !== undefined ? { logMaxSize: flags.logMaxSize } : {}),
+    ...(flags.metricsAddress !== undefined ? { metricsAddress: flags.metricsAddress } : {}),
   }
   const settings = resolveSettings({ flags: raw, env: ctx.env })
-  const logOptions = { level: (flags.logLevel ?? 'info') as LogLevel, format: (flags.logFormat ?? 'text') as LogFormat }
-  const metricsAddress = flags.metricsAddress === undefined ? undefined : parseListenAddress(flags.metricsAddress)
-  const maxLogBytes = flags.logMaxSize === undefined ? DEFAULT_LOG_MAX_BYTES : parseSize(flags.logMaxSize, '--log-max-size')
+  const logOptions = { level: settings.logLevel, format: settings.logFormat }
+  const { metricsAddress } = settings
   // Detached, the daemon writes its log file itself, to rotate it.
-  const log = streamLogger(flags.logFile !== undefined ? new RotatingLogFile(flags.logFile, maxLogBytes) : ctx.stderr, logOptions)
+  const log = streamLogger(flags.logFile !== undefined ? new RotatingLogFile(flags.logFile, settings.logMaxBytes) : ctx.stderr, logOptions)
   // Upstream logins (dproxy login) and the client password (dproxy env) are read
   // from the store while the daemon runs, through short caches: no restart needed.
   // The store opens on the first lookup (a keychain module costs memory); --auth needs it at once.
@@ -140,14 +141,4 @@ export async function serve(flags: ServeFlags, ctx: CliContext): Promise<void> {
     process.on('SIGTERM', onSignal)
   })
   log.info('stopped')
-}
-
-/** `127.0.0.1:9464`, `[::1]:9464`, `0.0.0.0:9464`: an address and a port (0 for any). */
-export function parseListenAddress(value: string): { host: string; port: number } {
-  const m = /^\[([0-9A-Fa-f:.]+)\]:(\d{1,5})$/.exec(value) ?? /^([A-Za-z0-9.-]+):(\d{1,5})$/.exec(value)
-  const port = Number(m?.[2])
-  if (!m || port > 65535) {
-    throw new DproxyError('USAGE', `expected --metrics-address to be ADDRESS:PORT like 127.0.0.1:9464 or [::1]:9464, got '${value.slice(0, 100)}'`)
-  }
-  return { host: m[1]!, port }
 }

@@ -12,8 +12,9 @@ import { DproxyError, isDproxyError } from '../errors.js'
 import { expandHome } from './paths.js'
 import { parseDuration, parseSize } from './units.js'
 import { parseRegistryHost } from '../oci/registry-host.js'
+import { LOG_FORMATS, LOG_LEVELS, type LogFormat, type LogLevel } from '../log.js'
 
-export const settingKeys = ['host', 'port', 'cacheDir', 'upstreams', 'maxAge', 'maxSize', 'ttl', 'auth', 'registries', 'refresh', 'refreshWindow', 'refreshReserve'] as const
+export const settingKeys = ['host', 'port', 'cacheDir', 'upstreams', 'maxAge', 'maxSize', 'ttl', 'auth', 'registries', 'refresh', 'refreshWindow', 'refreshReserve', 'logFormat', 'logLevel', 'logMaxSize', 'metricsAddress'] as const
 export type SettingKey = (typeof settingKeys)[number]
 
 /** What `dproxy config` shows for each key: an example value and one line of help. */
@@ -30,6 +31,10 @@ export const settingHelp: Record<SettingKey, { example: string; description: str
   refresh: { example: '1h', description: 're-check cached tags this often and fetch the ones that moved (0: off)' },
   refreshWindow: { example: '14d', description: 'refresh only tags a client pulled within this long' },
   refreshReserve: { example: '20%', description: 'rate-limit headroom the refresh never spends' },
+  logFormat: { example: 'json', description: 'log lines as text or JSON lines' },
+  logLevel: { example: 'debug', description: 'least severe lines logged: error, warn, info (every manifest and blob request) or debug' },
+  logMaxSize: { example: '10MiB', description: 'detached: rotate the log file past this size, keeping 3 old ones' },
+  metricsAddress: { example: '127.0.0.1:9464', description: 'also serve /metrics there, to anyone who can reach it' },
 }
 
 /** The pair of loopback addresses that 'localhost' and 'loopback' stand for. */
@@ -214,6 +219,29 @@ export function parseFraction(value: string, key: string): number {
   return n
 }
 
+function oneOf<T extends string>(choices: readonly T[], value: string, key: string): T {
+  const found = choices.find((c) => c === value.trim().toLowerCase())
+  if (found === undefined) throw expected(key, choices[choices.length - 1]!, value, `one of ${choices.join(', ')}`)
+  return found
+}
+
+export function parseLogFormat(value: string, key = 'logFormat'): LogFormat {
+  return oneOf(LOG_FORMATS, value, key)
+}
+
+export function parseLogLevel(value: string, key = 'logLevel'): LogLevel {
+  return oneOf(LOG_LEVELS, value, key)
+}
+
+/** `127.0.0.1:9464`, `[::1]:9464`, `0.0.0.0:9464`: an address and a port (0 for any). */
+export function parseListenAddress(value: string, key = 'metricsAddress'): { host: string; port: number } {
+  const text = value.trim()
+  const m = /^\[([0-9A-Fa-f:.]+)\]:(\d{1,5})$/.exec(text) ?? /^([A-Za-z0-9.-]+):(\d{1,5})$/.exec(text)
+  const port = Number(m?.[2])
+  if (!m || port > 65535 || !isListenHost(m[1]!)) throw expected(key, '127.0.0.1:9464', value.slice(0, 100), 'ADDRESS:PORT, an IPv6 address in brackets')
+  return { host: m[1]!, port }
+}
+
 /** Checks a config value as `dproxy config set` receives it; throws CONFIG_INVALID naming the key. */
 export function checkSetting(key: SettingKey, value: string, env: NodeJS.ProcessEnv): void {
   switch (key) {
@@ -236,6 +264,7 @@ export function checkSetting(key: SettingKey, value: string, env: NodeJS.Process
       parseDuration(value, key)
       return
     case 'maxSize':
+    case 'logMaxSize':
       parseSize(value, key)
       return
     case 'auth':
@@ -246,6 +275,15 @@ export function checkSetting(key: SettingKey, value: string, env: NodeJS.Process
       return
     case 'refreshReserve':
       parseFraction(value, key)
+      return
+    case 'logFormat':
+      parseLogFormat(value, key)
+      return
+    case 'logLevel':
+      parseLogLevel(value, key)
+      return
+    case 'metricsAddress':
+      parseListenAddress(value, key)
       return
   }
 }

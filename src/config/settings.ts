@@ -22,6 +22,9 @@ import {
   parseDirectory,
   parseFraction,
   parseHosts,
+  parseListenAddress,
+  parseLogFormat,
+  parseLogLevel,
   parsePort,
   registriesFrom,
   settingKey,
@@ -32,6 +35,8 @@ import {
 } from './keys.js'
 import { openConfig } from './file.js'
 import { parseDuration, parseSize } from './units.js'
+import type { LogFormat, LogLevel } from '../log.js'
+import { DEFAULT_LOG_MAX_BYTES } from '../logfile.js'
 
 export interface Settings {
   /** Listen addresses; default 127.0.0.1 and ::1. */
@@ -58,6 +63,14 @@ export interface Settings {
   refreshWindowMs: number
   /** Default 0.2. */
   refreshReserve: number
+  /** Default 'text'. */
+  logFormat: LogFormat
+  /** Default 'info'. */
+  logLevel: LogLevel
+  /** Detached: the log file rotates past this; default 10 MiB. */
+  logMaxBytes: number
+  /** Where /metrics is also served, to anyone; undefined: loopback only, on the daemon's own listeners. */
+  metricsAddress: { host: string; port: number } | undefined
   configDir: string
   stateDir: string
 }
@@ -76,6 +89,10 @@ export interface RawSettings {
   refresh?: string
   refreshWindow?: string
   refreshReserve?: string
+  logFormat?: string
+  logLevel?: string
+  logMaxSize?: string
+  metricsAddress?: string
 }
 
 /** The environment variable for each setting. */
@@ -92,6 +109,10 @@ export const settingEnvVars: Record<SettingKey, string> = {
   refresh: 'DPROXY_REFRESH',
   refreshWindow: 'DPROXY_REFRESH_WINDOW',
   refreshReserve: 'DPROXY_REFRESH_RESERVE',
+  logFormat: 'DPROXY_LOG_FORMAT',
+  logLevel: 'DPROXY_LOG_LEVEL',
+  logMaxSize: 'DPROXY_LOG_MAX_SIZE',
+  metricsAddress: 'DPROXY_METRICS_ADDRESS',
 }
 
 /** The flag each setting is expected to be given by; used only to say where a bad value came from. */
@@ -108,6 +129,10 @@ const flagNames: Record<SettingKey, string> = {
   refresh: '--refresh',
   refreshWindow: '--refresh-window',
   refreshReserve: '--refresh-reserve',
+  logFormat: '--log-format',
+  logLevel: '--log-level',
+  logMaxSize: '--log-max-size',
+  metricsAddress: '--metrics-address',
 }
 
 export const defaultPort = 5000
@@ -201,6 +226,10 @@ export function resolveSettings(
   const refreshMs = pick('refresh', (v) => parseDuration(text(v), 'refresh'))
   const refreshWindowMs = pick('refreshWindow', (v) => parseDuration(text(v), 'refreshWindow'))
   const refreshReserve = pick('refreshReserve', (v) => parseFraction(text(v), 'refreshReserve'))
+  const logFormat = pick('logFormat', (v) => parseLogFormat(text(v)))
+  const logLevel = pick('logLevel', (v) => parseLogLevel(text(v)))
+  const logMaxBytes = pick('logMaxSize', (v) => parseSize(text(v), 'logMaxSize'))
+  const metricsAddress = pick('metricsAddress', (v) => parseListenAddress(text(v)))
 
   // Lowest layer first so that higher layers overwrite per registry.
   const upstreams: Record<string, string> = {}
@@ -222,6 +251,10 @@ export function resolveSettings(
     refreshMs: refreshMs === 0 ? undefined : refreshMs,
     refreshWindowMs: refreshWindowMs ?? 14 * 24 * 3600 * 1000,
     refreshReserve: refreshReserve ?? 0.2,
+    logFormat: logFormat ?? 'text',
+    logLevel: logLevel ?? 'info',
+    logMaxBytes: logMaxBytes ?? DEFAULT_LOG_MAX_BYTES,
+    metricsAddress,
     configDir: configDir(env, platform),
     stateDir: stateDir(env, platform),
   }
@@ -263,6 +296,9 @@ export function effectiveSetting(
     maxSize: '0',
     ttl: '0',
     auth: 'false',
+    logFormat: 'text',
+    logLevel: 'info',
+    logMaxSize: '10MiB',
   }
   return { key, value: defaults[key] ?? '', source: 'default' }
 }

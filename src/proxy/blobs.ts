@@ -61,7 +61,8 @@ export interface BlobProxyOptions {
 
 /**
  * A blob ready to be sent, as registry/send.ts sends it: where its bytes are,
- * and when each of them may go. Call close() when nothing is sent.
+ * and when each of them may go. close() once its response is over, whatever
+ * happened (sent, cut, the client gone, nothing sent): sendBlob() does it.
  */
 export type BlobSource = FollowedBlob | StreamedBlob | HeldBlob
 
@@ -145,7 +146,7 @@ export class BlobProxy {
       if (isCacheUnavailable(err)) return this.past(image, d)
       throw notCached(err, 'BLOB_UNKNOWN', `blob ${d.value}`, image.registry)
     }
-    // Clients that asked for the download while it runs: the live view shows them per download.
+    // Clients reading from the download now: the live view shows them per download; close() lets go.
     fetch.clients++
     return { ...fromFetch(fetch, () => this.past(image, d)), joined }
   }
@@ -417,6 +418,7 @@ function fromFile(reader: StoredBlob, counters: Counters): FollowedBlob {
 }
 
 function fromFetch(fetch: Fetch, past: () => Promise<BlobSource>): FollowedBlob {
+  let reading = true
   return {
     kind: 'follow',
     size: fetch.size ?? -1,
@@ -431,7 +433,10 @@ function fromFetch(fetch: Fetch, past: () => Promise<BlobSource>): FollowedBlob 
     sent: () => {},
     // The disk refused the blob before this client got a byte: it gets the blob past the cache.
     fallback: async (err) => (isCacheUnavailable(err) ? past() : undefined),
-    close: async () => {},
+    close: async () => {
+      if (reading) fetch.clients--
+      reading = false
+    },
   }
 }
 

@@ -27,27 +27,34 @@ const BUFFERS_PER_RESPONSE = 2
  * Writes bytes [start, end] of `source` (inclusive; `end` Infinity for "to
  * the end, whatever the size") to `out` and ends it. On a failure `out` is
  * destroyed, so the client sees a cut connection, and the error is thrown.
+ * The source is closed once this response no longer reads from it, however
+ * it ended (the live view counts the clients of a download by that).
  */
 export async function sendBlob(source: BlobSource, out: Writable, start: number, end: number, buffers: SendBuffers): Promise<void> {
-  switch (source.kind) {
-    case 'bytes':
-      out.end(source.bytes.subarray(start, end + 1))
-      return
-    case 'stream':
-      return stream(source, out, start, end)
-    case 'follow':
-      try {
-        await pump(source, out, start, end, buffers)
-      } catch (err) {
-        // pump leaves `out` untouched only when nothing was sent yet.
-        const other = out.destroyed ? undefined : await offered(source, err, out)
-        if (!other) {
-          out.destroy()
-          throw err
+  let other: BlobSource | undefined
+  try {
+    switch (source.kind) {
+      case 'bytes':
+        out.end(source.bytes.subarray(start, end + 1))
+        return
+      case 'stream':
+        return await stream(source, out, start, end)
+      case 'follow':
+        try {
+          await pump(source, out, start, end, buffers)
+        } catch (err) {
+          // pump leaves `out` untouched only when nothing was sent yet.
+          other = out.destroyed ? undefined : await offered(source, err, out)
+          if (!other) {
+            out.destroy()
+            throw err
+          }
         }
-        await sendBlob(other, out, start, end, buffers)
-      }
+    }
+  } finally {
+    await source.close().catch(() => {})
   }
+  if (other) await sendBlob(other, out, start, end, buffers)
 }
 
 async function offered(source: FollowedBlob, err: unknown, out: Writable): Promise<BlobSource | undefined> {

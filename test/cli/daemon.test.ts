@@ -181,6 +181,43 @@ t.test('start: a bad setting is a usage error before anything is spawned', async
   t.match(stopHelp.out, /--timeout/)
 })
 
+t.test('start: log format, level and metrics address from config keys and DPROXY_* reach the background daemon', async (t) => {
+  const up = await startUpstream()
+  t.teardown(() => up.stop())
+  const w = world(t, { DPROXY_UPSTREAMS: `docker.io=${up.hubUrl}` })
+  for (const [key, value] of [['log-format', 'json'], ['log-level', 'debug']]) {
+    const set = await w.run(['config', 'set', key!, value!])
+    t.equal(set.code, 0, set.err)
+  }
+  const refused = await w.run(['config', 'set', 'log-level', 'loud'])
+  t.equal(refused.code, 2, 'a bad value is refused as the flag refuses it')
+  t.match(refused.err, "expected logLevel like 'debug', got 'loud' (one of error, warn, info, debug)")
+  const badEnv = await w.run(['start', '--host', '127.0.0.1', '--port', '0'], { DPROXY_METRICS_ADDRESS: 'anywhere' })
+  t.equal(badEnv.code, 2, 'a bad DPROXY_METRICS_ADDRESS stops start before anything is spawned')
+  t.match(badEnv.err, /metricsAddress.*DPROXY_METRICS_ADDRESS/)
+  t.notOk(fs.existsSync(w.logFile))
+
+  const started = await w.run(['start', '--host', '127.0.0.1', '--port', '0', '--json'], { DPROXY_METRICS_ADDRESS: '127.0.0.1:0' })
+  t.equal(started.code, 0, started.err)
+  const s = JSON.parse(started.out) as { url: string; logFile: string }
+  const ping = await request(`${s.url}/v2/`)
+  await ping.body.dump()
+  const metricsUrl = /^metrics: (http:\/\/127\.0\.0\.1:\d+\/metrics)$/m.exec(fs.readFileSync(s.logFile, 'utf8'))?.[1]
+  t.ok(metricsUrl, 'a metrics listener at DPROXY_METRICS_ADDRESS')
+  const metrics = await request(metricsUrl!)
+  t.equal(metrics.statusCode, 200)
+  await metrics.body.dump()
+  t.equal((await w.run(['stop'])).code, 0)
+  // The daemon's own lines; its stdout (where it listens) shares the file as plain text.
+  const records = fs
+    .readFileSync(s.logFile, 'utf8')
+    .split('\n')
+    .filter((l) => l.startsWith('{'))
+    .map((l) => JSON.parse(l) as { level: string; msg: string; path?: string })
+  t.ok(records.some((r) => r.msg === 'stopped'), 'logged as JSON lines: the config file said json')
+  t.ok(records.some((r) => r.level === 'debug' && r.path === '/v2/'), 'the ping is logged: the config file said debug')
+})
+
 t.test('forwardedArgs: what was typed, as flags again; repeatables repeated; the rest left out', async (t) => {
   const cmd = new Command('serve')
     .exitOverride()

@@ -6,6 +6,9 @@ import {
   parseBoolean,
   parseDirectory,
   parseHosts,
+  parseListenAddress,
+  parseLogFormat,
+  parseLogLevel,
   parsePort,
   registriesFrom,
   settingKey,
@@ -24,7 +27,7 @@ t.test('setting names are matched however they are written', async (t) => {
   t.equal(settingKey('foo'), undefined)
   t.match(unknownSetting('foo'), {
     code: 'USAGE',
-    message: "unknown setting 'foo' (known: host, port, cacheDir, upstreams, maxAge, maxSize, ttl, auth, registries, refresh, refreshWindow, refreshReserve)",
+    message: "unknown setting 'foo' (known: host, port, cacheDir, upstreams, maxAge, maxSize, ttl, auth, registries, refresh, refreshWindow, refreshReserve, logFormat, logLevel, logMaxSize, metricsAddress)",
   })
 })
 
@@ -152,4 +155,30 @@ t.test('registries', async (t) => {
   t.throws(() => registriesFrom('ghcr.io/owner'), { code: 'CONFIG_INVALID' })
   t.doesNotThrow(() => checkSetting('registries', 'ghcr.io', {}))
   t.throws(() => checkSetting('registries', 'http://ghcr.io', {}), { code: 'CONFIG_INVALID' })
+})
+
+t.test('log format and level, log file size, metrics address', async (t) => {
+  t.equal(parseLogFormat('json'), 'json')
+  t.equal(parseLogFormat(' TEXT '), 'text')
+  t.throws(() => parseLogFormat('yaml'), { code: 'CONFIG_INVALID', message: "expected logFormat like 'json', got 'yaml' (one of text, json)" })
+  t.equal(parseLogLevel('debug'), 'debug')
+  t.equal(parseLogLevel('Warn'), 'warn')
+  t.throws(() => parseLogLevel('loud'), { code: 'CONFIG_INVALID', message: "expected logLevel like 'debug', got 'loud' (one of error, warn, info, debug)" })
+  t.strictSame(parseListenAddress('127.0.0.1:9464'), { host: '127.0.0.1', port: 9464 })
+  t.strictSame(parseListenAddress('[::1]:0'), { host: '::1', port: 0 })
+  t.strictSame(parseListenAddress('metrics.local:9464'), { host: 'metrics.local', port: 9464 })
+  for (const bad of ['9464', '127.0.0.1', '::1:9464', '127.0.0.1:70000', 'a b:1', `${'x'.repeat(300)}:1`]) {
+    t.throws(() => parseListenAddress(bad), { code: 'CONFIG_INVALID', message: /^expected metricsAddress like '127\.0\.0\.1:9464'/ }, bad.slice(0, 20))
+  }
+  t.throws(() => parseListenAddress(`${'x'.repeat(300)}:1`), { message: /^.{0,220}$/ }, 'a long value is not echoed whole')
+  t.doesNotThrow(() => checkSetting('logFormat', 'json', env))
+  t.doesNotThrow(() => checkSetting('logLevel', 'debug', env))
+  t.doesNotThrow(() => checkSetting('logMaxSize', '1MiB', env))
+  t.doesNotThrow(() => checkSetting('metricsAddress', '[::1]:9464', env))
+  t.throws(() => checkSetting('logFormat', 'xml', env), { code: 'CONFIG_INVALID' })
+  t.throws(() => checkSetting('logLevel', 'verbose', env), { code: 'CONFIG_INVALID' })
+  t.throws(() => checkSetting('logMaxSize', 'big', env), { message: "expected logMaxSize like '20GB', got 'big'" })
+  t.throws(() => checkSetting('metricsAddress', 'anywhere', env), { code: 'CONFIG_INVALID' })
+  t.equal(settingKey('log-level'), 'logLevel')
+  t.equal(settingKey('METRICS_ADDRESS'), 'metricsAddress')
 })

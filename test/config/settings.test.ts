@@ -30,6 +30,10 @@ t.test('defaults', async (t) => {
     refreshMs: undefined,
     refreshWindowMs: 14 * 24 * 3600 * 1000,
     refreshReserve: 0.2,
+    logFormat: 'text',
+    logLevel: 'info',
+    logMaxBytes: 10 * 1024 * 1024,
+    metricsAddress: undefined,
     configDir,
     stateDir: path.join(root, 'home', '.local', 'state', 'dproxy'),
   })
@@ -100,6 +104,24 @@ t.test('flags win over environment, environment over the file, the file over def
   t.match(resolveSettings({ env: withEnv, flags: flagValues, platform: 'linux' }), expected.flags, 'flags over environment')
 })
 
+t.test('log and metrics settings: a flag over DPROXY_* over the file, each value checked where it came from', async (t) => {
+  const { env, configFile } = world(t.testdir({}), { logFormat: 'json', logLevel: 'warn', logMaxSize: '1MiB', metricsAddress: '127.0.0.1:9464' })
+  const file = { logFormat: 'json', logLevel: 'warn', logMaxBytes: 1024 * 1024, metricsAddress: { host: '127.0.0.1', port: 9464 } }
+  t.match(resolveSettings({ env, platform: 'linux' }), file, 'from the file')
+  const withEnv = { ...env, DPROXY_LOG_LEVEL: 'debug', DPROXY_LOG_MAX_SIZE: '2kB', DPROXY_METRICS_ADDRESS: '[::1]:0' }
+  t.match(resolveSettings({ env: withEnv, platform: 'linux' }), { ...file, logLevel: 'debug', logMaxBytes: 2000, metricsAddress: { host: '::1', port: 0 } }, 'environment over file')
+  const flags: RawSettings = { logFormat: 'text', logLevel: 'error', logMaxSize: '3kB', metricsAddress: '0.0.0.0:9100' }
+  t.match(resolveSettings({ env: withEnv, flags, platform: 'linux' }), { logFormat: 'text', logLevel: 'error', logMaxBytes: 3000, metricsAddress: { host: '0.0.0.0', port: 9100 } }, 'flags over environment')
+  t.throws(() => resolveSettings({ env: { ...env, DPROXY_LOG_LEVEL: 'loud' }, platform: 'linux' }), {
+    code: 'CONFIG_INVALID',
+    message: "expected logLevel like 'debug', got 'loud' (one of error, warn, info, debug) (from DPROXY_LOG_LEVEL)",
+  })
+  t.throws(() => resolveSettings({ env, flags: { metricsAddress: '9464' }, platform: 'linux' }), { message: /^expected metricsAddress .* \(from --metrics-address\)$/ })
+  fs.writeFileSync(configFile, JSON.stringify({ logFormat: 'xml' }))
+  const fromFile = t.throws(() => resolveSettings({ env, flags: { logFormat: 'json' }, platform: 'linux' }), 'a bad file value is reported even under a flag')
+  t.match(fromFile, { message: `expected logFormat like 'json', got 'xml' (one of text, json) (from ${configFile})` })
+})
+
 t.test('empty environment variables count as unset', async (t) => {
   const { env } = world(t.testdir({}), { port: '5001' })
   const settings = resolveSettings({ env: { ...env, DPROXY_PORT: '', DPROXY_UPSTREAMS: '', DPROXY_MAX_SIZE: '' }, platform: 'linux' })
@@ -162,7 +184,7 @@ t.test('unknown keys in the file are reported', async (t) => {
   })
   fs.writeFileSync(configFile, JSON.stringify({ colour: 'blue' }))
   t.throws(() => resolveSettings({ env }), {
-    message: `unknown setting 'colour' in ${configFile} (known: host, port, cacheDir, upstreams, maxAge, maxSize, ttl, auth, registries, refresh, refreshWindow, refreshReserve)`,
+    message: `unknown setting 'colour' in ${configFile} (known: host, port, cacheDir, upstreams, maxAge, maxSize, ttl, auth, registries, refresh, refreshWindow, refreshReserve, logFormat, logLevel, logMaxSize, metricsAddress)`,
   })
 })
 

@@ -204,6 +204,34 @@ t.test('fault injection', async (t) => {
     t.not(sha256(res.body), layer.digest)
   })
 
+  t.test('hold: the body stops half-way until released, whatever the client drains meanwhile', async (t) => {
+    const big = alpine.blobs.find((b) => b.size > 1_000_000)!
+    const holdAt = Math.floor(big.size / 2)
+    let release!: () => void
+    hub.inject({ kind: 'length', digest: big.digest, at: 'cdn', hold: new Promise<void>((r) => (release = r)) })
+    hub.resetCounts()
+    const res = await request(await cdnLocation(up, 'library/alpine', big.digest, token))
+    const chunks: Buffer[] = []
+    let got = 0
+    let reached!: () => void
+    const atHold = new Promise<void>((r) => (reached = r))
+    const reading = (async () => {
+      for await (const c of res.body) {
+        chunks.push(c as Buffer)
+        got += (c as Buffer).length
+        if (got >= holdAt) reached()
+      }
+    })()
+    await atHold
+    // A hold that gives way lets the rest through within a few turns of the event loop; give it ample time.
+    await new Promise((r) => setTimeout(r, 300))
+    t.equal(got, holdAt, 'the client has the first half only')
+    t.equal(hub.counts.cdnBytes[big.digest], holdAt, 'and the hub sent no more')
+    release()
+    await reading
+    t.equal(sha256(Buffer.concat(chunks)), big.digest, 'the rest once released')
+  })
+
   t.test('html: a 200 challenge page', async (t) => {
     hub.inject({ kind: 'html', path: manifestPath })
     const res = await manifest(up, 'library/alpine', 'latest', token)

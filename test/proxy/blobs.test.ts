@@ -5,7 +5,9 @@
 // that did not verify. The upstream is the real registry behind the Hub shim,
 // whose CDN listener injects the faults.
 
+import { once } from 'node:events'
 import { promises as fs } from 'node:fs'
+import { get as httpGet, type IncomingMessage } from 'node:http'
 import t, { type Test } from 'tap'
 import { startUpstream, type Upstream } from '../fixtures/upstream.js'
 import type { Fault } from '../fixtures/hub.js'
@@ -108,17 +110,22 @@ t.test('clients joining a download that fails verification see a cut connection,
   }
 })
 
-t.test('a range inside a download that verifies is served whole', async (t) => {
+/** A daemon whose first client of the alpine layer starts a download the hub holds half-way until `release()`. */
+async function heldDownload(t: Test) {
   const up = await startUpstream()
   t.teardown(() => up.stop())
   const d = await startDaemon(t, up)
   const layer = alpineLayer(up)
   const url = `${d.url}/v2/library/alpine/blobs/${layer.digest}`
   let release!: () => void
-  const hold = new Promise<void>((r) => (release = r))
-  up.hub.inject({ kind: 'length', digest: layer.digest, at: 'cdn', hold })
+  up.hub.inject({ kind: 'length', digest: layer.digest, at: 'cdn', hold: new Promise<void>((r) => (release = r)) })
   const first = getRaw(url)
   await until(() => d.blobs.inflight === 1, 'the download')
+  return { up, d, layer, url, first, release }
+}
+
+t.test('a range inside a download that verifies is served whole', async (t) => {
+  const { up, d, layer, url, first, release } = await heldDownload(t)
   const ranged = getRaw(url, { range: 'bytes=0-99' })
   await until(() => d.counters.cacheHits === 1, 'the ranged client joining')
   release()
@@ -127,5 +134,23 @@ t.test('a range inside a download that verifies is served whole', async (t) => {
   t.equal(b.status, 206)
   t.ok(b.complete)
   t.ok(b.body.equals(layer.data.subarray(0, 100)))
+  t.equal(up.hub.counts.cdnGet[layer.digest], 1)
+})
+
+t.test('a client that leaves a held download no longer counts among its clients; the other still gets the blob', async (t) => {
+  const { up, d, layer, url, first: staying, release } = await heldDownload(t)
+  const leaving = httpGet(url)
+  leaving.on('error', () => {})
+  const [res] = (await once(leaving, 'response')) as [IncomingMessage]
+  const clients = () => d.blobs.downloads().map((x) => x.clients)
+  t.strictSame(clients(), [2], 'two clients on the download')
+  res.destroy()
+  await until(() => clients()[0] === 1, 'the client that left to be let go')
+  t.strictSame(clients(), [1])
+  release()
+  const got = await staying
+  t.ok(got.complete && sha256(got.body) === layer.digest, 'the one that stayed gets the whole blob')
+  await settled(d)
+  t.strictSame(clients(), [], 'no download left')
   t.equal(up.hub.counts.cdnGet[layer.digest], 1)
 })

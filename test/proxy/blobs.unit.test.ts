@@ -102,6 +102,36 @@ t.test('N concurrent misses cause one upstream fetch, and every client gets the 
   t.equal(proxy.inflight, 0)
 })
 
+t.test('a download counts the clients reading from it now: one that goes away is let go', async (t) => {
+  const o = setup()
+  const { upstream, proxy, buffers } = o
+  const d = parseDigest(upstream.addBlob(BLOB))
+  const clients = () => proxy.downloads().map((x) => x.clients)
+  const { sources: [a, b], body } = await onDownload(o, d, 10, 2)
+  t.strictSame(clients(), [2], 'two clients joined the held download')
+  const sinks = [new Sink(), new Sink()]
+  const sending = [sendBlob(a!, sinks[0]!, 0, BLOB.length - 1, buffers), sendBlob(b!, sinks[1]!, 0, BLOB.length - 1, buffers)]
+  await until(() => sinks.every((s) => s.body.length === 9), 'both sent what is there but its last byte')
+  sinks[0]!.destroy()
+  await sending[0]
+  t.strictSame(clients(), [1], 'the one that went away no longer counts')
+  await a!.close()
+  t.strictSame(clients(), [1], 'closing again changes nothing')
+  sinks[1]!.destroy()
+  await sending[1]
+  t.strictSame(clients(), [0], 'both gone: the download goes on for the cache, with nobody waiting')
+  const c = await proxy.open(image, d)
+  t.strictSame(clients(), [1], 'a late client joins')
+  const sink = new Sink()
+  const last = sendBlob(c, sink, 0, BLOB.length - 1, buffers)
+  body.push(BLOB.subarray(10))
+  body.end()
+  await last
+  t.ok(sink.ended && sink.body.equals(BLOB), 'and gets the whole blob')
+  await proxy.drain(10_000)
+  t.strictSame(clients(), [], 'no download left')
+})
+
 t.test('content that fails verification is never committed and cuts every reader, full and ranged', async (t) => {
   const o = setup()
   const { store, upstream, proxy, buffers } = o

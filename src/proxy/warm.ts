@@ -9,13 +9,16 @@
 // layer, drained into the cache without being read. Before anything is
 // fetched, plan() HEADs every tag (free) to count the counted manifest GETs
 // the run needs, so that a run which would exceed `maxPulls` or the headroom
-// upstream last reported is refused before it spends a single pull.
+// upstream last reported is refused before it spends a single pull. Those
+// HEADs are the run's answers: the fetch takes the digest plan() saw instead
+// of asking again, so each tag costs one HEAD and the run fetches exactly
+// what it counted.
 
 import { DproxyError } from '../errors.js'
 import type { ManifestStore, TagStore } from '../store/api.js'
 import type { Upstreams } from '../upstream/client.js'
 import type { BlobProxy } from './blobs.js'
-import type { ManifestProxy, ManifestResult } from './manifests.js'
+import type { ManifestProxy, ManifestResult, TagCheck } from './manifests.js'
 import { DOCKER_HUB } from '../oci/registry-host.js'
 import { parseDigest, type Digest } from '../oci/digest.js'
 import { parseReference, resolveImageName, type ImageName, type Reference } from '../oci/reference.js'
@@ -236,7 +239,8 @@ export class Warmer {
       emit(states.get(t.ref)!)
     }
 
-    const plan = await this.plan(targets, o, o.jobs)
+    const checks = new Map<string, TagCheck>()
+    const plan = await this.plan(targets, o, o.jobs, checks)
     emit(plan)
     const refusal = this.refusal(plan, o)
     if (refusal) {
@@ -251,7 +255,7 @@ export class Warmer {
     await pool(targets, o.jobs, async (t) => {
       if (o.cancelled?.()) return
       try {
-        const r = await this.warmOne(t, o, (change) => update(t.ref, change))
+        const r = await this.warmOne(t, o, checks.get(t.ref), (change) => update(t.ref, change))
         summary.pulls += r.pulls
         if (t.image.registry === DOCKER_HUB) summary.hubPulls += r.pulls
         summary.bytesFromUpstream += states.get(t.ref)!.bytesFetched
@@ -270,14 +274,14 @@ export class Warmer {
     return summary
   }
 
-  /** HEADs every tag (free) and counts the counted GETs the run needs per registry. */
-  async plan(targets: WarmTarget[], o: Pick<WarmOptions, 'platforms'>, jobs: number): Promise<PlanEvent> {
+  /** HEADs every tag (free) and counts the counted GETs the run needs per registry; each HEAD's answer lands in `checks`. */
+  async plan(targets: WarmTarget[], o: Pick<WarmOptions, 'platforms'>, jobs: number, checks = new Map<string, TagCheck>()): Promise<PlanEvent> {
     const perRegistry = new Map<string, number>()
     let atLeast = false
     await pool(targets, jobs, async (t) => {
       let n: number
       try {
-        const r = await this.count(t, o.platforms)
+        const r = await this.count(t, o.platforms, checks)
         n = r.pulls
         atLeast ||= r.atLeast
       } catch {
@@ -319,12 +323,13 @@ export class Warmer {
   }
 
   /** Counted GETs one image needs now. */
-  private async count(t: WarmTarget, choice: PlatformChoice): Promise<{ pulls: number; atLeast: boolean }> {
+  private async count(t: WarmTarget, choice: PlatformChoice, checks: Map<string, TagCheck>): Promise<{ pulls: number; atLeast: boolean }> {
     const { store, manifests } = this.d
     let top: Pick<ManifestResult, 'bytes' | 'mediaType'> | undefined
     let mediaType: string
     if (t.reference.kind === 'tag') {
       const head = await manifests.check(t.image, t.reference.tag)
+      checks.set(t.ref, head)
       mediaType = head.mediaType
       top = head.cached ? await store.getManifest(parseDigest(head.digest)) : undefined
     } else {
@@ -369,6 +374,7 @@ export class Warmer {
   private async warmOne(
     t: WarmTarget,
     o: WarmOptions,
+    checked: TagCheck | undefined,
     update: (change: Partial<ImageEvent>) => void,
   ): Promise<{ state: 'fetched' | 'refreshed' | 'up-to-date'; pulls: number }> {
     const { store, manifests, blobs } = this.d
@@ -376,7 +382,7 @@ export class Warmer {
     update({ state: 'checking' })
     const before = t.reference.kind === 'tag' ? await store.getTag(t.image.registry, t.image.repository, t.reference.tag) : undefined
     const previous = before ? await Promise.resolve(before.digest).then(parseDigest).then((d) => store.getManifest(d)).catch(() => undefined) : undefined
-    const top = await manifests.get(t.image, t.reference, touch)
+    const top = await manifests.get(t.image, t.reference, { ...touch, ...(checked ? { checked } : {}) })
     if (top.stale) {
       throw new DproxyError('UPSTREAM_UNAVAILABLE', 'upstream is unavailable; the cached version is kept')
     }

@@ -206,7 +206,7 @@ interface Event {
 const events = (out: string) => out.trim().split('\n').map((l) => JSON.parse(l) as Event)
 
 t.test('prefetch --platform all caches every image of the project, every platform, for offline pulls', async (t) => {
-  const { up, upstreams, pinned } = await projectUpstream(t)
+  const { up, images, upstreams, pinned } = await projectUpstream(t)
   const env = isolatedEnv(t, { DPROXY_UPSTREAMS: upstreams }, { project: projectWith(pinned) })
   const dir = path.join(path.dirname(env.HOME!), 'project')
 
@@ -221,6 +221,10 @@ t.test('prefetch --platform all caches every image of the project, every platfor
   const summary = ev.at(-1)!
   t.match(summary, { type: 'summary', fetched: 12, upToDate: 0, refreshed: 0, failed: [], pulls: 12 + 3 * 2 })
   t.equal(summary.pulls, up.hub.counts.manifestGet, 'the summary counts the GETs the upstream saw')
+  // One HEAD per tag for the whole run: the counting pass's answer is the one the fetch uses.
+  const tagged = Object.values(images).filter((i) => i.repository !== 'distroless/nodejs22-debian12')
+  const onceEach = Object.fromEntries(tagged.map((i) => [i.repository, 1]))
+  t.strictSame(up.hub.counts.manifestHeadByRepo, onceEach, 'exactly one manifest HEAD per tag')
   const states = new Set(ev.filter((e) => e.type === 'image').map((e) => e.state))
   t.strictSame([...states].sort(), ['checking', 'fetched', 'fetching', 'queued'])
 
@@ -229,6 +233,7 @@ t.test('prefetch --platform all caches every image of the project, every platfor
   const second = await runDproxy(['prefetch', '--platform', 'all'], env, { cwd: dir })
   t.equal(second.code, 0, second.err)
   t.equal(up.hub.counts.manifestGet, 0, 'no counted manifest GET')
+  t.strictSame(up.hub.counts.manifestHeadByRepo, onceEach, 'again one HEAD per tag')
   t.match(second.out, /^12 images; 0 counted manifest GETs \(0 from Docker Hub\) needed\n/)
   t.match(second.out, /\n12 up to date, 0 refreshed, 0 fetched, 0 failed; 0B from upstream; 0 Docker Hub pulls spent\n$/)
 

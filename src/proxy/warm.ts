@@ -38,6 +38,8 @@ export interface WarmTarget {
   ref: string
   image: ImageName
   reference: Reference
+  /** Platforms asked for this image instead of the run's (prefetch: what the project's files name). */
+  platforms?: Platform[]
 }
 
 export type ImageState = 'queued' | 'checking' | 'fetching' | 'fetched' | 'refreshed' | 'up-to-date' | 'failed'
@@ -220,6 +222,8 @@ function matches(want: Platform, have: Platform | undefined): boolean {
 
 const isAttestation = (d: Descriptor) => d.platform?.os === 'unknown' || d.platform === undefined
 
+const choiceFor = (t: WarmTarget, run: PlatformChoice): PlatformChoice => (t.platforms ? { kind: 'list', platforms: t.platforms } : run)
+
 export class Warmer {
   constructor(private readonly d: WarmerDeps) {}
 
@@ -281,7 +285,7 @@ export class Warmer {
     await pool(targets, jobs, async (t) => {
       let n: number
       try {
-        const r = await this.count(t, o.platforms, checks)
+        const r = await this.count(t, choiceFor(t, o.platforms), checks)
         n = r.pulls
         atLeast ||= r.atLeast
       } catch {
@@ -391,7 +395,7 @@ export class Warmer {
     const images: ParsedManifest[] = []
     if (parsed.index) {
       const prev = previous ? { ...previous, stale: false, fetched: false } : undefined
-      for (const c of await this.select(t, parsed.children, o.platforms, prev)) {
+      for (const c of await this.select(t, parsed.children, choiceFor(t, o.platforms), prev)) {
         const child = await manifests.get(t.image, { kind: 'digest', digest: c.digest }, touch)
         if (child.fetched) pulls++
         images.push(parseManifest(child))

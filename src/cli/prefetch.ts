@@ -15,7 +15,7 @@
 import type { Command } from 'commander'
 import { formatChoice, prefetchChoice } from '../control/pull.js'
 import type { FindResult } from '../control/scan/index.js'
-import { hostPlatform, parsePlatforms, type Platform, type PlatformChoice } from '../proxy/warm.js'
+import { formatPlatform, hostPlatform, parsePlatforms, type Platform, type PlatformChoice } from '../proxy/warm.js'
 import type { CliContext } from './program.js'
 import { addPullOptions, fetchImages, type PullFlags } from './pull.js'
 
@@ -58,7 +58,8 @@ export function registerPrefetchCommand(program: Command, ctx: CliContext): void
         return
       }
       if (flags.json) {
-        const images = result.images.map((i) => ({ ...i, fetchPlatforms: formatChoice(choices.get(i.ref)!).split(', ') }))
+        const fetchPlatforms = (c: PlatformChoice) => (c.kind === 'list' ? c.platforms.map(formatPlatform) : [c.kind])
+        const images = result.images.map((i) => ({ ...i, fetchPlatforms: fetchPlatforms(choices.get(i.ref)!) }))
         ctx.stdout.write(JSON.stringify({ ...result, images }, null, 2) + '\n')
         return
       }

@@ -116,6 +116,12 @@ export interface WarmerDeps {
 const MAX_REF = 600
 /** Bytes between two progress events of one image. */
 const PROGRESS_STEP = 512 * 1024
+/**
+ * Child manifests and blobs of one image fetched at the same time (on top of
+ * `jobs` images): an image's small config and layers do not wait behind its
+ * big one, as a client pulling it would not make them wait either.
+ */
+const BLOB_JOBS = 4
 
 const INDEX_TYPES = new Set(['application/vnd.docker.distribution.manifest.list.v2+json', 'application/vnd.oci.image.index.v1+json'])
 
@@ -395,11 +401,11 @@ export class Warmer {
     const images: ParsedManifest[] = []
     if (parsed.index) {
       const prev = previous ? { ...previous, stale: false, fetched: false } : undefined
-      for (const c of await this.select(t, parsed.children, choiceFor(t, o.platforms), prev)) {
+      await pool(await this.select(t, parsed.children, choiceFor(t, o.platforms), prev), BLOB_JOBS, async (c) => {
         const child = await manifests.get(t.image, { kind: 'digest', digest: c.digest }, touch)
         if (child.fetched) pulls++
         images.push(parseManifest(child))
-      }
+      })
     } else {
       images.push(parsed)
     }
@@ -412,13 +418,18 @@ export class Warmer {
     let layersDone = 0
     let downloaded = false
     update({ state: 'fetching', layersTotal: list.length, layersDone, bytesTotal, bytes })
-    for (const b of list) {
+    // Bytes of the downloads still running, by digest, for progress between two completions.
+    const running = new Map<string, number>()
+    await pool(list, BLOB_JOBS, async (b) => {
       let reported = 0
       const r = await blobs.ensure(t.image, b.digest, (written) => {
         if (written - reported < PROGRESS_STEP) return
         reported = written
-        update({ bytes: bytes + written, bytesFetched: bytesFetched + written })
+        running.set(b.digest.value, written)
+        const partial = [...running.values()].reduce((n, w) => n + w, 0)
+        update({ bytes: bytes + partial, bytesFetched: bytesFetched + partial })
       })
+      running.delete(b.digest.value)
       bytes += r.size
       if (r.fetched) {
         bytesFetched += r.size
@@ -426,18 +437,30 @@ export class Warmer {
       }
       layersDone++
       update({ layersDone, bytes, bytesFetched })
-    }
+    })
     if (!top.fetched && pulls === 0 && !downloaded) return { state: 'up-to-date', pulls }
     const moved = before !== undefined && before.digest !== top.digest
     return { state: moved ? 'refreshed' : 'fetched', pulls }
   }
 }
 
-/** Runs `fn` over `items`, at most `jobs` at a time. */
+/**
+ * Runs `fn` over `items`, at most `jobs` at a time. After a failure no item
+ * is started; the ones running are waited for, then the first error is thrown
+ * (so nothing of a failed image reports after it failed).
+ */
 async function pool<T>(items: T[], jobs: number, fn: (item: T) => Promise<void>): Promise<void> {
   let next = 0
+  let failure: { error: unknown } | undefined
   const worker = async () => {
-    while (next < items.length) await fn(items[next++]!)
+    while (next < items.length && !failure) {
+      try {
+        await fn(items[next++]!)
+      } catch (error) {
+        failure ??= { error }
+      }
+    }
   }
   await Promise.all(Array.from({ length: Math.max(1, Math.min(jobs, items.length)) }, worker))
+  if (failure) throw failure.error
 }

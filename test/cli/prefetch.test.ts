@@ -7,6 +7,7 @@ import path from 'node:path'
 import t, { type Test } from 'tap'
 import { formatPlatform, hostPlatform } from '../../src/proxy/warm.js'
 import { makeTempDir, skopeoCopy, skopeoCopyAll } from '../fixtures/clients.js'
+import { dockerOrSkip, startDockerd } from '../fixtures/dockerd.js'
 import { amd64, arm64, buildExtraImage, buildIndex } from '../fixtures/images.js'
 import { startUpstream } from '../fixtures/upstream.js'
 import { isolatedEnv, runDproxy } from '../helpers/cli.js'
@@ -171,7 +172,9 @@ t.test('without --dry-run in a project with no references it says so and fetches
 // The upstream holds every image the project names: multi-platform ones as a
 // Docker list (node) and OCI indexes (postgres, distroless, pinned by digest),
 // the rest single-platform. Every registry the project uses is mapped to the
-// Hub shim, which counts the manifest GETs.
+// Hub shim, which counts the manifest GETs. Once prefetched, the images are
+// pulled with the upstream stopped by skopeo, and by docker where an engine
+// can run (test/fixtures/dockerd.ts; skipped with the reason otherwise).
 async function projectUpstream(t: Test) {
   const up = await startUpstream()
   t.teardown(() => up.stop())
@@ -272,6 +275,17 @@ t.test('prefetch --platform all caches every image of the project, every platfor
     const dest = path.join(makeTempDir('dproxy-copy-', t), 'image')
     await t.resolves(skopeoCopyAll(`${host}/${ref}`, dest), `skopeo copy --all ${ref}`)
   }
+
+  // And the real Docker Engine, where one can run here: each image for this machine's platform.
+  await t.test('docker pulls every prefetched image with the upstream stopped', async (t) => {
+    if (!dockerOrSkip(t)) return
+    const engine = await startDockerd(t)
+    t.teardown(() => engine.stop())
+    for (const ref of refs) {
+      const res = await engine.docker(['pull', `localhost:${daemon.port}/${ref}`], { timeoutMs: 120_000 })
+      t.equal(res.code, 0, res.code === 0 ? `docker pull ${ref}` : `docker pull ${ref}: ${res.stderr.trim().split('\n').pop()}`)
+    }
+  })
 })
 
 t.test('without --platform each image is fetched for the platforms its files name, or the host’s; --platform wins', async (t) => {

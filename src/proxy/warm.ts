@@ -122,6 +122,8 @@ const PROGRESS_STEP = 512 * 1024
  * big one, as a client pulling it would not make them wait either.
  */
 const BLOB_JOBS = 4
+/** Tags HEADed at the same time by plan(), whatever `jobs` is: HEADs are free and small, and nothing is fetched until all have answered. */
+const PLAN_JOBS = 8
 
 const INDEX_TYPES = new Set(['application/vnd.docker.distribution.manifest.list.v2+json', 'application/vnd.oci.image.index.v1+json'])
 
@@ -250,7 +252,7 @@ export class Warmer {
     }
 
     const checks = new Map<string, TagCheck>()
-    const plan = await this.plan(targets, o, o.jobs, checks)
+    const plan = await this.plan(targets, o, Math.max(o.jobs, PLAN_JOBS), checks)
     emit(plan)
     const refusal = this.refusal(plan, o)
     if (refusal) {

@@ -16,7 +16,7 @@ import { normalizeReference } from '../control/scan/reference.js'
 import { openCredentialStore } from '../credentials/index.js'
 import { DproxyError } from '../errors.js'
 import { silentLogger } from '../log.js'
-import { hostPlatform, parsePlatforms, type RefusedEvent, type Summary, type WarmEvent } from '../proxy/warm.js'
+import { hostPlatform, parsePlatforms, type Platform, type RefusedEvent, type Summary, type WarmEvent } from '../proxy/warm.js'
 import { storedCredentials } from '../upstream/login.js'
 import type { CliContext } from './program.js'
 import { wantsInteractive } from './status.js'
@@ -59,8 +59,11 @@ function count(value: string | undefined, flag: string, min: number, max: number
   return n
 }
 
-/** Fetches canonical references through the daemon, prints progress, throws PULL_FAILED when any failed. */
-export async function fetchImages(refs: string[], flags: PullFlags, ctx: CliContext): Promise<void> {
+/**
+ * Fetches canonical references through the daemon, prints progress, throws PULL_FAILED when any failed.
+ * `imagePlatforms` (prefetch's, from files) applies only when --platform is not given.
+ */
+export async function fetchImages(refs: string[], flags: PullFlags, ctx: CliContext, imagePlatforms?: Map<string, Platform[]>): Promise<void> {
   const platforms = flags.platform !== undefined ? parsePlatforms(flags.platform) : { kind: 'list' as const, platforms: [hostPlatform()] }
   const jobs = count(flags.jobs, '--jobs', 1, 32) ?? 4
   const maxPulls = count(flags.maxPulls, '--max-pulls', 0, 1_000_000)
@@ -88,6 +91,7 @@ export async function fetchImages(refs: string[], flags: PullFlags, ctx: CliCont
       credentials,
       images: refsUnique,
       platforms,
+      ...(imagePlatforms && flags.platform === undefined ? { imagePlatforms } : {}),
       jobs,
       ...(maxPulls !== undefined ? { maxPulls } : {}),
       onEvent: (e) => {

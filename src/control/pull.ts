@@ -4,12 +4,18 @@
 // the upstream mapping are the ones client pulls get. When no daemon runs, one
 // is started in this process for the duration (loopback, a free port, the
 // configured settings), then stopped.
+//
+// Platforms for prefetch: an explicit `--platform` wins over everything the
+// files say (the user asked for exactly that). Without it, each image gets
+// the platforms its places name (`FROM --platform=linux/arm64`, compose
+// `platform:`), plus the host's when one of its places names none: that
+// place runs or builds the image on this machine.
 
 import { formatBytes } from '../config/units.js'
 import { DproxyError } from '../errors.js'
 import type { CredentialSource } from '../upstream/auth.js'
-import type { ImageEvent, PlatformChoice, RefusedEvent, Summary, WarmEvent } from '../proxy/warm.js'
-import { formatPlatform } from '../proxy/warm.js'
+import type { ImageEvent, Platform, PlatformChoice, RefusedEvent, Summary, WarmEvent } from '../proxy/warm.js'
+import { formatPlatform, parsePlatform } from '../proxy/warm.js'
 import { AdminClient, findDaemon } from './admin-client.js'
 
 export interface PullOptions {
@@ -23,9 +29,28 @@ export interface PullOptions {
   /** Canonical references (`docker.io/library/alpine:latest`). */
   images: string[]
   platforms: PlatformChoice
+  /** Platforms for one image instead of `platforms` (prefetch without --platform). */
+  imagePlatforms?: Map<string, Platform[]>
   jobs: number
   maxPulls?: number
   onEvent: (e: WarmEvent) => void
+}
+
+/** What prefetch fetches of an image its files name (see the top of this file). */
+export function prefetchChoice(image: { sources: Array<{ platform?: string }> }, given: PlatformChoice | undefined, host: Platform): PlatformChoice {
+  if (given) return given
+  const named = new Map<string, Platform>()
+  for (const s of image.sources) {
+    const p = s.platform === undefined ? host : parsePlatform(s.platform)
+    named.set(formatPlatform(p), p)
+  }
+  if (named.size === 0) named.set(formatPlatform(host), host)
+  return { kind: 'list', platforms: [...named.keys()].sort().map((k) => named.get(k)!) }
+}
+
+/** `linux/amd64, linux/arm64`, or `all`, as listings show a choice. */
+export function formatChoice(choice: PlatformChoice): string {
+  return choice.kind === 'list' ? choice.platforms.map(formatPlatform).join(', ') : choice.kind
 }
 
 /** Runs the pull through the daemon serving `cacheDir` (started here when none runs). */
@@ -50,7 +75,10 @@ export async function pullImages(o: PullOptions): Promise<Summary | RefusedEvent
 
 async function postPull(admin: AdminClient, o: PullOptions): Promise<Summary | RefusedEvent> {
   const body = {
-    images: o.images,
+    images: o.images.map((image) => {
+      const own = o.imagePlatforms?.get(image)
+      return own ? { image, platforms: own.map(formatPlatform) } : image
+    }),
     platforms: o.platforms.kind === 'all' ? 'all' : o.platforms.kind === 'list' ? o.platforms.platforms.map(formatPlatform) : undefined,
     jobs: o.jobs,
     ...(o.maxPulls !== undefined ? { maxPulls: o.maxPulls } : {}),

@@ -7,13 +7,17 @@
 //    "platforms": ["linux/amd64"] | "all",                  default: the host's
 //    "jobs": 4, "maxPulls": 10, "dryRun": false}
 //
+// An entry of `images` may also be {"image": "<ref>", "platforms": [...]}:
+// that image is fetched for those platforms instead of the run's (prefetch
+// passes what the project's files name per image).
+//
 // The answer is NDJSON, one WarmEvent per line as it happens (proxy/warm.ts),
 // ending with a `summary` or a `refused` line. A client that goes away stops
 // the run between images; downloads already started finish into the cache.
 
 import type { IncomingMessage, ServerResponse } from 'node:http'
 import { DproxyError } from '../errors.js'
-import { hostPlatform, parsePlatform, parseTarget, Warmer, type PlatformChoice, type WarmEvent, type WarmerDeps } from '../proxy/warm.js'
+import { hostPlatform, parsePlatform, parseTarget, Warmer, type Platform, type PlatformChoice, type WarmEvent, type WarmerDeps } from '../proxy/warm.js'
 
 const MAX_BODY = 1024 * 1024
 const MAX_IMAGES = 1000
@@ -21,6 +25,8 @@ const MAX_JOBS = 32
 
 export interface PullRequest {
   images: string[]
+  /** Platforms asked for one image instead of `platforms`. */
+  imagePlatforms: Map<string, Platform[]>
   platforms: PlatformChoice
   jobs: number
   maxPulls?: number
@@ -34,15 +40,33 @@ export function parsePullRequest(body: unknown): PullRequest {
   for (const key of Object.keys(o)) {
     if (!['images', 'platforms', 'jobs', 'maxPulls', 'dryRun'].includes(key)) throw usage(`unknown field '${key.slice(0, 50)}'`)
   }
-  if (!Array.isArray(o.images) || o.images.length === 0 || o.images.length > MAX_IMAGES || !o.images.every((i) => typeof i === 'string')) {
+  if (!Array.isArray(o.images) || o.images.length === 0 || o.images.length > MAX_IMAGES) {
     throw usage(`images must be a list of 1 to ${MAX_IMAGES} references`)
+  }
+  const images: string[] = []
+  const imagePlatforms = new Map<string, Platform[]>()
+  for (const entry of o.images as unknown[]) {
+    if (typeof entry === 'string') {
+      images.push(entry)
+      continue
+    }
+    const e = (entry ?? {}) as Record<string, unknown>
+    if (typeof entry !== 'object' || Array.isArray(entry) || typeof e.image !== 'string' || Object.keys(e).some((k) => k !== 'image' && k !== 'platforms')) {
+      throw usage('an entry of images must be a reference or {"image": "<reference>", "platforms": ["linux/amd64"]}')
+    }
+    const own = platformList(e.platforms)
+    if (!own) throw usage(`the platforms of ${e.image.slice(0, 80)} must be a list like ["linux/amd64"]`)
+    images.push(e.image)
+    imagePlatforms.set(e.image, [...(imagePlatforms.get(e.image) ?? []), ...own])
   }
   let platforms: PlatformChoice
   if (o.platforms === undefined) platforms = { kind: 'list', platforms: [hostPlatform()] }
   else if (o.platforms === 'all') platforms = { kind: 'all' }
-  else if (Array.isArray(o.platforms) && o.platforms.length > 0 && o.platforms.length <= 32 && o.platforms.every((p) => typeof p === 'string')) {
-    platforms = { kind: 'list', platforms: o.platforms.map(parsePlatform) }
-  } else throw usage("platforms must be 'all' or a list like [\"linux/amd64\"]")
+  else {
+    const list = platformList(o.platforms)
+    if (!list) throw usage("platforms must be 'all' or a list like [\"linux/amd64\"]")
+    platforms = { kind: 'list', platforms: list }
+  }
   const int = (key: string, min: number, max: number): number | undefined => {
     const v = o[key]
     if (v === undefined) return undefined
@@ -52,7 +76,13 @@ export function parsePullRequest(body: unknown): PullRequest {
   const jobs = int('jobs', 1, MAX_JOBS) ?? 4
   const maxPulls = int('maxPulls', 0, 1_000_000)
   if (o.dryRun !== undefined && typeof o.dryRun !== 'boolean') throw usage('dryRun must be true or false')
-  return { images: [...new Set(o.images as string[])], platforms, jobs, ...(maxPulls !== undefined ? { maxPulls } : {}), dryRun: o.dryRun === true }
+  return { images: [...new Set(images)], imagePlatforms, platforms, jobs, ...(maxPulls !== undefined ? { maxPulls } : {}), dryRun: o.dryRun === true }
+}
+
+/** 1 to 32 platforms (a bad one throws parsePlatform's USAGE), or undefined when `value` is no such list. */
+function platformList(value: unknown): Platform[] | undefined {
+  if (!Array.isArray(value) || value.length === 0 || value.length > 32 || !value.every((p) => typeof p === 'string')) return undefined
+  return value.map(parsePlatform)
 }
 
 function usage(why: string): DproxyError {
@@ -78,7 +108,10 @@ async function readJson(req: IncomingMessage): Promise<unknown> {
 export async function pullEndpoint(deps: WarmerDeps, req: IncomingMessage, res: ServerResponse): Promise<void> {
   if (req.method !== 'POST') throw new DproxyError('UNSUPPORTED', `${req.method ?? 'GET'} /_dproxy/pull: use POST`, { status: 405 })
   const request = parsePullRequest(await readJson(req))
-  const targets = request.images.map(parseTarget)
+  const targets = request.images.map((ref) => {
+    const own = request.imagePlatforms.get(ref)
+    return { ...parseTarget(ref), ...(own ? { platforms: own } : {}) }
+  })
   let gone = false
   res.on('close', () => (gone = true))
   res.statusCode = 200

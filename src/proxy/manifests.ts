@@ -45,6 +45,12 @@ export interface GetOptions {
    * pass false, so re-checking a tag never makes it look pulled.
    */
   touch?: boolean
+  /**
+   * The tag's upstream HEAD, made moments ago by check() (prefetch's counting
+   * pass): taken as the answer instead of asking again, so a warmed tag costs
+   * one HEAD, not two. The run then fetches what it counted.
+   */
+  checked?: TagCheck
 }
 
 /** What the manifest proxy asks of upstream (the Upstreams class, or a test's double). */
@@ -69,7 +75,8 @@ export class ManifestProxy {
 
   async get(image: ImageName, ref: Reference, opts: GetOptions = {}): Promise<ManifestResult> {
     const touch = opts.touch ?? true
-    return ref.kind === 'digest' ? this.byDigest(image, ref.digest, touch) : this.byTag(image, ref.tag, touch)
+    if (ref.kind === 'digest') return this.byDigest(image, ref.digest, touch)
+    return this.byTag(image, ref.tag, touch, opts.checked)
   }
 
   /**
@@ -116,25 +123,31 @@ export class ManifestProxy {
     })
   }
 
-  private async byTag(image: ImageName, tag: string, touch: boolean): Promise<ManifestResult> {
+  private async byTag(image: ImageName, tag: string, touch: boolean, checked: TagCheck | undefined): Promise<ManifestResult> {
     const { store, clock, maxAgeMs } = this.o
     const rec = await store.getTag(image.registry, image.repository, tag)
-    if (rec && maxAgeMs > 0 && clock.now() - rec.checkedAt < maxAgeMs) {
+    if (rec && checked === undefined && maxAgeMs > 0 && clock.now() - rec.checkedAt < maxAgeMs) {
       const fresh = await this.fromCache(image, rec, touch)
       if (fresh) {
         this.o.counters.cacheHits++
         return fresh
       }
     }
-    return this.flights.do(`${image.registry}/${image.repository}:${tag}`, () => this.revalidate(image, tag, rec, touch))
+    return this.flights.do(`${image.registry}/${image.repository}:${tag}`, () => this.revalidate(image, tag, rec, touch, checked))
   }
 
-  /** Asks upstream what the tag points at now; GETs only when that is not cached. */
-  private async revalidate(image: ImageName, tag: string, rec: TagRecord | undefined, touch: boolean): Promise<ManifestResult> {
+  /** Asks upstream what the tag points at now (unless just asked); GETs only when that is not cached. */
+  private async revalidate(
+    image: ImageName,
+    tag: string,
+    rec: TagRecord | undefined,
+    touch: boolean,
+    checked: TagCheck | undefined,
+  ): Promise<ManifestResult> {
     const { counters } = this.o
     const client = this.o.upstreams.get(image.registry)
     try {
-      const head = await client.headManifest(image.repository, tag)
+      const head = checked ?? (await client.headManifest(image.repository, tag))
       if (head.digest) {
         const known = await this.fromCache(image, { digest: head.digest, mediaType: head.mediaType }, touch)
         if (known) {

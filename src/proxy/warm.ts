@@ -9,13 +9,16 @@
 // layer, drained into the cache without being read. Before anything is
 // fetched, plan() HEADs every tag (free) to count the counted manifest GETs
 // the run needs, so that a run which would exceed `maxPulls` or the headroom
-// upstream last reported is refused before it spends a single pull.
+// upstream last reported is refused before it spends a single pull. Those
+// HEADs are the run's answers: the fetch takes the digest plan() saw instead
+// of asking again, so each tag costs one HEAD and the run fetches exactly
+// what it counted.
 
 import { DproxyError } from '../errors.js'
 import type { ManifestStore, TagStore } from '../store/api.js'
 import type { Upstreams } from '../upstream/client.js'
 import type { BlobProxy } from './blobs.js'
-import type { ManifestProxy, ManifestResult } from './manifests.js'
+import type { ManifestProxy, ManifestResult, TagCheck } from './manifests.js'
 import { DOCKER_HUB } from '../oci/registry-host.js'
 import { parseDigest, type Digest } from '../oci/digest.js'
 import { parseReference, resolveImageName, type ImageName, type Reference } from '../oci/reference.js'
@@ -35,6 +38,8 @@ export interface WarmTarget {
   ref: string
   image: ImageName
   reference: Reference
+  /** Platforms asked for this image instead of the run's (prefetch: what the project's files name). */
+  platforms?: Platform[]
 }
 
 export type ImageState = 'queued' | 'checking' | 'fetching' | 'fetched' | 'refreshed' | 'up-to-date' | 'failed'
@@ -111,6 +116,14 @@ export interface WarmerDeps {
 const MAX_REF = 600
 /** Bytes between two progress events of one image. */
 const PROGRESS_STEP = 512 * 1024
+/**
+ * Child manifests and blobs of one image fetched at the same time (on top of
+ * `jobs` images): an image's small config and layers do not wait behind its
+ * big one, as a client pulling it would not make them wait either.
+ */
+const BLOB_JOBS = 4
+/** Tags HEADed at the same time by plan(), whatever `jobs` is: HEADs are free and small, and nothing is fetched until all have answered. */
+const PLAN_JOBS = 8
 
 const INDEX_TYPES = new Set(['application/vnd.docker.distribution.manifest.list.v2+json', 'application/vnd.oci.image.index.v1+json'])
 
@@ -217,6 +230,8 @@ function matches(want: Platform, have: Platform | undefined): boolean {
 
 const isAttestation = (d: Descriptor) => d.platform?.os === 'unknown' || d.platform === undefined
 
+const choiceFor = (t: WarmTarget, run: PlatformChoice): PlatformChoice => (t.platforms ? { kind: 'list', platforms: t.platforms } : run)
+
 export class Warmer {
   constructor(private readonly d: WarmerDeps) {}
 
@@ -236,7 +251,8 @@ export class Warmer {
       emit(states.get(t.ref)!)
     }
 
-    const plan = await this.plan(targets, o, o.jobs)
+    const checks = new Map<string, TagCheck>()
+    const plan = await this.plan(targets, o, Math.max(o.jobs, PLAN_JOBS), checks)
     emit(plan)
     const refusal = this.refusal(plan, o)
     if (refusal) {
@@ -251,7 +267,7 @@ export class Warmer {
     await pool(targets, o.jobs, async (t) => {
       if (o.cancelled?.()) return
       try {
-        const r = await this.warmOne(t, o, (change) => update(t.ref, change))
+        const r = await this.warmOne(t, o, checks.get(t.ref), (change) => update(t.ref, change))
         summary.pulls += r.pulls
         if (t.image.registry === DOCKER_HUB) summary.hubPulls += r.pulls
         summary.bytesFromUpstream += states.get(t.ref)!.bytesFetched
@@ -270,14 +286,14 @@ export class Warmer {
     return summary
   }
 
-  /** HEADs every tag (free) and counts the counted GETs the run needs per registry. */
-  async plan(targets: WarmTarget[], o: Pick<WarmOptions, 'platforms'>, jobs: number): Promise<PlanEvent> {
+  /** HEADs every tag (free) and counts the counted GETs the run needs per registry; each HEAD's answer lands in `checks`. */
+  async plan(targets: WarmTarget[], o: Pick<WarmOptions, 'platforms'>, jobs: number, checks = new Map<string, TagCheck>()): Promise<PlanEvent> {
     const perRegistry = new Map<string, number>()
     let atLeast = false
     await pool(targets, jobs, async (t) => {
       let n: number
       try {
-        const r = await this.count(t, o.platforms)
+        const r = await this.count(t, choiceFor(t, o.platforms), checks)
         n = r.pulls
         atLeast ||= r.atLeast
       } catch {
@@ -319,12 +335,13 @@ export class Warmer {
   }
 
   /** Counted GETs one image needs now. */
-  private async count(t: WarmTarget, choice: PlatformChoice): Promise<{ pulls: number; atLeast: boolean }> {
+  private async count(t: WarmTarget, choice: PlatformChoice, checks: Map<string, TagCheck>): Promise<{ pulls: number; atLeast: boolean }> {
     const { store, manifests } = this.d
     let top: Pick<ManifestResult, 'bytes' | 'mediaType'> | undefined
     let mediaType: string
     if (t.reference.kind === 'tag') {
       const head = await manifests.check(t.image, t.reference.tag)
+      checks.set(t.ref, head)
       mediaType = head.mediaType
       top = head.cached ? await store.getManifest(parseDigest(head.digest)) : undefined
     } else {
@@ -369,6 +386,7 @@ export class Warmer {
   private async warmOne(
     t: WarmTarget,
     o: WarmOptions,
+    checked: TagCheck | undefined,
     update: (change: Partial<ImageEvent>) => void,
   ): Promise<{ state: 'fetched' | 'refreshed' | 'up-to-date'; pulls: number }> {
     const { store, manifests, blobs } = this.d
@@ -376,7 +394,7 @@ export class Warmer {
     update({ state: 'checking' })
     const before = t.reference.kind === 'tag' ? await store.getTag(t.image.registry, t.image.repository, t.reference.tag) : undefined
     const previous = before ? await Promise.resolve(before.digest).then(parseDigest).then((d) => store.getManifest(d)).catch(() => undefined) : undefined
-    const top = await manifests.get(t.image, t.reference, touch)
+    const top = await manifests.get(t.image, t.reference, { ...touch, ...(checked ? { checked } : {}) })
     if (top.stale) {
       throw new DproxyError('UPSTREAM_UNAVAILABLE', 'upstream is unavailable; the cached version is kept')
     }
@@ -385,11 +403,11 @@ export class Warmer {
     const images: ParsedManifest[] = []
     if (parsed.index) {
       const prev = previous ? { ...previous, stale: false, fetched: false } : undefined
-      for (const c of await this.select(t, parsed.children, o.platforms, prev)) {
+      await pool(await this.select(t, parsed.children, choiceFor(t, o.platforms), prev), BLOB_JOBS, async (c) => {
         const child = await manifests.get(t.image, { kind: 'digest', digest: c.digest }, touch)
         if (child.fetched) pulls++
         images.push(parseManifest(child))
-      }
+      })
     } else {
       images.push(parsed)
     }
@@ -402,13 +420,18 @@ export class Warmer {
     let layersDone = 0
     let downloaded = false
     update({ state: 'fetching', layersTotal: list.length, layersDone, bytesTotal, bytes })
-    for (const b of list) {
+    // Bytes of the downloads still running, by digest, for progress between two completions.
+    const running = new Map<string, number>()
+    await pool(list, BLOB_JOBS, async (b) => {
       let reported = 0
       const r = await blobs.ensure(t.image, b.digest, (written) => {
         if (written - reported < PROGRESS_STEP) return
         reported = written
-        update({ bytes: bytes + written, bytesFetched: bytesFetched + written })
+        running.set(b.digest.value, written)
+        const partial = [...running.values()].reduce((n, w) => n + w, 0)
+        update({ bytes: bytes + partial, bytesFetched: bytesFetched + partial })
       })
+      running.delete(b.digest.value)
       bytes += r.size
       if (r.fetched) {
         bytesFetched += r.size
@@ -416,18 +439,30 @@ export class Warmer {
       }
       layersDone++
       update({ layersDone, bytes, bytesFetched })
-    }
+    })
     if (!top.fetched && pulls === 0 && !downloaded) return { state: 'up-to-date', pulls }
     const moved = before !== undefined && before.digest !== top.digest
     return { state: moved ? 'refreshed' : 'fetched', pulls }
   }
 }
 
-/** Runs `fn` over `items`, at most `jobs` at a time. */
+/**
+ * Runs `fn` over `items`, at most `jobs` at a time. After a failure no item
+ * is started; the ones running are waited for, then the first error is thrown
+ * (so nothing of a failed image reports after it failed).
+ */
 async function pool<T>(items: T[], jobs: number, fn: (item: T) => Promise<void>): Promise<void> {
   let next = 0
+  let failure: { error: unknown } | undefined
   const worker = async () => {
-    while (next < items.length) await fn(items[next++]!)
+    while (next < items.length && !failure) {
+      try {
+        await fn(items[next++]!)
+      } catch (error) {
+        failure ??= { error }
+      }
+    }
   }
   await Promise.all(Array.from({ length: Math.max(1, Math.min(jobs, items.length)) }, worker))
+  if (failure) throw failure.error
 }

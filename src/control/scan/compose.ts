@@ -2,7 +2,8 @@
 // is built (`build:`), the Dockerfile it builds with the service's build args
 // (the walker scans that Dockerfile; `dockerfile_inline` is scanned here). A
 // service with both `build:` and `image:` names what the build produces,
-// which is not pulled. Compose
+// which is not pulled. A service's `platform:` is the platform its image is
+// pulled for, or the one its build targets. Compose
 // interpolation (`${TAG:-1.0}`, `$$`) is applied with the defaults written in
 // the file; values from the shell or an .env file are not read, so a variable
 // without a default is reported, never guessed.
@@ -35,18 +36,19 @@ export function scanCompose(source: string, file: string): ComposeScan {
     for (const [name, service] of entries(get(doc.contents, 'services', doc), doc)) {
       if (!isMap(service)) continue
       const build = get(service, 'build', doc)
-      const platformNode = get(service, 'platform', doc)
-      const platform = text(platformNode)
+      const platformText = text(get(service, 'platform', doc))
+      const p = platformText === undefined ? undefined : interpolate(platformText)
+      const platform = p && p.missing.length === 0 && p.value !== '' ? p.value.toLowerCase() : undefined
       const image = get(service, 'image', doc)
       if (build !== undefined && build !== null && !(isScalar(build) && build.value === null)) {
-        const request = buildRequest(build, dir, doc, file, yaml.lineOf(build), out.problems, name)
+        const request = buildRequest(build, dir, doc, file, yaml.lineOf(build), out.problems, name, platform)
         const inline = isMap(build) ? get(build, 'dockerfile_inline', doc) : undefined
         const inlineText = text(inline)
         if (request && inlineText !== undefined) {
           // A block scalar's text starts on the line after its `|`.
           const block = isScalar(inline) && (inline.type === Scalar.BLOCK_LITERAL || inline.type === Scalar.BLOCK_FOLDED)
           const lineOffset = yaml.lineOf(inline) - (block ? 0 : 1)
-          const scanned = scanDockerfile(inlineText, file, { buildArgs: request.args, lineOffset })
+          const scanned = scanDockerfile(inlineText, file, { buildArgs: request.args, lineOffset, ...(platform !== undefined ? { targetPlatform: platform } : {}) })
           out.refs.push(...scanned.refs)
           out.problems.push(...scanned.problems)
         } else if (request) {
@@ -62,9 +64,7 @@ export function scanCompose(source: string, file: string): ComposeScan {
         out.problems.push({ file, line, message: `service ${name} image ${raw}: ${e.unsupported !== undefined ? `unsupported variable form ${e.unsupported}` : needs(e.missing)}` })
         continue
       }
-      const p = platform === undefined ? undefined : interpolate(platform)
-      const plat = p && p.missing.length === 0 && p.value !== '' ? p.value.toLowerCase() : undefined
-      out.refs.push({ raw: e.value.trim(), file, line, kind: 'compose image', ...(plat !== undefined ? { platform: plat } : {}) })
+      out.refs.push({ raw: e.value.trim(), file, line, kind: 'compose image', ...(platform !== undefined ? { platform } : {}) })
     }
   }
   return out
@@ -78,6 +78,7 @@ function buildRequest(
   line: number,
   problems: Problem[],
   service: string,
+  platform: string | undefined,
 ): BuildRequest | undefined {
   const contextText = isMap(build) ? (text(get(build, 'context', doc)) ?? '.') : text(build)
   if (contextText === undefined) return undefined
@@ -115,5 +116,5 @@ function buildRequest(
       if (s !== undefined && eq > 0) setArg(s.slice(0, eq), s.slice(eq + 1))
     }
   }
-  return { dockerfile: path.resolve(contextDir, dockerfile.value), args, file, line }
+  return { dockerfile: path.resolve(contextDir, dockerfile.value), args, file, line, ...(platform !== undefined ? { platform } : {}) }
 }

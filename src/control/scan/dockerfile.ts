@@ -3,8 +3,11 @@
 // (`RUN --mount=...,from=`) and the BuildKit frontend of a `# syntax=`
 // directive. Stage names are not images. Variables come from ARGs: their
 // defaults, overridden by the build args of whoever builds the file (compose
-// `build.args`); BuildKit's automatic platform ARGs (`$BUILDPLATFORM`) mean
-// "the host's platform", which is the fetcher's default, so they name none.
+// `build.args`). BuildKit's automatic platform ARGs mean "the host's
+// platform", which is the fetcher's default, so they name none; except that a
+// file building this one for a platform (compose `platform:`) makes that the
+// target: `$TARGETPLATFORM` and every image the build pulls for its target
+// (FROM without --platform, COPY --from, RUN --mount from) name it.
 
 import { Arg, Copy, DockerfileParser, From, Run, type Instruction } from 'dockerfile-ast'
 import { expandVariables, needs } from './expand.js'
@@ -15,18 +18,12 @@ export interface DockerfileOptions {
   buildArgs?: Record<string, string>
   /** Added to every line: a Dockerfile written inline in another file. */
   lineOffset?: number
+  /** The platform the build is for, when the file that builds this one names it (`linux/arm64`). */
+  targetPlatform?: string
 }
 
-const platformArgs = new Set([
-  'BUILDPLATFORM',
-  'BUILDOS',
-  'BUILDARCH',
-  'BUILDVARIANT',
-  'TARGETPLATFORM',
-  'TARGETOS',
-  'TARGETARCH',
-  'TARGETVARIANT',
-])
+const buildPlatformArgs = new Set(['BUILDPLATFORM', 'BUILDOS', 'BUILDARCH', 'BUILDVARIANT'])
+const targetPlatformArgs = new Set(['TARGETPLATFORM', 'TARGETOS', 'TARGETARCH', 'TARGETVARIANT'])
 
 type Scope = Map<string, string | undefined>
 
@@ -35,6 +32,7 @@ export function scanDockerfile(source: string, file: string, options: Dockerfile
   const problems: Problem[] = []
   const buildArgs = options.buildArgs ?? {}
   const offset = options.lineOffset ?? 0
+  const target = options.targetPlatform
   const dockerfile = DockerfileParser.parse(source)
   const lineOf = (i: Instruction) => i.getRange().start.line + 1 + offset
 
@@ -83,29 +81,35 @@ export function scanDockerfile(source: string, file: string, options: Dockerfile
       }
     } else if (instruction instanceof From) {
       const image = instruction.getImage()
-      const platform = platformOf(instruction.getPlatformFlag()?.getValue() ?? null, global)
+      const flag = instruction.getPlatformFlag()?.getValue() ?? null
+      const platform = flag === null || flag === '' ? target : platformOf(flag, global, target)
       if (image !== null) found(image, [global], line, 'dockerfile FROM', 'FROM', platform)
       else problems.push({ file, line, message: 'FROM without an image' })
       stages.push((instruction.getBuildStage() ?? '').toLowerCase())
       stage = new Map()
     } else if (instruction instanceof Copy) {
       const value = instruction.getFromFlag()?.getValue()
-      if (value) found(value, [stage ?? global, global], line, 'dockerfile COPY --from', 'COPY --from')
+      if (value) found(value, [stage ?? global, global], line, 'dockerfile COPY --from', 'COPY --from', target)
     } else if (instruction instanceof Run) {
       for (const flag of instruction.getFlags()) {
         if (flag.getName() !== 'mount') continue
         const value = flag.getOption('from')?.getValue()
-        if (value) found(value, [stage ?? global, global], line, 'dockerfile RUN --mount', 'RUN --mount from')
+        if (value) found(value, [stage ?? global, global], line, 'dockerfile RUN --mount', 'RUN --mount from', target)
       }
     }
   }
   return { refs, problems }
 }
 
-/** A literal platform (`linux/arm64`), or undefined for "the host's" (unset, or BuildKit's platform ARGs). */
-function platformOf(flag: string | null, global: Scope): string | undefined {
-  if (flag === null || flag === '') return undefined
-  const e = expandVariables(flag, (name) => (platformArgs.has(name) ? undefined : global.get(name)))
+/** A literal platform (`linux/arm64`), or undefined for "the host's" (BuildKit's build platform, an ARG with no value). */
+function platformOf(flag: string, global: Scope, target: string | undefined): string | undefined {
+  const [os, architecture, variant] = target?.split('/') ?? []
+  const targetArgs: Record<string, string | undefined> = { TARGETPLATFORM: target, TARGETOS: os, TARGETARCH: architecture, TARGETVARIANT: variant ?? '' }
+  const e = expandVariables(flag, (name) => {
+    if (buildPlatformArgs.has(name)) return undefined
+    if (targetPlatformArgs.has(name)) return target === undefined ? undefined : targetArgs[name]
+    return global.get(name)
+  })
   if (e.missing.length > 0 || e.unsupported !== undefined) return undefined
   const value = e.value.trim().toLowerCase()
   return value === '' ? undefined : value

@@ -22,6 +22,7 @@ import { scanDockerfile } from './dockerfile.js'
 import { gitlabIncludes, scanGitlabCi, type GitlabFile } from './gitlab.js'
 import { scanImageList } from './imagelist.js'
 import { looksLikeManifest, scanKubernetes } from './kubernetes.js'
+import { parsePlatform } from '../../proxy/warm.js'
 import { normalizeReference, type NormalizedReference } from './reference.js'
 import type { BuildRequest, Problem, RawReference, ScanResult, SourceKind } from './types.js'
 import { scanWorkflow } from './workflow.js'
@@ -162,13 +163,16 @@ class Scan {
     const built = new Set<string>()
     const done = new Set<string>()
     for (const build of builds) {
-      const key = `${build.dockerfile}\0${JSON.stringify(Object.entries(build.args).sort())}`
+      const key = `${build.dockerfile}\0${JSON.stringify(Object.entries(build.args).sort())}\0${build.platform ?? ''}`
       if (done.has(key)) continue
       done.add(key)
       if (!(await this.readable(build.dockerfile, build.file, build.line))) continue
       built.add(build.dockerfile)
       const source = await this.read(build.dockerfile)
-      if (source !== undefined) this.add(scanDockerfile(source, build.dockerfile, { buildArgs: build.args }))
+      if (source !== undefined) {
+        const target = build.platform !== undefined ? { targetPlatform: build.platform } : {}
+        this.add(scanDockerfile(source, build.dockerfile, { buildArgs: build.args, ...target }))
+      }
     }
     for (const file of this.files.get('dockerfile') ?? []) {
       if (built.has(file)) continue
@@ -326,12 +330,18 @@ class Scan {
       }
       const image = images.get(n.ref) ?? { ...n, platforms: [], sources: [] }
       images.set(n.ref, image)
-      const source: ImageSource = { file: this.display(r.file), line: r.line, kind: r.kind, ...(r.platform ? { platform: r.platform } : {}) }
+      // A platform the fetcher could not ask for is reported; the place then stands for the default.
+      let platform = r.platform
+      if (platform !== undefined && !validPlatform(platform)) {
+        this.problem(r.file, r.line, `${r.raw}: platform '${platform}' is not like linux/arm64 or linux/arm/v7; the default applies`)
+        platform = undefined
+      }
+      const source: ImageSource = { file: this.display(r.file), line: r.line, kind: r.kind, ...(platform ? { platform } : {}) }
       const key = `${n.ref}\0${source.file}\0${source.line}\0${source.kind}\0${source.platform ?? ''}`
       if (seenSources.has(key)) continue
       seenSources.add(key)
       image.sources.push(source)
-      if (r.platform && !image.platforms.includes(r.platform)) image.platforms.push(r.platform)
+      if (platform && !image.platforms.includes(platform)) image.platforms.push(platform)
     }
     const byPlace = (a: { file: string; line: number }, b: { file: string; line: number }) =>
       a.file < b.file ? -1 : a.file > b.file ? 1 : a.line - b.line
@@ -350,6 +360,15 @@ class Scan {
     }
     problems.sort((a, b) => byPlace(a, b) || (a.message < b.message ? -1 : 1))
     return { images: list, problems }
+  }
+}
+
+function validPlatform(value: string): boolean {
+  try {
+    parsePlatform(value)
+    return true
+  } catch {
+    return false
   }
 }
 

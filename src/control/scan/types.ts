@@ -43,6 +43,8 @@ export interface BuildRequest {
   /** Absolute path of the Dockerfile, not yet checked against the scanned roots. */
   dockerfile: string
   args: Record<string, string>
+  /** The platform the build targets, when the declaring file names one (compose `platform:`). */
+  platform?: string
   /** Where the build is declared, for problems about it. */
   file: string
   line: number

@@ -94,3 +94,38 @@ t.test('merge-key chains are followed once per mapping', async (t) => {
   const r = scanCompose(lines.join('\n') + '\n', file)
   t.strictSame(r.refs.map((x) => [x.line, x.raw]), [[1, 'alpine:3']])
 })
+
+t.test('a built service’s platform: is the platform its build targets', async (t) => {
+  const r = scanCompose(
+    [
+      'services:',
+      '  api:',
+      '    platform: ${API_PLATFORM:-linux/arm64}',
+      '    build: ./api',
+      '  inline:',
+      '    platform: linux/arm64',
+      '    build:',
+      '      dockerfile_inline: |',
+      '        FROM --platform=$BUILDPLATFORM golang:1.23',
+      '        FROM alpine:3.20',
+      '  host:',
+      '    build: ./host',
+      '',
+    ].join('\n'),
+    file,
+  )
+  t.strictSame(
+    r.builds.map((b) => [b.dockerfile, b.platform ?? '']),
+    [
+      [path.resolve('/p/api/Dockerfile'), 'linux/arm64'],
+      [path.resolve('/p/host/Dockerfile'), ''],
+    ],
+  )
+  t.strictSame(
+    r.refs.map((x) => [x.line, x.raw, x.platform ?? '']),
+    [
+      [9, 'golang:1.23', ''],
+      [10, 'alpine:3.20', 'linux/arm64'],
+    ],
+  )
+})

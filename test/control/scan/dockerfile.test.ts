@@ -58,3 +58,32 @@ t.test('line offset for a Dockerfile inside another file', async (t) => {
   const r = scanDockerfile('FROM alpine\n', 'compose.yaml', { lineOffset: 7 })
   t.equal(r.refs[0]!.line, 8)
 })
+
+t.test('a build for a platform: $TARGETPLATFORM and what the target pulls name it; $BUILDPLATFORM stays the host', async (t) => {
+  const text = [
+    'ARG PLAT=linux/arm64',
+    'FROM --platform=$BUILDPLATFORM golang:1.23 AS build',
+    'FROM --platform=$TARGETPLATFORM alpine:3.20',
+    'FROM --platform=linux/$TARGETARCH debian:12',
+    'FROM --platform=$PLAT node:22',
+    'FROM busybox:1.36',
+    'COPY --from=ghcr.io/o/tools:1 /t /t',
+    '',
+  ].join('\n')
+  t.strictSame(places(scanDockerfile(text, 'D')), [
+    [2, 'dockerfile FROM', 'golang:1.23', ''],
+    [3, 'dockerfile FROM', 'alpine:3.20', ''],
+    [4, 'dockerfile FROM', 'debian:12', ''],
+    [5, 'dockerfile FROM', 'node:22', 'linux/arm64'],
+    [6, 'dockerfile FROM', 'busybox:1.36', ''],
+    [7, 'dockerfile COPY --from', 'ghcr.io/o/tools:1', ''],
+  ])
+  t.strictSame(places(scanDockerfile(text, 'D', { targetPlatform: 'linux/riscv64', buildArgs: { PLAT: 'linux/s390x' } })), [
+    [2, 'dockerfile FROM', 'golang:1.23', ''],
+    [3, 'dockerfile FROM', 'alpine:3.20', 'linux/riscv64'],
+    [4, 'dockerfile FROM', 'debian:12', 'linux/riscv64'],
+    [5, 'dockerfile FROM', 'node:22', 'linux/s390x'],
+    [6, 'dockerfile FROM', 'busybox:1.36', 'linux/riscv64'],
+    [7, 'dockerfile COPY --from', 'ghcr.io/o/tools:1', 'linux/riscv64'],
+  ])
+})

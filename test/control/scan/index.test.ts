@@ -142,3 +142,22 @@ t.test('invalid references are problems with file:line and why', async (t) => {
   )
   t.ok(fs.existsSync(dir))
 })
+
+t.test('platforms: a built service’s platform reaches its Dockerfile; one the fetcher cannot ask for is a problem', async (t) => {
+  const dir = t.testdir({
+    'compose.yaml': 'services:\n  api:\n    platform: linux/arm64\n    build: api\n  db:\n    image: postgres:16\n    platform: windows\n',
+    api: { Dockerfile: 'FROM node:22\nFROM --platform=$BUILDPLATFORM golang:1.23\n' },
+  })
+  const r = await findImageReferences([dir])
+  t.strictSame(
+    r.images.map((i) => [i.ref, i.platforms, i.sources.map((s) => s.platform ?? '')]),
+    [
+      ['docker.io/library/golang:1.23', [], ['']],
+      ['docker.io/library/node:22', ['linux/arm64'], ['linux/arm64']],
+      ['docker.io/library/postgres:16', [], ['']],
+    ],
+  )
+  t.strictSame(r.problems, [
+    { file: path.join(dir, 'compose.yaml'), line: 6, message: "postgres:16: platform 'windows' is not like linux/arm64 or linux/arm/v7; the default applies" },
+  ])
+})

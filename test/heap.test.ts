@@ -86,3 +86,21 @@ t.test('tuneHeap keeps undici parser code from the optimizing compiler, whose wo
   const tuned = await downloadPeakGrowth(true)
   t.ok(plain - tuned >= 15 * MiB, `peak grew by ${(plain / MiB).toFixed(1)} MiB without it, ${(tuned / MiB).toFixed(1)} MiB with it`)
 })
+
+// A child that drops 16 MiB of buffers and says how much of their memory one
+// collectGarbage() gave back before anything else ran.
+const dropBuffers = `
+const { tuneHeap, collectGarbage } = await import(${JSON.stringify(heapModule)})
+tuneHeap()
+let buffers = Array.from({ length: 64 }, () => Buffer.allocUnsafeSlow(256 * 1024).fill(1))
+collectGarbage()
+const held = process.memoryUsage().external
+buffers = undefined
+collectGarbage()
+process.stdout.write(String(held - process.memoryUsage().external))
+`
+
+t.test('collectGarbage frees dead buffers at once, not at some later collection', async (t) => {
+  const { stdout } = await promisify(execFile)(process.execPath, ['--input-type=module', '-e', dropBuffers], { timeout: 60_000 })
+  t.ok(Number(stdout) >= 15 * MiB, `${(Number(stdout) / MiB).toFixed(1)} MiB of 16 given back`)
+})

@@ -12,11 +12,24 @@
 // factor of 1 keeps the semi-spaces near the size they had when it was set
 // (4 MiB of new space once the CLI's modules have loaded, not 32).
 //
+// The first upstream download used to cost a spike of some 30 MB of native
+// memory (bench: 16 clients on a cold blob, peaking at 126 MB): V8 re-compiling
+// undici's HTTP parser, WebAssembly with one very large function, with its
+// optimizing compiler. Its baseline compiler's code parses as fast for what a
+// daemon downloads (few headers, long bodies; measured against 256 MiB bodies
+// on loopback), so a tuned process keeps that code (--liftoff-only). V8 reads
+// the flag when a module is compiled, and undici's parser is compiled on the
+// first upstream request, after tuneHeap().
+//
 // After a load the daemon kept what it grew: the send pool drops its buffers
 // once idle, but their memory comes back only with a full collection, which an
 // idle V8 may not run for minutes (bench: RSS flat at 139 MB for 60 s after
 // 64 clients). collectGarbage() runs one. `gc` is not exposed without
-// --expose-gc; setting the flag at run time makes a new context carry it. Only
+// --expose-gc; setting the flag at run time makes a new context carry it. One
+// collection finds the buffers dead, but V8 frees array buffer memory in a
+// sweep it finishes at its next collection, which an idle daemon may not run
+// for many seconds (bench: 17 MB given back some 10 s after the pool was
+// dropped), so collectGarbage() runs a second one. Only
 // a process that called tuneHeap() collects, so embedding the daemon (tests)
 // changes nothing.
 
@@ -28,15 +41,17 @@ let gc: (() => void) | undefined
 
 export function tuneHeap(): void {
   v8.setFlagsFromString('--semi-space-growth-factor=1')
+  v8.setFlagsFromString('--liftoff-only')
   tuned = true
 }
 
-/** A full garbage collection, in a process that called tuneHeap(); otherwise nothing. */
+/** A full garbage collection that frees dead buffers' memory, in a process that called tuneHeap(); otherwise nothing. */
 export function collectGarbage(): void {
   if (!tuned) return
   if (!gc) {
     v8.setFlagsFromString('--expose-gc')
     gc = vm.runInNewContext('gc') as () => void
   }
+  gc()
   gc()
 }

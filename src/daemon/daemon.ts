@@ -14,11 +14,12 @@ import type { AddressInfo, Socket } from 'node:net'
 import { systemClock, type Clock } from '../clock.js'
 import { DproxyError } from '../errors.js'
 import { silentLogger, type Logger } from '../log.js'
-import { BlobProxy } from '../proxy/blobs.js'
+import { BlobProxy, type BlobUpstreams } from '../proxy/blobs.js'
 import { newCounters, type Counters } from '../proxy/counters.js'
-import { ManifestProxy } from '../proxy/manifests.js'
+import { ManifestProxy, type ManifestUpstreams } from '../proxy/manifests.js'
 import { sendClientError, sendError } from '../registry/errors.js'
 import { registryHandler, type Handler } from '../registry/handler.js'
+import type { CacheStore } from '../store/api.js'
 import { Store } from '../store/store.js'
 import type { CredentialSource } from '../upstream/auth.js'
 import { Upstreams, type UpstreamTimeouts } from '../upstream/client.js'
@@ -79,6 +80,15 @@ export interface DaemonOptions {
   accessLog?: boolean
   /** The largest archive POST /_dproxy/cache/import takes (import-endpoint.ts); default: the free disk. */
   maxImportBytes?: number | undefined
+  /**
+   * The cache the proxies and the refresh pull through, in place of the file
+   * store in cacheDir (the daemon's unit tests give a memory store). The cache
+   * dir still holds the lock, and status, metrics, maintenance and the admin
+   * cache and pull endpoints still work on the file store.
+   */
+  store?: CacheStore
+  /** What the proxies ask upstream, in place of the HTTP clients (unit tests: a counting double). */
+  upstream?: BlobUpstreams & ManifestUpstreams
 }
 
 export interface ListenAddress {
@@ -193,8 +203,10 @@ export class Daemon {
       ...(allowRegistries ? { allowRegistries } : {}),
     })
     const counters = newCounters()
-    const blobs = new BlobProxy({ store, upstreams, counters, log })
-    const manifests = new ManifestProxy({ store, upstreams, counters, clock, log, maxAgeMs: options.maxAgeMs ?? 0 })
+    const cache = options.store ?? store
+    const upstream = options.upstream ?? upstreams
+    const blobs = new BlobProxy({ store: cache, upstreams: upstream, counters, log })
+    const manifests = new ManifestProxy({ store: cache, upstreams: upstream, counters, clock, log, maxAgeMs: options.maxAgeMs ?? 0 })
     const daemon = new Daemon(options, store, upstreams, blobs, manifests, counters, clock, log, events)
     daemon.lock = lock
     try {
@@ -205,7 +217,7 @@ export class Daemon {
       await daemon.lock.update({ listen: formatListen(daemon.listening), ...(url !== undefined ? { url } : {}) })
       daemon.maintenance.start()
       if (options.refresh) {
-        const warmer = new Warmer({ store, upstreams, manifests, blobs })
+        const warmer = new Warmer({ store: cache, upstreams, manifests, blobs })
         const busy = () => daemon.active > 0
         daemon.refresher = new Refresher({ store, warmer, rateLimits: upstreams.rateLimits, clock, log, busy }, options.refresh)
         daemon.refresher.start()

@@ -56,6 +56,11 @@ export class CountingUpstream {
     return digest
   }
 
+  /** Answers `reference` (a digest, or `repository:tag`) with `bytes` whatever their digest: a lying upstream. */
+  lie(reference: string, bytes: Buffer, mediaType: string): void {
+    this.manifests.set(reference, { bytes, mediaType })
+  }
+
   async getBlob(_repository: string, digest: string): Promise<BlobBody> {
     this.calls.getBlob++
     const bytes = this.blob(digest)

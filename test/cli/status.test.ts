@@ -129,7 +129,8 @@ t.test('dproxy top on a real terminal: the live view of a running daemon, q quit
   child.stderr.on('data', (c: Buffer) => (out += c.toString()))
   const exited = new Promise<number | null>((r) => child.once('exit', r))
   const text = () => out.replace(/\x1b\[[0-9;?]*[A-Za-z]/g, '')
-  await until(() => text().includes('none in progress'), () => `the first frame:\n${out}`)
+  // A frame drawn from the daemon's first snapshot: the stream is subscribed, so no request is missed.
+  await until(() => /dproxy top http:\/\/\S+ · q quits[\s\S]*none in progress/.test(text()), () => `the first frame:\n${out}`)
 
   await pull(d.url, 'alpine', 'latest')
   await until(() => /\d+ hits, [1-9]\d* misses/.test(text()) && text().includes('miss  200 GET /v2/alpine/manifests/latest'), () => `the pull drawn:\n${text()}`)

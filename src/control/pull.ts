@@ -3,7 +3,9 @@
 // come. The daemon does the fetching so that single flight, verification and
 // the upstream mapping are the ones client pulls get. When no daemon runs, one
 // is started in this process for the duration (loopback, a free port, the
-// configured settings), then stopped.
+// configured settings), then stopped; the run then goes to it directly, not
+// over loopback HTTP (which would load a second HTTP client, Node's fetch,
+// before the first image is asked for).
 //
 // Platforms for prefetch: an explicit `--platform` wins over everything the
 // files say (the user asked for exactly that). Without it, each image gets
@@ -67,14 +69,23 @@ export async function pullImages(o: PullOptions): Promise<Summary | RefusedEvent
     ...(o.credentials ? { credentials: o.credentials } : {}),
   })
   try {
-    return await postPull(new AdminClient(daemon.url, { token: daemon.adminToken }), o)
+    const { parsePullRequest, pullTargets, runPull } = await import('../daemon/pull-endpoint.js')
+    const request = parsePullRequest(pullBody(o))
+    let end: Summary | RefusedEvent | undefined
+    await runPull(daemon, request, pullTargets(request), (e) => {
+      o.onEvent(e)
+      if (e.type === 'summary' || e.type === 'refused') end = e
+    })
+    if (!end) throw new DproxyError('INTERNAL', 'the run ended without a summary')
+    return end
   } finally {
     await daemon.stop()
   }
 }
 
-async function postPull(admin: AdminClient, o: PullOptions): Promise<Summary | RefusedEvent> {
-  const body = {
+/** The body of POST /_dproxy/pull (daemon/pull-endpoint.ts) for `o`. */
+function pullBody(o: PullOptions) {
+  return {
     images: o.images.map((image) => {
       const own = o.imagePlatforms?.get(image)
       return own ? { image, platforms: own.map(formatPlatform) } : image
@@ -83,6 +94,10 @@ async function postPull(admin: AdminClient, o: PullOptions): Promise<Summary | R
     jobs: o.jobs,
     ...(o.maxPulls !== undefined ? { maxPulls: o.maxPulls } : {}),
   }
+}
+
+async function postPull(admin: AdminClient, o: PullOptions): Promise<Summary | RefusedEvent> {
+  const body = pullBody(o)
   let end: Summary | RefusedEvent | undefined
   for await (const e of admin.stream<WarmEvent>('POST', '/_dproxy/pull', { body })) {
     o.onEvent(e)

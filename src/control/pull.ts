@@ -17,7 +17,7 @@ import { formatBytes } from '../config/units.js'
 import { DproxyError } from '../errors.js'
 import type { CredentialSource } from '../upstream/auth.js'
 import type { ImageEvent, Platform, PlatformChoice, RefusedEvent, Summary, WarmEvent } from '../proxy/warm.js'
-import { formatPlatform, parsePlatform } from '../proxy/warm.js'
+import { formatPlatform, parsePlatform, parseTarget } from '../proxy/warm.js'
 import { AdminClient, findDaemon } from './admin-client.js'
 
 export interface PullOptions {
@@ -59,6 +59,9 @@ export function formatChoice(choice: PlatformChoice): string {
 export async function pullImages(o: PullOptions): Promise<Summary | RefusedEvent> {
   const running = await findDaemon(o.cacheDir, { stateDir: o.stateDir })
   if (running) return postPull(running.client, o)
+  // Read while the daemon starts and pings the registries: every registry a
+  // run names asks for a token, and the keychain's first answer takes a while.
+  if (o.credentials) for (const registry of registriesOf(o.images)) void o.credentials(registry).catch(() => {})
   const { Daemon } = await import('../daemon/daemon.js')
   const daemon = await Daemon.start({
     hosts: ['127.0.0.1'],
@@ -81,6 +84,18 @@ export async function pullImages(o: PullOptions): Promise<Summary | RefusedEvent
   } finally {
     await daemon.stop()
   }
+}
+
+function registriesOf(images: string[]): Set<string> {
+  const out = new Set<string>()
+  for (const ref of images) {
+    try {
+      out.add(parseTarget(ref).image.registry)
+    } catch {
+      // The run reports it.
+    }
+  }
+  return out
 }
 
 /** The body of POST /_dproxy/pull (daemon/pull-endpoint.ts) for `o`. */

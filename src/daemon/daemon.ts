@@ -58,6 +58,8 @@ export interface DaemonOptions {
   timeouts?: Partial<UpstreamTimeouts>
   /** How long stop() lets in-flight responses run before cutting them. */
   shutdownGraceMs?: number
+  /** How long a request body may take to arrive (body-deadline.ts); an accepted import has no such bound. */
+  requestTimeoutMs?: number
   /**
    * Where the secret that mutating admin requests must carry is kept (guard.ts),
    * normally `<stateDir>/admin-token`; created when missing. Without it the
@@ -80,8 +82,6 @@ export interface DaemonOptions {
   accessLog?: boolean
   /** The largest archive POST /_dproxy/cache/import takes (import-endpoint.ts); default: the free disk. */
   maxImportBytes?: number | undefined
-  /** How long a request body may take to arrive (body-deadline.ts); an accepted import has no such bound. */
-  requestTimeoutMs?: number
 }
 
 export interface ListenAddress {

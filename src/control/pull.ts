@@ -3,7 +3,9 @@
 // come. The daemon does the fetching so that single flight, verification and
 // the upstream mapping are the ones client pulls get. When no daemon runs, one
 // is started in this process for the duration (loopback, a free port, the
-// configured settings), then stopped.
+// configured settings), then stopped; the run then goes to it directly, not
+// over loopback HTTP (which would load a second HTTP client, Node's fetch,
+// before the first image is asked for).
 //
 // Platforms for prefetch: an explicit `--platform` wins over everything the
 // files say (the user asked for exactly that). Without it, each image gets
@@ -15,7 +17,7 @@ import { formatBytes } from '../config/units.js'
 import { DproxyError } from '../errors.js'
 import type { CredentialSource } from '../upstream/auth.js'
 import type { ImageEvent, Platform, PlatformChoice, RefusedEvent, Summary, WarmEvent } from '../proxy/warm.js'
-import { formatPlatform, parsePlatform } from '../proxy/warm.js'
+import { formatPlatform, parsePlatform, parseTarget } from '../proxy/warm.js'
 import { AdminClient, findDaemon } from './admin-client.js'
 
 export interface PullOptions {
@@ -57,6 +59,9 @@ export function formatChoice(choice: PlatformChoice): string {
 export async function pullImages(o: PullOptions): Promise<Summary | RefusedEvent> {
   const running = await findDaemon(o.cacheDir, { stateDir: o.stateDir })
   if (running) return postPull(running.client, o)
+  // Read while the daemon starts and pings the registries: every registry a
+  // run names asks for a token, and the keychain's first answer takes a while.
+  if (o.credentials) for (const registry of registriesOf(o.images)) void o.credentials(registry).catch(() => {})
   const { Daemon } = await import('../daemon/daemon.js')
   const daemon = await Daemon.start({
     hosts: ['127.0.0.1'],
@@ -67,14 +72,35 @@ export async function pullImages(o: PullOptions): Promise<Summary | RefusedEvent
     ...(o.credentials ? { credentials: o.credentials } : {}),
   })
   try {
-    return await postPull(new AdminClient(daemon.url, { token: daemon.adminToken }), o)
+    const { parsePullRequest, pullTargets, runPull } = await import('../daemon/pull-endpoint.js')
+    const request = parsePullRequest(pullBody(o))
+    let end: Summary | RefusedEvent | undefined
+    await runPull(daemon, request, pullTargets(request), (e) => {
+      o.onEvent(e)
+      if (e.type === 'summary' || e.type === 'refused') end = e
+    })
+    if (!end) throw new DproxyError('INTERNAL', 'the run ended without a summary')
+    return end
   } finally {
     await daemon.stop()
   }
 }
 
-async function postPull(admin: AdminClient, o: PullOptions): Promise<Summary | RefusedEvent> {
-  const body = {
+function registriesOf(images: string[]): Set<string> {
+  const out = new Set<string>()
+  for (const ref of images) {
+    try {
+      out.add(parseTarget(ref).image.registry)
+    } catch {
+      // The run reports it.
+    }
+  }
+  return out
+}
+
+/** The body of POST /_dproxy/pull (daemon/pull-endpoint.ts) for `o`. */
+function pullBody(o: PullOptions) {
+  return {
     images: o.images.map((image) => {
       const own = o.imagePlatforms?.get(image)
       return own ? { image, platforms: own.map(formatPlatform) } : image
@@ -83,6 +109,10 @@ async function postPull(admin: AdminClient, o: PullOptions): Promise<Summary | R
     jobs: o.jobs,
     ...(o.maxPulls !== undefined ? { maxPulls: o.maxPulls } : {}),
   }
+}
+
+async function postPull(admin: AdminClient, o: PullOptions): Promise<Summary | RefusedEvent> {
+  const body = pullBody(o)
   let end: Summary | RefusedEvent | undefined
   for await (const e of admin.stream<WarmEvent>('POST', '/_dproxy/pull', { body })) {
     o.onEvent(e)

@@ -40,6 +40,7 @@ import { DaemonEvents, printable } from './events.js'
 import { isMetricsPath, Metrics, serveMetrics } from './metrics.js'
 import { accessLog } from './accesslog.js'
 import { noteOf, routeOf } from '../registry/note.js'
+import { bodyDeadline, REQUEST_TIMEOUT_MS } from './body-deadline.js'
 
 export const DEFAULT_HOSTS = ['127.0.0.1', '::1']
 export const DEFAULT_PORT = 5000
@@ -58,6 +59,8 @@ export interface DaemonOptions {
   timeouts?: Partial<UpstreamTimeouts>
   /** How long stop() lets in-flight responses run before cutting them. */
   shutdownGraceMs?: number
+  /** How long a request body may take to arrive (body-deadline.ts); an accepted import has no such bound. */
+  requestTimeoutMs?: number
   /**
    * Where the secret that mutating admin requests must carry is kept (guard.ts),
    * normally `<stateDir>/admin-token`; created when missing. Without it the
@@ -280,6 +283,7 @@ export class Daemon {
       // Kept: Node lets go of req.socket when it closes the connection after an answer sent mid-upload.
       const socket = req.socket
       const sentBefore = socket.bytesWritten
+      bodyDeadline(req, this.options.requestTimeoutMs ?? REQUEST_TIMEOUT_MS)
       res.on('close', () => {
         this.finished(req, res, socket, started, sentBefore)
         this.active--
@@ -294,7 +298,8 @@ export class Daemon {
     }
     for (const host of hosts) {
       // Without a Host, Node would answer a bare 400 itself; the handlers answer in OCI JSON instead.
-      const server = createServer({ keepAliveTimeout: 30_000, requireHostHeader: false }, onRequest)
+      // requestTimeout: applied per request instead (body-deadline.ts), so that an import may take longer.
+      const server = createServer({ keepAliveTimeout: 30_000, requireHostHeader: false, requestTimeout: 0 }, onRequest)
       server.on('clientError', sendClientError)
       server.on('connection', (socket: Socket) => {
         this.sockets.add(socket)

@@ -23,6 +23,7 @@ import { formatBytes } from '../config/units.js'
 import { DproxyError } from '../errors.js'
 import type { ImportSummary } from '../store/oci-archive.js'
 import type { Store } from '../store/store.js'
+import { liftBodyDeadline } from './body-deadline.js'
 import type { CacheMaintenance } from './maintenance.js'
 
 export const IMPORT_PATH = '/_dproxy/cache/import'
@@ -59,6 +60,8 @@ export async function importEndpoint(deps: ImportEndpointDeps, req: IncomingMess
   }
   const declared = Number(req.headers['content-length'] ?? Number.NaN)
   if (Number.isFinite(declared) && declared > limit) throw tooLarge(`the archive is ${formatBytes(declared)}`)
+  // Accepted: a large archive may take longer to arrive than any other request may.
+  liftBodyDeadline(req)
   async function* bounded(): AsyncGenerator<Buffer> {
     let seen = 0
     for await (const chunk of req as AsyncIterable<Buffer>) {

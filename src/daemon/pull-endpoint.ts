@@ -17,7 +17,7 @@
 
 import type { IncomingMessage, ServerResponse } from 'node:http'
 import { DproxyError } from '../errors.js'
-import { hostPlatform, parsePlatform, parseTarget, Warmer, type Platform, type PlatformChoice, type WarmEvent, type WarmerDeps } from '../proxy/warm.js'
+import { hostPlatform, parsePlatform, parseTarget, Warmer, type Platform, type PlatformChoice, type WarmEvent, type WarmerDeps, type WarmTarget } from '../proxy/warm.js'
 
 const MAX_BODY = 1024 * 1024
 const MAX_IMAGES = 1000
@@ -108,10 +108,7 @@ async function readJson(req: IncomingMessage): Promise<unknown> {
 export async function pullEndpoint(deps: WarmerDeps, req: IncomingMessage, res: ServerResponse): Promise<void> {
   if (req.method !== 'POST') throw new DproxyError('UNSUPPORTED', `${req.method ?? 'GET'} /_dproxy/pull: use POST`, { status: 405 })
   const request = parsePullRequest(await readJson(req))
-  const targets = request.images.map((ref) => {
-    const own = request.imagePlatforms.get(ref)
-    return { ...parseTarget(ref), ...(own ? { platforms: own } : {}) }
-  })
+  const targets = pullTargets(request)
   let gone = false
   res.on('close', () => (gone = true))
   res.statusCode = 200
@@ -121,6 +118,24 @@ export async function pullEndpoint(deps: WarmerDeps, req: IncomingMessage, res: 
   const emit = (e: WarmEvent) => {
     if (!gone) res.write(JSON.stringify(e) + '\n')
   }
+  await runPull(deps, request, targets, emit, () => gone)
+  res.end()
+}
+
+/** The images of a checked request as the warmer takes them; USAGE for a reference it cannot parse. */
+export function pullTargets(request: PullRequest): WarmTarget[] {
+  return request.images.map((ref) => {
+    const own = request.imagePlatforms.get(ref)
+    return { ...parseTarget(ref), ...(own ? { platforms: own } : {}) }
+  })
+}
+
+/**
+ * Runs a checked request, every event to `emit`, the last a summary or a
+ * refusal. Also what `dproxy pull` runs on a daemon it started in its own
+ * process (control/pull.ts): the same run without a loopback HTTP hop.
+ */
+export async function runPull(deps: WarmerDeps, request: PullRequest, targets: WarmTarget[], emit: (e: WarmEvent) => void, cancelled = () => false): Promise<void> {
   try {
     await new Warmer(deps).run(
       targets,
@@ -129,12 +144,11 @@ export async function pullEndpoint(deps: WarmerDeps, req: IncomingMessage, res: 
         jobs: request.jobs,
         dryRun: request.dryRun,
         ...(request.maxPulls !== undefined ? { maxPulls: request.maxPulls } : {}),
-        cancelled: () => gone,
+        cancelled,
       },
       emit,
     )
   } catch (err) {
     emit({ type: 'refused', pulls: 0, reason: err instanceof Error ? err.message : String(err) })
   }
-  res.end()
 }

@@ -60,6 +60,8 @@ const MAX_HELD = 512 * 1024 * 1024
  * allocator's free lists; much larger ones are fresh mappings each time.
  */
 export const READ_CHUNK = 1024 * 1024
+/** Reads of an archive file (readReusing), into two buffers used over and over. */
+const IMPORT_READ = 4 * 1024 * 1024
 /** Writes are batched to this size. */
 const WRITE_BATCH = 4 * 1024 * 1024
 
@@ -209,16 +211,29 @@ export async function exportArchive(store: Store, out: ArchiveOutput, opts: Expo
 }
 
 /**
- * An open file's bytes from its current position, read into one buffer over
- * and over: each chunk is good until the next is asked for, which is what
- * importArchive takes.
+ * An open file's bytes from its current position, read into two buffers in
+ * turn: each chunk is good until the next is asked for, which is what
+ * importArchive takes. The next chunk is read while the consumer hashes and
+ * copies this one, and reads are larger than READ_CHUNK: nothing fresh is
+ * allocated per read here, and each read is a trip through the thread pool.
  */
 export async function* readReusing(fh: FileHandle): AsyncGenerator<Buffer> {
-  const buf = Buffer.allocUnsafe(READ_CHUNK)
-  for (;;) {
-    const { bytesRead } = await fh.read(buf, 0, READ_CHUNK, null)
-    if (bytesRead === 0) return
-    yield buf.subarray(0, bytesRead)
+  const bufs = [Buffer.allocUnsafe(IMPORT_READ), Buffer.allocUnsafe(IMPORT_READ)]
+  const readInto = (buf: Buffer) => fh.read(buf, 0, buf.length, null).then((r) => buf.subarray(0, r.bytesRead))
+  let turn = 0
+  let next: Promise<Buffer> | undefined = readInto(bufs[turn]!)
+  try {
+    for (;;) {
+      const chunk: Buffer = await next
+      next = undefined
+      if (chunk.length === 0) return
+      turn ^= 1
+      next = readInto(bufs[turn]!)
+      yield chunk
+    }
+  } finally {
+    // A consumer that stops early: the read in flight ends before the caller closes the file.
+    await next?.catch(() => {})
   }
 }
 

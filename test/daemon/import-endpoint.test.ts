@@ -3,9 +3,13 @@
 // (method, content type, token, query, size by Content-Length and while
 // streaming, a corrupt archive) changes nothing; a second import waits for
 // no one (409); and a clear sent in the middle of an import runs after it, so
-// it never removes blobs the import verified but had not tagged yet.
+// it never removes blobs the import verified but had not tagged yet. An
+// accepted import may take longer to arrive than the daemon's request
+// timeout; any other body that trickles in past it loses its connection.
 
+import { connect } from 'node:net'
 import { PassThrough, Readable } from 'node:stream'
+import { setTimeout as sleep } from 'node:timers/promises'
 import t, { type Test } from 'tap'
 import { request } from 'undici'
 import type { Daemon } from '../../src/daemon/daemon.js'
@@ -152,4 +156,48 @@ t.test('a clear sent during an import runs after it: no tag is left without the 
   const cleared = (await (await clearing).body.json()) as EvictionSummary
   t.strictSame(cleared.images.map((i) => `${i.registry}/${i.repository}:${i.tag}`), ['docker.io/library/x:1'], 'the clear saw the imported image whole')
   t.equal(await d.store.getTag('docker.io', 'library/x', '1'), undefined, 'and cleared its tag with its blobs')
+})
+
+/**
+ * Sends a request whose `Content-Length`-byte body comes one byte at a time,
+ * `everyMs` apart, until the daemon closes the connection or it is all sent.
+ * Resolves with how many body bytes went out and whether the daemon closed first.
+ */
+async function trickle(d: Daemon, head: string, length: number, everyMs: number): Promise<{ sent: number; cut: boolean }> {
+  const socket = connect(d.port, '127.0.0.1')
+  let closed = false
+  socket.on('close', () => (closed = true))
+  socket.on('error', () => {})
+  socket.on('data', () => {})
+  await new Promise((resolve) => socket.once('connect', resolve))
+  socket.write(`${head}Host: 127.0.0.1:${d.port}\r\nContent-Length: ${length}\r\n\r\n`)
+  let sent = 0
+  while (sent < length && !closed) {
+    await sleep(everyMs)
+    if (!closed) socket.write('x')
+    sent++
+  }
+  const cut = closed
+  socket.destroy()
+  return { sent, cut }
+}
+
+t.test('an accepted import may take longer than the request timeout; other slow bodies are cut', async (t) => {
+  const { bytes, image } = await archive(t)
+  const d = await startDaemon(t, undefined, { requestTimeoutMs: 200 })
+  async function* slowly() {
+    const step = Math.ceil(bytes.length / 6)
+    for (let off = 0; off < bytes.length; off += step) {
+      yield bytes.subarray(off, off + step)
+      await sleep(100)
+    }
+  }
+  const res = await send(d, slowly())
+  t.equal(res.status, 200, 'the import completes, its body having taken about three times the timeout')
+  t.equal((await d.store.getTag('docker.io', 'library/x', '1'))?.digest, image.manifest.digest)
+
+  const get = await trickle(d, 'GET /v2/ HTTP/1.1\r\n', 100, 20)
+  t.ok(get.cut && get.sent < 100, `a registry GET with a trickling body is cut (after ${get.sent} of 100 bytes)`)
+  const refused = await trickle(d, `POST ${IMPORT_PATH} HTTP/1.1\r\nContent-Type: ${ARCHIVE_CONTENT_TYPE}\r\n`, 100, 20)
+  t.ok(refused.cut && refused.sent < 100, `so is an import without the admin token (after ${refused.sent} of 100 bytes)`)
 })

@@ -140,6 +140,33 @@ t.test('an input that reuses its buffer imports the same, and a blob of several 
   }
 })
 
+// The next chunk is read while the consumer holds this one: into the other buffer, never under its feet.
+t.test('readReusing reads ahead without touching the chunk handed out, and lets go when the consumer stops', async (t) => {
+  const dir = t.testdir()
+  const data = randomBytes(9 * 1024 * 1024 + 3)
+  await fs.writeFile(join(dir, 'f'), data)
+  const fh = await fs.open(join(dir, 'f'), 'r')
+  t.teardown(() => fh.close())
+  const seen: Buffer[] = []
+  for await (const chunk of readReusing(fh)) {
+    const copy = Buffer.from(chunk)
+    // Time for the read ahead to land.
+    await new Promise((resolve) => setTimeout(resolve, 20))
+    t.ok(chunk.equals(copy), `chunk ${seen.length} unchanged while held`)
+    seen.push(copy)
+  }
+  t.ok(Buffer.concat(seen).equals(data), 'every byte, in order')
+  t.ok(seen.length >= 3, 'in several chunks')
+
+  const early = await fs.open(join(dir, 'f'), 'r')
+  for await (const chunk of readReusing(early)) {
+    t.ok(chunk.length > 0)
+    break
+  }
+  await early.close()
+  t.pass('closes after a consumer that stopped early')
+})
+
 t.test('--image exports only what it names', async (t) => {
   const { store, redis } = await source(t.testdir())
   const entries = await tarEntries(await exported(store, ['bitnami/redis:7']))

@@ -7,11 +7,9 @@ import fs from 'node:fs'
 import path from 'node:path'
 import t from 'tap'
 import { followLines, lastLines, RotatingLogFile } from '../src/logfile.js'
+import { until } from './helpers/process.js'
 
 const line = (tag: string) => `${tag} ${'z'.repeat(380)}`
-const until = async (done: () => boolean) => {
-  for (let i = 0; i < 200 && !done(); i++) await new Promise((r) => setTimeout(r, 10))
-}
 
 t.test('rotates past the size, keeping the asked number of old files', async (t) => {
   const file = path.join(t.testdir(), 'd.log')
@@ -38,7 +36,7 @@ t.test('the follower prints every line once, in order, across several rotations 
   await new Promise((r) => setTimeout(r, 50))
   // 16 lines of ~400 bytes: three rotations of a 3000-byte file.
   for (let i = 0; i < 16; i++) log.write(`${line(`new${i}`)}\n`)
-  await until(() => got.length >= 16)
+  await until(() => got.length >= 16, 'line 16', 40)
   stop.abort()
   await following
   t.strictSame(got, Array.from({ length: 16 }, (_, i) => `new${i}`))
@@ -52,12 +50,12 @@ t.test('a path missing for a moment is waited out', async (t) => {
   const stop = new AbortController()
   const following = followLines(file, { from: 2, onLine: (l) => got.push(l), signal: stop.signal, pollMs: 20 })
   fs.appendFileSync(file, 'b\n')
-  await until(() => got.length >= 1)
+  await until(() => got.length >= 1, 'line 1', 40)
   fs.renameSync(file, `${file}.1`)
   fs.appendFileSync(`${file}.1`, 'c\n')
   await new Promise((r) => setTimeout(r, 100))
   fs.writeFileSync(file, 'd\n')
-  await until(() => got.length >= 3)
+  await until(() => got.length >= 3, 'line 3', 40)
   stop.abort()
   await following
   t.strictSame(got, ['b', 'c', 'd'])

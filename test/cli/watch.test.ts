@@ -8,6 +8,7 @@ import t, { type Test } from 'tap'
 import { startUpstream } from '../fixtures/upstream.js'
 import { bin, forbidUi, isolatedEnv, runDproxy } from '../helpers/cli.js'
 import { get, startDaemon } from '../helpers/daemon.js'
+import { until } from '../helpers/process.js'
 
 interface Event {
   event: string
@@ -37,15 +38,6 @@ function watch(t: Test, args: string[], env: Record<string, string>): { child: C
       .filter((l) => l !== '')
       .map((l) => JSON.parse(l) as Event)
   return { child, events, err: () => err }
-}
-
-async function until(what: () => boolean, why: string): Promise<void> {
-  // Up to 30 s: a loaded CI machine (fixtures being seeded beside this test) is slow, not wrong.
-  for (let i = 0; i < 600; i++) {
-    if (what()) return
-    await new Promise((r) => setTimeout(r, 50))
-  }
-  throw new Error(`timed out waiting for ${why}`)
 }
 
 t.test('status --watch --json streams a held download, then its request', async (t) => {

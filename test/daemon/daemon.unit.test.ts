@@ -13,6 +13,7 @@ import { MemoryStore } from '../../src/store/memory.js'
 import { ACCEPT_ALL_MANIFESTS } from '../fixtures/images.js'
 import { get, getRaw, settled, startDaemon } from '../helpers/daemon.js'
 import { CountingUpstream } from '../helpers/upstream-double.js'
+import { until } from '../helpers/process.js'
 
 const OCI_MANIFEST = 'application/vnd.oci.image.manifest.v1+json'
 // Odd spacing: anything that re-serialised a manifest would change its digest.
@@ -30,11 +31,6 @@ async function start(t: Test) {
 }
 
 /** Polls until `cond` holds (bounded: 500 rounds of 10 ms). */
-async function until(cond: () => boolean, what: string): Promise<void> {
-  for (let i = 0; i < 500 && !cond(); i++) await new Promise((r) => setTimeout(r, 10))
-  if (!cond()) throw new Error(`timed out waiting for ${what}`)
-}
-
 const outage = () => new DproxyError('UPSTREAM_UNAVAILABLE', 'connection refused')
 
 t.test('a manifest by tag costs a HEAD and a GET, then a HEAD alone while the tag stays put', async (t) => {
@@ -72,12 +68,12 @@ t.test('concurrent GETs of a blob not cached: one upstream fetch feeds every cli
   const clients = 8
 
   const responses = Array.from({ length: clients }, () => getRaw(blobUrl(digest)))
-  await until(() => upstream.held.length > 0, 'the download')
+  await until(() => upstream.held.length > 0, 'the download', 100)
   const body = upstream.held[0]!
   // Clients are let on a download once its first bytes are in the store.
   const MiB = 1024 * 1024
   body.push(bytes.subarray(0, MiB))
-  await until(() => daemon.blobs.downloads()[0]?.clients === clients, `${clients} clients on one download`)
+  await until(() => daemon.blobs.downloads()[0]?.clients === clients, `${clients} clients on one download`, 100)
   for (let at = MiB; at < bytes.length; at += MiB) body.push(bytes.subarray(at, at + MiB))
   body.end()
 

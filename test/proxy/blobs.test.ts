@@ -14,6 +14,7 @@ import type { Fault } from '../fixtures/hub.js'
 import { getRaw, settled, sha256, startDaemon } from '../helpers/daemon.js'
 import type { Daemon } from '../../src/daemon/daemon.js'
 import { parseDigest } from '../../src/oci/digest.js'
+import { until } from '../helpers/process.js'
 
 function alpineLayer(up: Upstream) {
   return up.images.alpine.blobs.find((b) => b.kind === 'layer')!
@@ -23,12 +24,6 @@ async function notCached(t: Test, d: Daemon, digest: string, what: string): Prom
   await settled(d)
   t.equal(await d.store.statBlob(parseDigest(digest)), undefined, `${what}: not cached`)
   t.strictSame((await fs.readdir(d.store.layout.tmpDir)).filter((n) => !n.startsWith('w-')), [], `${what}: temp file removed`)
-}
-
-/** Polls until `cond` holds (bounded: 200 rounds of 10 ms). */
-async function until(cond: () => boolean, what: string): Promise<void> {
-  for (let i = 0; i < 200 && !cond(); i++) await new Promise((r) => setTimeout(r, 10))
-  if (!cond()) throw new Error(`timed out waiting for ${what}`)
 }
 
 t.test('a blob upstream sends without Content-Length reaches the first client whole, chunked', async (t) => {
@@ -97,11 +92,11 @@ t.test('clients joining a download that fails verification see a cut connection,
     up.hub.inject({ kind: 'wrongBytes', digest: layer.digest, at: 'cdn', hold, ...(length ? { length } : {}) })
     const hits = d.counters.cacheHits
     const first = getRaw(url)
-    await until(() => d.blobs.inflight === 1, 'the download')
+    await until(() => d.blobs.inflight === 1, 'the download', 40)
     const full = getRaw(url)
     const ranged = getRaw(url, { range: 'bytes=0-99' })
     const tail = getRaw(url, { range: 'bytes=-10' })
-    await until(() => d.counters.cacheHits === hits + 3, 'three clients joining')
+    await until(() => d.counters.cacheHits === hits + 3, 'three clients joining', 40)
     release()
     for (const [name, res] of [['first', await first], ['joined', await full], ['ranged 0-99', await ranged], ['suffix', await tail]] as const) {
       t.notOk(res.complete, `${what}, ${name}: cut connection`)
@@ -120,14 +115,14 @@ async function heldDownload(t: Test) {
   let release!: () => void
   up.hub.inject({ kind: 'length', digest: layer.digest, at: 'cdn', hold: new Promise<void>((r) => (release = r)) })
   const first = getRaw(url)
-  await until(() => d.blobs.inflight === 1, 'the download')
+  await until(() => d.blobs.inflight === 1, 'the download', 40)
   return { up, d, layer, url, first, release }
 }
 
 t.test('a range inside a download that verifies is served whole', async (t) => {
   const { up, d, layer, url, first, release } = await heldDownload(t)
   const ranged = getRaw(url, { range: 'bytes=0-99' })
-  await until(() => d.counters.cacheHits === 1, 'the ranged client joining')
+  await until(() => d.counters.cacheHits === 1, 'the ranged client joining', 40)
   release()
   const [a, b] = [await first, await ranged]
   t.ok(a.complete && sha256(a.body) === layer.digest)
@@ -145,7 +140,7 @@ t.test('a client that leaves a held download no longer counts among its clients;
   const clients = () => d.blobs.downloads().map((x) => x.clients)
   t.strictSame(clients(), [2], 'two clients on the download')
   res.destroy()
-  await until(() => clients()[0] === 1, 'the client that left to be let go')
+  await until(() => clients()[0] === 1, 'the client that left to be let go', 40)
   t.strictSame(clients(), [1])
   release()
   const got = await staying

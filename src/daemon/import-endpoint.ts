@@ -17,10 +17,10 @@
 // the rest of the body after the answer (so the client gets the answer rather
 // than a reset), except past the size bound, where the connection is closed.
 
-import { promises as fs } from 'node:fs'
 import type { IncomingMessage, ServerResponse } from 'node:http'
 import { formatBytes } from '../config/units.js'
 import { DproxyError } from '../errors.js'
+import { diskSpace } from '../fs.js'
 import type { ImportSummary } from '../store/oci-archive.js'
 import type { Store } from '../store/store.js'
 import { liftBodyDeadline } from './body-deadline.js'
@@ -51,7 +51,8 @@ export async function importEndpoint(deps: ImportEndpointDeps, req: IncomingMess
   if (type !== ARCHIVE_CONTENT_TYPE) {
     throw new DproxyError('UNSUPPORTED', `${IMPORT_PATH} takes Content-Type ${ARCHIVE_CONTENT_TYPE}, not '${type.slice(0, 100)}'`, { status: 415 })
   }
-  const limit = deps.options.maxImportBytes ?? (await freeBytes(deps.store.root))
+  // Without a configured bound, the free space; unbounded when the system cannot say (the disk then says it).
+  const limit = deps.options.maxImportBytes ?? (await diskSpace(deps.store.root))?.free ?? Number.POSITIVE_INFINITY
   const tooLarge = (what: string) => {
     // Past the bound, reading the rest only to drop it is what the bound is against.
     res.setHeader('connection', 'close')
@@ -71,10 +72,4 @@ export async function importEndpoint(deps: ImportEndpointDeps, req: IncomingMess
     }
   }
   return deps.maintenance.import(bounded(), { force })
-}
-
-/** Bytes this user may still write where the cache lives; unbounded when the system cannot say (the disk then says it). */
-async function freeBytes(dir: string): Promise<number> {
-  const st = await fs.statfs(dir).catch(() => undefined)
-  return st ? st.bavail * st.bsize : Number.POSITIVE_INFINITY
 }

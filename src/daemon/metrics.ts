@@ -13,9 +13,9 @@
 // label takes the first MAX_REGISTRIES names, later ones are `other`, and a
 // family keeps at most MAX_SERIES label sets.
 
-import { promises as fs } from 'node:fs'
 import type { IncomingMessage, ServerResponse } from 'node:http'
 import { DproxyError } from '../errors.js'
+import { diskSpace } from '../fs.js'
 import type { Logger } from '../log.js'
 import { isLoopbackHost } from '../net.js'
 import { sendError } from '../registry/errors.js'
@@ -244,8 +244,8 @@ export class Metrics {
     counterFrom('dproxy_cache_evictions_total', 'Images evicted by the size and age limits.', [], () => one(src.evicted().images))
     counterFrom('dproxy_cache_evicted_bytes_total', 'Bytes freed by evictions.', [], () => one(src.evicted().bytes))
     gaugeFrom('dproxy_disk_free_bytes', 'Bytes available to dproxy on the cache file system.', [], async () => {
-      const st = await fs.statfs(src.cacheDir).catch(() => undefined)
-      return st ? one(st.bavail * st.bsize) : []
+      const space = await diskSpace(src.cacheDir)
+      return space ? one(space.free) : []
     })
     gaugeFrom('dproxy_cache_writable', '1 while the cache takes writes, 0 while the disk refuses them.', [], async () => one(src.writable() ? 1 : 0))
     return registers[0]!

@@ -22,6 +22,7 @@ import { parse as parseToml } from 'smol-toml'
 import { parse as parseYaml } from 'yaml'
 import { formatBytes } from '../config/units.js'
 import type { ImageFailures } from '../daemon/failures.js'
+import { diskSpace } from '../fs.js'
 import { AdminClient } from '../control/admin-client.js'
 import { collectStatus, describeLimit, headroom, type CollectStatusOptions, type StatusSnapshot } from '../control/status.js'
 import { isLoopbackHost } from '../net.js'
@@ -381,10 +382,9 @@ async function daemonChecks(o: DoctorOptions, snapshot: StatusSnapshot, told: { 
         ? { name: 'cache', level: daemon.running ? 'fail' : 'warn', detail: `${cacheDir} does not exist (dproxy creates it when it starts)` }
         : { name: 'cache', level: 'fail', detail: `${cacheDir} is not writable (${writable})`, fix: `chown -R "$(id -un)" ${cacheDir}` },
   )
-  const disk = await fs.statfs(cacheDir).catch(() => undefined)
+  const disk = await diskSpace(cacheDir)
   if (disk) {
-    const free = disk.bavail * disk.bsize
-    const total = disk.blocks * disk.bsize
+    const { free, total } = disk
     const low = free < 1024 ** 3 || (total > 0 && free / total < 0.05)
     checks.push({
       name: 'disk',

@@ -42,9 +42,10 @@ import { pipeline } from 'node:stream/promises'
 import { DproxyError, truncate } from '../errors.js'
 import { ContentCheck, parseDigest, type Digest } from '../oci/digest.js'
 import { OCI_INDEX } from '../oci/media-types.js'
-import { parseReference, resolveImageName } from '../oci/reference.js'
+import { referencedDigests } from '../oci/manifest.js'
+import { parseTaggedReference } from '../oci/reference.js'
 import type { ImageSelector } from './evict.js'
-import { descriptors, inventory, type CacheUnit } from './inventory.js'
+import { inventory, type CacheUnit } from './inventory.js'
 import type { Store } from './store.js'
 import { endOfArchive, fileHeader, padding, readTar } from './tar.js'
 
@@ -418,9 +419,11 @@ export async function importArchive(
       skipped.push({ image: `@${truncate(digest)}`, reason: `no ${REF_NAME} annotation: no tag to record` })
       continue
     }
-    const name = parseRefName(refName)
-    if (typeof name === 'string') {
-      skipped.push({ image: truncate(refName), reason: name })
+    let name: ReturnType<typeof parseTaggedReference>
+    try {
+      name = parseTaggedReference(refName)
+    } catch (err) {
+      skipped.push({ image: truncate(refName), reason: err instanceof Error ? err.message : String(err) })
       continue
     }
     const ref = `${name.registry}/${name.repository}:${name.tag}`
@@ -521,7 +524,7 @@ async function walkImage(
   const mediaType = own || descriptorType
   if (!mediaType) throw archiveError(`manifest ${d} says no media type`, where)
   plan.manifests.set(d, mediaType)
-  const refs = descriptors(bytes)
+  const refs = referencedDigests(bytes)
   for (const b of refs.blobs) {
     if (small.has(b) || stored.has(b)) plan.blobs.add(b)
     else if ((await store.statBlob(parseDigest(b))) !== undefined) stored.add(b)
@@ -531,22 +534,6 @@ async function walkImage(
   for (const c of refs.children) {
     const desc = children.find((x) => x?.digest === c)
     await walkImage(store, small, stored, plan, c, typeof desc?.mediaType === 'string' ? desc.mediaType : '', false, where)
-  }
-}
-
-/** `registry/repository:tag` from a ref.name, or why it names no image we can record. */
-export function parseRefName(refName: string): { registry: string; repository: string; tag: string } | string {
-  if (refName.includes('@')) return 'a reference by digest names no tag to record'
-  const slash = refName.lastIndexOf('/')
-  const colon = refName.indexOf(':', slash + 1)
-  if (colon < 0) return slash < 0 ? 'a tag without an image name' : 'a name without a tag'
-  if (colon === 0) return 'a tag without an image name'
-  try {
-    const ref = parseReference(refName.slice(colon + 1))
-    if (ref.kind !== 'tag') return 'a name without a tag'
-    return { ...resolveImageName(refName.slice(0, colon)), tag: ref.tag }
-  } catch (err) {
-    return err instanceof Error ? err.message : String(err)
   }
 }
 

@@ -13,7 +13,7 @@ import t from 'tap'
 import { isDproxyError } from '../../src/errors.js'
 import { parseImageSelector } from '../../src/store/evict.js'
 import { listImages } from '../../src/store/inventory.js'
-import { CHECKED_AT, exportArchive, importArchive, parseRefName, readReusing, REF_NAME } from '../../src/store/oci-archive.js'
+import { CHECKED_AT, exportArchive, importArchive, readReusing, REF_NAME } from '../../src/store/oci-archive.js'
 import { Store, walk } from '../../src/store/store.js'
 import { endOfArchive, fileHeader, padding, readTar } from '../../src/store/tar.js'
 import { putBlob, putIndex, putImage, putManifest, tag } from '../helpers/cache.js'
@@ -239,18 +239,6 @@ t.test('a cached tag newer than the archive is kept unless forced; an older one 
   const forced = await importArchive(target, once(tar), { force: true })
   t.strictSame(forced.images.sort(), ['docker.io/bitnami/redis:7', 'docker.io/library/alpine:latest'])
   t.equal((await target.getTag('docker.io', 'library/alpine', 'latest'))?.digest, alpine.manifest.digest)
-})
-
-t.test('ref names: full, bare (Docker Hub), and the ones that name no tag', async (t) => {
-  t.strictSame(parseRefName('docker.io/library/alpine:latest'), { registry: 'docker.io', repository: 'library/alpine', tag: 'latest' })
-  t.strictSame(parseRefName('ghcr.io/o/i:1.0'), { registry: 'ghcr.io', repository: 'o/i', tag: '1.0' })
-  t.strictSame(parseRefName('localhost:5000/x:2'), { registry: 'localhost:5000', repository: 'x', tag: '2' })
-  t.strictSame(parseRefName('alpine:3.19'), { registry: 'docker.io', repository: 'library/alpine', tag: '3.19' })
-  t.strictSame(parseRefName('bitnami/redis:7'), { registry: 'docker.io', repository: 'bitnami/redis', tag: '7' })
-  t.match(parseRefName('latest'), /without an image name/)
-  t.match(parseRefName('docker.io/library/alpine'), /without a tag/)
-  t.match(parseRefName('alpine@sha256:' + 'a'.repeat(64)), /by digest/)
-  t.match(parseRefName('../../etc:x'), /invalid repository name/)
 })
 
 t.test('an entry without a usable name is reported and skipped', async (t) => {

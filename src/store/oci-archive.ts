@@ -42,7 +42,7 @@ import { pipeline } from 'node:stream/promises'
 import { DproxyError, truncate } from '../errors.js'
 import { ContentCheck, parseDigest, type Digest } from '../oci/digest.js'
 import { OCI_INDEX } from '../oci/media-types.js'
-import { referencedDigests } from '../oci/manifest.js'
+import { blobsOf, parseManifest, type Manifest } from '../oci/manifest.js'
 import { parseTaggedReference } from '../oci/reference.js'
 import type { ImageSelector } from './evict.js'
 import { inventory, type CacheUnit } from './inventory.js'
@@ -519,22 +519,22 @@ async function walkImage(
     if (isRoot) throw archiveError(`its manifest ${d} is neither in the archive nor cached`, where)
     return
   }
-  const doc = parseJson(bytes, `blobs/${d.replace(':', '/')}`)
-  const own = isObject(doc) && typeof doc.mediaType === 'string' ? doc.mediaType : ''
-  const mediaType = own || descriptorType
-  if (!mediaType) throw archiveError(`manifest ${d} says no media type`, where)
-  plan.manifests.set(d, mediaType)
-  const refs = referencedDigests(bytes)
-  for (const b of refs.blobs) {
+  let m: Manifest
+  try {
+    m = parseManifest(bytes, { mediaType: descriptorType })
+  } catch (err) {
+    throw archiveError(err instanceof Error ? err.message : String(err), `blobs/${d.replace(':', '/')}`, err)
+  }
+  if (!m.mediaType) throw archiveError(`manifest ${d} says no media type`, where)
+  plan.manifests.set(d, m.mediaType)
+  for (const b of new Set(blobsOf(m).map((x) => x.digest.value))) {
     if (small.has(b) || stored.has(b)) plan.blobs.add(b)
     else if ((await store.statBlob(parseDigest(b))) !== undefined) stored.add(b)
     else throw archiveError(`blob ${b} of manifest ${d} is neither in the archive nor cached`, where)
   }
-  const children = isObject(doc) && Array.isArray(doc.manifests) ? (doc.manifests as IndexDescriptor[]) : []
-  for (const c of refs.children) {
-    const desc = children.find((x) => x?.digest === c)
-    await walkImage(store, small, stored, plan, c, typeof desc?.mediaType === 'string' ? desc.mediaType : '', false, where)
-  }
+  const children = new Map<string, string>()
+  for (const c of m.manifests) if (!children.has(c.digest.value)) children.set(c.digest.value, c.mediaType ?? '')
+  for (const [c, mediaType] of children) await walkImage(store, small, stored, plan, c, mediaType, false, where)
 }
 
 function checkedAtOf(value: unknown): number {

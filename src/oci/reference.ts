@@ -37,13 +37,18 @@ export type Reference = { kind: 'tag'; tag: string } | { kind: 'digest'; digest:
 
 export function parseReference(value: string): Reference {
   if (value.includes(':')) return { kind: 'digest', digest: parseDigest(value) }
+  return { kind: 'tag', tag: parseTag(value) }
+}
+
+/** A tag (at most 128 characters, no leading `.` or `-`); MANIFEST_INVALID otherwise. */
+function parseTag(value: string): string {
   if (!tagRe.test(value)) {
     throw new DproxyError('MANIFEST_INVALID', `invalid tag '${truncate(value)}'`, {
       status: 400,
       detail: { tag: truncate(value) },
     })
   }
-  return { kind: 'tag', tag: value }
+  return value
 }
 
 function looksLikeHost(component: string): boolean {
@@ -133,13 +138,7 @@ export function parseImageReference(raw: string): ImageReference {
   const hasTag = colon > nameAndTag.lastIndexOf('/')
   const name = hasTag ? nameAndTag.slice(0, colon) : nameAndTag
   if (name.length === 0) throw invalidReference('no image name')
-  let tag: string | undefined
-  if (hasTag) {
-    const parsed = parseReference(nameAndTag.slice(colon + 1))
-    // Unreachable (a tag has no colon), kept so a digest can never pass as a tag.
-    if (parsed.kind !== 'tag') throw invalidReference('a digest where the tag belongs')
-    tag = parsed.tag
-  }
+  const tag = hasTag ? parseTag(nameAndTag.slice(colon + 1)) : undefined
   return { ...resolveImageName(name), ...(tag !== undefined ? { tag } : {}), ...(digest !== undefined ? { digest } : {}) }
 }
 

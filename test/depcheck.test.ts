@@ -27,6 +27,14 @@ const LAYERS: string[][] = [
 ]
 /** Imports between folders of one layer that are allowed, as "from->to": the upstream client sends logins. */
 const SIDEWAYS = new Set(['upstream->credentials', 'oci->(root)'])
+/**
+ * Folders held to less than their layer allows: the project scanner reads
+ * files and names images with oci/'s vocabulary, nothing of the proxy or the
+ * daemon, so `dproxy prefetch --dry-run` loads no more than that.
+ */
+const NARROW: Record<string, string[]> = {
+  'control/scan': ['control/scan', 'oci', '(root)'],
+}
 
 interface Import {
   file: string
@@ -71,6 +79,12 @@ function rank(folder: string): number {
 
 /** Why `imp` breaks the order, or undefined when it is allowed. */
 function violation(imp: Import): string | undefined {
+  const narrow = Object.keys(NARROW).find((dir) => imp.file.startsWith(`${dir}/`))
+  if (narrow && imp.target !== undefined) {
+    const allowed = NARROW[narrow]!
+    const ok = allowed.some((dir) => (dir === '(root)' ? !imp.target!.includes('/') : imp.target!.startsWith(`${dir}/`)))
+    if (!ok) return `${narrow} imports only ${allowed.join(', ')}`
+  }
   const from = folderOf(imp.file)
   if (imp.target === undefined) {
     const ui = /^(ink|react)(\/|$)|^ink-/.test(imp.spec)
@@ -136,4 +150,9 @@ t.test('the check itself: an upward, a sideways and a UI import are caught', asy
   t.equal(violation(at('upstream/auth.ts', '../credentials/credential.js')), undefined)
   t.equal(violation(at('cli/status.ts', '../ui/StatusView.js')), undefined)
   t.equal(violation(at('control/status.ts', '../daemon/admin.js')), undefined)
+  t.match(violation(at('control/scan/index.ts', '../../proxy/warm.js')), /control\/scan imports only/)
+  t.match(violation(at('control/scan/index.ts', '../admin-client.js')), /control\/scan imports only/)
+  t.equal(violation(at('control/scan/index.ts', '../../oci/platform.js')), undefined)
+  t.equal(violation(at('control/scan/index.ts', './compose.js')), undefined)
+  t.equal(violation(at('control/scan/index.ts', '../../errors.js')), undefined)
 })

@@ -15,7 +15,7 @@
 import type { Command } from 'commander'
 import { formatChoice, prefetchChoice } from '../control/pull.js'
 import type { FindResult } from '../control/scan/index.js'
-import { formatPlatform, hostPlatform, parsePlatforms, type Platform, type PlatformChoice } from '../proxy/warm.js'
+import { formatPlatform, hostPlatform, parsePlatforms, type Platform, type PlatformChoice } from '../oci/platform.js'
 import type { CliContext } from './program.js'
 import { addPullOptions, fetchImages, type PullFlags } from './pull.js'
 

@@ -12,11 +12,12 @@
 import type { Command } from 'commander'
 import { resolveSettings } from '../config/settings.js'
 import { describeImage, formatPulls, formatSummary, pullImages, stateWords } from '../control/pull.js'
-import { normalizeReference } from '../control/scan/reference.js'
 import { openCredentialStore } from '../credentials/index.js'
 import { DproxyError } from '../errors.js'
 import { silentLogger } from '../log.js'
-import { hostPlatform, parsePlatforms, type Platform, type RefusedEvent, type Summary, type WarmEvent } from '../proxy/warm.js'
+import { hostPlatform, parsePlatforms, type Platform } from '../oci/platform.js'
+import { canonicalReference } from '../oci/reference.js'
+import type { RefusedEvent, Summary, WarmEvent } from '../proxy/warm.js'
 import { storedCredentials } from '../upstream/login.js'
 import type { CliContext } from './program.js'
 import { wantsInteractive } from './status.js'
@@ -38,7 +39,7 @@ export function registerPullCommand(program: Command, ctx: CliContext): void {
   )
     .addHelpText('after', '\nExit status: 0 all cached, 1 an image failed or the run was refused, 2 usage error. See dproxy-pull(1).')
     .action(async (images: string[], flags: PullFlags) => {
-      await fetchImages(images.map((i) => normalizeReference(i).ref), flags, ctx)
+      await fetchImages(images.map((i) => canonicalReference(i).ref), flags, ctx)
     })
 }
 

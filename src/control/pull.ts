@@ -16,8 +16,9 @@
 import { formatBytes } from '../config/units.js'
 import { DproxyError } from '../errors.js'
 import type { CredentialSource } from '../upstream/auth.js'
-import type { ImageEvent, Platform, PlatformChoice, RefusedEvent, Summary, WarmEvent } from '../proxy/warm.js'
-import { formatPlatform, parsePlatform, parseTarget } from '../proxy/warm.js'
+import { formatPlatform, parsePlatform, type Platform, type PlatformChoice } from '../oci/platform.js'
+import { parseImageReference } from '../oci/reference.js'
+import type { ImageEvent, RefusedEvent, Summary, WarmEvent } from '../proxy/warm.js'
 import { AdminClient, findDaemon } from './admin-client.js'
 
 export interface PullOptions {
@@ -90,7 +91,7 @@ function registriesOf(images: string[]): Set<string> {
   const out = new Set<string>()
   for (const ref of images) {
     try {
-      out.add(parseTarget(ref).image.registry)
+      out.add(parseImageReference(ref).registry)
     } catch {
       // The run reports it.
     }

@@ -17,7 +17,9 @@
 
 import type { IncomingMessage, ServerResponse } from 'node:http'
 import { DproxyError } from '../errors.js'
-import { hostPlatform, parsePlatform, parseTarget, Warmer, type Platform, type PlatformChoice, type WarmEvent, type WarmerDeps, type WarmTarget } from '../proxy/warm.js'
+import { hostPlatform, MAX_PLATFORMS, parsePlatform, type Platform, type PlatformChoice } from '../oci/platform.js'
+import { manifestReference, parseImageReference } from '../oci/reference.js'
+import { Warmer, type WarmEvent, type WarmerDeps, type WarmTarget } from '../proxy/warm.js'
 
 const MAX_BODY = 1024 * 1024
 const MAX_IMAGES = 1000
@@ -79,9 +81,9 @@ export function parsePullRequest(body: unknown): PullRequest {
   return { images: [...new Set(images)], imagePlatforms, platforms, jobs, ...(maxPulls !== undefined ? { maxPulls } : {}), dryRun: o.dryRun === true }
 }
 
-/** 1 to 32 platforms (a bad one throws parsePlatform's USAGE), or undefined when `value` is no such list. */
+/** 1 to MAX_PLATFORMS platforms (a bad one throws parsePlatform's USAGE), or undefined when `value` is no such list. */
 function platformList(value: unknown): Platform[] | undefined {
-  if (!Array.isArray(value) || value.length === 0 || value.length > 32 || !value.every((p) => typeof p === 'string')) return undefined
+  if (!Array.isArray(value) || value.length === 0 || value.length > MAX_PLATFORMS || !value.every((p) => typeof p === 'string')) return undefined
   return value.map(parsePlatform)
 }
 
@@ -126,7 +128,8 @@ export async function pullEndpoint(deps: WarmerDeps, req: IncomingMessage, res: 
 export function pullTargets(request: PullRequest): WarmTarget[] {
   return request.images.map((ref) => {
     const own = request.imagePlatforms.get(ref)
-    return { ...parseTarget(ref), ...(own ? { platforms: own } : {}) }
+    const r = parseImageReference(ref)
+    return { ref, image: { registry: r.registry, repository: r.repository }, reference: manifestReference(r), ...(own ? { platforms: own } : {}) }
   })
 }
 

@@ -13,7 +13,8 @@
 
 import type { Clock } from '../clock.js'
 import type { Logger } from '../log.js'
-import { hostPlatform, type Warmer } from '../proxy/warm.js'
+import { hostPlatform } from '../oci/platform.js'
+import type { Warmer } from '../proxy/warm.js'
 import { inventory } from '../store/inventory.js'
 import type { Store } from '../store/store.js'
 import type { RateLimitBook } from '../upstream/ratelimit.js'

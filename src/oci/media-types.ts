@@ -12,3 +12,8 @@ export const MANIFEST_MEDIA_TYPES = [DOCKER_MANIFEST, DOCKER_MANIFEST_LIST, OCI_
 
 export const DOCKER_CONFIG = 'application/vnd.docker.container.image.v1+json'
 export const DOCKER_LAYER_GZIP = 'application/vnd.docker.image.rootfs.diff.tar.gzip'
+
+/** The two types whose descriptors are other manifests (one per platform). */
+export function isIndexMediaType(mediaType: string): boolean {
+  return mediaType === DOCKER_MANIFEST_LIST || mediaType === OCI_INDEX
+}

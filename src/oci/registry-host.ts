@@ -1,7 +1,7 @@
 // One spelling per registry host. Docker Hub answers to several host names
 // (index.docker.io is what `docker login` stores, registry-1.docker.io is where
 // the API lives); image names, credentials, upstream overrides and cache keys
-// must all agree on 'docker.io'. The host grammar (name[:port], IPv4, [IPv6])
+// must all agree on 'docker.io', and only registryOrigin knows the API host. The host grammar (name[:port], IPv4, [IPv6])
 // is checked here before a host becomes a file name or an upstream URL.
 
 import { isIPv4, isIPv6 } from 'node:net'
@@ -9,7 +9,19 @@ import { DproxyError } from '../errors.js'
 
 export const DOCKER_HUB = 'docker.io'
 
+/** Where Docker Hub's registry API lives: not at its image-name host. */
+const DOCKER_HUB_API = 'https://registry-1.docker.io'
+
 const dockerHubAliases = new Set(['docker.io', 'index.docker.io', 'registry-1.docker.io', 'registry.docker.io'])
+
+/**
+ * The URL of a registry's API when nothing maps the registry elsewhere: what
+ * dproxy contacts upstream, and the origin clients are told to fall back to.
+ * Every registry but Docker Hub serves it over HTTPS at its own host.
+ */
+export function registryOrigin(registry: string): string {
+  return registry === DOCKER_HUB ? DOCKER_HUB_API : `https://${registry}`
+}
 
 /** Folds Docker Hub's aliases into 'docker.io' and lower-cases; for hosts already checked. */
 export function canonicalRegistry(host: string): string {

@@ -20,18 +20,11 @@ import type { Upstreams } from '../upstream/client.js'
 import type { BlobProxy } from './blobs.js'
 import type { ManifestProxy, ManifestResult, TagCheck } from './manifests.js'
 import { DOCKER_HUB } from '../oci/registry-host.js'
-import { parseDigest, type Digest } from '../oci/digest.js'
-import { parseReference, resolveImageName, type ImageName, type Reference } from '../oci/reference.js'
-
-/** `os/architecture[/variant]` as users write it (`linux/arm64`, `linux/arm/v7`). */
-export interface Platform {
-  os: string
-  architecture: string
-  variant?: string
-}
-
-/** Which children of an index to fetch: some platforms, all of them, or those cached before (refresh). */
-export type PlatformChoice = { kind: 'list'; platforms: Platform[] } | { kind: 'all' } | { kind: 'cached'; fallback: Platform[] }
+import { parseDigest } from '../oci/digest.js'
+import { blobsOf, parseManifest, type Descriptor } from '../oci/manifest.js'
+import { isIndexMediaType } from '../oci/media-types.js'
+import { formatPlatform, platformMatches, type Platform, type PlatformChoice } from '../oci/platform.js'
+import type { ImageName, Reference } from '../oci/reference.js'
 
 export interface WarmTarget {
   /** The reference as given, canonical (`docker.io/library/alpine:latest`). */
@@ -112,8 +105,6 @@ export interface WarmerDeps {
   blobs: BlobProxy
 }
 
-/** Longest reference accepted (a 255-char repository, a host, a tag and a sha512 digest fit). */
-const MAX_REF = 600
 /** Bytes between two progress events of one image. */
 const PROGRESS_STEP = 512 * 1024
 /**
@@ -125,107 +116,16 @@ const BLOB_JOBS = 4
 /** Tags HEADed at the same time by plan(), whatever `jobs` is: HEADs are free and small, and nothing is fetched until all have answered. */
 const PLAN_JOBS = 8
 
-const INDEX_TYPES = new Set(['application/vnd.docker.distribution.manifest.list.v2+json', 'application/vnd.oci.image.index.v1+json'])
-
-/** The platform this machine runs containers of: linux on the host's architecture. */
-export function hostPlatform(arch: string = process.arch): Platform {
-  const map: Record<string, Platform> = {
-    x64: { os: 'linux', architecture: 'amd64' },
-    arm64: { os: 'linux', architecture: 'arm64' },
-    arm: { os: 'linux', architecture: 'arm', variant: 'v7' },
-    ia32: { os: 'linux', architecture: '386' },
-    ppc64: { os: 'linux', architecture: 'ppc64le' },
-    s390x: { os: 'linux', architecture: 's390x' },
-    riscv64: { os: 'linux', architecture: 'riscv64' },
-  }
-  return map[arch] ?? { os: 'linux', architecture: arch }
-}
-
-/** Parses `linux/amd64,linux/arm64/v8` or `all`. */
-export function parsePlatforms(value: string): PlatformChoice {
-  if (value.trim() === 'all') return { kind: 'all' }
-  const platforms = value
-    .split(',')
-    .map((p) => p.trim())
-    .filter((p) => p !== '')
-    .map(parsePlatform)
-  if (platforms.length === 0 || platforms.length > 32) {
-    throw new DproxyError('USAGE', `expected platforms like 'linux/amd64,linux/arm64' or 'all', got '${value.slice(0, 80)}'`)
-  }
-  return { kind: 'list', platforms }
-}
-
-export function parsePlatform(value: string): Platform {
-  const m = /^([a-z0-9]{1,32})\/([a-z0-9_]{1,32})(?:\/([a-z0-9]{1,32}))?$/.exec(value)
-  if (!m) throw new DproxyError('USAGE', `expected a platform like 'linux/amd64' or 'linux/arm/v7', got '${value.slice(0, 80)}'`)
-  return { os: m[1]!, architecture: m[2]!, ...(m[3] !== undefined ? { variant: m[3] } : {}) }
-}
-
-export function formatPlatform(p: Platform): string {
-  return `${p.os}/${p.architecture}${p.variant ? `/${p.variant}` : ''}`
-}
-
-/** A canonical reference (`registry/repository[:tag][@digest]`) as the daemon accepts it; a digest wins over a tag. */
-export function parseTarget(raw: string): WarmTarget {
-  if (typeof raw !== 'string' || raw.length === 0 || raw.length > MAX_REF || /\s/.test(raw)) {
-    throw new DproxyError('USAGE', `expected an image reference like 'docker.io/library/alpine:latest', got '${String(raw).slice(0, 80)}'`)
-  }
-  const at = raw.indexOf('@')
-  const nameAndTag = at < 0 ? raw : raw.slice(0, at)
-  const colon = nameAndTag.lastIndexOf(':')
-  const hasTag = colon > nameAndTag.lastIndexOf('/')
-  const image = resolveImageName(hasTag ? nameAndTag.slice(0, colon) : nameAndTag)
-  const reference: Reference =
-    at >= 0 ? { kind: 'digest', digest: parseDigest(raw.slice(at + 1)) } : parseReference(hasTag ? nameAndTag.slice(colon + 1) : 'latest')
-  return { ref: raw, image, reference }
-}
-
-interface Descriptor {
-  digest: Digest
-  size: number
-  platform?: Platform
-}
-
 interface ParsedManifest {
   index: boolean
   children: Descriptor[]
   blobs: Descriptor[]
 }
 
-/** Reads the descriptors of a manifest (the bytes were verified against their digest already). */
-function parseManifest(m: Pick<ManifestResult, 'bytes' | 'mediaType'>): ParsedManifest {
-  let doc: unknown
-  try {
-    doc = JSON.parse(m.bytes.toString('utf8'))
-  } catch {
-    throw new DproxyError('MANIFEST_INVALID', 'the manifest is not JSON')
-  }
-  const o = (doc ?? {}) as { manifests?: unknown; config?: unknown; layers?: unknown }
-  const list = (v: unknown): Descriptor[] => (Array.isArray(v) ? v.map(descriptor) : [])
-  const index = INDEX_TYPES.has(m.mediaType) || Array.isArray(o.manifests)
-  return {
-    index,
-    children: index ? list(o.manifests) : [],
-    blobs: index ? [] : [...(o.config !== undefined ? [descriptor(o.config)] : []), ...list(o.layers)],
-  }
-}
-
-function descriptor(v: unknown): Descriptor {
-  const o = (v ?? {}) as { digest?: unknown; size?: unknown; platform?: unknown }
-  if (typeof o.digest !== 'string') throw new DproxyError('MANIFEST_INVALID', 'a descriptor has no digest')
-  const size = typeof o.size === 'number' && Number.isSafeInteger(o.size) && o.size >= 0 ? o.size : 0
-  const p = (o.platform ?? undefined) as { os?: unknown; architecture?: unknown; variant?: unknown } | undefined
-  const platform =
-    p && typeof p.os === 'string' && typeof p.architecture === 'string'
-      ? { os: p.os, architecture: p.architecture, ...(typeof p.variant === 'string' ? { variant: p.variant } : {}) }
-      : undefined
-  return { digest: parseDigest(o.digest), size, ...(platform ? { platform } : {}) }
-}
-
-/** `linux/arm64` matches any variant of it; `linux/arm64/v8` only that one. */
-function matches(want: Platform, have: Platform | undefined): boolean {
-  if (!have || have.os !== want.os || have.architecture !== want.architecture) return false
-  return want.variant === undefined || want.variant === have.variant
+/** What warming reads of a manifest (its bytes were verified against their digest already): an index's children, or an image's blobs. */
+function readManifest(m: Pick<ManifestResult, 'bytes' | 'mediaType'>): ParsedManifest {
+  const parsed = parseManifest(m.bytes, { mediaType: m.mediaType, strict: true })
+  return { index: parsed.index, children: parsed.index ? parsed.manifests : [], blobs: parsed.index ? [] : blobsOf(parsed) }
 }
 
 const isAttestation = (d: Descriptor) => d.platform?.os === 'unknown' || d.platform === undefined
@@ -349,11 +249,11 @@ export class Warmer {
       mediaType = top?.mediaType ?? ''
     }
     if (!top) {
-      if (!INDEX_TYPES.has(mediaType)) return { pulls: 1, atLeast: t.reference.kind === 'digest' }
+      if (!isIndexMediaType(mediaType)) return { pulls: 1, atLeast: t.reference.kind === 'digest' }
       if (choice.kind === 'list') return { pulls: 1 + choice.platforms.length, atLeast: false }
       return { pulls: 1, atLeast: true }
     }
-    const parsed = parseManifest(top)
+    const parsed = readManifest(top)
     if (!parsed.index) return { pulls: 0, atLeast: false }
     const children = await this.select(t, parsed.children, choice, undefined)
     let pulls = 0
@@ -371,11 +271,11 @@ export class Warmer {
     } else {
       // The platforms of the children the previous index had in the cache.
       wanted = []
-      const old = previous ? parseManifest(previous) : undefined
+      const old = previous ? readManifest(previous) : undefined
       for (const c of old?.children ?? []) if (c.platform && (await this.d.store.hasManifest(c.digest))) wanted.push(c.platform)
       if (wanted.length === 0) wanted = choice.fallback
     }
-    const picked = real.filter((c) => wanted.some((w) => matches(w, c.platform)))
+    const picked = real.filter((c) => wanted.some((w) => platformMatches(w, c.platform)))
     if (picked.length === 0) {
       const has = real.map((c) => (c.platform ? formatPlatform(c.platform) : '?')).join(', ')
       throw new DproxyError('MANIFEST_UNKNOWN', `${t.ref} has no image for ${wanted.map(formatPlatform).join(', ')} (it has ${has || 'none'})`)
@@ -399,14 +299,14 @@ export class Warmer {
       throw new DproxyError('UPSTREAM_UNAVAILABLE', 'upstream is unavailable; the cached version is kept')
     }
     let pulls = top.fetched ? 1 : 0
-    const parsed = parseManifest(top)
+    const parsed = readManifest(top)
     const images: ParsedManifest[] = []
     if (parsed.index) {
       const prev = previous ? { ...previous, stale: false, fetched: false } : undefined
       await pool(await this.select(t, parsed.children, choiceFor(t, o.platforms), prev), BLOB_JOBS, async (c) => {
         const child = await manifests.get(t.image, { kind: 'digest', digest: c.digest }, touch)
         if (child.fetched) pulls++
-        images.push(parseManifest(child))
+        images.push(readManifest(child))
       })
     } else {
       images.push(parsed)

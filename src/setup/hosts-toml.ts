@@ -11,7 +11,8 @@
 
 import { parse, TomlError } from 'smol-toml'
 import { findFence, fenced, invalidFile, readText, underRoot } from './files.js'
-import { mirrorUrl, originUrl, type FileEdit, type SetupOptions, type TargetName } from './targets.js'
+import { registryOrigin } from '../oci/registry-host.js'
+import { mirrorUrl, type FileEdit, type SetupOptions, type TargetName } from './targets.js'
 
 /** Parses TOML or throws the setup refusal with the file's line and column. */
 export function checkToml(text: string, shown: string): Record<string, unknown> {
@@ -30,7 +31,7 @@ function hostTable(address: string): string {
 /** The new text of one hosts.toml (existing text merged), checked by parsing it. */
 export function mergeHostsToml(before: string | undefined, registry: string, address: string, shown: string): string {
   if (before === undefined) {
-    return fenced(`server = "${originUrl(registry)}"\n\n${hostTable(address)}`)
+    return fenced(`server = "${registryOrigin(registry)}"\n\n${hostTable(address)}`)
   }
   checkToml(before, shown)
   let after: string
@@ -38,7 +39,7 @@ export function mergeHostsToml(before: string | undefined, registry: string, add
   if (at) {
     // setup ran before: dproxy's block is replaced in place (a new port, say).
     const ownsServer = /^server = /m.test(before.slice(at[0], at[1]))
-    const body = ownsServer ? `server = "${originUrl(registry)}"\n\n${hostTable(address)}` : hostTable(address)
+    const body = ownsServer ? `server = "${registryOrigin(registry)}"\n\n${hostTable(address)}` : hostTable(address)
     after = before.slice(0, at[0]) + fenced(body) + before.slice(at[1])
   } else {
     const first = /^[ \t]*\[[ \t]*host[ \t]*\./m.exec(before)

@@ -1,9 +1,7 @@
-import { DOCKER_HUB } from '../oci/registry-host.js'
 // The vocabulary every setup target shares: what setup was asked to do, and
 // the file edits a target plans. A target only computes text (before -> after)
 // from what is on disk; setup.ts shows the diffs, writes, records and undoes,
 // the same way for every target.
-
 
 export const TARGETS = ['docker', 'containerd', 'podman', 'buildkit', 'k3s'] as const
 export type TargetName = (typeof TARGETS)[number]
@@ -53,11 +51,6 @@ export interface TargetPlan {
   notes: string[]
   /** The exact command that makes the client read its new config, when one is needed. */
   restart?: string
-}
-
-/** Where a registry's API is, as a client names its origin (`server` in hosts.toml). */
-export function originUrl(registry: string): string {
-  return registry === DOCKER_HUB ? 'https://registry-1.docker.io' : `https://${registry}`
 }
 
 /** dproxy's base URL for clients that want one. */

@@ -34,7 +34,7 @@ import { fileSize, inventory, type CacheUnit, type FileKey, type Inventory } fro
 import { isNotFound, removeFile } from '../fs.js'
 import type { Store } from './store.js'
 import { parseDigest } from '../oci/digest.js'
-import { parseReference, resolveImageName } from '../oci/reference.js'
+import { parseImageReference } from '../oci/reference.js'
 
 export interface ImageSelector {
   registry: string
@@ -120,25 +120,10 @@ export interface PruneSummary extends EvictionSummary {
 export function parseImageSelector(text: string): ImageSelector {
   const fail = (why: string) =>
     new DproxyError('USAGE', `invalid image '${truncate(text)}': ${why}`, { detail: { image: truncate(text) } })
-  let name = text.trim()
-  let tag: string | undefined
-  let digest: string | undefined
   try {
-    const at = name.indexOf('@')
-    if (at >= 0) {
-      digest = parseDigest(name.slice(at + 1)).value
-      name = name.slice(0, at)
-    } else {
-      const colon = name.indexOf(':', name.lastIndexOf('/') + 1)
-      if (colon >= 0) {
-        const ref = parseReference(name.slice(colon + 1))
-        if (ref.kind !== 'tag') throw fail('expected NAME[:TAG] or NAME@DIGEST')
-        tag = ref.tag
-        name = name.slice(0, colon)
-      }
-    }
-    const { registry, repository } = resolveImageName(name)
-    return { registry, repository, ...(tag !== undefined ? { tag } : {}), ...(digest !== undefined ? { digest } : {}) }
+    const { registry, repository, tag, digest } = parseImageReference(text.trim())
+    if (tag !== undefined && digest !== undefined) throw fail('expected NAME[:TAG] or NAME@DIGEST')
+    return { registry, repository, ...(tag !== undefined ? { tag } : {}), ...(digest !== undefined ? { digest: digest.value } : {}) }
   } catch (err) {
     if (err instanceof DproxyError && err.code === 'USAGE') throw err
     throw fail(err instanceof Error ? err.message : String(err))

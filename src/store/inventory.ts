@@ -6,10 +6,10 @@
 //
 // An image's files are its manifest, the children of an index or list that
 // are cached (usually one platform of several), and every cached blob those
-// manifests name. Manifests are parsed as JSON only to read their descriptors
-// (config, layers, manifests[], blobs[], schema1 fsLayers); the bytes are
-// never rewritten. A descriptor whose digest is malformed is ignored, and the
-// only paths ever derived from a scan are those of files found on disk.
+// manifests name. Manifests are read only for their descriptors (config,
+// layers, manifests[], blobs[], schema1 fsLayers: oci/manifest.ts); the bytes
+// are never rewritten. A descriptor whose digest is malformed is ignored, and
+// the only paths ever derived from a scan are those of files found on disk.
 //
 // Times: "stored" is the manifest file's mtime (the store never rewrites a
 // manifest in place, and touching keeps mtime); "last used" is the newest
@@ -29,6 +29,7 @@ import { relative, sep } from 'node:path'
 import { isNotFound } from '../fs.js'
 import { walk, type Store, type TagRecord } from './store.js'
 import { parseDigest } from '../oci/digest.js'
+import { referencedDigests } from '../oci/manifest.js'
 import { parseReference } from '../oci/reference.js'
 
 export interface FileInfo {
@@ -135,7 +136,7 @@ export async function scanCache(store: Store): Promise<CacheScan> {
     const read = await readQuietly(path)
     if (!read) return
     const type = await fs.readFile(`${path}.type`, 'utf8').catch(() => '')
-    const refs = descriptors(read.bytes)
+    const refs = referencedDigests(read.bytes)
     const size = read.stats.size + Buffer.byteLength(type)
     scan.manifests.set(d, { ...fileInfo(read.stats), size, mediaType: type.trim(), ...refs })
     scan.bytes += size
@@ -332,35 +333,6 @@ function orphanUnit(key: FileKey, digest: string, mediaType: string, info: FileI
     storedAtMs: info.mtimeMs,
     lastUsedMs: info.atimeMs,
   }
-}
-
-/** Digests named by a manifest's descriptors; anything unparseable names nothing. */
-export function descriptors(bytes: Buffer): { children: string[]; blobs: string[] } {
-  const out = { children: [] as string[], blobs: [] as string[] }
-  let doc: unknown
-  try {
-    doc = JSON.parse(bytes.toString('utf8'))
-  } catch {
-    return out
-  }
-  if (!isObject(doc)) return out
-  const add = (list: string[], value: unknown) => {
-    const d = typeof value === 'string' ? validDigest(value) : undefined
-    if (d && !list.includes(d)) list.push(d)
-  }
-  const each = (value: unknown, fn: (item: Record<string, unknown>) => void) => {
-    if (Array.isArray(value)) for (const item of value) if (isObject(item)) fn(item)
-  }
-  each(doc.manifests, (m) => add(out.children, m.digest))
-  if (isObject(doc.config)) add(out.blobs, doc.config.digest)
-  each(doc.layers, (l) => add(out.blobs, l.digest))
-  each(doc.blobs, (b) => add(out.blobs, b.digest)) // OCI artifact manifests
-  each(doc.fsLayers, (l) => add(out.blobs, l.blobSum)) // Docker schema 1
-  return out
-}
-
-function isObject(value: unknown): value is Record<string, unknown> {
-  return typeof value === 'object' && value !== null && !Array.isArray(value)
 }
 
 function validDigest(value: string): string | undefined {

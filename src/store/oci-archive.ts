@@ -42,9 +42,10 @@ import { pipeline } from 'node:stream/promises'
 import { DproxyError, truncate } from '../errors.js'
 import { ContentCheck, parseDigest, type Digest } from '../oci/digest.js'
 import { OCI_INDEX } from '../oci/media-types.js'
-import { parseReference, resolveImageName } from '../oci/reference.js'
+import { blobsOf, parseManifest, type Manifest } from '../oci/manifest.js'
+import { parseTaggedReference } from '../oci/reference.js'
 import type { ImageSelector } from './evict.js'
-import { descriptors, inventory, type CacheUnit } from './inventory.js'
+import { inventory, type CacheUnit } from './inventory.js'
 import type { Store } from './store.js'
 import { endOfArchive, fileHeader, padding, readTar } from './tar.js'
 
@@ -418,9 +419,11 @@ export async function importArchive(
       skipped.push({ image: `@${truncate(digest)}`, reason: `no ${REF_NAME} annotation: no tag to record` })
       continue
     }
-    const name = parseRefName(refName)
-    if (typeof name === 'string') {
-      skipped.push({ image: truncate(refName), reason: name })
+    let name: ReturnType<typeof parseTaggedReference>
+    try {
+      name = parseTaggedReference(refName)
+    } catch (err) {
+      skipped.push({ image: truncate(refName), reason: err instanceof Error ? err.message : String(err) })
       continue
     }
     const ref = `${name.registry}/${name.repository}:${name.tag}`
@@ -516,38 +519,22 @@ async function walkImage(
     if (isRoot) throw archiveError(`its manifest ${d} is neither in the archive nor cached`, where)
     return
   }
-  const doc = parseJson(bytes, `blobs/${d.replace(':', '/')}`)
-  const own = isObject(doc) && typeof doc.mediaType === 'string' ? doc.mediaType : ''
-  const mediaType = own || descriptorType
-  if (!mediaType) throw archiveError(`manifest ${d} says no media type`, where)
-  plan.manifests.set(d, mediaType)
-  const refs = descriptors(bytes)
-  for (const b of refs.blobs) {
+  let m: Manifest
+  try {
+    m = parseManifest(bytes, { mediaType: descriptorType })
+  } catch (err) {
+    throw archiveError(err instanceof Error ? err.message : String(err), `blobs/${d.replace(':', '/')}`, err)
+  }
+  if (!m.mediaType) throw archiveError(`manifest ${d} says no media type`, where)
+  plan.manifests.set(d, m.mediaType)
+  for (const b of new Set(blobsOf(m).map((x) => x.digest.value))) {
     if (small.has(b) || stored.has(b)) plan.blobs.add(b)
     else if ((await store.statBlob(parseDigest(b))) !== undefined) stored.add(b)
     else throw archiveError(`blob ${b} of manifest ${d} is neither in the archive nor cached`, where)
   }
-  const children = isObject(doc) && Array.isArray(doc.manifests) ? (doc.manifests as IndexDescriptor[]) : []
-  for (const c of refs.children) {
-    const desc = children.find((x) => x?.digest === c)
-    await walkImage(store, small, stored, plan, c, typeof desc?.mediaType === 'string' ? desc.mediaType : '', false, where)
-  }
-}
-
-/** `registry/repository:tag` from a ref.name, or why it names no image we can record. */
-export function parseRefName(refName: string): { registry: string; repository: string; tag: string } | string {
-  if (refName.includes('@')) return 'a reference by digest names no tag to record'
-  const slash = refName.lastIndexOf('/')
-  const colon = refName.indexOf(':', slash + 1)
-  if (colon < 0) return slash < 0 ? 'a tag without an image name' : 'a name without a tag'
-  if (colon === 0) return 'a tag without an image name'
-  try {
-    const ref = parseReference(refName.slice(colon + 1))
-    if (ref.kind !== 'tag') return 'a name without a tag'
-    return { ...resolveImageName(refName.slice(0, colon)), tag: ref.tag }
-  } catch (err) {
-    return err instanceof Error ? err.message : String(err)
-  }
+  const children = new Map<string, string>()
+  for (const c of m.manifests) if (!children.has(c.digest.value)) children.set(c.digest.value, c.mediaType ?? '')
+  for (const [c, mediaType] of children) await walkImage(store, small, stored, plan, c, mediaType, false, where)
 }
 
 function checkedAtOf(value: unknown): number {

@@ -30,11 +30,10 @@ import { discard, headerValue, readCapped } from './http.js'
 import { AddressPolicy, type AddressPolicyOptions } from './policy.js'
 import { RateLimitBook } from './ratelimit.js'
 import { upstreamBaseUrl } from './registries.js'
+import { MANIFEST_SIZE_LIMIT } from '../oci/manifest.js'
 import { MANIFEST_MEDIA_TYPES } from '../oci/media-types.js'
 
 const MANIFEST_ACCEPT = MANIFEST_MEDIA_TYPES.join(', ')
-/** Manifests larger than this are refused (the spec asks registries to accept 4 MB). */
-export const MANIFEST_SIZE_LIMIT = 8 * 1024 * 1024
 const ERROR_BODY_CAP = 16 * 1024
 const MAX_REDIRECTS = 5
 /** Per-registry clients kept (each holds its tokens); a client names registries freely. */

@@ -5,7 +5,7 @@
 
 import path from 'node:path'
 import t, { type Test } from 'tap'
-import { formatPlatform, hostPlatform } from '../../src/proxy/warm.js'
+import { formatPlatform, hostPlatform } from '../../src/oci/platform.js'
 import { makeTempDir, skopeoCopy, skopeoCopyAll } from '../fixtures/clients.js'
 import { dockerOrSkip, startDockerd } from '../fixtures/dockerd.js'
 import { amd64, arm64, buildExtraImage, buildIndex } from '../fixtures/images.js'

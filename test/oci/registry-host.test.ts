@@ -1,6 +1,6 @@
 import t from 'tap'
 import { CLIENT_SECRET_KEY } from '../../src/credentials/credential.js'
-import { DOCKER_HUB, isValidRegistryHost, parseRegistryHost } from '../../src/oci/registry-host.js'
+import { DOCKER_HUB, isValidRegistryHost, parseRegistryHost, registryOrigin } from '../../src/oci/registry-host.js'
 
 t.test('Docker Hub aliases fold into docker.io', async (t) => {
   for (const alias of ['docker.io', 'index.docker.io', 'registry-1.docker.io', 'registry.docker.io', ' Index.Docker.IO ']) {
@@ -33,4 +33,13 @@ t.test('anything else is refused precisely', async (t) => {
   t.throws(() => parseRegistryHost('x y', 'an upstream registry host'), {
     message: "expected an upstream registry host like 'ghcr.io' or 'localhost:5000', got 'x y'",
   })
+})
+
+t.test('one place knows where a registry API lives: Docker Hub\'s is not at docker.io', async (t) => {
+  const cases: Array<[string, string]> = [
+    [DOCKER_HUB, 'https://registry-1.docker.io'],
+    ['ghcr.io', 'https://ghcr.io'],
+    ['localhost:5000', 'https://localhost:5000'],
+  ]
+  for (const [registry, origin] of cases) t.equal(registryOrigin(registry), origin, registry)
 })

@@ -2,7 +2,7 @@ import { promises as fs } from 'node:fs'
 import { join } from 'node:path'
 import t from 'tap'
 import { clearCache, parseImageSelector } from '../../src/store/evict.js'
-import { descriptors, inventory, listImages } from '../../src/store/inventory.js'
+import { inventory, listImages } from '../../src/store/inventory.js'
 import { Store } from '../../src/store/store.js'
 import {
   OCI_INDEX,
@@ -156,24 +156,6 @@ t.test('listing does not make anything look used (relatime would bump atimes on 
   const second = await listImages(store)
   t.equal(first[0]!.lastUsed, new Date(used).toISOString())
   t.equal(second[0]!.lastUsed, new Date(used).toISOString(), 'still the same after reading the manifest')
-})
-
-t.test('descriptors: config, layers, manifests[], blobs[], schema1; junk names nothing', async (t) => {
-  const d1 = digestOf('1').value
-  const d2 = digestOf('2').value
-  const d3 = digestOf('3').value
-  t.strictSame(descriptors(Buffer.from(JSON.stringify({ config: { digest: d1 }, layers: [{ digest: d2 }, { digest: d2 }] }))), {
-    children: [],
-    blobs: [d1, d2],
-  })
-  t.strictSame(descriptors(Buffer.from(JSON.stringify({ manifests: [{ digest: d3 }, { digest: '../../etc' }, 7] }))), {
-    children: [d3],
-    blobs: [],
-  })
-  t.strictSame(descriptors(Buffer.from(JSON.stringify({ blobs: [{ digest: d1 }], fsLayers: [{ blobSum: d2 }] }))).blobs, [d1, d2])
-  t.strictSame(descriptors(Buffer.from('not json')), { children: [], blobs: [] })
-  t.strictSame(descriptors(Buffer.from('[1,2]')), { children: [], blobs: [] })
-  t.strictSame(descriptors(Buffer.from(JSON.stringify({ config: { digest: 'sha256:short' } }))).blobs, [])
 })
 
 t.test('an empty or missing cache lists nothing', async (t) => {

@@ -22,8 +22,8 @@ import { scanDockerfile } from './dockerfile.js'
 import { gitlabIncludes, scanGitlabCi, type GitlabFile } from './gitlab.js'
 import { scanImageList } from './imagelist.js'
 import { looksLikeManifest, scanKubernetes } from './kubernetes.js'
-import { parsePlatform } from '../../proxy/warm.js'
-import { normalizeReference, type NormalizedReference } from './reference.js'
+import { parsePlatform } from '../../oci/platform.js'
+import { canonicalReference, type CanonicalReference } from '../../oci/reference.js'
 import type { BuildRequest, Problem, RawReference, ScanResult, SourceKind } from './types.js'
 import { scanWorkflow } from './workflow.js'
 
@@ -44,7 +44,7 @@ export interface ImageSource {
   platform?: string
 }
 
-export interface FoundImage extends NormalizedReference {
+export interface FoundImage extends CanonicalReference {
   /** Platforms named by any source, sorted; empty when none names one (the fetcher's default applies). */
   platforms: string[]
   sources: ImageSource[]
@@ -321,9 +321,9 @@ class Scan {
     const images = new Map<string, FoundImage>()
     const seenSources = new Set<string>()
     for (const r of this.refs) {
-      let n: NormalizedReference
+      let n: CanonicalReference
       try {
-        n = normalizeReference(r.raw)
+        n = canonicalReference(r.raw)
       } catch (err) {
         this.problem(r.file, r.line, `${r.raw}: ${(err as Error).message}`)
         continue

@@ -16,8 +16,13 @@
 //   (signed CDN URLs carry secrets there).
 //
 // Every request, whether an API call, a redirect or a token realm, passes the
-// address policy (policy.ts) in send(); registries the user did not configure
-// go through a dispatcher whose connections only reach public addresses.
+// address policy (policy.ts) in send() with the reach it is given: a
+// configured upstream's own origin any address, what it names elsewhere the
+// reach of the upstream itself (classify()), everything of a registry the
+// user did not configure public addresses only. Requests of reach `public` go
+// through a dispatcher whose connections only reach public addresses; every
+// socket of either dispatcher is refused once connected when it reached one of
+// dproxy's own listeners.
 
 import type { Readable } from 'node:stream'
 import { LRUCache } from 'lru-cache'
@@ -27,7 +32,7 @@ import { DproxyError, type ErrorCode } from '../errors.js'
 import { USER_AGENT } from '../version.js'
 import { anonymous, TokenAuth, type CredentialSource } from './auth.js'
 import { discard, headerValue, readCapped } from './http.js'
-import { AddressPolicy, type AddressPolicyOptions } from './policy.js'
+import { AddressPolicy, type AddressPolicyOptions, type Reach } from './policy.js'
 import { RateLimitBook } from './ratelimit.js'
 import { upstreamBaseUrl } from './registries.js'
 import { MANIFEST_MEDIA_TYPES } from '../oci/media-types.js'
@@ -82,16 +87,22 @@ export interface UpstreamsOptions {
   credentials?: CredentialSource
   clock?: Clock
   timeouts?: Partial<UpstreamTimeouts>
-  /** For trusted registries only; the others always use the address policy's own dispatcher. */
-  dispatcher?: Dispatcher
-  /** Resolver and address classifier of the address policy (policy.ts). */
+  /** Resolver, address classifier and dproxy's own listeners, for the address policy (policy.ts). */
   policy?: AddressPolicyOptions
   /**
-   * Registries whose requests may reach internal addresses. Default: every
-   * registry in `overrides`, as the user configured those. Tests pass [] to
-   * see a fixture treated like a registry a client named.
+   * Registries the user configured: their own origin is contacted wherever it
+   * is, and what they name elsewhere gets their classification. Default:
+   * every registry in `overrides`. Tests pass [] to see a fixture treated like
+   * a registry a client named.
    */
   trusted?: readonly string[]
+  /**
+   * Whether what a configured upstream at `base` names (redirects, realms on
+   * another origin) may reach internal addresses. Default: the policy's
+   * classify(), from the addresses its host resolves to. Tests pass 'public'
+   * to see a fixture on loopback judged as a registry on the internet.
+   */
+  classify?: (base: URL) => Reach | Promise<Reach>
   /** When set, the only registries clients may use (admit()); the daemon sets it when reachable from other machines. */
   allowRegistries?: readonly string[]
   /** Told about every request sent upstream once its answer (or failure) arrived: metrics, the live view. */
@@ -124,14 +135,11 @@ export class Upstreams {
   readonly rateLimits: RateLimitBook
   readonly counters: UpstreamCounters = { manifestGets: 0, manifestHeads: 0, blobGets: 0 }
   private readonly clients = new LRUCache<string, UpstreamClient>({ max: MAX_CLIENTS })
-  /** For trusted registries: the injected dispatcher, else an Agent made on first use. */
-  private readonly dispatcher: () => Promise<Dispatcher>
-  private plain: Promise<Dispatcher> | undefined
-  private readonly ownsDispatcher: boolean
-  /** Connects only to addresses the policy allows: for every registry that is not trusted. */
-  private readonly guarded: () => Promise<Dispatcher>
-  private guardedAgent: Promise<Dispatcher> | undefined
+  /** Dispatchers made on first use, per reach: `public` connects only to addresses the policy's lookup allows. */
+  private readonly agents: { [R in Reach]?: Promise<Dispatcher> } = {}
+  private readonly dispatcher: (reach: Reach) => Promise<Dispatcher>
   private readonly policy: AddressPolicy
+  private readonly classify: (base: URL) => Reach | Promise<Reach>
   private readonly trusted: ReadonlySet<string>
   private readonly allowed: ReadonlySet<string> | undefined
   private readonly overrides: Readonly<Record<string, string>>
@@ -141,20 +149,27 @@ export class Upstreams {
 
   constructor(options: UpstreamsOptions = {}) {
     const t: UpstreamTimeouts = { connectMs: 10_000, headersMs: 30_000, bodyMs: 60_000, ...options.timeouts }
-    this.ownsDispatcher = options.dispatcher === undefined
-    const given = options.dispatcher
-    this.policy = new AddressPolicy(options.policy)
-    const agent = (lookup?: AddressPolicy['lookup']) =>
-      loadUndici().then(
-        ({ Agent }) =>
-          new Agent({
-            connect: { timeout: t.connectMs, ...(lookup ? { lookup } : {}) },
-            headersTimeout: t.headersMs,
-            bodyTimeout: t.bodyMs,
-          }),
-      )
-    this.dispatcher = () => (this.plain ??= given ? Promise.resolve(given) : agent())
-    this.guarded = () => (this.guardedAgent ??= agent(this.policy.lookup))
+    const policy = (this.policy = new AddressPolicy(options.policy))
+    this.classify = options.classify ?? ((base) => policy.classify(base))
+    const agent = (reach: Reach) =>
+      loadUndici().then(({ Agent, buildConnector }) => {
+        const base = buildConnector({ timeout: t.connectMs, lookup: reach === 'public' ? policy.lookup : policy.lookupAny })
+        // Address and port are known together only once connected: a socket that reached dproxy itself goes no further.
+        const connect: typeof base = (opts, callback) =>
+          base(opts, (...args) => {
+            const [err, socket] = args
+            if (err !== null) return callback(err, null)
+            try {
+              policy.guard(socket, opts.hostname)
+            } catch (refused) {
+              socket.destroy()
+              return callback(refused as Error, null)
+            }
+            callback(null, socket)
+          })
+        return new Agent({ connect, headersTimeout: t.headersMs, bodyTimeout: t.bodyMs })
+      })
+    this.dispatcher = (reach) => (this.agents[reach] ??= agent(reach))
     this.overrides = options.overrides ?? {}
     this.trusted = new Set(options.trusted ?? Object.keys(this.overrides))
     this.allowed = options.allowRegistries ? new Set(options.allowRegistries) : undefined
@@ -183,8 +198,8 @@ export class Upstreams {
       client = new UpstreamClient(
         registry,
         upstreamBaseUrl(registry, this.overrides),
-        trusted ? this.dispatcher : this.guarded,
-        { policy: this.policy, trusted },
+        this.dispatcher,
+        { policy: this.policy, trusted, classify: this.classify },
         this.credentials,
         this.clock,
         this.rateLimits,
@@ -202,21 +217,29 @@ export class Upstreams {
   }
 
   async close(): Promise<void> {
-    if (this.guardedAgent) await (await this.guardedAgent).close()
-    if (this.ownsDispatcher && this.plain) await (await this.plain).close()
+    for (const agent of Object.values(this.agents)) await (await agent).close()
   }
 }
 
 type Kind = 'manifest' | 'blob' | 'tags'
 
+interface Access {
+  policy: AddressPolicy
+  /** Configured by the user (see UpstreamsOptions.trusted). */
+  trusted: boolean
+  classify: (base: URL) => Reach | Promise<Reach>
+}
+
 export class UpstreamClient {
   private readonly auth: TokenAuth
+  /** The reach of what this (configured) upstream names elsewhere, once classified. */
+  private elsewhere: Promise<Reach> | undefined
 
   constructor(
     readonly registry: string,
     readonly base: URL,
-    private readonly dispatcher: () => Promise<Dispatcher>,
-    private readonly access: { policy: AddressPolicy; trusted: boolean },
+    private readonly dispatcher: (reach: Reach) => Promise<Dispatcher>,
+    private readonly access: Access,
     credentials: CredentialSource,
     clock: Clock,
     private readonly rateLimits: RateLimitBook,
@@ -349,8 +372,21 @@ export class UpstreamClient {
     return { res, url }
   }
 
+  /**
+   * How far a request to `url` may reach: a configured upstream's own origin
+   * anywhere, what it names elsewhere as far as the upstream itself, all of a
+   * registry nobody configured public addresses only.
+   */
+  private async reach(url: URL): Promise<Reach> {
+    if (!this.access.trusted) return 'public'
+    if (url.origin === this.base.origin) return 'internal'
+    this.elsewhere ??= Promise.resolve(this.access.classify(this.base))
+    return this.elsewhere
+  }
+
   private async send(method: string, url: URL, headers: Record<string, string>, kind: UpstreamKind): Promise<Dispatcher.ResponseData> {
-    this.access.policy.check(url, this.registry, this.access.trusted)
+    const reach = await this.reach(url)
+    this.access.policy.check(url, this.registry, reach)
     const started = performance.now()
     let status: number | undefined
     try {
@@ -358,7 +394,7 @@ export class UpstreamClient {
       const res = await request(url, {
         method: method as Dispatcher.HttpMethod,
         headers: { 'user-agent': USER_AGENT, ...headers },
-        dispatcher: await this.dispatcher(),
+        dispatcher: await this.dispatcher(reach),
       })
       status = res.statusCode
       return res

@@ -451,3 +451,20 @@ function rawRequest(port: number, method: string, path: string): Promise<{ statu
     req.end()
   })
 }
+
+t.test('a redirect to dproxy itself is refused although the upstream is on loopback; its CDN on loopback is followed', async (t) => {
+  const up = await startUpstream()
+  t.teardown(() => up.stop())
+  const d = await startDaemon(t, up)
+  const [layer, other] = up.images.alpine.blobs
+  const followed = await get(`${d.url}/v2/library/alpine/blobs/${layer!.digest}`)
+  t.equal(followed.status, 200)
+  t.equal(sha256(followed.body), layer!.digest, 'the CDN on another loopback port')
+  for (const location of [`${d.url}/_dproxy/status`, `http://localhost:${d.port}/_dproxy/status`]) {
+    up.hub.inject({ kind: 'redirect', location, digest: other!.digest, at: 'hub' })
+    const res = await get(`${d.url}/v2/library/alpine/blobs/${other!.digest}`)
+    t.equal(res.status, 403, location)
+    t.match(JSON.parse(res.body.toString()), { errors: [{ code: 'DENIED', message: /dproxy's own listener/ }] })
+    t.notMatch(res.body.toString(), /counters|uptime|"cache"/, 'nothing of the status answer')
+  }
+})

@@ -306,11 +306,27 @@ export class UpstreamClient {
     return { size: length === undefined ? undefined : Number(length), body: res.body, url: redact(url) }
   }
 
+  /**
+   * The size of a blob without its body: the HEAD's Content-Length, or, when
+   * the HEAD has none (some fronts drop it), the total in the Content-Range of
+   * a one-byte ranged GET (a 200 to it: its Content-Length). Undefined when
+   * upstream says neither; the caller then has the whole blob to count.
+   */
   async headBlob(repository: string, digest: string): Promise<{ size: number | undefined }> {
-    const { res } = await this.followRedirects('HEAD', repository, digest)
-    await res.body.dump().catch(() => {})
-    const length = headerValue(res.headers['content-length'])
-    return { size: length === undefined ? undefined : Number(length) }
+    const head = await this.followRedirects('HEAD', repository, digest)
+    await head.res.body.dump().catch(() => {})
+    const size = byteCount(headerValue(head.res.headers['content-length']))
+    if (size !== undefined) return { size }
+    this.counters.blobGets++
+    const { res } = await this.followRedirects('GET', repository, digest, { range: 'bytes=0-0' })
+    const total =
+      res.statusCode === 206
+        ? byteCount(/^bytes\s+\d+-\d+\/(\d+)$/i.exec(headerValue(res.headers['content-range']) ?? '')?.[1])
+        : byteCount(headerValue(res.headers['content-length']))
+    // One byte of a 206 is read; a 200 carries the whole blob, which nobody wants here.
+    if (res.statusCode === 206) await res.body.dump({ limit: 1024 }).catch(() => {})
+    else discard(res.body)
+    return { size: total }
   }
 
   /**
@@ -333,8 +349,9 @@ export class UpstreamClient {
     return next ? { tags, next } : { tags }
   }
 
-  private async followRedirects(method: 'GET' | 'HEAD', repository: string, digest: string) {
-    let { res, url } = await this.call(method, repository, `blobs/${digest}`, { kind: 'blob' })
+  /** `headers` (a Range) go to every hop; the registry's Authorization only to the first. */
+  private async followRedirects(method: 'GET' | 'HEAD', repository: string, digest: string, headers: Record<string, string> = {}) {
+    let { res, url } = await this.call(method, repository, `blobs/${digest}`, { kind: 'blob', headers })
     for (let hops = 0; isRedirect(res.statusCode); hops++) {
       const location = headerValue(res.headers.location)
       await res.body.dump().catch(() => {})
@@ -349,16 +366,21 @@ export class UpstreamClient {
       } catch {
         throw new DproxyError('UPSTREAM_INVALID', `${method} ${redact(from)}: redirect to an unparsable location`)
       }
-      res = await this.send(method, url, {}, 'blob')
+      res = await this.send(method, url, headers, 'blob')
     }
     await this.expectOk(res, method, url, 'blob')
     return { res, url }
   }
 
-  private async call(method: string, repository: string, rest: string, opts: { accept?: string; kind: UpstreamKind }) {
+  private async call(
+    method: string,
+    repository: string,
+    rest: string,
+    opts: { accept?: string; kind: UpstreamKind; headers?: Record<string, string> },
+  ) {
     const url = new URL(`${this.base.pathname.replace(/\/$/, '')}/v2/${repository}/${rest}`, this.base)
     const scope = `repository:${repository}:pull`
-    const headers: Record<string, string> = opts.accept ? { accept: opts.accept } : {}
+    const headers: Record<string, string> = { ...opts.headers, ...(opts.accept ? { accept: opts.accept } : {}) }
     let auth = await this.auth.authorization(scope)
     let res = await this.send(method, url, auth ? { ...headers, authorization: auth } : headers, opts.kind)
     if (res.statusCode === 401) {
@@ -497,6 +519,12 @@ export function nextPage(link: string | undefined, base: URL): URLSearchParams |
     if (v !== null) next.set(key, v)
   }
   return next.has('last') ? next : undefined
+}
+
+/** A byte count as a header states it: digits only, or undefined. */
+function byteCount(value: string | undefined): number | undefined {
+  if (value === undefined || !/^\d{1,15}$/.test(value.trim())) return undefined
+  return Number(value.trim())
 }
 
 function isRedirect(status: number): boolean {

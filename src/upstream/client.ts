@@ -25,6 +25,7 @@
 // dproxy's own listeners.
 
 import type { Readable } from 'node:stream'
+import { setTimeout as sleep } from 'node:timers/promises'
 import { LRUCache } from 'lru-cache'
 import type { Dispatcher } from 'undici'
 import { systemClock, type Clock } from '../clock.js'
@@ -33,7 +34,7 @@ import { USER_AGENT } from '../version.js'
 import { anonymous, TokenAuth, type CredentialSource } from './auth.js'
 import { discard, headerValue, readCapped } from './http.js'
 import { AddressPolicy, type AddressPolicyOptions, type Reach } from './policy.js'
-import { RateLimitBook } from './ratelimit.js'
+import { DEFAULT_RETRY_AFTER_MS, RateLimitBook, retryAfterMs } from './ratelimit.js'
 import { upstreamBaseUrl } from './registries.js'
 import { MANIFEST_MEDIA_TYPES } from '../oci/media-types.js'
 
@@ -42,6 +43,12 @@ const MANIFEST_ACCEPT = MANIFEST_MEDIA_TYPES.join(', ')
 export const MANIFEST_SIZE_LIMIT = 8 * 1024 * 1024
 const ERROR_BODY_CAP = 16 * 1024
 const MAX_REDIRECTS = 5
+/**
+ * A 429 on a manifest GET whose Retry-After is at most this long is waited
+ * out and the GET sent once more; after a longer one the client is answered
+ * at once, and no counted GET goes to that registry before the time it named.
+ */
+export const SHORT_RETRY_AFTER_MS = 3000
 /** Per-registry clients kept (each holds its tokens); a client names registries freely. */
 const MAX_CLIENTS = 256
 
@@ -241,7 +248,7 @@ export class UpstreamClient {
     private readonly dispatcher: (reach: Reach) => Promise<Dispatcher>,
     private readonly access: Access,
     credentials: CredentialSource,
-    clock: Clock,
+    private readonly clock: Clock,
     private readonly rateLimits: RateLimitBook,
     private readonly counters: UpstreamCounters,
     private readonly observe?: UpstreamObserver,
@@ -267,10 +274,25 @@ export class UpstreamClient {
     return manifestInfo(res, 'HEAD', url)
   }
 
+  /**
+   * The one counted call. After a 429 it is not sent before the time the
+   * registry named (TOOMANYREQUESTS at once); a short wait is waited out, and
+   * a 429 with a short Retry-After is retried once after it.
+   */
   async getManifest(repository: string, reference: string): Promise<ManifestBody> {
-    this.counters.manifestGets++
-    const { res, url } = await this.call('GET', repository, `manifests/${reference}`, { accept: MANIFEST_ACCEPT, kind: 'manifest_get' })
-    this.recordRateLimit(res)
+    let answer: { res: Dispatcher.ResponseData; url: URL }
+    for (let attempt = 1; ; attempt++) {
+      await this.beforeCountedGet(`GET manifest ${repository}:${reference}`)
+      this.counters.manifestGets++
+      answer = await this.call('GET', repository, `manifests/${reference}`, { accept: MANIFEST_ACCEPT, kind: 'manifest_get' })
+      this.recordRateLimit(answer.res)
+      if (answer.res.statusCode !== 429 || attempt > 1) break
+      const wait = retryAfterMs((name) => headerValue(answer.res.headers[name]), this.clock.now())
+      if (wait === undefined || wait > SHORT_RETRY_AFTER_MS) break
+      await answer.res.body.dump().catch(() => {})
+      this.rateLimits.limitUntil(this.registry, this.clock.now() + wait)
+    }
+    const { res, url } = answer
     await this.expectOk(res, 'GET', url, 'manifest')
     const info = manifestInfo(res, 'GET', url)
     if (info.size !== undefined && info.size > MANIFEST_SIZE_LIMIT) {
@@ -427,6 +449,23 @@ export class UpstreamClient {
     }
   }
 
+  /** Waits out a short rate-limit reset; throws TOOMANYREQUESTS, sending nothing, while a longer one runs. */
+  private async beforeCountedGet(what: string): Promise<void> {
+    const at = this.rateLimits.limitedUntil(this.registry)
+    if (at === undefined) return
+    const left = at - this.clock.now()
+    if (left <= SHORT_RETRY_AFTER_MS) {
+      await sleep(left)
+      return
+    }
+    throw new DproxyError(
+      'TOOMANYREQUESTS',
+      `${what}: not sent, as ${this.registry} answered 429 (rate limited) and asked to wait until ` +
+        `${new Date(at).toISOString()} (${Math.ceil(left / 1000)} s more)`,
+      { detail: { registry: this.registry, ...resetDetail(at, left) } },
+    )
+  }
+
   /**
    * Only answers that went through the rate limiter carry its reading: a 2xx
    * or a 429. A 401 or 404 comes without RateLimit headers even from a
@@ -456,8 +495,14 @@ export class UpstreamClient {
     const html = /^text\/html/i.test(type)
     let code: ErrorCode
     let status2: number | undefined
-    if (status === 429) code = 'TOOMANYREQUESTS'
-    else if (status >= 500 || html) code = 'UPSTREAM_UNAVAILABLE'
+    let reset: ReturnType<typeof resetDetail> | undefined
+    if (status === 429) {
+      code = 'TOOMANYREQUESTS'
+      const now = this.clock.now()
+      const wait = retryAfterMs((name) => headerValue(res.headers[name]), now) ?? DEFAULT_RETRY_AFTER_MS
+      this.rateLimits.limitUntil(this.registry, now + wait)
+      reset = resetDetail(now + wait, wait)
+    } else if (status >= 500 || html) code = 'UPSTREAM_UNAVAILABLE'
     else if (status === 404) code = upstream && isNotFoundCode(upstream.code) ? upstream.code : notFound[kind]
     else if (status === 401) code = 'UNAUTHORIZED'
     else if (status === 403) code = 'DENIED'
@@ -465,11 +510,17 @@ export class UpstreamClient {
       code = 'UPSTREAM_UNAVAILABLE'
       status2 = 502
     }
-    throw new DproxyError(code, `${where}: HTTP ${status}${said}`, {
+    const retry = reset ? `; retry after ${reset.retryAfterSeconds} s (${reset.resetAt})` : ''
+    throw new DproxyError(code, `${where}: HTTP ${status}${said}${retry}`, {
       ...(status2 ? { status: status2 } : {}),
-      detail: { upstreamStatus: status },
+      detail: { upstreamStatus: status, ...reset },
     })
   }
+}
+
+/** When a rate-limited registry may be asked again, for the error's detail (and the client's Retry-After). */
+function resetDetail(at: number, leftMs: number): { retryAfterSeconds: number; resetAt: string } {
+  return { retryAfterSeconds: Math.ceil(leftMs / 1000), resetAt: new Date(at).toISOString() }
 }
 
 const notFound: Record<Kind, ErrorCode> = { manifest: 'MANIFEST_UNKNOWN', blob: 'BLOB_UNKNOWN', tags: 'NAME_UNKNOWN' }

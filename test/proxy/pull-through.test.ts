@@ -455,17 +455,18 @@ function rawRequest(port: number, method: string, path: string): Promise<{ statu
 t.test('a redirect to dproxy itself is refused although the upstream is on loopback; its CDN on loopback is followed', async (t) => {
   const up = await startUpstream()
   t.teardown(() => up.stop())
-  const d = await startDaemon(t, up)
+  const d = await startDaemon(t, up, { metricsAddress: { host: '127.0.0.1', port: 0 } })
   const [layer, other] = up.images.alpine.blobs
   const followed = await get(`${d.url}/v2/library/alpine/blobs/${layer!.digest}`)
   t.equal(followed.status, 200)
   t.equal(sha256(followed.body), layer!.digest, 'the CDN on another loopback port')
-  for (const location of [`${d.url}/_dproxy/status`, `http://localhost:${d.port}/_dproxy/status`]) {
+  const metrics = `http://127.0.0.1:${d.metricsListening!.port}/metrics`
+  for (const location of [`${d.url}/_dproxy/status`, `http://localhost:${d.port}/_dproxy/status`, metrics]) {
     up.hub.inject({ kind: 'redirect', location, digest: other!.digest, at: 'hub' })
     const res = await get(`${d.url}/v2/library/alpine/blobs/${other!.digest}`)
     t.equal(res.status, 403, location)
     t.match(JSON.parse(res.body.toString()), { errors: [{ code: 'DENIED', message: /dproxy's own listener/ }] })
-    t.notMatch(res.body.toString(), /counters|uptime|"cache"/, 'nothing of the status answer')
+    t.notMatch(res.body.toString(), /counters|uptime|"cache"|dproxy_/, 'nothing of the status or metrics answer')
   }
 })
 

@@ -204,13 +204,15 @@ export class Daemon {
       ...(options.credentials ? { credentials: options.credentials } : {}),
       ...(options.timeouts ? { timeouts: options.timeouts } : {}),
       ...(allowRegistries ? { allowRegistries } : {}),
+      // No redirect or realm may lead back here, whatever upstream names it (read once listening).
+      policy: { ownListeners: (): ListenAddress[] => daemon.ownListeners() },
     })
     const counters = newCounters()
     const cache = options.store ?? store
     const upstream = options.upstream ?? upstreams
     const blobs = new BlobProxy({ store: cache, upstreams: upstream, counters, log })
     const manifests = new ManifestProxy({ store: cache, upstreams: upstream, counters, clock, log, maxAgeMs: options.maxAgeMs ?? 0 })
-    const daemon = new Daemon(options, store, upstreams, blobs, manifests, counters, clock, log, events)
+    const daemon: Daemon = new Daemon(options, store, upstreams, blobs, manifests, counters, clock, log, events)
     daemon.lock = lock
     try {
       if (options.adminTokenFile !== undefined) daemon.adminToken = await ensureAdminToken(options.adminTokenFile)
@@ -241,6 +243,11 @@ export class Daemon {
 
   get port(): number {
     return this.listening[0]?.port ?? 0
+  }
+
+  /** Every address this daemon answers on (the registry and the metrics listeners). */
+  ownListeners(): ListenAddress[] {
+    return this.metricsListening ? [...this.listening, this.metricsListening] : this.listening
   }
 
   async status(): Promise<StatusReport> {

@@ -215,10 +215,9 @@ export class BlobProxy {
       .catch((err: unknown) => {
         throw notCached(err, 'BLOB_UNKNOWN', `blob ${d.value}`, image.registry)
       })
-    if (size === undefined || !Number.isSafeInteger(size)) {
-      throw new DproxyError('UPSTREAM_INVALID', `upstream did not say the size of blob ${d.value}`)
-    }
-    return size
+    if (size !== undefined && Number.isSafeInteger(size)) return size
+    // Upstream says the size neither on a HEAD nor on a ranged GET: answer as a GET would, once the blob is here.
+    return (await this.ensure(image, d)).size
   }
 
   /** Resolves when every download in progress has finished, or `ms` passed (shutdown). */

@@ -61,6 +61,11 @@ export function sendError(res: ServerResponse, err: unknown, log: Logger, method
     const size = (err.detail as { size?: number }).size
     if (size !== undefined) res.setHeader('content-range', `bytes */${size}`)
   }
+  // A rate-limited upstream said when to come back: so does dproxy (upstream/client.ts puts it in the detail).
+  if (err instanceof DproxyError && err.status === 429 && typeof err.detail === 'object' && err.detail !== null) {
+    const seconds = (err.detail as { retryAfterSeconds?: unknown }).retryAfterSeconds
+    if (typeof seconds === 'number' && Number.isSafeInteger(seconds) && seconds >= 0) res.setHeader('retry-after', String(seconds))
+  }
   res.end(method === 'HEAD' ? undefined : body)
 }
 

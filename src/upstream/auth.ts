@@ -8,10 +8,12 @@
 //
 // The realm comes from the registry's answer and is treated as hostile: it
 // must be http(s), is called through the same address policy as every other
-// upstream request (policy.ts: no internal address for a registry the user did
-// not configure), only receives credentials when it belongs to the same site
-// as the registry (distribution's realmAllowed), and never over plain http
-// when the registry itself speaks https.
+// upstream request (policy.ts: on another origin than the registry, an
+// internal address only when the registry was configured and is itself on an
+// internal address; never dproxy's own listeners), only receives credentials
+// when it belongs to the same site as the registry (distribution's
+// realmAllowed), and never over plain http when the registry itself speaks
+// https.
 
 import { isIP } from 'node:net'
 import { LRUCache } from 'lru-cache'

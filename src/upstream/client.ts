@@ -16,10 +16,16 @@
 //   (signed CDN URLs carry secrets there).
 //
 // Every request, whether an API call, a redirect or a token realm, passes the
-// address policy (policy.ts) in send(); registries the user did not configure
-// go through a dispatcher whose connections only reach public addresses.
+// address policy (policy.ts) in send() with the reach it is given: a
+// configured upstream's own origin any address, what it names elsewhere the
+// reach of the upstream itself (classify()), everything of a registry the
+// user did not configure public addresses only. Requests of reach `public` go
+// through a dispatcher whose connections only reach public addresses; every
+// socket of either dispatcher is refused once connected when it reached one of
+// dproxy's own listeners.
 
 import type { Readable } from 'node:stream'
+import { setTimeout as sleep } from 'node:timers/promises'
 import { LRUCache } from 'lru-cache'
 import type { Dispatcher } from 'undici'
 import { systemClock, type Clock } from '../clock.js'
@@ -27,8 +33,8 @@ import { DproxyError, type ErrorCode } from '../errors.js'
 import { USER_AGENT } from '../version.js'
 import { anonymous, TokenAuth, type CredentialSource } from './auth.js'
 import { discard, headerValue, readCapped } from './http.js'
-import { AddressPolicy, type AddressPolicyOptions } from './policy.js'
-import { RateLimitBook } from './ratelimit.js'
+import { AddressPolicy, type AddressPolicyOptions, type Reach } from './policy.js'
+import { DEFAULT_RETRY_AFTER_MS, RateLimitBook, retryAfterMs } from './ratelimit.js'
 import { upstreamBaseUrl } from './registries.js'
 import { MANIFEST_SIZE_LIMIT } from '../oci/manifest.js'
 import { MANIFEST_MEDIA_TYPES } from '../oci/media-types.js'
@@ -36,6 +42,12 @@ import { MANIFEST_MEDIA_TYPES } from '../oci/media-types.js'
 const MANIFEST_ACCEPT = MANIFEST_MEDIA_TYPES.join(', ')
 const ERROR_BODY_CAP = 16 * 1024
 const MAX_REDIRECTS = 5
+/**
+ * A 429 on a manifest GET whose Retry-After is at most this long is waited
+ * out and the GET sent once more; after a longer one the client is answered
+ * at once, and no counted GET goes to that registry before the time it named.
+ */
+export const SHORT_RETRY_AFTER_MS = 3000
 /** Per-registry clients kept (each holds its tokens); a client names registries freely. */
 const MAX_CLIENTS = 256
 
@@ -81,16 +93,22 @@ export interface UpstreamsOptions {
   credentials?: CredentialSource
   clock?: Clock
   timeouts?: Partial<UpstreamTimeouts>
-  /** For trusted registries only; the others always use the address policy's own dispatcher. */
-  dispatcher?: Dispatcher
-  /** Resolver and address classifier of the address policy (policy.ts). */
+  /** Resolver, address classifier and dproxy's own listeners, for the address policy (policy.ts). */
   policy?: AddressPolicyOptions
   /**
-   * Registries whose requests may reach internal addresses. Default: every
-   * registry in `overrides`, as the user configured those. Tests pass [] to
-   * see a fixture treated like a registry a client named.
+   * Registries the user configured: their own origin is contacted wherever it
+   * is, and what they name elsewhere gets their classification. Default:
+   * every registry in `overrides`. Tests pass [] to see a fixture treated like
+   * a registry a client named.
    */
   trusted?: readonly string[]
+  /**
+   * Whether what a configured upstream at `base` names (redirects, realms on
+   * another origin) may reach internal addresses. Default: the policy's
+   * classify(), from the addresses its host resolves to. Tests pass 'public'
+   * to see a fixture on loopback judged as a registry on the internet.
+   */
+  classify?: (base: URL) => Reach | Promise<Reach>
   /** When set, the only registries clients may use (admit()); the daemon sets it when reachable from other machines. */
   allowRegistries?: readonly string[]
   /** Told about every request sent upstream once its answer (or failure) arrived: metrics, the live view. */
@@ -123,14 +141,11 @@ export class Upstreams {
   readonly rateLimits: RateLimitBook
   readonly counters: UpstreamCounters = { manifestGets: 0, manifestHeads: 0, blobGets: 0 }
   private readonly clients = new LRUCache<string, UpstreamClient>({ max: MAX_CLIENTS })
-  /** For trusted registries: the injected dispatcher, else an Agent made on first use. */
-  private readonly dispatcher: () => Promise<Dispatcher>
-  private plain: Promise<Dispatcher> | undefined
-  private readonly ownsDispatcher: boolean
-  /** Connects only to addresses the policy allows: for every registry that is not trusted. */
-  private readonly guarded: () => Promise<Dispatcher>
-  private guardedAgent: Promise<Dispatcher> | undefined
+  /** Dispatchers made on first use, per reach: `public` connects only to addresses the policy's lookup allows. */
+  private readonly agents: { [R in Reach]?: Promise<Dispatcher> } = {}
+  private readonly dispatcher: (reach: Reach) => Promise<Dispatcher>
   private readonly policy: AddressPolicy
+  private readonly classify: (base: URL) => Reach | Promise<Reach>
   private readonly trusted: ReadonlySet<string>
   private readonly allowed: ReadonlySet<string> | undefined
   private readonly overrides: Readonly<Record<string, string>>
@@ -140,20 +155,27 @@ export class Upstreams {
 
   constructor(options: UpstreamsOptions = {}) {
     const t: UpstreamTimeouts = { connectMs: 10_000, headersMs: 30_000, bodyMs: 60_000, ...options.timeouts }
-    this.ownsDispatcher = options.dispatcher === undefined
-    const given = options.dispatcher
-    this.policy = new AddressPolicy(options.policy)
-    const agent = (lookup?: AddressPolicy['lookup']) =>
-      loadUndici().then(
-        ({ Agent }) =>
-          new Agent({
-            connect: { timeout: t.connectMs, ...(lookup ? { lookup } : {}) },
-            headersTimeout: t.headersMs,
-            bodyTimeout: t.bodyMs,
-          }),
-      )
-    this.dispatcher = () => (this.plain ??= given ? Promise.resolve(given) : agent())
-    this.guarded = () => (this.guardedAgent ??= agent(this.policy.lookup))
+    const policy = (this.policy = new AddressPolicy(options.policy))
+    this.classify = options.classify ?? ((base) => policy.classify(base))
+    const agent = (reach: Reach) =>
+      loadUndici().then(({ Agent, buildConnector }) => {
+        const base = buildConnector({ timeout: t.connectMs, lookup: reach === 'public' ? policy.lookup : policy.lookupAny })
+        // Address and port are known together only once connected: a socket that reached dproxy itself goes no further.
+        const connect: typeof base = (opts, callback) =>
+          base(opts, (...args) => {
+            const [err, socket] = args
+            if (err !== null) return callback(err, null)
+            try {
+              policy.guard(socket, opts.hostname)
+            } catch (refused) {
+              socket.destroy()
+              return callback(refused as Error, null)
+            }
+            callback(null, socket)
+          })
+        return new Agent({ connect, headersTimeout: t.headersMs, bodyTimeout: t.bodyMs })
+      })
+    this.dispatcher = (reach) => (this.agents[reach] ??= agent(reach))
     this.overrides = options.overrides ?? {}
     this.trusted = new Set(options.trusted ?? Object.keys(this.overrides))
     this.allowed = options.allowRegistries ? new Set(options.allowRegistries) : undefined
@@ -182,8 +204,8 @@ export class Upstreams {
       client = new UpstreamClient(
         registry,
         upstreamBaseUrl(registry, this.overrides),
-        trusted ? this.dispatcher : this.guarded,
-        { policy: this.policy, trusted },
+        this.dispatcher,
+        { policy: this.policy, trusted, classify: this.classify },
         this.credentials,
         this.clock,
         this.rateLimits,
@@ -201,23 +223,31 @@ export class Upstreams {
   }
 
   async close(): Promise<void> {
-    if (this.guardedAgent) await (await this.guardedAgent).close()
-    if (this.ownsDispatcher && this.plain) await (await this.plain).close()
+    for (const agent of Object.values(this.agents)) await (await agent).close()
   }
 }
 
 type Kind = 'manifest' | 'blob' | 'tags'
 
+interface Access {
+  policy: AddressPolicy
+  /** Configured by the user (see UpstreamsOptions.trusted). */
+  trusted: boolean
+  classify: (base: URL) => Reach | Promise<Reach>
+}
+
 export class UpstreamClient {
   private readonly auth: TokenAuth
+  /** The reach of what this (configured) upstream names elsewhere, once classified. */
+  private elsewhere: Promise<Reach> | undefined
 
   constructor(
     readonly registry: string,
     readonly base: URL,
-    private readonly dispatcher: () => Promise<Dispatcher>,
-    private readonly access: { policy: AddressPolicy; trusted: boolean },
+    private readonly dispatcher: (reach: Reach) => Promise<Dispatcher>,
+    private readonly access: Access,
     credentials: CredentialSource,
-    clock: Clock,
+    private readonly clock: Clock,
     private readonly rateLimits: RateLimitBook,
     private readonly counters: UpstreamCounters,
     private readonly observe?: UpstreamObserver,
@@ -243,10 +273,25 @@ export class UpstreamClient {
     return manifestInfo(res, 'HEAD', url)
   }
 
+  /**
+   * The one counted call. After a 429 it is not sent before the time the
+   * registry named (TOOMANYREQUESTS at once); a short wait is waited out, and
+   * a 429 with a short Retry-After is retried once after it.
+   */
   async getManifest(repository: string, reference: string): Promise<ManifestBody> {
-    this.counters.manifestGets++
-    const { res, url } = await this.call('GET', repository, `manifests/${reference}`, { accept: MANIFEST_ACCEPT, kind: 'manifest_get' })
-    this.recordRateLimit(res)
+    let answer: { res: Dispatcher.ResponseData; url: URL }
+    for (let attempt = 1; ; attempt++) {
+      await this.beforeCountedGet(`GET manifest ${repository}:${reference}`)
+      this.counters.manifestGets++
+      answer = await this.call('GET', repository, `manifests/${reference}`, { accept: MANIFEST_ACCEPT, kind: 'manifest_get' })
+      this.recordRateLimit(answer.res)
+      if (answer.res.statusCode !== 429 || attempt > 1) break
+      const wait = retryAfterMs((name) => headerValue(answer.res.headers[name]), this.clock.now())
+      if (wait === undefined || wait > SHORT_RETRY_AFTER_MS) break
+      await answer.res.body.dump().catch(() => {})
+      this.rateLimits.limitUntil(this.registry, this.clock.now() + wait)
+    }
+    const { res, url } = answer
     await this.expectOk(res, 'GET', url, 'manifest')
     const info = manifestInfo(res, 'GET', url)
     if (info.size !== undefined && info.size > MANIFEST_SIZE_LIMIT) {
@@ -282,11 +327,27 @@ export class UpstreamClient {
     return { size: length === undefined ? undefined : Number(length), body: res.body, url: redact(url) }
   }
 
+  /**
+   * The size of a blob without its body: the HEAD's Content-Length, or, when
+   * the HEAD has none (some fronts drop it), the total in the Content-Range of
+   * a one-byte ranged GET (a 200 to it: its Content-Length). Undefined when
+   * upstream says neither; the caller then has the whole blob to count.
+   */
   async headBlob(repository: string, digest: string): Promise<{ size: number | undefined }> {
-    const { res } = await this.followRedirects('HEAD', repository, digest)
-    await res.body.dump().catch(() => {})
-    const length = headerValue(res.headers['content-length'])
-    return { size: length === undefined ? undefined : Number(length) }
+    const head = await this.followRedirects('HEAD', repository, digest)
+    await head.res.body.dump().catch(() => {})
+    const size = byteCount(headerValue(head.res.headers['content-length']))
+    if (size !== undefined) return { size }
+    this.counters.blobGets++
+    const { res } = await this.followRedirects('GET', repository, digest, { range: 'bytes=0-0' })
+    const total =
+      res.statusCode === 206
+        ? byteCount(/^bytes\s+\d+-\d+\/(\d+)$/i.exec(headerValue(res.headers['content-range']) ?? '')?.[1])
+        : byteCount(headerValue(res.headers['content-length']))
+    // One byte of a 206 is read; a 200 carries the whole blob, which nobody wants here.
+    if (res.statusCode === 206) await res.body.dump({ limit: 1024 }).catch(() => {})
+    else discard(res.body)
+    return { size: total }
   }
 
   /**
@@ -309,8 +370,9 @@ export class UpstreamClient {
     return next ? { tags, next } : { tags }
   }
 
-  private async followRedirects(method: 'GET' | 'HEAD', repository: string, digest: string) {
-    let { res, url } = await this.call(method, repository, `blobs/${digest}`, { kind: 'blob' })
+  /** `headers` (a Range) go to every hop; the registry's Authorization only to the first. */
+  private async followRedirects(method: 'GET' | 'HEAD', repository: string, digest: string, headers: Record<string, string> = {}) {
+    let { res, url } = await this.call(method, repository, `blobs/${digest}`, { kind: 'blob', headers })
     for (let hops = 0; isRedirect(res.statusCode); hops++) {
       const location = headerValue(res.headers.location)
       await res.body.dump().catch(() => {})
@@ -325,16 +387,21 @@ export class UpstreamClient {
       } catch {
         throw new DproxyError('UPSTREAM_INVALID', `${method} ${redact(from)}: redirect to an unparsable location`)
       }
-      res = await this.send(method, url, {}, 'blob')
+      res = await this.send(method, url, headers, 'blob')
     }
     await this.expectOk(res, method, url, 'blob')
     return { res, url }
   }
 
-  private async call(method: string, repository: string, rest: string, opts: { accept?: string; kind: UpstreamKind }) {
+  private async call(
+    method: string,
+    repository: string,
+    rest: string,
+    opts: { accept?: string; kind: UpstreamKind; headers?: Record<string, string> },
+  ) {
     const url = new URL(`${this.base.pathname.replace(/\/$/, '')}/v2/${repository}/${rest}`, this.base)
     const scope = `repository:${repository}:pull`
-    const headers: Record<string, string> = opts.accept ? { accept: opts.accept } : {}
+    const headers: Record<string, string> = { ...opts.headers, ...(opts.accept ? { accept: opts.accept } : {}) }
     let auth = await this.auth.authorization(scope)
     let res = await this.send(method, url, auth ? { ...headers, authorization: auth } : headers, opts.kind)
     if (res.statusCode === 401) {
@@ -348,8 +415,21 @@ export class UpstreamClient {
     return { res, url }
   }
 
+  /**
+   * How far a request to `url` may reach: a configured upstream's own origin
+   * anywhere, what it names elsewhere as far as the upstream itself, all of a
+   * registry nobody configured public addresses only.
+   */
+  private async reach(url: URL): Promise<Reach> {
+    if (!this.access.trusted) return 'public'
+    if (url.origin === this.base.origin) return 'internal'
+    this.elsewhere ??= Promise.resolve(this.access.classify(this.base))
+    return this.elsewhere
+  }
+
   private async send(method: string, url: URL, headers: Record<string, string>, kind: UpstreamKind): Promise<Dispatcher.ResponseData> {
-    this.access.policy.check(url, this.registry, this.access.trusted)
+    const reach = await this.reach(url)
+    this.access.policy.check(url, this.registry, reach)
     const started = performance.now()
     let status: number | undefined
     try {
@@ -357,7 +437,7 @@ export class UpstreamClient {
       const res = await request(url, {
         method: method as Dispatcher.HttpMethod,
         headers: { 'user-agent': USER_AGENT, ...headers },
-        dispatcher: await this.dispatcher(),
+        dispatcher: await this.dispatcher(reach),
       })
       status = res.statusCode
       return res
@@ -366,6 +446,23 @@ export class UpstreamClient {
     } finally {
       this.observe?.({ registry: this.registry, kind, method, status, durationMs: performance.now() - started })
     }
+  }
+
+  /** Waits out a short rate-limit reset; throws TOOMANYREQUESTS, sending nothing, while a longer one runs. */
+  private async beforeCountedGet(what: string): Promise<void> {
+    const at = this.rateLimits.limitedUntil(this.registry)
+    if (at === undefined) return
+    const left = at - this.clock.now()
+    if (left <= SHORT_RETRY_AFTER_MS) {
+      await sleep(left)
+      return
+    }
+    throw new DproxyError(
+      'TOOMANYREQUESTS',
+      `${what}: not sent, as ${this.registry} answered 429 (rate limited) and asked to wait until ` +
+        `${new Date(at).toISOString()} (${Math.ceil(left / 1000)} s more)`,
+      { detail: { registry: this.registry, ...resetDetail(at, left) } },
+    )
   }
 
   /**
@@ -397,8 +494,14 @@ export class UpstreamClient {
     const html = /^text\/html/i.test(type)
     let code: ErrorCode
     let status2: number | undefined
-    if (status === 429) code = 'TOOMANYREQUESTS'
-    else if (status >= 500 || html) code = 'UPSTREAM_UNAVAILABLE'
+    let reset: ReturnType<typeof resetDetail> | undefined
+    if (status === 429) {
+      code = 'TOOMANYREQUESTS'
+      const now = this.clock.now()
+      const wait = retryAfterMs((name) => headerValue(res.headers[name]), now) ?? DEFAULT_RETRY_AFTER_MS
+      this.rateLimits.limitUntil(this.registry, now + wait)
+      reset = resetDetail(now + wait, wait)
+    } else if (status >= 500 || html) code = 'UPSTREAM_UNAVAILABLE'
     else if (status === 404) code = upstream && isNotFoundCode(upstream.code) ? upstream.code : notFound[kind]
     else if (status === 401) code = 'UNAUTHORIZED'
     else if (status === 403) code = 'DENIED'
@@ -406,11 +509,17 @@ export class UpstreamClient {
       code = 'UPSTREAM_UNAVAILABLE'
       status2 = 502
     }
-    throw new DproxyError(code, `${where}: HTTP ${status}${said}`, {
+    const retry = reset ? `; retry after ${reset.retryAfterSeconds} s (${reset.resetAt})` : ''
+    throw new DproxyError(code, `${where}: HTTP ${status}${said}${retry}`, {
       ...(status2 ? { status: status2 } : {}),
-      detail: { upstreamStatus: status },
+      detail: { upstreamStatus: status, ...reset },
     })
   }
+}
+
+/** When a rate-limited registry may be asked again, for the error's detail (and the client's Retry-After). */
+function resetDetail(at: number, leftMs: number): { retryAfterSeconds: number; resetAt: string } {
+  return { retryAfterSeconds: Math.ceil(leftMs / 1000), resetAt: new Date(at).toISOString() }
 }
 
 const notFound: Record<Kind, ErrorCode> = { manifest: 'MANIFEST_UNKNOWN', blob: 'BLOB_UNKNOWN', tags: 'NAME_UNKNOWN' }
@@ -460,6 +569,12 @@ export function nextPage(link: string | undefined, base: URL): URLSearchParams |
     if (v !== null) next.set(key, v)
   }
   return next.has('last') ? next : undefined
+}
+
+/** A byte count as a header states it: digits only, or undefined. */
+function byteCount(value: string | undefined): number | undefined {
+  if (value === undefined || !/^\d{1,15}$/.test(value.trim())) return undefined
+  return Number(value.trim())
 }
 
 function isRedirect(status: number): boolean {

@@ -3,6 +3,12 @@
 // `docker-ratelimit-source: <ip or account id>`); a registry that sends none
 // does not limit pulls. Hub has been seen sending the headers with no value, so
 // a reading that does not parse is ignored and the last good one kept.
+//
+// A 429 says when to come back (`Retry-After`, in seconds or as a date, or a
+// `RateLimit-Reset` in seconds); the book remembers that moment per registry,
+// so no further counted GET is spent before it: asking again early only
+// burns pulls and gets another 429. A 429 that names no time is waited out
+// for a minute.
 
 import type { Clock } from '../clock.js'
 
@@ -67,11 +73,49 @@ export function readRateLimit(registry: string, header: HeaderGetter, now: numbe
   }
 }
 
-/** The last good reading per registry. */
+/** How long after a 429 that names no time a registry is left alone. */
+export const DEFAULT_RETRY_AFTER_MS = 60_000
+/** The longest wait a 429 can impose (Docker Hub's window): a far-off date is not believed further. */
+export const MAX_RETRY_AFTER_MS = 6 * 3600_000
+
+/**
+ * How long a 429 asks to wait, in ms: `Retry-After` (delta seconds or an
+ * HTTP date), else `RateLimit-Reset` (delta seconds), else undefined.
+ * Bounded by MAX_RETRY_AFTER_MS; a date in the past is 0.
+ */
+export function retryAfterMs(header: HeaderGetter, now: number): number | undefined {
+  const bound = (ms: number) => Math.min(MAX_RETRY_AFTER_MS, Math.max(0, ms))
+  const retryAfter = header('retry-after')?.trim()
+  if (retryAfter !== undefined && retryAfter !== '') {
+    if (/^\d{1,10}$/.test(retryAfter)) return bound(Number(retryAfter) * 1000)
+    const date = Date.parse(retryAfter)
+    if (/[a-z]/i.test(retryAfter) && !Number.isNaN(date)) return bound(date - now)
+  }
+  const reset = header('ratelimit-reset')?.trim()
+  if (reset !== undefined && /^\d{1,10}$/.test(reset)) return bound(Number(reset) * 1000)
+  return undefined
+}
+
+/** The last good reading per registry, and until when a registry that answered 429 is left alone. */
 export class RateLimitBook {
   private readonly readings = new Map<string, RateLimitReading>()
+  private readonly until = new Map<string, number>()
 
   constructor(private readonly clock: Clock) {}
+
+  /** After a 429: no counted GET goes to `registry` before `at` (ms since epoch). */
+  limitUntil(registry: string, at: number): void {
+    this.until.set(registry, at)
+  }
+
+  /** When `registry` may be asked again, while that is still ahead; undefined when it may be asked now. */
+  limitedUntil(registry: string): number | undefined {
+    const at = this.until.get(registry)
+    if (at === undefined) return undefined
+    if (at > this.clock.now()) return at
+    this.until.delete(registry)
+    return undefined
+  }
 
   record(registry: string, header: HeaderGetter): void {
     const reading = readRateLimit(registry, header, this.clock.now())

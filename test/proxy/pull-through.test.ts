@@ -451,3 +451,85 @@ function rawRequest(port: number, method: string, path: string): Promise<{ statu
     req.end()
   })
 }
+
+t.test('a redirect to dproxy itself is refused although the upstream is on loopback; its CDN on loopback is followed', async (t) => {
+  const up = await startUpstream()
+  t.teardown(() => up.stop())
+  const d = await startDaemon(t, up, { metricsAddress: { host: '127.0.0.1', port: 0 } })
+  const [layer, other] = up.images.alpine.blobs
+  const followed = await get(`${d.url}/v2/library/alpine/blobs/${layer!.digest}`)
+  t.equal(followed.status, 200)
+  t.equal(sha256(followed.body), layer!.digest, 'the CDN on another loopback port')
+  const metrics = `http://127.0.0.1:${d.metricsListening!.port}/metrics`
+  for (const location of [`${d.url}/_dproxy/status`, `http://localhost:${d.port}/_dproxy/status`, metrics]) {
+    up.hub.inject({ kind: 'redirect', location, digest: other!.digest, at: 'hub' })
+    const res = await get(`${d.url}/v2/library/alpine/blobs/${other!.digest}`)
+    t.equal(res.status, 403, location)
+    t.match(JSON.parse(res.body.toString()), { errors: [{ code: 'DENIED', message: /dproxy's own listener/ }] })
+    t.notMatch(res.body.toString(), /counters|uptime|"cache"|dproxy_/, 'nothing of the status or metrics answer')
+  }
+})
+
+t.test('a cold 429 with a long Retry-After: answered at once with the reset time, no counted GET before it', async (t) => {
+  const up = await startUpstream()
+  t.teardown(() => up.stop())
+  let now = Date.now()
+  const d = await startDaemon(t, up, { clock: { now: () => now } })
+  await pull(d.url, 'bitnami/redis', '7.2')
+  up.hub.resetCounts()
+  up.hub.inject({ kind: 'status429', method: 'GET', path: /manifests/, retryAfter: '120' })
+  const first = await get(`${d.url}/v2/library/alpine/manifests/latest`)
+  t.equal(first.status, 429)
+  t.equal(first.headers['retry-after'], '120', 'the client hears when to come back')
+  t.match(JSON.parse(first.body.toString()), {
+    errors: [{ code: 'TOOMANYREQUESTS', message: /retry after 120 s/, detail: { retryAfterSeconds: 120, resetAt: new Date(now + 120_000).toISOString() } }],
+  })
+  t.equal(up.hub.counts.manifestGet, 1)
+
+  // What a client that retries a 429 (containers/image: 5 tries) sends meanwhile costs no counted GET.
+  for (let i = 0; i < 4; i++) {
+    now += 10_000
+    const again = await get(`${d.url}/v2/library/alpine/manifests/latest`)
+    t.equal(again.status, 429)
+    t.equal(again.headers['retry-after'], String(120 - 10 * (i + 1)))
+    t.match(JSON.parse(again.body.toString()), { errors: [{ code: 'TOOMANYREQUESTS', message: /not sent, as docker\.io answered 429/ }] })
+  }
+  t.equal(up.hub.counts.manifestGet, 1, 'no further counted GET until the reset')
+
+  // A cached tag that moved upstream needs a GET: it is served stale instead, as for any 429.
+  await up.retag('bitnami/redis', '7.2', buildExtraImage('retag-cooldown', 'bitnami/redis', '7.2'))
+  const stale = await get(`${d.url}/v2/bitnami/redis/manifests/7.2`)
+  t.equal(stale.status, 200)
+  t.equal(stale.headers['docker-content-digest'], up.images.redis.digest)
+  t.equal(stale.headers['warning'], '110 - "Response is stale"')
+  t.equal(up.hub.counts.manifestGet, 1)
+
+  now += 81_000
+  const after = await get(`${d.url}/v2/library/alpine/manifests/latest`)
+  t.equal(after.status, 200, 'past the reset upstream is asked again')
+  t.equal(up.hub.counts.manifestGet, 2)
+
+  // RateLimit-Reset when there is no Retry-After; a minute when the 429 names no time at all.
+  up.hub.inject({ kind: 'status429', method: 'GET', path: /manifests/, rateLimitReset: '30' })
+  t.equal((await get(`${d.url}/v2/library/multi/manifests/latest`)).headers['retry-after'], '30')
+  now += 31_000
+  up.hub.inject({ kind: 'status429', method: 'GET', path: /manifests/ })
+  t.equal((await get(`${d.url}/v2/library/multi/manifests/latest`)).headers['retry-after'], '60')
+  t.equal(up.hub.counts.manifestGet, 4)
+})
+
+t.test('a 429 with a short Retry-After is waited out and the GET sent once more', async (t) => {
+  const up = await startUpstream()
+  t.teardown(() => up.stop())
+  const d = await startDaemon(t, up)
+  up.hub.inject({ kind: 'status429', method: 'GET', path: /manifests/, retryAfter: '1' })
+  const res = await get(`${d.url}/v2/library/alpine/manifests/latest`)
+  t.equal(res.status, 200)
+  t.equal(res.headers['docker-content-digest'], up.images.alpine.digest)
+  t.equal(up.hub.counts.manifestGet, 2, 'the 429 and the one retry')
+
+  up.hub.inject({ kind: 'status429', method: 'GET', path: /manifests/, retryAfter: '1', times: 2 })
+  const twice = await get(`${d.url}/v2/library/multi/manifests/latest`)
+  t.equal(twice.status, 429, 'one retry only')
+  t.equal(up.hub.counts.manifestGet, 4)
+})

@@ -232,6 +232,66 @@ t.test('a configured upstream on a loopback address is trusted, and so are its C
   t.equal(up.hub.counts.tokenRequests, 1, 'the realm on 127.0.0.1 was called')
 })
 
+t.test('a configured upstream judged public may not redirect or send its realm inside; its own origin is still reached', async (t) => {
+  const up = await startUpstream()
+  t.teardown(() => up.stop())
+  const inside = await internalService(t, '127.0.0.2')
+  // The fixture is on loopback; classify is the seam that judges it as a registry on the internet.
+  const u = new Upstreams({
+    overrides: { 'docker.io': up.hubUrl },
+    classify: () => 'public',
+    policy: { resolve: resolverOf({ 'inside.test': '127.0.0.2' }) },
+    timeouts: { connectMs: 2000, headersMs: 5000 },
+  })
+  t.teardown(() => u.close())
+  const client = u.get('docker.io')
+  const info = await client.headManifest('library/alpine', 'latest')
+  t.equal(info.digest, up.images.alpine.digest, 'the upstream itself and its realm on the same origin are reached')
+  const [layer, other] = up.images.alpine.blobs
+  await t.rejects(client.getBlob('library/alpine', layer!.digest), { code: 'DENIED', message: /internal address/ }, 'its CDN on loopback')
+  t.strictSame(up.hub.counts.cdnGet, {}, 'the CDN saw no GET')
+  for (const location of [`http://127.0.0.2:${inside.port}/_dproxy/status`, `http://inside.test:${inside.port}/_dproxy/status`]) {
+    up.hub.inject({ kind: 'redirect', location, digest: other!.digest, at: 'hub' })
+    await t.rejects(client.getBlob('library/alpine', other!.digest), { code: 'DENIED' }, location)
+  }
+
+  const realm = `http://127.0.0.2:${inside.port}/token`
+  const elsewhere = await startUpstream({ hub: { realm } })
+  t.teardown(() => elsewhere.stop())
+  const v = new Upstreams({ overrides: { 'docker.io': elsewhere.hubUrl }, classify: () => 'public' })
+  t.teardown(() => v.close())
+  await t.rejects(v.get('docker.io').headManifest('library/alpine', 'latest'), { code: 'DENIED' }, 'a realm on another, internal origin')
+  t.strictSame(inside.seen, [], 'the internal service received no request at all')
+})
+
+t.test('no upstream leads to dproxy itself, even one on loopback: literals before, names once connected', async (t) => {
+  const up = await startUpstream()
+  t.teardown(() => up.stop())
+  const self = await internalService(t, '127.0.0.1')
+  const u = new Upstreams({
+    overrides: { 'docker.io': up.hubUrl },
+    policy: { resolve: resolverOf({ 'self.test': '127.0.0.1' }), ownListeners: () => [{ host: '127.0.0.1', port: self.port }] },
+    timeouts: { connectMs: 2000, headersMs: 5000 },
+  })
+  t.teardown(() => u.close())
+  const client = u.get('docker.io')
+  const [layer, other] = up.images.alpine.blobs
+  const blob = await client.getBlob('library/alpine', layer!.digest)
+  const chunks: Buffer[] = []
+  for await (const c of blob.body) chunks.push(c as Buffer)
+  t.equal(sha256(Buffer.concat(chunks)), layer!.digest, 'its CDN on another loopback port is followed')
+  for (const location of [
+    `http://127.0.0.1:${self.port}/_dproxy/status`,
+    `http://localhost:${self.port}/_dproxy/status`,
+    `http://[::ffff:127.0.0.1]:${self.port}/_dproxy/status`,
+    `http://self.test:${self.port}/_dproxy/status`,
+  ]) {
+    up.hub.inject({ kind: 'redirect', location, digest: other!.digest, at: 'hub' })
+    await t.rejects(client.getBlob('library/alpine', other!.digest), { code: 'DENIED', message: /dproxy's own listener/ }, location)
+  }
+  t.strictSame(self.seen, [], 'dproxy\'s listener received no request')
+})
+
 t.test('only 2xx and 429 manifest answers update the rate-limit reading', async (t) => {
   let cred: { username: string; secret: string } | undefined = { username: 'alice', secret: 's3cret' }
   const up = await startUpstream({ hub: { users: { alice: 's3cret' }, requireAuth: true, limit: 10 } })

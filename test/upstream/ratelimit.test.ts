@@ -1,5 +1,5 @@
 import t from 'tap'
-import { parseLimitValue, RateLimitBook, readRateLimit } from '../../src/upstream/ratelimit.js'
+import { MAX_RETRY_AFTER_MS, parseLimitValue, RateLimitBook, readRateLimit, retryAfterMs } from '../../src/upstream/ratelimit.js'
 
 t.test('parseLimitValue reads count and window', async (t) => {
   t.strictSame(parseLimitValue('100;w=21600'), { value: 100, windowSeconds: 21600 })
@@ -30,4 +30,35 @@ t.test('RateLimitBook keeps the last good reading', async (t) => {
   t.equal(book.get('docker.io')?.remaining, 98)
   t.equal(book.get('docker.io')?.checkedAt, 2000)
   t.equal(book.all().length, 1)
+})
+
+t.test('retryAfterMs: Retry-After in seconds or as a date, else RateLimit-Reset, bounded', async (t) => {
+  const now = Date.parse('2026-12-07T12:00:00Z')
+  const h = (o: Record<string, string>) => (n: string) => o[n]
+  const table: Array<[Record<string, string>, number | undefined]> = [
+    [{ 'retry-after': '120' }, 120_000],
+    [{ 'retry-after': ' 0 ' }, 0],
+    [{ 'retry-after': 'Mon, 07 Dec 2026 12:02:00 GMT' }, 120_000],
+    [{ 'retry-after': 'Mon, 07 Dec 2026 11:00:00 GMT' }, 0],
+    [{ 'retry-after': '99999999' }, MAX_RETRY_AFTER_MS],
+    [{ 'ratelimit-reset': '30' }, 30_000],
+    [{ 'retry-after': '5', 'ratelimit-reset': '30' }, 5_000],
+    [{ 'retry-after': 'soon', 'ratelimit-reset': '30' }, 30_000],
+    [{ 'retry-after': '-5' }, undefined],
+    [{ 'retry-after': '1.5' }, undefined],
+    [{ 'ratelimit-reset': '' }, undefined],
+    [{}, undefined],
+  ]
+  for (const [headers, ms] of table) t.equal(retryAfterMs(h(headers), now), ms, JSON.stringify(headers))
+})
+
+t.test('RateLimitBook: a registry is limited until the time it named, then asked again', async (t) => {
+  let now = 1000
+  const book = new RateLimitBook({ now: () => now })
+  t.equal(book.limitedUntil('docker.io'), undefined)
+  book.limitUntil('docker.io', 61_000)
+  t.equal(book.limitedUntil('docker.io'), 61_000)
+  t.equal(book.limitedUntil('ghcr.io'), undefined, 'per registry')
+  now = 61_000
+  t.equal(book.limitedUntil('docker.io'), undefined, 'over once the time came')
 })

@@ -64,7 +64,7 @@ export interface DaemonOptions {
   shutdownGraceMs?: number
   /** How long a request body may take to arrive (body-deadline.ts); an accepted import has no such bound. */
   requestTimeoutMs?: number
-  /** How long a client has to send a whole request head, from connecting or from its previous request (connections.ts). */
+  /** How long a client has to send a whole request head, from connecting or from starting another request (connections.ts). */
   headersTimeoutMs?: number
   /** The connections one source address may hold open; more are closed at once (connections.ts). */
   maxConnectionsPerClient?: number

@@ -26,7 +26,7 @@ export function isLoopbackHost(host: string): boolean {
     if (g.slice(0, 7).every((x) => x === 0) && g[7] === 1) return true
     return g.slice(0, 5).every((x) => x === 0) && g[5] === 0xffff && loopbackV4.check(v4(g[6]!, g[7]!), 'ipv4')
   }
-  const address = ipv4Of(h)
+  const address = isIP(h) === 4 ? h : ipv4Of(h)
   return address !== undefined && loopbackV4.check(address, 'ipv4')
 }
 

@@ -2,12 +2,12 @@
 // client cannot pin its file descriptors by connecting and then sending
 // nothing, half a request line, or headers one byte at a time.
 //
-// Node bounds the time to a complete request head with headersTimeout, but
-// only while requestTimeout or headersTimeout is set, and only as often as
-// its connectionsCheckingInterval (30 s by default) looks. The daemon turns
-// requestTimeout off (a body has its own bound per request, body-deadline.ts,
-// lifted for an accepted import), so it sets headersTimeout itself and checks
-// often enough for the bound to hold. A keep-alive connection between
+// Node bounds the time to a complete request head with headersTimeout, and
+// only as often as its connectionsCheckingInterval (30 s by default) looks.
+// The daemon turns requestTimeout off (a body has its own bound per request,
+// body-deadline.ts, lifted for an accepted import); left alone, Node then
+// derives headersTimeout 0 too and checks nothing at all. So the daemon sets
+// headersTimeout itself, and an interval short enough for the bound to hold. A keep-alive connection between
 // requests is Node's keepAliveTimeout's business.
 //
 // The gate counts open connections per source address and in total; one

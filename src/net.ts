@@ -14,13 +14,39 @@ import { BlockList, isIP } from 'node:net'
 /**
  * True for addresses only this machine can reach: a listen address (anything
  * else requires client auth) or a peer's address (the admin endpoints answer
- * these only). Brackets and IPv4-mapped IPv6 are accepted.
+ * these only). Judged on the address, not its spelling: brackets, IPv4-mapped
+ * IPv6, `0:0:0:0:0:0:0:1`, and the short, octal, hex and decimal IPv4 forms
+ * the resolver takes for a listen address (`127.1`, `0x7f.1`, `2130706433`).
  */
 export function isLoopbackHost(host: string): boolean {
-  const h = host.replace(/^\[|\]$/g, '').toLowerCase()
-  if (h === 'localhost' || h === '::1') return true
-  if (isIP(h) === 4) return h.startsWith('127.')
-  return /^::ffff:127\./.test(h)
+  const h = host.replace(/^\[(.*)\]$/, '$1').toLowerCase()
+  if (h === 'localhost') return true
+  if (isIP(h) === 6) {
+    const g = ipv6Groups(h)
+    if (g.slice(0, 7).every((x) => x === 0) && g[7] === 1) return true
+    return g.slice(0, 5).every((x) => x === 0) && g[5] === 0xffff && loopbackV4.check(v4(g[6]!, g[7]!), 'ipv4')
+  }
+  const address = isIP(h) === 4 ? h : ipv4Of(h)
+  return address !== undefined && loopbackV4.check(address, 'ipv4')
+}
+
+const loopbackV4 = new BlockList()
+loopbackV4.addSubnet('127.0.0.0', 8, 'ipv4')
+
+/**
+ * The dotted-quad form of an IPv4 address in any spelling inet_aton takes,
+ * or undefined for anything else. The URL host parser applies exactly those
+ * rules (WHATWG "IPv4 parser"), so it does the work; only digits, hex and dots
+ * reach it.
+ */
+function ipv4Of(host: string): string | undefined {
+  if (!/^[0-9a-fx.]+$/.test(host)) return undefined
+  try {
+    const parsed = new URL(`http://${host}/`).hostname
+    return isIP(parsed) === 4 ? parsed : undefined
+  } catch {
+    return undefined
+  }
 }
 
 /** A host as it goes before `:port` in an address or URL: IPv6 in brackets. */

@@ -6,6 +6,16 @@ t.test('isLoopbackHost', async (t) => {
   for (const h of ['0.0.0.0', '::', '192.0.2.2', 'fd00::2', 'myhost', '128.0.0.1']) t.notOk(isLoopbackHost(h), h)
 })
 
+t.test('isLoopbackHost: every spelling the resolver takes for a loopback address', async (t) => {
+  const loopback = ['127.1', '127.0.1', '0x7f.1', '0177.0.0.1', '2130706433', '127.0.0.1.', '0:0:0:0:0:0:0:1', '[0:0:0:0:0:0:0:1]',
+    '0000::0001', '::ffff:7f00:1', '0:0:0:0:0:ffff:127.0.0.1', '[::FFFF:127.0.0.2]']
+  for (const h of loopback) t.ok(isLoopbackHost(h), h)
+  const other = ['128.1', '0', '0.0.0.0', '0:0:0:0:0:0:0:0', '::127.0.0.1', '::2', '::ffff:128.0.0.1', '2002:7f00:1::',
+    '127.0.0.1.5', '127.1.example', '127.0.0.1@evil.example', '127.0.0.1/x', 'localhost.example', '']
+  for (const h of other) t.notOk(isLoopbackHost(h), h)
+  t.strictSame(exposedHosts(['127.1', '0:0:0:0:0:0:0:1']), [], 'neither makes the daemon require client auth')
+})
+
 t.test('isPrivateAddress', async (t) => {
   for (const h of ['127.0.0.1', '10.1.2.3', '172.16.0.1', '192.168.1.1', '169.254.169.254', '::1', '[::1]', 'fe80::1', 'fd00::1', '::ffff:127.0.0.1', 'localhost', '0.0.0.0']) {
     t.ok(isPrivateAddress(h), h)

@@ -27,7 +27,11 @@ function levelOf(r: RequestRecord): LogLevel {
   return r.route === 'manifest' || r.route === 'blob' ? 'info' : 'debug'
 }
 
-/** `127.0.0.1 GET /v2/library/alpine/manifests/latest 200 1532B 12ms hit upstream=- "docker/27.0"` */
+/**
+ * `127.0.0.1 GET /v2/library/alpine/manifests/latest 200 1532B 12ms miss upstream=200@https://registry-1.docker.io "docker/27.0"`:
+ * upstream= is the status and endpoint that answered a miss, the status alone
+ * behind an error, `-` when upstream was not asked for this request (a hit).
+ */
 export function requestLine(r: RequestRecord): string {
   return [
     r.client || '-',
@@ -37,7 +41,7 @@ export function requestLine(r: RequestRecord): string {
     `${r.bytes}B`,
     `${Math.round(r.durationMs)}ms`,
     r.cache ?? '-',
-    `upstream=${r.upstreamStatus ?? '-'}`,
+    `upstream=${upstreamText(r)}`,
     JSON.stringify(r.userAgent ?? ''),
   ].join(' ')
 }
@@ -54,9 +58,15 @@ function requestFields(r: RequestRecord): Record<string, unknown> {
     complete: r.complete,
     cache: r.cache ?? null,
     upstreamStatus: r.upstreamStatus ?? null,
+    upstreamEndpoint: r.upstreamEndpoint ?? null,
     userAgent: r.userAgent ?? null,
     ...(r.image !== undefined ? { image: r.image } : {}),
   }
+}
+
+function upstreamText(r: RequestRecord): string {
+  if (r.upstreamStatus === undefined) return '-'
+  return r.upstreamEndpoint === undefined ? String(r.upstreamStatus) : `${r.upstreamStatus}@${r.upstreamEndpoint}`
 }
 
 function upstreamLine(c: UpstreamCall): string {

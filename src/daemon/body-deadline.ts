@@ -5,7 +5,8 @@
 // its connection when the bound passes, as with Node's. Only the import
 // endpoint lifts it, and only once it has accepted the request (loopback,
 // admin token, content type), so that an unauthenticated client gains
-// nothing from naming its path. Headers stay bounded by Node's headersTimeout.
+// nothing from naming its path. The head is bounded by Node's headersTimeout,
+// which the daemon sets itself (connections.ts).
 
 import type { IncomingMessage } from 'node:http'
 

@@ -176,7 +176,8 @@ export class ClientAuth {
   }
 
   async verifyToken(token: string): Promise<boolean> {
-    const m = /^dp1\.(\d{1,12})\.([A-Za-z0-9_-]{43})$/.exec(token)
+    // One spelling per expiry, as issue() writes it: no leading zero, so that no other string carries the same MAC.
+    const m = /^dp1\.([1-9]\d{0,11})\.([A-Za-z0-9_-]{43})$/.exec(token)
     if (!m) return false
     const expiry = Number(m[1])
     if (expiry * 1000 <= this.clock.now()) return false

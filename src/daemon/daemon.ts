@@ -5,6 +5,8 @@
 //
 // It listens on every requested address with one port (by default 127.0.0.1
 // and ::1, because `localhost` resolves to either depending on the client).
+// Every listener bounds its connections the same way (connections.ts): the
+// time to a whole request head, and how many are open per source and in all.
 // Stopping closes the listeners, lets in-flight responses finish within a
 // bound, then cuts what is left and aborts downloads nobody waits for.
 
@@ -41,6 +43,7 @@ import { isMetricsPath, Metrics, serveMetrics } from './metrics.js'
 import { accessLog } from './accesslog.js'
 import { noteOf, routeOf } from '../registry/note.js'
 import { bodyDeadline, REQUEST_TIMEOUT_MS } from './body-deadline.js'
+import { ConnectionGate, connectionLimits, cutAfterClientError, serverTimeouts, type ConnectionLimits } from './connections.js'
 
 export const DEFAULT_HOSTS = ['127.0.0.1', '::1']
 export const DEFAULT_PORT = 5000
@@ -61,6 +64,12 @@ export interface DaemonOptions {
   shutdownGraceMs?: number
   /** How long a request body may take to arrive (body-deadline.ts); an accepted import has no such bound. */
   requestTimeoutMs?: number
+  /** How long a client has to send a whole request head, from connecting or from starting another request (connections.ts). */
+  headersTimeoutMs?: number
+  /** The connections one source address may hold open; more are closed at once (connections.ts). */
+  maxConnectionsPerClient?: number
+  /** The connections all listeners together may hold open. */
+  maxConnections?: number
   /**
    * Where the secret that mutating admin requests must carry is kept (guard.ts),
    * normally `<stateDir>/admin-token`; created when missing. Without it the
@@ -103,6 +112,9 @@ export class Daemon {
   readonly startedAt: number
   private readonly servers: Server[] = []
   private readonly sockets = new Set<Socket>()
+  private readonly limits: ConnectionLimits
+  /** Open connections per source and in total, over every listener. */
+  private readonly gate: ConnectionGate
   private active = 0
   private idle: (() => void) | undefined
   private stopping: Promise<void> | undefined
@@ -139,6 +151,8 @@ export class Daemon {
     readonly events: DaemonEvents,
   ) {
     this.startedAt = clock.now()
+    this.limits = connectionLimits(options)
+    this.gate = new ConnectionGate(this.limits, log)
     this.maintenance = new CacheMaintenance({
       store,
       clock,
@@ -173,6 +187,7 @@ export class Daemon {
           'pass --auth (or dproxy config set auth true) and give clients the values of dproxy env',
       )
     }
+    connectionLimits(options) // refused before anything is taken
     const clock = options.clock ?? systemClock
     const log = options.log ?? silentLogger
     const allowRegistries = registryAllowList(options)
@@ -305,13 +320,9 @@ export class Daemon {
     }
     for (const host of hosts) {
       // Without a Host, Node would answer a bare 400 itself; the handlers answer in OCI JSON instead.
-      // requestTimeout: applied per request instead (body-deadline.ts), so that an import may take longer.
-      const server = createServer({ keepAliveTimeout: 30_000, requireHostHeader: false, requestTimeout: 0 }, onRequest)
-      server.on('clientError', sendClientError)
-      server.on('connection', (socket: Socket) => {
-        this.sockets.add(socket)
-        socket.on('close', () => this.sockets.delete(socket))
-      })
+      // The body's time is bounded per request (body-deadline.ts), the head's by Node (connections.ts).
+      const server = createServer({ keepAliveTimeout: 30_000, requireHostHeader: false, ...serverTimeouts(this.limits) }, onRequest)
+      this.track(server)
       const chosenPort = this.listening[0]?.port ?? port
       try {
         await new Promise<void>((resolve, reject) => {
@@ -338,6 +349,19 @@ export class Daemon {
     }
   }
 
+  /** Bounds `server`'s connections (the gate) and keeps them for stop(). */
+  private track(server: Server): void {
+    server.on('clientError', (err: NodeJS.ErrnoException, socket: Socket) => {
+      sendClientError(err, socket)
+      cutAfterClientError(socket)
+    })
+    server.on('connection', (socket: Socket) => {
+      if (!this.gate.admit(socket)) return
+      this.sockets.add(socket)
+      socket.on('close', () => this.sockets.delete(socket))
+    })
+  }
+
   /** Announces a finished (or cut) response on the event seam. */
   private finished(req: IncomingMessage, res: ServerResponse, socket: Socket, started: number, sentBefore: number): void {
     const raw = req.url ?? '/'
@@ -361,18 +385,16 @@ export class Daemon {
 
   /** The --metrics-address listener: /metrics and nothing else. */
   private async listenMetrics(address: ListenAddress): Promise<void> {
-    const server = createServer({ requireHostHeader: false }, (req, res) => {
+    const server = createServer({ requireHostHeader: false, ...serverTimeouts(this.limits) }, (req, res) => {
       if (isMetricsPath(req.url ?? '/')) {
         void serveMetrics(this.metrics, req, res, { loopbackOnly: false, listenHosts: [] }, this.log)
         return
       }
       sendError(res, new DproxyError('NAME_UNKNOWN', 'this listener serves /metrics only', { status: 404 }), this.log, req.method)
     })
-    server.on('clientError', sendClientError)
-    server.on('connection', (socket: Socket) => {
-      this.sockets.add(socket)
-      socket.on('close', () => this.sockets.delete(socket))
-    })
+    // Its requests have no body: Node's own bound on the whole request (its default) stays.
+    server.requestTimeout = Math.max(REQUEST_TIMEOUT_MS, this.limits.headersTimeoutMs)
+    this.track(server)
     await new Promise<void>((resolve, reject) => {
       server.once('error', (err: NodeJS.ErrnoException) =>
         reject(new DproxyError('LISTEN_FAILED', `cannot listen on ${formatHost(address.host)}:${address.port} for metrics: ${err.code ?? err.message}`, { cause: err })),

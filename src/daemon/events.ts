@@ -26,6 +26,8 @@ export interface RequestRecord {
   complete: boolean
   cache?: CacheResult
   upstreamStatus?: number
+  /** The upstream endpoint that answered a miss. */
+  upstreamEndpoint?: string
   image?: string
   userAgent?: string
 }

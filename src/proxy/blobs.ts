@@ -38,7 +38,7 @@ import { DproxyError, isDproxyError } from '../errors.js'
 import type { Logger } from '../log.js'
 import type { BlobReader, BlobStore, BlobWriter, StoredBlob } from '../store/api.js'
 import { discard } from '../upstream/auth.js'
-import { upstreamError, type BlobBody, type UpstreamClient } from '../upstream/client.js'
+import { upstreamError, type BlobBody, type UpstreamAnswer, type UpstreamClient } from '../upstream/client.js'
 import type { Counters } from './counters.js'
 import { notCached } from './outage.js'
 import { type Digest, ContentCheck } from '../oci/digest.js'
@@ -72,6 +72,8 @@ interface SourceBase {
   cached: boolean
   /** Follows a download another request started (for the access log and metrics). */
   joined?: boolean
+  /** The upstream endpoint that answered this request's download, and its status (a miss). */
+  upstream?: UpstreamAnswer
   close(): Promise<void>
 }
 
@@ -148,7 +150,7 @@ export class BlobProxy {
     }
     // Clients reading from the download now: the live view shows them per download; close() lets go.
     fetch.clients++
-    return { ...fromFetch(fetch, () => this.past(image, d)), joined }
+    return { ...fromFetch(fetch, () => this.past(image, d)), joined, ...(!joined && fetch.answer ? { upstream: fetch.answer } : {}) }
   }
 
   /** The downloads in progress, for metrics and the live view. */
@@ -257,6 +259,8 @@ class Fetch extends EventEmitter {
   /** Renamed into the cache. */
   committed = false
   error: Error | undefined
+  /** Who answered the download (undefined when the blob was found in the store after all). */
+  answer: UpstreamAnswer | undefined
   readonly started: Promise<void>
   readonly done: Promise<void>
   private body: Readable | undefined
@@ -294,6 +298,7 @@ class Fetch extends EventEmitter {
       }
       const up = await upstreams.get(this.image.registry).getBlob(this.image.repository, this.d.value)
       this.body = up.body
+      this.answer = up.answer
       if (this.aborted) up.body.destroy(new DproxyError('UPSTREAM_UNAVAILABLE', 'dproxy is shutting down'))
       let writer: BlobWriter
       try {
@@ -446,6 +451,7 @@ function streamed(up: BlobBody, d: Digest, counters: Counters): StreamedBlob {
     kind: 'stream',
     size: up.size ?? -1,
     cached: false,
+    ...(up.answer ? { upstream: up.answer } : {}),
     body: up.body as AsyncIterable<Buffer>,
     accept: (chunk) => {
       check.update([chunk])

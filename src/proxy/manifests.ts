@@ -17,7 +17,7 @@ import type { Clock } from '../clock.js'
 import { DproxyError, isDproxyError, isUpstreamOutage, truncate } from '../errors.js'
 import type { Logger } from '../log.js'
 import type { ManifestStore, StoredManifest, TagRecord, TagStore } from '../store/api.js'
-import type { TagPage, UpstreamClient } from '../upstream/client.js'
+import type { TagPage, UpstreamAnswer, UpstreamClient } from '../upstream/client.js'
 import type { Counters } from './counters.js'
 import { notCached } from './outage.js'
 import { SingleFlight } from './singleflight.js'
@@ -29,6 +29,8 @@ export interface ManifestResult extends StoredManifest {
   stale: boolean
   /** This call (or the one it joined) fetched the bytes with a counted upstream GET. */
   fetched: boolean
+  /** When fetched: the upstream endpoint that answered, and its status. */
+  upstream?: UpstreamAnswer
 }
 
 /** What a tag points at upstream, from a HEAD alone (free under Docker Hub's rate limit). */
@@ -116,7 +118,7 @@ export class ManifestProxy {
       this.o.counters.cacheMisses++
       try {
         const body = await this.o.upstreams.get(image.registry).getManifest(image.repository, d.value)
-        return await this.keep(image, d, body.bytes, body.mediaType, body.digest, touch)
+        return await this.keep(image, d, body.bytes, body.mediaType, body.digest, touch, body.answer)
       } catch (err) {
         throw notCached(err, 'MANIFEST_UNKNOWN', `${name(image)}@${d.value}`, image.registry)
       }
@@ -160,7 +162,7 @@ export class ManifestProxy {
       counters.cacheMisses++
       const body = await client.getManifest(image.repository, tag)
       const d = parseDigestFromUpstream(body.digest ?? digestOf(body.bytes))
-      const result = await this.keep(image, d, body.bytes, body.mediaType, body.digest, touch)
+      const result = await this.keep(image, d, body.bytes, body.mediaType, body.digest, touch, body.answer)
       await this.recordTag(image, tag, result)
       return result
     } catch (err) {
@@ -193,6 +195,7 @@ export class ManifestProxy {
     mediaType: string,
     headerDigest: string | undefined,
     touch: boolean,
+    upstream: UpstreamAnswer | undefined,
   ): Promise<ManifestResult> {
     for (const expected of headerDigest === undefined ? [d.value] : [d.value, headerDigest]) {
       const e = parseDigestFromUpstream(expected)
@@ -206,7 +209,7 @@ export class ManifestProxy {
     }
     await unlessDiskFails(this.o.store.putManifest(d, bytes, mediaType))
     await this.used(image, d, touch)
-    return { digest: d.value, mediaType, bytes, stale: false, fetched: true }
+    return { digest: d.value, mediaType, bytes, stale: false, fetched: true, ...(upstream ? { upstream } : {}) }
   }
 
   private async fromCache(

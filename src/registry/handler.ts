@@ -14,6 +14,7 @@ import type { Logger } from '../log.js'
 import type { BlobProxy } from '../proxy/blobs.js'
 import type { ManifestProxy } from '../proxy/manifests.js'
 import type { ProbeRepository } from '../proxy/probe.js'
+import type { UpstreamAnswer } from '../upstream/client.js'
 import { SendBuffers } from './buffers.js'
 import { sendError, type ErrorListener } from './errors.js'
 import { sendBlob } from './send.js'
@@ -109,6 +110,11 @@ function upstreamStatusOf(err: unknown): number | undefined {
 
 const STALE_WARNING = '110 - "Response is stale"'
 
+/** The note's fields for the upstream answer behind a miss. */
+function answered(upstream: UpstreamAnswer | undefined): { upstreamStatus?: number; upstreamEndpoint?: string } {
+  return upstream ? { upstreamStatus: upstream.status, upstreamEndpoint: upstream.endpoint } : {}
+}
+
 async function serveManifest(
   deps: RegistryDeps,
   req: IncomingMessage,
@@ -118,7 +124,7 @@ async function serveManifest(
 ): Promise<void> {
   const ref = parseReference(reference)
   const m = await deps.manifests.get(image, ref)
-  note(res, { cache: m.stale ? 'stale' : m.fetched ? 'miss' : 'hit' })
+  note(res, { cache: m.stale ? 'stale' : m.fetched ? 'miss' : 'hit', ...answered(m.upstream) })
   res.setHeader('content-type', m.mediaType)
   res.setHeader('docker-content-digest', m.digest)
   res.setHeader('etag', `"${m.digest}"`)
@@ -153,7 +159,7 @@ async function serveBlob(
     return
   }
   const source = await deps.blobs.open(image, d)
-  note(res, { cache: source.cached ? 'hit' : source.joined === true ? 'joined' : 'miss' })
+  note(res, { cache: source.cached ? 'hit' : source.joined === true ? 'joined' : 'miss', ...answered(source.upstream) })
   let start = 0
   // Unknown size (upstream sent no Content-Length): the whole blob, chunked.
   let end = source.size < 0 ? Infinity : source.size - 1

@@ -1,5 +1,6 @@
 // What a response did, as the handlers know it: which route it was, whether
-// its content came from the cache, and what upstream answered when it failed.
+// its content came from the cache, and what upstream answered: the endpoint
+// and status behind a miss, the status behind a failure.
 // The handlers note it on the response; whoever watches requests finish
 // (the daemon's access log, metrics and live view) reads it back. A WeakMap
 // keyed by the response keeps the note exactly as long as the request lives.
@@ -18,8 +19,10 @@ export type CacheResult = 'hit' | 'miss' | 'stale' | 'joined'
 
 export interface RequestNote {
   cache?: CacheResult
-  /** The upstream status behind an error answer (a 404 upstream, a 429). */
+  /** The upstream status behind an error answer (a 404 upstream, a 429), or that answered a miss. */
   upstreamStatus?: number
+  /** The upstream endpoint that answered a miss (`https://registry-1.docker.io`). */
+  upstreamEndpoint?: string
   /** `docker.io/library/alpine`, once the name was valid. */
   image?: string
 }

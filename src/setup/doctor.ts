@@ -12,7 +12,10 @@
 // not installed or whose daemon does not answer is skipped with a note, not a
 // failure. The daemon's own health comes first: running, listening where the
 // clients were told, a writable cache with free space, upstreams reachable,
-// clock skew against their Date header, rate-limit headroom.
+// clock skew against their Date header, rate-limit headroom. The upstreams
+// checked are the ones the running daemon uses (it may have been started with
+// --upstream), as its status reports them; the configured ones only when no
+// daemon runs.
 
 import { execFile } from 'node:child_process'
 import { randomBytes } from 'node:crypto'
@@ -354,6 +357,16 @@ async function checkClient(c: Context, client: DoctorClient, snapshot: StatusSna
   }
 }
 
+/** The upstreams pulls go to: the running daemon's, else the configured ones. */
+async function upstreamsInUse(o: DoctorOptions, snapshot: StatusSnapshot): Promise<Record<string, string>> {
+  const url = snapshot.daemon.url
+  if (snapshot.daemon.running && url !== null) {
+    const status = await new AdminClient(url).status({ probe: false }).catch(() => undefined)
+    if (status?.upstreams) return Object.fromEntries(status.upstreams.map((u) => [u.registry, u.url]))
+  }
+  return o.settings.upstreams
+}
+
 async function daemonChecks(o: DoctorOptions, snapshot: StatusSnapshot, told: { address: string; bySetup: boolean }): Promise<Check[]> {
   const checks: Check[] = []
   const daemon = snapshot.daemon
@@ -394,8 +407,9 @@ async function daemonChecks(o: DoctorOptions, snapshot: StatusSnapshot, told: { 
     })
   }
   const now = o.now ?? Date.now
-  for (const registry of [DOCKER_HUB, ...Object.keys(o.settings.upstreams).filter((r) => r !== DOCKER_HUB)]) {
-    const base = upstreamBaseUrl(registry, o.settings.upstreams)
+  const upstreams = await upstreamsInUse(o, snapshot)
+  for (const registry of [DOCKER_HUB, ...Object.keys(upstreams).filter((r) => r !== DOCKER_HUB)]) {
+    const base = upstreamBaseUrl(registry, upstreams)
     try {
       const res = await fetch(new URL('/v2/', base), { redirect: 'manual', signal: AbortSignal.timeout(5000) })
       await res.body?.cancel().catch(() => {})

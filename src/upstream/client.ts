@@ -64,6 +64,14 @@ export interface ManifestInfo {
 
 export interface ManifestBody extends ManifestInfo {
   bytes: Buffer
+  answer?: UpstreamAnswer
+}
+
+/** Which upstream endpoint answered a fetch, and with what status (the access log names them on a miss). */
+export interface UpstreamAnswer {
+  /** The configured endpoint asked (not where a redirect led). */
+  endpoint: string
+  status: number
 }
 
 export interface BlobBody {
@@ -73,6 +81,7 @@ export interface BlobBody {
   body: Readable
   /** Where the bytes come from, redacted, for messages. */
   url: string
+  answer?: UpstreamAnswer
 }
 
 export interface TagPage {
@@ -316,7 +325,11 @@ export class UpstreamClient {
     if (info.size !== undefined && bytes.length !== info.size) {
       throw new DproxyError('UPSTREAM_UNAVAILABLE', `GET ${redact(url)}: got ${bytes.length} of ${info.size} bytes`)
     }
-    return { ...info, size: bytes.length, bytes }
+    return { ...info, size: bytes.length, bytes, answer: this.answer(res.statusCode) }
+  }
+
+  private answer(status: number): UpstreamAnswer {
+    return { endpoint: `${this.base.origin}${this.base.pathname.replace(/\/+$/, '')}`, status }
   }
 
   /** Starts a blob download; the caller consumes (or destroys) `body`. */
@@ -324,7 +337,7 @@ export class UpstreamClient {
     this.counters.blobGets++
     const { res, url } = await this.followRedirects('GET', repository, digest)
     const length = headerValue(res.headers['content-length'])
-    return { size: length === undefined ? undefined : Number(length), body: res.body, url: redact(url) }
+    return { size: length === undefined ? undefined : Number(length), body: res.body, url: redact(url), answer: this.answer(res.statusCode) }
   }
 
   /**

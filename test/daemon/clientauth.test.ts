@@ -85,6 +85,8 @@ t.test('tokens: valid until expiry, bound to this daemon and to the current pass
   t.equal(await auth.verifyToken(`dp1.${Number(expiry) + 3600}.${mac}`), false, 'a longer expiry breaks the MAC')
   t.equal(await auth.verifyToken(`dp1.${expiry}.${mac!.slice(0, -1)}${mac!.endsWith('A') ? 'B' : 'A'}`), false, 'tampered MAC')
   t.equal(await auth.verifyToken('garbage'), false)
+  t.equal(await auth.verifyToken(`dp1.0${expiry}.${mac}`), false, 'one spelling only: a leading zero on the expiry is refused')
+  t.equal(await auth.verifyToken(`dp1.+${expiry}.${mac}`), false, 'and a sign')
   const other = new ClientAuth({ secret: async () => secret, clock })
   t.equal(await other.verifyToken(issued.token), false, 'another daemon (another key) does not accept it')
   now += 59_999

@@ -105,3 +105,12 @@ t.test('with the allow-list in force, other registries are DENIED, cached conten
   t.equal(cached.status, 200, 'an allowed registry is served')
   t.equal(up.hub.counts.requests.length, 0, 'nothing went upstream')
 })
+
+t.test('127.1 and 0:0:0:0:0:0:0:1 are loopback: the daemon listens there without client auth and answers', async (t) => {
+  const d = await startDaemon(t, undefined, { hosts: ['127.1', '0:0:0:0:0:0:0:1'] })
+  t.strictSame(d.listening.map((a) => a.host), ['127.1', '0:0:0:0:0:0:0:1'])
+  t.equal(registryAllowList({ hosts: ['127.1', '0:0:0:0:0:0:0:1'] }), undefined, 'no registry allow-list either')
+  for (const base of [`http://127.0.0.1:${d.port}`, `http://[::1]:${d.port}`]) {
+    t.equal((await get(`${base}/v2/`)).status, 200, `${base}/v2/ answers`)
+  }
+})

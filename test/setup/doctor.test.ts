@@ -1,3 +1,6 @@
+import { once } from 'node:events'
+import { createServer } from 'node:http'
+import type { AddressInfo } from 'node:net'
 import t from 'tap'
 import { formatDoctorText } from '../../src/cli/doctor.js'
 import { pointsAt, type DoctorReport } from '../../src/setup/doctor.js'
@@ -41,6 +44,34 @@ t.test('clients told an address dproxy no longer listens on (dproxy start --port
     ['docker', 'ctr', 'podman', 'buildkit', 'k3s'].map((c) => [c, 'skipped']),
     'clients that are not installed are skipped, not failed',
   )
+})
+
+t.test("the upstreams checked are the running daemon's (serve --upstream), the configured ones only when none runs", async (t) => {
+  // A registry root that answers as Docker Hub's does: 401 with a Date.
+  const fixture = createServer((req, res) => {
+    res.statusCode = req.url === '/v2/' ? 401 : 404
+    res.end()
+  })
+  fixture.listen(0, '127.0.0.1')
+  await once(fixture, 'listening')
+  t.teardown(() => new Promise<void>((resolve) => fixture.close(() => resolve())))
+  const running = `http://127.0.0.1:${(fixture.address() as AddressInfo).port}`
+  const configured = `http://127.0.0.1:${await freePort()}`
+  const env = isolatedEnv(t, { PATH: '', DPROXY_UPSTREAMS: `docker.io=${configured}` })
+  const d = await startDaemon(t, undefined, { cacheDir: env.DPROXY_CACHE_DIR, upstreams: { 'docker.io': running } })
+
+  const res = await runInProcess(['doctor', '--json'], env)
+  const hub = (JSON.parse(res.out) as DoctorReport).checks.filter((c) => c.name === 'docker.io')
+  t.equal(hub.length, 1, res.err)
+  t.match(hub[0], { level: 'ok', detail: `${running} answers (HTTP 401)` }, 'the endpoint the daemon pulls from, which answers')
+  t.notMatch(hub[0]?.detail, configured, 'not the configured one')
+
+  await d.stop(0)
+  const alone = await runInProcess(['doctor', '--json'], env)
+  t.match((JSON.parse(alone.out) as DoctorReport).checks.find((c) => c.name === 'docker.io'), {
+    level: 'warn',
+    detail: new RegExp(`^${configured} is unreachable`),
+  }, 'with no daemon running, the configured endpoint')
 })
 
 t.test('the text report: plain words when piped, marks and colour on a terminal, failures listed', async (t) => {

@@ -23,6 +23,8 @@ interface ServeFlags {
   port?: string
   cacheDir?: string
   upstream?: string[]
+  /** false with --no-origin. */
+  origin?: boolean
   maxAge?: string
   auth?: boolean
   detach?: boolean
@@ -45,10 +47,11 @@ export function registerServeCommand(program: Command, ctx: CliContext): void {
     .option('--port <n>', 'port to listen on (default: 5000)')
     .option('--cache-dir <dir>', 'where cached blobs and manifests live (default: the user data dir)')
     .option(
-      '--upstream <host=url>',
-      'contact URL for a registry host, e.g. docker.io=http://127.0.0.1:15000 (repeatable)',
+      '--upstream <host=urls>',
+      'endpoints for a registry host, tried in order: docker.io=https://cache.team.example,https://registry-1.docker.io (repeatable)',
       (value: string, prev: string[] = []) => [...prev, value],
     )
+    .option('--no-origin', "a list of endpoints is the only way out: the registry's origin is not asked after it")
     .option('--max-age <duration>', "serve a tag checked within this long without asking upstream (e.g. '10m'; default 0)")
     .option('--auth', 'require clients to log in (user dproxy, password from dproxy env); required beyond loopback')
     .option(
@@ -79,6 +82,7 @@ export async function serve(flags: ServeFlags, ctx: CliContext): Promise<void> {
     ...(flags.port !== undefined ? { port: flags.port } : {}),
     ...(flags.cacheDir !== undefined ? { cacheDir: flags.cacheDir } : {}),
     ...(flags.upstream !== undefined ? { upstreams: flags.upstream } : {}),
+    ...(flags.origin === false ? { noOrigin: true } : {}),
     ...(flags.maxAge !== undefined ? { maxAge: flags.maxAge } : {}),
     ...(flags.auth ? { auth: true } : {}),
     ...(flags.allowRegistry !== undefined ? { registries: flags.allowRegistry } : {}),
@@ -107,6 +111,7 @@ export async function serve(flags: ServeFlags, ctx: CliContext): Promise<void> {
     port: settings.port,
     cacheDir: settings.cacheDir,
     upstreams: settings.upstreams,
+    noOrigin: settings.noOrigin,
     maxAgeMs: settings.maxAgeMs,
     maxSizeBytes: settings.maxSizeBytes,
     ttlMs: settings.ttlMs,
@@ -121,7 +126,10 @@ export async function serve(flags: ServeFlags, ctx: CliContext): Promise<void> {
     adminTokenFile: join(settings.stateDir, ADMIN_TOKEN_FILE),
   })
   ctx.stdout.write(`cache: ${settings.cacheDir}\n`)
-  for (const [registry, url] of Object.entries(settings.upstreams)) ctx.stdout.write(`upstream: ${registry} -> ${url}\n`)
+  for (const registry of Object.keys(settings.upstreams)) {
+    const chain = daemon.upstreams.chain(registry).map((e) => e.label)
+    ctx.stdout.write(`upstream: ${registry} -> ${chain.join(', then ')}\n`)
+  }
   if (settings.auth) ctx.stdout.write(`client auth: required (user ${CLIENT_USERNAME}; dproxy env prints the password)\n`)
   for (const a of daemon.listening) ctx.stdout.write(`dproxy listening on http://${formatHost(a.host)}:${a.port}\n`)
   const m = daemon.metricsListening

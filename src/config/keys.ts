@@ -14,7 +14,7 @@ import { parseDuration, parseSize } from './units.js'
 import { parseRegistryHost } from '../oci/registry-host.js'
 import { LOG_FORMATS, LOG_LEVELS, type LogFormat, type LogLevel } from '../log.js'
 
-export const settingKeys = ['host', 'port', 'cacheDir', 'upstreams', 'maxAge', 'maxSize', 'ttl', 'auth', 'registries', 'refresh', 'refreshWindow', 'refreshReserve', 'logFormat', 'logLevel', 'logMaxSize', 'metricsAddress'] as const
+export const settingKeys = ['host', 'port', 'cacheDir', 'upstreams', 'noOrigin', 'maxAge', 'maxSize', 'ttl', 'auth', 'registries', 'refresh', 'refreshWindow', 'refreshReserve', 'logFormat', 'logLevel', 'logMaxSize', 'metricsAddress'] as const
 export type SettingKey = (typeof settingKeys)[number]
 
 /** What `dproxy config` shows for each key: an example value and one line of help. */
@@ -22,7 +22,11 @@ export const settingHelp: Record<SettingKey, { example: string; description: str
   host: { example: '127.0.0.1', description: "listen address or comma list; 'localhost' means 127.0.0.1 and ::1" },
   port: { example: '5000', description: 'listen port (0 picks a free one)' },
   cacheDir: { example: '~/dproxy-cache', description: 'where blobs and manifests are kept' },
-  upstreams: { example: 'docker.io=http://127.0.0.1:15000', description: 'registry=URL overrides, comma separated' },
+  upstreams: {
+    example: 'docker.io=https://cache.team.example,https://registry-1.docker.io',
+    description: 'registry=URL[,URL...] endpoints tried in order, comma separated (see dproxy-serve(1))',
+  },
+  noOrigin: { example: 'docker.io', description: "true, or the registries whose endpoint list is the only way out (no origin implied last)" },
   maxAge: { example: '10m', description: 'how long a cached tag is served before asking upstream again (0: always ask)' },
   maxSize: { example: '20GB', description: 'cache size limit (0 means none)' },
   ttl: { example: '30d', description: 'drop cached content unused for this long (0 means keep)' },
@@ -156,43 +160,82 @@ function upstreamUrl(registry: string, raw: string): string {
   return url.href.replace(/\/+$/, '')
 }
 
+/** The entry of an endpoint list that names the registry's own origin (`docker.io=https://cache.team.example,origin`). */
+export const ORIGIN_KEYWORD = 'origin'
+
 /**
- * Upstream overrides, registry host -> base URL, from 'docker.io=http://127.0.0.1:15000,ghcr.io=https://m.example',
- * from a list of such strings (repeated flags) or from an object (a hand-edited config file).
- * Docker Hub aliases become 'docker.io'; a trailing slash is dropped. The same host twice with
- * different URLs is refused rather than resolved by order.
+ * Upstream endpoints, registry host -> the URLs to try in order, from
+ * 'docker.io=https://cache.team.example,https://registry-1.docker.io,ghcr.io=https://m.example'
+ * (an entry without `REGISTRY=` continues the list of the registry before it), from a list of such
+ * strings (repeated flags) or from an object (a hand-edited config file) whose values are such lists.
+ * The word `origin` stands for the registry's own origin. Docker Hub aliases become 'docker.io'; a
+ * trailing slash is dropped. The same host given twice with different lists is refused rather than
+ * resolved by order. What the lists mean (mirror, path prefix, the implied origin) is upstream/registries.ts's.
  */
-export function upstreamsFrom(value: string | string[] | Record<string, string>): Record<string, string> {
+export function upstreamsFrom(value: string | string[] | Record<string, string | string[]>): Record<string, string[]> {
   const key = 'upstreams'
   const example = 'docker.io=http://127.0.0.1:15000'
-  const pairs: Array<[string, string]> = []
+  const lists: Array<[string, string[]]> = []
   if (typeof value === 'string' || Array.isArray(value)) {
-    const items = (typeof value === 'string' ? [value] : value).flatMap((item) => item.split(','))
-    for (const item of items) {
-      if (item.trim() === '') continue
-      const eq = item.indexOf('=')
-      if (eq === -1) throw expected(key, example, redactUrl(item.trim()), 'each entry is REGISTRY=URL')
-      pairs.push([item.slice(0, eq), item.slice(eq + 1)])
+    for (const entry of typeof value === 'string' ? [value] : value) {
+      if (typeof entry !== 'string') throw expected(key, example, value)
+      let current: string[] | undefined
+      for (const item of entry.split(',')) {
+        if (item.trim() === '') continue
+        const eq = item.indexOf('=')
+        if (eq === -1) {
+          if (current === undefined) throw expected(key, example, redactUrl(item.trim()), 'a list starts with REGISTRY=URL')
+          current.push(item)
+          continue
+        }
+        current = [item.slice(eq + 1)]
+        lists.push([item.slice(0, eq), current])
+      }
     }
   } else if (value !== null && typeof value === 'object') {
-    pairs.push(...Object.entries(value))
+    for (const [host, urls] of Object.entries(value)) {
+      if (typeof urls === 'string') lists.push([host, urls.split(',').filter((u) => u.trim() !== '')])
+      else if (Array.isArray(urls) && urls.every((u) => typeof u === 'string')) lists.push([host, urls])
+      else throw expected(key, example, value)
+    }
   } else {
     throw expected(key, example, value)
   }
-  const out: Record<string, string> = {}
-  for (const [rawHost, rawUrl] of pairs) {
-    if (typeof rawUrl !== 'string') throw expected(key, example, value)
+  const out: Record<string, string[]> = {}
+  for (const [rawHost, rawUrls] of lists) {
     const registry = parseRegistryHost(rawHost, 'an upstream registry host')
-    const url = upstreamUrl(registry, rawUrl)
+    if (rawUrls.length === 0) throw expected(key, example, `${rawHost}=`, 'each registry names at least one URL')
+    const urls = rawUrls.map((raw) => (raw.trim().toLowerCase() === ORIGIN_KEYWORD ? ORIGIN_KEYWORD : upstreamUrl(registry, raw)))
+    const repeated = urls.find((u, i) => urls.indexOf(u) !== i)
+    if (repeated !== undefined) {
+      throw new DproxyError('CONFIG_INVALID', `upstream ${registry} lists '${repeated}' twice`, { detail: { key, registry } })
+    }
     const previous = out[registry]
-    if (previous !== undefined && previous !== url) {
-      throw new DproxyError('CONFIG_INVALID', `upstream ${registry} is given twice ('${previous}' and '${url}')`, {
+    if (previous !== undefined && previous.join(',') !== urls.join(',')) {
+      throw new DproxyError('CONFIG_INVALID', `upstream ${registry} is given twice ('${previous.join(',')}' and '${urls.join(',')}')`, {
         detail: { key, registry },
       })
     }
-    out[registry] = url
+    out[registry] = urls
   }
   return out
+}
+
+/**
+ * `noOrigin`: true (no registry's list gets its origin implied last), false,
+ * or the registries whose list is the only way out ('docker.io,ghcr.io').
+ */
+export function noOriginFrom(value: string | boolean | string[]): boolean | string[] {
+  if (typeof value === 'boolean') return value
+  const text = Array.isArray(value) ? value.join(',') : value
+  const lower = text.trim().toLowerCase()
+  if (truthy.has(lower)) return true
+  if (falsy.has(lower)) return false
+  try {
+    return registriesFrom(text)
+  } catch {
+    throw expected('noOrigin', 'docker.io', value, 'true, false, or registries')
+  }
 }
 
 /**
@@ -256,6 +299,9 @@ export function checkSetting(key: SettingKey, value: string, env: NodeJS.Process
       return
     case 'upstreams':
       upstreamsFrom(value)
+      return
+    case 'noOrigin':
+      noOriginFrom(value)
       return
     case 'maxAge':
     case 'ttl':

@@ -26,6 +26,7 @@ import {
   parseLogFormat,
   parseLogLevel,
   parsePort,
+  noOriginFrom,
   registriesFrom,
   settingKey,
   settingKeys,
@@ -45,8 +46,13 @@ export interface Settings {
   port: number
   /** Where blobs and manifests live; default defaultCacheDir(env). */
   cacheDir: string
-  /** Registry host -> base URL, only what the user configured (built-in defaults live with the upstream client). */
-  upstreams: Record<string, string>
+  /**
+   * Registry host -> the endpoint URLs to try in order (or `origin`), only what the user configured;
+   * upstream/registries.ts upstreamChain says what a list means. Built-in defaults live there too.
+   */
+  upstreams: Record<string, string[]>
+  /** No origin implied after these registries' lists (true: after every list). Default false. */
+  noOrigin: boolean | string[]
   /** Default 0. */
   maxAgeMs: number
   /** Undefined when unset or 0: no size limit. */
@@ -80,7 +86,8 @@ export interface RawSettings {
   host?: string
   port?: string | number
   cacheDir?: string
-  upstreams?: string | string[] | Record<string, string>
+  upstreams?: string | string[] | Record<string, string | string[]>
+  noOrigin?: string | boolean | string[]
   maxAge?: string
   maxSize?: string
   ttl?: string
@@ -101,6 +108,7 @@ export const settingEnvVars: Record<SettingKey, string> = {
   port: 'DPROXY_PORT',
   cacheDir: 'DPROXY_CACHE_DIR',
   upstreams: 'DPROXY_UPSTREAMS',
+  noOrigin: 'DPROXY_NO_ORIGIN',
   maxAge: 'DPROXY_MAX_AGE',
   maxSize: 'DPROXY_MAX_SIZE',
   ttl: 'DPROXY_TTL',
@@ -121,6 +129,7 @@ const flagNames: Record<SettingKey, string> = {
   port: '--port',
   cacheDir: '--cache-dir',
   upstreams: '--upstream',
+  noOrigin: '--no-origin',
   maxAge: '--max-age',
   maxSize: '--max-size',
   ttl: '--ttl',
@@ -141,7 +150,7 @@ export const defaultPort = 5000
  * Parses upstream overrides ('docker.io=http://127.0.0.1:15000,ghcr.io=https://mirror.example',
  * repeated 'HOST=URL' flags, or an object). `source` names where the value came from in errors.
  */
-export function parseUpstreams(value: string | string[] | Record<string, string>, source: string): Record<string, string> {
+export function parseUpstreams(value: string | string[] | Record<string, string | string[]>, source: string): Record<string, string[]> {
   return fromSource(source, () => upstreamsFrom(value))
 }
 
@@ -230,9 +239,12 @@ export function resolveSettings(
   const logLevel = pick('logLevel', (v) => parseLogLevel(text(v)))
   const logMaxBytes = pick('logMaxSize', (v) => parseSize(text(v), 'logMaxSize'))
   const metricsAddress = pick('metricsAddress', (v) => parseListenAddress(text(v)))
+  const noOrigin = pick('noOrigin', (v) =>
+    noOriginFrom(typeof v === 'boolean' ? v : Array.isArray(v) ? v.map(text) : text(v)),
+  )
 
   // Lowest layer first so that higher layers overwrite per registry.
-  const upstreams: Record<string, string> = {}
+  const upstreams: Record<string, string[]> = {}
   for (const layer of [...layers].reverse()) {
     const value = layer.values.upstreams
     if (present(value)) Object.assign(upstreams, parseUpstreams(value, layer.source('upstreams')))
@@ -243,6 +255,7 @@ export function resolveSettings(
     port: port ?? defaultPort,
     cacheDir: cacheDir ?? defaultCacheDir(env, platform),
     upstreams,
+    noOrigin: noOrigin ?? false,
     maxAgeMs: maxAgeMs ?? 0,
     maxSizeBytes: maxSizeBytes === 0 ? undefined : maxSizeBytes,
     ttlMs: ttlMs === 0 ? undefined : ttlMs,
@@ -292,6 +305,7 @@ export function effectiveSetting(
     port: String(defaultPort),
     cacheDir: defaultCacheDir(env, platform),
     upstreams: '',
+    noOrigin: 'false',
     maxAge: '0',
     maxSize: '0',
     ttl: '0',

@@ -16,6 +16,7 @@
 import { formatBytes } from '../config/units.js'
 import { DproxyError } from '../errors.js'
 import type { CredentialSource } from '../upstream/auth.js'
+import type { UpstreamMap } from '../upstream/registries.js'
 import { formatPlatform, parsePlatform, type Platform, type PlatformChoice } from '../oci/platform.js'
 import { parseImageReference } from '../oci/reference.js'
 import type { ImageEvent, RefusedEvent, Summary, WarmEvent } from '../proxy/warm.js'
@@ -26,7 +27,7 @@ export interface PullOptions {
   /** Where a running daemon keeps its admin token (the pull endpoint changes the cache). */
   stateDir: string
   /** For a daemon started here: upstream overrides, logins, max age. */
-  upstreams: Record<string, string>
+  upstreams: UpstreamMap
   maxAgeMs: number
   credentials?: CredentialSource
   /** Canonical references (`docker.io/library/alpine:latest`). */

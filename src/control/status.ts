@@ -19,6 +19,7 @@ import { Layout } from '../store/layout.js'
 import { Store, type CacheStats } from '../store/store.js'
 import type { CredentialSource } from '../upstream/auth.js'
 import type { UpstreamTimeouts } from '../upstream/client.js'
+import type { UpstreamMap } from '../upstream/registries.js'
 import { RATE_LIMIT_PROBE, type RateLimitReading } from '../upstream/ratelimit.js'
 import type { StatusReport } from '../daemon/admin.js'
 import type { ImageFailures } from '../daemon/failures.js'
@@ -90,7 +91,7 @@ export interface StatusSnapshot {
 export interface CollectStatusOptions {
   cacheDir: string
   /** registry host -> base URL, as the daemon is configured (resolveSettings().upstreams). */
-  upstreams?: Readonly<Record<string, string>>
+  upstreams?: UpstreamMap
   /** The daemon's logins; the probe then reports the limit of the account the daemon pulls as. */
   credentials?: CredentialSource
   /** Ask Docker Hub afresh (default true). */
@@ -172,7 +173,7 @@ export function rateLimitRow(
  * answer carried, or the reason there is none.
  */
 export async function probeDockerHub(opts: {
-  upstreams?: Readonly<Record<string, string>>
+  upstreams?: UpstreamMap
   credentials?: CredentialSource
   timeoutMs?: number
   clock?: Clock

@@ -10,7 +10,7 @@ import { DproxyError, truncate } from '../errors.js'
 import { sendError } from '../registry/errors.js'
 import type { CacheStats } from '../store/store.js'
 import { RATE_LIMIT_PROBE, type RateLimitReading } from '../upstream/ratelimit.js'
-import { upstreamBaseUrl } from '../upstream/registries.js'
+import type { UpstreamMap } from '../upstream/registries.js'
 import { VERSION } from '../version.js'
 import { cacheEndpoint, type CacheEndpointDeps } from './cache-endpoints.js'
 import { importEndpoint, IMPORT_PATH, type ImportEndpointDeps } from './import-endpoint.js'
@@ -25,7 +25,7 @@ import type { Counters } from '../proxy/counters.js'
 import type { ProbeRepository } from '../proxy/probe.js'
 import type { WarmerDeps } from '../proxy/warm.js'
 import type { Store } from '../store/store.js'
-import type { Upstreams } from '../upstream/client.js'
+import type { EndpointStatus, Upstreams } from '../upstream/client.js'
 import { checkAdminToken, checkHost, checkOrigin } from './guard.js'
 import { DOCKER_HUB } from '../oci/registry-host.js'
 import { serveEvents, snapshotCounters } from './event-stream.js'
@@ -53,7 +53,10 @@ export interface StatusReport {
     manifestGetsAvoided: number
     staleServed: number
   }
-  upstreams: Array<{ registry: string; url: string }>
+  /** Per registry: the first endpoint's URL (`url`, as before chains) and every endpoint in the order asked. */
+  upstreams: Array<{ registry: string; url: string; endpoints?: string[] }>
+  /** Every endpoint of the configured registries (docker.io's always): health and requests. */
+  endpoints?: EndpointStatus[]
   rateLimit: Array<Omit<RateLimitReading, 'checkedAt'> & { checkedAt: string }>
   /** The background refresh (serve --refresh); null when off. */
   refresh: RefreshStatus | null
@@ -70,8 +73,8 @@ export interface StatusSources {
   listening: ReadonlyArray<{ host: string; port: number }>
   store: Pick<Store, 'root' | 'stats' | 'health'>
   counters: Counters
-  upstreams: Pick<Upstreams, 'counters' | 'rateLimits'>
-  options: { upstreams?: Readonly<Record<string, string>> | undefined }
+  upstreams: Pick<Upstreams, 'counters' | 'rateLimits' | 'chain' | 'endpoints'>
+  options: { upstreams?: UpstreamMap | undefined }
   failures: Pick<FailureBook, 'recent'>
   refresher: Pick<Refresher, 'status'> | undefined
 }
@@ -101,10 +104,11 @@ export async function buildStatus(daemon: StatusSources): Promise<StatusReport> 
       manifestGetsAvoided: c.manifestGetsAvoided,
       staleServed: c.staleServed,
     },
-    upstreams: Object.keys({ 'docker.io': '', ...overrides }).map((registry) => ({
-      registry,
-      url: upstreamBaseUrl(registry, overrides).origin,
-    })),
+    upstreams: Object.keys({ 'docker.io': '', ...overrides }).map((registry) => {
+      const chain = daemon.upstreams.chain(registry)
+      return { registry, url: chain[0]!.base.origin, endpoints: chain.map((e) => e.label) }
+    }),
+    endpoints: daemon.upstreams.endpoints(),
     rateLimit: daemon.upstreams.rateLimits.all().map((r) => ({ ...r, checkedAt: new Date(r.checkedAt).toISOString() })),
     recentFailures: daemon.failures.recent(),
     refresh: daemon.refresher?.status() ?? null,

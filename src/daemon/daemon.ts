@@ -24,8 +24,8 @@ import { registryHandler, type Handler } from '../registry/handler.js'
 import type { CacheStore } from '../store/api.js'
 import { Store } from '../store/store.js'
 import type { CredentialSource } from '../upstream/auth.js'
-import { Upstreams, type UpstreamTimeouts } from '../upstream/client.js'
-import { allowedRegistries } from '../upstream/registries.js'
+import { Upstreams, type ChainTimeouts, type UpstreamTimeouts } from '../upstream/client.js'
+import { allowedRegistries, type UpstreamMap } from '../upstream/registries.js'
 import { VERSION } from '../version.js'
 import { adminHandler, type StatusReport, buildStatus } from './admin.js'
 import { ClientAuth, TOKEN_PATH, type ClientAuthOptions } from './clientauth.js'
@@ -52,7 +52,13 @@ export interface DaemonOptions {
   hosts?: string[]
   port?: number
   cacheDir: string
-  upstreams?: Readonly<Record<string, string>>
+  upstreams?: UpstreamMap
+  /** No origin implied after these registries' endpoint lists (true: after every list); `--no-origin`. */
+  noOrigin?: boolean | readonly string[]
+  /** Tests: where a registry's origin lives (a fixture), so a chain ends at "Docker Hub" on this machine. */
+  upstreamOrigins?: Readonly<Record<string, string>>
+  /** The limits of upstream endpoints that have another behind them (connect 2 s, first byte 10 s). */
+  chainTimeouts?: Partial<ChainTimeouts>
   maxAgeMs?: number
   credentials?: CredentialSource
   /** Require clients to authenticate (clientauth.ts); mandatory when listening beyond loopback. */
@@ -215,6 +221,13 @@ export class Daemon {
     const upstreams = new Upstreams({
       observe: (call) => events.emit('upstream', call),
       overrides: options.upstreams ?? {},
+      ...(options.noOrigin !== undefined ? { noOrigin: options.noOrigin } : {}),
+      ...(options.upstreamOrigins ? { origins: options.upstreamOrigins } : {}),
+      ...(options.chainTimeouts ? { chainTimeouts: options.chainTimeouts } : {}),
+      onHealth: (e) => {
+        if (e.up) log.info(`upstream ${e.endpoint} for ${e.registry} answers again: asking it first again`)
+        else log.warn(`upstream ${e.endpoint} for ${e.registry} is down, skipping it until a probe finds it back: ${e.lastError ?? ''}`)
+      },
       clock,
       ...(options.credentials ? { credentials: options.credentials } : {}),
       ...(options.timeouts ? { timeouts: options.timeouts } : {}),

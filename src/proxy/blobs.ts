@@ -31,6 +31,15 @@
 // blob each cause one upstream GET, and the download that met the full disk
 // costs one more. Clients already following the download when the disk fills
 // up mid-way are cut, and retry.
+//
+// A registry with a chain of endpoints (upstream/client.ts): when the bytes one
+// endpoint sent fail their digest, that endpoint is not asked for the blob
+// again, and a client that has not been sent a byte yet is given a new
+// download from the next endpoint within its request; one that has is cut as
+// above, and its retry goes elsewhere. So that a team cache's wrong bytes cost
+// no client its pull, a blob from an endpoint with another behind it is held
+// back until it verified (the team cache is near: the wait is short); a blob
+// from the last endpoint streams as it arrives.
 
 import { EventEmitter } from 'node:events'
 import type { Readable } from 'node:stream'
@@ -150,7 +159,11 @@ export class BlobProxy {
     }
     // Clients reading from the download now: the live view shows them per download; close() lets go.
     fetch.clients++
-    return { ...fromFetch(fetch, () => this.past(image, d)), joined, ...(!joined && fetch.answer ? { upstream: fetch.answer } : {}) }
+    const again = async () => {
+      await fetch.finished
+      return this.open(image, d)
+    }
+    return { ...fromFetch(fetch, () => this.past(image, d), again), joined, ...(!joined && fetch.answer ? { upstream: fetch.answer } : {}) }
   }
 
   /** The downloads in progress, for metrics and the live view. */
@@ -196,9 +209,10 @@ export class BlobProxy {
     let fetch = this.fetches.get(d.value)
     if (!fetch) {
       this.o.counters.cacheMisses++
-      fetch = new Fetch(this.o, image, d)
-      this.fetches.set(d.value, fetch)
-      void fetch.run().finally(() => this.fetches.delete(d.value))
+      const started = new Fetch(this.o, image, d)
+      this.fetches.set(d.value, started)
+      started.finished = started.run().finally(() => this.fetches.delete(d.value))
+      fetch = started
     } else {
       this.o.counters.cacheHits++
     }
@@ -261,6 +275,12 @@ class Fetch extends EventEmitter {
   error: Error | undefined
   /** Who answered the download (undefined when the blob was found in the store after all). */
   answer: UpstreamAnswer | undefined
+  /** The bytes failed their digest and another endpoint is left to ask: a client sent nothing yet may try again. */
+  another = false
+  /** From an endpoint with another behind it: no byte goes to a client before the blob verified. */
+  held = false
+  /** Resolves once the download is over and no longer the one a new client would join. */
+  finished: Promise<void> = Promise.resolve()
   readonly started: Promise<void>
   readonly done: Promise<void>
   private body: Readable | undefined
@@ -299,6 +319,7 @@ class Fetch extends EventEmitter {
       const up = await upstreams.get(this.image.registry).getBlob(this.image.repository, this.d.value)
       this.body = up.body
       this.answer = up.answer
+      this.held = up.chained === true
       if (this.aborted) up.body.destroy(new DproxyError('UPSTREAM_UNAVAILABLE', 'dproxy is shutting down'))
       let writer: BlobWriter
       try {
@@ -314,11 +335,15 @@ class Fetch extends EventEmitter {
       } catch (err) {
         discard(up.body)
         await writer.abort()
+        if (isWrongContent(err)) this.another = up.rejected?.() ?? false
         throw upstreamError(err, `GET ${up.url}`)
       }
       // Clients are let in once the disk took the first bytes (or there were none).
       this.markStarted()
-      await writer.verify()
+      await writer.verify().catch((err: unknown) => {
+        if (isWrongContent(err)) this.another = up.rejected?.() ?? false
+        throw err
+      })
       this.size = this.written
       this.verified = true
       this.emit('progress')
@@ -421,14 +446,14 @@ function fromFile(reader: StoredBlob, counters: Counters): FollowedBlob {
   }
 }
 
-function fromFetch(fetch: Fetch, past: () => Promise<BlobSource>): FollowedBlob {
+function fromFetch(fetch: Fetch, past: () => Promise<BlobSource>, again: () => Promise<BlobSource>): FollowedBlob {
   let reading = true
   return {
     kind: 'follow',
     size: fetch.size ?? -1,
     cached: fetch.committed,
     open: () => fetch.openReader(),
-    written: () => fetch.written,
+    written: () => (fetch.held && !fetch.verified ? 0 : fetch.written),
     verified: () => fetch.verified,
     check: () => {
       if (fetch.error && !fetch.verified) throw fetch.error
@@ -436,7 +461,8 @@ function fromFetch(fetch: Fetch, past: () => Promise<BlobSource>): FollowedBlob 
     changed: () => fetch.changed(),
     sent: () => {},
     // The disk refused the blob before this client got a byte: it gets the blob past the cache.
-    fallback: async (err) => (isCacheUnavailable(err) ? past() : undefined),
+    // The endpoint sent wrong bytes and another one is left: a new download from there.
+    fallback: async (err) => (isCacheUnavailable(err) ? past() : isWrongContent(err) && fetch.another ? again() : undefined),
     close: async () => {
       if (reading) fetch.clients--
       reading = false
@@ -460,11 +486,17 @@ function streamed(up: BlobBody, d: Digest, counters: Counters): StreamedBlob {
     finish: () => check.finish(),
     failed: (err) => {
       discard(up.body)
+      if (isWrongContent(err)) up.rejected?.()
       return upstreamError(err, `GET ${up.url}`)
     },
     discard: () => discard(up.body),
     close: async () => discard(up.body),
   }
+}
+
+/** The bytes are not the blob: they fail its digest or its size. */
+function isWrongContent(err: unknown): boolean {
+  return isDproxyError(err, 'DIGEST_INVALID') || isDproxyError(err, 'SIZE_INVALID')
 }
 
 function isCacheUnavailable(err: unknown): boolean {

@@ -7,7 +7,7 @@
 import { readDaemonLock } from '../daemon/lifecycle.js'
 import { isLoopbackHost } from '../net.js'
 import { DproxyError } from '../errors.js'
-import { allowedRegistries } from '../upstream/registries.js'
+import { allowedRegistries, type UpstreamMap } from '../upstream/registries.js'
 import { isValidRegistryHost, canonicalRegistry } from '../oci/registry-host.js'
 
 function pick(candidates: string[]): string | undefined {
@@ -27,7 +27,7 @@ export async function clientAddress(settings: { cacheDir: string; hosts: string[
 }
 
 /** --registries, or docker.io, the configured upstreams and the well-known public registries. */
-export function setupRegistries(list: string | undefined, upstreams: Record<string, string>): string[] {
+export function setupRegistries(list: string | undefined, upstreams: UpstreamMap): string[] {
   const named = list === undefined ? allowedRegistries(undefined, upstreams) : list.split(',')
   const out: string[] = []
   for (const raw of named.map((r) => r.trim()).filter((r) => r !== '')) {

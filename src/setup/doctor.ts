@@ -30,7 +30,7 @@ import { AdminClient } from '../control/admin-client.js'
 import { collectStatus, describeLimit, headroom, type CollectStatusOptions, type StatusSnapshot } from '../control/status.js'
 import { isLoopbackHost } from '../net.js'
 import { PROBE_REPOSITORY } from '../proxy/probe.js'
-import { upstreamBaseUrl } from '../upstream/registries.js'
+import { upstreamBaseUrl, type UpstreamMap } from '../upstream/registries.js'
 import { clientAddress } from './address.js'
 import { buildkitPaths } from './buildkit.js'
 import { containerdPaths } from './containerd.js'
@@ -90,7 +90,7 @@ export const runCommand: Runner = (cmd, args, o) =>
   })
 
 export interface DoctorOptions extends Pick<CollectStatusOptions, 'credentials'> {
-  settings: { cacheDir: string; stateDir: string; hosts: string[]; port: number; upstreams: Record<string, string> }
+  settings: { cacheDir: string; stateDir: string; hosts: string[]; port: number; upstreams: UpstreamMap }
   /** Treated as `/` for system config files (`--root`, as setup has it). */
   root: string
   home: string
@@ -358,11 +358,11 @@ async function checkClient(c: Context, client: DoctorClient, snapshot: StatusSna
 }
 
 /** The upstreams pulls go to: the running daemon's, else the configured ones. */
-async function upstreamsInUse(o: DoctorOptions, snapshot: StatusSnapshot): Promise<Record<string, string>> {
+async function upstreamsInUse(o: DoctorOptions, snapshot: StatusSnapshot): Promise<UpstreamMap> {
   const url = snapshot.daemon.url
   if (snapshot.daemon.running && url !== null) {
     const status = await new AdminClient(url).status({ probe: false }).catch(() => undefined)
-    if (status?.upstreams) return Object.fromEntries(status.upstreams.map((u) => [u.registry, u.url]))
+    if (status?.upstreams) return Object.fromEntries(status.upstreams.map((u) => [u.registry, u.endpoints ?? u.url]))
   }
   return o.settings.upstreams
 }

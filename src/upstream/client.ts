@@ -1,8 +1,29 @@
 // The HTTP client for upstream registries, built on undici. One UpstreamClient
-// per registry host holds its token auth; all of them share one connection
-// pool and one rate-limit book. It speaks only the few pull-side calls the
-// proxy needs and turns every failure into a DproxyError that says whether the
-// upstream is down (the proxy may serve stale content) or answered "no".
+// per registry host asks that registry's endpoints in order (registries.ts
+// says which and how to speak to each): an EndpointClient per endpoint holds
+// its own token auth and credentials; all of them share the connection pools
+// and one rate-limit book, in which every endpoint has its own reading. It
+// speaks only the few pull-side calls the proxy needs and turns every failure
+// into a DproxyError that says whether the upstream is down (the proxy may
+// serve stale content) or answered "no".
+//
+// Falling through a chain (README "Use your team's cache" and dproxy-serve(1)
+// say the same):
+// - no answer (refused, reset, DNS, TLS, connect or header timeout), a 5xx, a
+//   429, an HTML page where JSON was expected, an unusable answer: the next
+//   endpoint;
+// - 404 (MANIFEST_UNKNOWN, NAME_UNKNOWN, BLOB_UNKNOWN) from an endpoint that
+//   is not the last: the next (a team cache may not carry that repository);
+//   from the last it is the answer;
+// - 401/403 after the endpoint's own token dance: the next, the reason kept;
+// - blob bytes that fail their digest: the endpoint is not asked for that
+//   digest again (while another one is left) and proxy/blobs.ts asks again;
+// - the last endpoint's error is the answer when every endpoint failed, with
+//   the others' reasons in its message, so serve-stale applies only then.
+// An endpoint that is not the last has a breaker (health.ts): while open it is
+// skipped at no cost, and a background probe closes it. It also has shorter
+// time limits (connect 2 s, first response byte 10 s, settable); the last
+// endpoint keeps the usual ones.
 //
 // Things registries get wrong, handled here once:
 // - every request carries a User-Agent (Hub's CDN front answers bare requests
@@ -29,13 +50,14 @@ import { setTimeout as sleep } from 'node:timers/promises'
 import { LRUCache } from 'lru-cache'
 import type { Dispatcher } from 'undici'
 import { systemClock, type Clock } from '../clock.js'
-import { DproxyError, type ErrorCode } from '../errors.js'
+import { DproxyError, isDproxyError, type ErrorCode } from '../errors.js'
 import { USER_AGENT } from '../version.js'
 import { anonymous, TokenAuth, type CredentialSource } from './auth.js'
 import { discard, headerValue, readCapped } from './http.js'
 import { AddressPolicy, type AddressPolicyOptions, type Reach } from './policy.js'
 import { DEFAULT_RETRY_AFTER_MS, RateLimitBook, retryAfterMs } from './ratelimit.js'
-import { upstreamBaseUrl } from './registries.js'
+import { Breaker, type HealthSnapshot, type Outcome } from './health.js'
+import { upstreamChain, type EndpointKind, type EndpointSpec, type UpstreamMap } from './registries.js'
 import { MANIFEST_SIZE_LIMIT } from '../oci/manifest.js'
 import { MANIFEST_MEDIA_TYPES } from '../oci/media-types.js'
 
@@ -82,6 +104,13 @@ export interface BlobBody {
   /** Where the bytes come from, redacted, for messages. */
   url: string
   answer?: UpstreamAnswer
+  /**
+   * The bytes failed their digest: the endpoint that sent them is not asked
+   * for this blob again. True when another endpoint is left to ask.
+   */
+  rejected?: () => boolean
+  /** From an endpoint with another behind it (proxy/blobs.ts holds such bytes back until they verified). */
+  chained?: boolean
 }
 
 export interface TagPage {
@@ -96,19 +125,40 @@ export interface UpstreamTimeouts {
   bodyMs: number
 }
 
+/** The limits of an endpoint that has another behind it: a dead or hung team cache costs at most these. */
+export interface ChainTimeouts {
+  /** Default 2 s. */
+  connectMs: number
+  /** Until the first byte of the response (its headers); default 10 s: a cold team cache may itself be fetching. */
+  firstByteMs: number
+}
+
+export const DEFAULT_CHAIN_TIMEOUTS: ChainTimeouts = { connectMs: 2000, firstByteMs: 10_000 }
+/** The probe that closes a breaker: GET /v2/ within this long. */
+const PROBE_TIMEOUT_MS = 2000
+
 export interface UpstreamsOptions {
-  /** registry host -> base URL, from --upstream / DPROXY_UPSTREAMS / config. */
-  overrides?: Readonly<Record<string, string>>
+  /** registry host -> one URL or the endpoint list, from --upstream / DPROXY_UPSTREAMS / config (registries.ts). */
+  overrides?: UpstreamMap
+  /** No origin implied after these registries' lists (true: any list); config `noOrigin`, `--no-origin`. */
+  noOrigin?: boolean | readonly string[]
+  /**
+   * Where a registry's origin is, instead of its real API origin: tests put
+   * a fixture there, so a chain ends at "Docker Hub" without leaving the machine.
+   */
+  origins?: Readonly<Record<string, string>>
   credentials?: CredentialSource
   clock?: Clock
   timeouts?: Partial<UpstreamTimeouts>
+  /** The limits of endpoints that are not the last of their chain. */
+  chainTimeouts?: Partial<ChainTimeouts>
   /** Resolver, address classifier and dproxy's own listeners, for the address policy (policy.ts). */
   policy?: AddressPolicyOptions
   /**
-   * Registries the user configured: their own origin is contacted wherever it
-   * is, and what they name elsewhere gets their classification. Default:
-   * every registry in `overrides`. Tests pass [] to see a fixture treated like
-   * a registry a client named.
+   * Registries the user configured: the endpoints they named are contacted
+   * wherever they are, and what those name elsewhere gets their
+   * classification. Default: every registry in `overrides`. Tests pass [] to
+   * see a fixture treated like a registry a client named.
    */
   trusted?: readonly string[]
   /**
@@ -122,6 +172,8 @@ export interface UpstreamsOptions {
   allowRegistries?: readonly string[]
   /** Told about every request sent upstream once its answer (or failure) arrived: metrics, the live view. */
   observe?: UpstreamObserver
+  /** Told when an endpoint's breaker opens or closes (the daemon logs it). */
+  onHealth?: (endpoint: EndpointStatus) => void
 }
 
 /** What an upstream request was for: the API call it made, or a hop of one. */
@@ -129,6 +181,8 @@ export type UpstreamKind = 'ping' | 'token' | 'manifest_head' | 'manifest_get' |
 
 export interface UpstreamCall {
   registry: string
+  /** The configured endpoint asked (its label, registries.ts). */
+  endpoint: string
   kind: UpstreamKind
   method: string
   /** The answer's status; undefined when none came (refused, reset, timed out). */
@@ -139,36 +193,80 @@ export interface UpstreamCall {
 
 export type UpstreamObserver = (call: UpstreamCall) => void
 
-/** Counts of what went upstream, for the status endpoint and tests. */
+/**
+ * Counts of what went upstream, for the status endpoint and tests. Manifest
+ * GETs and HEADs count what a registry's origin charges (an endpoint in front
+ * of it charges nothing); per-endpoint requests are in Upstreams.endpoints().
+ */
 export interface UpstreamCounters {
   manifestGets: number
   manifestHeads: number
   blobGets: number
 }
 
+/** One endpoint of one registry as the status shows it. */
+export interface EndpointStatus extends HealthSnapshot {
+  registry: string
+  endpoint: string
+  kind: EndpointKind
+  /** Its position in the chain, from 0; the last one is asked whatever its health. */
+  position: number
+  last: boolean
+  /** Requests sent to it (each hop of each call). */
+  requests: number
+}
+
 export class Upstreams {
   readonly rateLimits: RateLimitBook
   readonly counters: UpstreamCounters = { manifestGets: 0, manifestHeads: 0, blobGets: 0 }
   private readonly clients = new LRUCache<string, UpstreamClient>({ max: MAX_CLIENTS })
-  /** Dispatchers made on first use, per reach: `public` connects only to addresses the policy's lookup allows. */
-  private readonly agents: { [R in Reach]?: Promise<Dispatcher> } = {}
-  private readonly dispatcher: (reach: Reach) => Promise<Dispatcher>
+  /** Dispatchers made on first use, per reach and tier: `public` connects only to addresses the policy's lookup allows. */
+  private readonly agents = new Map<string, Promise<Dispatcher>>()
   private readonly policy: AddressPolicy
   private readonly classify: (base: URL) => Reach | Promise<Reach>
   private readonly trusted: ReadonlySet<string>
   private readonly allowed: ReadonlySet<string> | undefined
-  private readonly overrides: Readonly<Record<string, string>>
+  private readonly overrides: UpstreamMap
+  private readonly noOrigin: boolean | readonly string[]
+  private readonly origins: Readonly<Record<string, string>>
   private readonly credentials: CredentialSource
   private readonly clock: Clock
   private readonly observe: UpstreamObserver | undefined
+  private readonly onHealth: ((endpoint: EndpointStatus) => void) | undefined
+  private readonly timeouts: UpstreamTimeouts
+  private readonly chainTimeouts: ChainTimeouts
+  /** Chains of configured registries are kept for good (their health is reported); others live in `clients`. */
+  private readonly configured = new Map<string, UpstreamClient>()
+  private closed = false
 
   constructor(options: UpstreamsOptions = {}) {
-    const t: UpstreamTimeouts = { connectMs: 10_000, headersMs: 30_000, bodyMs: 60_000, ...options.timeouts }
+    this.timeouts = { connectMs: 10_000, headersMs: 30_000, bodyMs: 60_000, ...options.timeouts }
+    this.chainTimeouts = { ...DEFAULT_CHAIN_TIMEOUTS, ...options.chainTimeouts }
     const policy = (this.policy = new AddressPolicy(options.policy))
     this.classify = options.classify ?? ((base) => policy.classify(base))
-    const agent = (reach: Reach) =>
-      loadUndici().then(({ Agent, buildConnector }) => {
-        const base = buildConnector({ timeout: t.connectMs, lookup: reach === 'public' ? policy.lookup : policy.lookupAny })
+    this.overrides = options.overrides ?? {}
+    this.noOrigin = options.noOrigin ?? false
+    this.origins = options.origins ?? {}
+    this.trusted = new Set(options.trusted ?? [...Object.keys(this.overrides), ...Object.keys(this.origins)])
+    this.allowed = options.allowRegistries ? new Set(options.allowRegistries) : undefined
+    this.credentials = options.credentials ?? anonymous
+    this.clock = options.clock ?? systemClock
+    this.rateLimits = new RateLimitBook(this.clock)
+    this.observe = options.observe
+    this.onHealth = options.onHealth
+  }
+
+  /** The dispatcher for `reach`; `chained` ones (an endpoint with another behind it) have the chain's limits. */
+  private dispatcher(reach: Reach, chained: boolean): Promise<Dispatcher> {
+    const key = `${reach}:${chained ? 'chained' : 'last'}`
+    let agent = this.agents.get(key)
+    if (!agent) {
+      const t = this.timeouts
+      const connectMs = chained ? Math.min(t.connectMs, this.chainTimeouts.connectMs) : t.connectMs
+      const headersMs = chained ? Math.min(t.headersMs, this.chainTimeouts.firstByteMs) : t.headersMs
+      const policy = this.policy
+      agent = loadUndici().then(({ Agent, buildConnector }) => {
+        const base = buildConnector({ timeout: connectMs, lookup: reach === 'public' ? policy.lookup : policy.lookupAny })
         // Address and port are known together only once connected: a socket that reached dproxy itself goes no further.
         const connect: typeof base = (opts, callback) =>
           base(opts, (...args) => {
@@ -182,16 +280,11 @@ export class Upstreams {
             }
             callback(null, socket)
           })
-        return new Agent({ connect, headersTimeout: t.headersMs, bodyTimeout: t.bodyMs })
+        return new Agent({ connect, headersTimeout: headersMs, bodyTimeout: t.bodyMs })
       })
-    this.dispatcher = (reach) => (this.agents[reach] ??= agent(reach))
-    this.overrides = options.overrides ?? {}
-    this.trusted = new Set(options.trusted ?? Object.keys(this.overrides))
-    this.allowed = options.allowRegistries ? new Set(options.allowRegistries) : undefined
-    this.credentials = options.credentials ?? anonymous
-    this.clock = options.clock ?? systemClock
-    this.rateLimits = new RateLimitBook(this.clock)
-    this.observe = options.observe
+      this.agents.set(key, agent)
+    }
+    return agent
   }
 
   /**
@@ -206,24 +299,47 @@ export class Upstreams {
     }
   }
 
+  /** The endpoints of `registry` in the order they are asked. */
+  chain(registry: string): EndpointSpec[] {
+    const chain = upstreamChain(registry, this.overrides, this.noOrigin)
+    const origin = this.origins[registry]
+    if (origin === undefined) return chain
+    // The test seam: the origin lives at the fixture (its own origin, with the registry's name and rate key).
+    const at = new URL(origin)
+    return chain.map((e) => (e.kind === 'origin' && e.configured === false ? { ...e, base: at, label: at.origin, configured: true } : e))
+  }
+
   get(registry: string): UpstreamClient {
-    let client = this.clients.get(registry)
+    let client = this.configured.get(registry) ?? this.clients.get(registry)
     if (!client) {
       const trusted = this.trusted.has(registry)
-      client = new UpstreamClient(
-        registry,
-        upstreamBaseUrl(registry, this.overrides),
-        this.dispatcher,
-        { policy: this.policy, trusted, classify: this.classify },
-        this.credentials,
-        this.clock,
-        this.rateLimits,
-        this.counters,
-        this.observe,
+      const specs = this.chain(registry)
+      const endpoints = specs.map(
+        (spec, i) =>
+          new EndpointClient(
+            spec,
+            i < specs.length - 1,
+            (reach) => this.dispatcher(reach, i < specs.length - 1),
+            { policy: this.policy, trusted: trusted && spec.configured, classify: this.classify },
+            this.credentials,
+            this.clock,
+            this.rateLimits,
+            this.counters,
+            this.observe,
+          ),
       )
-      this.clients.set(registry, client)
+      client = new UpstreamClient(registry, endpoints, this.clock, (e) => this.onHealth?.(e))
+      if (registry in this.overrides || registry in this.origins) this.configured.set(registry, client)
+      else this.clients.set(registry, client)
     }
+    if (this.closed) client.stopProbes()
     return client
+  }
+
+  /** Every endpoint of the configured registries (docker.io's always), in chain order: the status and metrics. */
+  endpoints(): EndpointStatus[] {
+    const registries = [...new Set(['docker.io', ...Object.keys(this.overrides)])]
+    return registries.flatMap((r) => this.get(r).status())
   }
 
   /** How many per-registry clients are kept (bounded). */
@@ -232,8 +348,214 @@ export class Upstreams {
   }
 
   async close(): Promise<void> {
-    for (const agent of Object.values(this.agents)) await (await agent).close()
+    this.closed = true
+    for (const client of [...this.configured.values(), ...this.clients.values()]) client.stopProbes()
+    for (const agent of this.agents.values()) await (await agent).close()
   }
+}
+
+/** How an endpoint's failure counts for its health: no answer opens its breaker at once, a 5xx or 429 after a few. */
+function outcomeOf(err: unknown): Outcome {
+  if (!isDproxyError(err)) return 'down'
+  const status = (err.detail as { upstreamStatus?: unknown } | undefined)?.upstreamStatus
+  if (typeof status === 'number') return status >= 500 || status === 429 ? 'failing' : 'alive'
+  if (err.code === 'UPSTREAM_UNAVAILABLE') return 'down'
+  // A 429 remembered (nothing sent), a refused address, an unusable answer: the endpoint itself is not known to be down.
+  return 'alive'
+}
+
+/** The wait a 429 named, from its error. */
+function retryAfterOf(err: unknown): number | undefined {
+  const s = isDproxyError(err) ? (err.detail as { retryAfterSeconds?: unknown } | undefined)?.retryAfterSeconds : undefined
+  return typeof s === 'number' ? s * 1000 : undefined
+}
+
+const NOT_FOUND: ReadonlySet<string> = new Set(['MANIFEST_UNKNOWN', 'NAME_UNKNOWN', 'BLOB_UNKNOWN'])
+
+/** How long bad blob bytes keep an endpoint from being asked for that digest again. */
+const BAD_BLOB_MS = 3600_000
+
+/**
+ * A registry's client: its endpoints asked in order (see the rule at the top
+ * of this file). With one endpoint it is that endpoint, as before chains.
+ */
+export class UpstreamClient {
+  private readonly breakers: Breaker[]
+  private readonly probing = new Set<number>()
+  private readonly timers = new Set<NodeJS.Timeout>()
+  /** digest -> endpoints whose bytes for it failed verification (never the last). */
+  private readonly badBlobs: LRUCache<string, Set<number>>
+  private stopped = false
+
+  constructor(
+    readonly registry: string,
+    private readonly endpoints: readonly EndpointClient[],
+    private readonly clock: Clock,
+    private readonly onHealth: (endpoint: EndpointStatus) => void,
+  ) {
+    this.breakers = endpoints.map(() => new Breaker(clock))
+    this.badBlobs = new LRUCache({ max: 10_000, ttl: BAD_BLOB_MS, perf: { now: () => clock.now() }, ttlResolution: 0 })
+  }
+
+  /** The first endpoint's URL (scheme, host, port): what `dproxy login` and messages name. */
+  get base(): URL {
+    return this.endpoints[0]!.base
+  }
+
+  /** For `dproxy login`: proves the first endpoint accepts the credentials (TokenAuth.verify). */
+  verifyCredentials(scope?: string): Promise<'bearer' | 'basic'> {
+    return this.endpoints[0]!.verifyCredentials(scope)
+  }
+
+  /** `probe`: the rate-limit probe (`dproxy status`) goes to the origin alone: its headroom is what is shown. */
+  async headManifest(repository: string, reference: string, opts: { probe?: boolean } = {}): Promise<ManifestInfo> {
+    if (opts.probe === true) {
+      const origin = this.endpoints.find((e) => e.spec.kind === 'origin') ?? this.endpoints[this.endpoints.length - 1]!
+      return origin.headManifest(repository, reference, opts)
+    }
+    return this.fallThrough(`HEAD manifest ${repository}:${reference}`, (e) => e.headManifest(repository, reference))
+  }
+
+  getManifest(repository: string, reference: string): Promise<ManifestBody> {
+    return this.fallThrough(`GET manifest ${repository}:${reference}`, (e) => e.getManifest(repository, reference))
+  }
+
+  /**
+   * Starts a blob download from the first endpoint that answers and is not
+   * known to have sent wrong bytes for it; `rejected` on the body marks its
+   * endpoint so, and says whether another one is left to ask.
+   */
+  getBlob(repository: string, digest: string): Promise<BlobBody> {
+    const bad = this.badBlobs.get(digest)
+    return this.fallThrough(
+      `GET blob ${digest}`,
+      async (e, i) => {
+        const body = await e.getBlob(repository, digest)
+        return { ...body, chained: i < this.endpoints.length - 1, rejected: () => this.rejectBlob(digest, i) }
+      },
+      (i) => bad?.has(i) === true,
+    )
+  }
+
+  headBlob(repository: string, digest: string): Promise<{ size: number | undefined }> {
+    const bad = this.badBlobs.get(digest)
+    return this.fallThrough(`HEAD blob ${digest}`, (e) => e.headBlob(repository, digest), (i) => bad?.has(i) === true)
+  }
+
+  listTags(repository: string, query: URLSearchParams): Promise<TagPage> {
+    return this.fallThrough(`GET tags of ${repository}`, (e) => e.listTags(repository, query))
+  }
+
+  /** The endpoints as the status shows them. */
+  status(): EndpointStatus[] {
+    return this.endpoints.map((e, i) => this.statusOf(i))
+  }
+
+  stopProbes(): void {
+    this.stopped = true
+    for (const timer of this.timers) clearTimeout(timer)
+    this.timers.clear()
+  }
+
+  private statusOf(i: number): EndpointStatus {
+    const e = this.endpoints[i]!
+    return {
+      registry: this.registry,
+      endpoint: e.spec.label,
+      kind: e.spec.kind,
+      position: i,
+      last: i === this.endpoints.length - 1,
+      requests: e.requests,
+      ...this.breakers[i]!.snapshot(),
+    }
+  }
+
+  private rejectBlob(digest: string, i: number): boolean {
+    if (i === this.endpoints.length - 1) return false
+    const bad = this.badBlobs.get(digest) ?? new Set<number>()
+    bad.add(i)
+    this.badBlobs.set(digest, bad)
+    return true
+  }
+
+  /**
+   * Asks each endpoint in turn until one answers; `skip` passes over an
+   * endpoint that is not the last. The last endpoint's error is thrown, naming
+   * what the others said.
+   */
+  private async fallThrough<T>(what: string, ask: (e: EndpointClient, i: number) => Promise<T>, skip?: (i: number) => boolean): Promise<T> {
+    const reasons: string[] = []
+    const lastIndex = this.endpoints.length - 1
+    for (let i = 0; i <= lastIndex; i++) {
+      const e = this.endpoints[i]!
+      const breaker = this.breakers[i]!
+      const last = i === lastIndex
+      if (!last && !breaker.up) {
+        reasons.push(`${e.spec.label} skipped: down since ${breaker.snapshot().downSince} (${breaker.snapshot().lastError ?? 'no answer'})`)
+        continue
+      }
+      if (!last && skip?.(i) === true) {
+        reasons.push(`${e.spec.label} skipped: it sent wrong bytes for this`)
+        continue
+      }
+      try {
+        const answer = await ask(e, i)
+        this.record(i, 'alive')
+        return answer
+      } catch (err) {
+        if (!isDproxyError(err)) throw err
+        this.record(i, outcomeOf(err), err.message, retryAfterOf(err))
+        if (last) throw reasons.length === 0 ? err : withReasons(err, reasons)
+        reasons.push(NOT_FOUND.has(err.code) ? `${e.spec.label}: not found (${err.message})` : err.message)
+      }
+    }
+    throw new DproxyError('INTERNAL', `${what}: ${this.registry} has no endpoint`)
+  }
+
+  private record(i: number, outcome: Outcome, reason?: string, retryAfterMs?: number): void {
+    const breaker = this.breakers[i]!
+    const wasUp = breaker.up
+    breaker.record(outcome, reason, retryAfterMs)
+    if (wasUp !== breaker.up) this.onHealth(this.statusOf(i))
+    // Only an endpoint with another behind it is skipped, so only it is probed back.
+    if (!breaker.up && i < this.endpoints.length - 1) this.scheduleProbe(i)
+  }
+
+  /** Probes endpoint `i` when its breaker says so, in the background, until it is up again. */
+  private scheduleProbe(i: number): void {
+    if (this.stopped || this.probing.has(i)) return
+    this.probing.add(i)
+    const timer = setTimeout(() => {
+      this.timers.delete(timer)
+      void this.probe(i)
+    }, this.breakers[i]!.msToProbe())
+    timer.unref()
+    this.timers.add(timer)
+  }
+
+  private async probe(i: number): Promise<void> {
+    const breaker = this.breakers[i]!
+    try {
+      if (this.stopped || breaker.up) return
+      const { outcome, reason, retryAfterMs } = await this.endpoints[i]!.ping(PROBE_TIMEOUT_MS)
+      const wasUp = breaker.up
+      breaker.record(outcome, reason, retryAfterMs)
+      if (wasUp !== breaker.up) this.onHealth(this.statusOf(i))
+    } finally {
+      this.probing.delete(i)
+      if (!breaker.up) this.scheduleProbe(i)
+    }
+  }
+}
+
+/** `err` again, its message naming what the endpoints before the last said (the reason is kept for the user). */
+function withReasons(err: DproxyError, reasons: string[]): DproxyError {
+  const detail = err.detail !== null && typeof err.detail === 'object' ? err.detail : {}
+  return new DproxyError(err.code, `${err.message} (before it: ${reasons.join('; ')})`, {
+    status: err.status,
+    detail: { ...detail, endpoints: reasons },
+    cause: err,
+  })
 }
 
 type Kind = 'manifest' | 'blob' | 'tags'
@@ -245,14 +567,20 @@ interface Access {
   classify: (base: URL) => Reach | Promise<Reach>
 }
 
-export class UpstreamClient {
+/** One endpoint of a registry's chain: its own token auth, credentials, rate-limit reading and time limits. */
+export class EndpointClient {
   private readonly auth: TokenAuth
   /** The reach of what this (configured) upstream names elsewhere, once classified. */
   private elsewhere: Promise<Reach> | undefined
+  /** Requests sent to this endpoint, each hop counted. */
+  requests = 0
+  readonly registry: string
+  readonly base: URL
 
   constructor(
-    readonly registry: string,
-    readonly base: URL,
+    readonly spec: EndpointSpec,
+    /** Another endpoint comes after this one (its limits are the chain's). */
+    readonly chained: boolean,
     private readonly dispatcher: (reach: Reach) => Promise<Dispatcher>,
     private readonly access: Access,
     credentials: CredentialSource,
@@ -261,10 +589,48 @@ export class UpstreamClient {
     private readonly counters: UpstreamCounters,
     private readonly observe?: UpstreamObserver,
   ) {
+    this.registry = spec.registry
+    const base = (this.base = spec.base)
     // TokenAuth sends two things: the /v2/ ping and the token request at the realm.
     const authSend = (method: string, url: URL, headers: Record<string, string>) =>
       this.send(method, url, headers, url.pathname.endsWith('/v2/') && url.origin === base.origin ? 'ping' : 'token')
-    this.auth = new TokenAuth(registry, base, credentials, clock, authSend)
+    // Credentials are the endpoint's own: the registry's for its origin, the endpoint host's for any other.
+    this.auth = new TokenAuth(spec.credentialKey, base, credentials, clock, authSend)
+  }
+
+  /** What a charged request is counted as: only the origin charges pulls. */
+  private get origin(): boolean {
+    return this.spec.kind === 'origin'
+  }
+
+  /**
+   * The breaker's probe: GET /v2/ within `timeoutMs`. Any answer but a 5xx
+   * or 429 means the endpoint is back (a 401 is its auth challenge).
+   */
+  async ping(timeoutMs: number): Promise<{ outcome: Outcome; reason?: string; retryAfterMs?: number }> {
+    const url = new URL('/v2/', this.base)
+    try {
+      const reach = await this.reach(url)
+      this.access.policy.check(url, this.registry, reach)
+      const { request } = await loadUndici()
+      this.requests++
+      const res = await request(url, {
+        method: 'GET',
+        headers: { 'user-agent': USER_AGENT },
+        dispatcher: await this.dispatcher(reach),
+        headersTimeout: timeoutMs,
+        bodyTimeout: timeoutMs,
+        signal: AbortSignal.timeout(timeoutMs),
+      })
+      await res.body.dump({ limit: 64 * 1024 }).catch(() => {})
+      if (res.statusCode >= 500 || res.statusCode === 429) {
+        const wait = retryAfterMs((name) => headerValue(res.headers[name]), this.clock.now())
+        return { outcome: 'failing', reason: `GET ${url.href}: HTTP ${res.statusCode}`, ...(wait !== undefined ? { retryAfterMs: wait } : {}) }
+      }
+      return { outcome: 'alive' }
+    } catch (err) {
+      return { outcome: 'down', reason: upstreamError(err, `GET ${url.href}`).message }
+    }
   }
 
   /** For `dproxy login`: proves the registry accepts the credentials (TokenAuth.verify). */
@@ -274,7 +640,7 @@ export class UpstreamClient {
 
   /** `probe`: the rate-limit probe (`dproxy status`), which is no pull and so is not counted among the HEADs. */
   async headManifest(repository: string, reference: string, opts: { probe?: boolean } = {}): Promise<ManifestInfo> {
-    if (opts.probe !== true) this.counters.manifestHeads++
+    if (opts.probe !== true && this.origin) this.counters.manifestHeads++
     const { res, url } = await this.call('HEAD', repository, `manifests/${reference}`, { accept: MANIFEST_ACCEPT, kind: 'manifest_head' })
     this.recordRateLimit(res)
     await this.expectOk(res, 'HEAD', url, 'manifest')
@@ -291,14 +657,14 @@ export class UpstreamClient {
     let answer: { res: Dispatcher.ResponseData; url: URL }
     for (let attempt = 1; ; attempt++) {
       await this.beforeCountedGet(`GET manifest ${repository}:${reference}`)
-      this.counters.manifestGets++
+      if (this.origin) this.counters.manifestGets++
       answer = await this.call('GET', repository, `manifests/${reference}`, { accept: MANIFEST_ACCEPT, kind: 'manifest_get' })
       this.recordRateLimit(answer.res)
       if (answer.res.statusCode !== 429 || attempt > 1) break
       const wait = retryAfterMs((name) => headerValue(answer.res.headers[name]), this.clock.now())
       if (wait === undefined || wait > SHORT_RETRY_AFTER_MS) break
       await answer.res.body.dump().catch(() => {})
-      this.rateLimits.limitUntil(this.registry, this.clock.now() + wait)
+      this.rateLimits.limitUntil(this.spec.rateKey, this.clock.now() + wait)
     }
     const { res, url } = answer
     await this.expectOk(res, 'GET', url, 'manifest')
@@ -329,7 +695,7 @@ export class UpstreamClient {
   }
 
   private answer(status: number): UpstreamAnswer {
-    return { endpoint: `${this.base.origin}${this.base.pathname.replace(/\/+$/, '')}`, status }
+    return { endpoint: this.spec.label, status }
   }
 
   /** Starts a blob download; the caller consumes (or destroys) `body`. */
@@ -412,8 +778,11 @@ export class UpstreamClient {
     rest: string,
     opts: { accept?: string; kind: UpstreamKind; headers?: Record<string, string> },
   ) {
-    const url = new URL(`${this.base.pathname.replace(/\/$/, '')}/v2/${repository}/${rest}`, this.base)
-    const scope = `repository:${repository}:pull`
+    // A path-prefix registry has its path before the repository; a mirror is told which registry is meant.
+    const name = `${this.spec.prefix}${repository}`
+    const url = new URL(`/v2/${name}/${rest}`, this.base)
+    if (this.spec.kind === 'mirror') url.searchParams.set('ns', this.registry)
+    const scope = `repository:${name}:pull`
     const headers: Record<string, string> = { ...opts.headers, ...(opts.accept ? { accept: opts.accept } : {}) }
     let auth = await this.auth.authorization(scope)
     let res = await this.send(method, url, auth ? { ...headers, authorization: auth } : headers, opts.kind)
@@ -447,6 +816,7 @@ export class UpstreamClient {
     let status: number | undefined
     try {
       const { request } = await loadUndici()
+      this.requests++
       const res = await request(url, {
         method: method as Dispatcher.HttpMethod,
         headers: { 'user-agent': USER_AGENT, ...headers },
@@ -457,13 +827,13 @@ export class UpstreamClient {
     } catch (err) {
       throw asUpstreamError(err, method, url)
     } finally {
-      this.observe?.({ registry: this.registry, kind, method, status, durationMs: performance.now() - started })
+      this.observe?.({ registry: this.registry, endpoint: this.spec.label, kind, method, status, durationMs: performance.now() - started })
     }
   }
 
   /** Waits out a short rate-limit reset; throws TOOMANYREQUESTS, sending nothing, while a longer one runs. */
   private async beforeCountedGet(what: string): Promise<void> {
-    const at = this.rateLimits.limitedUntil(this.registry)
+    const at = this.rateLimits.limitedUntil(this.spec.rateKey)
     if (at === undefined) return
     const left = at - this.clock.now()
     if (left <= SHORT_RETRY_AFTER_MS) {
@@ -472,7 +842,7 @@ export class UpstreamClient {
     }
     throw new DproxyError(
       'TOOMANYREQUESTS',
-      `${what}: not sent, as ${this.registry} answered 429 (rate limited) and asked to wait until ` +
+      `${what}: not sent, as ${this.spec.rateKey} answered 429 (rate limited) and asked to wait until ` +
         `${new Date(at).toISOString()} (${Math.ceil(left / 1000)} s more)`,
       { detail: { registry: this.registry, ...resetDetail(at, left) } },
     )
@@ -485,7 +855,7 @@ export class UpstreamClient {
    */
   private recordRateLimit(res: Dispatcher.ResponseData): void {
     const counted = (res.statusCode >= 200 && res.statusCode < 300) || res.statusCode === 429
-    if (counted) this.rateLimits.record(this.registry, (name) => headerValue(res.headers[name]))
+    if (counted) this.rateLimits.record(this.spec.rateKey, (name) => headerValue(res.headers[name]))
   }
 
   /** Throws the DproxyError a non-2xx answer means, after reading a capped piece of its body. */
@@ -496,7 +866,9 @@ export class UpstreamClient {
     if (status >= 200 && status < 300) {
       if (kind !== 'blob' && /^text\/html/i.test(type)) {
         discard(res.body)
-        throw new DproxyError('UPSTREAM_UNAVAILABLE', `${where}: got an HTML page instead of a registry response`)
+        throw new DproxyError('UPSTREAM_UNAVAILABLE', `${where}: got an HTML page instead of a registry response`, {
+          detail: { upstreamStatus: status, html: true },
+        })
       }
       return
     }
@@ -512,7 +884,7 @@ export class UpstreamClient {
       code = 'TOOMANYREQUESTS'
       const now = this.clock.now()
       const wait = retryAfterMs((name) => headerValue(res.headers[name]), now) ?? DEFAULT_RETRY_AFTER_MS
-      this.rateLimits.limitUntil(this.registry, now + wait)
+      this.rateLimits.limitUntil(this.spec.rateKey, now + wait)
       reset = resetDetail(now + wait, wait)
     } else if (status >= 500 || html) code = 'UPSTREAM_UNAVAILABLE'
     else if (status === 404) code = upstream && isNotFoundCode(upstream.code) ? upstream.code : notFound[kind]

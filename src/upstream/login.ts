@@ -19,7 +19,7 @@ import { DproxyError, isDproxyError } from '../errors.js'
 import { silentLogger, type Logger } from '../log.js'
 import type { CredentialSource, UpstreamCredential } from './auth.js'
 import type { UpstreamTimeouts } from './client.js'
-import { upstreamBaseUrl } from './registries.js'
+import { upstreamBaseUrl, type UpstreamMap } from './registries.js'
 import { DOCKER_HUB, parseRegistryHost } from '../oci/registry-host.js'
 
 /** The scope asked for when checking a Docker Hub login: a public repository that exists for this purpose. */
@@ -49,7 +49,7 @@ export interface LoginOptions {
   credential: Credential
   store: CredentialStore
   /** registry host -> base URL (--upstream, DPROXY_UPSTREAMS, config). */
-  upstreams?: Readonly<Record<string, string>>
+  upstreams?: UpstreamMap
   timeouts?: Partial<UpstreamTimeouts>
 }
 

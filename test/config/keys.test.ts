@@ -27,7 +27,7 @@ t.test('setting names are matched however they are written', async (t) => {
   t.equal(settingKey('foo'), undefined)
   t.match(unknownSetting('foo'), {
     code: 'USAGE',
-    message: "unknown setting 'foo' (known: host, port, cacheDir, upstreams, maxAge, maxSize, ttl, auth, registries, refresh, refreshWindow, refreshReserve, logFormat, logLevel, logMaxSize, metricsAddress)",
+    message: "unknown setting 'foo' (known: host, port, cacheDir, upstreams, noOrigin, maxAge, maxSize, ttl, auth, registries, refresh, refreshWindow, refreshReserve, logFormat, logLevel, logMaxSize, metricsAddress)",
   })
 })
 
@@ -76,21 +76,34 @@ t.test('directories', async (t) => {
 })
 
 t.test('upstreams', async (t) => {
-  t.same(upstreamsFrom('docker.io=http://127.0.0.1:15000,ghcr.io=https://mirror.example/'), {
-    'docker.io': 'http://127.0.0.1:15000',
-    'ghcr.io': 'https://mirror.example',
+  t.strictSame(upstreamsFrom('docker.io=http://127.0.0.1:15000,ghcr.io=https://mirror.example/'), {
+    'docker.io': ['http://127.0.0.1:15000'],
+    'ghcr.io': ['https://mirror.example'],
   })
-  t.same(upstreamsFrom(['index.docker.io=http://a.example', 'Quay.IO=https://q.example/prefix/']), {
-    'docker.io': 'http://a.example',
-    'quay.io': 'https://q.example/prefix',
+  t.strictSame(upstreamsFrom(['index.docker.io=http://a.example', 'Quay.IO=https://q.example/prefix/']), {
+    'docker.io': ['http://a.example'],
+    'quay.io': ['https://q.example/prefix'],
   })
-  t.same(upstreamsFrom({ 'registry-1.docker.io': 'http://[::1]:15000' }), { 'docker.io': 'http://[::1]:15000' })
-  t.same(upstreamsFrom('localhost:5001=http://127.0.0.1:5002'), { 'localhost:5001': 'http://127.0.0.1:5002' })
-  t.same(upstreamsFrom(''), {}, 'empty means none')
-  t.same(upstreamsFrom('docker.io=http://a,registry.docker.io=http://a/'), { 'docker.io': 'http://a' }, 'same URL twice is fine')
+  t.strictSame(upstreamsFrom({ 'registry-1.docker.io': 'http://[::1]:15000' }), { 'docker.io': ['http://[::1]:15000'] })
+  t.strictSame(upstreamsFrom('localhost:5001=http://127.0.0.1:5002'), { 'localhost:5001': ['http://127.0.0.1:5002'] })
+  t.strictSame(upstreamsFrom(''), {}, 'empty means none')
+  t.strictSame(upstreamsFrom('docker.io=http://a,registry.docker.io=http://a/'), { 'docker.io': ['http://a'] }, 'same URL twice is fine')
+  // Lists: an entry without REGISTRY= continues the list of the registry before it.
+  t.strictSame(upstreamsFrom('docker.io=https://a.example,https://b.example/group/,ghcr.io=https://c.example'), {
+    'docker.io': ['https://a.example', 'https://b.example/group'],
+    'ghcr.io': ['https://c.example'],
+  })
+  t.strictSame(upstreamsFrom(['docker.io=https://a.example,ORIGIN']), { 'docker.io': ['https://a.example', 'origin'] }, 'the word origin')
+  t.strictSame(upstreamsFrom({ 'docker.io': ['https://a.example', 'origin'], 'ghcr.io': 'https://c.example,https://d.example' }), {
+    'docker.io': ['https://a.example', 'origin'],
+    'ghcr.io': ['https://c.example', 'https://d.example'],
+  })
 
   const refused: Array<[Parameters<typeof upstreamsFrom>[0], string]> = [
-    ['docker.io', "expected upstreams like 'docker.io=http://127.0.0.1:15000', got 'docker.io' (each entry is REGISTRY=URL)"],
+    ['docker.io', "expected upstreams like 'docker.io=http://127.0.0.1:15000', got 'docker.io' (a list starts with REGISTRY=URL)"],
+    ['https://a.example,docker.io=https://b.example', "expected upstreams like 'docker.io=http://127.0.0.1:15000', got 'https://a.example' (a list starts with REGISTRY=URL)"],
+    ['docker.io=https://a.example,https://a.example/', "upstream docker.io lists 'https://a.example' twice"],
+    [{ 'docker.io': [] }, "expected upstreams like 'docker.io=http://127.0.0.1:15000', got 'docker.io=' (each registry names at least one URL)"],
     ['bad host=http://a', "expected an upstream registry host like 'ghcr.io' or 'localhost:5000', got 'bad host'"],
     ['ghcr.io:99999=http://a', "expected an upstream registry host like 'ghcr.io' or 'localhost:5000', got 'ghcr.io:99999'"],
     ['ghcr.io=mirror', "expected upstream URL for ghcr.io like 'https://mirror.example', got 'mirror'"],

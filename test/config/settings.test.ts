@@ -23,6 +23,7 @@ t.test('defaults', async (t) => {
     port: 5000,
     cacheDir: path.join(root, 'home', '.local', 'share', 'dproxy'),
     upstreams: {},
+    noOrigin: false,
     maxAgeMs: 0,
     maxSizeBytes: undefined,
     ttlMs: undefined,
@@ -136,21 +137,21 @@ t.test('upstreams merge per registry; higher layers replace the same registry', 
     flags: { upstreams: ['index.docker.io=http://flag-hub/'] },
     platform: 'linux',
   })
-  t.same(settings.upstreams, {
-    'docker.io': 'http://flag-hub',
-    'ghcr.io': 'http://env-ghcr',
-    'quay.io': 'http://env-quay',
+  t.strictSame(settings.upstreams, {
+    'docker.io': ['http://flag-hub'],
+    'ghcr.io': ['http://env-ghcr'],
+    'quay.io': ['http://env-quay'],
   })
 })
 
 t.test('parseUpstreams names its source', async (t) => {
-  t.same(parseUpstreams(['docker.io=http://127.0.0.1:15000', 'ghcr.io=https://m.example'], '--upstream'), {
-    'docker.io': 'http://127.0.0.1:15000',
-    'ghcr.io': 'https://m.example',
+  t.strictSame(parseUpstreams(['docker.io=http://127.0.0.1:15000', 'ghcr.io=https://m.example'], '--upstream'), {
+    'docker.io': ['http://127.0.0.1:15000'],
+    'ghcr.io': ['https://m.example'],
   })
   t.throws(() => parseUpstreams('docker.io', '--upstream'), {
     code: 'CONFIG_INVALID',
-    message: "expected upstreams like 'docker.io=http://127.0.0.1:15000', got 'docker.io' (each entry is REGISTRY=URL) (from --upstream)",
+    message: "expected upstreams like 'docker.io=http://127.0.0.1:15000', got 'docker.io' (a list starts with REGISTRY=URL) (from --upstream)",
   })
 })
 
@@ -184,7 +185,7 @@ t.test('unknown keys in the file are reported', async (t) => {
   })
   fs.writeFileSync(configFile, JSON.stringify({ colour: 'blue' }))
   t.throws(() => resolveSettings({ env }), {
-    message: `unknown setting 'colour' in ${configFile} (known: host, port, cacheDir, upstreams, maxAge, maxSize, ttl, auth, registries, refresh, refreshWindow, refreshReserve, logFormat, logLevel, logMaxSize, metricsAddress)`,
+    message: `unknown setting 'colour' in ${configFile} (known: host, port, cacheDir, upstreams, noOrigin, maxAge, maxSize, ttl, auth, registries, refresh, refreshWindow, refreshReserve, logFormat, logLevel, logMaxSize, metricsAddress)`,
   })
 })
 
@@ -217,7 +218,7 @@ t.test('hosts and port forms', async (t) => {
 
 t.test('the config file may hold hand-written JSON types', async (t) => {
   const { env } = world(t.testdir({}), { port: 5001, auth: true, upstreams: { 'registry-1.docker.io': 'http://127.0.0.1:15000/' } })
-  t.match(resolveSettings({ env }), { port: 5001, auth: true, upstreams: { 'docker.io': 'http://127.0.0.1:15000' } })
+  t.match(resolveSettings({ env }), { port: 5001, auth: true, upstreams: { 'docker.io': ['http://127.0.0.1:15000'] } })
 })
 
 t.test('registries: the allow-list from --allow-registry, DPROXY_REGISTRIES or the file; unset is the default', async (t) => {
@@ -233,5 +234,16 @@ t.test('registries: the allow-list from --allow-registry, DPROXY_REGISTRIES or t
   t.throws(() => resolveSettings({ env, flags: { registries: ['not a host'] } }), {
     code: 'CONFIG_INVALID',
     message: /registries.*'not a host'.*from --allow-registry/,
+  })
+})
+
+t.test('noOrigin: --no-origin, DPROXY_NO_ORIGIN or the file; true, false or registries', async (t) => {
+  const { env } = world(t.testdir({}), { noOrigin: 'docker.io,ghcr.io' })
+  t.strictSame(resolveSettings({ env }).noOrigin, ['docker.io', 'ghcr.io'])
+  t.equal(resolveSettings({ env: { ...env, DPROXY_NO_ORIGIN: 'no' } }).noOrigin, false)
+  t.equal(resolveSettings({ env, flags: { noOrigin: true } }).noOrigin, true)
+  t.throws(() => resolveSettings({ env: { ...env, DPROXY_NO_ORIGIN: 'bad host' } }), {
+    code: 'CONFIG_INVALID',
+    message: "expected noOrigin like 'docker.io', got 'bad host' (true, false, or registries) (from DPROXY_NO_ORIGIN)",
   })
 })

@@ -1,0 +1,193 @@
+// Upstream chains with real components: the laptop's dproxy asks the team's
+// cache first (Debian's docker-registry in proxy mode in front of the Hub
+// shim) and the origin (the same Hub shim) last. A counting front stands
+// before each of them, so every case shows which endpoint was asked, in which
+// order, and that the pull (skopeo) succeeded anyway: one line of the
+// fall-through rule (README "Use your team's cache") per case.
+
+import { mkdtempSync } from 'node:fs'
+import { join } from 'node:path'
+import t, { type Test } from 'tap'
+import { freePort, makeTempDir, skopeoCopyAll } from '../fixtures/clients.js'
+import { startFront, type Front } from '../fixtures/front.js'
+import { CACHE_DIR, startRegistry, type Registry } from '../fixtures/registry.js'
+import { startUpstream, type Upstream } from '../fixtures/upstream.js'
+import { get, startDaemon } from '../helpers/daemon.js'
+import type { Daemon, DaemonOptions } from '../../src/daemon/daemon.js'
+import type { UpstreamMap } from '../../src/upstream/registries.js'
+
+let up: Upstream
+let team: Registry
+/** Before the team registry: what the laptop's first endpoint is. */
+let mirror: Front
+/** Before the Hub shim, as the laptop's origin (the team registry talks to the shim directly). */
+let origin: Front
+
+t.before(async () => {
+  up = await startUpstream()
+  const work = mkdtempSync(join(CACHE_DIR, 'team-'))
+  team = await startRegistry({ storageDir: join(work, 'storage'), workDir: work, removeOnStop: true, proxyRemoteUrl: up.hubUrl })
+  mirror = await startFront(team.url)
+  origin = await startFront(up.hubUrl)
+})
+
+t.teardown(async () => {
+  await mirror?.stop()
+  await origin?.stop()
+  await team?.stop()
+  await up?.stop()
+})
+
+t.beforeEach(() => {
+  mirror.set({ kind: 'pass' })
+  origin.set({ kind: 'pass' })
+  mirror.requests.length = 0
+  origin.requests.length = 0
+})
+
+/** A laptop dproxy whose docker.io is `first`, then the origin (the Hub shim behind its front). */
+function laptop(tt: Tap, first: string | string[] = mirror.url, extra: Partial<DaemonOptions> = {}): Promise<Daemon> {
+  const upstreams: UpstreamMap = { 'docker.io': [...(Array.isArray(first) ? first : [first]), 'origin'] }
+  return startDaemon(tt, undefined, {
+    upstreams,
+    upstreamOrigins: { 'docker.io': origin.url },
+    chainTimeouts: { connectMs: 1000, firstByteMs: 1500 },
+    ...extra,
+  })
+}
+
+type Tap = Test
+
+async function skopeo(tt: Tap, d: Daemon, ref: string): Promise<void> {
+  const dest = makeTempDir('dproxy-chain-', tt)
+  await skopeoCopyAll(`${new URL(d.url).host}/${ref}`, dest, { timeoutMs: 60_000 })
+}
+
+const manifestCalls = (f: Front) => f.apiRequests().filter((r) => r.includes('/manifests/'))
+const blobCalls = (f: Front) => f.apiRequests().filter((r) => r.includes('/blobs/'))
+
+t.test('the team cache answers: the origin is never asked; the mirror is told the registry with ?ns=', async (t) => {
+  const d = await laptop(t)
+  await skopeo(t, d, 'library/alpine:latest')
+  t.ok(manifestCalls(mirror).length > 0, 'manifests from the team cache')
+  t.ok(blobCalls(mirror).length > 0, 'blobs from the team cache')
+  t.ok(mirror.apiRequests().every((r) => r.includes('ns=docker.io')), 'every API request names the registry (?ns=)')
+  t.strictSame(origin.apiRequests(), [], 'the origin saw no API request')
+  const status = await d.status()
+  const endpoints = status.endpoints?.filter((e) => e.registry === 'docker.io') ?? []
+  t.strictSame(endpoints.map((e) => [e.endpoint, e.kind, e.up]), [
+    [mirror.url, 'mirror', true],
+    [origin.url, 'origin', true],
+  ])
+  t.strictSame(status.upstreams.find((u) => u.registry === 'docker.io')?.endpoints, [mirror.url, origin.url])
+})
+
+t.test('mirror refused (closed port): the origin answers, and the mirror is skipped from then on', async (t) => {
+  const closed = `http://127.0.0.1:${await freePort()}`
+  const d = await laptop(t, closed)
+  await skopeo(t, d, 'library/alpine:latest')
+  t.ok(manifestCalls(origin).length > 0 && blobCalls(origin).length > 0, 'everything from the origin')
+  const down = (await d.status()).endpoints?.find((e) => e.endpoint === closed)
+  t.equal(down?.up, false, 'the refused endpoint is down')
+  t.match(down?.lastError, /ECONNREFUSED/)
+  t.ok(down?.downSince)
+})
+
+t.test('mirror black-holed: one timeout, then skipped with no request while its breaker is open', async (t) => {
+  mirror.set({ kind: 'blackhole' })
+  const d = await laptop(t)
+  await skopeo(t, d, 'library/alpine:latest')
+  const asked = mirror.requests.length
+  t.ok(asked >= 1, 'the black hole was asked once it was first')
+  t.ok(manifestCalls(origin).length > 0, 'the origin answered')
+  await skopeo(t, d, 'bitnami/redis:7.2')
+  const probes = mirror.requests.slice(asked).filter((r) => r !== 'GET /v2/')
+  t.strictSame(probes, [], 'no API request reached the black hole while its breaker is open (probes aside)')
+  t.equal((await d.status()).endpoints?.find((e) => e.endpoint === mirror.url)?.up, false)
+})
+
+t.test('mirror 500: next endpoint; three in a row open its breaker', async (t) => {
+  mirror.set({ kind: 'status', status: 500 })
+  const d = await laptop(t)
+  await skopeo(t, d, 'library/alpine:latest')
+  t.ok(mirror.requests.length > 0, 'the mirror was asked first')
+  t.ok(manifestCalls(origin).length > 0 && blobCalls(origin).length > 0, 'the origin answered')
+  t.equal((await d.status()).endpoints?.find((e) => e.endpoint === mirror.url)?.up, false, 'open after 5xx in a row')
+})
+
+t.test('mirror 429 and mirror HTML: next endpoint', async (t) => {
+  for (const behaviour of [{ kind: 'status', status: 429, retryAfter: '120' }, { kind: 'html' }] as const) {
+    mirror.set(behaviour)
+    mirror.requests.length = 0
+    origin.requests.length = 0
+    const d = await laptop(t)
+    await skopeo(t, d, 'library/layers:1')
+    t.ok(mirror.requests.length > 0, `${behaviour.kind}: the mirror was asked`)
+    t.ok(manifestCalls(origin).length > 0, `${behaviour.kind}: the origin answered`)
+    await d.stop(0)
+  }
+})
+
+t.test('mirror 404 for one repository: that one from the origin, the others from the mirror', async (t) => {
+  mirror.set({ kind: 'notFound', repository: /\/v2\/bitnami\/redis\// })
+  const d = await laptop(t)
+  await skopeo(t, d, 'bitnami/redis:7.2')
+  t.ok(manifestCalls(mirror).some((r) => r.includes('bitnami/redis')), 'the mirror was asked for redis first')
+  t.ok(manifestCalls(origin).some((r) => r.includes('bitnami/redis')), 'the origin served redis')
+  origin.requests.length = 0
+  await skopeo(t, d, 'library/multi:latest')
+  t.strictSame(origin.apiRequests(), [], 'multi came from the mirror alone')
+  t.equal((await d.status()).endpoints?.find((e) => e.endpoint === mirror.url)?.up, true, 'a 404 is an answer: the mirror stays up')
+})
+
+t.test('404 from the last endpoint is the answer; from a mirror it is not', async (t) => {
+  mirror.set({ kind: 'notFound', repository: /nosuch/ })
+  const d = await laptop(t)
+  const res = await get(`${d.url}/v2/library/nosuch/manifests/latest`)
+  t.equal(res.status, 404)
+  t.match(JSON.parse(res.body.toString()).errors[0].code, /MANIFEST_UNKNOWN|NAME_UNKNOWN/)
+  t.ok(manifestCalls(mirror).length > 0 && manifestCalls(origin).length > 0, 'both were asked, mirror first')
+})
+
+t.test('mirror needs credentials the laptop lacks: the origin answers', async (t) => {
+  mirror.set({ kind: 'auth' })
+  const d = await laptop(t)
+  await skopeo(t, d, 'library/ociindex:1')
+  t.ok(mirror.requests.length > 0, 'the mirror was asked')
+  t.ok(manifestCalls(origin).length > 0, 'the origin answered')
+})
+
+t.test('mirror sends wrong blob bytes: marked bad for that digest, the origin asked within the same request', async (t) => {
+  mirror.set({ kind: 'wrongBlobBytes' })
+  const d = await laptop(t)
+  const { alpine } = up.images
+  const layer = alpine.blobs.find((b) => b.data.length > 100_000)!
+  const first = await get(`${d.url}/v2/library/alpine/blobs/${layer.digest}`)
+  t.equal(first.status, 200)
+  t.ok(first.body.equals(layer.data), 'the client got the right bytes in the same request')
+  t.equal(blobCalls(mirror).filter((r) => r.includes(layer.digest)).length, 1, 'the mirror sent the layer (wrong)')
+  t.equal(blobCalls(origin).filter((r) => r.includes(layer.digest)).length, 1, 'then the origin sent it')
+  await skopeo(t, d, 'library/alpine:latest')
+  t.equal(blobCalls(mirror).filter((r) => r.includes(layer.digest)).length, 1, 'the mirror was not asked for that digest again')
+})
+
+t.test('origin down while the mirror is up: pulls work', async (t) => {
+  origin.set({ kind: 'status', status: 503 })
+  const d = await laptop(t)
+  await skopeo(t, d, 'library/alpine:latest')
+  t.strictSame(origin.apiRequests(), [], 'the origin was not needed')
+})
+
+t.test('serve-stale only when every endpoint fails', async (t) => {
+  const d = await laptop(t)
+  const ok = await get(`${d.url}/v2/library/alpine/manifests/latest`, { accept: 'application/vnd.docker.distribution.manifest.v2+json' })
+  t.equal(ok.status, 200)
+  mirror.set({ kind: 'status', status: 503 })
+  const one = await get(`${d.url}/v2/library/alpine/manifests/latest`, { accept: 'application/vnd.docker.distribution.manifest.v2+json' })
+  t.equal(one.status, 200)
+  t.notOk(one.headers.warning, 'one endpoint down: the origin answered, nothing stale')
+  origin.set({ kind: 'status', status: 503 })
+  const all = await get(`${d.url}/v2/library/alpine/manifests/latest`, { accept: 'application/vnd.docker.distribution.manifest.v2+json' })
+  t.equal(all.status, 200)
+  t.match(all.headers.warning, /110/, 'every endpoint down: served stale')
+})

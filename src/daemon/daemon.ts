@@ -175,6 +175,7 @@ export class Daemon {
       counters,
       upstreamCounters: upstreams.counters,
       rateLimits: () => upstreams.rateLimits.all(),
+      endpoints: () => upstreams.endpoints(),
       downloads: () => blobs.downloads(),
       stats: () => store.stats(),
       writable: () => store.health.failure === undefined,

@@ -22,7 +22,7 @@ import { sendError } from '../registry/errors.js'
 import type { Counters } from '../proxy/counters.js'
 import type { DownloadProgress } from '../proxy/blobs.js'
 import type { CacheStats } from '../store/store.js'
-import type { UpstreamCall, UpstreamCounters } from '../upstream/client.js'
+import type { EndpointStatus, UpstreamCall, UpstreamCounters } from '../upstream/client.js'
 import type { RateLimitReading } from '../upstream/ratelimit.js'
 import type { DaemonEvents, RequestRecord } from './events.js'
 import { checkHost, checkOrigin } from './guard.js'
@@ -38,6 +38,8 @@ export interface MetricsSources {
   counters: Readonly<Counters>
   upstreamCounters: Readonly<UpstreamCounters>
   rateLimits(): RateLimitReading[]
+  /** The endpoints of the configured registries (a bounded set: the user wrote them), with health and requests. */
+  endpoints?(): EndpointStatus[]
   downloads(): DownloadProgress[]
   stats(): Promise<CacheStats>
   /** Whether the cache takes writes now (store/health.ts). */
@@ -222,6 +224,13 @@ export class Metrics {
     )
     counterFrom('dproxy_manifest_gets_avoided_total', 'Tag pulls answered from cache after a HEAD showed no change.', [], () =>
       one(src.counters.manifestGetsAvoided),
+    )
+    const endpoints = () => src.endpoints?.() ?? []
+    gaugeFrom('dproxy_upstream_up', '1 while an upstream endpoint is asked, 0 while its breaker is open and it is skipped.', ['registry', 'endpoint'], async () =>
+      endpoints().map((e) => ({ labels: { registry: e.registry, endpoint: e.endpoint }, value: e.up ? 1 : 0 })),
+    )
+    counterFrom('dproxy_upstream_endpoint_requests_total', 'Requests sent to each configured upstream endpoint.', ['registry', 'endpoint'], () =>
+      endpoints().map((e) => ({ labels: { registry: e.registry, endpoint: e.endpoint }, value: e.requests })),
     )
     const limits = async () => src.rateLimits().filter((r) => !r.unlimited)
     gaugeFrom('dproxy_rate_limit_limit', 'Pulls allowed per window, as the registry last said.', ['registry'], async () =>

@@ -104,6 +104,10 @@ t.test('mirror black-holed: one timeout, then skipped with no request while its 
   const probes = mirror.requests.slice(asked).filter((r) => r !== 'GET /v2/')
   t.strictSame(probes, [], 'no API request reached the black hole while its breaker is open (probes aside)')
   t.equal((await d.status()).endpoints?.find((e) => e.endpoint === mirror.url)?.up, false)
+  const metrics = (await get(`${d.url}/metrics`)).body.toString()
+  t.match(metrics, `dproxy_upstream_up{registry="docker.io",endpoint="${mirror.url}"} 0`)
+  t.match(metrics, `dproxy_upstream_up{registry="docker.io",endpoint="${origin.url}"} 1`)
+  t.match(metrics, new RegExp(`dproxy_upstream_endpoint_requests_total\\{registry="docker.io",endpoint="${origin.url}"\\} [1-9]`))
 })
 
 t.test('mirror 500: next endpoint; three in a row open its breaker', async (t) => {

@@ -536,7 +536,8 @@ export class UpstreamClient {
   private async probe(i: number): Promise<void> {
     const breaker = this.breakers[i]!
     try {
-      if (this.stopped || breaker.up) return
+      // The timer is real time; whether a probe is due is the clock's (tests hold it still).
+      if (this.stopped || breaker.up || !breaker.probeDue()) return
       const { outcome, reason, retryAfterMs } = await this.endpoints[i]!.ping(PROBE_TIMEOUT_MS)
       const wasUp = breaker.up
       breaker.record(outcome, reason, retryAfterMs)

@@ -13,6 +13,7 @@ import { startFront, type Front } from '../fixtures/front.js'
 import { CACHE_DIR, startRegistry, type Registry } from '../fixtures/registry.js'
 import { startUpstream, type Upstream } from '../fixtures/upstream.js'
 import { get, startDaemon } from '../helpers/daemon.js'
+import { until } from '../helpers/process.js'
 import type { Daemon, DaemonOptions } from '../../src/daemon/daemon.js'
 import type { UpstreamMap } from '../../src/upstream/registries.js'
 
@@ -93,21 +94,35 @@ t.test('mirror refused (closed port): the origin answers, and the mirror is skip
   t.ok(down?.downSince)
 })
 
-t.test('mirror black-holed: one timeout, then skipped with no request while its breaker is open', async (t) => {
+t.test('mirror black-holed: one timeout, then skipped with no request until a probe finds it back', async (t) => {
   mirror.set({ kind: 'blackhole' })
-  const d = await laptop(t)
+  // The daemon's clock stands still, so no probe is due until the test moves it.
+  let now = Date.now()
+  const d = await laptop(t, mirror.url, { clock: { now: () => now } })
   await skopeo(t, d, 'library/alpine:latest')
   const asked = mirror.requests.length
   t.ok(asked >= 1, 'the black hole was asked once it was first')
   t.ok(manifestCalls(origin).length > 0, 'the origin answered')
   await skopeo(t, d, 'bitnami/redis:7.2')
-  const probes = mirror.requests.slice(asked).filter((r) => r !== 'GET /v2/')
-  t.strictSame(probes, [], 'no API request reached the black hole while its breaker is open (probes aside)')
+  t.strictSame(mirror.requests.slice(asked), [], 'no request reached the black hole while its breaker is open')
   t.equal((await d.status()).endpoints?.find((e) => e.endpoint === mirror.url)?.up, false)
   const metrics = (await get(`${d.url}/metrics`)).body.toString()
   t.match(metrics, `dproxy_upstream_up{registry="docker.io",endpoint="${mirror.url}"} 0`)
   t.match(metrics, `dproxy_upstream_up{registry="docker.io",endpoint="${origin.url}"} 1`)
   t.match(metrics, new RegExp(`dproxy_upstream_endpoint_requests_total\\{registry="docker.io",endpoint="${origin.url}"\\} [1-9]`))
+
+  // The mirror answers again; once its probe is due, the probe (GET /v2/) closes the breaker.
+  mirror.set({ kind: 'pass' })
+  now += 2000
+  await until(() => mirror.requests.slice(asked).includes('GET /v2/'), 'the probe reached the mirror')
+  let up = false
+  await until(() => {
+    void d.status().then((s) => (up = s.endpoints?.find((e) => e.endpoint === mirror.url)?.up === true))
+    return up
+  }, 'the breaker closed')
+  origin.requests.length = 0
+  await skopeo(t, d, 'library/multi:latest')
+  t.strictSame(origin.apiRequests(), [], 'the mirror is asked first again')
 })
 
 t.test('mirror 500: next endpoint; three in a row open its breaker', async (t) => {

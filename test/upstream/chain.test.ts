@@ -16,6 +16,7 @@ import { get, startDaemon } from '../helpers/daemon.js'
 import { until } from '../helpers/process.js'
 import type { Daemon, DaemonOptions } from '../../src/daemon/daemon.js'
 import type { UpstreamMap } from '../../src/upstream/registries.js'
+import { Upstreams } from '../../src/upstream/client.js'
 
 let up: Upstream
 let team: Registry
@@ -75,6 +76,7 @@ t.test('the team cache answers: the origin is never asked; the mirror is told th
   t.ok(mirror.apiRequests().every((r) => r.includes('ns=docker.io')), 'every API request names the registry (?ns=)')
   t.strictSame(origin.apiRequests(), [], 'the origin saw no API request')
   const status = await d.status()
+  t.equal(status.counters.upstreamManifestHeads + status.counters.upstreamManifestGets, 0, 'nothing the origin charges was counted')
   const endpoints = status.endpoints?.filter((e) => e.registry === 'docker.io') ?? []
   t.strictSame(endpoints.map((e) => [e.endpoint, e.kind, e.up]), [
     [mirror.url, 'mirror', true],
@@ -88,7 +90,9 @@ t.test('mirror refused (closed port): the origin answers, and the mirror is skip
   const d = await laptop(t, closed)
   await skopeo(t, d, 'library/alpine:latest')
   t.ok(manifestCalls(origin).length > 0 && blobCalls(origin).length > 0, 'everything from the origin')
-  const down = (await d.status()).endpoints?.find((e) => e.endpoint === closed)
+  const status = await d.status()
+  t.equal(status.counters.upstreamManifestHeads, 1, 'the origin\'s HEAD is counted')
+  const down = status.endpoints?.find((e) => e.endpoint === closed)
   t.equal(down?.up, false, 'the refused endpoint is down')
   t.match(down?.lastError, /ECONNREFUSED/)
   t.ok(down?.downSince)
@@ -209,4 +213,70 @@ t.test('serve-stale only when every endpoint fails', async (t) => {
   const all = await get(`${d.url}/v2/library/alpine/manifests/latest`, { accept: 'application/vnd.docker.distribution.manifest.v2+json' })
   t.equal(all.status, 200)
   t.match(all.headers.warning, /110/, 'every endpoint down: served stale')
+})
+
+t.test('mirror resets the connection, or speaks no TLS where https was asked: next endpoint', async (t) => {
+  mirror.set({ kind: 'reset' })
+  const d = await laptop(t)
+  await skopeo(t, d, 'library/alpine:latest')
+  t.ok(mirror.requests.length > 0 && manifestCalls(origin).length > 0, 'reset: the mirror, then the origin')
+  mirror.set({ kind: 'pass' })
+  mirror.requests.length = 0
+  origin.requests.length = 0
+  const tls = mirror.url.replace('http:', 'https:')
+  const e = await laptop(t, tls)
+  await skopeo(t, e, 'library/alpine:latest')
+  t.ok(manifestCalls(origin).length > 0, 'TLS failure: the origin answered')
+  t.equal((await e.status()).endpoints?.find((x) => x.endpoint === tls)?.up, false, 'a TLS failure is no answer: down at once')
+})
+
+t.test('DNS failure: next endpoint (a resolver that knows no address)', async (t) => {
+  const ups = new Upstreams({
+    overrides: { 'docker.io': ['http://team-cache.test:5000', 'origin'] },
+    origins: { 'docker.io': origin.url },
+    policy: { resolve: async () => [] },
+  })
+  t.teardown(() => ups.close())
+  const head = await ups.get('docker.io').headManifest('library/alpine', 'latest')
+  t.equal(head.digest, up.images.alpine.digest)
+  const first = ups.endpoints().find((e) => e.endpoint === 'http://team-cache.test:5000')
+  t.equal(first?.up, false)
+  t.match(first?.lastError, /ENOTFOUND/)
+})
+
+t.test('each endpoint sends its own login: the mirror its host\'s, the origin the registry\'s', async (t) => {
+  const secret = `Basic ${Buffer.from('team:pw').toString('base64')}`
+  mirror.set({ kind: 'auth', accept: secret })
+  const mirrorHost = new URL(mirror.url).host
+  const asked: string[] = []
+  const credentials = async (key: string) => {
+    asked.push(key)
+    return key === mirrorHost ? { username: 'team', secret: 'pw' } : undefined
+  }
+  const d = await laptop(t, mirror.url, { credentials })
+  await skopeo(t, d, 'library/alpine:latest')
+  t.ok(manifestCalls(mirror).length > 0, 'the mirror accepted its login')
+  t.strictSame(origin.apiRequests(), [], 'the origin was not needed')
+  t.ok(asked.includes(mirrorHost), 'the mirror\'s login was looked up by its host')
+  t.notOk(asked.includes('docker.io'), 'the registry\'s login was not asked for the mirror')
+
+  mirror.set({ kind: 'auth', accept: 'Basic nobody' })
+  mirror.requests.length = 0
+  asked.length = 0
+  const e = await laptop(t, mirror.url, { credentials })
+  await skopeo(t, e, 'library/layers:1')
+  t.ok(manifestCalls(origin).length > 0, 'refused at the mirror: the origin answered')
+  t.ok(asked.includes('docker.io'), 'the origin was asked with the registry\'s login')
+})
+
+t.test('a path-prefix registry: the path before the repository, after library/, no ?ns=', async (t) => {
+  const prefix = 'acme/dependency_proxy/containers/'
+  mirror.set({ kind: 'prefix', prefix })
+  const d = await laptop(t, `${mirror.url}/${prefix}`)
+  await skopeo(t, d, 'alpine:latest')
+  t.ok(mirror.requests.includes(`GET /v2/${prefix}library/alpine/manifests/latest`), 'library/ then the prefix')
+  t.notOk(mirror.requests.some((r) => r.includes('ns=')), 'a prefix registry is not told the registry')
+  t.strictSame(origin.apiRequests(), [], 'the origin was not needed')
+  const kinds = (await d.status()).endpoints?.filter((e) => e.registry === 'docker.io').map((e) => e.kind)
+  t.strictSame(kinds, ['prefix', 'origin'])
 })

@@ -54,6 +54,8 @@ function rawSettings(flags: Record<string, unknown>): RawSettings {
   if (str(flags.cacheDir) !== undefined) raw.cacheDir = str(flags.cacheDir)
   if (Array.isArray(flags.upstream)) raw.upstreams = flags.upstream.map(String)
   if (flags.origin === false) raw.noOrigin = true
+  if (str(flags.chainConnectTimeout) !== undefined) raw.chainConnectTimeout = str(flags.chainConnectTimeout)
+  if (str(flags.chainFirstByteTimeout) !== undefined) raw.chainFirstByteTimeout = str(flags.chainFirstByteTimeout)
   if (str(flags.maxAge) !== undefined) raw.maxAge = str(flags.maxAge)
   if (Array.isArray(flags.allowRegistry)) raw.registries = flags.allowRegistry.map(String)
   if (str(flags.logFormat) !== undefined) raw.logFormat = str(flags.logFormat)

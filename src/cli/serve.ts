@@ -25,6 +25,8 @@ interface ServeFlags {
   upstream?: string[]
   /** false with --no-origin. */
   origin?: boolean
+  chainConnectTimeout?: string
+  chainFirstByteTimeout?: string
   maxAge?: string
   auth?: boolean
   detach?: boolean
@@ -52,6 +54,8 @@ export function registerServeCommand(program: Command, ctx: CliContext): void {
       (value: string, prev: string[] = []) => [...prev, value],
     )
     .option('--no-origin', "a list of endpoints is the only way out: the registry's origin is not asked after it")
+    .option('--chain-connect-timeout <duration>', 'connect limit of an upstream endpoint with another behind it (default 2s)')
+    .option('--chain-first-byte-timeout <duration>', 'first response byte limit of such an endpoint (default 10s)')
     .option('--max-age <duration>', "serve a tag checked within this long without asking upstream (e.g. '10m'; default 0)")
     .option('--auth', 'require clients to log in (user dproxy, password from dproxy env); required beyond loopback')
     .option(
@@ -83,6 +87,8 @@ export async function serve(flags: ServeFlags, ctx: CliContext): Promise<void> {
     ...(flags.cacheDir !== undefined ? { cacheDir: flags.cacheDir } : {}),
     ...(flags.upstream !== undefined ? { upstreams: flags.upstream } : {}),
     ...(flags.origin === false ? { noOrigin: true } : {}),
+    ...(flags.chainConnectTimeout !== undefined ? { chainConnectTimeout: flags.chainConnectTimeout } : {}),
+    ...(flags.chainFirstByteTimeout !== undefined ? { chainFirstByteTimeout: flags.chainFirstByteTimeout } : {}),
     ...(flags.maxAge !== undefined ? { maxAge: flags.maxAge } : {}),
     ...(flags.auth ? { auth: true } : {}),
     ...(flags.allowRegistry !== undefined ? { registries: flags.allowRegistry } : {}),
@@ -112,6 +118,10 @@ export async function serve(flags: ServeFlags, ctx: CliContext): Promise<void> {
     cacheDir: settings.cacheDir,
     upstreams: settings.upstreams,
     noOrigin: settings.noOrigin,
+    chainTimeouts: {
+      ...(settings.chainConnectTimeoutMs !== undefined ? { connectMs: settings.chainConnectTimeoutMs } : {}),
+      ...(settings.chainFirstByteTimeoutMs !== undefined ? { firstByteMs: settings.chainFirstByteTimeoutMs } : {}),
+    },
     maxAgeMs: settings.maxAgeMs,
     maxSizeBytes: settings.maxSizeBytes,
     ttlMs: settings.ttlMs,

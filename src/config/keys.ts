@@ -14,7 +14,7 @@ import { parseDuration, parseSize } from './units.js'
 import { parseRegistryHost } from '../oci/registry-host.js'
 import { LOG_FORMATS, LOG_LEVELS, type LogFormat, type LogLevel } from '../log.js'
 
-export const settingKeys = ['host', 'port', 'cacheDir', 'upstreams', 'noOrigin', 'maxAge', 'maxSize', 'ttl', 'auth', 'registries', 'refresh', 'refreshWindow', 'refreshReserve', 'logFormat', 'logLevel', 'logMaxSize', 'metricsAddress'] as const
+export const settingKeys = ['host', 'port', 'cacheDir', 'upstreams', 'noOrigin', 'chainConnectTimeout', 'chainFirstByteTimeout', 'maxAge', 'maxSize', 'ttl', 'auth', 'registries', 'refresh', 'refreshWindow', 'refreshReserve', 'logFormat', 'logLevel', 'logMaxSize', 'metricsAddress'] as const
 export type SettingKey = (typeof settingKeys)[number]
 
 /** What `dproxy config` shows for each key: an example value and one line of help. */
@@ -27,6 +27,8 @@ export const settingHelp: Record<SettingKey, { example: string; description: str
     description: 'registry=URL[,URL...] endpoints tried in order, comma separated (see dproxy-serve(1))',
   },
   noOrigin: { example: 'docker.io', description: "true, or the registries whose endpoint list is the only way out (no origin implied last)" },
+  chainConnectTimeout: { example: '2s', description: 'connect limit of an upstream endpoint that has another behind it' },
+  chainFirstByteTimeout: { example: '10s', description: 'first response byte limit of an upstream endpoint that has another behind it' },
   maxAge: { example: '10m', description: 'how long a cached tag is served before asking upstream again (0: always ask)' },
   maxSize: { example: '20GB', description: 'cache size limit (0 means none)' },
   ttl: { example: '30d', description: 'drop cached content unused for this long (0 means keep)' },
@@ -253,6 +255,13 @@ export function registriesFrom(value: string | string[]): string[] {
   return [...out]
 }
 
+/** A time limit: a duration above zero, at most ten minutes. */
+export function parseTimeout(value: string, key: string): number {
+  const ms = parseDuration(value, key)
+  if (!(ms > 0 && ms <= 600_000)) throw expected(key, '2s', value, 'above 0 and at most 10m')
+  return ms
+}
+
 /** A share of a whole: '20%' or '0.2'. */
 export function parseFraction(value: string, key: string): number {
   const text = value.trim()
@@ -302,6 +311,10 @@ export function checkSetting(key: SettingKey, value: string, env: NodeJS.Process
       return
     case 'noOrigin':
       noOriginFrom(value)
+      return
+    case 'chainConnectTimeout':
+    case 'chainFirstByteTimeout':
+      parseTimeout(value, key)
       return
     case 'maxAge':
     case 'ttl':

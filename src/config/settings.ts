@@ -26,6 +26,7 @@ import {
   parseLogFormat,
   parseLogLevel,
   parsePort,
+  parseTimeout,
   noOriginFrom,
   registriesFrom,
   settingKey,
@@ -53,6 +54,9 @@ export interface Settings {
   upstreams: Record<string, string[]>
   /** No origin implied after these registries' lists (true: after every list). Default false. */
   noOrigin: boolean | string[]
+  /** Limits of an upstream endpoint with another behind it; undefined: the built-in 2 s and 10 s. */
+  chainConnectTimeoutMs: number | undefined
+  chainFirstByteTimeoutMs: number | undefined
   /** Default 0. */
   maxAgeMs: number
   /** Undefined when unset or 0: no size limit. */
@@ -88,6 +92,8 @@ export interface RawSettings {
   cacheDir?: string
   upstreams?: string | string[] | Record<string, string | string[]>
   noOrigin?: string | boolean | string[]
+  chainConnectTimeout?: string
+  chainFirstByteTimeout?: string
   maxAge?: string
   maxSize?: string
   ttl?: string
@@ -109,6 +115,8 @@ export const settingEnvVars: Record<SettingKey, string> = {
   cacheDir: 'DPROXY_CACHE_DIR',
   upstreams: 'DPROXY_UPSTREAMS',
   noOrigin: 'DPROXY_NO_ORIGIN',
+  chainConnectTimeout: 'DPROXY_CHAIN_CONNECT_TIMEOUT',
+  chainFirstByteTimeout: 'DPROXY_CHAIN_FIRST_BYTE_TIMEOUT',
   maxAge: 'DPROXY_MAX_AGE',
   maxSize: 'DPROXY_MAX_SIZE',
   ttl: 'DPROXY_TTL',
@@ -130,6 +138,8 @@ const flagNames: Record<SettingKey, string> = {
   cacheDir: '--cache-dir',
   upstreams: '--upstream',
   noOrigin: '--no-origin',
+  chainConnectTimeout: '--chain-connect-timeout',
+  chainFirstByteTimeout: '--chain-first-byte-timeout',
   maxAge: '--max-age',
   maxSize: '--max-size',
   ttl: '--ttl',
@@ -239,6 +249,8 @@ export function resolveSettings(
   const logLevel = pick('logLevel', (v) => parseLogLevel(text(v)))
   const logMaxBytes = pick('logMaxSize', (v) => parseSize(text(v), 'logMaxSize'))
   const metricsAddress = pick('metricsAddress', (v) => parseListenAddress(text(v)))
+  const chainConnectTimeoutMs = pick('chainConnectTimeout', (v) => parseTimeout(text(v), 'chainConnectTimeout'))
+  const chainFirstByteTimeoutMs = pick('chainFirstByteTimeout', (v) => parseTimeout(text(v), 'chainFirstByteTimeout'))
   const noOrigin = pick('noOrigin', (v) =>
     noOriginFrom(typeof v === 'boolean' ? v : Array.isArray(v) ? v.map(text) : text(v)),
   )
@@ -256,6 +268,8 @@ export function resolveSettings(
     cacheDir: cacheDir ?? defaultCacheDir(env, platform),
     upstreams,
     noOrigin: noOrigin ?? false,
+    chainConnectTimeoutMs,
+    chainFirstByteTimeoutMs,
     maxAgeMs: maxAgeMs ?? 0,
     maxSizeBytes: maxSizeBytes === 0 ? undefined : maxSizeBytes,
     ttlMs: ttlMs === 0 ? undefined : ttlMs,
@@ -306,6 +320,8 @@ export function effectiveSetting(
     cacheDir: defaultCacheDir(env, platform),
     upstreams: '',
     noOrigin: 'false',
+    chainConnectTimeout: '2s',
+    chainFirstByteTimeout: '10s',
     maxAge: '0',
     maxSize: '0',
     ttl: '0',

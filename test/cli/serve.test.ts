@@ -38,6 +38,24 @@ t.test('serve: flags over environment, prints where it listens and the cache; SI
   t.equal(code, 0)
 })
 
+t.test('serve: an endpoint list with --no-origin and the chain limits; a refused first endpoint costs the pull nothing', async (t) => {
+  const up = await startUpstream()
+  t.teardown(() => up.stop())
+  const env = isolatedEnv(t)
+  const s = await spawnServe(t, [
+    '--host', '127.0.0.1', '--port', '0',
+    '--upstream', `docker.io=http://127.0.0.1:1,${up.hubUrl}`,
+    '--no-origin', '--chain-connect-timeout', '1s', '--chain-first-byte-timeout', '5s',
+  ], env)
+  t.match(s.out(), `upstream: docker.io -> http://127.0.0.1:1, then ${up.hubUrl}\n`, 'the chain as it will be asked, no origin after it')
+  const res = await request(`${s.base}/v2/alpine/manifests/latest`)
+  t.equal(res.statusCode, 200)
+  t.equal(res.headers['docker-content-digest'], up.images.alpine.digest)
+  await res.body.dump()
+  s.child.kill('SIGTERM')
+  await once(s.child, 'exit')
+})
+
 t.test('serve: bad settings are usage errors (exit 2) with a precise message', async (t) => {
   const env = isolatedEnv(t)
   for (const [args, extra, pattern] of [
@@ -46,6 +64,8 @@ t.test('serve: bad settings are usage errors (exit 2) with a precise message', a
     [[], { DPROXY_UPSTREAMS: 'docker.io' }, /DPROXY_UPSTREAMS/],
     [['--allow-registry', 'ghcr.io/owner'], {}, /registries.*--allow-registry/],
     [[], { DPROXY_REGISTRIES: 'not a host' }, /DPROXY_REGISTRIES/],
+    [['--chain-connect-timeout', 'never'], {}, /chainConnectTimeout.*--chain-connect-timeout/],
+    [[], { DPROXY_UPSTREAMS: 'https://a.example,docker.io=https://b.example' }, /a list starts with REGISTRY=URL/],
   ] as const) {
     const { code, err } = await failingServe(['--port', '0', ...args], { ...env, ...extra })
     t.equal(code, 2, `${args.join(' ')} ${JSON.stringify(extra)}`)

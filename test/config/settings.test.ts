@@ -24,6 +24,8 @@ t.test('defaults', async (t) => {
     cacheDir: path.join(root, 'home', '.local', 'share', 'dproxy'),
     upstreams: {},
     noOrigin: false,
+    chainConnectTimeoutMs: undefined,
+    chainFirstByteTimeoutMs: undefined,
     maxAgeMs: 0,
     maxSizeBytes: undefined,
     ttlMs: undefined,
@@ -185,7 +187,7 @@ t.test('unknown keys in the file are reported', async (t) => {
   })
   fs.writeFileSync(configFile, JSON.stringify({ colour: 'blue' }))
   t.throws(() => resolveSettings({ env }), {
-    message: `unknown setting 'colour' in ${configFile} (known: host, port, cacheDir, upstreams, noOrigin, maxAge, maxSize, ttl, auth, registries, refresh, refreshWindow, refreshReserve, logFormat, logLevel, logMaxSize, metricsAddress)`,
+    message: `unknown setting 'colour' in ${configFile} (known: host, port, cacheDir, upstreams, noOrigin, chainConnectTimeout, chainFirstByteTimeout, maxAge, maxSize, ttl, auth, registries, refresh, refreshWindow, refreshReserve, logFormat, logLevel, logMaxSize, metricsAddress)`,
   })
 })
 
@@ -245,5 +247,16 @@ t.test('noOrigin: --no-origin, DPROXY_NO_ORIGIN or the file; true, false or regi
   t.throws(() => resolveSettings({ env: { ...env, DPROXY_NO_ORIGIN: 'bad host' } }), {
     code: 'CONFIG_INVALID',
     message: "expected noOrigin like 'docker.io', got 'bad host' (true, false, or registries) (from DPROXY_NO_ORIGIN)",
+  })
+})
+
+t.test('the limits of an endpoint with another behind it: durations above 0, at most 10m', async (t) => {
+  const { env } = world(t.testdir({}), { chainConnectTimeout: '500ms' })
+  const s = resolveSettings({ env: { ...env, DPROXY_CHAIN_FIRST_BYTE_TIMEOUT: '30s' } })
+  t.equal(s.chainConnectTimeoutMs, 500)
+  t.equal(s.chainFirstByteTimeoutMs, 30_000)
+  t.throws(() => resolveSettings({ env, flags: { chainConnectTimeout: '0' } }), {
+    code: 'CONFIG_INVALID',
+    message: "expected chainConnectTimeout like '2s', got '0' (above 0 and at most 10m) (from --chain-connect-timeout)",
   })
 })

@@ -21,6 +21,7 @@ import { openCredentialStore, type CredentialStore } from '../credentials/index.
 import { silentLogger } from '../log.js'
 import {
   collectStatus,
+  describeEndpoints,
   describeFailures,
   describeLimit,
   describeReading,
@@ -95,6 +96,11 @@ export function formatStatusText(s: StatusSnapshot): string {
   for (const r of s.rateLimit) {
     const reading = describeReading(r)
     out.push(`  ${r.registry.padEnd(width)}  ${describeLimit(r)}${reading ? `  (${reading})` : ''}`)
+  }
+  const chains = describeEndpoints(s.endpoints ?? [])
+  if (chains.length > 0) {
+    out.push('', 'upstream endpoints (asked in this order)')
+    for (const line of chains) out.push(`  ${line}`)
   }
   if (s.recentFailures.length > 0) {
     out.push('', 'recent failures (what clients asked and why dproxy could not serve it)')

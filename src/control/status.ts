@@ -20,6 +20,7 @@ import { Store, type CacheStats } from '../store/store.js'
 import type { CredentialSource } from '../upstream/auth.js'
 import type { UpstreamTimeouts } from '../upstream/client.js'
 import type { UpstreamMap } from '../upstream/registries.js'
+import type { EndpointStatus } from '../upstream/client.js'
 import { RATE_LIMIT_PROBE, type RateLimitReading } from '../upstream/ratelimit.js'
 import type { StatusReport } from '../daemon/admin.js'
 import type { ImageFailures } from '../daemon/failures.js'
@@ -86,6 +87,8 @@ export interface StatusSnapshot {
   recentFailures: ImageFailures[]
   /** The daemon's background refresh (serve --refresh); null when it is off or no daemon runs. */
   refresh?: RefreshStatus | null
+  /** Each upstream endpoint of the running daemon's configured registries, in the order asked: health and requests. */
+  endpoints?: EndpointStatus[]
 }
 
 export interface CollectStatusOptions {
@@ -259,7 +262,21 @@ export async function collectStatus(o: CollectStatusOptions): Promise<StatusSnap
     rateLimit,
     recentFailures: running?.status.recentFailures ?? [],
     refresh: running?.status.refresh ?? null,
+    ...(running?.status.endpoints ? { endpoints: running.status.endpoints } : {}),
   }
+}
+
+/** One line per endpoint of every registry with a chain (more than one endpoint), for the text output. */
+export function describeEndpoints(endpoints: readonly EndpointStatus[]): string[] {
+  const chained = new Set(endpoints.filter((e) => e.position > 0).map((e) => e.registry))
+  const shown = endpoints.filter((e) => chained.has(e.registry))
+  const width = Math.max(0, ...shown.map((e) => e.registry.length))
+  return shown.map((e) => {
+    const health = e.up ? 'up' : `down since ${e.downSince ?? '?'}`
+    const why = !e.up && e.lastError !== undefined ? `; ${e.lastError}` : ''
+    const who = e.position === 0 ? e.registry.padEnd(width) : ' '.repeat(width)
+    return `${who}  ${e.position + 1}. ${e.endpoint} (${e.kind}${e.last ? ', last' : ''}): ${health}, ${e.requests} requests${why}`
+  })
 }
 
 // ---- small, terminal-free descriptions shared by the text output and the ink view

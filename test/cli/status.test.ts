@@ -184,3 +184,30 @@ t.test('formatStatusText aligns labels and never writes escape codes', async (t)
     ].join('\n'),
   )
 })
+
+t.test('formatStatusText lists the endpoints of every registry with a chain, in the order asked', async (t) => {
+  const s: StatusSnapshot = {
+    checkedAt: '2026-01-01T00:00:00.000Z',
+    cacheDir: '/c',
+    daemon: { running: true, pid: 7, version: '0.1.0', startedAt: '', uptimeSeconds: 65, listen: ['127.0.0.1:5000'], url: 'http://127.0.0.1:5000', logFile: null },
+    cache: { bytes: 0, blobs: 0, manifests: 0, tags: 0, tempFiles: 0, tempBytes: 0, hitRatio: null, cacheHits: 0, cacheMisses: 0, bytesFromCache: 0, bytesFromUpstream: 0, upstreamManifestGets: 0, upstreamManifestHeads: 0, manifestGetsAvoided: 0 },
+    rateLimit: [],
+    recentFailures: [],
+    endpoints: [
+      { registry: 'docker.io', endpoint: 'https://cache.team.example', kind: 'mirror', position: 0, last: false, requests: 12, up: false, downSince: '2026-01-01T00:00:00.000Z', lastError: 'GET https://cache.team.example/v2/: ECONNREFUSED' },
+      { registry: 'docker.io', endpoint: 'https://registry-1.docker.io', kind: 'origin', position: 1, last: true, requests: 30, up: true },
+      { registry: 'ghcr.io', endpoint: 'https://ghcr.io', kind: 'origin', position: 0, last: true, requests: 0, up: true },
+    ],
+  }
+  const text = formatStatusText(s)
+  t.match(
+    text,
+    [
+      'upstream endpoints (asked in this order)',
+      '  docker.io  1. https://cache.team.example (mirror): down since 2026-01-01T00:00:00.000Z, 12 requests; GET https://cache.team.example/v2/: ECONNREFUSED',
+      '             2. https://registry-1.docker.io (origin, last): up, 30 requests',
+      '',
+    ].join('\n'),
+  )
+  t.notMatch(text, 'ghcr.io', 'a registry with one endpoint is not listed')
+})

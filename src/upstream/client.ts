@@ -336,6 +336,20 @@ export class Upstreams {
     return client
   }
 
+  /**
+   * For `dproxy login NAME`: proves the credentials at the endpoint whose
+   * login NAME is. A configured chain's endpoint named by its host[:port]
+   * (`cache.team.example`), else the origin of registry NAME.
+   */
+  async verifyLogin(name: string, scope?: string): Promise<{ scheme: 'bearer' | 'basic'; url: string }> {
+    for (const registry of Object.keys(this.overrides)) {
+      const endpoint = this.get(registry).endpointFor(name)
+      if (endpoint) return { scheme: await endpoint.verifyCredentials(scope), url: endpoint.base.origin }
+    }
+    const client = this.get(name)
+    return { scheme: await client.verifyCredentials(scope), url: client.origin.base.origin }
+  }
+
   /** Every endpoint of the configured registries (docker.io's always), in chain order: the status and metrics. */
   endpoints(): EndpointStatus[] {
     const registries = [...new Set(['docker.io', ...Object.keys(this.overrides)])]
@@ -402,17 +416,24 @@ export class UpstreamClient {
     return this.endpoints[0]!.base
   }
 
-  /** For `dproxy login`: proves the first endpoint accepts the credentials (TokenAuth.verify). */
+  /** For `dproxy login REGISTRY`: proves the registry's origin (or its stand-in) accepts its credentials. */
   verifyCredentials(scope?: string): Promise<'bearer' | 'basic'> {
-    return this.endpoints[0]!.verifyCredentials(scope)
+    return this.origin.verifyCredentials(scope)
+  }
+
+  /** The endpoint the registry's own login goes to: its origin, else (noOrigin) the last. */
+  get origin(): EndpointClient {
+    return this.endpoints.find((e) => e.spec.kind === 'origin') ?? this.endpoints[this.endpoints.length - 1]!
+  }
+
+  /** The endpoint whose login `name` is (its host[:port]), when it is not the registry's origin. */
+  endpointFor(name: string): EndpointClient | undefined {
+    return this.endpoints.find((e) => e.spec.kind !== 'origin' && e.spec.credentialKey === name)
   }
 
   /** `probe`: the rate-limit probe (`dproxy status`) goes to the origin alone: its headroom is what is shown. */
   async headManifest(repository: string, reference: string, opts: { probe?: boolean } = {}): Promise<ManifestInfo> {
-    if (opts.probe === true) {
-      const origin = this.endpoints.find((e) => e.spec.kind === 'origin') ?? this.endpoints[this.endpoints.length - 1]!
-      return origin.headManifest(repository, reference, opts)
-    }
+    if (opts.probe === true) return this.origin.headManifest(repository, reference, opts)
     return this.fallThrough(`HEAD manifest ${repository}:${reference}`, (e) => e.headManifest(repository, reference))
   }
 

@@ -19,7 +19,7 @@ import { DproxyError, isDproxyError } from '../errors.js'
 import { silentLogger, type Logger } from '../log.js'
 import type { CredentialSource, UpstreamCredential } from './auth.js'
 import type { UpstreamTimeouts } from './client.js'
-import { upstreamBaseUrl, type UpstreamMap } from './registries.js'
+import type { UpstreamMap } from './registries.js'
 import { DOCKER_HUB, parseRegistryHost } from '../oci/registry-host.js'
 
 /** The scope asked for when checking a Docker Hub login: a public repository that exists for this purpose. */
@@ -80,9 +80,10 @@ export async function login(opts: LoginOptions): Promise<LoginResult> {
     credentials: async (r) => (r === registry ? candidate : undefined),
     ...(opts.timeouts ? { timeouts: opts.timeouts } : {}),
   })
-  let scheme: 'bearer' | 'basic'
+  let verified: { scheme: 'bearer' | 'basic'; url: string }
   try {
-    scheme = await upstreams.get(registry).verifyCredentials(registry === DOCKER_HUB ? DOCKER_HUB_LOGIN_SCOPE : undefined)
+    // A registry's login is checked at its origin; a chain endpoint's (by its host) at that endpoint.
+    verified = await upstreams.verifyLogin(registry, registry === DOCKER_HUB ? DOCKER_HUB_LOGIN_SCOPE : undefined)
   } catch (err) {
     if (isDproxyError(err, 'UNAUTHORIZED')) {
       throw new DproxyError('UNAUTHORIZED', 'login failed: incorrect username or password', { cause: err, detail: { registry } })
@@ -95,8 +96,8 @@ export async function login(opts: LoginOptions): Promise<LoginResult> {
   return {
     registry,
     username: credential.username,
-    upstream: upstreamBaseUrl(registry, overrides).origin,
-    scheme,
+    upstream: verified.url,
+    scheme: verified.scheme,
     store: store.kind,
   }
 }

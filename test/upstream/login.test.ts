@@ -125,6 +125,23 @@ t.test('a registry answering Basic challenges: checked with a Basic-authenticate
   )
 })
 
+t.test('a chain endpoint is logged in to by its host, at that endpoint (plain http on the LAN included)', async (t) => {
+  const good = `Basic ${Buffer.from(`team:${password}`).toString('base64')}`
+  const reg = await serve(t, (req, res) => {
+    if (req.headers.authorization === good) {
+      res.writeHead(200, { 'content-type': 'application/json' }).end('{}')
+      return
+    }
+    res.writeHead(401, { 'www-authenticate': 'Basic realm="team"', 'content-type': 'application/json' }).end('{"errors":[]}')
+  })
+  const host = new URL(reg.url).host
+  const store = new FileCredentialStore(t.testdir())
+  const result = await login({ registry: host, credential: { username: 'team', secret: password }, store, upstreams: { 'docker.io': [reg.url, 'origin'] } })
+  t.equal(result.upstream, reg.url, 'checked at the endpoint itself, not at https://<host>')
+  t.equal(result.scheme, 'basic')
+  t.strictSame(await store.get(host), { username: 'team', secret: password })
+})
+
 t.test('credentials never go to a realm that may not receive them', async (t) => {
   const realmServer = await serve(t, (_req, res) => {
     res.writeHead(200, { 'content-type': 'application/json' }).end('{"token":"x"}')

@@ -197,6 +197,7 @@ export class TokenAuth {
       throw new DproxyError(
         res.statusCode === 429 ? 'TOOMANYREQUESTS' : 'UPSTREAM_UNAVAILABLE',
         `GET ${new URL('/v2/', this.base).href}: HTTP ${res.statusCode}`,
+        { detail: { upstreamStatus: res.statusCode } },
       )
     }
     this.challenge = challenge

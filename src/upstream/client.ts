@@ -368,13 +368,18 @@ export class Upstreams {
   }
 }
 
-/** How an endpoint's failure counts for its health: no answer opens its breaker at once, a 5xx or 429 after a few. */
-function outcomeOf(err: unknown): Outcome {
+/**
+ * How an endpoint's failure counts for its health: no answer opens its
+ * breaker at once, a 5xx or 429 after a few, any other answer is one.
+ * Undefined when nothing was learnt (a 429 remembered, so nothing was sent;
+ * an address refused before connecting).
+ */
+function outcomeOf(err: unknown): Outcome | undefined {
   if (!isDproxyError(err)) return 'down'
   const status = (err.detail as { upstreamStatus?: unknown } | undefined)?.upstreamStatus
   if (typeof status === 'number') return status >= 500 || status === 429 ? 'failing' : 'alive'
   if (err.code === 'UPSTREAM_UNAVAILABLE') return 'down'
-  // A 429 remembered (nothing sent), a refused address, an unusable answer: the endpoint itself is not known to be down.
+  if (err.code === 'TOOMANYREQUESTS' || err.code === 'DENIED') return undefined
   return 'alive'
 }
 
@@ -525,7 +530,8 @@ export class UpstreamClient {
         return answer
       } catch (err) {
         if (!isDproxyError(err)) throw err
-        this.record(i, outcomeOf(err), err.message, retryAfterOf(err))
+        const outcome = outcomeOf(err)
+        if (outcome !== undefined) this.record(i, outcome, err.message, retryAfterOf(err))
         if (last) throw reasons.length === 0 ? err : withReasons(err, reasons)
         reasons.push(NOT_FOUND.has(err.code) ? `${e.spec.label}: not found (${err.message})` : err.message)
       }

@@ -280,3 +280,32 @@ t.test('a path-prefix registry: the path before the repository, after library/, 
   const kinds = (await d.status()).endpoints?.filter((e) => e.registry === 'docker.io').map((e) => e.kind)
   t.strictSame(kinds, ['prefix', 'origin'])
 })
+
+t.test('when every endpoint fails, the last one\'s answer is the error, naming what the others said', async (t) => {
+  const cases: Array<[string, Parameters<Front['set']>[0], Parameters<Front['set']>[0], string, RegExp]> = [
+    ['library/nosuch', { kind: 'auth' }, { kind: 'pass' }, 'MANIFEST_UNKNOWN', /HTTP 404.*before it: .*HTTP 401/],
+    ['library/alpine', { kind: 'notFound', repository: /alpine/ }, { kind: 'status', status: 503 }, 'UPSTREAM_UNAVAILABLE', /HTTP 503.*before it: .*not found/],
+    ['library/alpine', { kind: 'status', status: 429, retryAfter: '5' }, { kind: 'html' }, 'UPSTREAM_UNAVAILABLE', /HTML page.*before it: .*HTTP 429/],
+  ]
+  for (const [repository, first, last, code, message] of cases) {
+    mirror.set(first)
+    origin.set(last)
+    const ups = new Upstreams({ overrides: { 'docker.io': [mirror.url, 'origin'] }, origins: { 'docker.io': origin.url } })
+    const err = await ups.get('docker.io').getManifest(repository, 'latest').then(
+      () => undefined,
+      (e: unknown) => e as Error & { code: string },
+    )
+    await ups.close()
+    t.equal(err?.code, code, `${first.kind} then ${last.kind}: ${code}`)
+    t.match(err?.message, message)
+  }
+})
+
+t.test('noOrigin: the chain is the only way out; 404 from its last endpoint is the answer', async (t) => {
+  mirror.set({ kind: 'notFound', repository: /alpine/ })
+  const ups = new Upstreams({ overrides: { 'docker.io': [mirror.url, `${mirror.url}/team`] }, noOrigin: ['docker.io'], origins: { 'docker.io': origin.url } })
+  t.teardown(() => ups.close())
+  t.strictSame(ups.chain('docker.io').map((e) => e.kind), ['mirror', 'prefix'])
+  await t.rejects(ups.get('docker.io').headManifest('library/alpine', 'latest'), { code: 'MANIFEST_UNKNOWN' }, 'a HEAD has no body: the code is the 404 of a manifest')
+  t.strictSame(origin.requests, [], 'the origin was never asked')
+})

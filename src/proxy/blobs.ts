@@ -155,6 +155,11 @@ export class BlobProxy {
       await fetch.started
     } catch (err) {
       if (isCacheUnavailable(err)) return this.past(image, d)
+      // The endpoint failed the blob before a byte came through, and another one is left.
+      if (fetch.another) {
+        await fetch.finished
+        return this.open(image, d)
+      }
       throw notCached(err, 'BLOB_UNKNOWN', `blob ${d.value}`, image.registry)
     }
     // Clients reading from the download now: the live view shows them per download; close() lets go.
@@ -275,7 +280,10 @@ class Fetch extends EventEmitter {
   error: Error | undefined
   /** Who answered the download (undefined when the blob was found in the store after all). */
   answer: UpstreamAnswer | undefined
-  /** The bytes failed their digest and another endpoint is left to ask: a client sent nothing yet may try again. */
+  /**
+   * The endpoint failed this blob (wrong bytes, or a held download broken
+   * off) and another one is left to ask: a client sent nothing yet may try again.
+   */
   another = false
   /** From an endpoint with another behind it: no byte goes to a client before the blob verified. */
   held = false
@@ -335,7 +343,8 @@ class Fetch extends EventEmitter {
       } catch (err) {
         discard(up.body)
         await writer.abort()
-        if (isWrongContent(err)) this.another = up.rejected?.() ?? false
+        // A held download broken off sent no client a byte: the next endpoint may have it whole.
+        if (isWrongContent(err) || (this.held && !this.aborted && !isCacheUnavailable(err))) this.another = up.rejected?.() ?? false
         throw upstreamError(err, `GET ${up.url}`)
       }
       // Clients are let in once the disk took the first bytes (or there were none).
@@ -461,8 +470,8 @@ function fromFetch(fetch: Fetch, past: () => Promise<BlobSource>, again: () => P
     changed: () => fetch.changed(),
     sent: () => {},
     // The disk refused the blob before this client got a byte: it gets the blob past the cache.
-    // The endpoint sent wrong bytes and another one is left: a new download from there.
-    fallback: async (err) => (isCacheUnavailable(err) ? past() : isWrongContent(err) && fetch.another ? again() : undefined),
+    // The endpoint failed the blob and another one is left: a new download from there.
+    fallback: async (err) => (isCacheUnavailable(err) ? past() : fetch.another ? again() : undefined),
     close: async () => {
       if (reading) fetch.clients--
       reading = false

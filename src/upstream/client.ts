@@ -105,8 +105,9 @@ export interface BlobBody {
   url: string
   answer?: UpstreamAnswer
   /**
-   * The bytes failed their digest: the endpoint that sent them is not asked
-   * for this blob again. True when another endpoint is left to ask.
+   * The bytes failed their digest (or broke off while held back): the
+   * endpoint that sent them is not asked for this blob again for a while.
+   * True when another endpoint is left to ask.
    */
   rejected?: () => boolean
   /** From an endpoint with another behind it (proxy/blobs.ts holds such bytes back until they verified). */

@@ -12,7 +12,7 @@ import { freePort, makeTempDir, skopeoCopyAll } from '../fixtures/clients.js'
 import { startFront, type Front } from '../fixtures/front.js'
 import { CACHE_DIR, startRegistry, type Registry } from '../fixtures/registry.js'
 import { startUpstream, type Upstream } from '../fixtures/upstream.js'
-import { get, startDaemon } from '../helpers/daemon.js'
+import { get, settled, startDaemon } from '../helpers/daemon.js'
 import { until } from '../helpers/process.js'
 import type { Daemon, DaemonOptions } from '../../src/daemon/daemon.js'
 import type { UpstreamMap } from '../../src/upstream/registries.js'
@@ -192,6 +192,7 @@ t.test('mirror sends wrong blob bytes: marked bad for that digest, the origin as
   t.equal(blobCalls(origin).filter((r) => r.includes(layer.digest)).length, 1, 'then the origin sent it')
   await skopeo(t, d, 'library/alpine:latest')
   t.equal(blobCalls(mirror).filter((r) => r.includes(layer.digest)).length, 1, 'the mirror was not asked for that digest again')
+  await settled(d)
 })
 
 t.test('origin down while the mirror is up: pulls work', async (t) => {
@@ -308,4 +309,16 @@ t.test('noOrigin: the chain is the only way out; 404 from its last endpoint is t
   t.strictSame(ups.chain('docker.io').map((e) => e.kind), ['mirror', 'prefix'])
   await t.rejects(ups.get('docker.io').headManifest('library/alpine', 'latest'), { code: 'MANIFEST_UNKNOWN' }, 'a HEAD has no body: the code is the 404 of a manifest')
   t.strictSame(origin.requests, [], 'the origin was never asked')
+})
+
+t.test('mirror breaks a blob off half-way: nothing was sent yet, so the origin is asked within the same request', async (t) => {
+  mirror.set({ kind: 'cutBlobs' })
+  const d = await laptop(t)
+  const layer = up.images.redis.blobs.find((b) => b.data.length > 100_000)!
+  const res = await get(`${d.url}/v2/bitnami/redis/blobs/${layer.digest}`)
+  t.equal(res.status, 200)
+  t.ok(res.body.equals(layer.data), 'the right bytes, whole')
+  t.equal(blobCalls(mirror).filter((r) => r.includes(layer.digest)).length, 1, 'the mirror broke it off once')
+  t.equal(blobCalls(origin).filter((r) => r.includes(layer.digest)).length, 1, 'the origin sent it')
+  await settled(d)
 })

@@ -14,12 +14,12 @@ import type { Command } from 'commander'
 import { resolveSettings } from '../config/settings.js'
 import { formatBytes, parseDuration, parseSize } from '../config/units.js'
 import { clearCacheDir, clearFilter, isCacheDir, pruneCacheDir, type ClearRequest } from '../control/cache.js'
-import { DproxyError } from '../errors.js'
 import { formatSelector, isEmptyFilter, type EvictionSummary, type PruneSummary } from '../store/evict.js'
 import { inventory, type CachedImage } from '../store/inventory.js'
 import { Store } from '../store/store.js'
 import type { CliContext } from './program.js'
 import { registerArchiveCommands } from './cache-archive.js'
+import { UsageError } from './fatal.js'
 
 export interface CacheCommandContext extends CliContext {
   /** Where the confirmation is read from; default process.stdin. */
@@ -180,8 +180,7 @@ export function registerCacheCommand(program: Command, ctx: CacheCommandContext)
       if (isEmptyFilter(filter) && !flags.dryRun && !flags.yes) {
         const tty = (ctx.stdin ?? process.stdin).isTTY === true
         if (!tty) {
-          throw new DproxyError(
-            'USAGE',
+          throw new UsageError(
             'refusing to clear the whole cache without confirmation: pass --yes (or narrow it with --image, --older-than, --unused-for)',
           )
         }

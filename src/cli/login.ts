@@ -10,8 +10,8 @@
 // within seconds.
 
 import type { Command } from 'commander'
-import { DproxyError } from '../errors.js'
 import type { CliContext } from './program.js'
+import { UsageError } from './fatal.js'
 
 interface LoginFlags {
   username?: string
@@ -64,10 +64,10 @@ export async function loginCommand(registryArg: string | undefined, flags: Login
   const registry = loginRegistry(registryArg)
   const settings = resolveSettings({ env: ctx.env, flags: flags.upstream ? { upstreams: flags.upstream } : {} })
   if (flags.passwordStdin && flags.username === undefined) {
-    throw new DproxyError('USAGE', 'with --password-stdin, give the user name with -u/--username')
+    throw new UsageError('with --password-stdin, give the user name with -u/--username')
   }
   if (!flags.passwordStdin && !(input.isTTY && input.setRawMode)) {
-    throw new DproxyError('USAGE', 'stdin is not a terminal: pipe the password in and pass --password-stdin with -u USER')
+    throw new UsageError('stdin is not a terminal: pipe the password in and pass --password-stdin with -u USER')
   }
   const store = await credentials.openCredentialStore({
     configDir: settings.configDir,
@@ -124,7 +124,7 @@ async function readPassword(input: Input): Promise<string> {
   for await (const chunk of input) {
     const buf = typeof chunk === 'string' ? Buffer.from(chunk) : Buffer.from(chunk)
     total += buf.length
-    if (total > STDIN_CAP) throw new DproxyError('USAGE', `the password on stdin is over ${STDIN_CAP} bytes`)
+    if (total > STDIN_CAP) throw new UsageError(`the password on stdin is over ${STDIN_CAP} bytes`)
     chunks.push(buf)
   }
   return Buffer.concat(chunks).toString('utf8').replace(/\r?\n$/, '')
@@ -150,7 +150,7 @@ function promptLine(input: Input, output: NodeJS.WritableStream, prompt: string,
       if (err) reject(err)
       else resolve(value)
     }
-    const cancelled = () => new DproxyError('USAGE', 'login cancelled')
+    const cancelled = () => new UsageError('login cancelled')
     const onEnd = () => finish(cancelled())
     const onData = (chunk: Buffer | string) => {
       const text = chunk.toString()

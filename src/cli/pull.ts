@@ -21,6 +21,7 @@ import type { RefusedEvent, Summary, WarmEvent } from '../proxy/warm.js'
 import { storedCredentials } from '../upstream/login.js'
 import type { CliContext } from './program.js'
 import { wantsInteractive } from './status.js'
+import { UsageError } from './fatal.js'
 
 export interface PullFlags {
   platform?: string
@@ -56,7 +57,7 @@ export function addPullOptions(cmd: Command): Command {
 function count(value: string | undefined, flag: string, min: number, max: number): number | undefined {
   if (value === undefined) return undefined
   const n = /^\d{1,7}$/.test(value) ? Number(value) : Number.NaN
-  if (!(n >= min && n <= max)) throw new DproxyError('USAGE', `expected ${flag} to be a whole number from ${min} to ${max}, got '${value.slice(0, 50)}'`)
+  if (!(n >= min && n <= max)) throw new UsageError(`expected ${flag} to be a whole number from ${min} to ${max}, got '${value.slice(0, 50)}'`)
   return n
 }
 

@@ -5,7 +5,7 @@
 
 import { join } from 'node:path'
 import { Option, type Command } from 'commander'
-import { resolveSettings, type RawSettings } from '../config/settings.js'
+import { resolveSettings } from '../config/settings.js'
 import { lazyCredentialStore } from '../credentials/index.js'
 import { clientSecretReader, CLIENT_USERNAME, ensureClientSecret } from '../daemon/clientauth.js'
 import { Daemon } from '../daemon/daemon.js'
@@ -16,6 +16,7 @@ import { LOG_FORMATS, LOG_LEVELS, streamLogger } from '../log.js'
 import { RotatingLogFile } from '../logfile.js'
 import { storedCredentials } from '../upstream/login.js'
 import { detach } from './daemon.js'
+import { flagSettings } from './serve-flags.js'
 import type { CliContext } from './program.js'
 
 interface ServeFlags {
@@ -74,23 +75,7 @@ export function registerServeCommand(program: Command, ctx: CliContext): void {
 export async function serve(flags: ServeFlags, ctx: CliContext): Promise<void> {
   // Only the daemon: a small young generation slows a short command's module loading.
   tuneHeap()
-  const raw: RawSettings = {
-    ...(flags.host !== undefined ? { host: flags.host } : {}),
-    ...(flags.port !== undefined ? { port: flags.port } : {}),
-    ...(flags.cacheDir !== undefined ? { cacheDir: flags.cacheDir } : {}),
-    ...(flags.upstream !== undefined ? { upstreams: flags.upstream } : {}),
-    ...(flags.maxAge !== undefined ? { maxAge: flags.maxAge } : {}),
-    ...(flags.auth ? { auth: true } : {}),
-    ...(flags.allowRegistry !== undefined ? { registries: flags.allowRegistry } : {}),
-    ...(flags.refresh !== undefined ? { refresh: flags.refresh } : {}),
-    ...(flags.refreshWindow !== undefined ? { refreshWindow: flags.refreshWindow } : {}),
-    ...(flags.refreshReserve !== undefined ? { refreshReserve: flags.refreshReserve } : {}),
-    ...(flags.logFormat !== undefined ? { logFormat: flags.logFormat } : {}),
-    ...(flags.logLevel !== undefined ? { logLevel: flags.logLevel } : {}),
-    ...(flags.logMaxSize !== undefined ? { logMaxSize: flags.logMaxSize } : {}),
-    ...(flags.metricsAddress !== undefined ? { metricsAddress: flags.metricsAddress } : {}),
-  }
-  const settings = resolveSettings({ flags: raw, env: ctx.env })
+  const settings = resolveSettings({ flags: flagSettings(flags), env: ctx.env })
   const logOptions = { level: settings.logLevel, format: settings.logFormat }
   const { metricsAddress } = settings
   // Detached, the daemon writes its log file itself, to rotate it.

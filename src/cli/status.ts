@@ -176,14 +176,16 @@ async function watchDaemon(flags: Pick<StatusFlags, 'json' | 'cacheDir'>, ctx: C
   process.once('SIGINT', stop)
   process.once('SIGTERM', stop)
   const { daemonEvents } = await import('../control/events.js')
+  const { AdminClient } = await import('../control/admin-client.js')
+  const client = new AdminClient(lock.info.url)
   try {
     if (!flags.json && wantsInteractive(ctx.stdout, ctx.env)) {
       const { watchLive } = await import('../ui/WatchView.js')
       const stdin = (ctx as CliContext & { stdin?: NodeJS.ReadableStream }).stdin ?? process.stdin
-      await watchLive({ events: daemonEvents(lock.info.url, controller.signal), source: lock.info.url, onQuit: stop, stdout: ctx.stdout, stdin })
+      await watchLive({ events: daemonEvents(client, controller.signal), source: lock.info.url, onQuit: stop, stdout: ctx.stdout, stdin })
       return
     }
-    for await (const e of daemonEvents(lock.info.url, controller.signal)) {
+    for await (const e of daemonEvents(client, controller.signal)) {
       if (flags.json) ctx.stdout.write(`${JSON.stringify(e)}\n`)
       else for (const line of describeEvent(e)) ctx.stdout.write(`${line}\n`)
     }

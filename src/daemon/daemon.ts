@@ -108,6 +108,18 @@ export interface ListenAddress {
   port: number
 }
 
+/** A daemon reachable from other machines must authenticate its clients (also checked by `dproxy start` before it detaches). */
+export function refuseExposureWithoutAuth(hosts: readonly string[], clientAuth: boolean): void {
+  const exposed = exposedHosts(hosts)
+  if (exposed.length > 0 && !clientAuth) {
+    throw new DproxyError(
+      'USAGE',
+      `listening on ${exposed.map(formatHost).join(', ')} lets other machines use this cache, so clients must authenticate: ` +
+        'pass --auth (or dproxy config set auth true) and give clients the values of dproxy env',
+    )
+  }
+}
+
 export class Daemon {
   readonly startedAt: number
   private readonly servers: Server[] = []
@@ -179,14 +191,7 @@ export class Daemon {
   }
 
   static async start(options: DaemonOptions): Promise<Daemon> {
-    const exposed = exposedHosts(options.hosts ?? DEFAULT_HOSTS)
-    if (exposed.length > 0 && !options.clientAuth) {
-      throw new DproxyError(
-        'USAGE',
-        `listening on ${exposed.map(formatHost).join(', ')} lets other machines use this cache, so clients must authenticate: ` +
-          'pass --auth (or dproxy config set auth true) and give clients the values of dproxy env',
-      )
-    }
+    refuseExposureWithoutAuth(options.hosts ?? DEFAULT_HOSTS, options.clientAuth !== undefined)
     connectionLimits(options) // refused before anything is taken
     const clock = options.clock ?? systemClock
     const log = options.log ?? silentLogger

@@ -20,6 +20,7 @@ import { LRUCache } from 'lru-cache'
 import type { Dispatcher } from 'undici'
 import type { Clock } from '../clock.js'
 import { DproxyError } from '../errors.js'
+import { SingleFlight } from '../singleflight.js'
 import { parseChallenge, type Challenge } from './challenge.js'
 import { discard, headerValue, readCapped } from './http.js'
 
@@ -84,7 +85,7 @@ export class TokenAuth {
   private challenge: Challenge | null | undefined
   private pinging: Promise<Challenge | null> | undefined
   private readonly tokens: LRUCache<string, CachedToken>
-  private readonly inflight = new Map<string, Promise<CachedToken>>()
+  private readonly fetching = new SingleFlight<CachedToken>()
 
   constructor(
     private readonly registry: string,
@@ -208,12 +209,7 @@ export class TokenAuth {
     const key = tokenKey(scope, cred)
     const cached = this.tokens.get(key)
     if (cached) return cached
-    let pending = this.inflight.get(key)
-    if (!pending) {
-      pending = this.fetchToken(challenge, scope, cred).finally(() => this.inflight.delete(key))
-      this.inflight.set(key, pending)
-    }
-    const token = await pending
+    const token = await this.fetching.do(key, () => this.fetchToken(challenge, scope, cred))
     const ttl = token.expiresAt - this.clock.now()
     if (ttl > 0) this.tokens.set(key, token, { ttl })
     return token

@@ -26,6 +26,10 @@
 //      because which of them are manifests is only known from index.json.
 //   2. only then, per tag: check that its manifests and blobs are all there
 //      (in the archive or already cached), store them, and record the tag.
+// A refused archive takes back what phase 1 (or a failing disk in phase 2)
+// wrote: every blob and manifest it added that no image references, so a
+// flipped byte late in a large archive does not leave its first gigabytes
+// behind as unreferenced files. What the cache held before the import stays.
 // A tag is named by its ref.name. A full `registry/repository:tag` is taken
 // as it is; a bare `repository:tag` (`alpine:3.19`, as other tools often
 // write) means Docker Hub, as it would for `docker pull`; a name without a
@@ -309,6 +313,40 @@ export async function importArchive(
   input: AsyncIterable<Buffer | Uint8Array | string>,
   opts: ImportOptions = {},
 ): Promise<ImportSummary> {
+  const added: Added = { blobs: new Set(), manifests: new Set() }
+  try {
+    return await importInto(store, input, opts, added)
+  } catch (err) {
+    await removeAdded(store, added)
+    throw err
+  }
+}
+
+/** What an import wrote that was not in the cache before it began. */
+interface Added {
+  blobs: Set<string>
+  manifests: Set<string>
+}
+
+/**
+ * After a refused import: removes what it wrote that no image references (a
+ * pull or an earlier tag of this import may have come to use it meanwhile).
+ * What was cached before the import was never written by it, so it stays.
+ */
+async function removeAdded(store: Store, added: Added): Promise<void> {
+  if (added.blobs.size === 0 && added.manifests.size === 0) return
+  const referenced = new Set<string>()
+  for (const u of (await inventory(store)).units) if (u.kind === 'image') for (const f of u.files) referenced.add(f)
+  for (const d of added.blobs) if (!referenced.has(`b:${d}`)) await store.deleteBlob(parseDigest(d)).catch(() => false)
+  for (const d of added.manifests) if (!referenced.has(`m:${d}`)) await store.deleteManifest(parseDigest(d)).catch(() => false)
+}
+
+async function importInto(
+  store: Store,
+  input: AsyncIterable<Buffer | Uint8Array | string>,
+  opts: ImportOptions,
+  added: Added,
+): Promise<ImportSummary> {
   const progress: ArchiveProgress = { bytes: 0, ...(opts.total !== undefined ? { total: opts.total } : {}) }
   let lastReport = 0
   async function* counted(): AsyncGenerator<Buffer | Uint8Array | string> {
@@ -398,6 +436,7 @@ export async function importArchive(
       await w.abort()
       fail(err)
     }
+    added.blobs.add(d.value)
     stored.add(d.value)
     written.blobs++
     written.bytes += entry.size
@@ -458,6 +497,7 @@ export async function importArchive(
         const w = await store.createBlobWriter(d, bytes.length)
         await w.write(bytes)
         await w.commit()
+        added.blobs.add(b)
         summary.blobs++
         summary.bytes += bytes.length
       }
@@ -469,6 +509,7 @@ export async function importArchive(
       const bytes = small.get(d)
       const digest = parseDigest(d)
       if (bytes === undefined || (await store.hasManifest(digest))) continue
+      added.manifests.add(d)
       await store.putManifest(digest, bytes, mediaType)
       summary.manifests++
       summary.bytes += bytes.length

@@ -373,6 +373,10 @@ export class VerifyingWriter implements BlobWriter {
   private syncError: unknown
   /** `written` at which the next such flush starts. */
   private nextSync = SYNC_STEP
+  /** The chunks of the last write the disk refused (hashed already), for retry() or stopStoring(). */
+  private refused: Uint8Array[] | undefined
+  /** Only checking from now on (stopStoring): the temp file is gone. */
+  private stopped = false
 
   private constructor(
     readonly tempPath: string,
@@ -412,32 +416,46 @@ export class VerifyingWriter implements BlobWriter {
    * promise settles).
    */
   writev(chunks: Uint8Array[]): Promise<void> {
+    if (this.refused) return Promise.reject(new DproxyError('INTERNAL', `write after a refused write to blob ${this.digest.value}`))
     try {
       this.check.update(chunks)
     } catch (err) {
       return Promise.reject(err)
+    }
+    if (this.stopped) {
+      this.written += chunks.reduce((n, c) => n + c.length, 0)
+      return Promise.resolve()
     }
     const wrote = this.tail.then(() => this.append(chunks))
     this.tail = wrote.catch(() => {})
     return wrote
   }
 
+  /**
+   * Writes at the position the chunks belong at (not the file's position, which
+   * a refused write leaves anywhere), so retry() writes them again in place.
+   */
   private async append(chunks: Uint8Array[]): Promise<void> {
     const total = chunks.reduce((n, c) => n + c.length, 0)
     try {
-      let { bytesWritten } = await this.fh.writev(chunks)
+      let { bytesWritten } = await this.fh.writev(chunks, this.written)
       // A short write leaves the rest: finish it chunk by chunk.
+      let at = this.written
       for (const c of chunks) {
         if (bytesWritten >= c.length) {
           bytesWritten -= c.length
+          at += c.length
           continue
         }
         let off = bytesWritten
         bytesWritten = 0
-        while (off < c.length) off += (await this.fh.write(c, off, c.length - off)).bytesWritten
+        while (off < c.length) off += (await this.fh.write(c, off, c.length - off, at + off)).bytesWritten
+        at += c.length
       }
     } catch (err) {
-      throw this.health.writeFailed(err, `blob ${this.digest.value}`, this.tempPath)
+      const failure = this.health.writeFailed(err, `blob ${this.digest.value}`, this.tempPath)
+      if (isDproxyError(failure, 'CACHE_UNAVAILABLE')) this.refused = chunks
+      throw failure
     }
     this.written += total
     if (this.written >= this.nextSync && !this.syncing) {
@@ -454,6 +472,24 @@ export class VerifyingWriter implements BlobWriter {
     }
   }
 
+  async retry(): Promise<void> {
+    const chunks = this.refused
+    if (!chunks || this.stopped) return
+    this.refused = undefined
+    const wrote = this.tail.then(() => this.append(chunks))
+    this.tail = wrote.catch(() => {})
+    await wrote
+  }
+
+  async stopStoring(): Promise<void> {
+    if (this.stopped || this.done) return
+    this.stopped = true
+    await this.tail
+    this.written += (this.refused ?? []).reduce((n, c) => n + c.length, 0)
+    this.refused = undefined
+    await this.discard()
+  }
+
   /**
    * Checks size and digest of everything written. On a mismatch the temp file
    * is removed and SIZE_INVALID / DIGEST_INVALID thrown. Separate from commit()
@@ -467,7 +503,7 @@ export class VerifyingWriter implements BlobWriter {
       this.verified = true
     } catch (err) {
       this.done = true
-      await this.discard()
+      if (!this.stopped) await this.discard()
       throw err
     }
   }
@@ -476,6 +512,7 @@ export class VerifyingWriter implements BlobWriter {
   async commit(): Promise<void> {
     await this.tail
     await this.verify()
+    if (this.stopped) throw new DproxyError('CACHE_UNAVAILABLE', `blob ${this.digest.value} was not stored: the disk refused it`)
     this.done = true
     try {
       await this.syncing
@@ -499,6 +536,7 @@ export class VerifyingWriter implements BlobWriter {
    */
   async follow(): Promise<BlobReader> {
     const read = (path: string) => fs.open(path, constants.O_RDONLY).then((fh) => new FileReader(fh, -1))
+    if (this.stopped) throw new DproxyError('CACHE_UNAVAILABLE', `blob ${this.digest.value} is not being stored: the disk refused it`)
     if (!this.committed) {
       try {
         return await read(this.tempPath)
@@ -517,7 +555,7 @@ export class VerifyingWriter implements BlobWriter {
   async abort(): Promise<void> {
     if (this.done) return
     this.done = true
-    await this.discard()
+    if (!this.stopped) await this.discard()
   }
 
   private async discard(): Promise<void> {

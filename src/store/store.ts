@@ -15,7 +15,7 @@
 
 import { constants, promises as fs, type Dirent } from 'node:fs'
 import type { FileHandle } from 'node:fs/promises'
-import { basename, dirname, join } from 'node:path'
+import { dirname, join } from 'node:path'
 import { LRUCache } from 'lru-cache'
 import { systemClock, type Clock } from '../clock.js'
 import { DproxyError, isDproxyError } from '../errors.js'
@@ -305,7 +305,7 @@ export class Store implements CacheStore {
       if (!path.endsWith('.type')) stats.manifests++
     })
     await walk(this.layout.repositoriesDir, async (path) => {
-      if (basename(dirname(path)) === '_tags') stats.tags++
+      if (this.layout.repositoryFile(path)?.kind === 'tag') stats.tags++
     })
     await walk(this.layout.tmpDir, async (path) => {
       const st = await fs.stat(path).catch(() => undefined)
@@ -592,9 +592,9 @@ async function writeAtomic(layout: Layout, path: string, data: string | Uint8Arr
  */
 async function migrateTagFiles(layout: Layout): Promise<void> {
   await walk(layout.repositoriesDir, async (path) => {
-    const name = basename(path)
-    if (basename(dirname(path)) !== '_tags' || !/[A-Z]/.test(name)) return
-    await fs.rename(path, join(dirname(path), tagFileName(name))).catch((err: unknown) => {
+    const file = layout.repositoryFile(path)
+    if (file?.kind !== 'tag' || !/[A-Z]/.test(file.file)) return
+    await fs.rename(path, join(dirname(path), tagFileName(file.file))).catch((err: unknown) => {
       if (!isNotFound(err)) throw err
     })
   })

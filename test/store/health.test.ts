@@ -69,11 +69,18 @@ async function faultyFs(fault: Faults): Promise<typeof FsModule> {
   } as typeof FsModule
 }
 
+/** store.js with the faulty node:fs, in it and in its verifying writer (tap's mocks reach direct imports only). */
+async function faultyStore(t: Test, fault: Faults): Promise<typeof import('../../src/store/store.js')> {
+  const fs = await faultyFs(fault)
+  return t.mockImport<typeof import('../../src/store/store.js')>('../../src/store/store.js', {
+    'node:fs': fs,
+    '../../src/store/writer.js': await t.mockImport('../../src/store/writer.js', { 'node:fs': fs }),
+  })
+}
+
 t.test('the store turns disk conditions into CACHE_UNAVAILABLE, logged once per cause', async (t) => {
   const fault: Faults = { ops: new Set(), code: 'ENOSPC' }
-  const { Store: Faulty } = await t.mockImport<typeof import('../../src/store/store.js')>('../../src/store/store.js', {
-    'node:fs': await faultyFs(fault),
-  })
+  const { Store: Faulty } = await faultyStore(t, fault)
   const log = collectingLogger()
   const store = await Faulty.open(t.testdir(), { log })
   const rec = { digest: `sha256:${'a'.repeat(64)}`, mediaType: 'application/json', size: 1, checkedAt: 0 }
@@ -113,7 +120,7 @@ for (const code of ['ENOSPC', 'EROFS', 'EACCES']) {
     const fault: Faults = { ops: new Set(), code }
     // tap's mocks reach the modules daemon.js imports itself, so the store comes in already mocked.
     const { Daemon: Faulty } = await t.mockImport<typeof import('../../src/daemon/daemon.js')>('../../src/daemon/daemon.js', {
-      '../../src/store/store.js': await t.mockImport('../../src/store/store.js', { 'node:fs': await faultyFs(fault) }),
+      '../../src/store/store.js': await faultyStore(t, fault),
     })
     const log = collectingLogger()
     const cacheDir = t.testdir()

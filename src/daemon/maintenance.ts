@@ -30,7 +30,7 @@ import { DproxyError } from '../errors.js'
 import type { Logger } from '../log.js'
 import type { Counters } from '../proxy/counters.js'
 import { clearCache, prune, type ClearFilter, type EvictionSummary, type PruneSummary } from '../store/evict.js'
-import { importArchive, type ImportOptions, type ImportSummary } from '../store/oci-archive.js'
+import { importArchive, type ImportOptions, type ImportSummary } from '../store/archive-import.js'
 import type { Store } from '../store/store.js'
 
 export interface MaintenanceOptions {

@@ -254,3 +254,25 @@ t.test('a disk that fills up mid-download: unreferenced files are evicted to mak
   t.equal(up.hub.counts.cdnGet[layer.digest], 1)
   await cacheIsSound(t, d)
 })
+
+t.test('past a full disk the bytes are still checked: wrong content cuts every client following, nothing is kept', async (t) => {
+  const env = await onTmpfs(t, '16m')
+  if (!env) return
+  const { dir, up, d, layer, url } = env
+  const half = Math.floor(layer.size / 2)
+  await fillUntil(dir, Math.floor(layer.size * 0.75))
+  // The byte after the hold is flipped: it arrives after the disk is full.
+  let release!: () => void
+  up.hub.inject({ kind: 'wrongBytes', digest: layer.digest, at: 'cdn', hold: new Promise<void>((r) => (release = r)) })
+  const clients = [getRaw(url), getRaw(url)]
+  const download = () => d.blobs.downloads()[0]
+  await until(() => download()?.clients === 2 && download()?.written === half, () => `two clients and half the layer on disk: ${JSON.stringify(download())}`, 200)
+  release()
+  for (const [i, got] of (await Promise.all(clients)).entries()) {
+    t.notOk(got.complete, `client ${i}: a cut connection`)
+    t.ok(got.body.length < layer.size, `client ${i}: never the whole length (${got.body.length} of ${layer.size})`)
+  }
+  await settled(d)
+  t.equal(await d.store.statBlob(parseDigest(layer.digest)), undefined, 'not cached')
+  await cacheIsSound(t, d)
+})

@@ -1,6 +1,7 @@
 // The verifying writer of the file store (writer.ts), on disk: what it does
 // not commit leaves no temp file, a large blob is flushed while it is
-// written and a failed early flush fails the commit. What every store's writer
+// written and a failed early flush fails the commit, and a write the full
+// disk refused is retried in place or the writer goes on only checking. What every store's writer
 // must do is in the contract (contract.ts).
 
 import { createHash } from 'node:crypto'
@@ -81,4 +82,81 @@ t.test('a large blob is flushed to disk while it is written; a failed flush fail
   t.match(bad.committed, { message: /EIO/ }, 'the early failure is the commit\'s')
   t.equal(await bad.store.statBlob(d), undefined, 'not in the cache')
   t.strictSame(await fs.readdir(bad.store.layout.tmpDir), [], 'no temp file left')
+})
+
+/** node:fs whose blob temp files refuse writes with ENOSPC while `disk.full`. */
+async function fillingFs(disk: { full: boolean }): Promise<typeof FsModule> {
+  const real = await import('node:fs')
+  const p = real.promises
+  return {
+    ...real,
+    promises: {
+      ...p,
+      open: async (...args: Parameters<typeof p.open>) => {
+        const fh = await p.open(...args)
+        if (args[1] === 'wx') {
+          const writev = fh.writev.bind(fh)
+          fh.writev = (async (buffers: NodeJS.ArrayBufferView[], position?: number) => {
+            if (disk.full) throw Object.assign(new Error('ENOSPC: no space left on device'), { code: 'ENOSPC' })
+            return writev(buffers, position)
+          }) as typeof fh.writev
+        }
+        return fh
+      },
+    },
+  } as typeof FsModule
+}
+
+t.test('a write the full disk refused is written again in place by retry(), or the writer stops storing and only checks', async (t) => {
+  const disk = { full: false }
+  const { Store: Filling } = await t.mockImport<typeof import('../../src/store/store.js')>('../../src/store/store.js', {
+    '../../src/store/writer.js': await t.mockImport('../../src/store/writer.js', { 'node:fs': await fillingFs(disk) }),
+  })
+  const data = Buffer.from('the first part, the refused part, and the rest')
+  const d = sha(data)
+  const parts = [data.subarray(0, 16), data.subarray(16, 34), data.subarray(34)]
+
+  const store = await Filling.open(t.testdir())
+  const retried = await store.createBlobWriter(d, data.length)
+  await retried.write(parts[0]!)
+  disk.full = true
+  await t.rejects(retried.write(parts[1]!), { code: 'CACHE_UNAVAILABLE' })
+  await t.rejects(retried.retry!(), { code: 'CACHE_UNAVAILABLE' }, 'still full')
+  disk.full = false
+  await retried.retry!()
+  await retried.write(parts[2]!)
+  await retried.commit()
+  const stored = Buffer.alloc(data.length)
+  const h = (await store.openBlob(d))!
+  await h.read(stored, 0, data.length, 0)
+  await h.close()
+  t.ok(stored.equals(data), 'the blob is byte for byte what was written, the retried part in its place')
+  await store.deleteBlob(d)
+
+  const stopped = await store.createBlobWriter(d, data.length)
+  await stopped.write(parts[0]!)
+  const reader = await stopped.follow()
+  disk.full = true
+  await t.rejects(stopped.write(parts[1]!), { code: 'CACHE_UNAVAILABLE' })
+  await stopped.stopStoring!()
+  t.strictSame(await fs.readdir(store.layout.tmpDir), [], 'the temp file is gone')
+  await stopped.write(parts[2]!)
+  t.equal(stopped.written, data.length, 'every byte taken')
+  await stopped.verify()
+  await t.rejects(stopped.commit(), { code: 'CACHE_UNAVAILABLE' }, 'nothing to commit')
+  await t.rejects(stopped.follow(), { code: 'CACHE_UNAVAILABLE' })
+  const prefix = Buffer.alloc(16)
+  t.equal(await reader.read(prefix, 0, 16, 0), 16, 'a reader opened before still reads what was stored')
+  t.ok(prefix.equals(parts[0]!))
+  await reader.close()
+  t.equal(await store.statBlob(d), undefined)
+
+  disk.full = false
+  const wrong = await store.createBlobWriter(d, data.length)
+  await wrong.write(parts[0]!)
+  disk.full = true
+  await t.rejects(wrong.write(Buffer.from(parts[1]!).fill(0)), { code: 'CACHE_UNAVAILABLE' })
+  await wrong.stopStoring!()
+  await wrong.write(parts[2]!)
+  await t.rejects(wrong.verify(), { code: 'DIGEST_INVALID' }, 'still checked after it stopped storing')
 })

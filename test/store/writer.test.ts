@@ -1,8 +1,8 @@
 // The verifying writer of the file store (writer.ts), on disk: what it does
 // not commit leaves no temp file, a large blob is flushed while it is
 // written and a failed early flush fails the commit, and a write the full
-// disk refused is retried in place or the writer goes on only checking. What every store's writer
-// must do is in the contract (contract.ts).
+// disk refused is retried in place or the writer goes on only checking.
+// What every store's writer must do is in the contract (contract.ts).
 
 import { createHash } from 'node:crypto'
 import { promises as fs } from 'node:fs'

@@ -493,6 +493,12 @@ class Fetch extends EventEmitter {
   abort(): void {
     this.aborted = true
     this.body?.destroy(new DproxyError('UPSTREAM_UNAVAILABLE', 'dproxy is shutting down'))
+    // A relay waiting for its clients stops waiting.
+    this.relay?.emit('moved')
+  }
+
+  get stopping(): boolean {
+    return this.aborted
   }
 
   /** Resolves at the next change of state. */
@@ -602,8 +608,9 @@ class Relay extends EventEmitter {
   }
 
   /** Resolves once the download may read on; throws when no client is left. */
-  async room(fetch: { clients: number }): Promise<void> {
+  async room(fetch: { clients: number; stopping: boolean }): Promise<void> {
     for (;;) {
+      if (fetch.stopping) throw new DproxyError('UPSTREAM_UNAVAILABLE', 'dproxy is shutting down')
       if (fetch.clients === 0) throw new DproxyError('CACHE_UNAVAILABLE', 'no client is left for a blob the cache disk cannot hold')
       if (this.held <= RELAY_BYTES) return
       let keep = this.start + this.held

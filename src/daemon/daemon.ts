@@ -16,6 +16,7 @@ import type { AddressInfo, Socket } from 'node:net'
 import { systemClock, type Clock } from '../clock.js'
 import { DproxyError } from '../errors.js'
 import { silentLogger, type Logger } from '../log.js'
+import { diskSpace } from '../fs.js'
 import { BlobProxy, type BlobUpstreams } from '../proxy/blobs.js'
 import { newCounters, type Counters } from '../proxy/counters.js'
 import { ManifestProxy, type ManifestUpstreams } from '../proxy/manifests.js'
@@ -230,7 +231,17 @@ export class Daemon {
     const counters = newCounters()
     const cache = options.store ?? store
     const upstream = options.upstream ?? upstreams
-    const blobs = new BlobProxy({ store: cache, upstreams: upstream, counters, log })
+    const blobs: BlobProxy = new BlobProxy({
+      store: cache,
+      upstreams: upstream,
+      counters,
+      log,
+      clock,
+      // A disk that fills up mid-download: eviction first, and how much room there is (the file store only).
+      ...(cache === store
+        ? { makeRoom: (): Promise<number> => daemon.maintenance.makeRoom(), freeBytes: async () => (await diskSpace(store.root))?.free }
+        : {}),
+    })
     const manifests = new ManifestProxy({ store: cache, upstreams: upstream, counters, clock, log, maxAgeMs: options.maxAgeMs ?? 0 })
     const daemon: Daemon = new Daemon(options, store, upstreams, blobs, manifests, counters, clock, log, events)
     daemon.lock = lock

@@ -30,7 +30,7 @@ import { DproxyError } from '../errors.js'
 import type { Logger } from '../log.js'
 import type { Counters } from '../proxy/counters.js'
 import { clearCache, prune, type ClearFilter, type EvictionSummary, type PruneSummary } from '../store/evict.js'
-import { importArchive, type ImportOptions, type ImportSummary } from '../store/oci-archive.js'
+import { importArchive, type ImportOptions, type ImportSummary } from '../store/archive-import.js'
 import type { Store } from '../store/store.js'
 
 export interface MaintenanceOptions {
@@ -62,6 +62,7 @@ export class CacheMaintenance {
   private lastSizePrune = Number.NEGATIVE_INFINITY
   private gap: number
   private importing = false
+  private makingRoom: Promise<number> | undefined
   /** What the configured limits evicted since the start (metrics). */
   readonly evicted = { images: 0, bytes: 0 }
 
@@ -125,6 +126,41 @@ export class CacheMaintenance {
         this.running = undefined
       })
     return this.running
+  }
+
+  /**
+   * A download found the disk full: evicts now what the configured limits
+   * allow and every unreferenced file not used within `keepUsedWithinMs`, and
+   * resolves to the bytes freed. Concurrent askers share one run; during an
+   * import (which may take long, and whose blobs are unreferenced until it
+   * ends) it frees nothing.
+   */
+  makeRoom(): Promise<number> {
+    if (this.stopped || this.importing) return Promise.resolve(0)
+    this.makingRoom ??= this.exclusive(async () => {
+      const summary = await prune(this.o.store, {
+        ...(this.o.maxSizeBytes !== undefined ? { maxSizeBytes: this.o.maxSizeBytes } : {}),
+        ...(this.o.ttlMs !== undefined ? { ttlMs: this.o.ttlMs } : {}),
+        orphans: true,
+        keepUsedWithinMs: this.o.keepUsedWithinMs ?? PRUNE_INTERVAL_MS,
+      })
+      this.evicted.images += summary.images.length
+      this.evicted.bytes += summary.bytes
+      const freed = summary.bytes + summary.tempBytes
+      this.o.log.info(
+        `cache disk full: evicted ${summary.images.length} image(s), ${summary.orphans} unreferenced file(s), ` +
+          `${summary.tempFiles} abandoned temp file(s): ${formatBytes(freed)} freed`,
+      )
+      return freed
+    })
+      .catch((err: unknown) => {
+        this.o.log.warn(`making room on the cache disk failed: ${err instanceof Error ? err.message : String(err)}`)
+        return 0
+      })
+      .finally(() => {
+        this.makingRoom = undefined
+      })
+    return this.makingRoom
   }
 
   /** `dproxy cache clear` through the daemon. */

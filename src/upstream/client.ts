@@ -29,6 +29,7 @@ import { anonymous, TokenAuth, type CredentialSource } from './auth.js'
 import { discard, headerValue, readCapped } from './http.js'
 import { AddressPolicy, type AddressPolicyOptions } from './policy.js'
 import { RateLimitBook } from './ratelimit.js'
+import { missingMessage, refusedMessage } from './refusal.js'
 import { upstreamBaseUrl } from './registries.js'
 import { MANIFEST_MEDIA_TYPES } from '../oci/media-types.js'
 
@@ -224,8 +225,8 @@ export class UpstreamClient {
     private readonly observe?: UpstreamObserver,
   ) {
     // TokenAuth sends two things: the /v2/ ping and the token request at the realm.
-    const authSend = (method: string, url: URL, headers: Record<string, string>) =>
-      this.send(method, url, headers, url.pathname.endsWith('/v2/') && url.origin === base.origin ? 'ping' : 'token')
+    const authSend = (method: string, url: URL, headers: Record<string, string>, body?: string) =>
+      this.send(method, url, headers, url.pathname.endsWith('/v2/') && url.origin === base.origin ? 'ping' : 'token', body)
     this.auth = new TokenAuth(registry, base, credentials, clock, authSend)
   }
 
@@ -239,7 +240,7 @@ export class UpstreamClient {
     if (opts.probe !== true) this.counters.manifestHeads++
     const { res, url } = await this.call('HEAD', repository, `manifests/${reference}`, { accept: MANIFEST_ACCEPT, kind: 'manifest_head' })
     this.recordRateLimit(res)
-    await this.expectOk(res, 'HEAD', url, 'manifest')
+    await this.expectOk(res, 'HEAD', url, 'manifest', `${repository}${refSuffix(reference)}`)
     await res.body.dump().catch(() => {})
     return manifestInfo(res, 'HEAD', url)
   }
@@ -248,7 +249,7 @@ export class UpstreamClient {
     this.counters.manifestGets++
     const { res, url } = await this.call('GET', repository, `manifests/${reference}`, { accept: MANIFEST_ACCEPT, kind: 'manifest_get' })
     this.recordRateLimit(res)
-    await this.expectOk(res, 'GET', url, 'manifest')
+    await this.expectOk(res, 'GET', url, 'manifest', `${repository}${refSuffix(reference)}`)
     const info = manifestInfo(res, 'GET', url)
     if (info.size !== undefined && info.size > MANIFEST_SIZE_LIMIT) {
       discard(res.body)
@@ -297,7 +298,7 @@ export class UpstreamClient {
   async listTags(repository: string, query: URLSearchParams): Promise<TagPage> {
     const qs = query.toString()
     const { res, url } = await this.call('GET', repository, `tags/list${qs ? `?${qs}` : ''}`, { accept: 'application/json', kind: 'tags' })
-    await this.expectOk(res, 'GET', url, 'tags')
+    await this.expectOk(res, 'GET', url, 'tags', `the tag list of ${repository}`)
     const next = nextPage(headerValue(res.headers.link), url)
     const text = await readCapped(res.body, MANIFEST_SIZE_LIMIT)
     let parsed: { tags?: unknown }
@@ -328,7 +329,7 @@ export class UpstreamClient {
       }
       res = await this.send(method, url, {}, 'blob')
     }
-    await this.expectOk(res, method, url, 'blob')
+    await this.expectOk(res, method, url, 'blob', `blob ${digest} of ${repository}`)
     return { res, url }
   }
 
@@ -349,7 +350,7 @@ export class UpstreamClient {
     return { res, url }
   }
 
-  private async send(method: string, url: URL, headers: Record<string, string>, kind: UpstreamKind): Promise<Dispatcher.ResponseData> {
+  private async send(method: string, url: URL, headers: Record<string, string>, kind: UpstreamKind, body?: string): Promise<Dispatcher.ResponseData> {
     this.access.policy.check(url, this.registry, this.access.trusted)
     const started = performance.now()
     let status: number | undefined
@@ -358,6 +359,7 @@ export class UpstreamClient {
       const res = await request(url, {
         method: method as Dispatcher.HttpMethod,
         headers: { 'user-agent': USER_AGENT, ...headers },
+        ...(body !== undefined ? { body } : {}),
         dispatcher: await this.dispatcher(),
       })
       status = res.statusCode
@@ -380,7 +382,8 @@ export class UpstreamClient {
   }
 
   /** Throws the DproxyError a non-2xx answer means, after reading a capped piece of its body. */
-  private async expectOk(res: Dispatcher.ResponseData, method: string, url: URL, kind: Kind): Promise<void> {
+  /** `subject`: what was asked for, in the words of refusal.ts ("private/secret:latest"). */
+  private async expectOk(res: Dispatcher.ResponseData, method: string, url: URL, kind: Kind, subject: string): Promise<void> {
     const status = res.statusCode
     const type = headerValue(res.headers['content-type']) ?? ''
     const where = `${method} ${redact(url)}`
@@ -407,11 +410,19 @@ export class UpstreamClient {
       code = 'UPSTREAM_UNAVAILABLE'
       status2 = 502
     }
-    throw new DproxyError(code, `${where}: HTTP ${status}${said}`, {
+    let message = `${where}: HTTP ${status}${said}`
+    if (status === 401 || status === 403) message = refusedMessage({ registry: this.registry, subject, status, ...(await this.auth.loginUsed()) })
+    else if (status === 404) message = missingMessage(this.registry, subject, upstream?.code)
+    throw new DproxyError(code, message, {
       ...(status2 ? { status: status2 } : {}),
       detail: { upstreamStatus: status },
     })
   }
+}
+
+/** ':latest' for a tag, '@sha256:...' for a digest. */
+function refSuffix(reference: string): string {
+  return reference.includes(':') ? `@${reference}` : `:${reference}`
 }
 
 const notFound: Record<Kind, ErrorCode> = { manifest: 'MANIFEST_UNKNOWN', blob: 'BLOB_UNKNOWN', tags: 'NAME_UNKNOWN' }

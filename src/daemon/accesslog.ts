@@ -39,6 +39,7 @@ export function requestLine(r: RequestRecord): string {
     r.cache ?? '-',
     `upstream=${r.upstreamStatus ?? '-'}`,
     JSON.stringify(r.userAgent ?? ''),
+    ...(r.error !== undefined ? [`error=${JSON.stringify(r.error)}`] : []),
   ].join(' ')
 }
 
@@ -56,6 +57,7 @@ function requestFields(r: RequestRecord): Record<string, unknown> {
     upstreamStatus: r.upstreamStatus ?? null,
     userAgent: r.userAgent ?? null,
     ...(r.image !== undefined ? { image: r.image } : {}),
+    ...(r.error !== undefined ? { error: r.error } : {}),
   }
 }
 

@@ -28,6 +28,8 @@ export interface RequestRecord {
   upstreamStatus?: number
   image?: string
   userAgent?: string
+  /** The error message sent, for an error answer. */
+  error?: string
 }
 
 export interface DaemonEventMap {

@@ -22,6 +22,8 @@ export interface RequestNote {
   upstreamStatus?: number
   /** `docker.io/library/alpine`, once the name was valid. */
   image?: string
+  /** The error message the client was sent (printable, bounded): the access log repeats it. */
+  error?: string
 }
 
 const notes = new WeakMap<ServerResponse, RequestNote>()

@@ -10,7 +10,8 @@
 // (not installed, no answer in time, exit status, not JSON). stderr is read
 // (and bounded) only so a chatty helper cannot block on a full pipe. A helper
 // that does not answer in time (a locked keyring asking its user, a cloud
-// helper without network) is killed, so a pull waits for it at most that long.
+// helper without network) is killed with whatever it started, so a pull waits
+// for it at most that long.
 
 import { spawn } from 'node:child_process'
 import { DproxyError } from '../errors.js'
@@ -57,7 +58,17 @@ function runProgram(name: string, action: 'get' | 'list', input: string, opts: R
     return Promise.reject(new DproxyError('CONFIG_INVALID', `'${name.slice(0, 64)}' is not a credential helper name (letters, digits, '.', '_', '-')`))
   }
   return new Promise((resolve, reject) => {
-    const child = spawn(program, [action], { env: opts.env ?? process.env, stdio: ['pipe', 'pipe', 'pipe'], shell: false })
+    // Its own process group, so that a timeout kills what the helper started too (a child holding its stdout open).
+    const child = spawn(program, [action], { env: opts.env ?? process.env, stdio: ['pipe', 'pipe', 'pipe'], shell: false, detached: true })
+    const kill = () => {
+      try {
+        if (child.pid !== undefined) process.kill(-child.pid, 'SIGKILL')
+      } catch {
+        child.kill('SIGKILL')
+      }
+      child.stdout.destroy()
+      child.stderr.destroy()
+    }
     const chunks: Buffer[] = []
     let size = 0
     let settled = false
@@ -68,13 +79,13 @@ function runProgram(name: string, action: 'get' | 'list', input: string, opts: R
       fn()
     }
     const timer = setTimeout(() => {
-      child.kill('SIGKILL')
+      kill()
       finish(() => reject(new DproxyError('UPSTREAM_UNAVAILABLE', `${program} ${action} did not answer within ${timeoutMs / 1000} s (killed)`)))
     }, timeoutMs)
     child.stdout.on('data', (chunk: Buffer) => {
       size += chunk.length
       if (size > OUTPUT_CAP) {
-        child.kill('SIGKILL')
+        kill()
         finish(() => reject(new DproxyError('UPSTREAM_INVALID', `${program} ${action} printed more than ${OUTPUT_CAP} bytes`)))
         return
       }

@@ -412,7 +412,7 @@ export class UpstreamClient {
     }
     let message = `${where}: HTTP ${status}${said}`
     if (status === 401 || status === 403) message = refusedMessage({ registry: this.registry, subject, status, ...(await this.auth.loginUsed()) })
-    else if (status === 404) message = missingMessage(this.registry, subject, upstream?.code)
+    else if (status === 404) message = missingMessage(this.registry, subject, code)
     throw new DproxyError(code, message, {
       ...(status2 ? { status: status2 } : {}),
       detail: { upstreamStatus: status },

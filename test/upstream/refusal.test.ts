@@ -51,7 +51,7 @@ t.test('through the client: a private repository without a login, a missing tag,
   })
   await t.rejects(anon.get('docker.io').headManifest('library/alpine', 'nope'), {
     code: 'MANIFEST_UNKNOWN',
-    message: 'docker.io has no library/alpine:nope (404)',
+    message: 'docker.io has no library/alpine:nope (404 manifest unknown)',
   })
   await t.rejects(anon.get('docker.io').getManifest('library/alpine', 'nope'), {
     code: 'MANIFEST_UNKNOWN',
@@ -63,7 +63,10 @@ t.test('through the client: a private repository without a login, a missing tag,
     credentials: source(() => ({ username: 'alice', secret: `wrong-${secret}`, source: 'docker config.json auths' })),
   })
   t.teardown(() => wrong.close())
-  const err = await wrong.get('docker.io').headManifest('private/secret', 'latest').catch((e: unknown) => e as Error)
+  const err = await wrong
+    .get('docker.io')
+    .headManifest('private/secret', 'latest')
+    .then(() => undefined, (e: unknown) => e as Error)
   t.match(err, {
     code: 'UNAUTHORIZED',
     message:

@@ -57,7 +57,7 @@ export function refusedMessage(c: RefusalContext): string {
 /** The message for a 401 or 403 from the token service: the login itself was refused. */
 export function loginRefusedMessage(registry: string, repository: string | undefined, status: number, login: LoginUsed): string {
   const what = repository ? ` for ${repository}` : ''
-  return `${registry} refused the login ${whose(login)}${what} (token service answered ${status}): the password or token is wrong or expired; ${relogin(registry, login)}`
+  return `${registry} refused the login ${whose(login)}${what} (token service answered ${status}): the password or token was not accepted (mistyped, revoked or expired); ${relogin(registry, login)}`
 }
 
 /** The message for a 404: the registry answered, and has no such thing. */

@@ -196,7 +196,7 @@ t.test('unknown keys in the file are reported', async (t) => {
   })
   fs.writeFileSync(configFile, JSON.stringify({ colour: 'blue' }))
   t.throws(() => resolveSettings({ env }), {
-    message: `unknown setting 'colour' in ${configFile} (known: host, port, cacheDir, upstreams, maxAge, maxSize, ttl, auth, registries, refresh, refreshWindow, refreshReserve, logFormat, logLevel, logMaxSize, metricsAddress)`,
+    message: `unknown setting 'colour' in ${configFile} (known: host, port, cacheDir, upstreams, maxAge, maxSize, ttl, auth, registries, refresh, refreshWindow, refreshReserve, logFormat, logLevel, logMaxSize, metricsAddress, dockerCredentials)`,
   })
 })
 

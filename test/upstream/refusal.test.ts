@@ -32,7 +32,7 @@ t.test('the words, one by one', async (t) => {
   )
   t.equal(
     loginRefusedMessage('quay.io', 'org/x', 401, { username: 'bo', source: 'podman auth.json' }),
-    'quay.io refused the login bo (podman auth.json) for org/x (token service answered 401): the password or token is wrong or expired; log in again with `podman login quay.io`, or with `dproxy login quay.io` (dproxy asks its own logins first)',
+    'quay.io refused the login bo (podman auth.json) for org/x (token service answered 401): the password or token was not accepted (mistyped, revoked or expired); log in again with `podman login quay.io`, or with `dproxy login quay.io` (dproxy asks its own logins first)',
   )
   t.equal(missingMessage('docker.io', 'library/alpine:nope', 'MANIFEST_UNKNOWN'), 'docker.io has no library/alpine:nope (404 manifest unknown)')
 })
@@ -70,7 +70,7 @@ t.test('through the client: a private repository without a login, a missing tag,
   t.match(err, {
     code: 'UNAUTHORIZED',
     message:
-      'docker.io refused the login alice (docker config.json auths) for private/secret (token service answered 401): the password or token is wrong or expired; log in again with `docker login docker.io`, or with `dproxy login docker.io` (dproxy asks its own logins first)',
+      'docker.io refused the login alice (docker config.json auths) for private/secret (token service answered 401): the password or token was not accepted (mistyped, revoked or expired); log in again with `docker login docker.io`, or with `dproxy login docker.io` (dproxy asks its own logins first)',
   })
   t.notMatch(String(err?.message), secret)
 

@@ -19,6 +19,15 @@ import { findMachineLogin, type FindOptions, type MachineLogin } from './docker-
 /** How long an answer of docker's or podman's files (or their helpers) is trusted. */
 export const MACHINE_LOGIN_CACHE_MS = 5 * 60_000
 
+/**
+ * How old an answer must be before a refusal makes it asked again. Clients
+ * choose what to pull, and a registry answers 401 for every repository that
+ * does not exist: without a floor, each such pull would run the helpers. A
+ * login that was refused is asked again after a second; "no login" only after
+ * half a minute (a `docker login` meanwhile is rare, and that is its cost).
+ */
+export const REFRESH_FLOOR_MS = { login: 1000, none: 30_000 }
+
 /** A login and where it was found, for messages: "dproxy keychain", "docker credsStore secretservice". */
 export interface FoundLogin extends Credential {
   source: string
@@ -100,7 +109,8 @@ export function loginLookup(opts: LoginLookupOptions): LoginLookup {
   }
   return Object.assign(lookup, {
     refresh: (registry: string) => {
-      cache.delete(registry)
+      const hit = cache.get(registry)
+      if (hit && clock.now() - hit.at >= (hit.value ? REFRESH_FLOOR_MS.login : REFRESH_FLOOR_MS.none)) cache.delete(registry)
     },
     problem: (registry: string) => cache.get(registry)?.problem,
   })

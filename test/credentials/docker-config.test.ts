@@ -230,14 +230,16 @@ t.test("loginLookup: dproxy's own login first; answers cached until refresh(); o
   const secretFile = path.join(w.root, 'current')
   fs.writeFileSync(secretFile, 'first')
   w.helper('rot', `#!/bin/sh\necho x >> '${count}'\nread -r url\nprintf '{"ServerURL":"%s","Username":"rot","Secret":"%s"}' "$url" "$(cat '${secretFile}')"\n`)
-  w.docker({ credHelpers: { 'ghcr.io': 'rot' } })
+  const noneCount = path.join(w.root, 'none-count')
+  w.helper('none', `#!/bin/sh\necho x >> '${noneCount}'\necho 'credentials not found in native keychain'\nexit 1\n`)
+  w.docker({ credHelpers: { 'ghcr.io': 'rot' }, credsStore: 'none' })
   let now = 0
   const own = new Map([['quay.io', { username: 'mine', secret }]])
   const lookup = loginLookup({
     store: { get: async (r) => own.get(r), kind: async () => 'keychain' },
     find: { env: w.env },
     clock: { now: () => now },
-    cacheMs: 1000,
+    cacheMs: 60_000,
   })
   t.match(await lookup('quay.io'), { username: 'mine', source: 'dproxy keychain' })
   t.match(await lookup('ghcr.io'), { username: 'rot', secret: 'first', source: 'docker credHelpers rot' })
@@ -246,10 +248,24 @@ t.test("loginLookup: dproxy's own login first; answers cached until refresh(); o
   const runs = () => fs.readFileSync(count, 'utf8').split('\n').filter(Boolean).length
   t.equal(runs(), 1, 'the helper ran once')
   lookup.refresh('ghcr.io')
-  t.match(await lookup('ghcr.io'), { secret: 'second' }, 'refresh asks the helper again')
+  t.match(await lookup('ghcr.io'), { secret: 'first' }, 'a refusal right after the answer does not run the helper again')
   now += 1000
+  lookup.refresh('ghcr.io')
+  t.match(await lookup('ghcr.io'), { secret: 'second' }, 'a second later, refresh asks the helper again')
+  now += 60_000
   await lookup('ghcr.io')
   t.equal(runs(), 3, 'and so does the end of the cache time')
+  const noneRuns = () => fs.readFileSync(noneCount, 'utf8').split('\n').filter(Boolean).length
+  t.equal(await lookup('nothing.example.io'), undefined)
+  t.equal(noneRuns(), 1)
+  now += 29_999
+  lookup.refresh('nothing.example.io')
+  await lookup('nothing.example.io')
+  t.equal(noneRuns(), 1, '"no login" is not asked again by a refusal within 30 s (a client pulling what does not exist)')
+  now += 1
+  lookup.refresh('nothing.example.io')
+  await lookup('nothing.example.io')
+  t.equal(noneRuns(), 2, 'after that, it is')
 
   const off = loginLookup({ store: { get: async (r) => own.get(r), kind: async () => 'file' }, machine: false, find: { env: w.env } })
   t.match(await off('quay.io'), { source: 'dproxy credentials file' })

@@ -20,11 +20,12 @@ import { findMachineLogin, type FindOptions, type MachineLogin } from './docker-
 export const MACHINE_LOGIN_CACHE_MS = 5 * 60_000
 
 /**
- * How old an answer must be before a refusal makes it asked again. Clients
- * choose what to pull, and a registry answers 401 for every repository that
- * does not exist: without a floor, each such pull would run the helpers. A
- * login that was refused is asked again after a second; "no login" only after
- * half a minute (a `docker login` meanwhile is rare, and that is its cost).
+ * How old an answer must be before a 401 for a request makes it asked again.
+ * Clients choose what to pull, and a registry answers 401 for every
+ * repository that does not exist: without a floor, each such pull would run
+ * the helpers. With a login, it is asked again after a second; "no login"
+ * only after half a minute (a `docker login` meanwhile is rare). A login the
+ * token service refused is asked again at once.
  */
 export const REFRESH_FLOOR_MS = { login: 1000, none: 30_000 }
 
@@ -37,8 +38,12 @@ export interface FoundLogin extends Credential {
 
 export interface LoginLookup {
   (registry: string): Promise<FoundLogin | undefined>
-  /** Forgets the cached answer for `registry`; the next lookup asks again (a helper runs again). */
-  refresh(registry: string): void
+  /**
+   * Forgets the cached answer for `registry` so the next lookup asks again (a
+   * helper runs again): `loginRefused` (the token service refused the login
+   * itself) at once, otherwise (a 401 for a request) only past REFRESH_FLOOR_MS.
+   */
+  refresh(registry: string, loginRefused?: boolean): void
   /** Why the machine's sources gave nothing usable for `registry` last time, if one failed. */
   problem(registry: string): string | undefined
 }
@@ -108,9 +113,10 @@ export function loginLookup(opts: LoginLookupOptions): LoginLookup {
     return value && { username: value.username, secret: value.secret, source: value.source, identityToken: value.identityToken }
   }
   return Object.assign(lookup, {
-    refresh: (registry: string) => {
+    refresh: (registry: string, loginRefused = false) => {
       const hit = cache.get(registry)
-      if (hit && clock.now() - hit.at >= (hit.value ? REFRESH_FLOOR_MS.login : REFRESH_FLOOR_MS.none)) cache.delete(registry)
+      const floor = loginRefused ? 0 : hit?.value ? REFRESH_FLOOR_MS.login : REFRESH_FLOOR_MS.none
+      if (hit && clock.now() - hit.at >= floor) cache.delete(registry)
     },
     problem: (registry: string) => cache.get(registry)?.problem,
   })

@@ -41,7 +41,8 @@ export interface UpstreamCredential {
  * asked for again; `problem` says why no login was found, for messages.
  */
 export type CredentialSource = ((registry: string) => Promise<UpstreamCredential | undefined>) & {
-  refresh?: (registry: string) => void
+  /** `loginRefused`: the token service refused the login itself (not just one request). */
+  refresh?: (registry: string, loginRefused?: boolean) => void
   problem?: (registry: string) => string | undefined
 }
 
@@ -233,7 +234,7 @@ export class TokenAuth {
     } catch (err) {
       // A refused login may be a short-lived one its source has renewed since: ask once more, retry if it changed.
       if (!cred || !this.credentials.refresh || !(err instanceof DproxyError && err.code === 'UNAUTHORIZED')) throw err
-      this.credentials.refresh(this.registry)
+      this.credentials.refresh(this.registry, true)
       const fresh = await this.credentials(this.registry)
       if (!fresh || (fresh.username === cred.username && fresh.secret === cred.secret)) throw err
       cred = fresh

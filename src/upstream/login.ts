@@ -128,7 +128,7 @@ export interface StoredCredentialsOptions {
  */
 export function storedCredentials(
   lookup: ((registry: string) => Promise<(Credential & { source?: string; identityToken?: boolean }) | undefined>) & {
-    refresh?: (registry: string) => void
+    refresh?: (registry: string, loginRefused?: boolean) => void
     problem?: (registry: string) => string | undefined
   },
   opts: StoredCredentialsOptions = {},
@@ -168,9 +168,9 @@ export function storedCredentials(
     return p
   }
   return Object.assign(source, {
-    refresh: (registry: string) => {
+    refresh: (registry: string, loginRefused?: boolean) => {
       cache.delete(registry)
-      lookup.refresh?.(registry)
+      lookup.refresh?.(registry, loginRefused)
     },
     problem: (registry: string) => lookup.problem?.(registry),
   })

@@ -252,9 +252,12 @@ t.test("loginLookup: dproxy's own login first; answers cached until refresh(); o
   now += 1000
   lookup.refresh('ghcr.io')
   t.match(await lookup('ghcr.io'), { secret: 'second' }, 'a second later, refresh asks the helper again')
+  fs.writeFileSync(secretFile, 'third')
+  lookup.refresh('ghcr.io', true)
+  t.match(await lookup('ghcr.io'), { secret: 'third' }, 'a login the token service refused is asked again at once')
   now += 60_000
   await lookup('ghcr.io')
-  t.equal(runs(), 3, 'and so does the end of the cache time')
+  t.equal(runs(), 4, 'and so does the end of the cache time')
   const noneRuns = () => fs.readFileSync(noneCount, 'utf8').split('\n').filter(Boolean).length
   t.equal(await lookup('nothing.example.io'), undefined)
   t.equal(noneRuns(), 1)
@@ -270,7 +273,7 @@ t.test("loginLookup: dproxy's own login first; answers cached until refresh(); o
   const off = loginLookup({ store: { get: async (r) => own.get(r), kind: async () => 'file' }, machine: false, find: { env: w.env } })
   t.match(await off('quay.io'), { source: 'dproxy credentials file' })
   t.equal(await off('ghcr.io'), undefined, "machine: false reads no docker file and runs no helper")
-  t.equal(runs(), 3)
+  t.equal(runs(), 4)
 
   const broken = loginLookup({
     store: {

@@ -142,7 +142,7 @@ t.test('docker login with credsStore secretservice, then a private image pulls t
   t.equal(missingRepo.status, 404)
   const wire = (JSON.parse(missingRepo.body.toString()) as { errors: Array<{ message: string }> }).errors[0]!.message
   t.equal(wire, `${registry} has no private/secret:nope (404 manifest unknown)`)
-  await until(() => serving.err().includes(wire), 'the access log repeats the message', 200)
+  await until(() => serving.err().includes(` 404 `) && serving.err().includes(`error=${JSON.stringify(wire)}`), 'the access log line repeats the message', 200)
 
   const status = await runDproxy(['status', '--json'], serveEnv)
   const metrics = await get(`${serving.base}/metrics`)
@@ -164,7 +164,7 @@ t.test('turned off (--no-docker-credentials): the pull is refused, naming the re
   t.equal(refused.status, 401)
   const message = (JSON.parse(refused.body.toString()) as { errors: Array<{ message: string }> }).errors[0]!.message
   t.equal(message, `${registry} refused private/secret:latest (401): it needs a login, or does not exist; log in with \`dproxy login ${registry}\``)
-  await until(() => off.err().includes(message), 'the access log says the same', 200)
+  await until(() => off.err().includes(`error=${JSON.stringify(message)}`), 'the access log line says the same', 200)
   await stop(off.child)
 
   const on = await spawnServe(t, ['--port', '0', '--upstream', `${registry}=${up.hubUrl}`], serveEnv)

@@ -17,7 +17,7 @@
 // dproxy asks per registry, and a namespace's login may not fit another.
 //
 // The files are the user's: they are read as they are on every lookup (they
-// are small, and a `docker login` must apply at once), and a broken one is
+// are small; logins.ts keeps the answers a few minutes), and a broken one is
 // reported by name, never quoted (it holds secrets). The daemon reads the
 // files of the user it runs as, from its own environment: a daemon run by
 // root reads root's files.

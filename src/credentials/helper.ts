@@ -58,11 +58,14 @@ function runProgram(name: string, action: 'get' | 'list', input: string, opts: R
     return Promise.reject(new DproxyError('CONFIG_INVALID', `'${name.slice(0, 64)}' is not a credential helper name (letters, digits, '.', '_', '-')`))
   }
   return new Promise((resolve, reject) => {
-    // Its own process group, so that a timeout kills what the helper started too (a child holding its stdout open).
-    const child = spawn(program, [action], { env: opts.env ?? process.env, stdio: ['pipe', 'pipe', 'pipe'], shell: false, detached: true })
+    // Its own process group (POSIX), so that a timeout kills what the helper started too (a child
+    // holding its stdout open). On Windows `detached` would open a console window instead.
+    const group = process.platform !== 'win32'
+    const child = spawn(program, [action], { env: opts.env ?? process.env, stdio: ['pipe', 'pipe', 'pipe'], shell: false, detached: group })
     const kill = () => {
       try {
-        if (child.pid !== undefined) process.kill(-child.pid, 'SIGKILL')
+        if (group && child.pid !== undefined) process.kill(-child.pid, 'SIGKILL')
+        else child.kill('SIGKILL')
       } catch {
         child.kill('SIGKILL')
       }

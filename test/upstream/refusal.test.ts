@@ -5,9 +5,13 @@
 // short-lived token renewed meanwhile), and an identity token is exchanged by
 // POST at the realm.
 
+import fs from 'node:fs'
+import path from 'node:path'
 import t from 'tap'
+import { loginLookup } from '../../src/credentials/logins.js'
 import type { CredentialSource, UpstreamCredential } from '../../src/upstream/auth.js'
 import { Upstreams } from '../../src/upstream/client.js'
+import { storedCredentials } from '../../src/upstream/login.js'
 import { loginRefusedMessage, missingMessage, refusedMessage } from '../../src/upstream/refusal.js'
 import { startUpstream } from '../fixtures/upstream.js'
 
@@ -125,4 +129,25 @@ t.test('an identity token is exchanged by POST at the realm (grant_type=refresh_
   const tokenCalls = up.hub.counts.requests.filter((r) => r.path.startsWith('/token'))
   t.same(tokenCalls.map((r) => [r.method, r.path, r.status]), [['POST', '/token', 200]], 'one POST, the token in no URL')
   t.equal(u.rateLimits.get('docker.io')?.source, up.hub.sourceFor('carol'), "pulls count as the account's")
+})
+
+t.test('a helper that hangs: killed at its timeout, the pull goes on anonymously and the refusal says why there was no login', async (t) => {
+  const root = t.testdir({ bin: {}, docker: { 'config.json': JSON.stringify({ credsStore: 'hang' }) } })
+  fs.writeFileSync(path.join(root, 'bin', 'docker-credential-hang'), '#!/bin/sh\nexec /bin/sleep 30\n', { mode: 0o755 })
+  const env = { PATH: path.join(root, 'bin'), HOME: root, DOCKER_CONFIG: path.join(root, 'docker') }
+  const up = await startUpstream({ hub: { privateRepositories: ['private/secret'] } })
+  t.teardown(() => up.stop())
+  await up.retag('private/secret', 'latest', up.images.alpine)
+  const warnings: string[] = []
+  const lookup = loginLookup({ find: { env, timeoutMs: 300 }, onProblem: (_, p) => warnings.push(p) })
+  const u = new Upstreams({ overrides: { 'docker.io': up.hubUrl }, credentials: storedCredentials(lookup) })
+  t.teardown(() => u.close())
+  const file = path.join(root, 'docker', 'config.json')
+  const why = `docker credsStore hang (${file}): docker-credential-hang get did not answer within 0.3 s (killed)`
+  await t.rejects(u.get('docker.io').headManifest('private/secret', 'latest'), {
+    code: 'UNAUTHORIZED',
+    message: `docker.io refused private/secret:latest (401): it is private or does not exist (Docker Hub answers both the same way); log in with \`dproxy login docker.io\` (no login was found: ${why})`,
+  })
+  t.same(warnings, [why], 'told once (the daemon logs it)')
+  t.equal((await u.get('docker.io').headManifest('library/alpine', 'latest')).digest, up.images.alpine.digest, 'public images still pull')
 })

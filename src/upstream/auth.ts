@@ -134,9 +134,11 @@ export class TokenAuth {
    */
   async rejected(scope: string, header: string | undefined): Promise<boolean> {
     const challenge = parseChallenge(header)
-    this.tokens.delete(tokenKey(scope, await this.credentials(this.registry)))
-    // The login itself may be what expired (a helper's short-lived token): ask its source again.
-    this.credentials.refresh?.(this.registry)
+    const cred = await this.credentials(this.registry)
+    this.tokens.delete(tokenKey(scope, cred))
+    // The login itself may be what expired (a helper's short-lived token): ask its source again. With
+    // Basic (ECR's helper tokens) a 401 to a request that carried the login is a refusal of the login.
+    this.credentials.refresh?.(this.registry, cred !== undefined && challenge?.scheme === 'basic')
     if (!challenge) return false
     this.challenge = challenge
     return true

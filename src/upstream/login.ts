@@ -168,8 +168,10 @@ export function storedCredentials(
     return p
   }
   return Object.assign(source, {
+    // A 401 for one request (a repository that does not exist) re-reads nothing here: the
+    // short cache above already bounds how stale a login is. A refused login is read again now.
     refresh: (registry: string, loginRefused?: boolean) => {
-      cache.delete(registry)
+      if (loginRefused === true) cache.delete(registry)
       lookup.refresh?.(registry, loginRefused)
     },
     problem: (registry: string) => lookup.problem?.(registry),

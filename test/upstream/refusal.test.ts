@@ -5,7 +5,10 @@
 // short-lived token renewed meanwhile), and an identity token is exchanged by
 // POST at the realm.
 
+import { once } from 'node:events'
 import fs from 'node:fs'
+import { createServer } from 'node:http'
+import type { AddressInfo } from 'node:net'
 import path from 'node:path'
 import t from 'tap'
 import { loginLookup } from '../../src/credentials/logins.js'
@@ -150,4 +153,36 @@ t.test('a helper that hangs: killed at its timeout, the pull goes on anonymously
   })
   t.same(warnings, [why], 'told once (the daemon logs it)')
   t.equal((await u.get('docker.io').headManifest('library/alpine', 'latest')).digest, up.images.alpine.digest, 'public images still pull')
+})
+
+t.test('a Basic registry (ECR-like) refusing an expired helper token: asked for again at once, the retry pulls', async (t) => {
+  let accepted = 'token-1'
+  const server = createServer((req, res) => {
+    const ok = req.headers.authorization === `Basic ${Buffer.from(`AWS:${accepted}`).toString('base64')}`
+    if (!ok) {
+      res.writeHead(401, { 'www-authenticate': 'Basic realm="ecr"', 'content-type': 'application/json' })
+      res.end('{"errors":[{"code":"UNAUTHORIZED","message":"expired"}]}')
+      return
+    }
+    res.writeHead(200, { 'content-type': 'application/vnd.oci.image.manifest.v1+json', 'docker-content-digest': `sha256:${'a'.repeat(64)}`, 'content-length': '2' })
+    res.end()
+  })
+  server.listen(0, '127.0.0.1')
+  await once(server, 'listening')
+  t.teardown(() => new Promise<void>((resolve) => server.close(() => resolve())))
+  const url = `http://127.0.0.1:${(server.address() as AddressInfo).port}`
+  let cached = 'token-1'
+  const forced: boolean[] = []
+  const creds = source(() => ({ username: 'AWS', secret: cached, source: 'docker credHelpers ecr-login' }), {
+    refresh: (_registry, loginRefused) => {
+      forced.push(loginRefused === true)
+      cached = accepted
+    },
+  })
+  const u = new Upstreams({ overrides: { 'ecr.example.io': url }, credentials: creds })
+  t.teardown(() => u.close())
+  await u.get('ecr.example.io').headManifest('app', '1')
+  accepted = 'token-2'
+  t.match(await u.get('ecr.example.io').headManifest('app', '1'), { digest: `sha256:${'a'.repeat(64)}` })
+  t.same(forced, [true], 'one refresh, as a refused login')
 })

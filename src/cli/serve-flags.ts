@@ -24,6 +24,14 @@ const SETTING_OF_FLAG = {
   metricsAddress: 'metricsAddress',
 } as const satisfies Record<string, keyof RawSettings>
 
+/**
+ * `--no-x` flags -> setting. Commander gives them true when absent, so only
+ * their false (the flag given) sets anything; absent, the config decides.
+ */
+const SETTING_OF_NEGATED_FLAG = {
+  dockerCredentials: 'dockerCredentials',
+} as const satisfies Record<string, keyof RawSettings>
+
 /** The settings the given flags set (flags not given, and other flags, set nothing). */
 export function flagSettings(flags: object): RawSettings {
   const raw: Record<string, unknown> = {}
@@ -31,6 +39,9 @@ export function flagSettings(flags: object): RawSettings {
     const value = (flags as Record<string, unknown>)[flag]
     if (typeof value === 'string' || value === true) raw[setting] = value
     else if (Array.isArray(value)) raw[setting] = value.map(String)
+  }
+  for (const [flag, setting] of Object.entries(SETTING_OF_NEGATED_FLAG)) {
+    if ((flags as Record<string, unknown>)[flag] === false) raw[setting] = false
   }
   return raw as RawSettings
 }

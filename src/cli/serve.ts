@@ -3,10 +3,13 @@
 // the daemon, says where it listens and where the cache is, and on a signal
 // lets in-flight responses finish (bounded) before exiting 0.
 
+import { userInfo } from 'node:os'
 import { join } from 'node:path'
 import { Option, type Command } from 'commander'
 import { resolveSettings } from '../config/settings.js'
 import { lazyCredentialStore } from '../credentials/index.js'
+import { loginFiles } from '../credentials/docker-config.js'
+import { loginLookup } from '../credentials/logins.js'
 import { clientSecretReader, CLIENT_USERNAME, ensureClientSecret } from '../daemon/clientauth.js'
 import { Daemon } from '../daemon/daemon.js'
 import { formatHost } from '../net.js'
@@ -36,6 +39,8 @@ interface ServeFlags {
   logLevel?: string
   logMaxSize?: string
   metricsAddress?: string
+  /** Commander's value for --no-docker-credentials: false when given, else true. */
+  dockerCredentials?: boolean
 }
 
 export function registerServeCommand(program: Command, ctx: CliContext): void {
@@ -66,6 +71,7 @@ export function registerServeCommand(program: Command, ctx: CliContext): void {
     .addOption(new Option('--log-level <level>', 'least severe lines logged; info logs every manifest and blob request').choices(LOG_LEVELS))
     .option('--log-max-size <size>', "detached: rotate the log file past this size, keeping 3 old ones (default '10MiB')")
     .option('--metrics-address <addr:port>', 'also serve /metrics there, to anyone who can reach it (default: loopback only)')
+    .option('--no-docker-credentials', "use only dproxy login's logins, not docker's or podman's (helpers, config.json, auth.json)")
     .action(async (flags: ServeFlags, cmd: Command) => {
       if (flags.detach) await detach(cmd, ctx)
       else await serve(flags, ctx)
@@ -85,8 +91,15 @@ export async function serve(flags: ServeFlags, ctx: CliContext): Promise<void> {
   // The store opens on the first lookup (a keychain module costs memory); --auth needs it at once.
   const credentialStore = lazyCredentialStore({ configDir: settings.configDir, env: ctx.env, onFallback: (r) => log.warn(r) })
   if (settings.auth) await ensureClientSecret(await credentialStore.open())
+  // After dproxy's own logins, the ones docker and podman keep for this user (this process's HOME, DOCKER_CONFIG, PATH).
+  const logins = loginLookup({
+    store: { get: (registry) => credentialStore.get(registry), kind: async () => (await credentialStore.open()).kind },
+    machine: settings.dockerCredentials,
+    find: { env: ctx.env },
+    onProblem: (registry, problem) => log.warn(`login for ${registry}: passed over ${problem}`),
+  })
   const daemon = await Daemon.start({
-    credentials: storedCredentials((registry) => credentialStore.get(registry), { log }),
+    credentials: storedCredentials(logins, { log }),
     ...(settings.auth ? { clientAuth: { secret: clientSecretReader(await credentialStore.open(), { log }) } } : {}),
     hosts: settings.hosts,
     port: settings.port,
@@ -107,6 +120,12 @@ export async function serve(flags: ServeFlags, ctx: CliContext): Promise<void> {
   })
   ctx.stdout.write(`cache: ${settings.cacheDir}\n`)
   for (const [registry, url] of Object.entries(settings.upstreams)) ctx.stdout.write(`upstream: ${registry} -> ${url}\n`)
+  if (settings.dockerCredentials) {
+    // The daemon reads the files of the user it runs as: under root (a system service), root's, not the desktop user's.
+    const who = userInfo().username
+    const root = process.getuid?.() === 0 ? " (running as root: root's files, not a desktop user's)" : ''
+    ctx.stdout.write(`logins: dproxy login, then docker's and podman's of ${who}: ${loginFiles(ctx.env).docker}${root}\n`)
+  }
   if (settings.auth) ctx.stdout.write(`client auth: required (user ${CLIENT_USERNAME}; dproxy env prints the password)\n`)
   for (const a of daemon.listening) ctx.stdout.write(`dproxy listening on http://${formatHost(a.host)}:${a.port}\n`)
   const m = daemon.metricsListening

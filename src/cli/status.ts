@@ -18,6 +18,7 @@ import type { Command } from 'commander'
 import { resolveSettings } from '../config/settings.js'
 import { formatBytes } from '../config/units.js'
 import { openCredentialStore, type CredentialStore } from '../credentials/index.js'
+import { loginLookup } from '../credentials/logins.js'
 import { silentLogger } from '../log.js'
 import {
   collectStatus,
@@ -36,14 +37,16 @@ import type { RequestRecord } from '../daemon/events.js'
 import type { Snapshot } from '../daemon/event-stream.js'
 import type { StreamEvent } from '../control/events.js'
 
-/** The credential store is opened only if the probe really needs a token (it may ask a keychain). */
-export function lazyCredentials(configDir: string, env: NodeJS.ProcessEnv): CredentialSource {
+/**
+ * The credential store is opened only if the probe really needs a token (it
+ * may ask a keychain); docker's and podman's logins come after it, as in the
+ * daemon, unless `machine` is false (dockerCredentials).
+ */
+export function lazyCredentials(configDir: string, env: NodeJS.ProcessEnv, machine = true): CredentialSource {
   let store: Promise<CredentialStore> | undefined
+  const open = () => (store ??= openCredentialStore({ configDir, env }))
   return storedCredentials(
-    async (registry) => {
-      store ??= openCredentialStore({ configDir, env })
-      return (await store).get(registry)
-    },
+    loginLookup({ store: { get: async (registry) => (await open()).get(registry), kind: async () => (await open()).kind }, machine, find: { env } }),
     { log: silentLogger },
   )
 }
@@ -145,7 +148,7 @@ export function registerStatusCommand(program: Command, ctx: CliContext): void {
       const snapshot = await collectStatus({
         cacheDir: settings.cacheDir,
         upstreams: settings.upstreams,
-        credentials: lazyCredentials(settings.configDir, ctx.env),
+        credentials: lazyCredentials(settings.configDir, ctx.env, settings.dockerCredentials),
         probe: flags.probe,
       })
       if (flags.json) {

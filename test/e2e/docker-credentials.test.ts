@@ -108,7 +108,7 @@ t.test('docker login with credsStore secretservice, then a private image pulls t
   const dockerConfig = path.join(root, 'docker')
   const engine = await startDockerd(t)
   const login = async (pw: string) => {
-    const r = await engine.docker(['login', '-u', 'alice', '--password-stdin', registry], { input: pw, env: { DOCKER_CONFIG: dockerConfig, ...session } })
+    const r = await engine.docker(['login', '-u', 'alice', '--password-stdin', registry], { input: pw, env: { DOCKER_CONFIG: dockerConfig, PATH: `${process.env.PATH ?? ''}:/usr/bin`, ...session } })
     t.equal(r.code, 0, 'docker login', { stderr: r.stderr })
   }
   await login(password1)

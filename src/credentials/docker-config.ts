@@ -88,6 +88,16 @@ export interface ConfigShape {
 }
 
 /** Reads a docker config.json or podman auth.json; undefined when it does not exist. */
+/** A login file, or undefined with the reason told to `problem` when it cannot be read. */
+async function readOrTell(file: string, problem: (text: string) => void): Promise<ConfigShape | undefined> {
+  try {
+    return await readLoginFile(file)
+  } catch (err) {
+    problem((err as Error).message)
+    return undefined
+  }
+}
+
 export async function readLoginFile(file: string): Promise<ConfigShape | undefined> {
   let text: string
   try {
@@ -167,12 +177,7 @@ export async function findMachineLogin(registry: string, opts: FindOptions = {})
   const problem = (text: string) => opts.onProblem?.(text)
   const run = { env, ...(opts.timeoutMs !== undefined ? { timeoutMs: opts.timeoutMs } : {}) }
 
-  let docker: ConfigShape | undefined
-  try {
-    docker = await readLoginFile(files.docker)
-  } catch (err) {
-    problem((err as Error).message)
-  }
+  const docker = await readOrTell(files.docker, problem)
   if (docker) {
     const helper = entryFor(docker.credHelpers, registry)
     const attempts: Array<{ name: string; key: string | undefined; kind: LoginSourceKind; source: string }> = []
@@ -197,13 +202,7 @@ export async function findMachineLogin(registry: string, opts: FindOptions = {})
     if (found) return found
   }
   for (const file of files.podman) {
-    let podman: ConfigShape | undefined
-    try {
-      podman = await readLoginFile(file)
-    } catch (err) {
-      problem((err as Error).message)
-      continue
-    }
+    const podman = await readOrTell(file, problem)
     const found = podman && fromAuths(podman, registry, file, 'podman-auths', 'podman auth.json', problem)
     if (found) return found
   }
@@ -251,12 +250,7 @@ export async function listMachineLogins(opts: FindOptions = {}): Promise<ListedL
   const add = (registry: string | undefined, username: string, source: string, file: string) => {
     if (registry !== undefined && username !== '' && !out.has(registry)) out.set(registry, { registry, username, source, file })
   }
-  let docker: ConfigShape | undefined
-  try {
-    docker = await readLoginFile(files.docker)
-  } catch (err) {
-    problem((err as Error).message)
-  }
+  const docker = await readOrTell(files.docker, problem)
   if (docker) {
     for (const [key, name] of Object.entries(docker.credHelpers)) {
       const registry = registryOfKey(key)
@@ -280,12 +274,8 @@ export async function listMachineLogins(opts: FindOptions = {}): Promise<ListedL
     listAuths(docker, files.docker, 'docker config.json auths', add, problem)
   }
   for (const file of files.podman) {
-    try {
-      const podman = await readLoginFile(file)
-      if (podman) listAuths(podman, file, 'podman auth.json', add, problem)
-    } catch (err) {
-      problem((err as Error).message)
-    }
+    const podman = await readOrTell(file, problem)
+    if (podman) listAuths(podman, file, 'podman auth.json', add, problem)
   }
   return [...out.values()].sort((a, b) => a.registry.localeCompare(b.registry))
 }

@@ -35,6 +35,8 @@ export interface BenchContext {
   big: BigImage
   resources: Resources
   progress(msg: string): void
+  /** DPROXY_BENCH_PROFILE: where the cold pulls' daemons write their CPU profiles. */
+  profileDir?: string | undefined
 }
 
 export interface Measured {
@@ -48,10 +50,14 @@ const mb = (bytes: number) => `${fixed(bytes / MB)} MB`
 let daemons = 0
 
 /** A dproxy process with an empty cache of its own; released (stopped, files removed) by the returned dispose. */
-export async function freshDaemon(ctx: BenchContext): Promise<{ daemon: DaemonProcess; dispose: () => Promise<void> }> {
+export async function freshDaemon(
+  ctx: BenchContext,
+  o: { profile?: boolean } = {},
+): Promise<{ daemon: DaemonProcess; dispose: () => Promise<void> }> {
   const dir = join(ctx.tmp, `dproxy-${++daemons}`)
   const removeDir = ctx.resources.defer(`temp dir ${dir}`, () => rm(dir, { recursive: true, force: true }))
-  const daemon = await startDaemonProcess(dir, { 'docker.io': ctx.up.hubUrl })
+  const profileDir = o.profile ? ctx.profileDir : undefined
+  const daemon = await startDaemonProcess(dir, { 'docker.io': ctx.up.hubUrl }, { profileDir })
   const stop = ctx.resources.defer(`dproxy pid ${daemon.pid}`, () => daemon.stop())
   return {
     daemon,
@@ -429,7 +435,7 @@ export async function measureColdPull(ctx: BenchContext): Promise<Measured> {
         times.direct.push(await pullFrom(direct))
         continue
       }
-      const { daemon, dispose } = await freshDaemon(ctx)
+      const { daemon, dispose } = await freshDaemon(ctx, { profile: true })
       try {
         times.dproxy.push(await pullFrom(`127.0.0.1:${daemon.port}`))
       } finally {

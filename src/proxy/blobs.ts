@@ -60,6 +60,12 @@ import type { ImageName } from '../oci/reference.js'
 
 /** Bytes a download may queue for the disk before it stops reading upstream. */
 const WRITE_QUEUE_BYTES = 4 * 1024 * 1024
+/**
+ * The latest bytes of a download kept in memory after the disk took them, so
+ * that its clients, which mostly follow close behind, are handed the chunks
+ * as they came from upstream instead of reading back the file just written.
+ */
+const RECENT_BYTES = 4 * 1024 * 1024
 /** Bytes a download past a full disk holds for its clients beyond what the slowest of them read. */
 const RELAY_BYTES = 16 * 1024 * 1024
 /** How long such a download waits for a client that reads nothing before leaving it behind. */
@@ -312,6 +318,8 @@ class Fetch extends EventEmitter {
   relay: Relay | undefined
   /** Where each open reader reads next (undefined before its first read): the relay keeps what they still need. */
   readonly readers = new Map<BlobReader, number | undefined>()
+  /** The last bytes the disk took, for readers close behind (until the relay takes over). */
+  readonly recent = new Recent(RECENT_BYTES)
   readonly started: Promise<void>
   readonly done: Promise<void>
   private body: Readable | undefined
@@ -460,6 +468,7 @@ class Fetch extends EventEmitter {
         const batch = queue.splice(0)
         queued = 0
         await this.put(batch, writer)
+        if (!this.relay) this.recent.push(batch, writer.written)
         this.written = writer.written
         this.markStarted()
         this.emit('progress')
@@ -542,6 +551,14 @@ class FetchReader implements BlobReader {
     fetch.readers.set(this, undefined)
   }
 
+  /** The download's latest chunks, as they came: most clients follow right behind the writer. */
+  view(position: number, length: number): Uint8Array | undefined {
+    if (this.fetch.relay) return undefined
+    const bytes = this.fetch.recent.view(position, length)
+    if (bytes) this.fetch.moved(this, position + bytes.length)
+    return bytes
+  }
+
   async read(buf: Uint8Array, offset: number, length: number, position: number): Promise<number> {
     const relay = this.fetch.relay
     let n: number
@@ -555,6 +572,54 @@ class FetchReader implements BlobReader {
   async close(): Promise<void> {
     this.fetch.moved(this, undefined)
     await this.inner.close()
+  }
+}
+
+/**
+ * The last `max` bytes (or a little more: whole chunks) a download wrote,
+ * kept as the chunks upstream sent, for readers that follow close behind.
+ */
+class Recent {
+  private readonly chunks: Buffer[] = []
+  /** Position of the first byte held. */
+  private start = 0
+  private held = 0
+
+  constructor(private readonly max: number) {}
+
+  /** `batch` was written and ends at `end` (a gap, which nothing makes today, starts afresh). */
+  push(batch: Buffer[], end: number): void {
+    const bytes = batch.reduce((n, c) => n + c.length, 0)
+    if (this.start + this.held !== end - bytes) {
+      this.chunks.length = 0
+      this.held = 0
+      this.start = end - bytes
+    }
+    for (const c of batch) {
+      this.chunks.push(c)
+      this.held += c.length
+    }
+    while (this.chunks.length > 1 && this.held - this.chunks[0]!.length >= this.max) {
+      const c = this.chunks.shift()!
+      this.held -= c.length
+      this.start += c.length
+    }
+  }
+
+  /** Up to `length` bytes at `position`, within one chunk; undefined when that byte is not held. */
+  view(position: number, length: number): Buffer | undefined {
+    if (position < this.start || position >= this.start + this.held || length <= 0) return undefined
+    // Readers are mostly near the end: look from there.
+    let at = this.start + this.held
+    for (let i = this.chunks.length - 1; i >= 0; i--) {
+      const c = this.chunks[i]!
+      at -= c.length
+      if (position >= at) {
+        const from = position - at
+        return c.subarray(from, Math.min(c.length, from + length))
+      }
+    }
+    return undefined
   }
 }
 

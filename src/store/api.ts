@@ -20,6 +20,12 @@ export interface BlobReader {
    * how many it read: fewer (down to 0) past the end of what is there.
    */
   read(buf: Uint8Array, offset: number, length: number, position: number): Promise<number>
+  /**
+   * Optional: up to `length` bytes at `position` as they are held in memory
+   * (a download's latest chunks), without a copy or a read; undefined when
+   * they are not there, and read() is the way. The caller must not change them.
+   */
+  view?(position: number, length: number): Uint8Array | undefined
   close(): Promise<void>
 }
 

@@ -456,46 +456,69 @@ class Fetch extends EventEmitter {
   /**
    * Moves the body into the temp file. Chunks keep arriving while a write is
    * in flight and go out together in the next one, so the upstream socket is
-   * never paused by one disk round trip per small chunk; the queue is bounded.
+   * never paused by one disk round trip per small chunk; once WRITE_QUEUE_BYTES
+   * wait, the body is paused until the next write takes them. The body is read
+   * with 'data' events, not an async iterator, which costs promises per chunk.
    */
-  private async copy(body: Readable, writer: BlobWriter): Promise<void> {
-    const queue: Buffer[] = []
-    let queued = 0
-    let failure: unknown
-    let flushing: Promise<void> | undefined
-    const flush = async () => {
-      while (queue.length > 0) {
-        const batch = queue.splice(0)
-        queued = 0
-        await this.put(batch, writer)
-        if (!this.relay) this.recent.push(batch, writer.written)
-        this.written = writer.written
-        this.markStarted()
-        this.emit('progress')
-        // Past a full disk, upstream is read no faster than the clients take the bytes.
-        if (this.relay) await this.relay.room(this)
+  private copy(body: Readable, writer: BlobWriter): Promise<void> {
+    return new Promise<void>((resolve, reject) => {
+      const queue: Buffer[] = []
+      let queued = 0
+      let flushing = false
+      let ended = false
+      let settled = false
+      const settle = (err?: unknown) => {
+        if (settled) return
+        settled = true
+        body.off('data', onData)
+        if (err === undefined) resolve()
+        else reject(err)
       }
-    }
-    const kick = () => {
-      flushing ??= flush()
-        .catch((err: unknown) => {
-          failure ??= err
-        })
-        .finally(() => {
-          flushing = undefined
-        })
-    }
-    for await (const chunk of body as AsyncIterable<Buffer>) {
-      if (failure !== undefined) throw failure
-      queue.push(chunk)
-      queued += chunk.length
-      this.o.counters.bytesFromUpstream += chunk.length
-      kick()
-      if (queued >= WRITE_QUEUE_BYTES) await flushing
-    }
-    await flushing
-    if (failure !== undefined) throw failure
-    await flush()
+      const flush = async () => {
+        flushing = true
+        try {
+          while (queue.length > 0 && !settled) {
+            const batch = queue.splice(0)
+            queued = 0
+            if (body.isPaused() && !ended) body.resume()
+            await this.put(batch, writer)
+            if (!this.relay) this.recent.push(batch, writer.written)
+            this.written = writer.written
+            this.markStarted()
+            this.emit('progress')
+            // Past a full disk, upstream is read no faster than the clients take the bytes.
+            if (this.relay) await this.relay.room(this)
+          }
+        } catch (err) {
+          settle(err)
+        } finally {
+          flushing = false
+        }
+        if (ended) settle()
+      }
+      const onData = (chunk: Buffer) => {
+        queue.push(chunk)
+        queued += chunk.length
+        this.o.counters.bytesFromUpstream += chunk.length
+        if (queued >= WRITE_QUEUE_BYTES) body.pause()
+        if (!flushing) void flush()
+      }
+      // The error listener stays: a body that fails later (discarded) has nobody else to hear it.
+      body.on('error', settle)
+      body.once('end', () => {
+        ended = true
+        if (!flushing) void flush()
+      })
+      // Closed without its end: an error, if the body says one (an 'error' event may follow).
+      body.once('close', () => {
+        if (!ended) settle(body.errored ?? new DproxyError('UPSTREAM_UNAVAILABLE', 'the upstream body was closed before its end'))
+      })
+      if (body.destroyed) {
+        settle(body.errored ?? new DproxyError('UPSTREAM_UNAVAILABLE', 'the upstream body was closed before its end'))
+        return
+      }
+      body.on('data', onData)
+    })
   }
 
   progress(): DownloadProgress {

@@ -417,12 +417,12 @@ export const COLD_PULL_TARGET = 1.15
 /** Issue 17: the daemon's CPU for a cold pull, per byte, against the same pull once cached. */
 export const COLD_CPU_TARGET = 2
 
-/** CPU seconds (user + system) a process has used so far, from /proc/<pid>/stat. */
-async function cpuSeconds(pid: number): Promise<number> {
+/** CPU seconds a process has used so far in user and in system mode, from /proc/<pid>/stat. */
+async function cpuTimes(pid: number): Promise<{ user: number; system: number }> {
   const stat = await readFile(`/proc/${pid}/stat`, 'utf8')
   // After "pid (comm) ": state is field 3, utime 14, stime 15 (comm may contain anything, so count from its ')').
   const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ')
-  return (Number(fields[11]) + Number(fields[12])) / CLOCK_TICKS
+  return { user: Number(fields[11]) / CLOCK_TICKS, system: Number(fields[12]) / CLOCK_TICKS }
 }
 const CLOCK_TICKS = Number(execFileSync('getconf', ['CLK_TCK'], { encoding: 'utf8' }).trim()) || 100
 
@@ -442,7 +442,7 @@ export async function measureColdPull(ctx: BenchContext): Promise<Measured> {
   await pullFrom(direct)
   const times = { dproxy: [] as number[], direct: [] as number[] }
   // The daemon's CPU seconds for each cold pull, and for the same pull again from its cache right after.
-  const cpu = { cold: [] as number[], warm: [] as number[] }
+  const cpu = { cold: [] as number[], warm: [] as number[], coldSystem: [] as number[], warmSystem: [] as number[] }
   for (let i = 0; i < COLD_PULL_RUNS; i++) {
     for (const side of i % 2 === 0 ? (['dproxy', 'direct'] as const) : (['direct', 'dproxy'] as const)) {
       if (side === 'direct') {
@@ -451,13 +451,15 @@ export async function measureColdPull(ctx: BenchContext): Promise<Measured> {
       }
       const { daemon, dispose } = await freshDaemon(ctx, { profile: true })
       try {
-        const before = await cpuSeconds(daemon.pid)
+        const before = await cpuTimes(daemon.pid)
         times.dproxy.push(await pullFrom(`127.0.0.1:${daemon.port}`))
-        const cold = await cpuSeconds(daemon.pid)
+        const cold = await cpuTimes(daemon.pid)
         await pullFrom(`127.0.0.1:${daemon.port}`)
-        const warm = await cpuSeconds(daemon.pid)
-        cpu.cold.push(cold - before)
-        cpu.warm.push(warm - cold)
+        const warm = await cpuTimes(daemon.pid)
+        cpu.cold.push(cold.user + cold.system - before.user - before.system)
+        cpu.warm.push(warm.user + warm.system - cold.user - cold.system)
+        cpu.coldSystem.push(cold.system - before.system)
+        cpu.warmSystem.push(warm.system - cold.system)
       } finally {
         await dispose()
       }

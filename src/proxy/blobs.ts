@@ -456,69 +456,46 @@ class Fetch extends EventEmitter {
   /**
    * Moves the body into the temp file. Chunks keep arriving while a write is
    * in flight and go out together in the next one, so the upstream socket is
-   * never paused by one disk round trip per small chunk; once WRITE_QUEUE_BYTES
-   * wait, the body is paused until the next write takes them. The body is read
-   * with 'data' events, not an async iterator, which costs promises per chunk.
+   * never paused by one disk round trip per small chunk; the queue is bounded.
    */
-  private copy(body: Readable, writer: BlobWriter): Promise<void> {
-    return new Promise<void>((resolve, reject) => {
-      const queue: Buffer[] = []
-      let queued = 0
-      let flushing = false
-      let ended = false
-      let settled = false
-      const settle = (err?: unknown) => {
-        if (settled) return
-        settled = true
-        body.off('data', onData)
-        if (err === undefined) resolve()
-        else reject(err)
+  private async copy(body: Readable, writer: BlobWriter): Promise<void> {
+    const queue: Buffer[] = []
+    let queued = 0
+    let failure: unknown
+    let flushing: Promise<void> | undefined
+    const flush = async () => {
+      while (queue.length > 0) {
+        const batch = queue.splice(0)
+        queued = 0
+        await this.put(batch, writer)
+        if (!this.relay) this.recent.push(batch, writer.written)
+        this.written = writer.written
+        this.markStarted()
+        this.emit('progress')
+        // Past a full disk, upstream is read no faster than the clients take the bytes.
+        if (this.relay) await this.relay.room(this)
       }
-      const flush = async () => {
-        flushing = true
-        try {
-          while (queue.length > 0 && !settled) {
-            const batch = queue.splice(0)
-            queued = 0
-            if (body.isPaused() && !ended) body.resume()
-            await this.put(batch, writer)
-            if (!this.relay) this.recent.push(batch, writer.written)
-            this.written = writer.written
-            this.markStarted()
-            this.emit('progress')
-            // Past a full disk, upstream is read no faster than the clients take the bytes.
-            if (this.relay) await this.relay.room(this)
-          }
-        } catch (err) {
-          settle(err)
-        } finally {
-          flushing = false
-        }
-        if (ended) settle()
-      }
-      const onData = (chunk: Buffer) => {
-        queue.push(chunk)
-        queued += chunk.length
-        this.o.counters.bytesFromUpstream += chunk.length
-        if (queued >= WRITE_QUEUE_BYTES) body.pause()
-        if (!flushing) void flush()
-      }
-      // The error listener stays: a body that fails later (discarded) has nobody else to hear it.
-      body.on('error', settle)
-      body.once('end', () => {
-        ended = true
-        if (!flushing) void flush()
-      })
-      // Closed without its end: an error, if the body says one (an 'error' event may follow).
-      body.once('close', () => {
-        if (!ended) settle(body.errored ?? new DproxyError('UPSTREAM_UNAVAILABLE', 'the upstream body was closed before its end'))
-      })
-      if (body.destroyed) {
-        settle(body.errored ?? new DproxyError('UPSTREAM_UNAVAILABLE', 'the upstream body was closed before its end'))
-        return
-      }
-      body.on('data', onData)
-    })
+    }
+    const kick = () => {
+      flushing ??= flush()
+        .catch((err: unknown) => {
+          failure ??= err
+        })
+        .finally(() => {
+          flushing = undefined
+        })
+    }
+    for await (const chunk of body as AsyncIterable<Buffer>) {
+      if (failure !== undefined) throw failure
+      queue.push(chunk)
+      queued += chunk.length
+      this.o.counters.bytesFromUpstream += chunk.length
+      kick()
+      if (queued >= WRITE_QUEUE_BYTES) await flushing
+    }
+    await flushing
+    if (failure !== undefined) throw failure
+    await flush()
   }
 
   progress(): DownloadProgress {
@@ -574,12 +551,12 @@ class FetchReader implements BlobReader {
     fetch.readers.set(this, undefined)
   }
 
-  /** The download's latest chunks, as they came: most clients follow right behind the writer. */
-  view(position: number, length: number): Uint8Array | undefined {
-    if (this.fetch.relay) return undefined
-    const bytes = this.fetch.recent.view(position, length)
-    if (bytes) this.fetch.moved(this, position + bytes.length)
-    return bytes
+  /** The download's latest chunks, from memory: most clients follow right behind the writer. */
+  readHeld(buf: Uint8Array, offset: number, length: number, position: number): number {
+    if (this.fetch.relay) return 0
+    const n = this.fetch.recent.read(buf, offset, length, position)
+    if (n > 0) this.fetch.moved(this, position + n)
+    return n
   }
 
   async read(buf: Uint8Array, offset: number, length: number, position: number): Promise<number> {
@@ -600,7 +577,9 @@ class FetchReader implements BlobReader {
 
 /**
  * The last `max` bytes (or a little more: whole chunks) a download wrote,
- * kept as the chunks upstream sent, for readers that follow close behind.
+ * kept as the chunks upstream sent, for readers that follow close behind:
+ * one copy in memory instead of a read of the file (a system call and a
+ * round trip through the thread pool).
  */
 class Recent {
   private readonly chunks: Buffer[] = []
@@ -629,20 +608,22 @@ class Recent {
     }
   }
 
-  /** Up to `length` bytes at `position`, within one chunk; undefined when that byte is not held. */
-  view(position: number, length: number): Buffer | undefined {
-    if (position < this.start || position >= this.start + this.held || length <= 0) return undefined
-    // Readers are mostly near the end: look from there.
-    let at = this.start + this.held
-    for (let i = this.chunks.length - 1; i >= 0; i--) {
+  /** Copies up to `length` bytes at `position` into `buf`; 0 when that byte is not held. */
+  read(buf: Uint8Array, offset: number, length: number, position: number): number {
+    const end = this.start + this.held
+    if (position < this.start || position >= end || length <= 0) return 0
+    // Readers are mostly near the end: find the chunk holding `position` from there.
+    let i = this.chunks.length - 1
+    let at = end - this.chunks[i]!.length
+    while (at > position) at -= this.chunks[--i]!.length
+    let n = 0
+    for (; i < this.chunks.length && n < length; i++) {
       const c = this.chunks[i]!
-      at -= c.length
-      if (position >= at) {
-        const from = position - at
-        return c.subarray(from, Math.min(c.length, from + length))
-      }
+      const from = position + n - at
+      n += c.copy(buf, offset + n, from, Math.min(c.length, from + length - n))
+      at += c.length
     }
-    return undefined
+    return n
   }
 }
 

@@ -70,8 +70,8 @@ async function offered(source: FollowedBlob, err: unknown, out: Writable): Promi
  * buffers of the daemon's pool, each handed back when its socket write
  * completes: a blob of any size is sent without allocating per chunk, and
  * the number of clients does not multiply megabytes. Bytes the reader holds
- * in memory (view: a download's latest chunks, for clients following it)
- * are written as they are instead.
+ * in memory (readHeld: a download's latest chunks, for clients following it)
+ * are copied from there instead of read.
  */
 async function pump(src: FollowedBlob, out: Writable, start: number, end: number, buffers: SendBuffers): Promise<void> {
   const waits = new Waits(out)
@@ -95,24 +95,17 @@ async function pump(src: FollowedBlob, out: Writable, start: number, end: number
       }
       while (writing >= BUFFERS_PER_RESPONSE && !waits.closed) await waits.until((done) => (bufferFreed = done))
       if (waits.closed) return
-      // Bytes a download still holds in memory go out as they are: no pooled buffer, no read, no copy.
-      const held = reader.view?.(pos, limit - pos)
-      if (held && held.length > 0) {
-        pos += held.length
-        src.sent(held.length)
-        writing++
-        const more = out.write(held, () => {
-          writing--
-          bufferFreed?.()
-        })
-        if (!more) await waits.until((done) => out.once('drain', done))
-        continue
-      }
       const buf = buffers.acquire()
-      const bytesRead = await reader.read(buf, 0, Math.min(buf.length, limit - pos), pos).catch((err: unknown) => {
-        buffers.release(buf)
-        throw err
-      })
+      const want = Math.min(buf.length, limit - pos)
+      // Bytes a download still holds in memory are copied from there; the rest is read.
+      const held = reader.readHeld?.(buf, 0, want, pos) ?? 0
+      const bytesRead =
+        held > 0
+          ? held
+          : await reader.read(buf, 0, want, pos).catch((err: unknown) => {
+              buffers.release(buf)
+              throw err
+            })
       if (bytesRead === 0) {
         buffers.release(buf)
         throw new DproxyError('INTERNAL', 'blob file shrank while it was being read')

@@ -21,11 +21,11 @@ export interface BlobReader {
    */
   read(buf: Uint8Array, offset: number, length: number, position: number): Promise<number>
   /**
-   * Optional: up to `length` bytes at `position` as they are held in memory
-   * (a download's latest chunks), without a copy or a read; undefined when
-   * they are not there, and read() is the way. The caller must not change them.
+   * Optional: copies up to `length` bytes at `position` from memory (a
+   * download's latest chunks) into `buf` at `offset`, at once, and says how
+   * many: 0 when they are not held there, and read() is the way.
    */
-  view?(position: number, length: number): Uint8Array | undefined
+  readHeld?(buf: Uint8Array, offset: number, length: number, position: number): number
   close(): Promise<void>
 }
 

@@ -60,12 +60,6 @@ import type { ImageName } from '../oci/reference.js'
 
 /** Bytes a download may queue for the disk before it stops reading upstream. */
 const WRITE_QUEUE_BYTES = 4 * 1024 * 1024
-/**
- * The latest bytes of a download kept in memory after the disk took them, so
- * that its clients, which mostly follow close behind, are handed the chunks
- * as they came from upstream instead of reading back the file just written.
- */
-const RECENT_BYTES = 4 * 1024 * 1024
 /** Bytes a download past a full disk holds for its clients beyond what the slowest of them read. */
 const RELAY_BYTES = 16 * 1024 * 1024
 /** How long such a download waits for a client that reads nothing before leaving it behind. */
@@ -318,8 +312,6 @@ class Fetch extends EventEmitter {
   relay: Relay | undefined
   /** Where each open reader reads next (undefined before its first read): the relay keeps what they still need. */
   readonly readers = new Map<BlobReader, number | undefined>()
-  /** The last bytes the disk took, for readers close behind (until the relay takes over). */
-  readonly recent = new Recent(RECENT_BYTES)
   readonly started: Promise<void>
   readonly done: Promise<void>
   private body: Readable | undefined
@@ -468,7 +460,6 @@ class Fetch extends EventEmitter {
         const batch = queue.splice(0)
         queued = 0
         await this.put(batch, writer)
-        if (!this.relay) this.recent.push(batch, writer.written)
         this.written = writer.written
         this.markStarted()
         this.emit('progress')
@@ -551,14 +542,6 @@ class FetchReader implements BlobReader {
     fetch.readers.set(this, undefined)
   }
 
-  /** The download's latest chunks, from memory: most clients follow right behind the writer. */
-  readHeld(buf: Uint8Array, offset: number, length: number, position: number): number {
-    if (this.fetch.relay) return 0
-    const n = this.fetch.recent.read(buf, offset, length, position)
-    if (n > 0) this.fetch.moved(this, position + n)
-    return n
-  }
-
   async read(buf: Uint8Array, offset: number, length: number, position: number): Promise<number> {
     const relay = this.fetch.relay
     let n: number
@@ -572,58 +555,6 @@ class FetchReader implements BlobReader {
   async close(): Promise<void> {
     this.fetch.moved(this, undefined)
     await this.inner.close()
-  }
-}
-
-/**
- * The last `max` bytes (or a little more: whole chunks) a download wrote,
- * kept as the chunks upstream sent, for readers that follow close behind:
- * one copy in memory instead of a read of the file (a system call and a
- * round trip through the thread pool).
- */
-class Recent {
-  private readonly chunks: Buffer[] = []
-  /** Position of the first byte held. */
-  private start = 0
-  private held = 0
-
-  constructor(private readonly max: number) {}
-
-  /** `batch` was written and ends at `end` (a gap, which nothing makes today, starts afresh). */
-  push(batch: Buffer[], end: number): void {
-    const bytes = batch.reduce((n, c) => n + c.length, 0)
-    if (this.start + this.held !== end - bytes) {
-      this.chunks.length = 0
-      this.held = 0
-      this.start = end - bytes
-    }
-    for (const c of batch) {
-      this.chunks.push(c)
-      this.held += c.length
-    }
-    while (this.chunks.length > 1 && this.held - this.chunks[0]!.length >= this.max) {
-      const c = this.chunks.shift()!
-      this.held -= c.length
-      this.start += c.length
-    }
-  }
-
-  /** Copies up to `length` bytes at `position` into `buf`; 0 when that byte is not held. */
-  read(buf: Uint8Array, offset: number, length: number, position: number): number {
-    const end = this.start + this.held
-    if (position < this.start || position >= end || length <= 0) return 0
-    // Readers are mostly near the end: find the chunk holding `position` from there.
-    let i = this.chunks.length - 1
-    let at = end - this.chunks[i]!.length
-    while (at > position) at -= this.chunks[--i]!.length
-    let n = 0
-    for (; i < this.chunks.length && n < length; i++) {
-      const c = this.chunks[i]!
-      const from = position + n - at
-      n += c.copy(buf, offset + n, from, Math.min(c.length, from + length - n))
-      at += c.length
-    }
-    return n
   }
 }
 

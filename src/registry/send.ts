@@ -69,9 +69,7 @@ async function offered(source: FollowedBlob, err: unknown, out: Writable): Promi
  * Copies [start, end] of a stored or growing blob to `out`. Reads go into
  * buffers of the daemon's pool, each handed back when its socket write
  * completes: a blob of any size is sent without allocating per chunk, and
- * the number of clients does not multiply megabytes. Bytes the reader holds
- * in memory (readHeld: a download's latest chunks, for clients following it)
- * are copied from there instead of read.
+ * the number of clients does not multiply megabytes.
  */
 async function pump(src: FollowedBlob, out: Writable, start: number, end: number, buffers: SendBuffers): Promise<void> {
   const waits = new Waits(out)
@@ -96,16 +94,10 @@ async function pump(src: FollowedBlob, out: Writable, start: number, end: number
       while (writing >= BUFFERS_PER_RESPONSE && !waits.closed) await waits.until((done) => (bufferFreed = done))
       if (waits.closed) return
       const buf = buffers.acquire()
-      const want = Math.min(buf.length, limit - pos)
-      // Bytes a download still holds in memory are copied from there; the rest is read.
-      const held = reader.readHeld?.(buf, 0, want, pos) ?? 0
-      const bytesRead =
-        held > 0
-          ? held
-          : await reader.read(buf, 0, want, pos).catch((err: unknown) => {
-              buffers.release(buf)
-              throw err
-            })
+      const bytesRead = await reader.read(buf, 0, Math.min(buf.length, limit - pos), pos).catch((err: unknown) => {
+        buffers.release(buf)
+        throw err
+      })
       if (bytesRead === 0) {
         buffers.release(buf)
         throw new DproxyError('INTERNAL', 'blob file shrank while it was being read')

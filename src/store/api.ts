@@ -20,12 +20,6 @@ export interface BlobReader {
    * how many it read: fewer (down to 0) past the end of what is there.
    */
   read(buf: Uint8Array, offset: number, length: number, position: number): Promise<number>
-  /**
-   * Optional: copies up to `length` bytes at `position` from memory (a
-   * download's latest chunks) into `buf` at `offset`, at once, and says how
-   * many: 0 when they are not held there, and read() is the way.
-   */
-  readHeld?(buf: Uint8Array, offset: number, length: number, position: number): number
   close(): Promise<void>
 }
 

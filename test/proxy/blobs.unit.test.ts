@@ -2,7 +2,6 @@
 // double and registry/send.ts writing into an in-memory sink, no HTTP and no
 // disk. blobs.test.ts drives the same rules end to end through real clients.
 
-import { randomBytes } from 'node:crypto'
 import { Writable } from 'node:stream'
 import t from 'tap'
 import { BlobProxy } from '../../src/proxy/blobs.js'
@@ -101,36 +100,6 @@ t.test('N concurrent misses cause one upstream fetch, and every client gets the 
   await proxy.drain(10_000)
   t.equal(await store.statBlob(d), BLOB.length, 'and cached')
   t.equal(proxy.inflight, 0)
-})
-
-t.test('a client of a download is handed its latest chunks as they came; older bytes it reads from the store', async (t) => {
-  const o = setup()
-  // More than the 4 MiB a download keeps in memory.
-  const blob = randomBytes(6 * 1024 * 1024)
-  const d = parseDigest(o.upstream.addBlob(blob))
-  const { sources: [source], body } = await onDownload(o, d, 1000)
-  if (source?.kind !== 'follow') throw new Error('expected a download to follow')
-  const reader = await source.open()
-  /** What the reader copies from memory at `position`. */
-  const held = (position: number, length: number) => {
-    const buf = Buffer.alloc(length)
-    return buf.subarray(0, reader.readHeld?.(buf, 0, length, position) ?? 0)
-  }
-  await until(() => source.written() === 1000, 'the disk took the first bytes')
-  t.ok(held(10, 100).equals(blob.subarray(10, 110)), 'the first bytes, from memory')
-  t.equal(held(1000, 10).length, 0, 'nothing past what the disk took')
-  for (let at = 1000; at < blob.length; at += 64 * 1024) body.push(blob.subarray(at, at + 64 * 1024))
-  body.end()
-  await until(() => source.verified(), 'the download verified')
-  t.equal(held(10, 100).length, 0, 'the first bytes left memory')
-  t.ok(held(blob.length - 200_000, 200_000).equals(blob.subarray(-200_000)), 'the last ones are still there, across chunks')
-  const buf = Buffer.alloc(100)
-  t.equal(await reader.read(buf, 0, 100, 10), 100)
-  t.ok(buf.equals(blob.subarray(10, 110)), 'the first bytes, read back')
-  await reader.close()
-  const sink = new Sink()
-  await sendBlob(source, sink, 0, blob.length - 1, new SendBuffers())
-  t.ok(sink.ended && sink.body.equals(blob), 'a whole response from both')
 })
 
 t.test('a download counts the clients reading from it now: one that goes away is let go', async (t) => {

@@ -13,11 +13,10 @@ import t from 'tap'
 import { silentLogger } from '../../src/log.js'
 import { digestOf, parseDigest } from '../../src/oci/digest.js'
 import { resolveImageName } from '../../src/oci/reference.js'
-import { BlobProxy, type FollowedBlob } from '../../src/proxy/blobs.js'
+import { BlobProxy } from '../../src/proxy/blobs.js'
 import { newCounters } from '../../src/proxy/counters.js'
 import { SendBuffers } from '../../src/registry/buffers.js'
 import { sendBlob } from '../../src/registry/send.js'
-import type { BlobReader } from '../../src/store/api.js'
 import { MemoryStore } from '../../src/store/memory.js'
 import { CountingUpstream } from '../helpers/upstream-double.js'
 
@@ -61,47 +60,4 @@ t.test('waiting for a drain after every chunk keeps nothing alive per chunk whil
   t.equal(writes, chunks, 'one write per chunk, each followed by a wait for the drain')
   const grown = heap[1]! - heap[0]!
   t.ok(grown < 1_000_000, `heap grew by ${grown} bytes over ${late - early} waits (${Math.max(0, Math.round(grown / (late - early)))} bytes a wait)`)
-})
-
-t.test('bytes a reader holds in memory are copied from there: only the rest is read', async (t) => {
-  const bytes = randomBytes(1000)
-  /** From 600 on, the bytes are in memory (as a download's latest chunks are). */
-  const inMemory = 600
-  const reads: number[] = []
-  const reader: BlobReader = {
-    read: async (buf, offset, length, position) => {
-      reads.push(position)
-      return bytes.copy(buf, offset, position, Math.min(position + length, inMemory))
-    },
-    readHeld: (buf, offset, length, position) => (position >= inMemory ? bytes.copy(buf, offset, position, position + length) : 0),
-    close: async () => {},
-  }
-  const source: FollowedBlob = {
-    kind: 'follow',
-    size: bytes.length,
-    cached: false,
-    open: async () => reader,
-    written: () => bytes.length,
-    verified: () => true,
-    check: () => {},
-    changed: async () => {},
-    sent: () => {},
-    close: async () => {},
-  }
-  const written: Buffer[] = []
-  const out = new Writable({
-    write(data: Buffer, _encoding, callback) {
-      // A pooled buffer is reused once written: keep a copy.
-      written.push(Buffer.from(data))
-      callback()
-    },
-  })
-  const buffers = new SendBuffers({ chunkSize: 256, maxBuffers: 4 })
-  await sendBlob(source, out, 0, bytes.length - 1, buffers)
-  t.ok(Buffer.concat(written).equals(bytes), 'every byte, in order')
-  t.strictSame(reads, [0, 256, 512], 'read only what is not in memory')
-  t.strictSame(written.map((w) => w.length), [256, 256, 88, 256, 144], 'in buffers of the pool, as read ones')
-  // A write's callback runs on a later tick.
-  await new Promise((resolve) => setImmediate(resolve))
-  t.equal(buffers.outstanding, 0, 'every pooled buffer back')
 })

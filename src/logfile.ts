@@ -74,20 +74,44 @@ export class RotatingLogFile {
 
 const isNotFound = (err: unknown) => (err as NodeJS.ErrnoException | null)?.code === 'ENOENT'
 
-/** The last `n` lines of `path` (fewer when it has fewer); reads at most the last `maxBytes`. */
+/**
+ * The last `n` lines of the log at `path` (fewer when it has fewer), reading
+ * at most the last `maxBytes`. A file just rotated may hold fewer than `n`
+ * lines: the rest come from the rotated files (`path.1`, `path.2`, ...), as
+ * far as they go. `end` is the current file's size, where a follower starts.
+ */
 export async function lastLines(path: string, n: number, maxBytes = 4 * 1024 * 1024): Promise<{ lines: string[]; end: number }> {
+  const current = await tailOf(path, maxBytes)
+  let lines = current.lines
+  let budget = maxBytes - current.read
+  for (let k = 1; lines.length < n && budget > 0 && !current.partial; k++) {
+    let older: Awaited<ReturnType<typeof tailOf>>
+    try {
+      older = await tailOf(`${path}.${k}`, budget)
+    } catch (err) {
+      if (isNotFound(err)) break
+      throw err
+    }
+    lines = [...older.lines, ...lines]
+    budget -= older.read
+    if (older.partial) break
+  }
+  return { lines: n <= 0 ? [] : lines.slice(-n), end: current.size }
+}
+
+/** The whole lines in the last `maxBytes` of one file; `partial` when the read began mid-file. */
+async function tailOf(path: string, maxBytes: number): Promise<{ lines: string[]; size: number; read: number; partial: boolean }> {
   const fh = await fs.open(path, constants.O_RDONLY)
   try {
     const { size } = await fh.stat()
     const start = Math.max(0, size - maxBytes)
     const buf = Buffer.alloc(size - start)
     await fh.read(buf, 0, buf.length, start)
-    const text = buf.toString('utf8')
     // A partial first line (the read began mid-file) and the final newline are not lines.
-    let lines = text.split('\n')
+    let lines = buf.toString('utf8').split('\n')
     if (start > 0) lines = lines.slice(1)
     if (lines.at(-1) === '') lines.pop()
-    return { lines: n <= 0 ? [] : lines.slice(-n), end: size }
+    return { lines, size, read: buf.length, partial: start > 0 }
   } finally {
     await fh.close()
   }

@@ -23,6 +23,21 @@ t.test('rotates past the size, keeping the asked number of old files', async (t)
   t.match(lines[0], /^l11 /)
 })
 
+t.test('the last lines come from the rotated files when the current one has fewer', async (t) => {
+  const file = path.join(t.testdir(), 'd.log')
+  const log = new RotatingLogFile(file, 1000, 2)
+  t.teardown(() => log.close())
+  // Two lines per file: l0 l1 | l2 l3 | l4 (current)
+  for (let i = 0; i < 5; i++) log.write(`${line(`l${i}`)}\n`)
+  const tag = (lines: string[]) => lines.map((l) => l.split(' ')[0])
+  t.same(tag((await lastLines(file, 2)).lines), ['l3', 'l4'], 'one from .1, one from the current file')
+  t.same(tag((await lastLines(file, 4)).lines), ['l1', 'l2', 'l3', 'l4'], 'across two rotated files')
+  t.same(tag((await lastLines(file, 100)).lines), ['l0', 'l1', 'l2', 'l3', 'l4'], 'as far as they go')
+  const { end } = await lastLines(file, 3)
+  t.equal(end, fs.statSync(file).size, "the follower's start is the current file's end")
+  t.same(tag((await lastLines(file, 4, 1000)).lines), ['l3', 'l4'], 'maxBytes bounds the rotated files too')
+})
+
 t.test('the follower prints every line once, in order, across several rotations between two polls', async (t) => {
   const file = path.join(t.testdir(), 'd.log')
   const log = new RotatingLogFile(file, 3000, 3)

@@ -1,52 +1,30 @@
 // `dproxy cache ls|clear|prune`: what the cache holds, and removing some or
-// all of it. An adapter over store/inventory.ts and store/evict.ts.
+// all of it. An adapter over store/inventory.ts and control/cache.ts.
 //
 // `ls` reads the cache directory itself (reading is safe next to a running
-// daemon). `clear` and `prune` go through the running daemon's admin endpoint
-// when there is one (found through <cacheDir>/daemon.json), so that they are
-// serialised with the daemon's own eviction; with no daemon they work on the
-// directory under <cacheDir>/cache.lock. Either way a pull in progress is not
-// broken (see store/evict.ts).
-//
-// The daemon's mutating endpoints want its admin token (daemon/guard.ts):
-// control/admin-client.ts reads it from <stateDir>/admin-token and sends it
-// to loopback addresses only.
+// daemon). `clear` and `prune` go through the running daemon when there is
+// one, else work on the directory under its lock: control/cache.ts decides.
 //
 // Clearing everything is the one destructive default: it asks on a terminal,
 // and without one it refuses (exit 2) unless --yes is given.
 
-import { existsSync } from 'node:fs'
 import { resolve } from 'node:path'
 import { createInterface } from 'node:readline/promises'
 import type { Command } from 'commander'
 import { resolveSettings } from '../config/settings.js'
 import { formatBytes, parseDuration, parseSize } from '../config/units.js'
-import { owningDaemon } from '../control/admin-client.js'
-import { DproxyError } from '../errors.js'
-import {
-  clearCache,
-  formatSelector,
-  isEmptyFilter,
-  parseImageSelector,
-  prune,
-  type ClearFilter,
-  type EvictionSummary,
-  type PruneSummary,
-} from '../store/evict.js'
+import { clearCacheDir, clearFilter, isCacheDir, pruneCacheDir, type ClearRequest } from '../control/cache.js'
+import { formatSelector, isEmptyFilter, type EvictionSummary, type PruneSummary } from '../store/evict.js'
 import { inventory, type CachedImage } from '../store/inventory.js'
-import { Layout } from '../store/layout.js'
-import { withCacheLock } from '../store/lock.js'
 import { Store } from '../store/store.js'
 import type { CliContext } from './program.js'
 import { registerArchiveCommands } from './cache-archive.js'
+import { UsageError } from './fatal.js'
 
 export interface CacheCommandContext extends CliContext {
   /** Where the confirmation is read from; default process.stdin. */
   stdin?: NodeJS.ReadableStream & { isTTY?: boolean }
 }
-
-/** How the work was done: through the daemon's admin endpoint, or on the directory. */
-export type Via = 'daemon' | 'direct'
 
 export interface Listing {
   cacheDir: string
@@ -56,97 +34,12 @@ export interface Listing {
   orphans: { manifests: number; blobs: number; bytes: number }
 }
 
-/** Scanning a large cache takes a while; the daemon answers when it is done. */
-const ADMIN_TIMEOUT_MS = 600_000
-
-/** True when `dir` holds a dproxy cache; anything else is never opened (which would create files in it). */
-export function isCacheDir(dir: string): boolean {
-  return existsSync(new Layout(dir).versionFile)
-}
-
 /** Every cached image in `cacheDir` (nothing when it is not a cache directory). */
 export async function listCache(cacheDir: string): Promise<Listing> {
   const empty = { manifests: 0, blobs: 0, bytes: 0 }
   if (!isCacheDir(cacheDir)) return { cacheDir, images: [], totalBytes: 0, orphans: empty }
   const inv = await inventory(await Store.open(cacheDir))
   return { cacheDir, images: inv.images, totalBytes: inv.scan.bytes, orphans: inv.orphans }
-}
-
-export interface ClearRequest {
-  cacheDir: string
-  /** Where the daemon's admin token is (<stateDir>/admin-token). */
-  stateDir?: string
-  /** The image as the user typed it (`alpine:3`), checked and resolved here and by the daemon. */
-  image?: string
-  olderThan?: string
-  unusedFor?: string
-  dryRun?: boolean
-}
-
-/** Checks a clear request's values (USAGE / CONFIG_INVALID on a bad one) and builds the filter. */
-export function clearFilter(req: Omit<ClearRequest, 'cacheDir' | 'stateDir'>): ClearFilter {
-  const filter: ClearFilter = {}
-  if (req.image !== undefined) filter.image = parseImageSelector(req.image)
-  if (req.olderThan !== undefined) filter.olderThanMs = parseDuration(req.olderThan, '--older-than')
-  if (req.unusedFor !== undefined) filter.unusedForMs = parseDuration(req.unusedFor, '--unused-for')
-  return filter
-}
-
-/** Clears through the daemon when one serves `cacheDir`, else directly under the cache lock. */
-export async function clearCacheDir(req: ClearRequest): Promise<EvictionSummary & { via: Via }> {
-  const filter = clearFilter(req)
-  const daemon = await owningDaemon(req.cacheDir, req.stateDir)
-  if (daemon) {
-    const q = new URLSearchParams()
-    if (req.image !== undefined) q.set('image', req.image)
-    if (req.olderThan !== undefined) q.set('olderThan', req.olderThan)
-    if (req.unusedFor !== undefined) q.set('unusedFor', req.unusedFor)
-    if (req.dryRun) q.set('dryRun', '1')
-    const summary = await daemon.client.call<EvictionSummary>('DELETE', `/_dproxy/cache?${q}`, { timeoutMs: ADMIN_TIMEOUT_MS })
-    return { via: 'daemon', ...summary }
-  }
-  if (!isCacheDir(req.cacheDir)) return { via: 'direct', ...nothing(Boolean(req.dryRun)) }
-  const run = async () => clearCache(await Store.open(req.cacheDir), filter, { dryRun: Boolean(req.dryRun) })
-  // A dry run deletes nothing, so it needs no lock (and works while another command holds it).
-  const summary = req.dryRun ? await run() : await withCacheLock(req.cacheDir, run)
-  return { via: 'direct', ...summary }
-}
-
-export interface PruneRequest {
-  cacheDir: string
-  stateDir?: string
-  maxSizeBytes?: number | undefined
-  ttlMs?: number | undefined
-  dryRun?: boolean
-}
-
-/** Evicts through the daemon when one serves `cacheDir`, else directly under the cache lock. */
-export async function pruneCacheDir(req: PruneRequest): Promise<PruneSummary & { via: Via }> {
-  if (req.maxSizeBytes === undefined && req.ttlMs === undefined) {
-    throw new DproxyError('USAGE', 'nothing to prune by: pass --max-size (or --ttl), or set maxSize / ttl with dproxy config set')
-  }
-  const limits = {
-    ...(req.maxSizeBytes !== undefined ? { maxSizeBytes: req.maxSizeBytes } : {}),
-    ...(req.ttlMs !== undefined ? { ttlMs: req.ttlMs } : {}),
-  }
-  const daemon = await owningDaemon(req.cacheDir, req.stateDir)
-  if (daemon) {
-    // Both limits explicitly (0 = none), so the daemon's own settings do not add one we did not resolve.
-    const q = new URLSearchParams({ maxSize: String(req.maxSizeBytes ?? 0), ttl: `${req.ttlMs ?? 0}ms` })
-    if (req.dryRun) q.set('dryRun', '1')
-    const summary = await daemon.client.call<PruneSummary>('POST', `/_dproxy/cache/prune?${q}`, { timeoutMs: ADMIN_TIMEOUT_MS })
-    return { via: 'daemon', ...summary }
-  }
-  if (!isCacheDir(req.cacheDir)) {
-    return { via: 'direct', ...nothing(Boolean(req.dryRun)), maxSizeBytes: req.maxSizeBytes ?? null, ttlMs: req.ttlMs ?? null, fits: true }
-  }
-  const run = async () => prune(await Store.open(req.cacheDir), { ...limits, dryRun: Boolean(req.dryRun) })
-  const summary = req.dryRun ? await run() : await withCacheLock(req.cacheDir, run)
-  return { via: 'direct', ...summary }
-}
-
-function nothing(dryRun: boolean): EvictionSummary {
-  return { dryRun, images: [], orphans: 0, tags: 0, manifests: 0, blobs: 0, bytes: 0, remainingBytes: 0, tempFiles: 0, tempBytes: 0 }
 }
 
 // ---- rendering
@@ -287,8 +180,7 @@ export function registerCacheCommand(program: Command, ctx: CacheCommandContext)
       if (isEmptyFilter(filter) && !flags.dryRun && !flags.yes) {
         const tty = (ctx.stdin ?? process.stdin).isTTY === true
         if (!tty) {
-          throw new DproxyError(
-            'USAGE',
+          throw new UsageError(
             'refusing to clear the whole cache without confirmation: pass --yes (or narrow it with --image, --older-than, --unused-for)',
           )
         }

@@ -14,10 +14,12 @@
 
 import { fileURLToPath } from 'node:url'
 import type { Command } from 'commander'
-import { resolveSettings, type RawSettings } from '../config/settings.js'
+import { resolveSettings } from '../config/settings.js'
 import { parseDuration } from '../config/units.js'
 import { startDetached, stopDaemon, type Started } from '../control/lifecycle.js'
+import { refuseExposureWithoutAuth } from '../daemon/daemon.js'
 import type { CliContext } from './program.js'
+import { flagSettings } from './serve-flags.js'
 
 /** bin/dproxy.js, from dist/cli (the binary) and src/cli (tests) alike. */
 export const binPath = fileURLToPath(new URL('../../bin/dproxy.js', import.meta.url))
@@ -46,25 +48,6 @@ export function forwardedArgs(cmd: Command, skip: ReadonlySet<string> = NOT_FORW
   return out
 }
 
-function rawSettings(flags: Record<string, unknown>): RawSettings {
-  const str = (v: unknown) => (typeof v === 'string' ? v : undefined)
-  const raw: RawSettings = {}
-  if (str(flags.host) !== undefined) raw.host = str(flags.host)
-  if (str(flags.port) !== undefined) raw.port = str(flags.port)
-  if (str(flags.cacheDir) !== undefined) raw.cacheDir = str(flags.cacheDir)
-  if (Array.isArray(flags.upstream)) raw.upstreams = flags.upstream.map(String)
-  if (flags.origin === false) raw.noOrigin = true
-  if (str(flags.chainConnectTimeout) !== undefined) raw.chainConnectTimeout = str(flags.chainConnectTimeout)
-  if (str(flags.chainFirstByteTimeout) !== undefined) raw.chainFirstByteTimeout = str(flags.chainFirstByteTimeout)
-  if (str(flags.maxAge) !== undefined) raw.maxAge = str(flags.maxAge)
-  if (Array.isArray(flags.allowRegistry)) raw.registries = flags.allowRegistry.map(String)
-  if (str(flags.logFormat) !== undefined) raw.logFormat = str(flags.logFormat)
-  if (str(flags.logLevel) !== undefined) raw.logLevel = str(flags.logLevel)
-  if (str(flags.logMaxSize) !== undefined) raw.logMaxSize = str(flags.logMaxSize)
-  if (str(flags.metricsAddress) !== undefined) raw.metricsAddress = str(flags.metricsAddress)
-  return raw
-}
-
 function printStarted(s: Started, ctx: CliContext, json: boolean): void {
   if (json) {
     ctx.stdout.write(JSON.stringify(s, null, 2) + '\n')
@@ -83,9 +66,13 @@ function printStarted(s: Started, ctx: CliContext, json: boolean): void {
   )
 }
 
-/** `serve --detach` and `start`: checks the settings here (so a bad one is exit 2), then starts `serve` in the background. */
+/**
+ * `serve --detach` and `start`: checks the settings here, as `serve` would (so a bad one is exit 2 with
+ * serve's message, and no daemon is started), then starts `serve` in the background.
+ */
 export async function detach(cmd: Command, ctx: CliContext, opts: { json?: boolean } = {}): Promise<void> {
-  const settings = resolveSettings({ flags: rawSettings(cmd.opts()), env: ctx.env })
+  const settings = resolveSettings({ flags: flagSettings(cmd.opts()), env: ctx.env })
+  refuseExposureWithoutAuth(settings.hosts, settings.auth)
   const started = await startDetached({
     cacheDir: settings.cacheDir,
     stateDir: settings.stateDir,
@@ -116,7 +103,7 @@ export function registerDaemonCommands(program: Command, ctx: CliContext): void 
     .option('--timeout <duration>', 'how long to wait for it to exit', '15s')
     .option('--json', 'print the outcome as JSON')
     .action(async (flags: { cacheDir?: string; timeout: string; json?: boolean }) => {
-      const settings = resolveSettings({ flags: rawSettings(flags), env: ctx.env })
+      const settings = resolveSettings({ flags: flagSettings(flags), env: ctx.env })
       const timeoutMs = parseDuration(flags.timeout, 'timeout')
       const result = await stopDaemon({ cacheDir: settings.cacheDir, stateDir: settings.stateDir, timeoutMs })
       if (flags.json) {

@@ -97,7 +97,7 @@ export async function doctorCommand(flags: DoctorFlags, ctx: CliContext): Promis
     root: resolve(flags.root ?? '/'),
     home: homeDir(ctx.env),
     env: ctx.env,
-    credentials: lazyCredentials(settings.configDir, ctx.env),
+    credentials: lazyCredentials(settings.configDir, ctx.env, settings.dockerCredentials),
   })
   if (flags.json) ctx.stdout.write(JSON.stringify(report, null, 2) + '\n')
   else ctx.stdout.write(formatDoctorText(report, (ctx.stdout as { isTTY?: boolean }).isTTY === true && !ctx.env.CI))

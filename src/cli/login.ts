@@ -10,14 +10,17 @@
 // within seconds.
 
 import type { Command } from 'commander'
-import { DproxyError } from '../errors.js'
 import type { CliContext } from './program.js'
+import { UsageError } from './fatal.js'
 
 interface LoginFlags {
   username?: string
   passwordStdin?: boolean
   upstream?: string[]
   json?: boolean
+  list?: boolean
+  /** Commander's value for --no-docker-credentials: false when given. */
+  dockerCredentials?: boolean
 }
 
 interface LogoutFlags {
@@ -42,8 +45,11 @@ export function registerLoginCommands(program: Command, ctx: CliContext): void {
       (value: string, prev: string[] = []) => [...prev, value],
     )
     .option('--json', 'print the result as JSON (never the password)')
+    .option('--list', 'list the logins the daemon uses, per registry: user and where it comes from (never the secret)')
+    .option('--no-docker-credentials', "with --list: only dproxy login's logins, not docker's or podman's")
     .action(async (registry: string | undefined, flags: LoginFlags) => {
-      await loginCommand(registry, flags, ctx, process.stdin)
+      if (flags.list) await listLogins(registry, flags, ctx)
+      else await loginCommand(registry, flags, ctx, process.stdin)
     })
   program
     .command('logout')
@@ -64,10 +70,10 @@ export async function loginCommand(registryArg: string | undefined, flags: Login
   const registry = loginRegistry(registryArg)
   const settings = resolveSettings({ env: ctx.env, flags: flags.upstream ? { upstreams: flags.upstream } : {} })
   if (flags.passwordStdin && flags.username === undefined) {
-    throw new DproxyError('USAGE', 'with --password-stdin, give the user name with -u/--username')
+    throw new UsageError('with --password-stdin, give the user name with -u/--username')
   }
   if (!flags.passwordStdin && !(input.isTTY && input.setRawMode)) {
-    throw new DproxyError('USAGE', 'stdin is not a terminal: pipe the password in and pass --password-stdin with -u USER')
+    throw new UsageError('stdin is not a terminal: pipe the password in and pass --password-stdin with -u USER')
   }
   const store = await credentials.openCredentialStore({
     configDir: settings.configDir,
@@ -89,6 +95,60 @@ export async function loginCommand(registryArg: string | undefined, flags: Login
   }
   const where = file ? `${file} (mode 0600)` : 'the OS keychain'
   ctx.stdout.write(`Login Succeeded\n${result.username} @ ${result.registry} (checked at ${result.upstream}), stored in ${where}\n`)
+}
+
+export interface LoginListEntry {
+  registry: string
+  username: string
+  /** "dproxy keychain", "docker credsStore secretservice", "docker config.json auths", "podman auth.json" */
+  source: string
+}
+
+/**
+ * `dproxy login --list`: per registry, the login the daemon would use (dproxy's
+ * own first, then docker's and podman's, as the daemon looks them up) and
+ * where it is from. Secrets are never read into the output: helpers are asked
+ * `list` where the protocol allows, and only user names are kept. Sources that
+ * fail are named on stderr, and the list goes on.
+ */
+export async function listLogins(registryArg: string | undefined, flags: LoginFlags, ctx: CliContext): Promise<void> {
+  const [{ resolveSettings }, credentials, { listMachineLogins }, { storeSourceName }, { loginRegistry }] = await Promise.all([
+    import('../config/settings.js'),
+    import('../credentials/index.js'),
+    import('../credentials/docker-config.js'),
+    import('../credentials/logins.js'),
+    import('../upstream/login.js'),
+  ])
+  const only = registryArg === undefined ? undefined : loginRegistry(registryArg)
+  const settings = resolveSettings({ env: ctx.env, flags: flags.dockerCredentials === false ? { dockerCredentials: false } : {} })
+  const problems: string[] = []
+  const entries = new Map<string, LoginListEntry>()
+  try {
+    const store = await credentials.openCredentialStore({ configDir: settings.configDir, env: ctx.env })
+    for (const { registry, username } of await store.list()) {
+      if (registry !== credentials.CLIENT_SECRET_KEY) entries.set(registry, { registry, username, source: storeSourceName(store.kind) })
+    }
+  } catch (err) {
+    problems.push(`dproxy's credential store: ${(err as Error).message}`)
+  }
+  if (settings.dockerCredentials) {
+    for (const found of await listMachineLogins({ env: ctx.env, onProblem: (p) => problems.push(p) })) {
+      if (!entries.has(found.registry)) entries.set(found.registry, { registry: found.registry, username: found.username, source: found.source })
+    }
+  }
+  const logins = [...entries.values()].filter((e) => only === undefined || e.registry === only).sort((a, b) => a.registry.localeCompare(b.registry))
+  if (flags.json) {
+    ctx.stdout.write(`${JSON.stringify({ logins, dockerCredentials: settings.dockerCredentials, problems }, null, 2)}\n`)
+    return
+  }
+  for (const p of problems) ctx.stderr.write(`dproxy: note: passed over ${p}\n`)
+  if (logins.length === 0) {
+    ctx.stdout.write(only ? `no login for ${only}\n` : 'no logins\n')
+    return
+  }
+  const rows = [['REGISTRY', 'USER', 'SOURCE'], ...logins.map((e) => [e.registry, e.username, e.source])]
+  const widths = [0, 1].map((i) => Math.max(...rows.map((r) => r[i]!.length)) + 2)
+  for (const r of rows) ctx.stdout.write(`${r[0]!.padEnd(widths[0]!)}${r[1]!.padEnd(widths[1]!)}${r[2]}\n`)
 }
 
 export async function logoutCommand(registryArg: string | undefined, flags: LogoutFlags, ctx: CliContext): Promise<void> {
@@ -124,7 +184,7 @@ async function readPassword(input: Input): Promise<string> {
   for await (const chunk of input) {
     const buf = typeof chunk === 'string' ? Buffer.from(chunk) : Buffer.from(chunk)
     total += buf.length
-    if (total > STDIN_CAP) throw new DproxyError('USAGE', `the password on stdin is over ${STDIN_CAP} bytes`)
+    if (total > STDIN_CAP) throw new UsageError(`the password on stdin is over ${STDIN_CAP} bytes`)
     chunks.push(buf)
   }
   return Buffer.concat(chunks).toString('utf8').replace(/\r?\n$/, '')
@@ -150,7 +210,7 @@ function promptLine(input: Input, output: NodeJS.WritableStream, prompt: string,
       if (err) reject(err)
       else resolve(value)
     }
-    const cancelled = () => new DproxyError('USAGE', 'login cancelled')
+    const cancelled = () => new UsageError('login cancelled')
     const onEnd = () => finish(cancelled())
     const onData = (chunk: Buffer | string) => {
       const text = chunk.toString()

@@ -12,6 +12,7 @@ import { readDaemonLock } from '../daemon/lifecycle.js'
 import { DproxyError } from '../errors.js'
 import { followLines, lastLines } from '../logfile.js'
 import type { CliContext } from './program.js'
+import { UsageError } from './fatal.js'
 
 interface LogsFlags {
   follow?: boolean
@@ -34,7 +35,7 @@ export function registerLogsCommand(program: Command, ctx: CliContext): void {
 }
 
 export async function logs(flags: LogsFlags, ctx: CliContext, signal: AbortSignal): Promise<void> {
-  if (!/^\d{1,7}$/.test(flags.lines)) throw new DproxyError('USAGE', `expected --lines to be a number of lines, got '${flags.lines.slice(0, 50)}'`)
+  if (!/^\d{1,7}$/.test(flags.lines)) throw new UsageError(`expected --lines to be a number of lines, got '${flags.lines.slice(0, 50)}'`)
   const settings = resolveSettings({ flags: flags.cacheDir !== undefined ? { cacheDir: flags.cacheDir } : {}, env: ctx.env })
   const lock = await readDaemonLock(settings.cacheDir)
   const file = lock?.info.logFile ?? statePaths(settings.stateDir, settings.cacheDir).logFile

@@ -1,5 +1,6 @@
 // The commander program: one place that lists the commands and turns failures
-// into exit codes (0 ok, 1 failure, 2 usage error). Each command lives in its
+// into exit codes (0 ok, 1 failure, 2 usage error: the FatalError each failure
+// becomes says which, see fatal.ts). Each command lives in its
 // own file and only parses options, calls plain functions and prints; the
 // daemon's core never imports anything from here.
 //
@@ -7,18 +8,14 @@
 // scripts): a command's module graph (undici, the daemon, ink) is loaded only
 // when that command runs. Help and unknown commands load them all.
 
-import { Command, CommanderError } from 'commander'
-import { isDproxyError } from '../errors.js'
+import { Command } from 'commander'
 import { VERSION } from '../version.js'
+import { EXIT_OK, toFatal } from './fatal.js'
 export interface CliContext {
   env: NodeJS.ProcessEnv
   stdout: NodeJS.WritableStream
   stderr: NodeJS.WritableStream
 }
-
-export const EXIT_OK = 0
-export const EXIT_FAILURE = 1
-export const EXIT_USAGE = 2
 
 type Register = (program: Command, ctx: CliContext) => void
 
@@ -77,15 +74,8 @@ export async function runCli(argv: string[], ctx: CliContext): Promise<number> {
     await program.parseAsync(argv, { from: 'user' })
     return EXIT_OK
   } catch (err) {
-    if (err instanceof CommanderError) {
-      if (err.code === 'commander.helpDisplayed' || err.code === 'commander.version' || err.exitCode === 0) return EXIT_OK
-      return EXIT_USAGE
-    }
-    if (isDproxyError(err)) {
-      ctx.stderr.write(`dproxy: ${err.message}\n`)
-      return err.code === 'USAGE' || err.code === 'CONFIG_INVALID' ? EXIT_USAGE : EXIT_FAILURE
-    }
-    ctx.stderr.write(`dproxy: ${err instanceof Error ? err.message : String(err)}\n`)
-    return EXIT_FAILURE
+    const fatal = toFatal(err)
+    if (fatal.message !== '') ctx.stderr.write(`dproxy: ${fatal.message}\n`)
+    return fatal.exitCode
   }
 }

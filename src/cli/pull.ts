@@ -12,15 +12,13 @@
 import type { Command } from 'commander'
 import { resolveSettings } from '../config/settings.js'
 import { describeImage, formatPulls, formatSummary, pullImages, stateWords } from '../control/pull.js'
-import { openCredentialStore } from '../credentials/index.js'
 import { DproxyError } from '../errors.js'
-import { silentLogger } from '../log.js'
 import { hostPlatform, parsePlatforms, type Platform } from '../oci/platform.js'
 import { canonicalReference } from '../oci/reference.js'
 import type { RefusedEvent, Summary, WarmEvent } from '../proxy/warm.js'
-import { storedCredentials } from '../upstream/login.js'
 import type { CliContext } from './program.js'
-import { wantsInteractive } from './status.js'
+import { lazyCredentials, wantsInteractive } from './status.js'
+import { UsageError } from './fatal.js'
 
 export interface PullFlags {
   platform?: string
@@ -56,7 +54,7 @@ export function addPullOptions(cmd: Command): Command {
 function count(value: string | undefined, flag: string, min: number, max: number): number | undefined {
   if (value === undefined) return undefined
   const n = /^\d{1,7}$/.test(value) ? Number(value) : Number.NaN
-  if (!(n >= min && n <= max)) throw new DproxyError('USAGE', `expected ${flag} to be a whole number from ${min} to ${max}, got '${value.slice(0, 50)}'`)
+  if (!(n >= min && n <= max)) throw new UsageError(`expected ${flag} to be a whole number from ${min} to ${max}, got '${value.slice(0, 50)}'`)
   return n
 }
 
@@ -70,14 +68,7 @@ export async function fetchImages(refs: string[], flags: PullFlags, ctx: CliCont
   const maxPulls = count(flags.maxPulls, '--max-pulls', 0, 1_000_000)
   const settings = resolveSettings({ flags: flags.cacheDir !== undefined ? { cacheDir: flags.cacheDir } : {}, env: ctx.env })
   // Opened only when a daemon is started here and a registry asks for a token (it may ask a keychain).
-  let credentialStore: ReturnType<typeof openCredentialStore> | undefined
-  const credentials = storedCredentials(
-    async (registry) => {
-      credentialStore ??= openCredentialStore({ configDir: settings.configDir, env: ctx.env })
-      return (await credentialStore).get(registry)
-    },
-    { log: silentLogger },
-  )
+  const credentials = lazyCredentials(settings.configDir, ctx.env, settings.dockerCredentials)
   const refsUnique = [...new Set(refs)]
   const interactive = !flags.json && wantsInteractive(ctx.stdout, ctx.env)
   const view = interactive ? await (await import('../ui/PullView.js')).startPullView(ctx.stdout) : undefined

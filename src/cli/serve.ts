@@ -3,10 +3,13 @@
 // the daemon, says where it listens and where the cache is, and on a signal
 // lets in-flight responses finish (bounded) before exiting 0.
 
+import { userInfo } from 'node:os'
 import { join } from 'node:path'
 import { Option, type Command } from 'commander'
-import { resolveSettings, type RawSettings } from '../config/settings.js'
+import { resolveSettings } from '../config/settings.js'
 import { lazyCredentialStore } from '../credentials/index.js'
+import { loginFiles } from '../credentials/docker-config.js'
+import { loginLookup } from '../credentials/logins.js'
 import { clientSecretReader, CLIENT_USERNAME, ensureClientSecret } from '../daemon/clientauth.js'
 import { Daemon } from '../daemon/daemon.js'
 import { formatHost } from '../net.js'
@@ -16,6 +19,7 @@ import { LOG_FORMATS, LOG_LEVELS, streamLogger } from '../log.js'
 import { RotatingLogFile } from '../logfile.js'
 import { storedCredentials } from '../upstream/login.js'
 import { detach } from './daemon.js'
+import { flagSettings } from './serve-flags.js'
 import type { CliContext } from './program.js'
 
 interface ServeFlags {
@@ -39,6 +43,8 @@ interface ServeFlags {
   logLevel?: string
   logMaxSize?: string
   metricsAddress?: string
+  /** Commander's value for --no-docker-credentials: false when given, else true. */
+  dockerCredentials?: boolean
 }
 
 export function registerServeCommand(program: Command, ctx: CliContext): void {
@@ -72,6 +78,7 @@ export function registerServeCommand(program: Command, ctx: CliContext): void {
     .addOption(new Option('--log-level <level>', 'least severe lines logged; info logs every manifest and blob request').choices(LOG_LEVELS))
     .option('--log-max-size <size>', "detached: rotate the log file past this size, keeping 3 old ones (default '10MiB')")
     .option('--metrics-address <addr:port>', 'also serve /metrics there, to anyone who can reach it (default: loopback only)')
+    .option('--no-docker-credentials', "use only dproxy login's logins, not docker's or podman's (helpers, config.json, auth.json)")
     .action(async (flags: ServeFlags, cmd: Command) => {
       if (flags.detach) await detach(cmd, ctx)
       else await serve(flags, ctx)
@@ -81,26 +88,7 @@ export function registerServeCommand(program: Command, ctx: CliContext): void {
 export async function serve(flags: ServeFlags, ctx: CliContext): Promise<void> {
   // Only the daemon: a small young generation slows a short command's module loading.
   tuneHeap()
-  const raw: RawSettings = {
-    ...(flags.host !== undefined ? { host: flags.host } : {}),
-    ...(flags.port !== undefined ? { port: flags.port } : {}),
-    ...(flags.cacheDir !== undefined ? { cacheDir: flags.cacheDir } : {}),
-    ...(flags.upstream !== undefined ? { upstreams: flags.upstream } : {}),
-    ...(flags.origin === false ? { noOrigin: true } : {}),
-    ...(flags.chainConnectTimeout !== undefined ? { chainConnectTimeout: flags.chainConnectTimeout } : {}),
-    ...(flags.chainFirstByteTimeout !== undefined ? { chainFirstByteTimeout: flags.chainFirstByteTimeout } : {}),
-    ...(flags.maxAge !== undefined ? { maxAge: flags.maxAge } : {}),
-    ...(flags.auth ? { auth: true } : {}),
-    ...(flags.allowRegistry !== undefined ? { registries: flags.allowRegistry } : {}),
-    ...(flags.refresh !== undefined ? { refresh: flags.refresh } : {}),
-    ...(flags.refreshWindow !== undefined ? { refreshWindow: flags.refreshWindow } : {}),
-    ...(flags.refreshReserve !== undefined ? { refreshReserve: flags.refreshReserve } : {}),
-    ...(flags.logFormat !== undefined ? { logFormat: flags.logFormat } : {}),
-    ...(flags.logLevel !== undefined ? { logLevel: flags.logLevel } : {}),
-    ...(flags.logMaxSize !== undefined ? { logMaxSize: flags.logMaxSize } : {}),
-    ...(flags.metricsAddress !== undefined ? { metricsAddress: flags.metricsAddress } : {}),
-  }
-  const settings = resolveSettings({ flags: raw, env: ctx.env })
+  const settings = resolveSettings({ flags: flagSettings(flags), env: ctx.env })
   const logOptions = { level: settings.logLevel, format: settings.logFormat }
   const { metricsAddress } = settings
   // Detached, the daemon writes its log file itself, to rotate it.
@@ -110,8 +98,15 @@ export async function serve(flags: ServeFlags, ctx: CliContext): Promise<void> {
   // The store opens on the first lookup (a keychain module costs memory); --auth needs it at once.
   const credentialStore = lazyCredentialStore({ configDir: settings.configDir, env: ctx.env, onFallback: (r) => log.warn(r) })
   if (settings.auth) await ensureClientSecret(await credentialStore.open())
+  // After dproxy's own logins, the ones docker and podman keep for this user (this process's HOME, DOCKER_CONFIG, PATH).
+  const logins = loginLookup({
+    store: { get: (registry) => credentialStore.get(registry), kind: async () => (await credentialStore.open()).kind },
+    machine: settings.dockerCredentials,
+    find: { env: ctx.env },
+    onProblem: (registry, problem) => log.warn(`login for ${registry}: passed over ${problem}`),
+  })
   const daemon = await Daemon.start({
-    credentials: storedCredentials((registry) => credentialStore.get(registry), { log }),
+    credentials: storedCredentials(logins, { log }),
     ...(settings.auth ? { clientAuth: { secret: clientSecretReader(await credentialStore.open(), { log }) } } : {}),
     hosts: settings.hosts,
     port: settings.port,
@@ -139,6 +134,12 @@ export async function serve(flags: ServeFlags, ctx: CliContext): Promise<void> {
   for (const registry of Object.keys(settings.upstreams)) {
     const chain = daemon.upstreams.chain(registry).map((e) => e.label)
     ctx.stdout.write(`upstream: ${registry} -> ${chain.join(', then ')}\n`)
+  }
+  if (settings.dockerCredentials) {
+    // The daemon reads the files of the user it runs as: under root (a system service), root's, not the desktop user's.
+    const who = userInfo().username
+    const root = process.getuid?.() === 0 ? " (running as root: root's files, not a desktop user's)" : ''
+    ctx.stdout.write(`logins: dproxy login, then docker's and podman's of ${who}: ${loginFiles(ctx.env).docker}${root}\n`)
   }
   if (settings.auth) ctx.stdout.write(`client auth: required (user ${CLIENT_USERNAME}; dproxy env prints the password)\n`)
   for (const a of daemon.listening) ctx.stdout.write(`dproxy listening on http://${formatHost(a.host)}:${a.port}\n`)

@@ -10,8 +10,8 @@
 import { createInterface } from 'node:readline/promises'
 import { resolve } from 'node:path'
 import type { Command } from 'commander'
-import { DproxyError } from '../errors.js'
 import type { CliContext } from './program.js'
+import { UsageError } from './fatal.js'
 
 export interface SetupCommandContext extends CliContext {
   /** Where the confirmation is read from; default process.stdin. */
@@ -87,7 +87,7 @@ export async function setupCommand(args: string[], flags: SetupFlags, ctx: Setup
 
   const known = [...TARGETS, ...VM_TARGETS] as readonly string[]
   const unknown = args.filter((a) => !known.includes(a))
-  if (unknown.length > 0) throw new DproxyError('USAGE', `unknown target ${unknown.join(', ')} (known: ${known.join(', ')})`)
+  if (unknown.length > 0) throw new UsageError(`unknown target ${unknown.join(', ')} (known: ${known.join(', ')})`)
   const { address, running } = await clientAddress(settings)
   const registries = setupRegistries(flags.registries, settings.upstreams)
   const vms = args.filter((a): a is (typeof VM_TARGETS)[number] => (VM_TARGETS as readonly string[]).includes(a))
@@ -142,10 +142,10 @@ export async function setupCommand(args: string[], flags: SetupFlags, ctx: Setup
   }
   if (!flags.yes) {
     if ((ctx.stdin ?? process.stdin).isTTY !== true) {
-      throw new DproxyError('USAGE', 'not a terminal: pass --yes to apply these changes (or --dry-run to only show them)')
+      throw new UsageError('not a terminal: pass --yes to apply these changes (or --dry-run to only show them)')
     }
     if (!(await confirm(ctx, `Apply these changes to ${changes.length} file(s)? [y/N] `))) {
-      throw new DproxyError('USAGE', 'nothing changed')
+      throw new UsageError('nothing changed')
     }
   }
   await setup.applySetup(plans, options, settings.stateDir)

@@ -18,6 +18,7 @@ import type { Command } from 'commander'
 import { resolveSettings } from '../config/settings.js'
 import { formatBytes } from '../config/units.js'
 import { openCredentialStore, type CredentialStore } from '../credentials/index.js'
+import { loginLookup } from '../credentials/logins.js'
 import { silentLogger } from '../log.js'
 import {
   collectStatus,
@@ -37,14 +38,16 @@ import type { RequestRecord } from '../daemon/events.js'
 import type { Snapshot } from '../daemon/event-stream.js'
 import type { StreamEvent } from '../control/events.js'
 
-/** The credential store is opened only if the probe really needs a token (it may ask a keychain). */
-export function lazyCredentials(configDir: string, env: NodeJS.ProcessEnv): CredentialSource {
+/**
+ * The credential store is opened only if the probe really needs a token (it
+ * may ask a keychain); docker's and podman's logins come after it, as in the
+ * daemon, unless `machine` is false (dockerCredentials).
+ */
+export function lazyCredentials(configDir: string, env: NodeJS.ProcessEnv, machine = true): CredentialSource {
   let store: Promise<CredentialStore> | undefined
+  const open = () => (store ??= openCredentialStore({ configDir, env }))
   return storedCredentials(
-    async (registry) => {
-      store ??= openCredentialStore({ configDir, env })
-      return (await store).get(registry)
-    },
+    loginLookup({ store: { get: async (registry) => (await open()).get(registry), kind: async () => (await open()).kind }, machine, find: { env } }),
     { log: silentLogger },
   )
 }
@@ -151,7 +154,7 @@ export function registerStatusCommand(program: Command, ctx: CliContext): void {
       const snapshot = await collectStatus({
         cacheDir: settings.cacheDir,
         upstreams: settings.upstreams,
-        credentials: lazyCredentials(settings.configDir, ctx.env),
+        credentials: lazyCredentials(settings.configDir, ctx.env, settings.dockerCredentials),
         probe: flags.probe,
       })
       if (flags.json) {
@@ -182,14 +185,16 @@ async function watchDaemon(flags: Pick<StatusFlags, 'json' | 'cacheDir'>, ctx: C
   process.once('SIGINT', stop)
   process.once('SIGTERM', stop)
   const { daemonEvents } = await import('../control/events.js')
+  const { AdminClient } = await import('../control/admin-client.js')
+  const client = new AdminClient(lock.info.url)
   try {
     if (!flags.json && wantsInteractive(ctx.stdout, ctx.env)) {
       const { watchLive } = await import('../ui/WatchView.js')
       const stdin = (ctx as CliContext & { stdin?: NodeJS.ReadableStream }).stdin ?? process.stdin
-      await watchLive({ events: daemonEvents(lock.info.url, controller.signal), source: lock.info.url, onQuit: stop, stdout: ctx.stdout, stdin })
+      await watchLive({ events: daemonEvents(client, controller.signal), source: lock.info.url, onQuit: stop, stdout: ctx.stdout, stdin })
       return
     }
-    for await (const e of daemonEvents(lock.info.url, controller.signal)) {
+    for await (const e of daemonEvents(client, controller.signal)) {
       if (flags.json) ctx.stdout.write(`${JSON.stringify(e)}\n`)
       else for (const line of describeEvent(e)) ctx.stdout.write(`${line}\n`)
     }

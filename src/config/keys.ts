@@ -14,7 +14,7 @@ import { parseDuration, parseSize } from './units.js'
 import { parseRegistryHost } from '../oci/registry-host.js'
 import { LOG_FORMATS, LOG_LEVELS, type LogFormat, type LogLevel } from '../log.js'
 
-export const settingKeys = ['host', 'port', 'cacheDir', 'upstreams', 'noOrigin', 'chainConnectTimeout', 'chainFirstByteTimeout', 'maxAge', 'maxSize', 'ttl', 'auth', 'registries', 'refresh', 'refreshWindow', 'refreshReserve', 'logFormat', 'logLevel', 'logMaxSize', 'metricsAddress'] as const
+export const settingKeys = ['host', 'port', 'cacheDir', 'upstreams', 'noOrigin', 'chainConnectTimeout', 'chainFirstByteTimeout', 'maxAge', 'maxSize', 'ttl', 'auth', 'registries', 'refresh', 'refreshWindow', 'refreshReserve', 'logFormat', 'logLevel', 'logMaxSize', 'metricsAddress', 'dockerCredentials'] as const
 export type SettingKey = (typeof settingKeys)[number]
 
 /** What `dproxy config` shows for each key: an example value and one line of help. */
@@ -41,6 +41,7 @@ export const settingHelp: Record<SettingKey, { example: string; description: str
   logLevel: { example: 'debug', description: 'least severe lines logged: error, warn, info (every manifest and blob request) or debug' },
   logMaxSize: { example: '10MiB', description: 'detached: rotate the log file past this size, keeping 3 old ones' },
   metricsAddress: { example: '127.0.0.1:9464', description: 'also serve /metrics there, to anyone who can reach it' },
+  dockerCredentials: { example: 'false', description: "use docker's and podman's logins (credential helpers, config.json, auth.json) after dproxy login's" },
 }
 
 /** The pair of loopback addresses that 'localhost' and 'loopback' stand for. */
@@ -327,6 +328,7 @@ export function checkSetting(key: SettingKey, value: string, env: NodeJS.Process
       parseSize(value, key)
       return
     case 'auth':
+    case 'dockerCredentials':
       parseBoolean(value, key)
       return
     case 'registries':

@@ -81,6 +81,8 @@ export interface Settings {
   logMaxBytes: number
   /** Where /metrics is also served, to anyone; undefined: loopback only, on the daemon's own listeners. */
   metricsAddress: { host: string; port: number } | undefined
+  /** Default true: logins docker and podman stored are used after dproxy's own. */
+  dockerCredentials: boolean
   configDir: string
   stateDir: string
 }
@@ -106,6 +108,7 @@ export interface RawSettings {
   logLevel?: string
   logMaxSize?: string
   metricsAddress?: string
+  dockerCredentials?: string | boolean
 }
 
 /** The environment variable for each setting. */
@@ -129,6 +132,7 @@ export const settingEnvVars: Record<SettingKey, string> = {
   logLevel: 'DPROXY_LOG_LEVEL',
   logMaxSize: 'DPROXY_LOG_MAX_SIZE',
   metricsAddress: 'DPROXY_METRICS_ADDRESS',
+  dockerCredentials: 'DPROXY_DOCKER_CREDENTIALS',
 }
 
 /** The flag each setting is expected to be given by; used only to say where a bad value came from. */
@@ -152,6 +156,7 @@ const flagNames: Record<SettingKey, string> = {
   logLevel: '--log-level',
   logMaxSize: '--log-max-size',
   metricsAddress: '--metrics-address',
+  dockerCredentials: '--no-docker-credentials',
 }
 
 export const defaultPort = 5000
@@ -254,6 +259,7 @@ export function resolveSettings(
   const noOrigin = pick('noOrigin', (v) =>
     noOriginFrom(typeof v === 'boolean' ? v : Array.isArray(v) ? v.map(text) : text(v)),
   )
+  const dockerCredentials = pick('dockerCredentials', (v) => parseBoolean(typeof v === 'boolean' ? v : text(v), 'dockerCredentials'))
 
   // Lowest layer first so that higher layers overwrite per registry.
   const upstreams: Record<string, string[]> = {}
@@ -282,6 +288,7 @@ export function resolveSettings(
     logLevel: logLevel ?? 'info',
     logMaxBytes: logMaxBytes ?? DEFAULT_LOG_MAX_BYTES,
     metricsAddress,
+    dockerCredentials: dockerCredentials ?? true,
     configDir: configDir(env, platform),
     stateDir: stateDir(env, platform),
   }
@@ -329,6 +336,7 @@ export function effectiveSetting(
     logFormat: 'text',
     logLevel: 'info',
     logMaxSize: '10MiB',
+    dockerCredentials: 'true',
   }
   return { key, value: defaults[key] ?? '', source: 'default' }
 }

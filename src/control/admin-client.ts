@@ -1,6 +1,6 @@
 // The one way the CLI talks to a running daemon: its admin endpoints under
 // /_dproxy/ (status, doctor's probe nonces, cache clear, prune and import,
-// pull). The daemon is found through the cache dir's daemon.json, which names
+// pull, the event stream). The admin URLs the CLI uses are written here. The daemon is found through the cache dir's daemon.json, which names
 // its pid and a loopback base URL; it counts as found only when the status
 // endpoint answers as that pid, so a stale file or a reused pid is never
 // talked to.
@@ -18,6 +18,7 @@ import { join } from 'node:path'
 import { DproxyError, type ErrorCode } from '../errors.js'
 import { isLoopbackHost } from '../net.js'
 import type { StatusReport } from '../daemon/admin.js'
+import type { EvictionSummary, PruneSummary } from '../store/evict.js'
 import { ADMIN_TOKEN_FILE, ADMIN_TOKEN_HEADER, readAdminToken } from '../daemon/guard.js'
 import { readDaemonLock, type DaemonInfo } from '../daemon/lifecycle.js'
 import type { ProbeHit } from '../proxy/probe.js'
@@ -28,6 +29,8 @@ const MAX_LINE = 1024 * 1024
 const CARRIED_CODES: readonly ErrorCode[] = ['ARCHIVE_INVALID', 'CACHE_LOCKED']
 /** How much of an error body becomes the message. */
 const MAX_ERROR_TEXT = 2000
+/** Scanning a large cache takes a while; the daemon answers when it is done. */
+const CACHE_TIMEOUT_MS = 600_000
 
 export interface AdminClientOptions {
   /** The secret for mutating requests, when the caller holds it (a daemon it started itself). */
@@ -43,6 +46,23 @@ export interface CallOptions {
   upload?: { content: AsyncIterable<Uint8Array>; contentType: string }
   /** Bound on the whole call; none by default (a prune of a large cache takes a while). */
   timeoutMs?: number
+  /** Ends the call (and a body being read) early. */
+  signal?: AbortSignal
+}
+
+/** What `DELETE /_dproxy/cache` removes: the values as the user typed them (the daemon checks them too). */
+export interface ClearQuery {
+  image?: string
+  olderThan?: string
+  unusedFor?: string
+  dryRun?: boolean
+}
+
+/** What `POST /_dproxy/cache/prune` evicts to: both limits (0 = none), so the daemon's own settings add none. */
+export interface PruneQuery {
+  maxSizeBytes: number
+  ttlMs: number
+  dryRun?: boolean
 }
 
 export class AdminClient {
@@ -60,6 +80,30 @@ export class AdminClient {
   async probeHits(nonce: string, timeoutMs = 5000): Promise<ProbeHit[]> {
     const answer = await this.quietGet<{ hits: ProbeHit[] }>(`/_dproxy/probe/${encodeURIComponent(nonce)}`, timeoutMs)
     return answer?.hits ?? []
+  }
+
+  /** DELETE /_dproxy/cache: clears what `q` selects (everything when it selects nothing). */
+  async clearCache(q: ClearQuery): Promise<EvictionSummary> {
+    const params = new URLSearchParams()
+    if (q.image !== undefined) params.set('image', q.image)
+    if (q.olderThan !== undefined) params.set('olderThan', q.olderThan)
+    if (q.unusedFor !== undefined) params.set('unusedFor', q.unusedFor)
+    if (q.dryRun) params.set('dryRun', '1')
+    return this.call<EvictionSummary>('DELETE', `/_dproxy/cache?${params}`, { timeoutMs: CACHE_TIMEOUT_MS })
+  }
+
+  /** POST /_dproxy/cache/prune: evicts least recently used images until the cache fits `q`. */
+  async pruneCache(q: PruneQuery): Promise<PruneSummary> {
+    const params = new URLSearchParams({ maxSize: String(q.maxSizeBytes), ttl: `${q.ttlMs}ms` })
+    if (q.dryRun) params.set('dryRun', '1')
+    return this.call<PruneSummary>('POST', `/_dproxy/cache/prune?${params}`, { timeoutMs: CACHE_TIMEOUT_MS })
+  }
+
+  /** GET /_dproxy/events: the body of the Server-Sent Events stream (control/events.ts reads it), until `signal` aborts. */
+  async eventStream(signal: AbortSignal): Promise<AsyncIterable<Uint8Array>> {
+    const res = await this.send('GET', '/_dproxy/events', 'text/event-stream', { signal })
+    if (!res.body) throw new DproxyError('INTERNAL', `the daemon at ${this.base} sent no body for its events`)
+    return res.body as unknown as AsyncIterable<Uint8Array>
   }
 
   /** One request answered with JSON; anything but a 200 throws with the daemon's message. */
@@ -96,6 +140,7 @@ export class AdminClient {
     }
     if (opts.body !== undefined) headers['content-type'] = 'application/json'
     if (opts.upload !== undefined) headers['content-type'] = opts.upload.contentType
+    const signal = signalOf(opts)
     let res: Response
     try {
       res = await fetch(`${this.base}${path}`, {
@@ -103,7 +148,7 @@ export class AdminClient {
         headers,
         ...(opts.body !== undefined ? { body: JSON.stringify(opts.body) } : {}),
         ...(opts.upload !== undefined ? { body: ReadableStream.from(opts.upload.content), duplex: 'half' } : {}),
-        ...(opts.timeoutMs !== undefined ? { signal: AbortSignal.timeout(opts.timeoutMs) } : {}),
+        ...(signal !== undefined ? { signal } : {}),
       })
     } catch (err) {
       throw new DproxyError('INTERNAL', `the daemon at ${this.base} did not answer: ${err instanceof Error ? err.message : String(err)}`, {
@@ -178,6 +223,12 @@ export async function owningDaemon(cacheDir: string, stateDir: string | undefine
     )
   }
   return undefined
+}
+
+function signalOf(opts: CallOptions): AbortSignal | undefined {
+  const timeout = opts.timeoutMs !== undefined ? AbortSignal.timeout(opts.timeoutMs) : undefined
+  if (timeout && opts.signal) return AbortSignal.any([timeout, opts.signal])
+  return timeout ?? opts.signal
 }
 
 async function* lines(body: ReadableStream<Uint8Array>): AsyncGenerator<string> {

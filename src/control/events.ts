@@ -1,8 +1,8 @@
 // The CLI side of the daemon's event stream (daemon/event-stream.ts): reads
-// GET /_dproxy/events as Server-Sent Events and yields each event parsed.
-// A loopback call to our own daemon, so it uses the runtime's fetch.
+// GET /_dproxy/events (through AdminClient, like every admin call) as
+// Server-Sent Events and yields each event parsed.
 
-import { DproxyError } from '../errors.js'
+import type { AdminClient } from './admin-client.js'
 
 export interface StreamEvent {
   event: string
@@ -10,21 +10,18 @@ export interface StreamEvent {
 }
 
 /** Yields the daemon's events until `signal` aborts or the daemon ends the stream. */
-export async function* daemonEvents(baseUrl: string, signal: AbortSignal): AsyncGenerator<StreamEvent> {
-  let res: Response
+export async function* daemonEvents(client: AdminClient, signal: AbortSignal): AsyncGenerator<StreamEvent> {
+  let body: AsyncIterable<Uint8Array>
   try {
-    res = await fetch(`${baseUrl}/_dproxy/events`, { signal, headers: { accept: 'text/event-stream' } })
+    body = await client.eventStream(signal)
   } catch (err) {
     if (signal.aborted) return
-    throw new DproxyError('UPSTREAM_UNAVAILABLE', `cannot read the daemon's events at ${baseUrl}: ${(err as Error).message}`, { cause: err })
-  }
-  if (res.status !== 200 || !res.body) {
-    throw new DproxyError('UPSTREAM_UNAVAILABLE', `the daemon at ${baseUrl} answered HTTP ${res.status} for its events`)
+    throw err
   }
   const decoder = new TextDecoder()
   let buffered = ''
   try {
-    for await (const chunk of res.body) {
+    for await (const chunk of body) {
       buffered += decoder.decode(chunk, { stream: true })
       let end: number
       while ((end = buffered.indexOf('\n\n')) >= 0) {

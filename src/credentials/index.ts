@@ -21,7 +21,7 @@ import type { Credential, CredentialStore } from './credential.js'
 import { FileCredentialStore } from './file.js'
 import { KeychainCredentialStore, loadKeychain, probeKeychain, type KeychainBackend } from './keychain.js'
 
-export type { Credential, CredentialStore } from './credential.js'
+export { CLIENT_SECRET_KEY, type Credential, type CredentialStore } from './credential.js'
 export { FileCredentialStore, credentialsFileName } from './file.js'
 export { KeychainCredentialStore, keychainService, type KeychainBackend, type Keytar } from './keychain.js'
 

@@ -43,6 +43,7 @@ export function requestLine(r: RequestRecord): string {
     r.cache ?? '-',
     `upstream=${upstreamText(r)}`,
     JSON.stringify(r.userAgent ?? ''),
+    ...(r.error !== undefined ? [`error=${JSON.stringify(r.error)}`] : []),
   ].join(' ')
 }
 
@@ -61,6 +62,7 @@ function requestFields(r: RequestRecord): Record<string, unknown> {
     upstreamEndpoint: r.upstreamEndpoint ?? null,
     userAgent: r.userAgent ?? null,
     ...(r.image !== undefined ? { image: r.image } : {}),
+    ...(r.error !== undefined ? { error: r.error } : {}),
   }
 }
 

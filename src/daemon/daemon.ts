@@ -16,6 +16,7 @@ import type { AddressInfo, Socket } from 'node:net'
 import { systemClock, type Clock } from '../clock.js'
 import { DproxyError } from '../errors.js'
 import { silentLogger, type Logger } from '../log.js'
+import { diskSpace } from '../fs.js'
 import { BlobProxy, type BlobUpstreams } from '../proxy/blobs.js'
 import { newCounters, type Counters } from '../proxy/counters.js'
 import { ManifestProxy, type ManifestUpstreams } from '../proxy/manifests.js'
@@ -114,6 +115,18 @@ export interface ListenAddress {
   port: number
 }
 
+/** A daemon reachable from other machines must authenticate its clients (also checked by `dproxy start` before it detaches). */
+export function refuseExposureWithoutAuth(hosts: readonly string[], clientAuth: boolean): void {
+  const exposed = exposedHosts(hosts)
+  if (exposed.length > 0 && !clientAuth) {
+    throw new DproxyError(
+      'USAGE',
+      `listening on ${exposed.map(formatHost).join(', ')} lets other machines use this cache, so clients must authenticate: ` +
+        'pass --auth (or dproxy config set auth true) and give clients the values of dproxy env',
+    )
+  }
+}
+
 export class Daemon {
   readonly startedAt: number
   private readonly servers: Server[] = []
@@ -186,14 +199,7 @@ export class Daemon {
   }
 
   static async start(options: DaemonOptions): Promise<Daemon> {
-    const exposed = exposedHosts(options.hosts ?? DEFAULT_HOSTS)
-    if (exposed.length > 0 && !options.clientAuth) {
-      throw new DproxyError(
-        'USAGE',
-        `listening on ${exposed.map(formatHost).join(', ')} lets other machines use this cache, so clients must authenticate: ` +
-          'pass --auth (or dproxy config set auth true) and give clients the values of dproxy env',
-      )
-    }
+    refuseExposureWithoutAuth(options.hosts ?? DEFAULT_HOSTS, options.clientAuth !== undefined)
     connectionLimits(options) // refused before anything is taken
     const clock = options.clock ?? systemClock
     const log = options.log ?? silentLogger
@@ -239,7 +245,17 @@ export class Daemon {
     const counters = newCounters()
     const cache = options.store ?? store
     const upstream = options.upstream ?? upstreams
-    const blobs = new BlobProxy({ store: cache, upstreams: upstream, counters, log })
+    const blobs: BlobProxy = new BlobProxy({
+      store: cache,
+      upstreams: upstream,
+      counters,
+      log,
+      clock,
+      // A disk that fills up mid-download: eviction first, and how much room there is (the file store only).
+      ...(cache === store
+        ? { makeRoom: (): Promise<number> => daemon.maintenance.makeRoom(), freeBytes: async () => (await diskSpace(store.root))?.free }
+        : {}),
+    })
     const manifests = new ManifestProxy({ store: cache, upstreams: upstream, counters, clock, log, maxAgeMs: options.maxAgeMs ?? 0 })
     const daemon: Daemon = new Daemon(options, store, upstreams, blobs, manifests, counters, clock, log, events)
     daemon.lock = lock

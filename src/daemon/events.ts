@@ -30,6 +30,8 @@ export interface RequestRecord {
   upstreamEndpoint?: string
   image?: string
   userAgent?: string
+  /** The error message sent, for an error answer. */
+  error?: string
 }
 
 export interface DaemonEventMap {

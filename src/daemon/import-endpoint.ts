@@ -1,6 +1,6 @@
 // POST /_dproxy/cache/import[?force=1]: `dproxy cache import` when a daemon
 // holds the cache. The body is the archive itself, streamed into the same
-// verifying import the CLI runs on its own (store/oci-archive.ts), in the
+// verifying import the CLI runs on its own (store/archive-import.ts), in the
 // maintenance queue (maintenance.ts says why). admin.ts routes it here after
 // its checks: loopback client, this machine's Host, no foreign Origin, the
 // admin token.
@@ -21,7 +21,7 @@ import type { IncomingMessage, ServerResponse } from 'node:http'
 import { formatBytes } from '../config/units.js'
 import { DproxyError } from '../errors.js'
 import { diskSpace } from '../fs.js'
-import type { ImportSummary } from '../store/oci-archive.js'
+import type { ImportSummary } from '../store/archive-import.js'
 import type { Store } from '../store/store.js'
 import { liftBodyDeadline } from './body-deadline.js'
 import type { CacheMaintenance } from './maintenance.js'

@@ -30,7 +30,7 @@ import { DproxyError } from '../errors.js'
 import type { Logger } from '../log.js'
 import type { Counters } from '../proxy/counters.js'
 import { clearCache, prune, type ClearFilter, type EvictionSummary, type PruneSummary } from '../store/evict.js'
-import { importArchive, type ImportOptions, type ImportSummary } from '../store/oci-archive.js'
+import { importArchive, type ImportOptions, type ImportSummary } from '../store/archive-import.js'
 import type { Store } from '../store/store.js'
 
 export interface MaintenanceOptions {
@@ -62,32 +62,33 @@ export class CacheMaintenance {
   private lastSizePrune = Number.NEGATIVE_INFINITY
   private gap: number
   private importing = false
+  private makingRoom: Promise<number> | undefined
   /** What the configured limits evicted since the start (metrics). */
   readonly evicted = { images: 0, bytes: 0 }
 
-  constructor(private readonly o: MaintenanceOptions) {
-    this.gap = o.minGapMs ?? 30_000
+  constructor(private readonly options: MaintenanceOptions) {
+    this.gap = options.minGapMs ?? 30_000
   }
 
   get limited(): boolean {
-    return this.o.maxSizeBytes !== undefined || this.o.ttlMs !== undefined
+    return this.options.maxSizeBytes !== undefined || this.options.ttlMs !== undefined
   }
 
   /** Starts enforcing the limits (nothing to do without any). */
   start(): void {
     if (!this.limited || this.stopped) return
     void this.autoPrune()
-    this.timer = setInterval(() => void this.autoPrune(), this.o.intervalMs ?? PRUNE_INTERVAL_MS)
+    this.timer = setInterval(() => void this.autoPrune(), this.options.intervalMs ?? PRUNE_INTERVAL_MS)
     this.timer.unref()
   }
 
   /** Cheap, synchronous: prunes in the background when downloads may have pushed the cache over its size. */
   check(): void {
-    const max = this.o.maxSizeBytes
+    const max = this.options.maxSizeBytes
     if (max === undefined || this.stopped || this.running || !this.known) return
-    const estimate = this.known.bytes + (this.o.counters.bytesFromUpstream - this.known.upstream)
-    if (estimate <= max || this.o.clock.now() - this.lastSizePrune < this.gap) return
-    this.lastSizePrune = this.o.clock.now()
+    const estimate = this.known.bytes + (this.options.counters.bytesFromUpstream - this.known.upstream)
+    if (estimate <= max || this.options.clock.now() - this.lastSizePrune < this.gap) return
+    this.lastSizePrune = this.options.clock.now()
     void this.autoPrune()
   }
 
@@ -95,22 +96,22 @@ export class CacheMaintenance {
   autoPrune(): Promise<PruneSummary | undefined> {
     if (!this.limited || this.stopped) return Promise.resolve(undefined)
     this.running ??= this.exclusive(async () => {
-      const upstream = this.o.counters.bytesFromUpstream
-      const downloading = () => (this.o.downloading?.() ?? 0) > 0
+      const upstream = this.options.counters.bytesFromUpstream
+      const downloading = () => (this.options.downloading?.() ?? 0) > 0
       const busy = downloading()
-      const summary = await prune(this.o.store, {
-        ...(this.o.maxSizeBytes !== undefined ? { maxSizeBytes: this.o.maxSizeBytes } : {}),
-        ...(this.o.ttlMs !== undefined ? { ttlMs: this.o.ttlMs } : {}),
-        keepUsedWithinMs: this.o.keepUsedWithinMs ?? PRUNE_INTERVAL_MS,
+      const summary = await prune(this.options.store, {
+        ...(this.options.maxSizeBytes !== undefined ? { maxSizeBytes: this.options.maxSizeBytes } : {}),
+        ...(this.options.ttlMs !== undefined ? { ttlMs: this.options.ttlMs } : {}),
+        keepUsedWithinMs: this.options.keepUsedWithinMs ?? PRUNE_INTERVAL_MS,
       })
       const exact = !busy && !downloading()
       this.known = { bytes: summary.remainingBytes, upstream: exact ? upstream : (this.known?.upstream ?? 0) }
-      const minGap = this.o.minGapMs ?? 30_000
-      this.gap = summary.bytes > 0 ? minGap : Math.min(this.gap * 2, Math.max(minGap, this.o.intervalMs ?? PRUNE_INTERVAL_MS))
+      const minGap = this.options.minGapMs ?? 30_000
+      this.gap = summary.bytes > 0 ? minGap : Math.min(this.gap * 2, Math.max(minGap, this.options.intervalMs ?? PRUNE_INTERVAL_MS))
       this.evicted.images += summary.images.length
       this.evicted.bytes += summary.bytes
       if (summary.bytes > 0 || summary.tags > 0) {
-        this.o.log.info(
+        this.options.log.info(
           `evicted ${summary.images.length} image(s), ${summary.orphans} unreferenced file(s): ` +
             `${formatBytes(summary.bytes)} freed, cache now ${formatBytes(summary.remainingBytes)}`,
         )
@@ -118,7 +119,7 @@ export class CacheMaintenance {
       return summary
     })
       .catch((err: unknown) => {
-        this.o.log.warn(`cache eviction failed: ${err instanceof Error ? err.message : String(err)}`)
+        this.options.log.warn(`cache eviction failed: ${err instanceof Error ? err.message : String(err)}`)
         return undefined
       })
       .finally(() => {
@@ -127,14 +128,49 @@ export class CacheMaintenance {
     return this.running
   }
 
+  /**
+   * A download found the disk full: evicts now what the configured limits
+   * allow and every unreferenced file not used within `keepUsedWithinMs`, and
+   * resolves to the bytes freed. Concurrent askers share one run; during an
+   * import (which may take long, and whose blobs are unreferenced until it
+   * ends) it frees nothing.
+   */
+  makeRoom(): Promise<number> {
+    if (this.stopped || this.importing) return Promise.resolve(0)
+    this.makingRoom ??= this.exclusive(async () => {
+      const summary = await prune(this.options.store, {
+        ...(this.options.maxSizeBytes !== undefined ? { maxSizeBytes: this.options.maxSizeBytes } : {}),
+        ...(this.options.ttlMs !== undefined ? { ttlMs: this.options.ttlMs } : {}),
+        orphans: true,
+        keepUsedWithinMs: this.options.keepUsedWithinMs ?? PRUNE_INTERVAL_MS,
+      })
+      this.evicted.images += summary.images.length
+      this.evicted.bytes += summary.bytes
+      const freed = summary.bytes + summary.tempBytes
+      this.options.log.info(
+        `cache disk full: evicted ${summary.images.length} image(s), ${summary.orphans} unreferenced file(s), ` +
+          `${summary.tempFiles} abandoned temp file(s): ${formatBytes(freed)} freed`,
+      )
+      return freed
+    })
+      .catch((err: unknown) => {
+        this.options.log.warn(`making room on the cache disk failed: ${err instanceof Error ? err.message : String(err)}`)
+        return 0
+      })
+      .finally(() => {
+        this.makingRoom = undefined
+      })
+    return this.makingRoom
+  }
+
   /** `dproxy cache clear` through the daemon. */
   clear(filter: ClearFilter, dryRun: boolean): Promise<EvictionSummary> {
-    return this.exclusive(() => clearCache(this.o.store, filter, { dryRun }))
+    return this.exclusive(() => clearCache(this.options.store, filter, { dryRun }))
   }
 
   /** `dproxy cache prune` through the daemon: explicit limits, or the configured ones. */
   prune(opts: { maxSizeBytes?: number; ttlMs?: number; dryRun?: boolean }): Promise<PruneSummary> {
-    return this.exclusive(() => prune(this.o.store, { ...opts, keepUsedWithinMs: 0 }))
+    return this.exclusive(() => prune(this.options.store, { ...opts, keepUsedWithinMs: 0 }))
   }
 
   /** `dproxy cache import` through the daemon: never next to a clear, a prune or another import. */
@@ -142,7 +178,7 @@ export class CacheMaintenance {
     if (this.importing) throw new DproxyError('CACHE_LOCKED', 'another import into this cache is in progress: try again when it is done')
     this.importing = true
     try {
-      return await this.exclusive(() => importArchive(this.o.store, input, opts))
+      return await this.exclusive(() => importArchive(this.options.store, input, opts))
     } finally {
       this.importing = false
     }

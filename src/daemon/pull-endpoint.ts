@@ -38,16 +38,16 @@ export interface PullRequest {
 /** Checks a request body; USAGE errors say which field is wrong. */
 export function parsePullRequest(body: unknown): PullRequest {
   if (body === null || typeof body !== 'object' || Array.isArray(body)) throw usage('the body must be a JSON object')
-  const o = body as Record<string, unknown>
-  for (const key of Object.keys(o)) {
+  const fields = body as Record<string, unknown>
+  for (const key of Object.keys(fields)) {
     if (!['images', 'platforms', 'jobs', 'maxPulls', 'dryRun'].includes(key)) throw usage(`unknown field '${key.slice(0, 50)}'`)
   }
-  if (!Array.isArray(o.images) || o.images.length === 0 || o.images.length > MAX_IMAGES) {
+  if (!Array.isArray(fields.images) || fields.images.length === 0 || fields.images.length > MAX_IMAGES) {
     throw usage(`images must be a list of 1 to ${MAX_IMAGES} references`)
   }
   const images: string[] = []
   const imagePlatforms = new Map<string, Platform[]>()
-  for (const entry of o.images as unknown[]) {
+  for (const entry of fields.images as unknown[]) {
     if (typeof entry === 'string') {
       images.push(entry)
       continue
@@ -62,23 +62,23 @@ export function parsePullRequest(body: unknown): PullRequest {
     imagePlatforms.set(e.image, [...(imagePlatforms.get(e.image) ?? []), ...own])
   }
   let platforms: PlatformChoice
-  if (o.platforms === undefined) platforms = { kind: 'list', platforms: [hostPlatform()] }
-  else if (o.platforms === 'all') platforms = { kind: 'all' }
+  if (fields.platforms === undefined) platforms = { kind: 'list', platforms: [hostPlatform()] }
+  else if (fields.platforms === 'all') platforms = { kind: 'all' }
   else {
-    const list = platformList(o.platforms)
+    const list = platformList(fields.platforms)
     if (!list) throw usage("platforms must be 'all' or a list like [\"linux/amd64\"]")
     platforms = { kind: 'list', platforms: list }
   }
   const int = (key: string, min: number, max: number): number | undefined => {
-    const v = o[key]
+    const v = fields[key]
     if (v === undefined) return undefined
     if (typeof v !== 'number' || !Number.isInteger(v) || v < min || v > max) throw usage(`${key} must be a whole number from ${min} to ${max}`)
     return v
   }
   const jobs = int('jobs', 1, MAX_JOBS) ?? 4
   const maxPulls = int('maxPulls', 0, 1_000_000)
-  if (o.dryRun !== undefined && typeof o.dryRun !== 'boolean') throw usage('dryRun must be true or false')
-  return { images: [...new Set(images)], imagePlatforms, platforms, jobs, ...(maxPulls !== undefined ? { maxPulls } : {}), dryRun: o.dryRun === true }
+  if (fields.dryRun !== undefined && typeof fields.dryRun !== 'boolean') throw usage('dryRun must be true or false')
+  return { images: [...new Set(images)], imagePlatforms, platforms, jobs, ...(maxPulls !== undefined ? { maxPulls } : {}), dryRun: fields.dryRun === true }
 }
 
 /** 1 to MAX_PLATFORMS platforms (a bad one throws parsePlatform's USAGE), or undefined when `value` is no such list. */

@@ -70,7 +70,7 @@ export class Refresher {
 
   constructor(
     private readonly deps: RefresherDeps,
-    private readonly o: RefreshOptions,
+    private readonly options: RefreshOptions,
   ) {}
 
   start(): void {
@@ -79,9 +79,9 @@ export class Refresher {
 
   status(): RefreshStatus {
     return {
-      intervalSeconds: this.o.intervalMs / 1000,
-      windowSeconds: this.o.windowMs / 1000,
-      reserve: this.o.reserve,
+      intervalSeconds: this.options.intervalMs / 1000,
+      windowSeconds: this.options.windowMs / 1000,
+      reserve: this.options.reserve,
       running: this.current !== undefined,
       lastRun: this.last,
       nextRun: this.next === null ? null : new Date(this.next).toISOString(),
@@ -97,7 +97,7 @@ export class Refresher {
 
   private schedule(): void {
     if (this.stopped) return
-    this.next = this.deps.clock.now() + this.o.intervalMs
+    this.next = this.deps.clock.now() + this.options.intervalMs
     this.timer = setTimeout(() => {
       this.next = null
       this.current = this.runOnce()
@@ -107,7 +107,7 @@ export class Refresher {
           this.current = undefined
           this.schedule()
         })
-    }, this.o.intervalMs)
+    }, this.options.intervalMs)
     this.timer.unref()
   }
 
@@ -116,12 +116,12 @@ export class Refresher {
     const { store, warmer, rateLimits, clock, log } = this.deps
     const run: RefreshRun = { startedAt: new Date(clock.now()).toISOString(), finishedAt: null, checked: 0, refreshed: 0, upToDate: 0, failed: 0, paused: 0 }
     this.last = run
-    const since = clock.now() - this.o.windowMs
+    const since = clock.now() - this.options.windowMs
     const tags = (await inventory(store)).units.filter((u) => u.kind === 'image' && u.tag !== null && u.lastUsedMs >= since)
     for (const u of tags) {
       if (!(await this.idle())) break
       const r = rateLimits.get(u.registry)
-      if (r?.limit !== undefined && r.remaining !== undefined && r.remaining < r.limit * this.o.reserve) {
+      if (r?.limit !== undefined && r.remaining !== undefined && r.remaining < r.limit * this.options.reserve) {
         run.paused++
         continue
       }
@@ -129,7 +129,7 @@ export class Refresher {
       const ref = `${u.registry}/${u.repository}:${u.tag}`
       const result = await warmer.run(
         [{ ref, image: { registry: u.registry, repository: u.repository }, reference: { kind: 'tag', tag: u.tag! } }],
-        { platforms: { kind: 'cached', fallback: [hostPlatform()] }, jobs: 1, touch: false, reserve: this.o.reserve },
+        { platforms: { kind: 'cached', fallback: [hostPlatform()] }, jobs: 1, touch: false, reserve: this.options.reserve },
         () => {},
       )
       if (result.type === 'refused') {

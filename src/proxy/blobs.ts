@@ -29,8 +29,19 @@
 // byte yet gets the blob streamed from upstream past the cache, verified the
 // same way (the past() source). That stream is its own: concurrent clients of such a
 // blob each cause one upstream GET, and the download that met the full disk
-// costs one more. Clients already following the download when the disk fills
-// up mid-way are cut, and retry.
+// costs one more.
+//
+// When the disk fills up mid-way, the download first asks for room (makeRoom:
+// eviction within the configured limits and of unreferenced files) and writes
+// on if it got some. Otherwise it stops storing: the temp file goes, and the
+// clients already following keep getting the rest from memory (the Relay,
+// bounded: upstream is read no faster than the slowest of them, and one that
+// reads nothing for a while is left behind and cut). The same rule holds:
+// the bytes are still hashed, the last byte waits for the digest, a mismatch
+// cuts everyone. The blob is then remembered as too big for the disk now
+// (NoRoom): its next requests stream past the cache instead of starting
+// another download that would fill the disk again, until some minutes passed
+// or the disk has room for it.
 //
 // A registry with a chain of endpoints (upstream/client.ts): when the bytes one
 // endpoint sent fail their digest, that endpoint is not asked for the blob
@@ -43,6 +54,9 @@
 
 import { EventEmitter } from 'node:events'
 import type { Readable } from 'node:stream'
+import { LRUCache } from 'lru-cache'
+import { systemClock, type Clock } from '../clock.js'
+import { formatBytes } from '../config/units.js'
 import { DproxyError, isDproxyError } from '../errors.js'
 import type { Logger } from '../log.js'
 import type { BlobReader, BlobStore, BlobWriter, StoredBlob } from '../store/api.js'
@@ -55,6 +69,16 @@ import type { ImageName } from '../oci/reference.js'
 
 /** Bytes a download may queue for the disk before it stops reading upstream. */
 const WRITE_QUEUE_BYTES = 4 * 1024 * 1024
+/** Bytes a download past a full disk holds for its clients beyond what the slowest of them read. */
+const RELAY_BYTES = 16 * 1024 * 1024
+/** How long such a download waits for a client that reads nothing before leaving it behind. */
+const RELAY_STALL_MS = 15_000
+/** Times one download asks for room before it stops storing. */
+const ROOM_ATTEMPTS = 3
+/** How long a blob the disk had no room for goes past the cache before caching it is tried again. */
+export const NO_ROOM_RETRY_MS = 10 * 60_000
+/** Without a known size, caching is tried again once the free space grew by this much. */
+const NO_ROOM_GROWTH = 64 * 1024 * 1024
 
 /** What the blob proxy asks of upstream (the Upstreams class, or a test's double). */
 export interface BlobUpstreams {
@@ -66,6 +90,16 @@ export interface BlobProxyOptions {
   upstreams: BlobUpstreams
   counters: Counters
   log: Logger
+  clock?: Clock
+  /**
+   * When the disk filled up during a download: evicts what may go (the
+   * configured limits, unreferenced files) and says how many bytes it freed.
+   */
+  makeRoom?: () => Promise<number>
+  /** Free bytes on the cache's disk, undefined when the system cannot say. */
+  freeBytes?: () => Promise<number | undefined>
+  /** Default NO_ROOM_RETRY_MS. */
+  noRoomRetryMs?: number
 }
 
 /**
@@ -126,8 +160,11 @@ export interface HeldBlob extends SourceBase {
 
 export class BlobProxy {
   private readonly fetches = new Map<string, Fetch>()
+  private readonly noRoom: NoRoom
 
-  constructor(private readonly o: BlobProxyOptions) {}
+  constructor(private readonly o: BlobProxyOptions) {
+    this.noRoom = new NoRoom(o.clock ?? systemClock, o.noRoomRetryMs ?? NO_ROOM_RETRY_MS, o.freeBytes)
+  }
 
   /** Number of downloads in progress (tests and shutdown use it). */
   get inflight(): number {
@@ -148,6 +185,14 @@ export class BlobProxy {
         await store.touchBlob(d)
         return fromFile(handle, counters)
       }
+      if (await this.noRoom.skip(d)) {
+        counters.cacheMisses++
+        return this.past(image, d)
+      }
+    } else if (running.relay) {
+      // Its clients get the rest from memory; a newcomer would need the bytes that are gone.
+      counters.cacheMisses++
+      return this.past(image, d)
     }
     const joined = this.fetches.has(d.value)
     const fetch = this.join(image, d)
@@ -196,6 +241,7 @@ export class BlobProxy {
     if (!this.fetches.has(d.value)) {
       const size = await this.o.store.statBlob(d)
       if (size !== undefined) return { size, fetched: false }
+      if (await this.noRoom.skip(d)) throw noRoomError(d)
     }
     const fetch = this.join(image, d)
     const report = () => onBytes?.(fetch.written)
@@ -206,6 +252,7 @@ export class BlobProxy {
       fetch.off('progress', report)
     }
     if (fetch.error) throw notCached(fetch.error, 'BLOB_UNKNOWN', `blob ${d.value}`, image.registry)
+    if (!fetch.committed) throw noRoomError(d)
     return { size: fetch.size ?? fetch.written, fetched: true }
   }
 
@@ -214,7 +261,7 @@ export class BlobProxy {
     let fetch = this.fetches.get(d.value)
     if (!fetch) {
       this.o.counters.cacheMisses++
-      const started = new Fetch(this.o, image, d)
+      const started = new Fetch(this.o, this.noRoom, image, d)
       this.fetches.set(d.value, started)
       started.finished = started.run().finally(() => this.fetches.delete(d.value))
       fetch = started
@@ -289,17 +336,23 @@ class Fetch extends EventEmitter {
   held = false
   /** Resolves once the download is over and no longer the one a new client would join. */
   finished: Promise<void> = Promise.resolve()
+  /** Set once the disk filled up and the clients get the rest from memory. */
+  relay: Relay | undefined
+  /** Where each open reader reads next (undefined before its first read): the relay keeps what they still need. */
+  readonly readers = new Map<BlobReader, number | undefined>()
   readonly started: Promise<void>
   readonly done: Promise<void>
   private body: Readable | undefined
   private writer: BlobWriter | undefined
   private aborted = false
+  private roomAsked = 0
   private markStarted!: () => void
   private failStart!: (err: Error) => void
   private finish!: () => void
 
   constructor(
     private readonly o: BlobProxyOptions,
+    private readonly noRoom: NoRoom,
     private readonly image: ImageName,
     private readonly d: Digest,
   ) {
@@ -356,6 +409,10 @@ class Fetch extends EventEmitter {
       this.size = this.written
       this.verified = true
       this.emit('progress')
+      if (this.relay) {
+        this.noRoom.sized(this.d, this.written)
+        return
+      }
       await writer.commit()
       this.committed = true
     } catch (err) {
@@ -366,9 +423,60 @@ class Fetch extends EventEmitter {
         log.warn(`blob ${this.d.value} of ${this.image.registry}/${this.image.repository} not cached: ${this.error.message}`)
       }
     } finally {
+      this.relay?.finish()
       this.emit('progress')
       this.finish()
     }
+  }
+
+  /** Hands a batch to the writer, or past a full disk to the relay. */
+  private async put(batch: Buffer[], writer: BlobWriter): Promise<void> {
+    if (this.relay) {
+      this.relay.push(batch)
+      // Only checked now: the bytes stay in the relay.
+      await writer.writev(batch)
+      return
+    }
+    try {
+      await writer.writev(batch)
+    } catch (err) {
+      if (!isCacheUnavailable(err) || !writer.retry || !writer.stopStoring) throw err
+      while (this.roomAsked < ROOM_ATTEMPTS) {
+        this.roomAsked++
+        const freed = await (this.o.makeRoom?.() ?? Promise.resolve(0)).catch(() => 0)
+        if (freed <= 0) break
+        try {
+          return await writer.retry()
+        } catch (again) {
+          if (!isCacheUnavailable(again)) throw again
+        }
+      }
+      // Refused at the first bytes, nobody follows yet: each client is sent the blob past the cache.
+      if (writer.written === 0) throw err
+      await this.noRoom.remember(this.d, this.size)
+      if (this.clients === 0) throw err
+      await this.relayFrom(writer, batch)
+    }
+  }
+
+  /** The disk is full: stops storing and keeps the clients following from memory. */
+  private async relayFrom(writer: BlobWriter, refused: Buffer[]): Promise<void> {
+    const stored = writer.written
+    const relay = new Relay(stored, await writer.follow(), this.readers)
+    this.relay = relay
+    relay.push(refused)
+    await writer.stopStoring!()
+    this.o.log.warn(
+      `blob ${this.d.value} of ${this.image.registry}/${this.image.repository} does not fit on the cache disk ` +
+        `(full after ${formatBytes(stored)}): its ${this.clients} client(s) get it past the cache, and so do the next ones for now`,
+    )
+  }
+
+  /** A reader moved to `at` (or left, with undefined): the relay may let go of what every reader passed. */
+  moved(reader: BlobReader, at: number | undefined): void {
+    if (at === undefined) this.readers.delete(reader)
+    else this.readers.set(reader, at)
+    this.relay?.emit('moved')
   }
 
   /**
@@ -385,10 +493,12 @@ class Fetch extends EventEmitter {
       while (queue.length > 0) {
         const batch = queue.splice(0)
         queued = 0
-        await writer.writev(batch)
+        await this.put(batch, writer)
         this.written = writer.written
         this.markStarted()
         this.emit('progress')
+        // Past a full disk, upstream is read no faster than the clients take the bytes.
+        if (this.relay) await this.relay.room(this)
       }
     }
     const kick = () => {
@@ -421,6 +531,12 @@ class Fetch extends EventEmitter {
   abort(): void {
     this.aborted = true
     this.body?.destroy(new DproxyError('UPSTREAM_UNAVAILABLE', 'dproxy is shutting down'))
+    // A relay waiting for its clients stops waiting.
+    this.relay?.emit('moved')
+  }
+
+  get stopping(): boolean {
+    return this.aborted
   }
 
   /** Resolves at the next change of state. */
@@ -428,16 +544,221 @@ class Fetch extends EventEmitter {
     return new Promise((resolve) => this.once('progress', resolve))
   }
 
-  /** Opens the bytes for reading: following the writer while downloading, the stored blob after. */
+  /**
+   * Opens the bytes for reading: following the writer while downloading, the
+   * stored blob after; past a full disk, what was stored and then the relay.
+   */
   async openReader(): Promise<BlobReader> {
     try {
-      const reader = this.writer ? await this.writer.follow() : await this.o.store.openBlob(this.d)
+      if (this.relay) return new FetchReader(this, this.relay.share())
+      if (this.writer) return new FetchReader(this, await this.writer.follow())
+      const reader = await this.o.store.openBlob(this.d)
       if (reader) return reader
     } catch (err) {
+      // The disk filled up while this reader was being opened.
+      if (this.relay) return new FetchReader(this, this.relay.share())
       throw this.error ?? err
     }
     throw this.error ?? new DproxyError('BLOB_UNKNOWN', `blob ${this.d.value} left the cache while it was being sent`)
   }
+}
+
+/**
+ * A client's reader of a download: the temp file, and once the disk filled up,
+ * the bytes stored before from the file and the rest from the relay. Reports
+ * its position, so that the relay keeps what it still needs.
+ */
+class FetchReader implements BlobReader {
+  constructor(
+    private readonly fetch: Fetch,
+    private readonly inner: BlobReader,
+  ) {
+    fetch.readers.set(this, undefined)
+  }
+
+  async read(buf: Uint8Array, offset: number, length: number, position: number): Promise<number> {
+    const relay = this.fetch.relay
+    let n: number
+    if (!relay || position + length <= relay.stored) n = await this.inner.read(buf, offset, length, position)
+    else if (position < relay.stored) n = await this.inner.read(buf, offset, relay.stored - position, position)
+    else n = relay.read(buf, offset, length, position)
+    this.fetch.moved(this, position + n)
+    return n
+  }
+
+  async close(): Promise<void> {
+    this.fetch.moved(this, undefined)
+    await this.inner.close()
+  }
+}
+
+/**
+ * The bytes of a download past a full disk, from where the disk stopped,
+ * held for the clients that were following it. What every reader has passed
+ * is let go once more than RELAY_BYTES are held; upstream waits meanwhile,
+ * and when no reader moves for RELAY_STALL_MS the oldest bytes go anyway
+ * (a reader that still needed them fails, and its client is cut or, with
+ * nothing sent yet, streamed the blob past the cache).
+ */
+class Relay extends EventEmitter {
+  /** Position of the first byte held. */
+  private start: number
+  private readonly chunks: Buffer[] = []
+  private held = 0
+  /** Readers using `prefix`, which is closed when the last of them is and the download is over. */
+  private users = 0
+  private finished = false
+
+  constructor(
+    /** Bytes the disk took: readable through `prefix` and any reader opened before. */
+    readonly stored: number,
+    private readonly prefix: BlobReader,
+    private readonly readers: Map<BlobReader, number | undefined>,
+  ) {
+    super()
+    this.setMaxListeners(0)
+    this.start = stored
+  }
+
+  push(batch: Buffer[]): void {
+    for (const c of batch) {
+      this.chunks.push(c)
+      this.held += c.length
+    }
+  }
+
+  read(buf: Uint8Array, offset: number, length: number, position: number): number {
+    if (position < this.start) {
+      throw new DproxyError('CACHE_UNAVAILABLE', 'the cache disk is full and this client fell too far behind the download')
+    }
+    let at = this.start
+    let n = 0
+    for (const c of this.chunks) {
+      if (n >= length) break
+      const end = at + c.length
+      if (position + n < end) {
+        const from = position + n - at
+        n += c.copy(buf, offset + n, from, Math.min(c.length, from + length - n))
+      }
+      at = end
+    }
+    return n
+  }
+
+  /** Resolves once the download may read on; throws when no client is left. */
+  async room(fetch: { clients: number; stopping: boolean }): Promise<void> {
+    for (;;) {
+      if (fetch.stopping) throw new DproxyError('UPSTREAM_UNAVAILABLE', 'dproxy is shutting down')
+      if (fetch.clients === 0) throw new DproxyError('CACHE_UNAVAILABLE', 'no client is left for a blob the cache disk cannot hold')
+      if (this.held <= RELAY_BYTES) return
+      let keep = this.start + this.held
+      // A reader that lost bytes already no longer holds anything back.
+      const lost = (at: number) => at < this.start && this.start > this.stored
+      for (const at of this.readers.values()) if (at !== undefined && !lost(at)) keep = Math.min(keep, at)
+      this.drop(keep - this.start)
+      if (this.held <= RELAY_BYTES) return
+      if (!(await this.moves(RELAY_STALL_MS))) {
+        this.drop(this.held - RELAY_BYTES)
+        return
+      }
+    }
+  }
+
+  /** Drops whole chunks from the front, at most `bytes`. */
+  private drop(bytes: number): void {
+    while (this.chunks.length > 0 && this.chunks[0]!.length <= bytes) {
+      const c = this.chunks.shift()!
+      bytes -= c.length
+      this.held -= c.length
+      this.start += c.length
+    }
+  }
+
+  private moves(ms: number): Promise<boolean> {
+    return new Promise((resolve) => {
+      const moved = () => {
+        clearTimeout(timer)
+        resolve(true)
+      }
+      const timer = setTimeout(() => {
+        this.off('moved', moved)
+        resolve(false)
+      }, ms)
+      this.once('moved', moved)
+    })
+  }
+
+  /** The stored bytes for one more reader. */
+  share(): BlobReader {
+    this.users++
+    let open = true
+    return {
+      read: (buf, offset, length, position) => this.prefix.read(buf, offset, length, position),
+      close: async () => {
+        if (!open) return
+        open = false
+        this.users--
+        await this.release()
+      },
+    }
+  }
+
+  /** The download is over: what readers still hold stays until they close. */
+  finish(): void {
+    this.finished = true
+    this.emit('moved')
+    void this.release()
+  }
+
+  private async release(): Promise<void> {
+    if (this.finished && this.users === 0) await this.prefix.close().catch(() => {})
+  }
+}
+
+/**
+ * Blobs the disk filled up on: each is streamed past the cache until
+ * `retryMs` passed or the disk has room for it again, so a blob bigger than
+ * the free space does not start a download that fills the disk per request.
+ */
+class NoRoom {
+  private readonly blobs = new LRUCache<string, { at: number; size: number | undefined; free: number | undefined }>({ max: 1024 })
+
+  constructor(
+    private readonly clock: Clock,
+    private readonly retryMs: number,
+    private readonly freeBytes: (() => Promise<number | undefined>) | undefined,
+  ) {}
+
+  async remember(d: Digest, size: number | undefined): Promise<void> {
+    this.blobs.set(d.value, { at: this.clock.now(), size, free: await this.free() })
+  }
+
+  /** The verified size, once a download past the disk found it. */
+  sized(d: Digest, size: number): void {
+    const entry = this.blobs.get(d.value)
+    if (entry) entry.size = size
+  }
+
+  /** Whether `d` goes past the cache now. */
+  async skip(d: Digest): Promise<boolean> {
+    const entry = this.blobs.get(d.value)
+    if (!entry) return false
+    let retry = this.clock.now() - entry.at >= this.retryMs
+    if (!retry) {
+      const free = await this.free()
+      if (free !== undefined) retry = entry.size !== undefined ? free > entry.size : entry.free !== undefined && free > entry.free + NO_ROOM_GROWTH
+    }
+    if (retry) this.blobs.delete(d.value)
+    return !retry
+  }
+
+  private free(): Promise<number | undefined> {
+    return this.freeBytes ? this.freeBytes().catch(() => undefined) : Promise.resolve(undefined)
+  }
+}
+
+function noRoomError(d: Digest): DproxyError {
+  return new DproxyError('CACHE_UNAVAILABLE', `blob ${d.value} does not fit on the cache disk now`)
 }
 
 function fromFile(reader: StoredBlob, counters: Counters): FollowedBlob {

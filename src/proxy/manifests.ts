@@ -20,7 +20,7 @@ import type { ManifestStore, StoredManifest, TagRecord, TagStore } from '../stor
 import type { TagPage, UpstreamAnswer, UpstreamClient } from '../upstream/client.js'
 import type { Counters } from './counters.js'
 import { notCached } from './outage.js'
-import { SingleFlight } from './singleflight.js'
+import { SingleFlight } from '../singleflight.js'
 import { parseDigest, type Digest, digestOf } from '../oci/digest.js'
 import type { ImageName, Reference } from '../oci/reference.js'
 

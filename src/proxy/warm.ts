@@ -133,7 +133,7 @@ const isAttestation = (d: Descriptor) => d.platform?.os === 'unknown' || d.platf
 const choiceFor = (t: WarmTarget, run: PlatformChoice): PlatformChoice => (t.platforms ? { kind: 'list', platforms: t.platforms } : run)
 
 export class Warmer {
-  constructor(private readonly d: WarmerDeps) {}
+  constructor(private readonly deps: WarmerDeps) {}
 
   /**
    * Warms `targets`, reporting every step through `emit`; resolves with the
@@ -203,9 +203,9 @@ export class Warmer {
       perRegistry.set(t.image.registry, (perRegistry.get(t.image.registry) ?? 0) + n)
     })
     const registries = [...perRegistry.entries()]
-      .filter(([registry]) => this.d.upstreams.rateLimits.get(registry)?.unlimited !== true)
+      .filter(([registry]) => this.deps.upstreams.rateLimits.get(registry)?.unlimited !== true)
       .map(([registry, pulls]) => {
-        const r = this.d.upstreams.rateLimits.get(registry)
+        const r = this.deps.upstreams.rateLimits.get(registry)
         return { registry, pulls, remaining: r?.remaining ?? null, limit: r?.limit ?? null }
       })
       .sort((a, b) => a.registry.localeCompare(b.registry))
@@ -236,7 +236,7 @@ export class Warmer {
 
   /** Counted GETs one image needs now. */
   private async count(t: WarmTarget, choice: PlatformChoice, checks: Map<string, TagCheck>): Promise<{ pulls: number; atLeast: boolean }> {
-    const { store, manifests } = this.d
+    const { store, manifests } = this.deps
     let top: Pick<ManifestResult, 'bytes' | 'mediaType'> | undefined
     let mediaType: string
     if (t.reference.kind === 'tag') {
@@ -272,7 +272,7 @@ export class Warmer {
       // The platforms of the children the previous index had in the cache.
       wanted = []
       const old = previous ? readManifest(previous) : undefined
-      for (const c of old?.children ?? []) if (c.platform && (await this.d.store.hasManifest(c.digest))) wanted.push(c.platform)
+      for (const c of old?.children ?? []) if (c.platform && (await this.deps.store.hasManifest(c.digest))) wanted.push(c.platform)
       if (wanted.length === 0) wanted = choice.fallback
     }
     const picked = real.filter((c) => wanted.some((w) => platformMatches(w, c.platform)))
@@ -289,7 +289,7 @@ export class Warmer {
     checked: TagCheck | undefined,
     update: (change: Partial<ImageEvent>) => void,
   ): Promise<{ state: 'fetched' | 'refreshed' | 'up-to-date'; pulls: number }> {
-    const { store, manifests, blobs } = this.d
+    const { store, manifests, blobs } = this.deps
     const touch = { touch: o.touch ?? true }
     update({ state: 'checking' })
     const before = t.reference.kind === 'tag' ? await store.getTag(t.image.registry, t.image.repository, t.reference.tag) : undefined

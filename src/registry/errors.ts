@@ -7,6 +7,7 @@ import type { IncomingMessage, ServerResponse } from 'node:http'
 import type { Duplex } from 'node:stream'
 import { DproxyError, isDproxyError, type ErrorCode } from '../errors.js'
 import type { Logger } from '../log.js'
+import { note } from './note.js'
 
 /** dproxy's internal codes, as the nearest code a registry client knows. */
 const wireCode: Partial<Record<ErrorCode, string>> = {
@@ -45,6 +46,8 @@ export type ErrorListener = (req: IncomingMessage, wire: WireError) => void
 export function sendError(res: ServerResponse, err: unknown, log: Logger, method = 'GET', listener?: ErrorListener): void {
   const wire = toWire(err)
   listener?.(res.req, wire)
+  // The same words in the access log as on the wire (and in the failures `doctor` lists).
+  note(res, { error: wire.message.replace(/[^\x20-\x7e]/g, '?').slice(0, 500) })
   if (wire.status >= 500) log.error(describe(err))
   if (res.headersSent) {
     // Too late for a status: cut the connection so the client sees a failure, not a short body.

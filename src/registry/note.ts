@@ -25,6 +25,8 @@ export interface RequestNote {
   upstreamEndpoint?: string
   /** `docker.io/library/alpine`, once the name was valid. */
   image?: string
+  /** The error message the client was sent (printable, bounded): the access log repeats it. */
+  error?: string
 }
 
 const notes = new WeakMap<ServerResponse, RequestNote>()

@@ -73,7 +73,8 @@ async function offered(source: FollowedBlob, err: unknown, out: Writable): Promi
  */
 async function pump(src: FollowedBlob, out: Writable, start: number, end: number, buffers: SendBuffers): Promise<void> {
   const waits = new Waits(out)
-  let held = 0
+  /** Buffers handed to socket writes that have not completed (each goes back to the pool when it does). */
+  let writing = 0
   let bufferFreed: (() => void) | undefined
   let reader: BlobReader | undefined
   let pos = start
@@ -90,7 +91,7 @@ async function pump(src: FollowedBlob, out: Writable, start: number, end: number
         await waits.until((done) => void src.changed().then(done))
         continue
       }
-      while (held >= BUFFERS_PER_RESPONSE && !waits.closed) await waits.until((done) => (bufferFreed = done))
+      while (writing >= BUFFERS_PER_RESPONSE && !waits.closed) await waits.until((done) => (bufferFreed = done))
       if (waits.closed) return
       const buf = buffers.acquire()
       const bytesRead = await reader.read(buf, 0, Math.min(buf.length, limit - pos), pos).catch((err: unknown) => {
@@ -103,9 +104,9 @@ async function pump(src: FollowedBlob, out: Writable, start: number, end: number
       }
       pos += bytesRead
       src.sent(bytesRead)
-      held++
+      writing++
       const more = out.write(buf.subarray(0, bytesRead), () => {
-        held--
+        writing--
         buffers.release(buf)
         bufferFreed?.()
       })
@@ -128,7 +129,8 @@ async function pump(src: FollowedBlob, out: Writable, start: number, end: number
 async function stream(src: StreamedBlob, out: Writable, start: number, end: number): Promise<void> {
   const waits = new Waits(out)
   let at = 0
-  let held: Buffer | undefined
+  /** The last piece of the range so far: written only when a next one comes, or the blob verified. */
+  let heldBack: Buffer | undefined
   try {
     for await (const chunk of src.body) {
       if (out.destroyed) {
@@ -139,15 +141,15 @@ async function stream(src: StreamedBlob, out: Writable, start: number, end: numb
       const piece = chunk.subarray(Math.max(0, start - at), Math.max(0, Math.min(chunk.length, end + 1 - at)))
       at += chunk.length
       if (piece.length === 0) continue
-      if (held && !out.write(held)) await waits.until((done) => out.once('drain', done))
-      held = piece
+      if (heldBack && !out.write(heldBack)) await waits.until((done) => out.once('drain', done))
+      heldBack = piece
     }
     src.finish()
   } catch (err) {
     out.destroy()
     throw src.failed(err)
   }
-  if (held) out.write(held)
+  if (heldBack) out.write(heldBack)
   out.end()
 }
 

@@ -90,7 +90,7 @@ export const runCommand: Runner = (cmd, args, o) =>
   })
 
 export interface DoctorOptions extends Pick<CollectStatusOptions, 'credentials'> {
-  settings: { cacheDir: string; stateDir: string; hosts: string[]; port: number; upstreams: UpstreamMap }
+  settings: { cacheDir: string; stateDir: string; hosts: string[]; port: number; upstreams: UpstreamMap; dockerCredentials?: boolean }
   /** Treated as `/` for system config files (`--root`, as setup has it). */
   root: string
   home: string
@@ -440,6 +440,21 @@ async function daemonChecks(o: DoctorOptions, snapshot: StatusSnapshot, told: { 
   return checks
 }
 
+/**
+ * Credential helpers docker's config names that the daemon would run and that
+ * cannot work (not installed, failing): one check each, with the fix. Helpers
+ * are asked `list`, which needs no server URL and prints no secret.
+ */
+export async function loginChecks(o: Pick<DoctorOptions, 'env' | 'settings'>, timeoutMs = 10_000): Promise<Check[]> {
+  if (o.settings.dockerCredentials === false) return []
+  const { checkHelpers } = await import('../credentials/docker-config.js')
+  const report = await checkHelpers({ env: o.env, timeoutMs })
+  if (report.problems.length === 0) {
+    return report.helpers === 0 ? [] : [{ name: 'logins', level: 'ok', detail: `the credential helpers ${report.file} names answer` }]
+  }
+  return report.problems.map((p) => ({ name: 'logins', level: 'warn', detail: `${p.source} in ${p.file}: ${p.problem}`, fix: p.fix }))
+}
+
 export async function runDoctor(o: DoctorOptions): Promise<DoctorReport> {
   const snapshot = await collectStatus({
     cacheDir: o.settings.cacheDir,
@@ -451,6 +466,7 @@ export async function runDoctor(o: DoctorOptions): Promise<DoctorReport> {
   const listen = snapshot.daemon.running ? snapshot.daemon.listen : [told.address]
   const c: Context = { o, listen, sys: (p) => underRoot(o.root, p) }
   const checks = await daemonChecks(o, snapshot, told)
+  checks.push(...(await loginChecks(o)))
   const clients: ClientReport[] = []
   // One client at a time: pulls through the same daemon should not blur each other's nonces or timings.
   for (const client of DOCTOR_CLIENTS) clients.push(await checkClient(c, client, snapshot, o.run ?? runCommand))

@@ -49,6 +49,19 @@ export interface BlobWriter {
   commit(): Promise<void>
   abort(): Promise<void>
   /**
+   * Optional, for a store on a disk that can fill up: after a write refused
+   * with CACHE_UNAVAILABLE, writes the refused bytes again (room was made
+   * meanwhile). Throws as the write did when there is still none.
+   */
+  retry?(): Promise<void>
+  /**
+   * Optional, with retry(): gives up storing after a refused write. What was
+   * stored goes (readers opened before keep reading it); from now on the
+   * writer only checks: later writes are hashed, not kept, verify() still
+   * says whether the bytes were the blob, commit() and follow() refuse.
+   */
+  stopStoring?(): Promise<void>
+  /**
    * A reader of the bytes written so far, which sees later writes as they
    * land (`written` says how far it may read) and keeps its bytes after the
    * commit. Fails when the writer was aborted before it was opened.

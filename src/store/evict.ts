@@ -98,7 +98,9 @@ export interface PruneOptions {
   maxSizeBytes?: number
   /** Evict whatever was not used for longer than this. */
   ttlMs?: number
-  /** Size eviction never takes what was used this recently (a pull may be in progress). Default 0. */
+  /** Also every unreferenced file (orphan) not used within keepUsedWithinMs: to make room on a full disk. */
+  orphans?: boolean
+  /** Size and orphan eviction never take what was used this recently (a pull may be in progress). Default 0. */
   keepUsedWithinMs?: number
   /** Default: the store's clock. */
   now?: number
@@ -176,9 +178,10 @@ async function withOrphanTemps(store: Store, summary: Omit<EvictionSummary, 'tem
 }
 
 /**
- * What eviction removes: everything unused for longer than `ttlMs`, then
- * least recently used units (whole images, orphan files) until the cache
- * fits `maxSizeBytes`, never one used within `keepUsedWithinMs`.
+ * What eviction removes: everything unused for longer than `ttlMs`, with
+ * `orphans` every unreferenced file, then least recently used units (whole
+ * images, orphan files) until the cache fits `maxSizeBytes`, never one used
+ * within `keepUsedWithinMs` (but for the TTL's).
  */
 export async function planPrune(store: Store, opts: PruneOptions): Promise<ClearPlan> {
   const now = opts.now ?? store.clock.now()
@@ -195,11 +198,14 @@ export async function planPrune(store: Store, opts: PruneOptions): Promise<Clear
       if (left === 0) freed += fileSize(inv.scan, f)
     }
   }
+  const keep = opts.keepUsedWithinMs ?? 0
   if (opts.ttlMs !== undefined) {
     for (const u of inv.units) if (now - u.lastUsedMs > opts.ttlMs) select(u)
   }
+  if (opts.orphans) {
+    for (const u of inv.units) if (u.kind === 'orphan' && !selected.has(u) && now - u.lastUsedMs >= keep) select(u)
+  }
   if (opts.maxSizeBytes !== undefined) {
-    const keep = opts.keepUsedWithinMs ?? 0
     const lru = inv.units
       .filter((u) => !selected.has(u))
       .sort((a, b) => a.lastUsedMs - b.lastUsedMs || (a.kind === b.kind ? 0 : a.kind === 'orphan' ? -1 : 1) || cmp(a.digest, b.digest))

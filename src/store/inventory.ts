@@ -1,5 +1,5 @@
 // What the cache holds, as images rather than files: every tag a repository
-// has (repositories/<registry>/<repo>/_tags), every manifest a repository
+// has (its tag files under repositories/), every manifest a repository
 // references without a tag (pulled by digest, or what a tag pointed at before
 // it moved), and for each of them the manifests and blobs it is made of.
 // `dproxy cache ls`, clearing and eviction (evict.ts) all start from one scan.
@@ -50,7 +50,7 @@ export interface RepositoryInfo {
   registry: string
   repository: string
   tags: Map<string, TagRecord>
-  /** Digests of the repository's _manifests links. */
+  /** Digests of the repository's manifest links. */
   links: Set<string>
 }
 
@@ -153,26 +153,15 @@ export async function scanCache(store: Store): Promise<CacheScan> {
     return r
   }
   await walk(layout.repositoriesDir, async (path) => {
-    const parts = relative(layout.repositoriesDir, path).split(sep)
-    let registry: string
-    try {
-      registry = decodeURIComponent(parts[0] ?? '')
-    } catch {
-      return
-    }
-    const t = parts.indexOf('_tags')
-    if (t > 1 && t === parts.length - 2) {
-      const tag = layout.tagOfFile(parts[t + 1]!)
+    const file = layout.repositoryFile(path)
+    if (file?.kind === 'tag') {
+      const { registry, repository, tag } = file
       if (tag === undefined || !isTag(tag)) return
-      const repository = parts.slice(1, t).join('/')
       const rec = await store.getTag(registry, repository, tag)
       if (rec) repoFor(registry, repository).tags.set(tag, rec)
-      return
-    }
-    const m = parts.indexOf('_manifests')
-    if (m > 1 && m === parts.length - 3) {
-      const d = validDigest(`${parts[m + 1]}:${parts[m + 2]}`)
-      if (d) repoFor(registry, parts.slice(1, m).join('/')).links.add(d)
+    } else if (file?.kind === 'link') {
+      const d = validDigest(file.digest)
+      if (d) repoFor(file.registry, file.repository).links.add(d)
     }
   })
   scan.repositories = [...repos.values()].sort((a, b) => compare(`${a.registry}/${a.repository}`, `${b.registry}/${b.repository}`))

@@ -1,6 +1,8 @@
 // The one description of what dproxy keeps on disk. Every path the store
-// touches is built by a function in this file, so the tree below is the whole
-// truth about the cache directory.
+// touches is built by a function in this file, and every path found by
+// walking the tree is recognised here too (what a file under repositories/
+// stands for), so the tree below is the whole truth about the cache
+// directory and its names (`_tags`, `_manifests`) are written nowhere else.
 //
 //   <cacheDir>/
 //     layout.json                         {"version": 2}; written when the cache is created, checked
@@ -69,8 +71,31 @@
 // open file readable after unlink).
 
 import { randomBytes } from 'node:crypto'
-import { join } from 'node:path'
+import { join, relative, sep } from 'node:path'
 import type { Digest } from '../oci/digest.js'
+
+/** The directory of a repository's tag files, and of its manifest links. */
+const TAGS = '_tags'
+const LINKS = '_manifests'
+
+/** What a file under repositories/ stands for (Layout.repositoryFile). */
+export type RepositoryFile =
+  | {
+      kind: 'tag'
+      registry: string
+      repository: string
+      /** The file's name as it is on disk. */
+      file: string
+      /** The tag it stands for; undefined for a name this layout version never writes. */
+      tag: string | undefined
+    }
+  | {
+      kind: 'link'
+      registry: string
+      repository: string
+      /** `<alg>:<hex>` from the path, not validated. */
+      digest: string
+    }
 
 /** 2: case-safe tag file names. */
 export const LAYOUT_VERSION = 2
@@ -129,7 +154,7 @@ export class Layout {
   }
 
   tagsDir(registry: string, repository: string): string {
-    return join(this.repository(registry, repository), '_tags')
+    return join(this.repository(registry, repository), TAGS)
   }
 
   tag(registry: string, repository: string, tag: string): string {
@@ -148,7 +173,32 @@ export class Layout {
   }
 
   manifestLink(registry: string, repository: string, d: Digest): string {
-    return join(this.repository(registry, repository), '_manifests', d.algorithm, d.hex)
+    return join(this.repository(registry, repository), LINKS, d.algorithm, d.hex)
+  }
+
+  /**
+   * What the file at `path` (under repositories/) stands for: a tag file
+   * (repositories/<registry>/<repo...>/_tags/<tagfile>), a manifest link
+   * (.../_manifests/<alg>/<hex>), or undefined for anything else.
+   */
+  repositoryFile(path: string): RepositoryFile | undefined {
+    const parts = relative(this.repositoriesDir, path).split(sep)
+    let registry: string
+    try {
+      registry = decodeURIComponent(parts[0] ?? '')
+    } catch {
+      return undefined
+    }
+    const t = parts.indexOf(TAGS)
+    if (t > 1 && t === parts.length - 2) {
+      const file = parts[t + 1]!
+      return { kind: 'tag', registry, repository: parts.slice(1, t).join('/'), file, tag: this.tagOfFile(file) }
+    }
+    const m = parts.indexOf(LINKS)
+    if (m > 1 && m === parts.length - 3) {
+      return { kind: 'link', registry, repository: parts.slice(1, m).join('/'), digest: `${parts[m + 1]}:${parts[m + 2]}` }
+    }
+    return undefined
   }
 }
 

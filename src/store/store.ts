@@ -3,10 +3,11 @@
 // nothing about upstreams or HTTP: it stores verified bytes under their digest,
 // remembers what tags pointed at, and records when things were last used.
 //
-// Writes go to a temp file that is hashed while it is written and renamed into
-// place only when digest and size match, so the cache never holds a partial or
-// wrong file. Readers get an open file handle, which stays valid if another
-// process deletes or replaces the file meanwhile.
+// Blobs are written through the verifying writer (writer.ts): a temp file
+// hashed while it is written and renamed into place only when digest and size
+// match, so the cache never holds a partial or wrong file. Readers get an open
+// file handle, which stays valid if another process deletes or replaces the
+// file meanwhile.
 //
 // Everything is created private to the user (dir 0700, files 0600; layout.ts
 // says why). A write the disk refuses (full, read-only, permissions) throws
@@ -15,7 +16,7 @@
 
 import { constants, promises as fs, type Dirent } from 'node:fs'
 import type { FileHandle } from 'node:fs/promises'
-import { basename, dirname, join } from 'node:path'
+import { dirname, join } from 'node:path'
 import { LRUCache } from 'lru-cache'
 import { systemClock, type Clock } from '../clock.js'
 import { DproxyError, isDproxyError } from '../errors.js'
@@ -23,9 +24,10 @@ import { silentLogger, type Logger } from '../log.js'
 import { isProcessAlive } from '../process.js'
 import { isNotFound, removeFile } from '../fs.js'
 import { DiskHealth } from './health.js'
+import { FileReader, VerifyingWriter } from './writer.js'
 import { DIR_MODE, FILE_MODE, LAYOUT_VERSION, Layout, tagFileName, tempFileOwner } from './layout.js'
-import { type Digest, ContentCheck } from '../oci/digest.js'
-import type { BlobReader, BlobWriter, CacheStore, StoredBlob, StoredManifest, TagRecord } from './api.js'
+import type { Digest } from '../oci/digest.js'
+import type { CacheStore, StoredBlob, StoredManifest, TagRecord } from './api.js'
 
 export type { StoredManifest, TagRecord } from './api.js'
 
@@ -61,13 +63,6 @@ export interface StoreOptions {
 }
 
 const TOUCH_MEMORY = 4096
-/**
- * A blob being written is flushed to disk every this many bytes, in the
- * background: a large blob's flush then overlaps its hashing instead of all
- * coming after it (a 512 MiB import spent a quarter of its time in one final
- * datasync). Smaller blobs are flushed once, at commit.
- */
-export const SYNC_STEP = 32 * 1024 * 1024
 
 export class Store implements CacheStore {
   readonly layout: Layout
@@ -305,7 +300,7 @@ export class Store implements CacheStore {
       if (!path.endsWith('.type')) stats.manifests++
     })
     await walk(this.layout.repositoriesDir, async (path) => {
-      if (basename(dirname(path)) === '_tags') stats.tags++
+      if (this.layout.repositoryFile(path)?.kind === 'tag') stats.tags++
     })
     await walk(this.layout.tmpDir, async (path) => {
       const st = await fs.stat(path).catch(() => undefined)
@@ -334,201 +329,6 @@ export class Store implements CacheStore {
   }
 }
 
-/**
- * An open file as a blob reader. The handle stays valid when another process
- * deletes or replaces the file, so a reader never loses bytes to eviction.
- */
-class FileReader implements StoredBlob {
-  constructor(
-    private readonly fh: FileHandle,
-    readonly size: number,
-  ) {}
-
-  async read(buf: Uint8Array, offset: number, length: number, position: number): Promise<number> {
-    return (await this.fh.read(buf, offset, length, position)).bytesRead
-  }
-
-  close(): Promise<void> {
-    return this.fh.close()
-  }
-}
-
-/**
- * A temp file that hashes what is written to it and becomes `finalPath` only
- * when the digest (and the expected size, when known) match.
- */
-export class VerifyingWriter implements BlobWriter {
-  written = 0
-  private done = false
-  private verified = false
-  private committed = false
-  /** The last write queued (writev). */
-  private tail: Promise<void> = Promise.resolve()
-  /** A flush of what is written so far, running while more is written (see append). */
-  private syncing: Promise<void> | undefined
-  /**
-   * Its failure, thrown by commit(): after a failed flush the kernel may drop
-   * the dirty pages and let the next flush succeed, so a later success proves nothing.
-   */
-  private syncError: unknown
-  /** `written` at which the next such flush starts. */
-  private nextSync = SYNC_STEP
-
-  private constructor(
-    readonly tempPath: string,
-    private readonly finalPath: string,
-    private readonly digest: Digest,
-    private readonly check: ContentCheck,
-    private readonly fh: FileHandle,
-    private readonly health: DiskHealth,
-  ) {}
-
-  static async create(
-    layout: Layout,
-    d: Digest,
-    finalPath: string,
-    health: DiskHealth,
-    expectedSize?: number,
-  ): Promise<VerifyingWriter> {
-    const tempPath = layout.tempFile(d.hex.slice(0, 16))
-    let fh: FileHandle
-    try {
-      fh = await fs.open(tempPath, 'wx', FILE_MODE)
-    } catch (err) {
-      throw health.writeFailed(err, `blob ${d.value}`, tempPath)
-    }
-    return new VerifyingWriter(tempPath, finalPath, d, new ContentCheck(d, expectedSize), fh, health)
-  }
-
-  async write(chunk: Uint8Array): Promise<void> {
-    await this.writev([chunk])
-  }
-
-  /**
-   * Appends chunks in one system call where the OS allows (downloads arrive in
-   * many small pieces). The chunks are hashed at once and written after any
-   * write still in progress, so a caller may hash its next batch while this
-   * one is on its way to the disk (it must leave the chunks alone until the
-   * promise settles).
-   */
-  writev(chunks: Uint8Array[]): Promise<void> {
-    try {
-      this.check.update(chunks)
-    } catch (err) {
-      return Promise.reject(err)
-    }
-    const wrote = this.tail.then(() => this.append(chunks))
-    this.tail = wrote.catch(() => {})
-    return wrote
-  }
-
-  private async append(chunks: Uint8Array[]): Promise<void> {
-    const total = chunks.reduce((n, c) => n + c.length, 0)
-    try {
-      let { bytesWritten } = await this.fh.writev(chunks)
-      // A short write leaves the rest: finish it chunk by chunk.
-      for (const c of chunks) {
-        if (bytesWritten >= c.length) {
-          bytesWritten -= c.length
-          continue
-        }
-        let off = bytesWritten
-        bytesWritten = 0
-        while (off < c.length) off += (await this.fh.write(c, off, c.length - off)).bytesWritten
-      }
-    } catch (err) {
-      throw this.health.writeFailed(err, `blob ${this.digest.value}`, this.tempPath)
-    }
-    this.written += total
-    if (this.written >= this.nextSync && !this.syncing) {
-      this.nextSync = this.written + SYNC_STEP
-      // The disk takes the first bytes while later ones are hashed, so the flush in
-      // commit() has only the rest to wait for.
-      this.syncing = this.fh.datasync().then(
-        () => void (this.syncing = undefined),
-        (err: unknown) => {
-          this.syncError ??= err
-          this.syncing = undefined
-        },
-      )
-    }
-  }
-
-  /**
-   * Checks size and digest of everything written. On a mismatch the temp file
-   * is removed and SIZE_INVALID / DIGEST_INVALID thrown. Separate from commit()
-   * so readers can be released as soon as the bytes are known good, while the
-   * flush to disk is still running.
-   */
-  async verify(): Promise<void> {
-    if (this.verified) return
-    try {
-      this.check.finish()
-      this.verified = true
-    } catch (err) {
-      this.done = true
-      await this.discard()
-      throw err
-    }
-  }
-
-  /** Verifies (if not done yet), flushes to disk and renames into place. */
-  async commit(): Promise<void> {
-    await this.tail
-    await this.verify()
-    this.done = true
-    try {
-      await this.syncing
-      if (this.syncError !== undefined) throw this.syncError
-      await this.fh.datasync()
-      await this.fh.close()
-      await fs.mkdir(dirname(this.finalPath), { recursive: true, mode: DIR_MODE })
-      await fs.rename(this.tempPath, this.finalPath)
-    } catch (err) {
-      await this.discard()
-      throw this.health.writeFailed(err, `blob ${this.digest.value}`, this.finalPath)
-    }
-    this.committed = true
-    this.health.writeSucceeded()
-  }
-
-  /**
-   * Opens the temp file, or the blob in place once it was renamed there: a
-   * reader opened either way reads the same inode, which the rename does not
-   * change. The only bytes ever found under the final path are verified ones.
-   */
-  async follow(): Promise<BlobReader> {
-    const read = (path: string) => fs.open(path, constants.O_RDONLY).then((fh) => new FileReader(fh, -1))
-    if (!this.committed) {
-      try {
-        return await read(this.tempPath)
-      } catch (err) {
-        if (!isNotFound(err)) throw this.health.readFailed(err, `blob ${this.digest.value}`)
-      }
-    }
-    try {
-      return await read(this.finalPath)
-    } catch (err) {
-      if (isNotFound(err)) throw new DproxyError('BLOB_UNKNOWN', `the download of blob ${this.digest.value} was abandoned`)
-      throw this.health.readFailed(err, `blob ${this.digest.value}`)
-    }
-  }
-
-  async abort(): Promise<void> {
-    if (this.done) return
-    this.done = true
-    await this.discard()
-  }
-
-  private async discard(): Promise<void> {
-    await this.tail
-    await this.syncing
-    await this.fh.close().catch(() => {})
-    // On a read-only disk this fails too; the temp file is then an orphan, removed at the next start.
-    await fs.rm(this.tempPath, { force: true }).catch(() => {})
-  }
-}
-
 async function writeAtomic(layout: Layout, path: string, data: string | Uint8Array): Promise<void> {
   const temp = layout.tempFile()
   try {
@@ -554,9 +354,9 @@ async function writeAtomic(layout: Layout, path: string, data: string | Uint8Arr
  */
 async function migrateTagFiles(layout: Layout): Promise<void> {
   await walk(layout.repositoriesDir, async (path) => {
-    const name = basename(path)
-    if (basename(dirname(path)) !== '_tags' || !/[A-Z]/.test(name)) return
-    await fs.rename(path, join(dirname(path), tagFileName(name))).catch((err: unknown) => {
+    const file = layout.repositoryFile(path)
+    if (file?.kind !== 'tag' || !/[A-Z]/.test(file.file)) return
+    await fs.rename(path, join(dirname(path), tagFileName(file.file))).catch((err: unknown) => {
       if (!isNotFound(err)) throw err
     })
   })

@@ -20,8 +20,10 @@ import { LRUCache } from 'lru-cache'
 import type { Dispatcher } from 'undici'
 import type { Clock } from '../clock.js'
 import { DproxyError } from '../errors.js'
+import { SingleFlight } from '../singleflight.js'
 import { parseChallenge, type Challenge } from './challenge.js'
 import { discard, headerValue, readCapped } from './http.js'
+import { loginRefusedMessage, type LoginUsed } from './refusal.js'
 
 // Re-exported while proxy/blobs.ts (being split) still imports it from here.
 export { discard }
@@ -29,10 +31,23 @@ export { discard }
 export interface UpstreamCredential {
   username: string
   secret: string
+  /** Where the login was found, for messages ("docker credsStore secretservice"); never the secret. */
+  source?: string
+  /** The secret is an OAuth refresh token (docker's identitytoken): exchanged by POST at the realm. */
+  identityToken?: boolean
 }
 
-/** Where upstream credentials come from; asked on every token fetch, so a new login applies at once. */
-export type CredentialSource = (registry: string) => Promise<UpstreamCredential | undefined>
+/**
+ * Where upstream credentials come from; asked on every token fetch, so a new
+ * login applies at once. `refresh` (optional) forgets a cached answer after
+ * the registry refused it, so a short-lived token from a credential helper is
+ * asked for again; `problem` says why no login was found, for messages.
+ */
+export type CredentialSource = ((registry: string) => Promise<UpstreamCredential | undefined>) & {
+  /** `loginRefused`: the token service refused the login itself (not just one request). */
+  refresh?: (registry: string, loginRefused?: boolean) => void
+  problem?: (registry: string) => string | undefined
+}
 
 export const anonymous: CredentialSource = async () => undefined
 
@@ -84,14 +99,14 @@ export class TokenAuth {
   private challenge: Challenge | null | undefined
   private pinging: Promise<Challenge | null> | undefined
   private readonly tokens: LRUCache<string, CachedToken>
-  private readonly inflight = new Map<string, Promise<CachedToken>>()
+  private readonly fetching = new SingleFlight<CachedToken>()
 
   constructor(
     private readonly registry: string,
     private readonly base: URL,
     private readonly credentials: CredentialSource,
     private readonly clock: Clock,
-    private readonly send: (method: string, url: URL, headers: Record<string, string>) => Promise<Dispatcher.ResponseData>,
+    private readonly send: (method: string, url: URL, headers: Record<string, string>, body?: string) => Promise<Dispatcher.ResponseData>,
     maxTokens = MAX_TOKENS,
   ) {
     // Entries expire on the project clock; ttlResolution 0 reads it on every check rather than caching "now".
@@ -122,7 +137,11 @@ export class TokenAuth {
    */
   async rejected(scope: string, header: string | undefined): Promise<boolean> {
     const challenge = parseChallenge(header)
-    this.tokens.delete(tokenKey(scope, await this.credentials(this.registry)))
+    const cred = await this.credentials(this.registry)
+    this.tokens.delete(tokenKey(scope, cred))
+    // The login itself may be what expired (a helper's short-lived token): ask its source again. With
+    // Basic (ECR's helper tokens) a 401 to a request that carried the login is a refusal of the login.
+    this.credentials.refresh?.(this.registry, cred !== undefined && challenge?.scheme === 'basic')
     if (!challenge) return false
     this.challenge = challenge
     return true
@@ -204,17 +223,37 @@ export class TokenAuth {
     return challenge
   }
 
-  private async token(challenge: Challenge, scope: string): Promise<CachedToken> {
+  /** The login requests are sent with now, as messages name it, and why there is none when a source failed. */
+  async loginUsed(): Promise<{ login: LoginUsed | undefined; problem: string | undefined }> {
     const cred = await this.credentials(this.registry)
+    return {
+      login: cred && { username: cred.username, ...(cred.source !== undefined ? { source: cred.source } : {}) },
+      problem: this.credentials.problem?.(this.registry),
+    }
+  }
+
+  private async token(challenge: Challenge, scope: string): Promise<CachedToken> {
+    let cred = await this.credentials(this.registry)
+    let token: CachedToken
+    try {
+      token = await this.tokenFor(challenge, scope, cred)
+    } catch (err) {
+      // A refused login may be a short-lived one its source has renewed since: ask once more, retry if it changed.
+      if (!cred || !this.credentials.refresh || !(err instanceof DproxyError && err.code === 'UNAUTHORIZED')) throw err
+      this.credentials.refresh(this.registry, true)
+      const fresh = await this.credentials(this.registry)
+      if (!fresh || (fresh.username === cred.username && fresh.secret === cred.secret)) throw err
+      cred = fresh
+      token = await this.tokenFor(challenge, scope, cred)
+    }
+    return token
+  }
+
+  private async tokenFor(challenge: Challenge, scope: string, cred: UpstreamCredential | undefined): Promise<CachedToken> {
     const key = tokenKey(scope, cred)
     const cached = this.tokens.get(key)
     if (cached) return cached
-    let pending = this.inflight.get(key)
-    if (!pending) {
-      pending = this.fetchToken(challenge, scope, cred).finally(() => this.inflight.delete(key))
-      this.inflight.set(key, pending)
-    }
-    const token = await pending
+    const token = await this.fetching.do(key, () => this.fetchToken(challenge, scope, cred))
     const ttl = token.expiresAt - this.clock.now()
     if (ttl > 0) this.tokens.set(key, token, { ttl })
     return token
@@ -225,19 +264,32 @@ export class TokenAuth {
     if (!realm) throw new DproxyError('UPSTREAM_INVALID', `${this.base.origin} sent a Bearer challenge without a realm`)
     const { url, sendCredentials, downgrade } = checkRealm(realm, this.base)
     if (cred && downgrade) throw downgradeRefused(this.registry, url)
-    if (challenge.params.service) url.searchParams.set('service', challenge.params.service)
-    if (scope) url.searchParams.append('scope', scope)
-    const headers: Record<string, string> = {}
-    if (cred && sendCredentials) headers.authorization = basic(cred)
     const started = this.clock.now()
-    const res = await this.send('GET', url, headers)
+    let res: Dispatcher.ResponseData
+    if (cred?.identityToken && sendCredentials) {
+      // An identity token is an OAuth refresh token: exchanged by POST, as the docker CLI does (distribution's oauth.md).
+      const form = new URLSearchParams({ grant_type: 'refresh_token', client_id: 'dproxy', refresh_token: cred.secret })
+      if (challenge.params.service) form.set('service', challenge.params.service)
+      if (scope) form.set('scope', scope)
+      res = await this.send('POST', url, { 'content-type': 'application/x-www-form-urlencoded' }, form.toString())
+    } else {
+      if (challenge.params.service) url.searchParams.set('service', challenge.params.service)
+      if (scope) url.searchParams.append('scope', scope)
+      const headers: Record<string, string> = {}
+      if (cred && sendCredentials) headers.authorization = basic(cred)
+      res = await this.send('GET', url, headers)
+    }
     const text = await readCapped(res.body, TOKEN_BODY_CAP)
     const where = `GET ${url.origin}${url.pathname}`
     if (/^text\/html/i.test(headerValue(res.headers['content-type']) ?? '')) {
       throw new DproxyError('UPSTREAM_UNAVAILABLE', `${where}: got an HTML page (HTTP ${res.statusCode}) instead of a token`)
     }
     if (res.statusCode === 401 || res.statusCode === 403) {
-      throw new DproxyError('UNAUTHORIZED', `${where}: the token service rejected the credentials for ${this.registry} (HTTP ${res.statusCode})`)
+      const message =
+        cred && sendCredentials
+          ? loginRefusedMessage(this.registry, /^repository:(.+):[^:]+$/.exec(scope)?.[1], res.statusCode, cred)
+          : `${where}: the token service refused an anonymous token for ${this.registry} (HTTP ${res.statusCode})`
+      throw new DproxyError('UNAUTHORIZED', message, { detail: { upstreamStatus: res.statusCode } })
     }
     if (res.statusCode === 429) throw new DproxyError('TOOMANYREQUESTS', `${where}: HTTP 429`)
     if (res.statusCode !== 200) throw new DproxyError('UPSTREAM_UNAVAILABLE', `${where}: HTTP ${res.statusCode}`)

@@ -58,6 +58,7 @@ import { AddressPolicy, type AddressPolicyOptions, type Reach } from './policy.j
 import { DEFAULT_RETRY_AFTER_MS, RateLimitBook, retryAfterMs } from './ratelimit.js'
 import { Breaker, type HealthSnapshot, type Outcome } from './health.js'
 import { upstreamChain, type EndpointKind, type EndpointSpec, type UpstreamMap } from './registries.js'
+import { missingMessage, refusedMessage } from './refusal.js'
 import { MANIFEST_SIZE_LIMIT } from '../oci/manifest.js'
 import { MANIFEST_MEDIA_TYPES } from '../oci/media-types.js'
 
@@ -621,8 +622,8 @@ export class EndpointClient {
     this.registry = spec.registry
     const base = (this.base = spec.base)
     // TokenAuth sends two things: the /v2/ ping and the token request at the realm.
-    const authSend = (method: string, url: URL, headers: Record<string, string>) =>
-      this.send(method, url, headers, url.pathname.endsWith('/v2/') && url.origin === base.origin ? 'ping' : 'token')
+    const authSend = (method: string, url: URL, headers: Record<string, string>, body?: string) =>
+      this.send(method, url, headers, url.pathname.endsWith('/v2/') && url.origin === base.origin ? 'ping' : 'token', body)
     // Credentials are the endpoint's own: the registry's for its origin, the endpoint host's for any other.
     this.auth = new TokenAuth(spec.credentialKey, base, credentials, clock, authSend)
   }
@@ -672,7 +673,7 @@ export class EndpointClient {
     if (opts.probe !== true && this.origin) this.counters.manifestHeads++
     const { res, url } = await this.call('HEAD', repository, `manifests/${reference}`, { accept: MANIFEST_ACCEPT, kind: 'manifest_head' })
     this.recordRateLimit(res)
-    await this.expectOk(res, 'HEAD', url, 'manifest')
+    await this.expectOk(res, 'HEAD', url, 'manifest', `${repository}${refSuffix(reference)}`)
     await res.body.dump().catch(() => {})
     return manifestInfo(res, 'HEAD', url)
   }
@@ -696,7 +697,7 @@ export class EndpointClient {
       this.rateLimits.limitUntil(this.spec.rateKey, this.clock.now() + wait)
     }
     const { res, url } = answer
-    await this.expectOk(res, 'GET', url, 'manifest')
+    await this.expectOk(res, 'GET', url, 'manifest', `${repository}${refSuffix(reference)}`)
     const info = manifestInfo(res, 'GET', url)
     if (info.size !== undefined && info.size > MANIFEST_SIZE_LIMIT) {
       discard(res.body)
@@ -765,7 +766,7 @@ export class EndpointClient {
   async listTags(repository: string, query: URLSearchParams): Promise<TagPage> {
     const qs = query.toString()
     const { res, url } = await this.call('GET', repository, `tags/list${qs ? `?${qs}` : ''}`, { accept: 'application/json', kind: 'tags' })
-    await this.expectOk(res, 'GET', url, 'tags')
+    await this.expectOk(res, 'GET', url, 'tags', `the tag list of ${repository}`)
     const next = nextPage(headerValue(res.headers.link), url)
     const text = await readCapped(res.body, MANIFEST_SIZE_LIMIT)
     let parsed: { tags?: unknown }
@@ -797,7 +798,7 @@ export class EndpointClient {
       }
       res = await this.send(method, url, headers, 'blob')
     }
-    await this.expectOk(res, method, url, 'blob')
+    await this.expectOk(res, method, url, 'blob', `blob ${digest} of ${repository}`)
     return { res, url }
   }
 
@@ -838,7 +839,7 @@ export class EndpointClient {
     return this.elsewhere
   }
 
-  private async send(method: string, url: URL, headers: Record<string, string>, kind: UpstreamKind): Promise<Dispatcher.ResponseData> {
+  private async send(method: string, url: URL, headers: Record<string, string>, kind: UpstreamKind, body?: string): Promise<Dispatcher.ResponseData> {
     const reach = await this.reach(url)
     this.access.policy.check(url, this.registry, reach)
     const started = performance.now()
@@ -849,6 +850,7 @@ export class EndpointClient {
       const res = await request(url, {
         method: method as Dispatcher.HttpMethod,
         headers: { 'user-agent': USER_AGENT, ...headers },
+        ...(body !== undefined ? { body } : {}),
         dispatcher: await this.dispatcher(reach),
       })
       status = res.statusCode
@@ -888,7 +890,8 @@ export class EndpointClient {
   }
 
   /** Throws the DproxyError a non-2xx answer means, after reading a capped piece of its body. */
-  private async expectOk(res: Dispatcher.ResponseData, method: string, url: URL, kind: Kind): Promise<void> {
+  /** `subject`: what was asked for, in the words of refusal.ts ("private/secret:latest"). */
+  private async expectOk(res: Dispatcher.ResponseData, method: string, url: URL, kind: Kind, subject: string): Promise<void> {
     const status = res.statusCode
     const type = headerValue(res.headers['content-type']) ?? ''
     const where = `${method} ${redact(url)}`
@@ -924,7 +927,10 @@ export class EndpointClient {
       status2 = 502
     }
     const retry = reset ? `; retry after ${reset.retryAfterSeconds} s (${reset.resetAt})` : ''
-    throw new DproxyError(code, `${where}: HTTP ${status}${said}${retry}`, {
+    let message = `${where}: HTTP ${status}${said}${retry}`
+    if (status === 401 || status === 403) message = refusedMessage({ registry: this.registry, subject, status, ...(await this.auth.loginUsed()) })
+    else if (status === 404) message = missingMessage(this.registry, subject, code)
+    throw new DproxyError(code, message, {
       ...(status2 ? { status: status2 } : {}),
       detail: { upstreamStatus: status, ...reset },
     })
@@ -934,6 +940,11 @@ export class EndpointClient {
 /** When a rate-limited registry may be asked again, for the error's detail (and the client's Retry-After). */
 function resetDetail(at: number, leftMs: number): { retryAfterSeconds: number; resetAt: string } {
   return { retryAfterSeconds: Math.ceil(leftMs / 1000), resetAt: new Date(at).toISOString() }
+}
+
+/** ':latest' for a tag, '@sha256:...' for a digest. */
+function refSuffix(reference: string): string {
+  return reference.includes(':') ? `@${reference}` : `:${reference}`
 }
 
 const notFound: Record<Kind, ErrorCode> = { manifest: 'MANIFEST_UNKNOWN', blob: 'BLOB_UNKNOWN', tags: 'NAME_UNKNOWN' }

@@ -128,7 +128,10 @@ export interface StoredCredentialsOptions {
  * never handed out as an upstream credential.
  */
 export function storedCredentials(
-  lookup: (registry: string) => Promise<Credential | undefined>,
+  lookup: ((registry: string) => Promise<(Credential & { source?: string; identityToken?: boolean }) | undefined>) & {
+    refresh?: (registry: string, loginRefused?: boolean) => void
+    problem?: (registry: string) => string | undefined
+  },
   opts: StoredCredentialsOptions = {},
 ): CredentialSource {
   const ttl = opts.ttlMs ?? CREDENTIAL_CACHE_MS
@@ -140,14 +143,21 @@ export function storedCredentials(
     let value: UpstreamCredential | undefined
     try {
       const cred = await lookup(registry)
-      value = cred ? { username: cred.username, secret: cred.secret } : undefined
+      value = cred
+        ? {
+            username: cred.username,
+            secret: cred.secret,
+            ...(cred.source !== undefined ? { source: cred.source } : {}),
+            ...(cred.identityToken === true ? { identityToken: true } : {}),
+          }
+        : undefined
     } catch (err) {
       log.warn(`cannot read the login for ${registry} (${err instanceof Error ? err.message : String(err)}); pulling anonymously`)
     }
     cache.set(registry, { value, readAt: clock.now() })
     return value
   }
-  return async (registry) => {
+  const source = async (registry: string): Promise<UpstreamCredential | undefined> => {
     if (registry === CLIENT_SECRET_KEY) return undefined
     const hit = cache.get(registry)
     if (hit && clock.now() - hit.readAt < ttl) return hit.value
@@ -158,4 +168,13 @@ export function storedCredentials(
     }
     return p
   }
+  return Object.assign(source, {
+    // A 401 for one request (a repository that does not exist) re-reads nothing here: the
+    // short cache above already bounds how stale a login is. A refused login is read again now.
+    refresh: (registry: string, loginRefused?: boolean) => {
+      if (loginRefused === true) cache.delete(registry)
+      lookup.refresh?.(registry, loginRefused)
+    },
+    problem: (registry: string) => lookup.problem?.(registry),
+  })
 }

@@ -5,7 +5,8 @@
 // alike; medians are reported. Counts and repetitions are fixed and small so
 // the whole bench stays well under five minutes.
 
-import { mkdir, rm } from 'node:fs/promises'
+import { execFileSync } from 'node:child_process'
+import { mkdir, readFile, rm } from 'node:fs/promises'
 import { join } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { run, skopeoCopyAll } from '../fixtures/clients.js'
@@ -35,6 +36,8 @@ export interface BenchContext {
   big: BigImage
   resources: Resources
   progress(msg: string): void
+  /** DPROXY_BENCH_PROFILE: where the cold pulls' daemons write their CPU profiles. */
+  profileDir?: string | undefined
 }
 
 export interface Measured {
@@ -48,10 +51,14 @@ const mb = (bytes: number) => `${fixed(bytes / MB)} MB`
 let daemons = 0
 
 /** A dproxy process with an empty cache of its own; released (stopped, files removed) by the returned dispose. */
-export async function freshDaemon(ctx: BenchContext): Promise<{ daemon: DaemonProcess; dispose: () => Promise<void> }> {
+export async function freshDaemon(
+  ctx: BenchContext,
+  o: { profile?: boolean } = {},
+): Promise<{ daemon: DaemonProcess; dispose: () => Promise<void> }> {
   const dir = join(ctx.tmp, `dproxy-${++daemons}`)
   const removeDir = ctx.resources.defer(`temp dir ${dir}`, () => rm(dir, { recursive: true, force: true }))
-  const daemon = await startDaemonProcess(dir, { 'docker.io': ctx.up.hubUrl })
+  const profileDir = o.profile ? ctx.profileDir : undefined
+  const daemon = await startDaemonProcess(dir, { 'docker.io': ctx.up.hubUrl }, { profileDir })
   const stop = ctx.resources.defer(`dproxy pid ${daemon.pid}`, () => daemon.stop())
   return {
     daemon,
@@ -407,6 +414,17 @@ export async function measureManifests(ctx: BenchContext, d: DaemonProcess): Pro
 
 const COLD_PULL_RUNS = 5
 export const COLD_PULL_TARGET = 1.15
+/** Issue 17: the daemon's CPU for a cold pull, per byte, against the same pull once cached. */
+export const COLD_CPU_TARGET = 2
+
+/** CPU seconds a process has used so far in user and in system mode, from /proc/<pid>/stat. */
+async function cpuTimes(pid: number): Promise<{ user: number; system: number }> {
+  const stat = await readFile(`/proc/${pid}/stat`, 'utf8')
+  // After "pid (comm) ": state is field 3, utime 14, stime 15 (comm may contain anything, so count from its ')').
+  const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ')
+  return { user: Number(fields[11]) / CLOCK_TICKS, system: Number(fields[12]) / CLOCK_TICKS }
+}
+const CLOCK_TICKS = Number(execFileSync('getconf', ['CLK_TCK'], { encoding: 'utf8' }).trim()) || 100
 
 export async function measureColdPull(ctx: BenchContext): Promise<Measured> {
   const { up } = ctx
@@ -423,15 +441,25 @@ export async function measureColdPull(ctx: BenchContext): Promise<Measured> {
   // Untimed: skopeo, the registry's files and the hub's code paths warmed for both sides.
   await pullFrom(direct)
   const times = { dproxy: [] as number[], direct: [] as number[] }
+  // The daemon's CPU seconds for each cold pull, and for the same pull again from its cache right after.
+  const cpu = { cold: [] as number[], warm: [] as number[], coldSystem: [] as number[], warmSystem: [] as number[] }
   for (let i = 0; i < COLD_PULL_RUNS; i++) {
     for (const side of i % 2 === 0 ? (['dproxy', 'direct'] as const) : (['direct', 'dproxy'] as const)) {
       if (side === 'direct') {
         times.direct.push(await pullFrom(direct))
         continue
       }
-      const { daemon, dispose } = await freshDaemon(ctx)
+      const { daemon, dispose } = await freshDaemon(ctx, { profile: true })
       try {
+        const before = await cpuTimes(daemon.pid)
         times.dproxy.push(await pullFrom(`127.0.0.1:${daemon.port}`))
+        const cold = await cpuTimes(daemon.pid)
+        await pullFrom(`127.0.0.1:${daemon.port}`)
+        const warm = await cpuTimes(daemon.pid)
+        cpu.cold.push(cold.user + cold.system - before.user - before.system)
+        cpu.warm.push(warm.user + warm.system - cold.user - cold.system)
+        cpu.coldSystem.push(cold.system - before.system)
+        cpu.warmSystem.push(warm.system - cold.system)
       } finally {
         await dispose()
       }
@@ -440,6 +468,11 @@ export async function measureColdPull(ctx: BenchContext): Promise<Measured> {
   await removeDest()
   const m = { dproxy: median(times.dproxy), direct: median(times.direct) }
   const ratio = m.dproxy / m.direct
+  // Sums, not medians: one pull is a few clock ticks of CPU, and the same bytes go through both.
+  const sum = (xs: number[]) => xs.reduce((a, b) => a + b, 0)
+  const cpuRatio = sum(cpu.warm) > 0 ? sum(cpu.cold) / sum(cpu.warm) : null
+  const bytes = image.blobs.reduce((n, b) => n + b.size, 0)
+  const perMiB = (secs: number) => `${fixed((1000 * secs) / COLD_PULL_RUNS / (bytes / MiB), 2)} ms/MiB`
   return {
     rows: [
       {
@@ -451,8 +484,17 @@ export async function measureColdPull(ctx: BenchContext): Promise<Measured> {
         target: `<= ${COLD_PULL_TARGET.toFixed(2)}x`,
         verdict: verdict(ratio <= COLD_PULL_TARGET),
       },
+      {
+        id: 'cold_pull_cpu',
+        metric: `daemon CPU per byte, cold pull of ${image.ref} vs the same pull cached (sum of ${COLD_PULL_RUNS})`,
+        dproxy: `${perMiB(sum(cpu.cold))} cold`,
+        baseline: `${perMiB(sum(cpu.warm))} cached`,
+        ratio: cpuRatio,
+        target: `<= ${COLD_CPU_TARGET.toFixed(2)}x`,
+        verdict: verdict(cpuRatio !== null && cpuRatio <= COLD_CPU_TARGET),
+      },
     ],
-    raw: { image: image.ref, client: 'skopeo copy --all to dir:', ms: times, medianMs: m },
+    raw: { image: image.ref, client: 'skopeo copy --all to dir:', ms: times, medianMs: m, bytes, cpuSeconds: cpu, clockTicks: CLOCK_TICKS },
   }
 }
 

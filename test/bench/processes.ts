@@ -48,8 +48,18 @@ export interface DaemonProcess {
   stop(): Promise<void>
 }
 
-/** Starts `dproxy serve` on an OS-chosen loopback port and waits for its "listening on" line. */
-export async function startDaemonProcess(dir: string, upstreams: Record<string, string>): Promise<DaemonProcess> {
+/**
+ * Starts `dproxy serve` on an OS-chosen loopback port and waits for its
+ * "listening on" line. With `profileDir`, node writes a CPU profile of the
+ * daemon there when it stops (`--cpu-prof`: node refuses it in NODE_OPTIONS,
+ * so it goes on the command line; the profile is written when the process
+ * exits by itself, which `dproxy serve` does on SIGTERM once it has stopped).
+ */
+export async function startDaemonProcess(
+  dir: string,
+  upstreams: Record<string, string>,
+  o: { profileDir?: string | undefined } = {},
+): Promise<DaemonProcess> {
   const env = dproxyEnv(dir)
   // For measuring what a V8 flag buys the daemon alone (the bench and the baselines keep their defaults).
   const flags = process.env.DPROXY_BENCH_NODE_OPTIONS
@@ -57,7 +67,8 @@ export async function startDaemonProcess(dir: string, upstreams: Record<string, 
   for (const d of ['home', 'config', 'state', 'cache']) await mkdir(join(dir, d), { recursive: true })
   const logFile = join(dir, 'dproxy.log')
   // The flags `dproxy start` gives its daemon, so the bench measures the daemon users run.
-  const args = [...DAEMON_NODE_FLAGS, DPROXY_BIN, 'serve', '--host', '127.0.0.1', '--port', '0', '--cache-dir', env.DPROXY_CACHE_DIR!]
+  const profile = o.profileDir ? ['--cpu-prof', `--cpu-prof-dir=${o.profileDir}`] : []
+  const args = [...DAEMON_NODE_FLAGS, ...profile, DPROXY_BIN, 'serve', '--host', '127.0.0.1', '--port', '0', '--cache-dir', env.DPROXY_CACHE_DIR!]
   for (const [host, url] of Object.entries(upstreams)) args.push('--upstream', `${host}=${url}`)
   const child = spawnDaemon(process.execPath, args, logFile, env)
   const stop = () => stopProcess(child, 5000)

@@ -12,9 +12,9 @@
 // on failure, on SIGINT/SIGTERM, and when the time budget runs out. The exit
 // code is 1 only when a measurement could not be taken; a MISS is a result.
 
-import { mkdtemp, rm } from 'node:fs/promises'
+import { mkdir, mkdtemp, rm } from 'node:fs/promises'
 import os from 'node:os'
-import { join } from 'node:path'
+import { join, resolve } from 'node:path'
 import { startUpstream } from '../fixtures/upstream.js'
 import { BIG_BLOB_BYTES, pushBigImage } from './big-image.js'
 import { measureArchive } from './archive.js'
@@ -76,7 +76,13 @@ async function main(): Promise<number> {
     const big = await pushBigImage(up.registryUrl, join(tmp, 'blob512.tar'))
     raw.setup = { big512: { ...big, buildAndPushMs: Date.now() - t } }
 
-    const ctx: BenchContext = { tmp, up, big, resources, progress }
+    // DPROXY_BENCH_PROFILE=dir: the cold pulls' daemons write .cpuprofile files there (profile-summary.mjs reads them).
+    const profileDir = process.env.DPROXY_BENCH_PROFILE ? resolve(process.env.DPROXY_BENCH_PROFILE) : undefined
+    if (profileDir) {
+      await mkdir(profileDir, { recursive: true })
+      progress(`CPU profiles of the cold pulls' daemons go to ${profileDir} (DPROXY_BENCH_PROFILE)`)
+    }
+    const ctx: BenchContext = { tmp, up, big, resources, progress, profileDir }
     // DPROXY_BENCH_ONLY=memory,cli_startup runs only those steps (for iterating on one number).
     const only = process.env.DPROXY_BENCH_ONLY?.split(',')
     const step = async (name: string, fn: () => Promise<Measured>) => {

@@ -181,6 +181,28 @@ t.test('start: a bad setting is a usage error before anything is spawned', async
   t.match(stopHelp.out, /--timeout/)
 })
 
+t.test('start: bad --refresh* values and an exposed address without --auth fail as serve fails, before anything is started', async (t) => {
+  const w = world(t)
+  const cases = [
+    ['--refresh', 'soon'],
+    ['--refresh', '1h', '--refresh-window', 'a while'],
+    ['--refresh', '1h', '--refresh-reserve', '150%'],
+    ['--host', '0.0.0.0'],
+  ]
+  for (const args of cases) {
+    const serve = await w.run(['serve', '--port', '0', ...args])
+    const start = await w.run(['start', '--port', '0', ...args])
+    t.equal(serve.code, 2, `serve ${args.join(' ')}: ${serve.err}`)
+    t.equal(start.code, 2, `start ${args.join(' ')}`)
+    t.equal(start.err, serve.err, `start ${args.join(' ')}: the message of serve`)
+    t.notOk(fs.existsSync(w.logFile), `start ${args.join(' ')}: no daemon was started`)
+  }
+  const exposed = await w.run(['start', '--host', '0.0.0.0', '--port', '0', '--auth', '--refresh', 'soon'])
+  t.equal(exposed.code, 2, 'with --auth, the exposed address passes and the refresh is what fails')
+  t.match(exposed.err, /refresh/)
+  t.notOk(fs.existsSync(w.logFile))
+})
+
 t.test('start: log format, level and metrics address from config keys and DPROXY_* reach the background daemon', async (t) => {
   const up = await startUpstream()
   t.teardown(() => up.stop())

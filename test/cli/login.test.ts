@@ -286,3 +286,38 @@ t.test(
     t.strictSame(fs.readdirSync(configDir), [], 'no credentials.json, ever')
   },
 )
+
+t.test("login --list: dproxy's own login first, then docker's and podman's, each with its source; never a secret", async (t) => {
+  const up = await startUpstream({ hub: { users: { alice: password } } })
+  t.teardown(() => up.stop())
+  const b64 = (s: string) => Buffer.from(s).toString('base64')
+  const env = isolatedEnv(
+    t,
+    { DPROXY_UPSTREAMS: `docker.io=${up.hubUrl}` },
+    {
+      docker: { 'config.json': JSON.stringify({ auths: { 'https://index.docker.io/v1/': { auth: b64(`hub-docker:${password}`) }, 'ghcr.io': { auth: b64(`gh:${password}`) } } }) },
+      podman: { 'auth.json': JSON.stringify({ auths: { 'quay.io': { auth: b64(`qu:${password}`) }, 'ghcr.io': { auth: b64(`gh-podman:${password}`) } } }) },
+    },
+  )
+  const root = path.dirname(env.HOME!)
+  const withFiles = { ...env, DOCKER_CONFIG: path.join(root, 'docker'), REGISTRY_AUTH_FILE: path.join(root, 'podman', 'auth.json') }
+  t.equal((await dproxy(['login', '-u', 'alice', '--password-stdin'], withFiles, password)).code, 0)
+
+  const listed = await dproxy(['login', '--list'], withFiles)
+  t.equal(listed.code, 0, listed.stderr)
+  t.equal(
+    listed.stdout,
+    [
+      'REGISTRY   USER   SOURCE',
+      'docker.io  alice  dproxy credentials file',
+      'ghcr.io    gh     docker config.json auths',
+      'quay.io    qu     podman auth.json',
+      '',
+    ].join('\n'),
+  )
+  const json = await dproxy(['login', '--list', '--json', 'ghcr.io'], withFiles)
+  t.same(JSON.parse(json.stdout), { logins: [{ registry: 'ghcr.io', username: 'gh', source: 'docker config.json auths' }], dockerCredentials: true, problems: [] })
+  const off = await dproxy(['login', '--list', '--json'], { ...withFiles, DPROXY_DOCKER_CREDENTIALS: 'off' })
+  t.same(JSON.parse(off.stdout).logins, [{ registry: 'docker.io', username: 'alice', source: 'dproxy credentials file' }], 'DPROXY_DOCKER_CREDENTIALS=off')
+  for (const r of [listed, json, off]) t.notMatch(r.stdout + r.stderr, password)
+})

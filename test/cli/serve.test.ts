@@ -3,7 +3,7 @@
 
 import { spawn } from 'node:child_process'
 import { once } from 'node:events'
-import { readFile } from 'node:fs/promises'
+import { readdir, readFile } from 'node:fs/promises'
 import path from 'node:path'
 import t from 'tap'
 import { request } from 'undici'
@@ -54,6 +54,26 @@ t.test('serve: an endpoint list with --no-origin and the chain limits; a refused
   await res.body.dump()
   s.child.kill('SIGTERM')
   await once(s.child, 'exit')
+})
+
+t.test('serve: stopped by SIGTERM after a cold blob pull, it exits by itself, so node --cpu-prof writes its profile', async (t) => {
+  // The bench's DPROXY_BENCH_PROFILE relies on it: process.exit() or a kill would leave no profile.
+  const up = await startUpstream()
+  t.teardown(() => up.stop())
+  const env = isolatedEnv(t, { DPROXY_UPSTREAMS: `docker.io=${up.hubUrl}` })
+  const profiles = path.join(env.HOME!, 'profiles')
+  const s = await spawnServe(t, ['--host', '127.0.0.1', '--port', '0'], env, ['--cpu-prof', `--cpu-prof-dir=${profiles}`])
+  const layer = up.images.alpine.blobs[0]!
+  const res = await request(`${s.base}/v2/library/alpine/blobs/${layer.digest}`)
+  t.equal(res.statusCode, 200)
+  t.equal((await res.body.arrayBuffer()).byteLength, layer.size)
+  s.child.kill('SIGTERM')
+  t.equal((await once(s.child, 'exit'))[0], 0)
+  // CPU.<date>.<time>.<pid>.<thread>.<seq>.cpuprofile; the main thread is 0 (under tap a loader thread writes one too).
+  const main = (await readdir(profiles)).find((f) => f.endsWith('.cpuprofile') && f.split('.')[4] === '0')
+  t.ok(main, 'the main thread wrote its profile')
+  const profile = JSON.parse(await readFile(path.join(profiles, main!), 'utf8')) as { nodes?: unknown[] }
+  t.ok(Array.isArray(profile.nodes) && profile.nodes.length > 0, 'a profile with call frames')
 })
 
 t.test('serve: bad settings are usage errors (exit 2) with a precise message', async (t) => {

@@ -37,10 +37,22 @@ t.test('defaults', async (t) => {
     logLevel: 'info',
     logMaxBytes: 10 * 1024 * 1024,
     metricsAddress: undefined,
+    dockerCredentials: true,
     configDir,
     stateDir: path.join(root, 'home', '.local', 'state', 'dproxy'),
   })
   t.notOk(fs.existsSync(configDir), 'resolving settings creates nothing')
+})
+
+t.test('dockerCredentials: on by default; off from the file, DPROXY_DOCKER_CREDENTIALS or --no-docker-credentials', async (t) => {
+  const { env } = world(t.testdir({}), { dockerCredentials: 'false' })
+  t.equal(resolveSettings({ env, platform: 'linux' }).dockerCredentials, false, 'from the file')
+  t.equal(resolveSettings({ env: { ...env, DPROXY_DOCKER_CREDENTIALS: 'yes' }, platform: 'linux' }).dockerCredentials, true, 'environment over file')
+  t.equal(resolveSettings({ env: { ...env, DPROXY_DOCKER_CREDENTIALS: 'yes' }, flags: { dockerCredentials: false }, platform: 'linux' }).dockerCredentials, false, 'the flag over both')
+  t.throws(() => resolveSettings({ env: { ...env, DPROXY_DOCKER_CREDENTIALS: 'maybe' }, platform: 'linux' }), {
+    code: 'CONFIG_INVALID',
+    message: /^expected dockerCredentials like 'true', got 'maybe' .*\(from DPROXY_DOCKER_CREDENTIALS\)$/,
+  })
 })
 
 t.test('refresh settings: interval (0 is off), window, reserve as a percentage or a fraction', async (t) => {
@@ -187,7 +199,7 @@ t.test('unknown keys in the file are reported', async (t) => {
   })
   fs.writeFileSync(configFile, JSON.stringify({ colour: 'blue' }))
   t.throws(() => resolveSettings({ env }), {
-    message: `unknown setting 'colour' in ${configFile} (known: host, port, cacheDir, upstreams, noOrigin, chainConnectTimeout, chainFirstByteTimeout, maxAge, maxSize, ttl, auth, registries, refresh, refreshWindow, refreshReserve, logFormat, logLevel, logMaxSize, metricsAddress)`,
+    message: `unknown setting 'colour' in ${configFile} (known: host, port, cacheDir, upstreams, noOrigin, chainConnectTimeout, chainFirstByteTimeout, maxAge, maxSize, ttl, auth, registries, refresh, refreshWindow, refreshReserve, logFormat, logLevel, logMaxSize, metricsAddress, dockerCredentials)`,
   })
 })
 

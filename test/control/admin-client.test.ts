@@ -68,3 +68,26 @@ t.test('NDJSON answers arrive line by line; status and probe hits answer quietly
   t.strictSame(await client.probeHits('never-sent'), [])
   t.equal(await new AdminClient('http://127.0.0.1:1').status({ timeoutMs: 1000 }), undefined)
 })
+
+t.test('clearCache and pruneCache send their query with the secret; the event stream is read until its signal aborts', async (t) => {
+  const { cacheDir, stateDir } = dirs(t, 'cacheDir', 'stateDir')
+  const d = await startDaemon(t, undefined, { cacheDir, adminTokenFile: path.join(stateDir, 'admin-token') })
+  const client = new AdminClient(d.url, { stateDir })
+  t.match(await client.clearCache({ image: 'alpine', olderThan: '1d', dryRun: true }), { dryRun: true, images: [] })
+  t.match(await client.pruneCache({ maxSizeBytes: 1 << 30, ttlMs: 0, dryRun: true }), { dryRun: true, maxSizeBytes: 1 << 30, ttlMs: null })
+  await t.rejects(client.clearCache({ olderThan: 'soon' }), { code: 'USAGE', message: /the daemon refused: .*soon/ })
+
+  const controller = new AbortController()
+  const body = await client.eventStream(controller.signal)
+  const decoder = new TextDecoder()
+  let text = ''
+  const reading = (async () => {
+    for await (const chunk of body) {
+      text += decoder.decode(chunk, { stream: true })
+      if (text.includes('\n\n')) controller.abort()
+    }
+  })()
+  await t.rejects(reading, { name: 'AbortError' }, 'the abort ends the read')
+  t.match(text, /^event: \w+\ndata: \{/, 'Server-Sent Events')
+  await t.rejects(new AdminClient('http://127.0.0.1:1').eventStream(AbortSignal.timeout(5000)), { code: 'INTERNAL', message: /did not answer/ })
+})

@@ -5,7 +5,7 @@ import type { Logger } from '../../src/log.js'
 import { newCounters } from '../../src/proxy/counters.js'
 import { parseImageSelector } from '../../src/store/evict.js'
 import { Store } from '../../src/store/store.js'
-import { hasManifest, manifestTimes, putImage, tag } from '../helpers/cache.js'
+import { blobTimes, hasBlob, hasManifest, manifestTimes, putBlob, putImage, tag } from '../helpers/cache.js'
 
 const HOUR = 3_600_000
 const DAY = 24 * HOUR
@@ -158,5 +158,27 @@ t.test('a prune that ran while downloads were in flight keeps counting their byt
   inflight = 0
   m.check()
   t.ok(await until(async () => !(await hasManifest(s.store, old.manifest))), 'its bytes were still counted: pruned')
+  await m.stop()
+})
+
+t.test('makeRoom, for a download that found the disk full: unreferenced files and the configured limits, shared by concurrent askers', async (t) => {
+  const s = await setup(t)
+  const kept = await s.image('kept', 300 * DAY)
+  const orphan = await putBlob(s.store, Buffer.alloc(50_000, 3))
+  await blobTimes(s.store, orphan, s.clock.now() - DAY, s.clock.now() - DAY)
+  const m = new CacheMaintenance({ store: s.store, clock: s.clock, log: s.log, counters: s.counters })
+  const [a, b] = await Promise.all([m.makeRoom(), m.makeRoom()])
+  t.equal(a, 50_000, 'the orphan\'s bytes freed')
+  t.equal(b, 50_000, 'one run for both')
+  t.notOk(await hasBlob(s.store, orphan))
+  t.ok(await hasManifest(s.store, kept.manifest), 'no image without a limit that says so')
+  t.match(s.log.lines.join('\n'), /info cache disk full: evicted 0 image\(s\), 1 unreferenced file\(s\)/)
+  t.equal(await m.makeRoom(), 0, 'nothing more to free')
+
+  const limited = new CacheMaintenance({ store: s.store, clock: s.clock, log: s.log, counters: s.counters, maxSizeBytes: 0 })
+  t.ok((await limited.makeRoom()) > 0, 'with a size limit, least recently used images go')
+  t.notOk(await hasManifest(s.store, kept.manifest))
+  await limited.stop()
+  t.equal(await limited.makeRoom(), 0, 'nothing after stop')
   await m.stop()
 })

@@ -56,8 +56,8 @@ export interface Serving {
 }
 
 /** Spawns `dproxy serve ARGS` and resolves once it prints where it listens (killed at teardown). */
-export async function spawnServe(t: TestDirs, args: string[], env: Record<string, string>): Promise<Serving> {
-  const child = spawn(process.execPath, [bin, 'serve', ...args], { env, stdio: ['ignore', 'pipe', 'pipe'] })
+export async function spawnServe(t: TestDirs, args: string[], env: Record<string, string>, nodeFlags: string[] = []): Promise<Serving> {
+  const child = spawn(process.execPath, [...nodeFlags, bin, 'serve', ...args], { env, stdio: ['ignore', 'pipe', 'pipe'] })
   t.teardown(() => {
     if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL')
   })

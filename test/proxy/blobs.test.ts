@@ -6,6 +6,8 @@
 // whose CDN listener injects the faults.
 
 import { once } from 'node:events'
+import { randomBytes } from 'node:crypto'
+import { basename, join } from 'node:path'
 import { promises as fs } from 'node:fs'
 import { get as httpGet, type IncomingMessage } from 'node:http'
 import t, { type Test } from 'tap'
@@ -15,6 +17,9 @@ import { getRaw, settled, sha256, startDaemon } from '../helpers/daemon.js'
 import type { Daemon } from '../../src/daemon/daemon.js'
 import { parseDigest } from '../../src/oci/digest.js'
 import { until } from '../helpers/process.js'
+import { blobTimes, putBlob } from '../helpers/cache.js'
+import { fillUntil, mountTmpfs, TMPFS_NEEDS } from '../helpers/tmpfs.js'
+import { walk } from '../../src/store/store.js'
 
 function alpineLayer(up: Upstream) {
   return up.images.alpine.blobs.find((b) => b.kind === 'layer')!
@@ -148,4 +153,126 @@ t.test('a client that leaves a held download no longer counts among its clients;
   await settled(d)
   t.strictSame(clients(), [], 'no download left')
   t.equal(up.hub.counts.cdnGet[layer.digest], 1)
+})
+
+/**
+ * A daemon whose cache is on a real tmpfs of `size`, with the default catalogue
+ * upstream; undefined (the test planned for nothing) where no tmpfs can be mounted.
+ */
+async function onTmpfs(t: Test, size: string) {
+  let d: Daemon | undefined
+  let up: Upstream | undefined
+  const dir = await mountTmpfs(t, size, async () => {
+    await d?.stop(0)
+    await up?.stop()
+  })
+  if (dir === undefined) {
+    t.plan(0, TMPFS_NEEDS)
+    return undefined
+  }
+  up = await startUpstream()
+  d = await startDaemon(t, up, { cacheDir: join(dir, 'cache') })
+  const layer = alpineLayer(up)
+  return { dir, up, d, layer, url: `${d.url}/v2/library/alpine/blobs/${layer.digest}` }
+}
+
+/** Every file under the cache's blobs/ holds the content its name says, and tmp/ is empty. */
+async function cacheIsSound(t: Test, d: Daemon): Promise<void> {
+  const names: string[] = []
+  await walk(d.store.layout.blobsDir, async (path) => {
+    const digest = `sha256:${basename(path)}`
+    names.push(digest)
+    t.equal(sha256(await fs.readFile(path)), digest, `cached ${digest.slice(7, 19)} is what its name says`)
+  })
+  t.strictSame(await fs.readdir(d.store.layout.tmpDir), [], 'no temp file left')
+}
+
+t.test('a blob bigger than the free disk: its clients get it whole, the next streams past the cache, it is cached once there is room', async (t) => {
+  const env = await onTmpfs(t, '16m')
+  if (!env) return
+  const { dir, up, d, layer, url } = env
+  const half = Math.floor(layer.size / 2)
+  // Room for the half the CDN sends before its hold, not for the whole layer.
+  const filler = await fillUntil(dir, Math.floor(layer.size * 0.75))
+
+  let release!: () => void
+  up.hub.inject({ kind: 'length', digest: layer.digest, at: 'cdn', hold: new Promise<void>((r) => (release = r)) })
+  const clients = [getRaw(url), getRaw(url), getRaw(url)]
+  const download = () => d.blobs.downloads()[0]
+  await until(() => download()?.clients === 3 && download()?.written === half, () => `three clients and half the layer on disk: ${JSON.stringify(download())}`, 200)
+  release()
+  for (const [i, got] of (await Promise.all(clients)).entries()) {
+    t.equal(got.status, 200, `client ${i}: 200`)
+    t.ok(got.complete, `client ${i}: the whole response`)
+    t.equal(got.body.length, layer.size, `client ${i}: every byte`)
+    t.equal(sha256(got.body), layer.digest, `client ${i}: the verified blob`)
+  }
+  await settled(d)
+  t.equal(await d.store.statBlob(parseDigest(layer.digest)), undefined, 'not cached: it does not fit')
+  t.strictSame(await fs.readdir(d.store.layout.tmpDir), [], 'the temp file is gone')
+  t.equal(up.hub.counts.cdnGet[layer.digest], 1, 'one upstream GET for the three')
+
+  // The next request streams past the cache: no download into the cache is started.
+  up.hub.inject({ kind: 'length', digest: layer.digest, at: 'cdn', hold: new Promise<void>((r) => (release = r)) })
+  const misses = d.counters.cacheMisses
+  const next = getRaw(url)
+  await until(() => up.hub.counts.cdnBytes[layer.digest]! >= layer.size + half, 'the next request to reach the hold', 200)
+  t.equal(d.blobs.inflight, 0, 'no cached download runs')
+  t.strictSame(await fs.readdir(d.store.layout.tmpDir), [], 'and no temp file is written')
+  release()
+  const got = await next
+  t.ok(got.complete && sha256(got.body) === layer.digest, 'the next client gets the verified blob past the cache')
+  t.equal(d.counters.cacheMisses, misses + 1, 'counted as a miss')
+  t.equal(up.hub.counts.cdnGet[layer.digest], 2)
+  await cacheIsSound(t, d)
+
+  // Room again: caching is tried again and succeeds.
+  await fs.rm(filler)
+  const again = await getRaw(url)
+  t.ok(again.complete && sha256(again.body) === layer.digest)
+  await settled(d)
+  t.equal(await d.store.statBlob(parseDigest(layer.digest)), layer.size, 'cached once the disk has room for it')
+  t.equal(up.hub.counts.cdnGet[layer.digest], 3)
+  await cacheIsSound(t, d)
+})
+
+t.test('a disk that fills up mid-download: unreferenced files are evicted to make room, and the blob is cached', async (t) => {
+  const env = await onTmpfs(t, '16m')
+  if (!env) return
+  const { dir, up, d, layer, url } = env
+  // An unreferenced blob nobody used for an hour: eviction may take it.
+  const orphan = await putBlob(d.store, randomBytes(3 * 1024 * 1024))
+  const hourAgo = Date.now() - 3_600_000
+  await blobTimes(d.store, orphan, hourAgo, hourAgo)
+  await fillUntil(dir, Math.floor(layer.size * 0.75))
+
+  const got = await getRaw(url)
+  t.ok(got.complete && sha256(got.body) === layer.digest, 'the client gets the verified blob')
+  await settled(d)
+  t.equal(await d.store.statBlob(parseDigest(layer.digest)), layer.size, 'cached: eviction made room')
+  t.equal(await d.store.statBlob(parseDigest(orphan.digest)), undefined, 'the unreferenced blob went')
+  t.equal(up.hub.counts.cdnGet[layer.digest], 1)
+  await cacheIsSound(t, d)
+})
+
+t.test('past a full disk the bytes are still checked: wrong content cuts every client following, nothing is kept', async (t) => {
+  const env = await onTmpfs(t, '16m')
+  if (!env) return
+  const { dir, up, d, layer, url } = env
+  const half = Math.floor(layer.size / 2)
+  await fillUntil(dir, Math.floor(layer.size * 0.75))
+  // The byte after the hold is flipped: it arrives after the disk is full.
+  let release!: () => void
+  up.hub.inject({ kind: 'wrongBytes', digest: layer.digest, at: 'cdn', hold: new Promise<void>((r) => (release = r)) })
+  const clients = [getRaw(url), getRaw(url)]
+  const download = () => d.blobs.downloads()[0]
+  await until(() => download()?.clients === 2 && download()?.written === half, () => `two clients and half the layer on disk: ${JSON.stringify(download())}`, 200)
+  release()
+  for (const [i, got] of (await Promise.all(clients)).entries()) {
+    t.notOk(got.complete, `client ${i}: a cut connection`)
+    t.ok(got.body.length < layer.size, `client ${i}: never the whole length (${got.body.length} of ${layer.size})`)
+  }
+  await settled(d)
+  t.equal(await d.store.statBlob(parseDigest(layer.digest)), undefined, 'not cached')
+  await cacheIsSound(t, d)
 })

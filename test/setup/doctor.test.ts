@@ -1,12 +1,15 @@
 import { once } from 'node:events'
 import { createServer } from 'node:http'
 import type { AddressInfo } from 'node:net'
+import fs from 'node:fs'
+import path from 'node:path'
 import t from 'tap'
 import { formatDoctorText } from '../../src/cli/doctor.js'
 import { pointsAt, type DoctorReport } from '../../src/setup/doctor.js'
 import { freePort } from '../fixtures/clients.js'
 import { isolatedEnv, runInProcess } from '../helpers/cli.js'
-import { startDaemon } from '../helpers/daemon.js'
+import { get, startDaemon } from '../helpers/daemon.js'
+import { startUpstream } from '../fixtures/upstream.js'
 
 t.test('pointsAt: URLs, host:port and registries.conf locations against the listen addresses', async (t) => {
   const cases: Array<[string, string[], boolean]> = [
@@ -96,4 +99,37 @@ t.test('the text report: plain words when piped, marks and colour on a terminal,
   const tty = formatDoctorText(report, true)
   t.match(tty, '\u001b[32m✓')
   t.match(tty, '\u001b[31m✗')
+})
+
+t.test("logins: a credential helper docker's config names that is missing or failing is reported with the fix", async (t) => {
+  const env = isolatedEnv(t, {}, { bin: {}, docker: {} })
+  const root = path.dirname(env.HOME!)
+  const bin = path.join(root, 'bin')
+  fs.writeFileSync(path.join(bin, 'docker-credential-broken'), '#!/bin/sh\necho "keyring locked" >&2\nexit 4\n', { mode: 0o755 })
+  fs.writeFileSync(path.join(root, 'docker', 'config.json'), JSON.stringify({ credsStore: 'gone', credHelpers: { 'ghcr.io': 'broken' } }))
+  const doctorEnv = { ...env, PATH: bin, DOCKER_CONFIG: path.join(root, 'docker') }
+  const res = await runInProcess(['doctor', '--json'], doctorEnv)
+  const report = JSON.parse(res.out) as DoctorReport
+  const file = path.join(root, 'docker', 'config.json')
+  t.match(
+    report.checks.filter((c) => c.name === 'logins'),
+    [
+      { level: 'warn', detail: `docker credsStore gone in ${file}: docker-credential-gone is not installed (not on PATH)`, fix: /^install docker-credential-gone \(Debian: golang-docker-credential-helpers/ },
+      { level: 'warn', detail: `docker credHelpers broken (for ghcr.io) in ${file}: docker-credential-broken list failed (exit status 4)`, fix: /^run 'docker-credential-broken list' to see why/ },
+    ],
+  )
+  const off = JSON.parse((await runInProcess(['doctor', '--json'], { ...doctorEnv, DPROXY_DOCKER_CREDENTIALS: 'false' })).out) as DoctorReport
+  t.same(off.checks.filter((c) => c.name === 'logins'), [], 'not checked when the lookup is off')
+})
+
+t.test("recent failures: a refused pull in the same words the client got", async (t) => {
+  const up = await startUpstream({ hub: { privateRepositories: ['private/secret'] } })
+  t.teardown(() => up.stop())
+  const env = isolatedEnv(t, { PATH: '' })
+  const d = await startDaemon(t, undefined, { cacheDir: env.DPROXY_CACHE_DIR, upstreams: { 'docker.io': up.hubUrl } })
+  const res = await get(`${d.url}/v2/private/secret/manifests/latest`)
+  const wire = (JSON.parse(res.body.toString()) as { errors: Array<{ message: string }> }).errors[0]!.message
+  t.equal(wire, 'docker.io refused private/secret:latest (401): it is private or does not exist (Docker Hub answers both the same way); log in with `dproxy login docker.io`')
+  const report = JSON.parse((await runInProcess(['doctor', '--json'], { ...env, DPROXY_UPSTREAMS: `docker.io=${up.hubUrl}` })).out) as DoctorReport
+  t.match(report.recentFailures, [{ image: 'docker.io/private/secret', failures: [{ status: 401, code: 'UNAUTHORIZED', message: wire }] }])
 })

@@ -14,6 +14,7 @@ import { inventory, listImages } from '../../src/store/inventory.js'
 import { Store } from '../../src/store/store.js'
 import {
   OCI_MANIFEST,
+  blobTimes,
   digestOf,
   hasBlob,
   hasManifest,
@@ -293,6 +294,24 @@ t.test('prune evicts least recently used images until the cache fits', async (t)
   t.notOk(await hasManifest(store, imgs.old!.manifest))
   t.ok(await hasManifest(store, imgs.mid!.manifest))
   t.equal((await store.stats()).bytes, total - each)
+})
+
+t.test('prune with orphans: every unreferenced file not used within keepUsedWithinMs goes, images stay', async (t) => {
+  const store = await Store.open(t.testdir(), { clock })
+  const img = await putImage(store, 'kept', [10_000])
+  await tag(store, 'docker.io', 'library/kept', '1', img.manifest)
+  await manifestTimes(store, img.manifest, NOW - 30 * DAY, NOW - 30 * DAY)
+  const old = await putBlob(store, 'an old unreferenced blob')
+  await blobTimes(store, old, NOW - 2 * DAY, NOW - 2 * DAY)
+  const recent = await putBlob(store, 'a recent unreferenced blob')
+  await blobTimes(store, recent, NOW - 60_000, NOW - 60_000)
+
+  const summary = await prune(store, { orphans: true, keepUsedWithinMs: DAY })
+  t.match(summary, { images: [], orphans: 1, blobs: 1 })
+  t.notOk(await hasBlob(store, old), 'the old orphan went')
+  t.ok(await hasBlob(store, recent), 'one used within keepUsedWithinMs stays')
+  t.ok(await hasManifest(store, img.manifest), 'an image is no orphan, however old')
+  t.match(await prune(store, { keepUsedWithinMs: 0, dryRun: true }), { orphans: 0 }, 'without orphans: no limit, nothing goes')
 })
 
 t.test('prune: evicting an image whose layers another uses frees only its own bytes', async (t) => {

@@ -6,10 +6,8 @@
 // makes: records, blob temp files, renames) and, for real, with a small tmpfs
 // filled up while the daemon runs.
 
-import { execFileSync } from 'node:child_process'
 import { promises as fs } from 'node:fs'
 import type * as FsModule from 'node:fs'
-import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import t, { type Test } from 'tap'
 import { formatStatusText } from '../../src/cli/status.js'
@@ -21,6 +19,7 @@ import { toWire } from '../../src/registry/errors.js'
 import { Store } from '../../src/store/store.js'
 import { startUpstream, type Upstream } from '../fixtures/upstream.js'
 import { blobDigests, pull, settled, startDaemon } from '../helpers/daemon.js'
+import { mountTmpfs, TMPFS_NEEDS } from '../helpers/tmpfs.js'
 import { parseDigest } from '../../src/oci/digest.js'
 
 type Op = 'record' | 'blob' | 'rename'
@@ -70,11 +69,18 @@ async function faultyFs(fault: Faults): Promise<typeof FsModule> {
   } as typeof FsModule
 }
 
+/** store.js with the faulty node:fs, in it and in its verifying writer (tap's mocks reach direct imports only). */
+async function faultyStore(t: Test, fault: Faults): Promise<typeof import('../../src/store/store.js')> {
+  const fs = await faultyFs(fault)
+  return t.mockImport<typeof import('../../src/store/store.js')>('../../src/store/store.js', {
+    'node:fs': fs,
+    '../../src/store/writer.js': await t.mockImport('../../src/store/writer.js', { 'node:fs': fs }),
+  })
+}
+
 t.test('the store turns disk conditions into CACHE_UNAVAILABLE, logged once per cause', async (t) => {
   const fault: Faults = { ops: new Set(), code: 'ENOSPC' }
-  const { Store: Faulty } = await t.mockImport<typeof import('../../src/store/store.js')>('../../src/store/store.js', {
-    'node:fs': await faultyFs(fault),
-  })
+  const { Store: Faulty } = await faultyStore(t, fault)
   const log = collectingLogger()
   const store = await Faulty.open(t.testdir(), { log })
   const rec = { digest: `sha256:${'a'.repeat(64)}`, mediaType: 'application/json', size: 1, checkedAt: 0 }
@@ -114,7 +120,7 @@ for (const code of ['ENOSPC', 'EROFS', 'EACCES']) {
     const fault: Faults = { ops: new Set(), code }
     // tap's mocks reach the modules daemon.js imports itself, so the store comes in already mocked.
     const { Daemon: Faulty } = await t.mockImport<typeof import('../../src/daemon/daemon.js')>('../../src/daemon/daemon.js', {
-      '../../src/store/store.js': await t.mockImport('../../src/store/store.js', { 'node:fs': await faultyFs(fault) }),
+      '../../src/store/store.js': await faultyStore(t, fault),
     })
     const log = collectingLogger()
     const cacheDir = t.testdir()
@@ -168,38 +174,18 @@ for (const code of ['ENOSPC', 'EROFS', 'EACCES']) {
   })
 }
 
-/**
- * Mounts a tmpfs of `size` at a fresh dir outside tap's fixtures (tap could not
- * remove a mount point), unmounted and removed in teardown; undefined when this
- * machine cannot (not root, no tmpfs).
- */
-async function mountTmpfs(t: Test, size: string): Promise<string | undefined> {
-  if (process.platform !== 'linux' || process.getuid?.() !== 0) return undefined
-  const dir = await fs.mkdtemp(join(tmpdir(), 'dproxy-tmpfs-'))
-  try {
-    execFileSync('mount', ['-t', 'tmpfs', '-o', `size=${size}`, 'tmpfs', dir], { stdio: 'ignore' })
-  } catch {
-    await fs.rmdir(dir)
-    return undefined
-  }
-  return dir
-}
-
 t.test('a real full disk: tmpfs filled up while the daemon runs', async (t) => {
-  const dir = await mountTmpfs(t, '8m')
-  if (dir === undefined) {
-    t.plan(0, 'needs root and tmpfs to mount a small file system')
-    return
-  }
   let d: Daemon | undefined
   let up: Upstream | undefined
-  // One teardown, in order: nothing may hold a file on the mount when it goes.
-  t.teardown(async () => {
+  // Nothing may hold a file on the mount when it goes.
+  const dir = await mountTmpfs(t, '8m', async () => {
     await d?.stop(0)
     await up?.stop()
-    execFileSync('umount', ['-l', dir], { stdio: 'ignore' })
-    await fs.rmdir(dir)
   })
+  if (dir === undefined) {
+    t.plan(0, TMPFS_NEEDS)
+    return
+  }
   up = await startUpstream()
   const log = collectingLogger()
   d = await startDaemon(t, up, { cacheDir: join(dir, 'cache'), log })

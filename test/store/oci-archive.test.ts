@@ -1,7 +1,7 @@
 // Export and import of OCI image layout archives against real stores (built
 // with test/helpers/cache.ts): a round trip keeps every image, shared blobs
 // are written once, --image narrows, a bad archive (a flipped byte, a cut, a
-// missing blob) records nothing, a cached tag newer than the archive's is
+// missing blob) records nothing and takes back the blobs it wrote, a cached tag newer than the archive's is
 // kept unless forced, and an input that reuses its buffer imports the same. The end-to-end test with real clients is
 // test/cli/cache-archive.test.ts.
 
@@ -13,7 +13,9 @@ import t from 'tap'
 import { isDproxyError } from '../../src/errors.js'
 import { parseImageSelector } from '../../src/store/evict.js'
 import { listImages } from '../../src/store/inventory.js'
-import { CHECKED_AT, exportArchive, importArchive, readReusing, REF_NAME } from '../../src/store/oci-archive.js'
+import { exportArchive } from '../../src/store/archive-export.js'
+import { importArchive, readReusing } from '../../src/store/archive-import.js'
+import { CHECKED_AT, REF_NAME } from '../../src/store/oci-archive.js'
 import { Store, walk } from '../../src/store/store.js'
 import { endOfArchive, fileHeader, padding, readTar } from '../../src/store/tar.js'
 import { putBlob, putIndex, putImage, putManifest, tag } from '../helpers/cache.js'
@@ -206,6 +208,34 @@ t.test('a bad archive is refused naming the entry, and nothing is recorded', asy
     t.strictSame(await filesUnder(target.layout.repositoriesDir), before, `${what}: no tag or link recorded`)
     t.equal((await target.getTag('docker.io', 'library/alpine', 'latest'))?.digest, own.manifest.digest)
   }
+})
+
+t.test('a refused archive takes back the blobs it verified before the bad entry; what was cached before stays', async (t) => {
+  const dir = t.testdir({ a: {}, b: {} })
+  const store = await Store.open(join(dir, 'a'))
+  // Three large layers (random bytes: written through the verifying writer, not held as JSON).
+  const big = await putImage(store, 'big', [300_000, 400_000, 500_000])
+  await tag(store, 'docker.io', 'library/big', '1', big.manifest, T0)
+  const tar = await exported(store)
+  const target = await Store.open(join(dir, 'b'))
+  const own = await putImage(target, 'own', [100])
+  await tag(target, 'docker.io', 'library/own', '1', own.manifest, T0)
+  // One of the archive's layers is in the target already, referenced by nothing.
+  const entries = (await tarEntries(tar)).keys()
+  const layerNames = [...entries].filter((n) => big.layers.some((l) => n === `blobs/sha256/${l.digest.slice(7)}`))
+  const [firstName, , lastName] = layerNames
+  const already = big.layers.find((l) => firstName === `blobs/sha256/${l.digest.slice(7)}`)!
+  await putBlob(target, await fs.readFile(store.layout.blob(parseDigest(already.digest))))
+  const before = await filesUnder(target.layout.root)
+
+  // A flipped byte in the last layer the archive holds: the other two were verified and written by then.
+  const at = tar.indexOf(Buffer.from(lastName!))
+  const flipped = Buffer.from(tar)
+  flipped[at + 512 + 1000]! ^= 1
+  await t.rejects(importArchive(target, once(flipped)), { code: 'ARCHIVE_INVALID' })
+  t.strictSame(await filesUnder(target.layout.root), before, 'the cache holds the files it held before, no more, no fewer')
+  t.ok(await target.statBlob(parseDigest(already.digest)), 'the blob cached before the import stays')
+  t.equal((await listImages(target)).length, 1, 'only its own image')
 })
 
 t.test('an image whose blob is missing is refused, naming it', async (t) => {

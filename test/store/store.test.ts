@@ -2,8 +2,7 @@ import { createHash } from 'node:crypto'
 import { promises as fs } from 'node:fs'
 import { join } from 'node:path'
 import t from 'tap'
-import type * as FsModule from 'node:fs'
-import { Store, SYNC_STEP } from '../../src/store/store.js'
+import { Store } from '../../src/store/store.js'
 import { parseDigest } from '../../src/oci/digest.js'
 
 const sha = (b: Buffer | string) => parseDigest(`sha256:${createHash('sha256').update(b).digest('hex')}`)
@@ -28,75 +27,6 @@ t.test('a verified blob is renamed into place and readable', async (t) => {
   await h!.close()
   t.strictSame(await fs.readdir(store.layout.tmpDir), [], 'no temp files left')
   t.strictSame(JSON.parse(await fs.readFile(join(dir, 'layout.json'), 'utf8')), { version: 2 })
-})
-
-// The contract (contract.ts) says such writes are never committed; on disk, they leave no file either.
-t.test('a write that fails verification or is aborted leaves no temp file', async (t) => {
-  const store = await Store.open(t.testdir())
-  const data = Buffer.from('the right content')
-  const wrong = await store.createBlobWriter(sha(data), data.length)
-  await wrong.write(Buffer.from('the wrong content'))
-  await t.rejects(wrong.commit(), { code: 'DIGEST_INVALID' })
-  const aborted = await store.createBlobWriter(sha(data))
-  await aborted.write(data)
-  await aborted.abort()
-  t.strictSame(await fs.readdir(store.layout.tmpDir), [], 'every temp file removed')
-})
-
-/** node:fs whose blob temp files count their datasync calls, the first `failing` of them failing with EIO. */
-async function countingFs(counts: { syncs: number; failing: number }): Promise<typeof FsModule> {
-  const real = await import('node:fs')
-  const p = real.promises
-  return {
-    ...real,
-    promises: {
-      ...p,
-      open: async (...args: Parameters<typeof p.open>) => {
-        const fh = await p.open(...args)
-        if (args[1] === 'wx') {
-          const datasync = fh.datasync.bind(fh)
-          fh.datasync = async () => {
-            if (++counts.syncs <= counts.failing) throw Object.assign(new Error('EIO: injected'), { code: 'EIO' })
-            return datasync()
-          }
-        }
-        return fh
-      },
-    },
-  } as typeof FsModule
-}
-
-// A large blob is flushed while it is written, so that commit() waits only for
-// the last part; a failed early flush fails the commit even when the last one
-// succeeds (the kernel may have dropped the pages that did not make it).
-t.test('a large blob is flushed to disk while it is written; a failed flush fails its commit', async (t) => {
-  const data = Buffer.alloc(2 * SYNC_STEP + 1, 7)
-  const d = sha(data)
-  const write = async (failing: number) => {
-    const counts = { syncs: 0, failing }
-    const { Store: Counted } = await t.mockImport<typeof import('../../src/store/store.js')>('../../src/store/store.js', {
-      'node:fs': await countingFs(counts),
-    })
-    const store = await Counted.open(t.testdir())
-    const w = await store.createBlobWriter(d, data.length)
-    for (let off = 0; off < data.length; off += 1 << 20) await w.write(data.subarray(off, off + (1 << 20)))
-    const before = counts.syncs
-    const committed = await w.commit().then(
-      () => undefined,
-      (err: unknown) => err,
-    )
-    return { store, before, after: counts.syncs, committed }
-  }
-  const ok = await write(0)
-  t.ok(ok.before >= 1, `flushed before commit (${ok.before} times)`)
-  t.ok(ok.after > ok.before, 'and once more at commit')
-  t.equal(ok.committed, undefined)
-  t.equal(await ok.store.statBlob(d), data.length)
-
-  const bad = await write(1)
-  t.match(bad.committed, { message: /EIO/ }, 'the early failure is the commit\'s')
-  t.equal(await bad.store.statBlob(d), undefined, 'not in the cache')
-  t.strictSame(await fs.readdir(bad.store.layout.tmpDir), [], 'no temp file left')
 })
 
 t.test('a reader keeps its bytes when another process deletes the blob', async (t) => {

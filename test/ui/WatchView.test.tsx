@@ -8,6 +8,7 @@
 import { render } from 'ink-testing-library'
 import t from 'tap'
 import { formatBytes } from '../../src/config/units.js'
+import { AdminClient } from '../../src/control/admin-client.js'
 import { daemonEvents } from '../../src/control/events.js'
 import { initialWatchState, type WatchState } from '../../src/control/watch-state.js'
 import { DOWNLOAD_BAR_WIDTH, WatchApp, WatchView } from '../../src/ui/WatchView.js'
@@ -31,7 +32,7 @@ t.test('a held download, then its request as a miss; q ends the view and the str
   let streamEnded = false
   async function* events() {
     try {
-      yield* daemonEvents(d.url, controller.signal)
+      yield* daemonEvents(new AdminClient(d.url), controller.signal)
     } finally {
       streamEnded = true
     }

@@ -928,8 +928,10 @@ export class EndpointClient {
     }
     const retry = reset ? `; retry after ${reset.retryAfterSeconds} s (${reset.resetAt})` : ''
     let message = `${where}: HTTP ${status}${said}${retry}`
-    if (status === 401 || status === 403) message = refusedMessage({ registry: this.registry, subject, status, ...(await this.auth.loginUsed()) })
-    else if (status === 404) message = missingMessage(this.registry, subject, code)
+    // Named by what a login is keyed by: the registry at its origin, the endpoint's host elsewhere.
+    const who = this.spec.credentialKey
+    if (status === 401 || status === 403) message = refusedMessage({ registry: who, subject, status, ...(await this.auth.loginUsed()) })
+    else if (status === 404) message = missingMessage(who, subject, code)
     throw new DproxyError(code, message, {
       ...(status2 ? { status: status2 } : {}),
       detail: { upstreamStatus: status, ...reset },

@@ -284,7 +284,7 @@ t.test('a path-prefix registry: the path before the repository, after library/, 
 
 t.test('when every endpoint fails, the last one\'s answer is the error, naming what the others said', async (t) => {
   const cases: Array<[string, Parameters<Front['set']>[0], Parameters<Front['set']>[0], string, RegExp]> = [
-    ['library/nosuch', { kind: 'auth' }, { kind: 'pass' }, 'MANIFEST_UNKNOWN', /HTTP 404.*before it: .*HTTP 401/],
+    ['library/nosuch', { kind: 'auth' }, { kind: 'pass' }, 'MANIFEST_UNKNOWN', /^docker\.io has no library\/nosuch:latest \(404.*before it: 127\.0\.0\.1:\d+ refused library\/nosuch:latest \(401\): it needs a login, or does not exist; log in with `dproxy login 127\.0\.0\.1:\d+`/],
     ['library/alpine', { kind: 'notFound', repository: /alpine/ }, { kind: 'status', status: 503 }, 'UPSTREAM_UNAVAILABLE', /HTTP 503.*before it: .*not found/],
     ['library/alpine', { kind: 'status', status: 429, retryAfter: '5' }, { kind: 'html' }, 'UPSTREAM_UNAVAILABLE', /HTML page.*before it: .*HTTP 429/],
   ]

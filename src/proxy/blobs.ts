@@ -162,8 +162,8 @@ export class BlobProxy {
   private readonly fetches = new Map<string, Fetch>()
   private readonly noRoom: NoRoom
 
-  constructor(private readonly o: BlobProxyOptions) {
-    this.noRoom = new NoRoom(o.clock ?? systemClock, o.noRoomRetryMs ?? NO_ROOM_RETRY_MS, o.freeBytes)
+  constructor(private readonly options: BlobProxyOptions) {
+    this.noRoom = new NoRoom(options.clock ?? systemClock, options.noRoomRetryMs ?? NO_ROOM_RETRY_MS, options.freeBytes)
   }
 
   /** Number of downloads in progress (tests and shutdown use it). */
@@ -172,7 +172,7 @@ export class BlobProxy {
   }
 
   async open(image: ImageName, d: Digest): Promise<BlobSource> {
-    const { store, counters } = this.o
+    const { store, counters } = this.options
     const running = this.fetches.get(d.value)
     if (!running) {
       // A cached file the disk will not give back is fetched again like a missing one.
@@ -225,11 +225,11 @@ export class BlobProxy {
   private async past(image: ImageName, d: Digest): Promise<BlobSource> {
     let up: BlobBody
     try {
-      up = await this.o.upstreams.get(image.registry).getBlob(image.repository, d.value)
+      up = await this.options.upstreams.get(image.registry).getBlob(image.repository, d.value)
     } catch (err) {
       throw notCached(err, 'BLOB_UNKNOWN', `blob ${d.value}`, image.registry)
     }
-    return streamed(up, d, this.o.counters)
+    return streamed(up, d, this.options.counters)
   }
 
   /**
@@ -239,7 +239,7 @@ export class BlobProxy {
    */
   async ensure(image: ImageName, d: Digest, onBytes?: (written: number) => void): Promise<{ size: number; fetched: boolean }> {
     if (!this.fetches.has(d.value)) {
-      const size = await this.o.store.statBlob(d)
+      const size = await this.options.store.statBlob(d)
       if (size !== undefined) return { size, fetched: false }
       if (await this.noRoom.skip(d)) throw noRoomError(d)
     }
@@ -260,24 +260,24 @@ export class BlobProxy {
   private join(image: ImageName, d: Digest): Fetch {
     let fetch = this.fetches.get(d.value)
     if (!fetch) {
-      this.o.counters.cacheMisses++
-      const started = new Fetch(this.o, this.noRoom, image, d)
+      this.options.counters.cacheMisses++
+      const started = new Fetch(this.options, this.noRoom, image, d)
       this.fetches.set(d.value, started)
       started.finished = started.run().finally(() => this.fetches.delete(d.value))
       fetch = started
     } else {
-      this.o.counters.cacheHits++
+      this.options.counters.cacheHits++
     }
     return fetch
   }
 
   /** Size of a blob without downloading it. */
   async size(image: ImageName, d: Digest): Promise<number> {
-    const cached = await this.o.store.statBlob(d)
+    const cached = await this.options.store.statBlob(d)
     if (cached !== undefined) return cached
     const fetch = this.fetches.get(d.value)
     if (fetch?.size !== undefined) return fetch.size
-    const { size } = await this.o.upstreams
+    const { size } = await this.options.upstreams
       .get(image.registry)
       .headBlob(image.repository, d.value)
       .catch((err: unknown) => {
@@ -351,7 +351,7 @@ class Fetch extends EventEmitter {
   private finish!: () => void
 
   constructor(
-    private readonly o: BlobProxyOptions,
+    private readonly options: BlobProxyOptions,
     private readonly noRoom: NoRoom,
     private readonly image: ImageName,
     private readonly d: Digest,
@@ -367,7 +367,7 @@ class Fetch extends EventEmitter {
   }
 
   async run(): Promise<void> {
-    const { store, upstreams, counters, log } = this.o
+    const { store, upstreams, counters, log } = this.options
     try {
       // Another process (or a fetch that just finished) may have put it there.
       const existing = await store.statBlob(this.d)
@@ -443,7 +443,7 @@ class Fetch extends EventEmitter {
       if (!isCacheUnavailable(err) || !writer.retry || !writer.stopStoring) throw err
       while (this.roomAsked < ROOM_ATTEMPTS) {
         this.roomAsked++
-        const freed = await (this.o.makeRoom?.() ?? Promise.resolve(0)).catch(() => 0)
+        const freed = await (this.options.makeRoom?.() ?? Promise.resolve(0)).catch(() => 0)
         if (freed <= 0) break
         try {
           return await writer.retry()
@@ -466,7 +466,7 @@ class Fetch extends EventEmitter {
     this.relay = relay
     relay.push(refused)
     await writer.stopStoring!()
-    this.o.log.warn(
+    this.options.log.warn(
       `blob ${this.d.value} of ${this.image.registry}/${this.image.repository} does not fit on the cache disk ` +
         `(full after ${formatBytes(stored)}): its ${this.clients} client(s) get it past the cache, and so do the next ones for now`,
     )
@@ -514,7 +514,7 @@ class Fetch extends EventEmitter {
       if (failure !== undefined) throw failure
       queue.push(chunk)
       queued += chunk.length
-      this.o.counters.bytesFromUpstream += chunk.length
+      this.options.counters.bytesFromUpstream += chunk.length
       kick()
       if (queued >= WRITE_QUEUE_BYTES) await flushing
     }
@@ -552,7 +552,7 @@ class Fetch extends EventEmitter {
     try {
       if (this.relay) return new FetchReader(this, this.relay.share())
       if (this.writer) return new FetchReader(this, await this.writer.follow())
-      const reader = await this.o.store.openBlob(this.d)
+      const reader = await this.options.store.openBlob(this.d)
       if (reader) return reader
     } catch (err) {
       // The disk filled up while this reader was being opened.

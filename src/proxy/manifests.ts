@@ -73,7 +73,7 @@ export interface ManifestProxyOptions {
 export class ManifestProxy {
   private readonly flights = new SingleFlight<ManifestResult>()
 
-  constructor(private readonly o: ManifestProxyOptions) {}
+  constructor(private readonly options: ManifestProxyOptions) {}
 
   async get(image: ImageName, ref: Reference, opts: GetOptions = {}): Promise<ManifestResult> {
     const touch = opts.touch ?? true
@@ -86,38 +86,38 @@ export class ManifestProxy {
    * prefetch counts the GETs a run will need before it spends any.
    */
   async check(image: ImageName, tag: string): Promise<TagCheck> {
-    const head = await this.o.upstreams.get(image.registry).headManifest(image.repository, tag)
+    const head = await this.options.upstreams.get(image.registry).headManifest(image.repository, tag)
     if (!head.digest) throw new DproxyError('UPSTREAM_INVALID', `upstream sent no digest for ${name(image)}:${tag}`)
     const d = parseDigestFromUpstream(head.digest)
-    const m = await this.o.store.getManifest(d)
+    const m = await this.options.store.getManifest(d)
     return { digest: d.value, mediaType: head.mediaType, cached: m !== undefined && m.mediaType === head.mediaType }
   }
 
   async listTags(image: ImageName, query: URLSearchParams): Promise<TagPage & { stale: boolean }> {
     try {
-      return { ...(await this.o.upstreams.get(image.registry).listTags(image.repository, query)), stale: false }
+      return { ...(await this.options.upstreams.get(image.registry).listTags(image.repository, query)), stale: false }
     } catch (err) {
       if (!isUpstreamOutage(err)) throw err
-      const tags = await this.o.store.listTags(image.registry, image.repository)
+      const tags = await this.options.store.listTags(image.registry, image.repository)
       if (tags.length === 0) throw notCached(err, 'NAME_UNKNOWN', `the tag list of ${name(image)}`, image.registry)
-      this.o.log.warn(`serving cached tag list of ${name(image)}: ${(err as Error).message}`)
+      this.options.log.warn(`serving cached tag list of ${name(image)}: ${(err as Error).message}`)
       return { tags, stale: true }
     }
   }
 
   private async byDigest(image: ImageName, d: Digest, touch: boolean): Promise<ManifestResult> {
-    const cached = await this.o.store.getManifest(d)
+    const cached = await this.options.store.getManifest(d)
     if (cached) {
-      this.o.counters.cacheHits++
+      this.options.counters.cacheHits++
       // Nobody asked upstream whether this repository exists or has this manifest: a
       // client may name any repository here, so nothing is recorded under its name.
-      if (touch) await this.o.store.touchManifest(d)
+      if (touch) await this.options.store.touchManifest(d)
       return { ...cached, stale: false, fetched: false }
     }
     return this.flights.do(`${image.registry}/${image.repository}@${d.value}`, async () => {
-      this.o.counters.cacheMisses++
+      this.options.counters.cacheMisses++
       try {
-        const body = await this.o.upstreams.get(image.registry).getManifest(image.repository, d.value)
+        const body = await this.options.upstreams.get(image.registry).getManifest(image.repository, d.value)
         return await this.keep(image, d, body.bytes, body.mediaType, body.digest, touch, body.answer)
       } catch (err) {
         throw notCached(err, 'MANIFEST_UNKNOWN', `${name(image)}@${d.value}`, image.registry)
@@ -126,12 +126,12 @@ export class ManifestProxy {
   }
 
   private async byTag(image: ImageName, tag: string, touch: boolean, checked: TagCheck | undefined): Promise<ManifestResult> {
-    const { store, clock, maxAgeMs } = this.o
+    const { store, clock, maxAgeMs } = this.options
     const rec = await store.getTag(image.registry, image.repository, tag)
     if (rec && checked === undefined && maxAgeMs > 0 && clock.now() - rec.checkedAt < maxAgeMs) {
       const fresh = await this.fromCache(image, rec, touch)
       if (fresh) {
-        this.o.counters.cacheHits++
+        this.options.counters.cacheHits++
         return fresh
       }
     }
@@ -146,8 +146,8 @@ export class ManifestProxy {
     touch: boolean,
     checked: TagCheck | undefined,
   ): Promise<ManifestResult> {
-    const { counters } = this.o
-    const client = this.o.upstreams.get(image.registry)
+    const { counters } = this.options
+    const client = this.options.upstreams.get(image.registry)
     try {
       const head = checked ?? (await client.headManifest(image.repository, tag))
       if (head.digest) {
@@ -170,7 +170,7 @@ export class ManifestProxy {
       if (!stale) throw notCached(err, 'MANIFEST_UNKNOWN', `${name(image)}:${tag}`, image.registry)
       counters.cacheHits++
       counters.staleServed++
-      this.o.log.warn(`serving stale ${name(image)}:${tag} (${stale.digest}): ${(err as Error).message}`)
+      this.options.log.warn(`serving stale ${name(image)}:${tag} (${stale.digest}): ${(err as Error).message}`)
       return { ...stale, stale: true }
     }
   }
@@ -178,11 +178,11 @@ export class ManifestProxy {
   /** Remembers what upstream just said the tag points at. */
   private async recordTag(image: ImageName, tag: string, m: StoredManifest): Promise<void> {
     await unlessDiskFails(
-      this.o.store.putTag(image.registry, image.repository, tag, {
+      this.options.store.putTag(image.registry, image.repository, tag, {
         digest: m.digest,
         mediaType: m.mediaType,
         size: m.bytes.length,
-        checkedAt: this.o.clock.now(),
+        checkedAt: this.options.clock.now(),
       }),
     )
   }
@@ -207,7 +207,7 @@ export class ManifestProxy {
         )
       }
     }
-    await unlessDiskFails(this.o.store.putManifest(d, bytes, mediaType))
+    await unlessDiskFails(this.options.store.putManifest(d, bytes, mediaType))
     await this.used(image, d, touch)
     return { digest: d.value, mediaType, bytes, stale: false, fetched: true, ...(upstream ? { upstream } : {}) }
   }
@@ -223,15 +223,15 @@ export class ManifestProxy {
     } catch {
       return undefined
     }
-    const m = await this.o.store.getManifest(d)
+    const m = await this.options.store.getManifest(d)
     if (!m || m.mediaType !== rec.mediaType) return undefined
     await this.used(image, d, touch)
     return { ...m, stale: false, fetched: false }
   }
 
   private async used(image: ImageName, d: Digest, touch: boolean): Promise<void> {
-    if (touch) await this.o.store.touchManifest(d)
-    await unlessDiskFails(this.o.store.linkManifest(image.registry, image.repository, d))
+    if (touch) await this.options.store.touchManifest(d)
+    await unlessDiskFails(this.options.store.linkManifest(image.registry, image.repository, d))
   }
 }
 

@@ -118,9 +118,9 @@ export class ProbeRepository {
   readonly image: ProbeImage
   private readonly nonces: LRUCache<string, ProbeHit[]>
 
-  constructor(private readonly o: ProbeRepositoryOptions) {
-    this.image = buildProbeImage(o.arch)
-    this.nonces = new LRUCache({ max: o.maxNonces ?? 256 })
+  constructor(private readonly options: ProbeRepositoryOptions) {
+    this.image = buildProbeImage(options.arch)
+    this.nonces = new LRUCache({ max: options.maxNonces ?? 256 })
   }
 
   /**
@@ -164,7 +164,7 @@ export class ProbeRepository {
     const hits = this.nonces.get(nonce) ?? []
     // A client's user agent is whatever it says: kept short and printable.
     const userAgent = (hit.userAgent ?? '').replace(/[^\x20-\x7e]/g, '?').slice(0, 200)
-    if (hits.length < HITS_PER_NONCE) hits.push({ ...hit, userAgent, at: new Date(this.o.clock.now()).toISOString() })
+    if (hits.length < HITS_PER_NONCE) hits.push({ ...hit, userAgent, at: new Date(this.options.clock.now()).toISOString() })
     this.nonces.set(nonce, hits)
   }
 }

@@ -27,8 +27,8 @@ t.test('a write that fails verification or is aborted leaves no temp file', asyn
   t.strictSame(await fs.readdir(store.layout.tmpDir), [], 'every temp file removed')
 })
 
-/** node:fs whose blob temp files count their datasync calls, the first `failing` of them failing with EIO. */
-async function countingFs(counts: { syncs: number; failing: number }): Promise<typeof FsModule> {
+/** node:fs whose blob temp files (opened 'wx') are handed to `patch` before the writer sees them. */
+async function tempFileFs(patch: (fh: FsModule.promises.FileHandle) => void): Promise<typeof FsModule> {
   const real = await import('node:fs')
   const p = real.promises
   return {
@@ -37,17 +37,22 @@ async function countingFs(counts: { syncs: number; failing: number }): Promise<t
       ...p,
       open: async (...args: Parameters<typeof p.open>) => {
         const fh = await p.open(...args)
-        if (args[1] === 'wx') {
-          const datasync = fh.datasync.bind(fh)
-          fh.datasync = async () => {
-            if (++counts.syncs <= counts.failing) throw Object.assign(new Error('EIO: injected'), { code: 'EIO' })
-            return datasync()
-          }
-        }
+        if (args[1] === 'wx') patch(fh)
         return fh
       },
     },
   } as typeof FsModule
+}
+
+/** node:fs whose blob temp files count their datasync calls, the first `failing` of them failing with EIO. */
+function countingFs(counts: { syncs: number; failing: number }): Promise<typeof FsModule> {
+  return tempFileFs((fh) => {
+    const datasync = fh.datasync.bind(fh)
+    fh.datasync = async () => {
+      if (++counts.syncs <= counts.failing) throw Object.assign(new Error('EIO: injected'), { code: 'EIO' })
+      return datasync()
+    }
+  })
 }
 
 // A large blob is flushed while it is written, so that commit() waits only for
@@ -85,26 +90,14 @@ t.test('a large blob is flushed to disk while it is written; a failed flush fail
 })
 
 /** node:fs whose blob temp files refuse writes with ENOSPC while `disk.full`. */
-async function fillingFs(disk: { full: boolean }): Promise<typeof FsModule> {
-  const real = await import('node:fs')
-  const p = real.promises
-  return {
-    ...real,
-    promises: {
-      ...p,
-      open: async (...args: Parameters<typeof p.open>) => {
-        const fh = await p.open(...args)
-        if (args[1] === 'wx') {
-          const writev = fh.writev.bind(fh)
-          fh.writev = (async (buffers: NodeJS.ArrayBufferView[], position?: number) => {
-            if (disk.full) throw Object.assign(new Error('ENOSPC: no space left on device'), { code: 'ENOSPC' })
-            return writev(buffers, position)
-          }) as typeof fh.writev
-        }
-        return fh
-      },
-    },
-  } as typeof FsModule
+function fillingFs(disk: { full: boolean }): Promise<typeof FsModule> {
+  return tempFileFs((fh) => {
+    const writev = fh.writev.bind(fh)
+    fh.writev = (async (buffers: NodeJS.ArrayBufferView[], position?: number) => {
+      if (disk.full) throw Object.assign(new Error('ENOSPC: no space left on device'), { code: 'ENOSPC' })
+      return writev(buffers, position)
+    }) as typeof fh.writev
+  })
 }
 
 t.test('a write the full disk refused is written again in place by retry(), or the writer stops storing and only checks', async (t) => {

@@ -107,6 +107,20 @@ function runProgram(name: string, action: 'get' | 'list', input: string, opts: R
   })
 }
 
+/** A helper that exited non-zero or was killed; nothing it printed is quoted. */
+function failed(program: string, verb: string, code: number | null): DproxyError {
+  return new DproxyError('UPSTREAM_UNAVAILABLE', `${program} ${verb} failed (${code === null ? 'killed by a signal' : `exit status ${code}`})`)
+}
+
+/** What a helper printed, as JSON; refused (without quoting it) when it is not. */
+function printedJson(program: string, verb: string, stdout: string): unknown {
+  try {
+    return JSON.parse(stdout)
+  } catch {
+    throw new DproxyError('UPSTREAM_INVALID', `${program} ${verb} printed something that is not JSON`)
+  }
+}
+
 /**
  * `docker-credential-NAME get` for `serverUrl`. Resolves undefined when the
  * helper has nothing for it; rejects (without any of its output) when it
@@ -117,14 +131,9 @@ export async function helperGet(name: string, serverUrl: string, opts: RunHelper
   const out = await runProgram(name, 'get', serverUrl, opts)
   if (out.code !== 0) {
     if (out.stdout.trim() === NOT_FOUND) return undefined
-    throw new DproxyError('UPSTREAM_UNAVAILABLE', `${program} get failed (${out.code === null ? 'killed by a signal' : `exit status ${out.code}`})`)
+    throw failed(program, 'get', out.code)
   }
-  let value: unknown
-  try {
-    value = JSON.parse(out.stdout)
-  } catch {
-    throw new DproxyError('UPSTREAM_INVALID', `${program} get printed something that is not JSON`)
-  }
+  const value = printedJson(program, 'get', out.stdout)
   const { Username, Secret } = (value ?? {}) as Record<string, unknown>
   if (typeof Username !== 'string' || typeof Secret !== 'string') {
     throw new DproxyError('UPSTREAM_INVALID', `${program} get printed JSON without Username and Secret`)
@@ -142,14 +151,9 @@ export async function helperList(name: string, opts: RunHelperOptions = {}): Pro
   const program = helperProgram(name)
   const out = await runProgram(name, 'list', '', opts)
   if (out.code !== 0) {
-    throw new DproxyError('UPSTREAM_UNAVAILABLE', `${program} list failed (${out.code === null ? 'killed by a signal' : `exit status ${out.code}`})`)
+    throw failed(program, 'list', out.code)
   }
-  let value: unknown
-  try {
-    value = JSON.parse(out.stdout)
-  } catch {
-    throw new DproxyError('UPSTREAM_INVALID', `${program} list printed something that is not JSON`)
-  }
+  const value = printedJson(program, 'list', out.stdout)
   if (value === null || typeof value !== 'object' || Array.isArray(value)) {
     throw new DproxyError('UPSTREAM_INVALID', `${program} list printed JSON that is not an object`)
   }

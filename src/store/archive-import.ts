@@ -28,15 +28,13 @@ import type { FileHandle } from 'node:fs/promises'
 import type { BlobWriter } from './api.js'
 import { DproxyError, truncate } from '../errors.js'
 import { ContentCheck, parseDigest, type Digest } from '../oci/digest.js'
-import { blobsOf, parseManifest, type Manifest } from '../oci/manifest.js'
+import { blobsOf, MANIFEST_SIZE_LIMIT, parseManifest, type Manifest } from '../oci/manifest.js'
 import { parseTaggedReference } from '../oci/reference.js'
 import { inventory } from './inventory.js'
 import { CHECKED_AT, REF_NAME, type ArchiveProgress, type ArchiveSummary, type Skipped } from './oci-archive.js'
 import type { Store } from './store.js'
 import { readTar } from './tar.js'
 
-/** Manifests larger than this are not accepted from a registry either. */
-const MAX_MANIFEST = 4 * 1024 * 1024
 const MAX_INDEX_JSON = 16 * 1024 * 1024
 /** Small JSON entries are held until index.json says which are manifests: thousands of images fit. */
 const MAX_HELD = 512 * 1024 * 1024
@@ -199,7 +197,7 @@ async function importInto(
     const first = await it.next().catch(fail)
     const head = first.done ? Buffer.alloc(0) : first.value
     const rest = { [Symbol.asyncIterator]: () => it }
-    if (entry.size <= MAX_MANIFEST && looksLikeJson(head)) {
+    if (entry.size <= MANIFEST_SIZE_LIMIT && looksLikeJson(head)) {
       heldBytes += entry.size
       if (heldBytes > MAX_HELD) throw archiveError(`more than ${MAX_HELD} bytes of small JSON entries (manifests, configs)`, entry.name)
       // Copies: the input may reuse its buffers (see importArchive).

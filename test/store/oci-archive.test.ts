@@ -308,3 +308,22 @@ t.test('an entry without a usable name is reported and skipped', async (t) => {
   t.match(result.skipped[0], { image: 'latest', reason: /without an image name/ })
   t.strictSame(await filesUnder(target.layout.repositoriesDir), [])
 })
+
+t.test('a manifest as large as a registry may send (over 4 MiB, under the 8 MiB limit) imports as a manifest', async (t) => {
+  const dir = t.testdir({ a: {}, b: {} })
+  const store = await Store.open(join(dir, 'a'))
+  const config = await putBlob(store, JSON.stringify({ architecture: 'amd64', os: 'linux' }))
+  const layer = await putBlob(store, Buffer.alloc(1000, 'l'))
+  const bytes = Buffer.from(JSON.stringify({
+    schemaVersion: 2, mediaType: 'application/vnd.oci.image.manifest.v1+json', config, layers: [layer],
+    annotations: { padding: 'x'.repeat(5 * 1024 * 1024) },
+  }))
+  const d = parseDigest(digestOf(bytes))
+  await store.putManifest(d, bytes, 'application/vnd.oci.image.manifest.v1+json')
+  await tag(store, 'docker.io', 'library/big-manifest', '1', { mediaType: 'application/vnd.oci.image.manifest.v1+json', digest: d.value, size: bytes.length }, T0)
+  const target = await Store.open(join(dir, 'b'))
+  const result = await importArchive(target, once(await exported(store)))
+  t.strictSame(result.skipped, [])
+  t.equal(result.images.length, 1)
+  t.equal((await target.getTag('docker.io', 'library/big-manifest', '1'))?.digest, d.value)
+})

@@ -12,25 +12,24 @@
 // streams the archive to the daemon (POST /_dproxy/cache/import), which runs
 // the same verifying import in its maintenance queue, so that its eviction
 // cannot remove blobs the import has verified but not yet tagged; the
-// progress is then the bytes sent.
+// progress is then the bytes sent. Which of the two happens is
+// control/cache.ts's importCache.
 //
 // Progress goes to stderr (stdout may be the archive): an ink bar on a
 // terminal, a plain line every few seconds when piped or under CI, nothing
 // with --json, which prints the summary as JSON (to stderr when the archive
 // goes to stdout) and never loads ink.
 
-import { createReadStream, promises as fs } from 'node:fs'
+import { promises as fs } from 'node:fs'
 import { resolve } from 'node:path'
 import type { Command } from 'commander'
 import { resolveSettings } from '../config/settings.js'
 import { formatBytes } from '../config/units.js'
-import { owningDaemon } from '../control/admin-client.js'
-import { ARCHIVE_CONTENT_TYPE, IMPORT_PATH } from '../daemon/import-endpoint.js'
+import { importCache } from '../control/cache.js'
 import { parseImageSelector } from '../store/evict.js'
-import { withCacheLock } from '../store/lock.js'
 import { exportArchive } from '../store/archive-export.js'
-import { importArchive, readReusing, type ImportSummary } from '../store/archive-import.js'
-import { READ_CHUNK, type ArchiveProgress, type ArchiveSummary } from '../store/oci-archive.js'
+import type { ImportSummary } from '../store/archive-import.js'
+import type { ArchiveProgress, ArchiveSummary } from '../store/oci-archive.js'
 import { Store } from '../store/store.js'
 import type { CliContext } from './program.js'
 import { wantsInteractive } from './status.js'
@@ -70,53 +69,6 @@ export async function exportCache(req: ExportRequest): Promise<ArchiveSummary> {
     await fs.rm(temp, { force: true })
     throw err
   }
-}
-
-export interface ImportRequest {
-  cacheDir: string
-  /** Where a daemon's admin token is (<stateDir>/admin-token). */
-  stateDir?: string
-  /** A path, or '-' for `stdin`. */
-  file: string
-  force?: boolean
-  stdin?: AsyncIterable<Buffer>
-  onProgress?: (p: ArchiveProgress) => void
-}
-
-/** Imports through the daemon serving the cache, or else directly under the cache lock. */
-export async function importCache(req: ImportRequest): Promise<ImportSummary> {
-  const total = req.file === '-' ? undefined : (await fs.stat(req.file)).size
-  const stdin = req.stdin ?? (process.stdin as AsyncIterable<Buffer>)
-  const daemon = await owningDaemon(req.cacheDir, req.stateDir)
-  if (daemon) {
-    // Fresh chunks: fetch may hold one while it asks for the next.
-    const input = req.file === '-' ? stdin : createReadStream(req.file, { highWaterMark: READ_CHUNK })
-    const progress: ArchiveProgress = { bytes: 0, ...(total !== undefined ? { total } : {}) }
-    async function* sent(): AsyncGenerator<Uint8Array> {
-      for await (const chunk of input) {
-        const bytes = typeof chunk === 'string' ? Buffer.from(chunk) : chunk
-        progress.bytes += bytes.length
-        req.onProgress?.({ ...progress })
-        yield bytes
-      }
-    }
-    return daemon.client.call<ImportSummary>('POST', `${IMPORT_PATH}${req.force ? '?force=1' : ''}`, {
-      upload: { content: sent(), contentType: ARCHIVE_CONTENT_TYPE },
-    })
-  }
-  return withCacheLock(req.cacheDir, async () => {
-    // A file is read into one reused buffer: the import copies what it keeps.
-    const fh = req.file === '-' ? undefined : await fs.open(req.file, 'r')
-    try {
-      return await importArchive(await Store.open(req.cacheDir), fh ? readReusing(fh) : stdin, {
-        force: Boolean(req.force),
-        ...(total !== undefined ? { total } : {}),
-        ...(req.onProgress ? { onProgress: req.onProgress } : {}),
-      })
-    } finally {
-      await fh?.close()
-    }
-  })
 }
 
 // ---- printing

@@ -19,6 +19,7 @@ import { DproxyError, type ErrorCode } from '../errors.js'
 import { isLoopbackHost } from '../net.js'
 import type { StatusReport } from '../daemon/admin.js'
 import type { EvictionSummary, PruneSummary } from '../store/evict.js'
+import { ARCHIVE_CONTENT_TYPE } from '../store/oci-archive.js'
 import { ADMIN_TOKEN_FILE, ADMIN_TOKEN_HEADER, readAdminToken } from '../daemon/guard.js'
 import { readDaemonLock, type DaemonInfo } from '../daemon/lifecycle.js'
 import type { ProbeHit } from '../proxy/probe.js'
@@ -97,6 +98,16 @@ export class AdminClient {
     const params = new URLSearchParams({ maxSize: String(q.maxSizeBytes), ttl: `${q.ttlMs}ms` })
     if (q.dryRun) params.set('dryRun', '1')
     return this.call<PruneSummary>('POST', `/_dproxy/cache/prune?${params}`, { timeoutMs: CACHE_TIMEOUT_MS })
+  }
+
+  /** POST /_dproxy/pull (daemon/pull-endpoint.ts): the run's events, as the daemon sends them. */
+  pull<T>(body: unknown): AsyncGenerator<T> {
+    return this.stream<T>('POST', '/_dproxy/pull', { body })
+  }
+
+  /** POST /_dproxy/cache/import (daemon/import-endpoint.ts): the archive streamed as it is read. */
+  async importArchive<T>(content: AsyncIterable<Uint8Array>, force: boolean): Promise<T> {
+    return this.call<T>('POST', `/_dproxy/cache/import${force ? '?force=1' : ''}`, { upload: { content, contentType: ARCHIVE_CONTENT_TYPE } })
   }
 
   /** GET /_dproxy/events: the body of the Server-Sent Events stream (control/events.ts reads it), until `signal` aborts. */

@@ -1,4 +1,4 @@
-// Changing the cache from the CLI (`dproxy cache clear|prune`): through the
+// Changing the cache from the CLI (`dproxy cache clear|prune|import`): through the
 // running daemon's admin endpoint when one serves the cache dir (found through
 // <cacheDir>/daemon.json), so that the change is serialised with the daemon's
 // own eviction; with no daemon, on the directory itself under
@@ -9,11 +9,13 @@
 //
 // The admin calls themselves (their URLs, the admin token) are AdminClient's.
 
-import { existsSync } from 'node:fs'
+import { createReadStream, existsSync, promises as fs } from 'node:fs'
 import { parseDuration } from '../config/units.js'
 import { DproxyError } from '../errors.js'
+import { importArchive, readReusing, type ImportSummary } from '../store/archive-import.js'
 import { clearCache, parseImageSelector, prune, type ClearFilter, type EvictionSummary, type PruneSummary } from '../store/evict.js'
 import { Layout } from '../store/layout.js'
+import { READ_CHUNK, type ArchiveProgress } from '../store/oci-archive.js'
 import { withCacheLock } from '../store/lock.js'
 import { Store } from '../store/store.js'
 import { owningDaemon } from './admin-client.js'
@@ -99,4 +101,49 @@ export async function pruneCacheDir(req: PruneRequest): Promise<PruneSummary & {
 
 function nothing(dryRun: boolean): EvictionSummary {
   return { dryRun, images: [], orphans: 0, tags: 0, manifests: 0, blobs: 0, bytes: 0, remainingBytes: 0, tempFiles: 0, tempBytes: 0 }
+}
+
+export interface ImportRequest {
+  cacheDir: string
+  /** Where a daemon's admin token is (<stateDir>/admin-token). */
+  stateDir?: string
+  /** A path, or '-' for `stdin`. */
+  file: string
+  force?: boolean
+  stdin?: AsyncIterable<Buffer>
+  onProgress?: (p: ArchiveProgress) => void
+}
+
+/** Imports through the daemon serving the cache, or else directly under the cache lock. */
+export async function importCache(req: ImportRequest): Promise<ImportSummary> {
+  const total = req.file === '-' ? undefined : (await fs.stat(req.file)).size
+  const stdin = req.stdin ?? (process.stdin as AsyncIterable<Buffer>)
+  const daemon = await owningDaemon(req.cacheDir, req.stateDir)
+  if (daemon) {
+    // Fresh chunks: fetch may hold one while it asks for the next.
+    const input = req.file === '-' ? stdin : createReadStream(req.file, { highWaterMark: READ_CHUNK })
+    const progress: ArchiveProgress = { bytes: 0, ...(total !== undefined ? { total } : {}) }
+    async function* sent(): AsyncGenerator<Uint8Array> {
+      for await (const chunk of input) {
+        const bytes = typeof chunk === 'string' ? Buffer.from(chunk) : chunk
+        progress.bytes += bytes.length
+        req.onProgress?.({ ...progress })
+        yield bytes
+      }
+    }
+    return daemon.client.importArchive<ImportSummary>(sent(), Boolean(req.force))
+  }
+  return withCacheLock(req.cacheDir, async () => {
+    // A file is read into one reused buffer: the import copies what it keeps.
+    const fh = req.file === '-' ? undefined : await fs.open(req.file, 'r')
+    try {
+      return await importArchive(await Store.open(req.cacheDir), fh ? readReusing(fh) : stdin, {
+        force: Boolean(req.force),
+        ...(total !== undefined ? { total } : {}),
+        ...(req.onProgress ? { onProgress: req.onProgress } : {}),
+      })
+    } finally {
+      await fh?.close()
+    }
+  })
 }

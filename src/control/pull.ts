@@ -116,7 +116,7 @@ function pullBody(o: PullOptions) {
 async function postPull(admin: AdminClient, o: PullOptions): Promise<Summary | RefusedEvent> {
   const body = pullBody(o)
   let end: Summary | RefusedEvent | undefined
-  for await (const e of admin.stream<WarmEvent>('POST', '/_dproxy/pull', { body })) {
+  for await (const e of admin.pull<WarmEvent>(body)) {
     o.onEvent(e)
     if (e.type === 'summary' || e.type === 'refused') end = e
   }

@@ -22,13 +22,12 @@ import { formatBytes } from '../config/units.js'
 import { DproxyError } from '../errors.js'
 import { diskSpace } from '../fs.js'
 import type { ImportSummary } from '../store/archive-import.js'
+import { ARCHIVE_CONTENT_TYPE } from '../store/oci-archive.js'
 import type { Store } from '../store/store.js'
 import { liftBodyDeadline } from './body-deadline.js'
 import type { CacheMaintenance } from './maintenance.js'
 
 export const IMPORT_PATH = '/_dproxy/cache/import'
-/** What `dproxy cache import` sends: an OCI image layout archive (tar). */
-export const ARCHIVE_CONTENT_TYPE = 'application/vnd.dproxy.oci-archive.v1+tar'
 
 export interface ImportEndpointDeps {
   store: Pick<Store, 'root'>

@@ -28,10 +28,9 @@
 // Directories are left in place, even empty ones: removing one could race the
 // daemon creating a file in it (mkdir, then rename).
 
-import { promises as fs } from 'node:fs'
 import { DproxyError, truncate } from '../errors.js'
 import { fileSize, inventory, type CacheUnit, type FileKey, type Inventory } from './inventory.js'
-import { isNotFound, removeFile } from '../fs.js'
+import { removeFile } from '../fs.js'
 import type { Store } from './store.js'
 import { parseDigest } from '../oci/digest.js'
 import { parseImageReference } from '../oci/reference.js'

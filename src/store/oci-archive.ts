@@ -17,6 +17,8 @@ import type { Digest } from '../oci/digest.js'
 
 export const REF_NAME = 'org.opencontainers.image.ref.name'
 export const CHECKED_AT = 'dev.dproxy.checked-at'
+/** The archive as a body (`dproxy cache import` to a running daemon): an OCI image layout in a tar. */
+export const ARCHIVE_CONTENT_TYPE = 'application/vnd.dproxy.oci-archive.v1+tar'
 /**
  * Reads of this size keep system calls few and still come from the
  * allocator's free lists; much larger ones are fresh mappings each time.

@@ -14,7 +14,7 @@
 
 import type { Document } from 'yaml'
 import { expandVariables, needs } from './expand.js'
-import type { Problem, RawReference, ScanResult, SourceKind } from './types.js'
+import type { Problem, ScanResult, SourceKind } from './types.js'
 import { entries, get, isMap, items, parseYaml, text, type YamlFile } from './yaml.js'
 
 export interface GitlabFile {

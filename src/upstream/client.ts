@@ -216,6 +216,8 @@ export interface EndpointStatus extends HealthSnapshot {
   last: boolean
   /** Requests sent to it (each hop of each call). */
   requests: number
+  /** ISO time it last answered a request of the chain (probes do not count); absent until it has. */
+  lastServedAt?: string
 }
 
 export class Upstreams {
@@ -406,6 +408,8 @@ export class UpstreamClient {
   private readonly timers = new Set<NodeJS.Timeout>()
   /** digest -> endpoints whose bytes for it failed verification (never the last). */
   private readonly badBlobs: LRUCache<string, Set<number>>
+  /** Per endpoint: when it last answered (ms since epoch), for the status's "served last". */
+  private readonly servedAt: Array<number | undefined>
   private stopped = false
 
   constructor(
@@ -415,6 +419,7 @@ export class UpstreamClient {
     private readonly onHealth: (endpoint: EndpointStatus) => void,
   ) {
     this.breakers = endpoints.map(() => new Breaker(clock))
+    this.servedAt = endpoints.map(() => undefined)
     this.badBlobs = new LRUCache({ max: 10_000, ttl: BAD_BLOB_MS, perf: { now: () => clock.now() }, ttlResolution: 0 })
   }
 
@@ -495,6 +500,7 @@ export class UpstreamClient {
       last: i === this.endpoints.length - 1,
       requests: e.requests,
       ...this.breakers[i]!.snapshot(),
+      ...(this.servedAt[i] !== undefined ? { lastServedAt: new Date(this.servedAt[i]!).toISOString() } : {}),
     }
   }
 
@@ -528,6 +534,7 @@ export class UpstreamClient {
       }
       try {
         const answer = await ask(e, i)
+        this.servedAt[i] = this.clock.now()
         this.record(i, 'alive')
         return answer
       } catch (err) {

@@ -136,8 +136,8 @@ export interface ChainTimeouts {
 }
 
 export const DEFAULT_CHAIN_TIMEOUTS: ChainTimeouts = { connectMs: 2000, firstByteMs: 10_000 }
-/** The probe that closes a breaker: GET /v2/ within this long. */
-const PROBE_TIMEOUT_MS = 2000
+/** The limit of the breaker's probe (GET /v2/); `dproxy doctor` asks an endpoint with another behind it within it too. */
+export const PROBE_TIMEOUT_MS = 2000
 
 export interface UpstreamsOptions {
   /** registry host -> one URL or the endpoint list, from --upstream / DPROXY_UPSTREAMS / config (registries.ts). */
@@ -477,6 +477,11 @@ export class UpstreamClient {
 
   listTags(repository: string, query: URLSearchParams): Promise<TagPage> {
     return this.fallThrough(`GET tags of ${repository}`, (e) => e.listTags(repository, query))
+  }
+
+  /** Each endpoint on its own, in chain order (`dproxy doctor` asks every one, with no fall-through). */
+  members(): readonly EndpointClient[] {
+    return this.endpoints
   }
 
   /** The endpoints as the status shows them. */

@@ -433,10 +433,13 @@ interface ChainsInUse {
   daemon: EndpointStatus[]
 }
 
-/** What the doctor asks each endpoint for: Docker Hub's rate-limit probe (a HEAD is no pull), elsewhere the doctor's own. */
-function probeManifest(registry: string): { repository: string; tag: string } {
-  return registry === DOCKER_HUB ? { ...RATE_LIMIT_PROBE } : { repository: PROBE_REPOSITORY, tag: 'latest' }
-}
+/**
+ * What the doctor asks each endpoint for: Docker Hub's rate-limit probe (a
+ * HEAD is no pull). Elsewhere it is likely missing, and a 404 still shows the
+ * login and token exchange passed. Never the clients' probe repository, which
+ * no upstream is ever asked about.
+ */
+const PROBE_MANIFEST = RATE_LIMIT_PROBE
 
 /**
  * Every endpoint of every registry pulls go to, in the order asked: does it
@@ -519,7 +522,7 @@ async function checkEndpoint(e: EndpointClient, c: EndpointContext): Promise<End
     return { ...base, reachable: false, reach: `is unreachable (${why})`, auth: 'unknown', authDetail: 'not tried: it does not answer' }
   }
   const reach = `answers (HTTP ${status})`
-  const { repository, tag } = probeManifest(c.registry)
+  const { repository, tag } = PROBE_MANIFEST
   const auth = await e.headManifest(repository, tag, { probe: true }).then(
     () => ({ auth: 'ok' as const, authDetail: `auth works (HEAD ${repository}:${tag} answered)` }),
     (err: unknown) => {

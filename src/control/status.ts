@@ -303,7 +303,7 @@ export function describeEndpoint(e: EndpointStatus, last: ReadonlyMap<string, st
   const answered = e.lastServedAt !== undefined ? `, last answered ${e.lastServedAt}` : ''
   const mark = last.get(e.registry) === e.endpoint ? ' [served last]' : ''
   const why = e.lastError !== undefined ? `; last error: ${e.lastError}` : ''
-  return `${e.position + 1}. ${e.endpoint} (${e.kind}${e.last ? ', last' : ''}): ${describeHealth(e)}, ${e.requests} requests${answered}${mark}${why}`
+  return `${e.position + 1}. ${e.endpoint} (${e.kind}${e.last ? ', last' : ''}): ${describeHealth(e)}, ${e.requests} request${e.requests === 1 ? '' : 's'}${answered}${mark}${why}`
 }
 
 /** One line per endpoint of every registry with a chain, for the text output. */

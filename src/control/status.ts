@@ -266,16 +266,54 @@ export async function collectStatus(o: CollectStatusOptions): Promise<StatusSnap
   }
 }
 
-/** One line per endpoint of every registry with a chain (more than one endpoint), for the text output. */
-export function describeEndpoints(endpoints: readonly EndpointStatus[]): string[] {
+/**
+ * The health of one endpoint in words: `up`, `up (2 failures in a row)`, or
+ * `down since T, next probe at T2` (its breaker is open; the last endpoint of
+ * a chain is asked anyway and not probed).
+ */
+export function describeHealth(e: EndpointStatus): string {
+  if (e.up) return e.failuresInRow ? `up (${e.failuresInRow} failure${e.failuresInRow === 1 ? '' : 's'} in a row)` : 'up'
+  const since = `down since ${e.downSince ?? '?'}`
+  if (e.last) return `${since} (still asked: it is the last)`
+  return e.nextProbeAt !== undefined ? `${since}, next probe at ${e.nextProbeAt}` : since
+}
+
+/** Per registry, the endpoint that answered most recently (its `endpoint` label). */
+export function servedLast(endpoints: readonly EndpointStatus[]): Map<string, string> {
+  const latest = new Map<string, EndpointStatus>()
+  for (const e of endpoints) {
+    if (e.lastServedAt === undefined) continue
+    const prev = latest.get(e.registry)
+    if (!prev || Date.parse(e.lastServedAt) > Date.parse(prev.lastServedAt!)) latest.set(e.registry, e)
+  }
+  return new Map([...latest].map(([r, e]) => [r, e.endpoint]))
+}
+
+/** The registries with a chain (more than one endpoint); only those are listed by the views. */
+export function chainedEndpoints(endpoints: readonly EndpointStatus[]): EndpointStatus[] {
   const chained = new Set(endpoints.filter((e) => e.position > 0).map((e) => e.registry))
-  const shown = endpoints.filter((e) => chained.has(e.registry))
+  return endpoints.filter((e) => chained.has(e.registry))
+}
+
+/**
+ * One endpoint without its registry: `1. URL (mirror): HEALTH, 12 requests,
+ * last answered T [served last]; last error: ...`.
+ */
+export function describeEndpoint(e: EndpointStatus, last: ReadonlyMap<string, string>): string {
+  const answered = e.lastServedAt !== undefined ? `, last answered ${e.lastServedAt}` : ''
+  const mark = last.get(e.registry) === e.endpoint ? ' [served last]' : ''
+  const why = e.lastError !== undefined ? `; last error: ${e.lastError}` : ''
+  return `${e.position + 1}. ${e.endpoint} (${e.kind}${e.last ? ', last' : ''}): ${describeHealth(e)}, ${e.requests} request${e.requests === 1 ? '' : 's'}${answered}${mark}${why}`
+}
+
+/** One line per endpoint of every registry with a chain, for the text output. */
+export function describeEndpoints(endpoints: readonly EndpointStatus[]): string[] {
+  const shown = chainedEndpoints(endpoints)
+  const last = servedLast(shown)
   const width = Math.max(0, ...shown.map((e) => e.registry.length))
   return shown.map((e) => {
-    const health = e.up ? 'up' : `down since ${e.downSince ?? '?'}`
-    const why = !e.up && e.lastError !== undefined ? `; ${e.lastError}` : ''
     const who = e.position === 0 ? e.registry.padEnd(width) : ' '.repeat(width)
-    return `${who}  ${e.position + 1}. ${e.endpoint} (${e.kind}${e.last ? ', last' : ''}): ${health}, ${e.requests} requests${why}`
+    return `${who}  ${describeEndpoint(e, last)}`
   })
 }
 

@@ -7,7 +7,8 @@
 //     clock, so a slow terminal does not skew it);
 //   - the last few registry requests, latest first (admin calls such as a
 //     `dproxy status` beside the view are left out: they are not pulls);
-//   - the counters, rate-limit readings and failures of the latest snapshot.
+//   - the counters, rate-limit readings, failures and upstream endpoints'
+//     health of the latest snapshot.
 //
 // The stream is our own daemon's (loopback only), so an event whose top-level
 // shape is wrong is skipped rather than thrown on; its fields are trusted.
@@ -17,6 +18,7 @@ import type { RequestRecord } from '../daemon/events.js'
 import type { ImageFailures } from '../daemon/failures.js'
 import type { DownloadProgress } from '../proxy/blobs.js'
 import type { StreamEvent } from './events.js'
+import type { EndpointStatus } from '../upstream/client.js'
 import { rateLimitRow, type RateLimitRow } from './status.js'
 
 export const RECENT_REQUESTS = 10
@@ -35,12 +37,14 @@ export interface WatchState {
   counters?: Snapshot['counters']
   rateLimit: RateLimitRow[]
   recentFailures: ImageFailures[]
+  /** Upstream endpoints of the configured registries, in the order asked (a daemon without them sends none). */
+  endpoints: EndpointStatus[]
   /** The daemon closed the stream (it is stopping). */
   ended: boolean
 }
 
 export function initialWatchState(): WatchState {
-  return { downloads: [], requests: [], rateLimit: [], recentFailures: [], ended: false }
+  return { downloads: [], requests: [], rateLimit: [], recentFailures: [], endpoints: [], ended: false }
 }
 
 /** cacheHits / (cacheHits + cacheMisses); null before anything was asked. */
@@ -85,6 +89,7 @@ function foldSnapshot(s: WatchState, snap: Snapshot): WatchState {
     counters: snap.counters,
     rateLimit: snap.rateLimit.map((r) => rateLimitRow(r, 'daemon', at)),
     recentFailures: snap.recentFailures,
+    endpoints: Array.isArray(snap.endpoints) ? snap.endpoints : [],
   }
 }
 

@@ -197,6 +197,7 @@ export function adminHandler(deps: AdminDeps) {
               counters: snapshotCounters(deps.counters, deps.upstreams.counters),
               rateLimit: deps.upstreams.rateLimits.all(),
               recentFailures: deps.failures.recent(),
+              endpoints: deps.upstreams.endpoints(),
             }),
           },
           res,

@@ -4,7 +4,7 @@
 //   request   one per finished request (the access log's record)
 //   upstream  one per request sent upstream
 //   snapshot  once a second: downloads in progress, hit counters, rate-limit
-//             readings, recent failures per image
+//             readings, recent failures per image, upstream endpoints' health
 //
 // A subscriber never slows the daemon: events are written without waiting
 // for the socket, and one whose unsent data passes MAX_BUFFERED_BYTES is cut
@@ -14,7 +14,7 @@
 import type { ServerResponse } from 'node:http'
 import type { Counters } from '../proxy/counters.js'
 import type { DownloadProgress } from '../proxy/blobs.js'
-import type { UpstreamCounters } from '../upstream/client.js'
+import type { EndpointStatus, UpstreamCounters } from '../upstream/client.js'
 import type { RateLimitReading } from '../upstream/ratelimit.js'
 import type { DaemonEvents } from './events.js'
 import type { ImageFailures } from './failures.js'
@@ -29,6 +29,8 @@ export interface Snapshot {
   counters: Counters & { upstreamManifestGets: number; upstreamBlobGets: number }
   rateLimit: RateLimitReading[]
   recentFailures: ImageFailures[]
+  /** Every upstream endpoint of the configured registries, in the order asked: health and requests. */
+  endpoints?: EndpointStatus[]
 }
 
 export interface EventSources {

@@ -15,7 +15,9 @@
 // clock skew against their Date header, rate-limit headroom. The upstreams
 // checked are the ones the running daemon uses (it may have been started with
 // --upstream), as its status reports them; the configured ones only when no
-// daemon runs.
+// daemon runs. A registry with a chain of endpoints (a team cache before the
+// origin) has each endpoint checked on its own, in the order asked: reachable,
+// its own login working, and what the daemon knows of it (down, served last).
 
 import { execFile } from 'node:child_process'
 import { randomBytes } from 'node:crypto'
@@ -27,10 +29,14 @@ import { formatBytes } from '../config/units.js'
 import type { ImageFailures } from '../daemon/failures.js'
 import { diskSpace } from '../fs.js'
 import { AdminClient } from '../control/admin-client.js'
-import { collectStatus, describeLimit, headroom, type CollectStatusOptions, type StatusSnapshot } from '../control/status.js'
+import { collectStatus, describeLimit, headroom, servedLast, type CollectStatusOptions, type StatusSnapshot } from '../control/status.js'
+import { isDproxyError } from '../errors.js'
 import { isLoopbackHost } from '../net.js'
 import { PROBE_REPOSITORY } from '../proxy/probe.js'
-import { upstreamBaseUrl, type UpstreamMap } from '../upstream/registries.js'
+import { ORIGIN_KEYWORD } from '../config/keys.js'
+import { PROBE_TIMEOUT_MS, type EndpointClient, type EndpointStatus } from '../upstream/client.js'
+import { RATE_LIMIT_PROBE } from '../upstream/ratelimit.js'
+import type { EndpointKind, UpstreamMap } from '../upstream/registries.js'
 import { clientAddress } from './address.js'
 import { buildkitPaths } from './buildkit.js'
 import { containerdPaths } from './containerd.js'
@@ -68,7 +74,33 @@ export interface DoctorReport {
   listen: string[]
   checks: Check[]
   clients: ClientReport[]
+  /** Every upstream endpoint of every registry pulls go to, in the order asked. */
+  endpoints?: EndpointReport[]
   recentFailures: ImageFailures[]
+}
+
+/** One upstream endpoint as the doctor found it. */
+export interface EndpointReport {
+  registry: string
+  endpoint: string
+  kind: EndpointKind
+  position: number
+  last: boolean
+  reachable: boolean
+  /** `answers (HTTP 401)`, or `is unreachable (why)`. */
+  reach: string
+  /** ok: its login or token dance let it answer for the probe manifest; refused: 401/403; unknown: not tried or another failure. */
+  auth: 'ok' | 'refused' | 'unknown'
+  authDetail: string
+  /** The running daemon's breaker for it (absent when no daemon runs). */
+  up?: boolean
+  /** When it last answered one of the running daemon's requests. */
+  lastServedAt?: string
+  /** It answered the running daemon's latest upstream request for its registry. */
+  servedLast: boolean
+  /** This machine's clock minus its Date header, when it sent one. */
+  skewSeconds?: number
+  fix?: string
 }
 
 export interface RunResult {
@@ -90,7 +122,17 @@ export const runCommand: Runner = (cmd, args, o) =>
   })
 
 export interface DoctorOptions extends Pick<CollectStatusOptions, 'credentials'> {
-  settings: { cacheDir: string; stateDir: string; hosts: string[]; port: number; upstreams: UpstreamMap; dockerCredentials?: boolean }
+  settings: {
+    cacheDir: string
+    stateDir: string
+    hosts: string[]
+    port: number
+    upstreams: UpstreamMap
+    noOrigin?: boolean | readonly string[]
+    chainConnectTimeoutMs?: number | undefined
+    chainFirstByteTimeoutMs?: number | undefined
+    dockerCredentials?: boolean
+  }
   /** Treated as `/` for system config files (`--root`, as setup has it). */
   root: string
   home: string
@@ -357,17 +399,175 @@ async function checkClient(c: Context, client: DoctorClient, snapshot: StatusSna
   }
 }
 
-/** The upstreams pulls go to: the running daemon's, else the configured ones. */
-async function upstreamsInUse(o: DoctorOptions, snapshot: StatusSnapshot): Promise<UpstreamMap> {
+/**
+ * The chains pulls go through: the running daemon's (its status lists every
+ * endpoint with its kind, the origin included, so nothing more is implied),
+ * else the configured ones. `origins` puts each registry's origin where the
+ * daemon has it, so an endpoint keeps its kind and whose login it sends.
+ */
+async function chainsInUse(o: DoctorOptions, snapshot: StatusSnapshot): Promise<ChainsInUse> {
   const url = snapshot.daemon.url
   if (snapshot.daemon.running && url !== null) {
     const status = await new AdminClient(url).status({ probe: false }).catch(() => undefined)
-    if (status?.upstreams) return Object.fromEntries(status.upstreams.map((u) => [u.registry, u.endpoints ?? u.url]))
+    if (status?.endpoints && status.endpoints.length > 0) {
+      const overrides: Record<string, string[]> = {}
+      const origins: Record<string, string> = {}
+      for (const e of [...status.endpoints].sort((a, b) => a.position - b.position)) {
+        ;(overrides[e.registry] ??= []).push(e.kind === 'origin' ? ORIGIN_KEYWORD : e.endpoint)
+        if (e.kind === 'origin') origins[e.registry] = e.endpoint
+      }
+      return { overrides, noOrigin: true, origins, daemon: status.endpoints }
+    }
+    if (status?.upstreams) {
+      return { overrides: Object.fromEntries(status.upstreams.map((u) => [u.registry, u.endpoints ?? u.url])), noOrigin: true, origins: {}, daemon: [] }
+    }
   }
-  return o.settings.upstreams
+  return { overrides: o.settings.upstreams, noOrigin: o.settings.noOrigin ?? false, origins: {}, daemon: [] }
 }
 
-async function daemonChecks(o: DoctorOptions, snapshot: StatusSnapshot, told: { address: string; bySetup: boolean }): Promise<Check[]> {
+interface ChainsInUse {
+  overrides: UpstreamMap
+  noOrigin: boolean | readonly string[]
+  origins: Record<string, string>
+  /** The running daemon's view of each endpoint (breaker, last answer); empty when none runs. */
+  daemon: EndpointStatus[]
+}
+
+/**
+ * What the doctor asks each endpoint for: Docker Hub's rate-limit probe (a
+ * HEAD is no pull). Elsewhere it is likely missing, and a 404 still shows the
+ * login and token exchange passed. Never the clients' probe repository, which
+ * no upstream is ever asked about.
+ */
+const PROBE_MANIFEST = RATE_LIMIT_PROBE
+
+/**
+ * Every endpoint of every registry pulls go to, in the order asked: does it
+ * answer GET /v2/ (an endpoint with another behind it within the breaker
+ * probe's short limit, as the daemon asks it), does its own login or token
+ * dance let it answer a HEAD of the probe manifest (a 401/403 names the
+ * `dproxy login` that fixes it), and what the running daemon knows of it
+ * (breaker down, which endpoint answered its latest request).
+ */
+async function upstreamChecks(o: DoctorOptions, snapshot: StatusSnapshot): Promise<{ checks: Check[]; endpoints: EndpointReport[] }> {
+  const now = o.now ?? Date.now
+  const inUse = await chainsInUse(o, snapshot)
+  const { Upstreams } = await import('../upstream/client.js')
+  const chain = {
+    ...(o.settings.chainConnectTimeoutMs !== undefined ? { connectMs: o.settings.chainConnectTimeoutMs } : {}),
+    ...(o.settings.chainFirstByteTimeoutMs !== undefined ? { firstByteMs: o.settings.chainFirstByteTimeoutMs } : {}),
+  }
+  const upstreams = new Upstreams({
+    overrides: inUse.overrides,
+    noOrigin: inUse.noOrigin,
+    origins: inUse.origins,
+    timeouts: { connectMs: 5000, headersMs: 5000, bodyMs: 5000 },
+    chainTimeouts: chain,
+    ...(o.credentials ? { credentials: o.credentials } : {}),
+  })
+  const checks: Check[] = []
+  const endpoints: EndpointReport[] = []
+  try {
+    for (const registry of [DOCKER_HUB, ...Object.keys(inUse.overrides).filter((r) => r !== DOCKER_HUB)]) {
+      const members = upstreams.get(registry).members()
+      const daemon = inUse.daemon.filter((e) => e.registry === registry)
+      const last = servedLast(daemon).get(registry)
+      const found: EndpointReport[] = []
+      for (const [position, e] of members.entries()) {
+        const isLast = position === members.length - 1
+        const known = daemon.find((d) => d.position === position && d.endpoint === e.spec.label)
+        found.push(await checkEndpoint(e, { registry, position, last: isLast, now, known, servedLast: last === e.spec.label }))
+      }
+      endpoints.push(...found)
+      const chained = found.length > 1
+      const anyAnswers = found.some((f) => f.reachable)
+      for (const f of found) checks.push(endpointCheck(f, { chained, anyAnswers, tags: snapshot.cache.tags }))
+    }
+  } finally {
+    await upstreams.close()
+  }
+  return { checks, endpoints }
+}
+
+interface EndpointContext {
+  registry: string
+  position: number
+  last: boolean
+  now: () => number
+  known: EndpointStatus | undefined
+  servedLast: boolean
+}
+
+async function checkEndpoint(e: EndpointClient, c: EndpointContext): Promise<EndpointReport> {
+  const base: Omit<EndpointReport, 'reachable' | 'reach' | 'auth' | 'authDetail'> = {
+    registry: c.registry,
+    endpoint: e.spec.label,
+    kind: e.spec.kind,
+    position: c.position,
+    last: c.last,
+    servedLast: c.servedLast,
+    ...(c.known ? { up: c.known.up } : {}),
+    ...(c.known?.lastServedAt !== undefined ? { lastServedAt: c.known.lastServedAt } : {}),
+  }
+  let status: number
+  let skewSeconds: number | undefined
+  try {
+    const res = await fetch(new URL('/v2/', e.base), { redirect: 'manual', signal: AbortSignal.timeout(c.last ? 5000 : PROBE_TIMEOUT_MS) })
+    await res.body?.cancel().catch(() => {})
+    status = res.status
+    const date = Date.parse(res.headers.get('date') ?? '')
+    if (!Number.isNaN(date)) skewSeconds = Math.round((c.now() - date) / 1000)
+  } catch (err) {
+    const why = err instanceof Error ? ((err.cause as Error | undefined)?.message ?? err.message) : String(err)
+    return { ...base, reachable: false, reach: `is unreachable (${why})`, auth: 'unknown', authDetail: 'not tried: it does not answer' }
+  }
+  const reach = `answers (HTTP ${status})`
+  const { repository, tag } = PROBE_MANIFEST
+  const auth = await e.headManifest(repository, tag, { probe: true }).then(
+    () => ({ auth: 'ok' as const, authDetail: `auth works (HEAD ${repository}:${tag} answered)` }),
+    (err: unknown) => {
+      if (!isDproxyError(err)) return { auth: 'unknown' as const, authDetail: `HEAD ${repository}:${tag} failed: ${String(err)}` }
+      if (err.code === 'UNAUTHORIZED' || err.code === 'DENIED') {
+        return { auth: 'refused' as const, authDetail: err.message, fix: `dproxy login ${e.spec.credentialKey}` }
+      }
+      if (err.code === 'MANIFEST_UNKNOWN' || err.code === 'NAME_UNKNOWN') {
+        return { auth: 'ok' as const, authDetail: `auth works (its token dance passed; it has no ${repository}:${tag})` }
+      }
+      return { auth: 'unknown' as const, authDetail: `HEAD ${repository}:${tag} failed: ${err.message}` }
+    },
+  )
+  return { ...base, reachable: true, reach, ...auth, ...(skewSeconds !== undefined ? { skewSeconds } : {}) }
+}
+
+/** One endpoint as a line of the report: a single endpoint as before chains, a chain's with its place in it. */
+function endpointCheck(f: EndpointReport, c: { chained: boolean; anyAnswers: boolean; tags: number }): Check {
+  const who = c.chained ? `${f.position + 1}. ${f.endpoint} (${f.kind}${f.last ? ', last' : ''})` : f.endpoint
+  const daemon = [
+    ...(f.up === false ? [`the daemon has it down (skipped until a probe finds it back)`] : []),
+    ...(c.chained && f.servedLast ? [`it answered the daemon's latest request${f.lastServedAt ? ` (${f.lastServedAt})` : ''}`] : []),
+  ]
+  const tail = daemon.length > 0 ? `; ${daemon.join('; ')}` : ''
+  if (!f.reachable) {
+    const then = !f.last
+      ? 'pulls fall through to the next endpoint'
+      : c.anyAnswers
+        ? 'what the endpoints before it cannot answer fails'
+        : `pulls are served from the cache only (${c.tags} tags cached)`
+    return { name: f.registry, level: 'warn', detail: `${who} ${f.reach}: ${then}${tail}` }
+  }
+  const skew = f.skewSeconds !== undefined && Math.abs(f.skewSeconds) > 30 ? f.skewSeconds : undefined
+  const clock = skew !== undefined ? `; this machine's clock is ${Math.abs(skew)} s ${skew > 0 ? 'ahead of' : 'behind'} its Date` : ''
+  const level = f.auth === 'refused' || skew !== undefined ? 'warn' : 'ok'
+  const fix = f.fix ?? (skew !== undefined ? 'sync the clock (timedatectl set-ntp true): tokens and TLS depend on it' : undefined)
+  return { name: f.registry, level, detail: `${who} ${f.reach}${clock}; ${f.authDetail}${tail}`, ...(fix !== undefined ? { fix } : {}) }
+}
+
+async function daemonChecks(
+  o: DoctorOptions,
+  snapshot: StatusSnapshot,
+  told: { address: string; bySetup: boolean },
+  upstream: Check[],
+): Promise<Check[]> {
   const checks: Check[] = []
   const daemon = snapshot.daemon
   checks.push(
@@ -406,27 +606,7 @@ async function daemonChecks(o: DoctorOptions, snapshot: StatusSnapshot, told: { 
       ...(low ? { fix: 'dproxy cache prune --max-size <size>, or dproxy config set maxSize <size>' } : {}),
     })
   }
-  const now = o.now ?? Date.now
-  const upstreams = await upstreamsInUse(o, snapshot)
-  for (const registry of [DOCKER_HUB, ...Object.keys(upstreams).filter((r) => r !== DOCKER_HUB)]) {
-    const base = upstreamBaseUrl(registry, upstreams)
-    try {
-      const res = await fetch(new URL('/v2/', base), { redirect: 'manual', signal: AbortSignal.timeout(5000) })
-      await res.body?.cancel().catch(() => {})
-      const date = Date.parse(res.headers.get('date') ?? '')
-      const skew = Number.isNaN(date) ? 0 : Math.round((now() - date) / 1000)
-      const skewed = Math.abs(skew) > 30
-      checks.push({
-        name: registry,
-        level: skewed ? 'warn' : 'ok',
-        detail: `${base.origin} answers (HTTP ${res.status})${skewed ? `; this machine's clock is ${Math.abs(skew)} s ${skew > 0 ? 'ahead of' : 'behind'} its Date` : ''}`,
-        ...(skewed ? { fix: 'sync the clock (timedatectl set-ntp true): tokens and TLS depend on it' } : {}),
-      })
-    } catch (err) {
-      const why = err instanceof Error ? ((err.cause as Error | undefined)?.message ?? err.message) : String(err)
-      checks.push({ name: registry, level: 'warn', detail: `${base.origin} is unreachable (${why}): pulls are served from the cache only (${snapshot.cache.tags} tags cached)` })
-    }
-  }
+  checks.push(...upstream)
   const hub = snapshot.rateLimit.find((r) => r.registry === DOCKER_HUB)
   if (hub) {
     const level = headroom(hub).level
@@ -465,7 +645,8 @@ export async function runDoctor(o: DoctorOptions): Promise<DoctorReport> {
   const told = record ? { address: record.address, bySetup: true } : { address: (await clientAddress(o.settings)).address, bySetup: false }
   const listen = snapshot.daemon.running ? snapshot.daemon.listen : [told.address]
   const c: Context = { o, listen, sys: (p) => underRoot(o.root, p) }
-  const checks = await daemonChecks(o, snapshot, told)
+  const upstream = await upstreamChecks(o, snapshot)
+  const checks = await daemonChecks(o, snapshot, told, upstream.checks)
   checks.push(...(await loginChecks(o)))
   const clients: ClientReport[] = []
   // One client at a time: pulls through the same daemon should not blur each other's nonces or timings.
@@ -476,6 +657,7 @@ export async function runDoctor(o: DoctorOptions): Promise<DoctorReport> {
     listen: snapshot.daemon.listen,
     checks,
     clients,
+    endpoints: upstream.endpoints,
     recentFailures: snapshot.recentFailures,
   }
 }

@@ -1,6 +1,7 @@
-// The terminal view of `dproxy status`: the daemon, the cache table, and a
+// The terminal view of `dproxy status`: the daemon, the cache table, a
 // headroom bar per registry rate limit, green while more than half of the
-// limit is left, yellow above a fifth, red below. Pure presentation of a
+// limit is left, yellow above a fifth, red below, and each chained registry's
+// upstream endpoints in the order asked (green up, red down). Pure presentation of a
 // StatusSnapshot (src/control/status.ts); the CLI imports this module lazily,
 // only when stdout is a terminal.
 
@@ -8,15 +9,19 @@ import { Box, render, Text, useApp } from 'ink'
 import { useEffect, type ReactNode } from 'react'
 import { formatBytes } from '../config/units.js'
 import {
+  chainedEndpoints,
+  describeEndpoint,
   describeFailures,
   describeLimit,
   describeReading,
   formatAge,
   headroom,
+  servedLast,
   type HeadroomLevel,
   type RateLimitRow,
   type StatusSnapshot,
 } from '../control/status.js'
+import type { EndpointStatus } from '../upstream/client.js'
 
 const LABEL_WIDTH = 12
 export const BAR_WIDTH = 20
@@ -67,6 +72,28 @@ export function LimitLine({ row, registryWidth }: { row: RateLimitRow; registryW
       )}
       <Text>{describeLimit(row)}</Text>
     </Box>
+  )
+}
+
+/**
+ * The endpoints of each registry with a chain, in the order asked: the
+ * registry once, then one line per endpoint, its health coloured.
+ */
+export function EndpointLines({ endpoints }: { endpoints: readonly EndpointStatus[] }) {
+  const shown = chainedEndpoints(endpoints)
+  const last = servedLast(shown)
+  return (
+    <>
+      {shown.map((e) => (
+        <Box key={`${e.registry} ${e.position}`} flexDirection="column">
+          {e.position === 0 ? <Text>{`  ${e.registry}`}</Text> : null}
+          <Text color={e.up ? undefined : 'red'}>
+            {'    '}
+            <Text color={e.up ? 'green' : 'red'}>{e.up ? '●' : '○'}</Text> {describeEndpoint(e, last)}
+          </Text>
+        </Box>
+      ))}
+    </>
   )
 }
 
@@ -151,6 +178,13 @@ export function StatusView({ snapshot }: { snapshot: StatusSnapshot }) {
           </Box>
         ))}
       </Box>
+
+      {chainedEndpoints(snapshot.endpoints ?? []).length > 0 ? (
+        <Box marginTop={1} flexDirection="column">
+          <Text dimColor>upstream endpoints (asked in this order)</Text>
+          <EndpointLines endpoints={snapshot.endpoints ?? []} />
+        </Box>
+      ) : null}
 
       {snapshot.recentFailures.length > 0 ? (
         <Box marginTop={1} flexDirection="column">

@@ -1,7 +1,8 @@
 // The terminal view of `dproxy top` (status --watch on a terminal): the
 // downloads in progress with a bar each, the last requests with their cache
-// result, hit ratio and bytes saved, rate-limit headroom per registry, and the
-// recent failures per image (where a failure a mirror-mode client hid shows
+// result, hit ratio and bytes saved, rate-limit headroom per registry, each
+// chained registry's upstream endpoints (up or down since when, the last
+// error, which one served last), and the recent failures per image (where a failure a mirror-mode client hid shows
 // up). WatchView is pure: it draws a WatchState (control/watch-state.ts);
 // WatchApp folds the daemon's events into one and quits on `q` or Ctrl-C. It
 // redraws as events come, which the daemon's once-a-second snapshot paces.
@@ -11,10 +12,10 @@ import { Box, render, Text, useApp, useInput, useStdin } from 'ink'
 import { useEffect, useRef, useState, type ReactNode } from 'react'
 import { formatBytes } from '../config/units.js'
 import type { StreamEvent } from '../control/events.js'
-import { describeFailures } from '../control/status.js'
+import { chainedEndpoints, describeFailures } from '../control/status.js'
 import { foldEvent, hitRatio, initialWatchState, type DownloadRow, type WatchState } from '../control/watch-state.js'
 import type { CacheResult } from '../registry/note.js'
-import { LimitLine } from './StatusView.js'
+import { EndpointLines, LimitLine } from './StatusView.js'
 
 export const DOWNLOAD_BAR_WIDTH = 20
 
@@ -112,6 +113,12 @@ export function WatchView({ state, source, keys = true }: { state: WatchState; s
           <LimitLine key={r.registry} row={r} registryWidth={registryWidth} />
         ))}
       </Section>
+
+      {chainedEndpoints(state.endpoints).length > 0 ? (
+        <Section title="upstream endpoints">
+          <EndpointLines endpoints={state.endpoints} />
+        </Section>
+      ) : null}
 
       {state.recentFailures.length > 0 ? (
         <Section title="recent failures">

@@ -136,8 +136,8 @@ export interface ChainTimeouts {
 }
 
 export const DEFAULT_CHAIN_TIMEOUTS: ChainTimeouts = { connectMs: 2000, firstByteMs: 10_000 }
-/** The probe that closes a breaker: GET /v2/ within this long. */
-const PROBE_TIMEOUT_MS = 2000
+/** The limit of the breaker's probe (GET /v2/); `dproxy doctor` asks an endpoint with another behind it within it too. */
+export const PROBE_TIMEOUT_MS = 2000
 
 export interface UpstreamsOptions {
   /** registry host -> one URL or the endpoint list, from --upstream / DPROXY_UPSTREAMS / config (registries.ts). */
@@ -216,6 +216,8 @@ export interface EndpointStatus extends HealthSnapshot {
   last: boolean
   /** Requests sent to it (each hop of each call). */
   requests: number
+  /** ISO time it last answered a request of the chain (probes do not count); absent until it has. */
+  lastServedAt?: string
 }
 
 export class Upstreams {
@@ -406,6 +408,8 @@ export class UpstreamClient {
   private readonly timers = new Set<NodeJS.Timeout>()
   /** digest -> endpoints whose bytes for it failed verification (never the last). */
   private readonly badBlobs: LRUCache<string, Set<number>>
+  /** Per endpoint: when it last answered (ms since epoch), for the status's "served last". */
+  private readonly servedAt: Array<number | undefined>
   private stopped = false
 
   constructor(
@@ -415,6 +419,7 @@ export class UpstreamClient {
     private readonly onHealth: (endpoint: EndpointStatus) => void,
   ) {
     this.breakers = endpoints.map(() => new Breaker(clock))
+    this.servedAt = endpoints.map(() => undefined)
     this.badBlobs = new LRUCache({ max: 10_000, ttl: BAD_BLOB_MS, perf: { now: () => clock.now() }, ttlResolution: 0 })
   }
 
@@ -474,6 +479,11 @@ export class UpstreamClient {
     return this.fallThrough(`GET tags of ${repository}`, (e) => e.listTags(repository, query))
   }
 
+  /** Each endpoint on its own, in chain order (`dproxy doctor` asks every one, with no fall-through). */
+  members(): readonly EndpointClient[] {
+    return this.endpoints
+  }
+
   /** The endpoints as the status shows them. */
   status(): EndpointStatus[] {
     return this.endpoints.map((e, i) => this.statusOf(i))
@@ -495,6 +505,7 @@ export class UpstreamClient {
       last: i === this.endpoints.length - 1,
       requests: e.requests,
       ...this.breakers[i]!.snapshot(),
+      ...(this.servedAt[i] !== undefined ? { lastServedAt: new Date(this.servedAt[i]!).toISOString() } : {}),
     }
   }
 
@@ -528,6 +539,7 @@ export class UpstreamClient {
       }
       try {
         const answer = await ask(e, i)
+        this.servedAt[i] = this.clock.now()
         this.record(i, 'alive')
         return answer
       } catch (err) {

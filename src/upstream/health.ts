@@ -29,6 +29,8 @@ export interface HealthSnapshot {
   lastError?: string
   /** ISO time of the next probe, while open. */
   nextProbeAt?: string
+  /** While up: server errors or 429s in a row so far (FAILURES_TO_OPEN opens it); absent at 0. */
+  failuresInRow?: number
 }
 
 export class Breaker {
@@ -82,6 +84,7 @@ export class Breaker {
       ...(this.openedAt !== undefined
         ? { downSince: new Date(this.openedAt).toISOString(), nextProbeAt: new Date(this.nextProbe).toISOString() }
         : {}),
+      ...(this.openedAt === undefined && this.failures > 0 ? { failuresInRow: this.failures } : {}),
       ...(this.last !== undefined ? { lastError: this.last } : {}),
     }
   }

@@ -50,7 +50,7 @@ export interface DaemonProcess {
 
 /**
  * Starts `dproxy serve` on an OS-chosen loopback port and waits for its
- * "listening on" line. With `profileDir`, node writes a CPU profile of the
+ * "listening on" line. `args` go after the serve flags (`--no-origin`). With `profileDir`, node writes a CPU profile of the
  * daemon there when it stops (`--cpu-prof`: node refuses it in NODE_OPTIONS,
  * so it goes on the command line; the profile is written when the process
  * exits by itself, which `dproxy serve` does on SIGTERM once it has stopped).
@@ -58,7 +58,7 @@ export interface DaemonProcess {
 export async function startDaemonProcess(
   dir: string,
   upstreams: Record<string, string>,
-  o: { profileDir?: string | undefined } = {},
+  o: { profileDir?: string | undefined; args?: readonly string[] } = {},
 ): Promise<DaemonProcess> {
   const env = dproxyEnv(dir)
   // For measuring what a V8 flag buys the daemon alone (the bench and the baselines keep their defaults).
@@ -70,6 +70,7 @@ export async function startDaemonProcess(
   const profile = o.profileDir ? ['--cpu-prof', `--cpu-prof-dir=${o.profileDir}`] : []
   const args = [...DAEMON_NODE_FLAGS, ...profile, DPROXY_BIN, 'serve', '--host', '127.0.0.1', '--port', '0', '--cache-dir', env.DPROXY_CACHE_DIR!]
   for (const [host, url] of Object.entries(upstreams)) args.push('--upstream', `${host}=${url}`)
+  args.push(...(o.args ?? []))
   const child = spawnDaemon(process.execPath, args, logFile, env)
   const stop = () => stopProcess(child, 5000)
   const deadline = Date.now() + 15_000

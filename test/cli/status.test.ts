@@ -11,6 +11,7 @@ import { formatStatusText, wantsInteractive } from '../../src/cli/status.js'
 import { statePaths } from '../../src/control/lifecycle.js'
 import { isProcessAlive } from '../../src/process.js'
 import { RATE_LIMIT_PROBE, type StatusSnapshot } from '../../src/control/status.js'
+import { freePort } from '../fixtures/clients.js'
 import { startUpstream } from '../fixtures/upstream.js'
 import { pull, startDaemon } from '../helpers/daemon.js'
 import { until } from '../helpers/process.js'
@@ -194,9 +195,11 @@ t.test('formatStatusText lists the endpoints of every registry with a chain, in 
     rateLimit: [],
     recentFailures: [],
     endpoints: [
-      { registry: 'docker.io', endpoint: 'https://cache.team.example', kind: 'mirror', position: 0, last: false, requests: 12, up: false, downSince: '2026-01-01T00:00:00.000Z', lastError: 'GET https://cache.team.example/v2/: ECONNREFUSED' },
-      { registry: 'docker.io', endpoint: 'https://registry-1.docker.io', kind: 'origin', position: 1, last: true, requests: 30, up: true },
+      { registry: 'docker.io', endpoint: 'https://cache.team.example', kind: 'mirror', position: 0, last: false, requests: 12, up: false, downSince: '2026-01-01T00:00:00.000Z', nextProbeAt: '2026-01-01T00:00:04.000Z', lastError: 'GET https://cache.team.example/v2/: ECONNREFUSED', lastServedAt: '2025-12-31T23:00:00.000Z' },
+      { registry: 'docker.io', endpoint: 'https://registry-1.docker.io', kind: 'origin', position: 1, last: true, requests: 30, up: true, lastServedAt: '2026-01-01T00:00:01.000Z' },
       { registry: 'ghcr.io', endpoint: 'https://ghcr.io', kind: 'origin', position: 0, last: true, requests: 0, up: true },
+      { registry: 'quay.io', endpoint: 'https://gitlab.example/acme/dependency_proxy/containers', kind: 'prefix', position: 0, last: false, requests: 2, up: true, failuresInRow: 2, lastError: 'GET https://gitlab.example/v2/: HTTP 502' },
+      { registry: 'quay.io', endpoint: 'https://quay.io', kind: 'origin', position: 1, last: true, requests: 2, up: false, downSince: '2026-01-01T00:00:02.000Z', nextProbeAt: '2026-01-01T00:00:03.000Z', lastError: 'HTTP 503' },
     ],
   }
   const text = formatStatusText(s)
@@ -204,10 +207,44 @@ t.test('formatStatusText lists the endpoints of every registry with a chain, in 
     text,
     [
       'upstream endpoints (asked in this order)',
-      '  docker.io  1. https://cache.team.example (mirror): down since 2026-01-01T00:00:00.000Z, 12 requests; GET https://cache.team.example/v2/: ECONNREFUSED',
-      '             2. https://registry-1.docker.io (origin, last): up, 30 requests',
+      '  docker.io  1. https://cache.team.example (mirror): down since 2026-01-01T00:00:00.000Z, next probe at 2026-01-01T00:00:04.000Z, 12 requests, last answered 2025-12-31T23:00:00.000Z; last error: GET https://cache.team.example/v2/: ECONNREFUSED',
+      '             2. https://registry-1.docker.io (origin, last): up, 30 requests, last answered 2026-01-01T00:00:01.000Z [served last]',
+      '  quay.io    1. https://gitlab.example/acme/dependency_proxy/containers (prefix): up (2 failures in a row), 2 requests; last error: GET https://gitlab.example/v2/: HTTP 502',
+      '             2. https://quay.io (origin, last): down since 2026-01-01T00:00:02.000Z (still asked: it is the last), 2 requests; last error: HTTP 503',
       '',
     ].join('\n'),
   )
   t.notMatch(text, 'ghcr.io', 'a registry with one endpoint is not listed')
+})
+
+t.test('status with a chain whose first endpoint refuses: down since, last error, next probe, and who served last', async (t) => {
+  const up = await startUpstream()
+  t.teardown(() => up.stop())
+  const closed = `http://127.0.0.1:${await freePort()}`
+  // No origin implied: the chain is the closed port, then the hub fixture (spoken to as a mirror).
+  const w = world(t, { DPROXY_UPSTREAMS: `docker.io=${closed},${up.hubUrl}`, DPROXY_NO_ORIGIN: 'docker.io' })
+  const started = await w.run(['start', '--host', '127.0.0.1', '--port', '0', '--json'])
+  t.equal(started.code, 0, started.err)
+  const daemon = JSON.parse(started.out) as { pid: number; url: string }
+  t.teardown(() => {
+    if (isProcessAlive(daemon.pid)) process.kill(daemon.pid, 'SIGKILL')
+  })
+  await pull(daemon.url, 'alpine', 'latest')
+
+  const json = await w.run(['status', '--json', '--no-probe'])
+  t.equal(json.code, 0, json.err)
+  const [first, second] = (JSON.parse(json.out) as StatusSnapshot).endpoints!.filter((e) => e.registry === 'docker.io')
+  t.match(first, { endpoint: closed, kind: 'mirror', position: 0, last: false, up: false, downSince: String, nextProbeAt: String, lastError: /ECONNREFUSED/ })
+  t.notOk(first!.lastServedAt, 'the refused endpoint never answered')
+  t.match(second, { endpoint: up.hubUrl, kind: 'mirror', position: 1, last: true, up: true, lastServedAt: String })
+  t.ok(second!.requests > 0)
+
+  const text = await w.run(['status', '--no-probe'])
+  t.equal(text.code, 0, text.err)
+  const lines = text.out.split('\n')
+  const at = lines.indexOf('upstream endpoints (asked in this order)')
+  t.ok(at > 0, text.out)
+  t.match(lines[at + 1], new RegExp(`^  docker\\.io  1\\. ${closed} \\(mirror\\): down since \\S+, next probe at \\S+, \\d+ requests?; last error: .*ECONNREFUSED`))
+  t.match(lines[at + 2], new RegExp(`^ {13}2\\. ${up.hubUrl} \\(mirror, last\\): up, \\d+ requests?, last answered \\S+ \\[served last\\]$`))
+  t.equal((await w.run(['stop'])).code, 0)
 })

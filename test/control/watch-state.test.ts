@@ -88,6 +88,16 @@ t.test('rate-limit readings become rows aged at the snapshot time', async (t) =>
   t.match(s.rateLimit, [{ registry: 'docker.io', limit: 100, remaining: 40, windowSeconds: 21600, ageSeconds: 90, from: 'daemon', source: null }])
 })
 
+t.test("the endpoints' health as the latest snapshot had it; a daemon that sends none leaves the list empty", async (t) => {
+  const endpoints = [
+    { registry: 'docker.io', endpoint: 'http://team:5000', kind: 'mirror' as const, position: 0, last: false, requests: 1, up: false, downSince: '2026-01-01T00:00:00.000Z', lastError: 'ECONNREFUSED' },
+    { registry: 'docker.io', endpoint: 'https://registry-1.docker.io', kind: 'origin' as const, position: 1, last: true, requests: 4, up: true, lastServedAt: '2026-01-01T00:00:01.000Z' },
+  ]
+  const s = fold([snapshot('2026-01-01T00:00:00.000Z', 0, { endpoints })])
+  t.same(s.endpoints, endpoints)
+  t.strictSame(fold([snapshot('2026-01-01T00:00:02.000Z', 0)], s).endpoints, [], 'the next snapshot without them: none')
+})
+
 t.test('malformed and unknown events change nothing', async (t) => {
   const start = fold([snapshot('2026-01-01T00:00:00.000Z', 5)])
   for (const e of [

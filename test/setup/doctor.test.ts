@@ -1,15 +1,18 @@
 import { once } from 'node:events'
 import { createServer } from 'node:http'
 import type { AddressInfo } from 'node:net'
-import fs from 'node:fs'
+import fs, { mkdtempSync } from 'node:fs'
 import path from 'node:path'
 import t from 'tap'
 import { formatDoctorText } from '../../src/cli/doctor.js'
 import { pointsAt, type DoctorReport } from '../../src/setup/doctor.js'
 import { freePort } from '../fixtures/clients.js'
 import { isolatedEnv, runInProcess } from '../helpers/cli.js'
-import { get, startDaemon } from '../helpers/daemon.js'
+import { get, pull, startDaemon } from '../helpers/daemon.js'
 import { startUpstream } from '../fixtures/upstream.js'
+import { startFront } from '../fixtures/front.js'
+import { CACHE_DIR, startRegistry } from '../fixtures/registry.js'
+import { RATE_LIMIT_PROBE } from '../../src/upstream/ratelimit.js'
 
 t.test('pointsAt: URLs, host:port and registries.conf locations against the listen addresses', async (t) => {
   const cases: Array<[string, string[], boolean]> = [
@@ -132,4 +135,59 @@ t.test("recent failures: a refused pull in the same words the client got", async
   t.equal(wire, 'docker.io refused private/secret:latest (401): it is private or does not exist (Docker Hub answers both the same way); log in with `dproxy login docker.io`')
   const report = JSON.parse((await runInProcess(['doctor', '--json'], { ...env, DPROXY_UPSTREAMS: `docker.io=${up.hubUrl}` })).out) as DoctorReport
   t.match(report.recentFailures, [{ image: 'docker.io/private/secret', failures: [{ status: 401, code: 'UNAUTHORIZED', message: wire }] }])
+})
+
+t.test('a chain: each endpoint in order, reachable, its own auth (401 with the dproxy login hint), and which one served the daemon', async (t) => {
+  const up = await startUpstream()
+  t.teardown(() => up.stop())
+  await up.retag(RATE_LIMIT_PROBE.repository, RATE_LIMIT_PROBE.tag, up.images.alpine)
+  // The team tier: Debian's docker-registry in proxy mode in front of the hub fixture.
+  const work = mkdtempSync(path.join(CACHE_DIR, 'doctor-team-'))
+  const team = await startRegistry({ storageDir: path.join(work, 'storage'), workDir: work, removeOnStop: true, proxyRemoteUrl: up.hubUrl })
+  t.teardown(() => team.stop())
+  // A mirror that wants a login this machine lacks, and a dead one (a closed port).
+  const locked = await startFront(team.url)
+  t.teardown(() => locked.stop())
+  locked.set({ kind: 'auth' })
+  const closed = `http://127.0.0.1:${await freePort()}`
+  const env = isolatedEnv(t, { PATH: '' })
+  const d = await startDaemon(t, undefined, {
+    cacheDir: env.DPROXY_CACHE_DIR,
+    upstreams: { 'docker.io': [closed, locked.url, team.url, 'origin'] },
+    upstreamOrigins: { 'docker.io': up.hubUrl },
+    chainTimeouts: { connectMs: 1000, firstByteMs: 5000 },
+  })
+  await pull(d.url, 'alpine', 'latest')
+
+  const res = await runInProcess(['doctor', '--json'], env)
+  const report = JSON.parse(res.out) as DoctorReport
+  const lockedHost = new URL(locked.url).host
+  t.match(report.endpoints, [
+    { registry: 'docker.io', endpoint: closed, kind: 'mirror', position: 0, reachable: false, auth: 'unknown', up: false, servedLast: false },
+    { endpoint: locked.url, position: 1, reachable: true, reach: 'answers (HTTP 401)', auth: 'refused', authDetail: new RegExp(`refused ratelimitpreview/test:latest \\(401\\).*dproxy login ${lockedHost}`), fix: `dproxy login ${lockedHost}` },
+    { endpoint: team.url, kind: 'mirror', position: 2, reachable: true, auth: 'ok', up: true, servedLast: true, lastServedAt: String },
+    { endpoint: up.hubUrl, kind: 'origin', position: 3, last: true, reachable: true, auth: 'ok', servedLast: false },
+  ], res.err)
+  t.equal(report.endpoints?.length, 4)
+  const lines = report.checks.filter((c) => c.name === 'docker.io')
+  t.match(lines, [
+    { level: 'warn', detail: new RegExp(`^1\\. ${closed} \\(mirror\\) is unreachable \\(.*ECONNREFUSED.*\\): pulls fall through to the next endpoint; the daemon has it down`) },
+    { level: 'warn', detail: new RegExp(`^2\\. ${locked.url} \\(mirror\\) answers \\(HTTP 401\\); ${lockedHost} refused`), fix: `dproxy login ${lockedHost}` },
+    { level: 'ok', detail: new RegExp(`^3\\. ${team.url} \\(mirror\\) answers \\(HTTP 200\\); auth works \\(HEAD ratelimitpreview/test:latest answered\\); it answered the daemon's latest request`) },
+    { level: 'ok', detail: new RegExp(`^4\\. ${up.hubUrl} \\(origin, last\\) answers`) },
+  ])
+  const text = formatDoctorText(report, false)
+  t.match(text, `fix: dproxy login ${lockedHost}`, 'the text report names the login that fixes it')
+
+  // No daemon: the configured chain, no origin implied.
+  await d.stop(0)
+  const alone = JSON.parse(
+    (await runInProcess(['doctor', '--json'], { ...env, DPROXY_UPSTREAMS: `docker.io=${closed},${team.url}`, DPROXY_NO_ORIGIN: 'docker.io' })).out,
+  ) as DoctorReport
+  t.match(alone.endpoints, [
+    { endpoint: closed, position: 0, reachable: false, servedLast: false },
+    { endpoint: team.url, position: 1, last: true, reachable: true, auth: 'ok' },
+  ])
+  t.equal(alone.endpoints?.length, 2)
+  t.notOk(alone.endpoints?.some((e) => 'up' in e), 'nothing of a daemon when none runs')
 })

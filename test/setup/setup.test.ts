@@ -183,3 +183,42 @@ t.test('the command: diff, --dry-run, --json, confirmation, nothing to change', 
   const text = await runInProcess(args, m.env)
   t.match(text.out, /nothing to change/)
 })
+
+t.test('chained upstreams: clients are told the local dproxy only, for the registries, never a team cache', async (t) => {
+  const m = machine(t)
+  const team = 'cache.team.example:5000'
+  const gitlab = 'https://gitlab.team.example/acme/dependency_proxy/containers'
+  const env = {
+    ...m.env,
+    DPROXY_UPSTREAMS: `docker.io=http://${team},${gitlab},origin,ghcr.io=http://${team},registry.team.example=https://registry.team.example,https://${team}`,
+    DPROXY_NO_ORIGIN: 'registry.team.example',
+  }
+  const res = await runInProcess(['setup', 'docker', 'containerd', 'podman', 'buildkit', 'k3s', '--root', m.root, '--yes', '--json'], env)
+  t.equal(res.code, 0, res.err)
+  const report = JSON.parse(res.out) as { address: string; registries: string[] }
+  t.equal(report.address, ADDR)
+  t.ok(report.registries.includes('docker.io') && report.registries.includes('ghcr.io'), 'the chained registries are sent through dproxy')
+  t.ok(report.registries.includes('registry.team.example'), 'a configured registry is, whatever its chain')
+  t.notOk(report.registries.some((r) => r.startsWith('cache.team.example') || r.startsWith('gitlab.')), 'an endpoint is no registry of its own')
+
+  const written: string[] = []
+  const walk = async (dir: string): Promise<void> => {
+    for (const e of await fs.readdir(dir, { withFileTypes: true })) {
+      const p = join(dir, e.name)
+      if (e.isDirectory()) await walk(p)
+      else written.push(p)
+    }
+  }
+  await walk(m.root)
+  await walk(join(m.dir, 'home')).catch(() => {})
+  t.ok(written.length >= 5, `files written: ${written.join(', ')}`)
+  for (const file of written) {
+    const text = readFileSync(file, 'utf8')
+    t.notMatch(text, /cache\.team\.example|gitlab/, `${file} names no endpoint of a chain`)
+  }
+  // What containerd reads for docker.io: dproxy first, the registry's own origin as the server.
+  const hosts = parseToml(readFileSync(m.at('etc/containerd/certs.d/docker.io/hosts.toml'), 'utf8')) as { server: string; host: Record<string, unknown> }
+  t.equal(hosts.server, 'https://registry-1.docker.io')
+  t.strictSame(Object.keys(hosts.host), [`http://${ADDR}`])
+  t.ok(existsSync(m.at('etc/containerd/certs.d/registry.team.example/hosts.toml')))
+})

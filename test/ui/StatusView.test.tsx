@@ -7,7 +7,7 @@ import { pathToFileURL } from 'node:url'
 import { render } from 'ink-testing-library'
 import t from 'tap'
 import type { RateLimitRow, StatusSnapshot } from '../../src/control/status.js'
-import { BAR_WIDTH, HeadroomBar, StatusView } from '../../src/ui/StatusView.js'
+import { BAR_WIDTH, EndpointLines, HeadroomBar, StatusView } from '../../src/ui/StatusView.js'
 
 const hub: RateLimitRow = {
   registry: 'docker.io',
@@ -108,6 +108,47 @@ t.test('stopped daemon: no addresses, traffic unknown rather than zero, probe fa
   t.notMatch(frame, 'hits')
   t.notMatch(frame, '█')
   t.notMatch(frame, '░', 'no bar for an unknown limit')
+})
+
+t.test('chained registries: each endpoint in order, up or down since, next probe, last error, served last', async (t) => {
+  const chained: StatusSnapshot = {
+    ...running,
+    endpoints: [
+      { registry: 'docker.io', endpoint: 'http://team:5000', kind: 'mirror', position: 0, last: false, requests: 3, up: false, downSince: '2026-01-01T00:00:00.000Z', nextProbeAt: '2026-01-01T00:00:02.000Z', lastError: 'ECONNREFUSED' },
+      { registry: 'docker.io', endpoint: 'https://registry-1.docker.io', kind: 'origin', position: 1, last: true, requests: 9, up: true, lastServedAt: '2026-01-01T00:00:01.000Z' },
+      { registry: 'ghcr.io', endpoint: 'https://ghcr.io', kind: 'origin', position: 0, last: true, requests: 0, up: true },
+    ],
+  }
+  const { lastFrame, unmount } = render(<StatusView snapshot={chained} />)
+  const frame = plain(lastFrame())
+  unmount()
+  // The view wraps long lines at the test terminal's width: compare the words.
+  const flat = frame.replace(/\s+/g, ' ')
+  t.match(
+    flat,
+    'upstream endpoints (asked in this order) docker.io ' +
+      '○ 1. http://team:5000 (mirror): down since 2026-01-01T00:00:00.000Z, next probe at 2026-01-01T00:00:02.000Z, 3 requests; last error: ECONNREFUSED ' +
+      '● 2. https://registry-1.docker.io (origin, last): up, 9 requests, last answered 2026-01-01T00:00:01.000Z [served last]',
+  )
+  t.notMatch(flat.slice(flat.indexOf('upstream endpoints')), 'ghcr.io', 'a registry with one endpoint is not listed under the endpoints')
+
+  // Colours on, as in the HeadroomBar test below.
+  const inkChalk = createRequire(import.meta.resolve('ink')).resolve('chalk')
+  const chalk = ((await import(pathToFileURL(inkChalk).href)) as { default: { level: number } }).default
+  const level = chalk.level
+  chalk.level = 1
+  t.teardown(() => {
+    chalk.level = level
+  })
+  const coloured = render(<EndpointLines endpoints={chained.endpoints!} />)
+  const raw = coloured.lastFrame() ?? ''
+  coloured.unmount()
+  t.match(raw, /\u001b\[31m[^\n]*○ 1\. http:\/\/team/, 'a down endpoint is red')
+  t.match(raw, /\u001b\[32m●/, 'an up one green')
+
+  const plainOnly = render(<StatusView snapshot={running} />)
+  t.notMatch(plain(plainOnly.lastFrame()), 'upstream endpoints', 'no chain: no section')
+  plainOnly.unmount()
 })
 
 t.test('HeadroomBar: filled in proportion to what is left', async (t) => {

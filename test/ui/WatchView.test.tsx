@@ -2,8 +2,9 @@
 // a real daemon's event stream while the upstream fixture holds a layer
 // half-way: the frame shows the download (image, short digest, a half-filled
 // bar, bytes so far, the waiting client), then the finished request as a
-// miss; `q` ends the view and the stream. The pure view is also drawn once
-// from a fixed state, to pin down its layout.
+// miss; `q` ends the view and the stream. A chain whose mirror refuses shows
+// it down with its error and the origin as the one that served last. The
+// pure view is also drawn once from a fixed state, to pin down its layout.
 
 import { render } from 'ink-testing-library'
 import t from 'tap'
@@ -13,7 +14,8 @@ import { daemonEvents } from '../../src/control/events.js'
 import { initialWatchState, type WatchState } from '../../src/control/watch-state.js'
 import { DOWNLOAD_BAR_WIDTH, WatchApp, WatchView } from '../../src/ui/WatchView.js'
 import { startUpstream } from '../fixtures/upstream.js'
-import { get, startDaemon } from '../helpers/daemon.js'
+import { freePort } from '../fixtures/clients.js'
+import { get, pull, startDaemon } from '../helpers/daemon.js'
 import { until } from '../helpers/process.js'
 
 const plain = (s: string | undefined) => (s ?? '').replace(/\x1b\[[0-9;]*m/g, '')
@@ -84,6 +86,10 @@ t.test('the view of a fixed state: each section, and failures with their reason'
     recentFailures: [
       { image: 'docker.io/library/nope', count: 2, failures: [{ at: '2026-01-01T00:00:00.000Z', request: 'GET /v2/library/nope/manifests/1', status: 404, code: 'MANIFEST_UNKNOWN', message: 'manifest unknown' }] },
     ],
+    endpoints: [
+      { registry: 'docker.io', endpoint: 'http://team:5000', kind: 'mirror', position: 0, last: false, requests: 1, up: false, downSince: '2026-01-01T00:00:00.000Z', lastError: 'ECONNREFUSED' },
+      { registry: 'docker.io', endpoint: 'https://hub', kind: 'origin', position: 1, last: true, requests: 4, up: true, lastServedAt: '2026-01-01T00:00:01.000Z' },
+    ],
   }
   const { lastFrame, unmount } = render(<WatchView state={state} source="http://127.0.0.1:5000" />)
   const frame = plain(lastFrame())
@@ -110,12 +116,38 @@ t.test('the view of a fixed state: each section, and failures with their reason'
       'rate limits',
       '  docker.io   [█████░░░░░░░░░░░░░░░] 25/100 left per 6h',
       '',
+      'upstream endpoints',
+      '  docker.io',
+      '    ○ 1. http://team:5000 (mirror): down since 2026-01-01T00:00:00.000Z, 1 request; last error:',
+      'ECONNREFUSED',
+      '    ● 2. https://hub (origin, last): up, 4 requests, last answered 2026-01-01T00:00:01.000Z [served',
+      'last]',
+      '',
       'recent failures',
       '  docker.io/library/nope: 2 failed requests',
       '    2026-01-01T00:00:00.000Z  GET /v2/library/nope/manifests/1 -> 404 MANIFEST_UNKNOWN: manifest',
       'unknown',
     ].join('\n'),
   )
+})
+
+t.test('a chain whose mirror refuses: top shows it down with its error, and the origin as the one that served last', async (t) => {
+  const up = await startUpstream()
+  t.teardown(() => up.stop())
+  const closed = `http://127.0.0.1:${await freePort()}`
+  const d = await startDaemon(t, undefined, { upstreams: { 'docker.io': [closed, 'origin'] }, upstreamOrigins: { 'docker.io': up.hubUrl } })
+  const controller = new AbortController()
+  t.teardown(() => controller.abort())
+  const view = render(<WatchApp events={daemonEvents(new AdminClient(d.url), controller.signal)} source={d.url} onQuit={() => controller.abort()} />)
+  t.teardown(() => view.unmount())
+  const flat = () => plain(view.lastFrame()).replace(/\s+/g, ' ')
+  await until(() => flat().includes('upstream endpoints docker.io'), () => `the endpoints drawn:\n${view.lastFrame()}`)
+  t.match(flat(), `● 1. ${closed} (mirror): up, 0 requests`, 'before any pull: up, never asked')
+
+  await pull(d.url, 'alpine', 'latest')
+  const down = new RegExp(`○ 1\\. ${closed} \\(mirror\\): down since \\S+, next probe at \\S+, \\d+ requests?; last error: .*ECONNREFUSED`)
+  await until(() => down.test(flat()), () => `the mirror drawn down:\n${view.lastFrame()}`)
+  t.match(flat(), new RegExp(`● 2\\. ${up.hubUrl} \\(origin, last\\): up, \\d+ requests?, last answered \\S+ \\[served last\\]`))
 })
 
 t.test('Ctrl-C quits like q, once', async (t) => {

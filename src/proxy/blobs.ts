@@ -345,23 +345,20 @@ export class BlobProxy {
 
   /** Size of a blob without downloading it. */
   async size(image: ImageName, d: Digest): Promise<number> {
-    if (!(await this.options.store.isLinked(image.registry, image.repository, d))) {
-      // Upstream's HEAD, as for a blob not cached: the answer does not tell whether the cache holds it.
-      const confirmed = await this.confirm(image, d)
-      const stored = await this.options.store.statBlob(d)
-      if (stored !== undefined) return stored
-      if (confirmed !== undefined && Number.isSafeInteger(confirmed)) return confirmed
-    }
+    // Not linked: upstream's HEAD first, cached or not, so the answer does not tell whether the cache holds the blob.
+    const confirmed = (await this.options.store.isLinked(image.registry, image.repository, d)) ? undefined : { size: await this.confirm(image, d) }
     const cached = await this.options.store.statBlob(d)
     if (cached !== undefined) return cached
     const fetch = this.fetches.get(d.value)
     if (fetch?.size !== undefined) return fetch.size
-    const { size } = await this.options.upstreams
-      .get(image.registry)
-      .headBlob(image.repository, d.value)
-      .catch((err: unknown) => {
-        throw notCached(err, 'BLOB_UNKNOWN', `blob ${d.value}`, image.registry)
-      })
+    const { size } =
+      confirmed ??
+      (await this.options.upstreams
+        .get(image.registry)
+        .headBlob(image.repository, d.value)
+        .catch((err: unknown) => {
+          throw notCached(err, 'BLOB_UNKNOWN', `blob ${d.value}`, image.registry)
+        }))
     if (size !== undefined && Number.isSafeInteger(size)) return size
     // Upstream says the size neither on a HEAD nor on a ranged GET: answer as a GET would, once the blob is here.
     return (await this.ensure(image, d)).size

@@ -7,6 +7,7 @@ import t from 'tap'
 import { LinkIndex, type LinkSource } from '../../src/store/links.js'
 import type { StoredManifest } from '../../src/store/api.js'
 import { Store } from '../../src/store/store.js'
+import { clearCache, parseImageSelector } from '../../src/store/evict.js'
 import { parseDigest, type Digest } from '../../src/oci/digest.js'
 import { digestOf, putImage, putIndex, tag } from '../helpers/cache.js'
 
@@ -132,4 +133,18 @@ t.test('file store: links survive a restart, and a cache written before the inde
   t.equal(await has('private/secret', alpine.layers[0]!.digest), false, 'nothing under another name')
   t.equal(await has('library/alpine', amd.layers[0]!.digest), false, "nor another repository's layers")
   t.equal(await has('library/alpine', digestOf('confirmed by upstream')), false, 'what only upstream confirmed is asked again after a restart')
+})
+
+t.test('file store: clearing an image takes its links with it, while the daemon runs', async (t) => {
+  const store = await Store.open(t.testdir())
+  const shared = await putImage(store, 'base', [64])
+  const other = await putImage(store, 'other', [shared.layers[0]!])
+  await tag(store, 'docker.io', 'library/alpine', 'latest', shared.manifest)
+  await tag(store, 'docker.io', 'library/other', 'latest', other.manifest)
+  const layer = parseDigest(shared.layers[0]!.digest)
+  t.equal(await store.isLinked('docker.io', 'library/alpine', layer), true)
+  await clearCache(store, { image: parseImageSelector('docker.io/library/alpine') })
+  t.equal(await store.statBlob(layer), 64, 'the layer stays: another image uses it')
+  t.equal(await store.isLinked('docker.io', 'library/alpine', layer), false, 'but no longer for the cleared repository')
+  t.equal(await store.isLinked('docker.io', 'library/other', layer), true, 'still for the one that keeps it')
 })

@@ -229,15 +229,17 @@ export class BlobProxy {
    * there first meanwhile does not, and upstream is asked.
    */
   private async proven(image: ImageName, d: Digest, source: BlobSource): Promise<BlobSource> {
-    if (source.kind === 'follow' && (source.cached || source.joined === true)) {
-      try {
-        await this.confirm(image, d)
-      } catch (err) {
-        await source.close()
-        throw err
-      }
-    } else {
+    // Its own download (which upstream answered, or which is not in the cache yet), or a stream past the cache.
+    const own = source.kind !== 'follow' || (source.joined !== true && (source.upstream !== undefined || !source.cached))
+    if (own) {
       await this.options.store.linkBlob(image.registry, image.repository, d)
+      return source
+    }
+    try {
+      await this.confirm(image, d)
+    } catch (err) {
+      await source.close()
+      throw err
     }
     return source
   }

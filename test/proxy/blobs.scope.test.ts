@@ -5,6 +5,9 @@
 // gets what a miss would get, never the bytes, and the answer does not tell
 // whether the cache holds the blob. Restarts, imported archives, prefetch and
 // a multi-arch pull by skopeo keep working without asking upstream again.
+// The last tests hold a download open on the memory store and an upstream
+// double that knows which repository has what, to put a client of another
+// repository on a download in progress.
 
 import { Writable } from 'node:stream'
 import { promises as fs } from 'node:fs'
@@ -18,6 +21,14 @@ import { importArchive } from '../../src/store/archive-import.js'
 import { Store } from '../../src/store/store.js'
 import { Warmer } from '../../src/proxy/warm.js'
 import { parseImageSelector } from '../../src/store/evict.js'
+import { BlobProxy } from '../../src/proxy/blobs.js'
+import { newCounters } from '../../src/proxy/counters.js'
+import { MemoryStore } from '../../src/store/memory.js'
+import { silentLogger } from '../../src/log.js'
+import { DproxyError } from '../../src/errors.js'
+import { parseDigest } from '../../src/oci/digest.js'
+import { resolveImageName } from '../../src/oci/reference.js'
+import { CountingUpstream } from '../helpers/upstream-double.js'
 
 function layerOf(up: Upstream, image: 'alpine' | 'redis' | 'layers') {
   return up.images[image].blobs.find((b) => b.kind === 'layer')!
@@ -211,4 +222,59 @@ t.test('skopeo copies a multi-arch image through dproxy, and the same index unde
   }
   t.equal(blobRequests(up, 'library/multi-copy', 'HEAD') + blobRequests(up, 'library/multi-copy', 'GET'), 0,
     "the second name's index links the cached children and their blobs")
+})
+
+/** An upstream double where only `has` repositories have any blob. */
+class ScopedUpstream extends CountingUpstream {
+  constructor(private readonly has: string[]) {
+    super()
+  }
+
+  override async getBlob(repository: string, digest: string) {
+    this.refuse(repository, digest)
+    return super.getBlob(repository, digest)
+  }
+
+  override async headBlob(repository: string, digest: string) {
+    const answer = await super.headBlob(repository, digest)
+    this.refuse(repository, digest)
+    return answer
+  }
+
+  private refuse(repository: string, digest: string): void {
+    if (!this.has.includes(repository)) throw new DproxyError('BLOB_UNKNOWN', `${repository} has no blob ${digest}`)
+  }
+}
+
+t.test('a client of another repository joins a download in progress only on upstream\'s word', async (t) => {
+  const store = new MemoryStore()
+  const upstream = new ScopedUpstream(['library/alpine', 'library/alpine-copy'])
+  const proxy = new BlobProxy({ store, upstreams: upstream, counters: newCounters(), log: silentLogger })
+  const bytes = Buffer.from('a layer several repositories may share')
+  const d = parseDigest(upstream.addBlob(bytes))
+  upstream.hold = true
+  const first = proxy.open(resolveImageName('library/alpine'), d)
+  for (let i = 0; i < 1000 && upstream.held.length === 0; i++) await new Promise((r) => setImmediate(r))
+  upstream.held[0]!.push(bytes.subarray(0, 4))
+  const source = await first
+  t.equal(proxy.inflight, 1, 'downloading')
+
+  await t.rejects(proxy.open(resolveImageName('private/secret'), d), { code: 'BLOB_UNKNOWN' }, 'refused while downloading')
+  await t.rejects(proxy.size(resolveImageName('private/secret'), d), { code: 'BLOB_UNKNOWN' }, 'its size too')
+  t.equal(upstream.calls.headBlob, 2, 'upstream was asked for it')
+  const copy = await proxy.open(resolveImageName('library/alpine-copy'), d)
+  t.equal(copy.joined, true, 'a repository upstream confirms joins the download')
+  t.equal(upstream.calls.headBlob, 3)
+  t.equal(upstream.calls.getBlob, 1, 'one download for all')
+
+  upstream.held[0]!.push(bytes.subarray(4))
+  upstream.held[0]!.end()
+  await source.close()
+  await copy.close()
+  await proxy.drain(10_000)
+  t.equal(await store.isLinked('docker.io', 'library/alpine', d), true, 'the download linked its own repository')
+  t.equal(await store.isLinked('docker.io', 'library/alpine-copy', d), true, "and upstream's word the other")
+  t.equal(await store.isLinked('docker.io', 'private/secret', d), false)
+  await proxy.open(resolveImageName('library/alpine-copy'), d).then((s) => s.close())
+  t.equal(upstream.calls.headBlob, 3, 'linked: asked no more')
 })

@@ -348,7 +348,8 @@ export class BlobProxy {
   /** Size of a blob without downloading it. */
   async size(image: ImageName, d: Digest): Promise<number> {
     // Not linked: upstream's HEAD first, cached or not, so the answer does not tell whether the cache holds the blob.
-    const confirmed = (await this.options.store.isLinked(image.registry, image.repository, d)) ? undefined : { size: await this.confirm(image, d) }
+    const linked = await this.options.store.isLinked(image.registry, image.repository, d)
+    const confirmed = linked ? undefined : { size: await this.confirm(image, d) }
     const cached = await this.options.store.statBlob(d)
     if (cached !== undefined) return cached
     const fetch = this.fetches.get(d.value)

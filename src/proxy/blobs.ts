@@ -51,6 +51,21 @@
 // no client its pull, a blob from an endpoint with another behind it is held
 // back until it verified (the team cache is near: the wait is short); a blob
 // from the last endpoint streams as it arrives.
+//
+// Which repository may have which blob: the cache holds each blob once, for
+// every repository, so that a blob is cached says nothing about whether the
+// repository a client names has it. A cached blob (or one downloading) is
+// served under a repository only when the repository is linked to it (a
+// manifest of it names the blob, or upstream said so: store/links.ts, in
+// memory, so a warm GET costs no disk work); otherwise upstream is asked
+// first, with a HEAD for the blob in that repository (free under Docker Hub's
+// limit), and its 200 links the blob. Its refusal reaches the client as the
+// same miss would, with the error of the same cold request (404 BLOB_UNKNOWN,
+// or upstream's 401/403, and a 404 "not cached, and upstream is unavailable"
+// when it cannot be asked), so the answer never tells whether the cache
+// holds the blob, and unlinked bytes are never sent. A blob that is not
+// cached takes the usual path: its upstream GET for that repository is the
+// proof, and links it.
 
 import { EventEmitter } from 'node:events'
 import type { Readable } from 'node:stream'
@@ -59,7 +74,8 @@ import { systemClock, type Clock } from '../clock.js'
 import { formatBytes } from '../config/units.js'
 import { DproxyError, isDproxyError } from '../errors.js'
 import type { Logger } from '../log.js'
-import type { BlobReader, BlobStore, BlobWriter, StoredBlob } from '../store/api.js'
+import type { BlobReader, BlobStore, BlobWriter, LinkStore, StoredBlob } from '../store/api.js'
+import { SingleFlight } from '../singleflight.js'
 import { discard } from '../upstream/auth.js'
 import { upstreamError, type BlobBody, type UpstreamAnswer, type UpstreamClient } from '../upstream/client.js'
 import type { Counters } from './counters.js'
@@ -86,7 +102,7 @@ export interface BlobUpstreams {
 }
 
 export interface BlobProxyOptions {
-  store: BlobStore
+  store: BlobStore & LinkStore
   upstreams: BlobUpstreams
   counters: Counters
   log: Logger
@@ -161,6 +177,8 @@ export interface HeldBlob extends SourceBase {
 export class BlobProxy {
   private readonly fetches = new Map<string, Fetch>()
   private readonly noRoom: NoRoom
+  /** Upstream's word that a repository has a blob, asked once however many clients wait for it. */
+  private readonly confirming = new SingleFlight<number | undefined>()
 
   constructor(private readonly options: BlobProxyOptions) {
     this.noRoom = new NoRoom(options.clock ?? systemClock, options.noRoomRetryMs ?? NO_ROOM_RETRY_MS, options.freeBytes)
@@ -172,6 +190,62 @@ export class BlobProxy {
   }
 
   async open(image: ImageName, d: Digest): Promise<BlobSource> {
+    const entry = await this.entry(image, d)
+    if (entry === 'confirm') await this.confirm(image, d)
+    const source = await this.openAdmitted(image, d)
+    return entry === 'cold' ? this.proven(image, d, source) : source
+  }
+
+  /**
+   * Whether the repository may have the blob from the cache: linked (a
+   * manifest of it names the blob, or upstream said so), to be confirmed by
+   * upstream first (cached or downloading, not linked), or cold (neither:
+   * this request's own upstream GET will say).
+   */
+  private async entry(image: ImageName, d: Digest): Promise<'linked' | 'confirm' | 'cold'> {
+    if (await this.options.store.isLinked(image.registry, image.repository, d)) return 'linked'
+    if (this.fetches.has(d.value)) return 'confirm'
+    const size = await this.options.store.statBlob(d).catch(() => undefined)
+    return size === undefined ? 'cold' : 'confirm'
+  }
+
+  /** Asks upstream whether the repository has the blob; links it when it does, else throws what a miss would. */
+  private confirm(image: ImageName, d: Digest): Promise<number | undefined> {
+    return this.confirming.do(`${image.registry}/${image.repository}@${d.value}`, async () => {
+      let size: number | undefined
+      try {
+        ;({ size } = await this.options.upstreams.get(image.registry).headBlob(image.repository, d.value))
+      } catch (err) {
+        throw notCached(err, 'BLOB_UNKNOWN', `blob ${d.value}`, image.registry)
+      }
+      await this.options.store.linkBlob(image.registry, image.repository, d)
+      return size
+    })
+  }
+
+  /**
+   * A blob that was cold: this request's own upstream answer proves the
+   * repository has it. A file or another repository's download that got
+   * there first meanwhile does not, and upstream is asked.
+   */
+  private async proven(image: ImageName, d: Digest, source: BlobSource): Promise<BlobSource> {
+    // Its own download (which upstream answered, or which is not in the cache yet), or a stream past the cache.
+    const own = source.kind !== 'follow' || (source.joined !== true && (source.upstream !== undefined || !source.cached))
+    if (own) {
+      await this.options.store.linkBlob(image.registry, image.repository, d)
+      return source
+    }
+    try {
+      await this.confirm(image, d)
+    } catch (err) {
+      await source.close()
+      throw err
+    }
+    return source
+  }
+
+  /** open() once the repository may have the blob. */
+  private async openAdmitted(image: ImageName, d: Digest): Promise<BlobSource> {
     const { store, counters } = this.options
     const running = this.fetches.get(d.value)
     if (!running) {
@@ -273,16 +347,21 @@ export class BlobProxy {
 
   /** Size of a blob without downloading it. */
   async size(image: ImageName, d: Digest): Promise<number> {
+    // Not linked: upstream's HEAD first, cached or not, so the answer does not tell whether the cache holds the blob.
+    const linked = await this.options.store.isLinked(image.registry, image.repository, d)
+    const confirmed = linked ? undefined : { size: await this.confirm(image, d) }
     const cached = await this.options.store.statBlob(d)
     if (cached !== undefined) return cached
     const fetch = this.fetches.get(d.value)
     if (fetch?.size !== undefined) return fetch.size
-    const { size } = await this.options.upstreams
-      .get(image.registry)
-      .headBlob(image.repository, d.value)
-      .catch((err: unknown) => {
-        throw notCached(err, 'BLOB_UNKNOWN', `blob ${d.value}`, image.registry)
-      })
+    const { size } =
+      confirmed ??
+      (await this.options.upstreams
+        .get(image.registry)
+        .headBlob(image.repository, d.value)
+        .catch((err: unknown) => {
+          throw notCached(err, 'BLOB_UNKNOWN', `blob ${d.value}`, image.registry)
+        }))
     if (size !== undefined && Number.isSafeInteger(size)) return size
     // Upstream says the size neither on a HEAD nor on a ranged GET: answer as a GET would, once the blob is here.
     return (await this.ensure(image, d)).size

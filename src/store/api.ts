@@ -93,8 +93,26 @@ export interface ManifestStore {
   putManifest(d: Digest, bytes: Uint8Array, mediaType: string): Promise<void>
   touchManifest(d: Digest): Promise<void>
   deleteManifest(d: Digest): Promise<boolean>
-  /** Records that `repository` references manifest `d` (idempotent). */
+  /**
+   * Records that `repository` references manifest `d` (idempotent; stored
+   * already): the repository then has what the manifest names (LinkStore).
+   */
   linkManifest(registry: string, repository: string, d: Digest): Promise<void>
+}
+
+/**
+ * Which content a repository may be served (links.ts). Blobs are stored once
+ * and shared by every repository, so that a blob is cached says nothing about
+ * whether a repository has it: a manifest linked to the repository naming it
+ * does (its config and layers; an index's children, and theirs when cached),
+ * and so does upstream's word (linkBlob). Answered from memory once a
+ * repository was looked at.
+ */
+export interface LinkStore {
+  /** Whether `repository` is known to have `d`. */
+  isLinked(registry: string, repository: string, d: Digest): Promise<boolean>
+  /** Records that upstream confirmed that `repository` has `d` (idempotent; kept in memory only). */
+  linkBlob(registry: string, repository: string, d: Digest): Promise<void>
 }
 
 export interface TagRecord {
@@ -114,4 +132,4 @@ export interface TagStore {
 }
 
 /** Everything the pull-through proxy needs of a cache. */
-export interface CacheStore extends BlobStore, ManifestStore, TagStore {}
+export interface CacheStore extends BlobStore, ManifestStore, TagStore, LinkStore {}

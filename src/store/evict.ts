@@ -315,7 +315,10 @@ export async function applyPlan(store: Store, plan: ClearPlan): Promise<Omit<Evi
     if (now && now.digest !== t.digest) continue
     if (await removeFile(layout.tag(t.registry, t.repository, t.tag))) done.tags++
   }
-  for (const l of plan.links) await removeFile(layout.manifestLink(l.registry, l.repository, parseDigest(l.digest)))
+  for (const l of plan.links) {
+    await removeFile(layout.manifestLink(l.registry, l.repository, parseDigest(l.digest)))
+    store.forgetLinks(l.registry, l.repository)
+  }
   for (const m of plan.manifests) {
     if (await unlessBusy(store.deleteManifest(parseDigest(m.digest)))) {
       done.manifests++

@@ -36,6 +36,13 @@
 //                                         never occurs in a tag, so no two tags share a file.
 //       _manifests/<alg>/<hex>            empty marker: this repository references that manifest
 //                                         (for listing images and clearing one image's content).
+//                                         These markers are also what decides which blobs the
+//                                         repository is served (links.ts): those its linked
+//                                         manifests name (an index's children too, and their
+//                                         blobs when cached), derived in memory on first use;
+//                                         no other file records it, so a cache from before
+//                                         that rule serves its images unchanged. What upstream
+//                                         confirmed beyond them is kept in memory only.
 //     tmp/<pid>-<what>-<random>           downloads in progress and files being written, named
 //                                         by the pid of the process writing them. Readers may
 //                                         follow a file here while it grows; it is renamed into
@@ -173,7 +180,12 @@ export class Layout {
   }
 
   manifestLink(registry: string, repository: string, d: Digest): string {
-    return join(this.repository(registry, repository), LINKS, d.algorithm, d.hex)
+    return join(this.manifestLinksDir(registry, repository), d.algorithm, d.hex)
+  }
+
+  /** The directory of a repository's manifest links (`<alg>/<hex>` below it). */
+  manifestLinksDir(registry: string, repository: string): string {
+    return join(this.repository(registry, repository), LINKS)
   }
 
   /**

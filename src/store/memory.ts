@@ -12,8 +12,9 @@
 
 import { systemClock, type Clock } from '../clock.js'
 import { DproxyError } from '../errors.js'
-import { type Digest, ContentCheck } from '../oci/digest.js'
+import { type Digest, ContentCheck, parseDigest } from '../oci/digest.js'
 import type { BlobReader, BlobWriter, CacheStore, StoredBlob, StoredManifest, TagRecord } from './api.js'
+import { LinkIndex } from './links.js'
 
 export interface MemoryStoreOptions {
   clock?: Clock
@@ -25,7 +26,9 @@ export class MemoryStore implements CacheStore {
   private readonly blobs = new Map<string, Buffer>()
   private readonly manifests = new Map<string, StoredManifest>()
   private readonly tags = new Map<string, TagRecord>()
-  private readonly links = new Set<string>()
+  /** Manifest digests each repository references, by `registry\nrepository`. */
+  private readonly links = new Map<string, Set<string>>()
+  private readonly index: LinkIndex
   /** When each blob or manifest was last used, by digest. */
   readonly lastUsed = new Map<string, number>()
   private readonly clock: Clock
@@ -37,6 +40,10 @@ export class MemoryStore implements CacheStore {
     this.clock = o.clock ?? systemClock
     this.maxBytes = o.maxBytes ?? Infinity
     if (!(this.maxBytes >= 0)) throw new RangeError(`expected maxBytes to be a byte count, got ${String(o.maxBytes)}`)
+    this.index = new LinkIndex({
+      linkedManifests: async (registry, repository) => [...(this.links.get(tagKey(registry, repository, '')) ?? [])].map((d) => parseDigest(d)),
+      getManifest: (d) => this.getManifest(d),
+    })
   }
 
   /** Blob bytes held, committed and pending. */
@@ -100,12 +107,24 @@ export class MemoryStore implements CacheStore {
   }
 
   async linkManifest(registry: string, repository: string, d: Digest): Promise<void> {
-    this.links.add(`${registry}/${repository}@${d.value}`)
+    const key = tagKey(registry, repository, '')
+    let set = this.links.get(key)
+    if (!set) this.links.set(key, (set = new Set()))
+    set.add(d.value)
+    await this.index.addManifest(registry, repository, d)
   }
 
-  /** Whether `repository` was recorded as referencing `d` (what the file store keeps under repositories/). */
+  /** Whether `repository` was recorded as referencing manifest `d` (what the file store keeps under repositories/). */
   linked(registry: string, repository: string, d: Digest): boolean {
-    return this.links.has(`${registry}/${repository}@${d.value}`)
+    return this.links.get(tagKey(registry, repository, ''))?.has(d.value) === true
+  }
+
+  async isLinked(registry: string, repository: string, d: Digest): Promise<boolean> {
+    return this.index.has(registry, repository, d)
+  }
+
+  async linkBlob(registry: string, repository: string, d: Digest): Promise<void> {
+    await this.index.addBlob(registry, repository, d)
   }
 
   async getTag(registry: string, repository: string, tag: string): Promise<TagRecord | undefined> {

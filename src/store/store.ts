@@ -26,7 +26,8 @@ import { isNotFound, removeFile } from '../fs.js'
 import { DiskHealth } from './health.js'
 import { FileReader, VerifyingWriter } from './writer.js'
 import { DIR_MODE, FILE_MODE, LAYOUT_VERSION, Layout, tagFileName, tempFileOwner } from './layout.js'
-import type { Digest } from '../oci/digest.js'
+import { LinkIndex } from './links.js'
+import { parseDigest, type Digest } from '../oci/digest.js'
 import type { CacheStore, StoredBlob, StoredManifest, TagRecord } from './api.js'
 
 export type { StoredManifest, TagRecord } from './api.js'
@@ -73,6 +74,8 @@ export class Store implements CacheStore {
   private readonly touchIntervalMs: number
   /** Bounded: a long-running daemon serves more distinct blobs than it should remember. */
   private readonly touched: LRUCache<string, number>
+  /** Which repository has which content, from the manifest links (links.ts). */
+  private readonly links: LinkIndex
 
   private constructor(root: string, options: StoreOptions) {
     this.layout = new Layout(root)
@@ -81,6 +84,7 @@ export class Store implements CacheStore {
     this.health = new DiskHealth(this.clock, this.log)
     this.touchIntervalMs = options.touchIntervalMs ?? 60_000
     this.touched = new LRUCache({ max: options.touchMemory ?? TOUCH_MEMORY })
+    this.links = new LinkIndex({ linkedManifests: (registry, repository) => this.linkedManifests(registry, repository), getManifest: (d) => this.getManifest(d) })
   }
 
   /** Opens (creating when needed) the cache at `root`. */
@@ -265,8 +269,10 @@ export class Store implements CacheStore {
     return names.flatMap((name) => this.layout.tagOfFile(name) ?? []).sort()
   }
 
-  /** Records that `repository` references manifest `d` (idempotent). */
+  /** Records that `repository` references manifest `d` (idempotent): it then has what `d` names. */
   async linkManifest(registry: string, repository: string, d: Digest): Promise<void> {
+    // In memory first: a disk that refuses the marker does not keep this daemon from serving the image.
+    await this.links.addManifest(registry, repository, d)
     const path = this.layout.manifestLink(registry, repository, d)
     try {
       try {
@@ -280,6 +286,35 @@ export class Store implements CacheStore {
     } catch (err) {
       throw this.health.writeFailed(err, `the link of ${repository} to ${d.value}`, path)
     }
+  }
+
+  async isLinked(registry: string, repository: string, d: Digest): Promise<boolean> {
+    return this.links.has(registry, repository, d)
+  }
+
+  async linkBlob(registry: string, repository: string, d: Digest): Promise<void> {
+    await this.links.addBlob(registry, repository, d)
+  }
+
+  /** Forgets what was derived for the repository (its manifest links were removed): read again when next asked. */
+  forgetLinks(registry: string, repository: string): void {
+    this.links.forget(registry, repository)
+  }
+
+  /** The manifests the repository's _manifests markers name (invalid names are skipped). */
+  private async linkedManifests(registry: string, repository: string): Promise<Digest[]> {
+    const dir = this.layout.manifestLinksDir(registry, repository)
+    const out: Digest[] = []
+    for (const alg of await fs.readdir(dir).catch(emptyWhenMissing)) {
+      for (const hex of await fs.readdir(join(dir, alg)).catch(() => [] as string[])) {
+        try {
+          out.push(parseDigest(`${alg}:${hex}`))
+        } catch {
+          // Not a name linkManifest writes.
+        }
+      }
+    }
+    return out
   }
 
   // ---- whole-cache views

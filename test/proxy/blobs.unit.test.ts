@@ -71,6 +71,7 @@ t.test('a cached blob is served with zero upstream calls', async (t) => {
   const w = await store.createBlobWriter(parseDigest(digest), BLOB.length)
   await w.write(BLOB)
   await w.commit()
+  await store.linkBlob(image.registry, image.repository, parseDigest(digest))
   const source = await proxy.open(image, parseDigest(digest))
   t.match(source, { kind: 'follow', size: BLOB.length, cached: true })
   const sink = new Sink()

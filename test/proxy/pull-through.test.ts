@@ -335,7 +335,7 @@ t.test('by-digest pulls under a repository upstream does not have record nothing
     const uncached = await get(`${d.url}/v2/${repo}/manifests/sha256:${'1'.repeat(64)}`)
     t.equal(uncached.status, 404, `${repo}: an uncached one is asked upstream, which says no`)
     const blob = await get(`${d.url}/v2/${repo}/blobs/${alpine.blobs[0]!.digest}`)
-    t.equal(blob.status, 200)
+    t.equal(blob.status, 404, `${repo}: a cached blob is served only under a repository that has it`)
   }
   t.strictSame(await entries(), before, 'not one new entry under repositories/')
 })

@@ -36,6 +36,7 @@ t.test('waiting for a drain after every chunk keeps nothing alive per chunk whil
   const writer = await store.createBlobWriter(parseDigest(digestOf(bytes)), bytes.length)
   await writer.write(bytes)
   await writer.commit()
+  await store.linkBlob('docker.io', 'library/alpine', parseDigest(digestOf(bytes)))
   const proxy = new BlobProxy({ store, upstreams: new CountingUpstream(), counters: newCounters(), log: silentLogger })
   const source = await proxy.open(resolveImageName('library/alpine'), parseDigest(digestOf(bytes)))
 

@@ -146,4 +146,47 @@ export function storeContract(t: Test, make: MakeStore): void {
     await store.putTag('docker.io', 'library/alpine', 'v1', { ...rec(b), checkedAt: 2000 })
     t.strictSame(await store.getTag('docker.io', 'library/alpine', 'v1'), { ...rec(b), checkedAt: 2000 }, 'a tag moves')
   })
+
+  t.test('links: a repository has what its linked manifests name, an index its children and theirs, and what upstream confirmed', async (t) => {
+    const store = await make(t)
+    const desc = (d: Digest, size = 1) => ({ mediaType: 'application/octet-stream', digest: d.value, size })
+    const image = async (seed: string) => {
+      const config = dg(`config ${seed}`)
+      const layer = dg(`layer ${seed}`)
+      const bytes = Buffer.from(JSON.stringify({ schemaVersion: 2, config: desc(config), layers: [desc(layer)] }))
+      return { config, layer, bytes, d: dg(bytes) }
+    }
+    const MANIFEST = 'application/vnd.oci.image.manifest.v1+json'
+    const has = (repository: string, d: Digest) => store.isLinked('docker.io', repository, d)
+
+    const a = await image('a')
+    t.equal(await has('library/alpine', a.layer), false, 'nothing before a link')
+    await store.putManifest(a.d, a.bytes, MANIFEST)
+    await store.linkManifest('docker.io', 'library/alpine', a.d)
+    t.equal(await has('library/alpine', a.layer), true, 'a layer of a linked manifest')
+    t.equal(await has('library/alpine', a.config), true, 'its config')
+    t.equal(await has('library/alpine', a.d), true, 'the manifest itself')
+    t.equal(await has('private/secret', a.layer), false, 'not under another repository')
+    t.equal(await store.isLinked('ghcr.io', 'library/alpine', a.layer), false, 'nor under the same name at another registry')
+
+    // An index whose second child is not cached yet when it is linked.
+    const [amd, arm] = [await image('amd64'), await image('arm64')]
+    await store.putManifest(amd.d, amd.bytes, MANIFEST)
+    const index = Buffer.from(JSON.stringify({ schemaVersion: 2, manifests: [desc(amd.d), desc(arm.d)] }))
+    await store.putManifest(dg(index), index, 'application/vnd.oci.image.index.v1+json')
+    await store.linkManifest('docker.io', 'library/multi', dg(index))
+    t.equal(await has('library/multi', amd.layer), true, "a cached child's layer")
+    t.equal(await has('library/multi', arm.d), true, 'an uncached child, by digest')
+    t.equal(await has('library/multi', arm.layer), false, "nothing of an uncached child's content yet")
+    await store.putManifest(arm.d, arm.bytes, MANIFEST)
+    t.equal(await has('library/multi', arm.layer), true, 'once that child is cached, its layers too')
+    t.equal(await has('library/alpine', amd.layer), false, 'still nothing elsewhere')
+
+    const confirmed = dg('a blob upstream confirmed')
+    t.equal(await has('library/alpine', confirmed), false)
+    await store.linkBlob('docker.io', 'library/alpine', confirmed)
+    await store.linkBlob('docker.io', 'library/alpine', confirmed)
+    t.equal(await has('library/alpine', confirmed), true, 'upstream confirmed it')
+    t.equal(await has('library/multi', confirmed), false, 'for that repository only')
+  })
 }

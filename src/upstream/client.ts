@@ -536,6 +536,8 @@ export class UpstreamClient {
         if (!isDproxyError(err)) throw err
         const outcome = outcomeOf(err)
         if (outcome !== undefined) this.record(i, outcome, err.message, retryAfterOf(err))
+        // A refusal after the endpoint's own auth dance is an answer, not an outage: kept for status and doctor.
+        if (err.code === 'UNAUTHORIZED' || err.code === 'DENIED') this.breakers[i]!.note(err.message)
         if (last) throw reasons.length === 0 ? err : withReasons(err, reasons)
         reasons.push(NOT_FOUND.has(err.code) ? `${e.spec.label}: not found (${err.message})` : err.message)
       }

@@ -12,7 +12,8 @@
 // upstream last reported is refused before it spends a single pull. Those
 // HEADs are the run's answers: the fetch takes the digest plan() saw instead
 // of asking again, so each tag costs one HEAD and the run fetches exactly
-// what it counted.
+// what it counted. Only what a registry's origin charges counts: a tag a
+// team endpoint before it answered (upstream/registries.ts) costs nothing.
 
 import { DproxyError } from '../errors.js'
 import type { ManifestStore, TagStore } from '../store/api.js'
@@ -128,6 +129,9 @@ function readManifest(m: Pick<ManifestResult, 'bytes' | 'mediaType'>): ParsedMan
   return { index: parsed.index, children: parsed.index ? parsed.manifests : [], blobs: parsed.index ? [] : blobsOf(parsed) }
 }
 
+/** A counted GET the registry's origin charged (one answered by a team endpoint before it is free). */
+const charged = (m: Pick<ManifestResult, 'fetched' | 'upstream'>) => m.fetched && m.upstream?.charged !== false
+
 const isAttestation = (d: Descriptor) => d.platform?.os === 'unknown' || d.platform === undefined
 
 const choiceFor = (t: WarmTarget, run: PlatformChoice): PlatformChoice => (t.platforms ? { kind: 'list', platforms: t.platforms } : run)
@@ -194,8 +198,10 @@ export class Warmer {
       let n: number
       try {
         const r = await this.count(t, choiceFor(t, o.platforms), checks)
-        n = r.pulls
-        atLeast ||= r.atLeast
+        // A team endpoint answered the tag: its GETs go there too, and it charges nothing.
+        const free = checks.get(t.ref)?.charged === false
+        n = free ? 0 : r.pulls
+        atLeast ||= r.atLeast && !free
       } catch {
         // Unreachable or unknown: the run says so for this image; it spends nothing.
         n = 0
@@ -298,14 +304,14 @@ export class Warmer {
     if (top.stale) {
       throw new DproxyError('UPSTREAM_UNAVAILABLE', 'upstream is unavailable; the cached version is kept')
     }
-    let pulls = top.fetched ? 1 : 0
+    let pulls = charged(top) ? 1 : 0
     const parsed = readManifest(top)
     const images: ParsedManifest[] = []
     if (parsed.index) {
       const prev = previous ? { ...previous, stale: false, fetched: false } : undefined
       await pool(await this.select(t, parsed.children, choiceFor(t, o.platforms), prev), BLOB_JOBS, async (c) => {
         const child = await manifests.get(t.image, { kind: 'digest', digest: c.digest }, touch)
-        if (child.fetched) pulls++
+        if (charged(child)) pulls++
         images.push(readManifest(child))
       })
     } else {

@@ -85,6 +85,11 @@ export interface ManifestInfo {
   digest: string | undefined
   mediaType: string
   size: number | undefined
+  /**
+   * Answered by the registry's origin, which charges pulls (false: a team
+   * endpoint in front of it answered, which charges nothing).
+   */
+  charged?: boolean
 }
 
 export interface ManifestBody extends ManifestInfo {
@@ -97,6 +102,8 @@ export interface UpstreamAnswer {
   /** The configured endpoint asked (not where a redirect led). */
   endpoint: string
   status: number
+  /** The registry's origin answered (it charges pulls); false for a team endpoint before it. */
+  charged: boolean
 }
 
 export interface BlobBody {
@@ -679,7 +686,7 @@ export class EndpointClient {
     this.recordRateLimit(res)
     await this.expectOk(res, 'HEAD', url, 'manifest', `${repository}${refSuffix(reference)}`)
     await res.body.dump().catch(() => {})
-    return manifestInfo(res, 'HEAD', url)
+    return { ...manifestInfo(res, 'HEAD', url), charged: this.origin }
   }
 
   /**
@@ -729,7 +736,7 @@ export class EndpointClient {
   }
 
   private answer(status: number): UpstreamAnswer {
-    return { endpoint: this.spec.label, status }
+    return { endpoint: this.spec.label, status, charged: this.origin }
   }
 
   /** Starts a blob download; the caller consumes (or destroys) `body`. */

@@ -18,6 +18,8 @@ import { until } from '../helpers/process.js'
 import type { Daemon, DaemonOptions } from '../../src/daemon/daemon.js'
 import type { UpstreamMap } from '../../src/upstream/registries.js'
 import { Upstreams } from '../../src/upstream/client.js'
+import { AdminClient } from '../../src/control/admin-client.js'
+import type { WarmEvent } from '../../src/proxy/warm.js'
 
 let up: Upstream
 let team: Registry
@@ -395,3 +397,26 @@ async function bounded<T>(p: Promise<T>, what: string): Promise<T> {
     clearTimeout(timer)
   }
 }
+
+t.test('prefetch through the chain: --max-pulls counts only what the origin charges', async (t) => {
+  const d = await laptop(t)
+  const admin = new AdminClient(d.url, { token: d.adminToken })
+  const run = async (image: string, maxPulls: number) => {
+    let end: WarmEvent | undefined
+    for await (const e of admin.stream<WarmEvent>('POST', '/_dproxy/pull', { body: { images: [image], platforms: 'all', maxPulls } })) end = e
+    return end
+  }
+  const fromMirror = await run('docker.io/library/alpine:latest', 0)
+  t.match(fromMirror, { type: 'summary', fetched: 1, failed: [], pulls: 0, hubPulls: 0 }, 'a healthy mirror: --max-pulls 0 still warms')
+  t.ok(manifestCalls(mirror).some((r) => r.startsWith('GET')), 'the mirror sent the manifest')
+  t.strictSame(origin.apiRequests(), [], 'the origin saw nothing')
+
+  mirror.set({ kind: 'status', status: 503 })
+  const refused = await run('docker.io/bitnami/redis:7.2', 0)
+  t.match(refused, { type: 'refused', pulls: 1 }, 'the mirror down: the origin would charge, so the limit applies')
+  t.notOk(manifestCalls(origin).some((r) => r.startsWith('GET')), 'nothing was spent')
+  const spent = await run('docker.io/bitnami/redis:7.2', 1)
+  t.match(spent, { type: 'summary', fetched: 1, failed: [], pulls: 1, hubPulls: 1 }, 'within the limit: fetched from the origin, counted')
+  t.equal(manifestCalls(origin).filter((r) => r.startsWith('GET')).length, 1, 'one counted GET at the origin')
+  await settled(d)
+})

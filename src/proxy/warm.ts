@@ -198,10 +198,9 @@ export class Warmer {
       let n: number
       try {
         const r = await this.count(t, choiceFor(t, o.platforms), checks)
-        // A team endpoint answered the tag: its GETs go there too, and it charges nothing.
-        const free = checks.get(t.ref)?.charged === false
-        n = free ? 0 : r.pulls
-        atLeast ||= r.atLeast && !free
+        // A team endpoint answered: the image's GETs go there too, and it charges nothing.
+        n = r.free ? 0 : r.pulls
+        atLeast ||= r.atLeast && !r.free
       } catch {
         // Unreachable or unknown: the run says so for this image; it spends nothing.
         n = 0
@@ -240,20 +239,32 @@ export class Warmer {
     return undefined
   }
 
-  /** Counted GETs one image needs now. */
-  private async count(t: WarmTarget, choice: PlatformChoice, checks: Map<string, TagCheck>): Promise<{ pulls: number; atLeast: boolean }> {
+  /**
+   * Counted GETs one image needs now; `free` when a team endpoint before the
+   * registry's origin answered its HEAD (a digest not cached is HEADed too,
+   * when the registry has such an endpoint: HEADs cost nothing).
+   */
+  private async count(t: WarmTarget, choice: PlatformChoice, checks: Map<string, TagCheck>): Promise<{ pulls: number; atLeast: boolean; free?: boolean }> {
     const { store, manifests } = this.deps
     let top: Pick<ManifestResult, 'bytes' | 'mediaType'> | undefined
     let mediaType: string
+    let free = false
     if (t.reference.kind === 'tag') {
       const head = await manifests.check(t.image, t.reference.tag)
       checks.set(t.ref, head)
+      free = !head.charged
       mediaType = head.mediaType
       top = head.cached ? await store.getManifest(parseDigest(head.digest)) : undefined
     } else {
       top = await store.getManifest(t.reference.digest)
       mediaType = top?.mediaType ?? ''
+      if (!top && this.deps.upstreams.chain(t.image.registry).length > 1) {
+        const head = await manifests.check(t.image, t.reference.digest.value)
+        free = !head.charged
+        mediaType = head.mediaType
+      }
     }
+    if (free) return { pulls: 0, atLeast: false, free }
     if (!top) {
       if (!isIndexMediaType(mediaType)) return { pulls: 1, atLeast: t.reference.kind === 'digest' }
       if (choice.kind === 'list') return { pulls: 1 + choice.platforms.length, atLeast: false }

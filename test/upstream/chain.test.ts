@@ -432,6 +432,8 @@ t.test('prefetch through the chain: --max-pulls counts only what the origin char
   }
   const fromMirror = await run('docker.io/library/alpine:latest', 0)
   t.match(fromMirror, { type: 'summary', fetched: 1, failed: [], pulls: 0, hubPulls: 0 }, 'a healthy mirror: --max-pulls 0 still warms')
+  const byDigest = await run(`docker.io/library/multi@${up.images.multi.digest}`, 0)
+  t.match(byDigest, { type: 'summary', fetched: 1, failed: [], pulls: 0 }, 'and an image by digest')
   t.ok(manifestCalls(mirror).some((r) => r.startsWith('GET')), 'the mirror sent the manifest')
   t.strictSame(origin.apiRequests(), [], 'the origin saw nothing')
 

@@ -43,14 +43,13 @@
 // another download that would fill the disk again, until some minutes passed
 // or the disk has room for it.
 //
-// A registry with a chain of endpoints (upstream/client.ts): when the bytes one
-// endpoint sent fail their digest, that endpoint is not asked for the blob
-// again, and a client that has not been sent a byte yet is given a new
-// download from the next endpoint within its request; one that has is cut as
-// above, and its retry goes elsewhere. So that a team cache's wrong bytes cost
-// no client its pull, a blob from an endpoint with another behind it is held
-// back until it verified (the team cache is near: the wait is short); a blob
-// from the last endpoint streams as it arrives.
+// A registry with a chain of endpoints (upstream/client.ts): bytes stream to
+// clients as they arrive from whichever endpoint answered, as from any
+// upstream. When they fail their digest (or an endpoint with another behind
+// it breaks the body off), that endpoint is not asked for the blob again, and
+// a client that has not been sent a byte yet is given a new download from the
+// next endpoint within its request; one that has is cut as above (it never
+// gets the last byte of wrong content), and its retry goes elsewhere.
 //
 // Which repository may have which blob: the cache holds each blob once, for
 // every repository, so that a blob is cached says nothing about whether the
@@ -407,12 +406,11 @@ class Fetch extends EventEmitter {
   /** Who answered the download (undefined when the blob was found in the store after all). */
   answer: UpstreamAnswer | undefined
   /**
-   * The endpoint failed this blob (wrong bytes, or a held download broken
-   * off) and another one is left to ask: a client sent nothing yet may try again.
+   * The endpoint failed this blob (wrong bytes, or a body broken off by an
+   * endpoint with another behind it) and another one is left to ask: a
+   * client sent nothing yet may try again.
    */
   another = false
-  /** From an endpoint with another behind it: no byte goes to a client before the blob verified. */
-  held = false
   /** Resolves once the download is over and no longer the one a new client would join. */
   finished: Promise<void> = Promise.resolve()
   /** Set once the disk filled up and the clients get the rest from memory. */
@@ -459,7 +457,6 @@ class Fetch extends EventEmitter {
       const up = await upstreams.get(this.image.registry).getBlob(this.image.repository, this.d.value)
       this.body = up.body
       this.answer = up.answer
-      this.held = up.chained === true
       if (this.aborted) up.body.destroy(new DproxyError('UPSTREAM_UNAVAILABLE', 'dproxy is shutting down'))
       let writer: BlobWriter
       try {
@@ -475,8 +472,8 @@ class Fetch extends EventEmitter {
       } catch (err) {
         discard(up.body)
         await writer.abort()
-        // A held download broken off sent no client a byte: the next endpoint may have it whole.
-        if (isWrongContent(err) || (this.held && !this.aborted && !isCacheUnavailable(err))) this.another = up.rejected?.() ?? false
+        // A team cache that broke the body off may do it again: the next endpoint may have it whole.
+        if (isWrongContent(err) || (up.chained === true && !this.aborted && !isCacheUnavailable(err))) this.another = up.rejected?.() ?? false
         throw upstreamError(err, `GET ${up.url}`)
       }
       // Clients are let in once the disk took the first bytes (or there were none).
@@ -862,7 +859,7 @@ function fromFetch(fetch: Fetch, past: () => Promise<BlobSource>, again: () => P
     size: fetch.size ?? -1,
     cached: fetch.committed,
     open: () => fetch.openReader(),
-    written: () => (fetch.held && !fetch.verified ? 0 : fetch.written),
+    written: () => fetch.written,
     verified: () => fetch.verified,
     check: () => {
       if (fetch.error && !fetch.verified) throw fetch.error

@@ -39,6 +39,8 @@ export interface TagCheck {
   mediaType: string
   /** That manifest is in the cache already: pulling the tag costs no GET. */
   cached: boolean
+  /** The registry's origin answered, which charges pulls; false when a team endpoint before it did (registries.ts). */
+  charged: boolean
 }
 
 export interface GetOptions {
@@ -90,7 +92,7 @@ export class ManifestProxy {
     if (!head.digest) throw new DproxyError('UPSTREAM_INVALID', `upstream sent no digest for ${name(image)}:${tag}`)
     const d = parseDigestFromUpstream(head.digest)
     const m = await this.options.store.getManifest(d)
-    return { digest: d.value, mediaType: head.mediaType, cached: m !== undefined && m.mediaType === head.mediaType }
+    return { digest: d.value, mediaType: head.mediaType, cached: m !== undefined && m.mediaType === head.mediaType, charged: head.charged !== false }
   }
 
   async listTags(image: ImageName, query: URLSearchParams): Promise<TagPage & { stale: boolean }> {

@@ -12,7 +12,8 @@
 // upstream last reported is refused before it spends a single pull. Those
 // HEADs are the run's answers: the fetch takes the digest plan() saw instead
 // of asking again, so each tag costs one HEAD and the run fetches exactly
-// what it counted.
+// what it counted. Only what a registry's origin charges counts: a tag a
+// team endpoint before it answered (upstream/registries.ts) costs nothing.
 
 import { DproxyError } from '../errors.js'
 import type { ManifestStore, TagStore } from '../store/api.js'
@@ -128,6 +129,9 @@ function readManifest(m: Pick<ManifestResult, 'bytes' | 'mediaType'>): ParsedMan
   return { index: parsed.index, children: parsed.index ? parsed.manifests : [], blobs: parsed.index ? [] : blobsOf(parsed) }
 }
 
+/** A counted GET the registry's origin charged (one answered by a team endpoint before it is free). */
+const charged = (m: Pick<ManifestResult, 'fetched' | 'upstream'>) => m.fetched && m.upstream?.charged !== false
+
 const isAttestation = (d: Descriptor) => d.platform?.os === 'unknown' || d.platform === undefined
 
 const choiceFor = (t: WarmTarget, run: PlatformChoice): PlatformChoice => (t.platforms ? { kind: 'list', platforms: t.platforms } : run)
@@ -194,8 +198,9 @@ export class Warmer {
       let n: number
       try {
         const r = await this.count(t, choiceFor(t, o.platforms), checks)
-        n = r.pulls
-        atLeast ||= r.atLeast
+        // A team endpoint answered: the image's GETs go there too, and it charges nothing.
+        n = r.free ? 0 : r.pulls
+        atLeast ||= r.atLeast && !r.free
       } catch {
         // Unreachable or unknown: the run says so for this image; it spends nothing.
         n = 0
@@ -234,20 +239,32 @@ export class Warmer {
     return undefined
   }
 
-  /** Counted GETs one image needs now. */
-  private async count(t: WarmTarget, choice: PlatformChoice, checks: Map<string, TagCheck>): Promise<{ pulls: number; atLeast: boolean }> {
+  /**
+   * Counted GETs one image needs now; `free` when a team endpoint before the
+   * registry's origin answered its HEAD (a digest not cached is HEADed too,
+   * when the registry has such an endpoint: HEADs cost nothing).
+   */
+  private async count(t: WarmTarget, choice: PlatformChoice, checks: Map<string, TagCheck>): Promise<{ pulls: number; atLeast: boolean; free?: boolean }> {
     const { store, manifests } = this.deps
     let top: Pick<ManifestResult, 'bytes' | 'mediaType'> | undefined
     let mediaType: string
+    let free = false
     if (t.reference.kind === 'tag') {
       const head = await manifests.check(t.image, t.reference.tag)
       checks.set(t.ref, head)
+      free = !head.charged
       mediaType = head.mediaType
       top = head.cached ? await store.getManifest(parseDigest(head.digest)) : undefined
     } else {
       top = await store.getManifest(t.reference.digest)
       mediaType = top?.mediaType ?? ''
+      if (!top && this.deps.upstreams.chain(t.image.registry).length > 1) {
+        const head = await manifests.check(t.image, t.reference.digest.value)
+        free = !head.charged
+        mediaType = head.mediaType
+      }
     }
+    if (free) return { pulls: 0, atLeast: false, free }
     if (!top) {
       if (!isIndexMediaType(mediaType)) return { pulls: 1, atLeast: t.reference.kind === 'digest' }
       if (choice.kind === 'list') return { pulls: 1 + choice.platforms.length, atLeast: false }
@@ -298,14 +315,14 @@ export class Warmer {
     if (top.stale) {
       throw new DproxyError('UPSTREAM_UNAVAILABLE', 'upstream is unavailable; the cached version is kept')
     }
-    let pulls = top.fetched ? 1 : 0
+    let pulls = charged(top) ? 1 : 0
     const parsed = readManifest(top)
     const images: ParsedManifest[] = []
     if (parsed.index) {
       const prev = previous ? { ...previous, stale: false, fetched: false } : undefined
       await pool(await this.select(t, parsed.children, choiceFor(t, o.platforms), prev), BLOB_JOBS, async (c) => {
         const child = await manifests.get(t.image, { kind: 'digest', digest: c.digest }, touch)
-        if (child.fetched) pulls++
+        if (charged(child)) pulls++
         images.push(readManifest(child))
       })
     } else {

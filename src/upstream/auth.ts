@@ -288,7 +288,7 @@ export class TokenAuth {
       const message =
         cred && sendCredentials
           ? loginRefusedMessage(this.registry, /^repository:(.+):[^:]+$/.exec(scope)?.[1], res.statusCode, cred)
-          : `${where}: the token service refused an anonymous token for ${this.registry} (HTTP ${res.statusCode})`
+          : `${where}: the token service refused an anonymous token for ${this.registry} (HTTP ${res.statusCode}); log in with \`dproxy login ${this.registry}\``
       throw new DproxyError('UNAUTHORIZED', message, { detail: { upstreamStatus: res.statusCode } })
     }
     if (res.statusCode === 429) throw new DproxyError('TOOMANYREQUESTS', `${where}: HTTP 429`)

@@ -10,14 +10,16 @@
 // Falling through a chain (README "Use your team's cache" and dproxy-serve(1)
 // say the same):
 // - no answer (refused, reset, DNS, TLS, connect or header timeout), a 5xx, a
-//   429, an HTML page where JSON was expected, an unusable answer: the next
-//   endpoint;
+//   429, an HTML page where JSON (or, from an endpoint that is not the last,
+//   a blob) was expected, an unusable answer: the next endpoint;
 // - 404 (MANIFEST_UNKNOWN, NAME_UNKNOWN, BLOB_UNKNOWN) from an endpoint that
 //   is not the last: the next (a team cache may not carry that repository);
 //   from the last it is the answer;
 // - 401/403 after the endpoint's own token dance: the next, the reason kept;
-// - blob bytes that fail their digest: the endpoint is not asked for that
-//   digest again (while another one is left) and proxy/blobs.ts asks again;
+// - blob bytes that fail their digest (or a body an endpoint that is not the
+//   last breaks off): the endpoint is not asked for that digest again (while
+//   another one is left); proxy/blobs.ts asks the next within the request of a
+//   client that has had no byte yet, and cuts one that has (its retry goes on);
 // - the last endpoint's error is the answer when every endpoint failed, with
 //   the others' reasons in its message, so serve-stale applies only then.
 // An endpoint that is not the last has a breaker (health.ts): while open it is
@@ -83,6 +85,11 @@ export interface ManifestInfo {
   digest: string | undefined
   mediaType: string
   size: number | undefined
+  /**
+   * Answered by the registry's origin, which charges pulls (false: a team
+   * endpoint in front of it answered, which charges nothing).
+   */
+  charged?: boolean
 }
 
 export interface ManifestBody extends ManifestInfo {
@@ -95,6 +102,8 @@ export interface UpstreamAnswer {
   /** The configured endpoint asked (not where a redirect led). */
   endpoint: string
   status: number
+  /** The registry's origin answered (it charges pulls); false for a team endpoint before it. */
+  charged: boolean
 }
 
 export interface BlobBody {
@@ -106,12 +115,12 @@ export interface BlobBody {
   url: string
   answer?: UpstreamAnswer
   /**
-   * The bytes failed their digest (or broke off while held back): the
+   * The bytes failed their digest (or broke off, from a chained endpoint): the
    * endpoint that sent them is not asked for this blob again for a while.
    * True when another endpoint is left to ask.
    */
   rejected?: () => boolean
-  /** From an endpoint with another behind it (proxy/blobs.ts holds such bytes back until they verified). */
+  /** From an endpoint with another behind it (a body it breaks off marks it bad for the digest, as wrong bytes do). */
   chained?: boolean
 }
 
@@ -546,6 +555,8 @@ export class UpstreamClient {
         if (!isDproxyError(err)) throw err
         const outcome = outcomeOf(err)
         if (outcome !== undefined) this.record(i, outcome, err.message, retryAfterOf(err))
+        // A refusal after the endpoint's own auth dance is an answer, not an outage: kept for status and doctor.
+        if (err.code === 'UNAUTHORIZED' || err.code === 'DENIED') this.breakers[i]!.note(err.message)
         if (last) throw reasons.length === 0 ? err : withReasons(err, reasons)
         reasons.push(NOT_FOUND.has(err.code) ? `${e.spec.label}: not found (${err.message})` : err.message)
       }
@@ -687,7 +698,7 @@ export class EndpointClient {
     this.recordRateLimit(res)
     await this.expectOk(res, 'HEAD', url, 'manifest', `${repository}${refSuffix(reference)}`)
     await res.body.dump().catch(() => {})
-    return manifestInfo(res, 'HEAD', url)
+    return { ...manifestInfo(res, 'HEAD', url), charged: this.origin }
   }
 
   /**
@@ -737,7 +748,7 @@ export class EndpointClient {
   }
 
   private answer(status: number): UpstreamAnswer {
-    return { endpoint: this.spec.label, status }
+    return { endpoint: this.spec.label, status, charged: this.origin }
   }
 
   /** Starts a blob download; the caller consumes (or destroys) `body`. */
@@ -908,7 +919,9 @@ export class EndpointClient {
     const type = headerValue(res.headers['content-type']) ?? ''
     const where = `${method} ${redact(url)}`
     if (status >= 200 && status < 300) {
-      if (kind !== 'blob' && /^text\/html/i.test(type)) {
+      // A blob may come with any type from a CDN; from a team cache, a page is its login or error page
+      // (its bytes would reach clients before they failed their digest).
+      if ((kind !== 'blob' || this.chained) && /^text\/html/i.test(type)) {
         discard(res.body)
         throw new DproxyError('UPSTREAM_UNAVAILABLE', `${where}: got an HTML page instead of a registry response`, {
           detail: { upstreamStatus: status, html: true },

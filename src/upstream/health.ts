@@ -68,6 +68,11 @@ export class Breaker {
     this.nextProbe = now + Math.max(this.backoff, Math.min(retryAfterMs ?? 0, BACKOFF_CAP_MS * 60))
   }
 
+  /** Keeps `reason` as the last error without counting it (an answer that refused: the endpoint is up). */
+  note(reason: string): void {
+    this.last = reason
+  }
+
   /** While open: whether a probe is due now. */
   probeDue(): boolean {
     return this.openedAt !== undefined && this.clock.now() >= this.nextProbe

@@ -108,10 +108,10 @@ t.test('max-age: a tag checked recently is served with no upstream call', async 
 t.test('check HEADs a tag and says whether a pull would need a GET, changing nothing', async (t) => {
   const { store, upstream, proxy } = setup()
   const v1 = upstream.addManifest(V1, OCI_MANIFEST, image.repository, 'latest')
-  t.strictSame(await proxy.check(image, 'latest'), { digest: v1, mediaType: OCI_MANIFEST, cached: false })
+  t.strictSame(await proxy.check(image, 'latest'), { digest: v1, mediaType: OCI_MANIFEST, cached: false, charged: true })
   t.equal(await store.getTag(image.registry, image.repository, 'latest'), undefined)
   await proxy.get(image, parseReference('latest'))
-  t.strictSame(await proxy.check(image, 'latest'), { digest: v1, mediaType: OCI_MANIFEST, cached: true })
+  t.strictSame(await proxy.check(image, 'latest'), { digest: v1, mediaType: OCI_MANIFEST, cached: true, charged: true })
 })
 
 t.test('tags/list: upstream first, the cached tags when upstream is down', async (t) => {

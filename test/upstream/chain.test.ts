@@ -8,15 +8,18 @@
 import { mkdtempSync } from 'node:fs'
 import { join } from 'node:path'
 import t, { type Test } from 'tap'
+import { request } from 'undici'
 import { freePort, makeTempDir, skopeoCopyAll } from '../fixtures/clients.js'
 import { startFront, type Front } from '../fixtures/front.js'
 import { CACHE_DIR, startRegistry, type Registry } from '../fixtures/registry.js'
 import { startUpstream, type Upstream } from '../fixtures/upstream.js'
-import { get, settled, startDaemon } from '../helpers/daemon.js'
+import { get, getRaw, settled, startDaemon } from '../helpers/daemon.js'
 import { until } from '../helpers/process.js'
 import type { Daemon, DaemonOptions } from '../../src/daemon/daemon.js'
 import type { UpstreamMap } from '../../src/upstream/registries.js'
 import { Upstreams } from '../../src/upstream/client.js'
+import { AdminClient } from '../../src/control/admin-client.js'
+import type { WarmEvent } from '../../src/proxy/warm.js'
 
 let up: Upstream
 let team: Registry
@@ -180,18 +183,100 @@ t.test('mirror needs credentials the laptop lacks: the origin answers', async (t
   t.ok(manifestCalls(origin).length > 0, 'the origin answered')
 })
 
-t.test('mirror sends wrong blob bytes: marked bad for that digest, the origin asked within the same request', async (t) => {
+t.test('mirror sends wrong blob bytes: the bytes stream, the client that had some is cut, the next request goes to the origin', async (t) => {
+  let release!: () => void
+  const layer = up.images.alpine.blobs.find((b) => b.data.length > 100_000)!
+  mirror.set({ kind: 'wrongBlobBytes', digest: layer.digest, hold: new Promise<void>((resolve) => (release = resolve)) })
+  const d = await laptop(t)
+  const res = await request(`${d.url}/v2/library/alpine/blobs/${layer.digest}`)
+  t.equal(res.statusCode, 200)
+  const body = res.body[Symbol.asyncIterator]()
+  const first = await bounded(body.next(), 'the first bytes from the mirror')
+  t.ok((first.value as Buffer).length > 0, 'the client got the mirror\'s first bytes before the mirror finished')
+  release()
+  let got = (first.value as Buffer).length
+  const cut = await (async () => {
+    for (;;) {
+      const next = await body.next()
+      if (next.done === true) return false
+      got += (next.value as Buffer).length
+    }
+  })().catch(() => true)
+  t.ok(cut, 'the connection was cut')
+  t.ok(got < layer.data.length, 'never the whole (wrong) body')
+  t.equal(blobCalls(mirror).filter((r) => r.startsWith('GET') && r.includes(layer.digest)).length, 1, 'the mirror sent the layer (wrong)')
+  t.equal(blobCalls(origin).filter((r) => r.includes(layer.digest)).length, 0, 'the origin was not asked yet')
+  await settled(d)
+
+  const again = await get(`${d.url}/v2/library/alpine/blobs/${layer.digest}`)
+  t.equal(again.status, 200)
+  t.ok(again.body.equals(layer.data), 'the retry got the right bytes')
+  t.equal(blobCalls(mirror).filter((r) => r.startsWith('GET') && r.includes(layer.digest)).length, 1, 'the mirror was not asked for that digest again')
+  t.equal(blobCalls(origin).filter((r) => r.startsWith('GET') && r.includes(layer.digest)).length, 1, 'the origin sent it')
+  await skopeo(t, d, 'library/alpine:latest')
+  t.ok(blobCalls(mirror).length > 1, 'the mirror sent the image\'s other blobs')
+  t.strictSame(blobCalls(origin).filter((r) => !r.includes(layer.digest)), [], 'the origin sent none of them')
+  await settled(d)
+})
+
+t.test('mirror sends wrong blob bytes at full speed: never a whole wrong body; the mirror once, the origin once', async (t) => {
   mirror.set({ kind: 'wrongBlobBytes' })
   const d = await laptop(t)
-  const { alpine } = up.images
-  const layer = alpine.blobs.find((b) => b.data.length > 100_000)!
-  const first = await get(`${d.url}/v2/library/alpine/blobs/${layer.digest}`)
-  t.equal(first.status, 200)
-  t.ok(first.body.equals(layer.data), 'the client got the right bytes in the same request')
-  t.equal(blobCalls(mirror).filter((r) => r.includes(layer.digest)).length, 1, 'the mirror sent the layer (wrong)')
-  t.equal(blobCalls(origin).filter((r) => r.includes(layer.digest)).length, 1, 'then the origin sent it')
-  await skopeo(t, d, 'library/alpine:latest')
-  t.equal(blobCalls(mirror).filter((r) => r.includes(layer.digest)).length, 1, 'the mirror was not asked for that digest again')
+  const layer = up.images.alpine.blobs.find((b) => b.data.length > 100_000)!
+  // Cut when bytes had gone out; whole and right when the failure came before the first (the origin asked within the request).
+  const first = await getRaw(`${d.url}/v2/library/alpine/blobs/${layer.digest}`)
+  t.ok(!first.complete || first.body.equals(layer.data), 'cut, or whole and right: never whole and wrong')
+  const second = await get(`${d.url}/v2/library/alpine/blobs/${layer.digest}`)
+  t.ok(second.body.equals(layer.data), 'the right bytes')
+  t.equal(blobCalls(mirror).filter((r) => r.startsWith('GET') && r.includes(layer.digest)).length, 1, 'the mirror was asked once')
+  t.equal(blobCalls(origin).filter((r) => r.startsWith('GET') && r.includes(layer.digest)).length, 1, 'the origin once')
+  await settled(d)
+})
+
+t.test('mirror sends wrong bytes for every blob: skopeo\'s first run may be cut, the next one pulls; each digest from the mirror once, then the origin', async (t) => {
+  mirror.set({ kind: 'wrongBlobBytes' })
+  const d = await laptop(t)
+  const ref = `${new URL(d.url).host}/library/layers:1`
+  const digests = up.images.layers.blobs.map((b) => b.digest)
+  // skopeo does not retry a body cut short (docker retries layers itself): the user runs it again. Each
+  // run that is cut costs one digest at most (skopeo stops at the first failure), so this many runs suffice.
+  let outcome = ''
+  for (let run = 0; run <= digests.length && outcome !== 'pulled'; run++) {
+    outcome = await skopeoCopyAll(ref, makeTempDir('dproxy-chain-', t)).then(
+      () => 'pulled',
+      (err: Error) => err.message,
+    )
+    t.match(outcome, /^pulled$|unexpected EOF|happened during read/, 'pulled, or cut: never wrong content taken for the blob')
+    await settled(d)
+  }
+  t.equal(outcome, 'pulled', 'a run pulled the image')
+  for (const digest of digests) {
+    t.equal(blobCalls(mirror).filter((r) => r.startsWith('GET') && r.includes(digest)).length, 1, `${digest.slice(0, 15)}: the mirror once`)
+    t.equal(blobCalls(origin).filter((r) => r.startsWith('GET') && r.includes(digest)).length, 1, `${digest.slice(0, 15)}: then the origin`)
+  }
+  await settled(d)
+})
+
+t.test('a blob from a mirror reaches the client before the mirror finished sending it', async (t) => {
+  let release!: () => void
+  mirror.set({ kind: 'holdBlobs', hold: new Promise<void>((resolve) => (release = resolve)) })
+  const d = await laptop(t)
+  const layer = up.images.redis.blobs.find((b) => b.data.length > 100_000)!
+  const res = await request(`${d.url}/v2/bitnami/redis/blobs/${layer.digest}`)
+  t.equal(res.statusCode, 200)
+  const chunks: Buffer[] = []
+  const body = res.body[Symbol.asyncIterator]()
+  const first = await bounded(body.next(), 'the first bytes from the mirror')
+  chunks.push(first.value as Buffer)
+  t.ok(chunks[0]!.length > 0 && chunks[0]!.length < layer.data.length, 'part of the blob arrived while the mirror held the rest')
+  release()
+  for (;;) {
+    const next = await body.next()
+    if (next.done === true) break
+    chunks.push(next.value as Buffer)
+  }
+  t.ok(Buffer.concat(chunks).equals(layer.data), 'then the whole blob, right')
+  t.strictSame(blobCalls(origin), [], 'the origin was not asked')
   await settled(d)
 })
 
@@ -311,14 +396,53 @@ t.test('noOrigin: the chain is the only way out; 404 from its last endpoint is t
   t.strictSame(origin.requests, [], 'the origin was never asked')
 })
 
-t.test('mirror breaks a blob off half-way: nothing was sent yet, so the origin is asked within the same request', async (t) => {
+t.test('mirror breaks a blob off half-way: a client that had bytes is cut, one that had none gets them from the origin', async (t) => {
   mirror.set({ kind: 'cutBlobs' })
   const d = await laptop(t)
   const layer = up.images.redis.blobs.find((b) => b.data.length > 100_000)!
+  const first = await getRaw(`${d.url}/v2/bitnami/redis/blobs/${layer.digest}`)
+  t.ok(!first.complete || first.body.equals(layer.data), 'cut, or whole and right')
+  await settled(d)
   const res = await get(`${d.url}/v2/bitnami/redis/blobs/${layer.digest}`)
   t.equal(res.status, 200)
   t.ok(res.body.equals(layer.data), 'the right bytes, whole')
-  t.equal(blobCalls(mirror).filter((r) => r.includes(layer.digest)).length, 1, 'the mirror broke it off once')
+  t.equal(blobCalls(mirror).filter((r) => r.includes(layer.digest)).length, 1, 'the mirror broke it off once and was not asked again')
   t.equal(blobCalls(origin).filter((r) => r.includes(layer.digest)).length, 1, 'the origin sent it')
+  await settled(d)
+})
+
+/** `p`, or a failure naming `what` after a generous bound (so a regression fails instead of hanging). */
+async function bounded<T>(p: Promise<T>, what: string): Promise<T> {
+  let timer: NodeJS.Timeout | undefined
+  const limit = new Promise<never>((_, reject) => (timer = setTimeout(() => reject(new Error(`${what}: nothing within 30 s`)), 30_000)))
+  try {
+    return await Promise.race([p, limit])
+  } finally {
+    clearTimeout(timer)
+  }
+}
+
+t.test('prefetch through the chain: --max-pulls counts only what the origin charges', async (t) => {
+  const d = await laptop(t)
+  const admin = new AdminClient(d.url, { token: d.adminToken })
+  const run = async (image: string, maxPulls: number) => {
+    let end: WarmEvent | undefined
+    for await (const e of admin.stream<WarmEvent>('POST', '/_dproxy/pull', { body: { images: [image], platforms: 'all', maxPulls } })) end = e
+    return end
+  }
+  const fromMirror = await run('docker.io/library/alpine:latest', 0)
+  t.match(fromMirror, { type: 'summary', fetched: 1, failed: [], pulls: 0, hubPulls: 0 }, 'a healthy mirror: --max-pulls 0 still warms')
+  const byDigest = await run(`docker.io/library/multi@${up.images.multi.digest}`, 0)
+  t.match(byDigest, { type: 'summary', fetched: 1, failed: [], pulls: 0 }, 'and an image by digest')
+  t.ok(manifestCalls(mirror).some((r) => r.startsWith('GET')), 'the mirror sent the manifest')
+  t.strictSame(origin.apiRequests(), [], 'the origin saw nothing')
+
+  mirror.set({ kind: 'status', status: 503 })
+  const refused = await run('docker.io/bitnami/redis:7.2', 0)
+  t.match(refused, { type: 'refused', pulls: 1 }, 'the mirror down: the origin would charge, so the limit applies')
+  t.notOk(manifestCalls(origin).some((r) => r.startsWith('GET')), 'nothing was spent')
+  const spent = await run('docker.io/bitnami/redis:7.2', 1)
+  t.match(spent, { type: 'summary', fetched: 1, failed: [], pulls: 1, hubPulls: 1 }, 'within the limit: fetched from the origin, counted')
+  t.equal(manifestCalls(origin).filter((r) => r.startsWith('GET')).length, 1, 'one counted GET at the origin')
   await settled(d)
 })

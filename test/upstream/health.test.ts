@@ -57,3 +57,12 @@ t.test('failed probes double the wait up to the cap; a Retry-After is honoured',
   b.record('failing', 'HTTP 429', 600_000)
   t.equal(b.msToProbe(), 600_000, 'not probed before the time the endpoint named')
 })
+
+t.test('a refusal is noted as the last error without counting toward opening', async (t) => {
+  const b = new Breaker(fakeClock())
+  for (let i = 1; i < FAILURES_TO_OPEN; i++) b.record('failing', 'HTTP 500')
+  b.note('127.0.0.1:5001 refused library/alpine:latest (401)')
+  t.strictSame(b.snapshot(), { up: true, lastError: '127.0.0.1:5001 refused library/alpine:latest (401)' })
+  b.record('failing', 'HTTP 500')
+  t.equal(b.up, false, 'the note did not reset the count either')
+})

@@ -60,6 +60,8 @@ t.test('token create, ls, revoke without a daemon', async (t) => {
     t.equal(r.code, 2, args.join(' '))
     t.match(r.err, pattern)
   }
+  const logins = await runDproxy(['login', '--list', '--json', '--no-docker-credentials'], env)
+  t.notMatch(logins.out, /dproxy-tokens/, "the token key is not one of dproxy login's logins")
   const revoked = await runDproxy(['token', 'revoke', 'laptop'], env)
   t.equal(revoked.code, 0)
   t.strictSame((JSON.parse((await runDproxy(['token', 'ls', '--json'], env)).out) as Array<{ name: string }>).map((e) => e.name), ['ci-1'])

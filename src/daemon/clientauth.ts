@@ -26,7 +26,7 @@
 // others get 403 DENIED, for manifests, blobs and tag lists alike.
 //
 // Failed logins (a wrong secret with Basic, on /v2/ or the token endpoint)
-// are counted per source address; past MAX_FAILURES within FAILURE_WINDOW_MS
+// are counted per source address (IPv6: per /64); past MAX_FAILURES within FAILURE_WINDOW_MS
 // that address gets 429 with Retry-After until the window ends. Bearer tokens
 // are not counted: a MAC is not something to guess, and clients retry
 // expired ones in bulk. The book holds at most FAILURE_BOOK_SIZE addresses.
@@ -177,7 +177,7 @@ export function requestAuthority(req: IncomingMessage): string {
 }
 
 /** Failed logins per source address, bounded in addresses (least recently failed dropped first). */
-class FailureBook {
+class LoginFailures {
   private readonly book = new LRUCache<string, { since: number; count: number }>({ max: FAILURE_BOOK_SIZE })
 
   constructor(private readonly clock: Clock) {}
@@ -202,8 +202,6 @@ class FailureBook {
   }
 }
 
-const identities = new WeakMap<IncomingMessage, ClientIdentity>()
-
 export class ClientAuth {
   readonly username = CLIENT_USERNAME
   private readonly key = randomBytes(32)
@@ -212,7 +210,9 @@ export class ClientAuth {
   private readonly log: Logger
   private readonly secret: () => Promise<string | undefined>
   private readonly tokens: TokenSource | undefined
-  private readonly failures: FailureBook
+  private readonly failures: LoginFailures
+  /** Who each request in flight authenticated as (for permit), as long as the request lives. */
+  private readonly identities = new WeakMap<IncomingMessage, ClientIdentity>()
   /** Last use of the built-in user (named tokens keep theirs in the token book). */
   private builtinUsedAt: number | undefined
 
@@ -226,7 +226,7 @@ export class ClientAuth {
     this.tokens = opts.tokens
     this.clock = opts.clock ?? systemClock
     this.log = opts.log ?? silentLogger
-    this.failures = new FailureBook(this.clock)
+    this.failures = new LoginFailures(this.clock)
   }
 
   private mac(expiry: number, secret: string): string {
@@ -322,7 +322,7 @@ export class ClientAuth {
 
   /** Refuses (403 DENIED) a repository the request's token may not pull; call after the guard let the request in. */
   permit(req: IncomingMessage, image: ImageName): void {
-    const who = identities.get(req)
+    const who = this.identities.get(req)
     if (who?.repos === undefined) return
     const repository = `${image.registry}/${image.repository}`
     if (!who.repos.matches(repository)) {
@@ -346,7 +346,7 @@ export class ClientAuth {
   }
 
   private used(req: IncomingMessage, res: ServerResponse, who: ClientIdentity): void {
-    identities.set(req, who)
+    this.identities.set(req, who)
     note(res, { user: who.name })
     if (who.name === this.username) this.builtinUsedAt = this.clock.now()
     else this.tokens?.used(who.name)
@@ -442,7 +442,22 @@ function sameMac(expected: string, given: string): boolean {
 
 /** The address failed logins are counted under. */
 function sourceOf(req: IncomingMessage): string {
-  return (req.socket.remoteAddress ?? '').replace(/^::ffff:(?=\d+\.)/, '')
+  return failureKey(req.socket.remoteAddress ?? '')
+}
+
+/**
+ * An IPv4 address as it is; an IPv6 address as its /64, since one machine
+ * commonly holds a whole /64 and could otherwise try from a fresh address
+ * each time (Docker Hub counts its limits the same way).
+ */
+export function failureKey(address: string): string {
+  const plain = address.replace(/^::ffff:(?=\d+\.)/i, '').replace(/%.*$/, '').toLowerCase()
+  if (!plain.includes(':')) return plain
+  const [head = '', tail] = plain.split('::') as [string, string | undefined]
+  const front = head === '' ? [] : head.split(':')
+  const back = tail === undefined || tail === '' ? [] : tail.split(':')
+  const groups = tail === undefined ? front : [...front, ...new Array<string>(Math.max(0, 8 - front.length - back.length)).fill('0'), ...back]
+  return `${groups.slice(0, 4).map((g) => (parseInt(g, 16) || 0).toString(16)).join(':')}::/64`
 }
 
 async function readForm(req: IncomingMessage): Promise<string> {

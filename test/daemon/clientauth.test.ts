@@ -17,6 +17,7 @@ import {
   CLIENT_USERNAME,
   clientSecretReader,
   ensureClientSecret,
+  failureKey,
   MAX_FAILURES,
   TOKEN_PATH,
 } from '../../src/daemon/clientauth.js'
@@ -382,4 +383,15 @@ t.test('failed logins: 10 per address per minute, then 429 with Retry-After for 
   t.equal(await fromOther(basic('ci', good.token)), 200, 'another address is not blocked')
   offset += 60_000
   t.equal((await get(`${base}/v2/`, { authorization: basic('ci', good.token) })).status, 200, 'after the window, the address may log in again')
+})
+
+t.test('failed logins are counted per IPv4 address and per IPv6 /64', async (t) => {
+  t.equal(failureKey('10.0.0.5'), '10.0.0.5')
+  t.equal(failureKey('::ffff:10.0.0.5'), '10.0.0.5')
+  t.equal(failureKey('2001:db8:1:2:aaaa::1'), '2001:db8:1:2::/64')
+  t.equal(failureKey('2001:0DB8:0001:0002:ffff:1:2:3'), '2001:db8:1:2::/64', 'the same /64, spelled otherwise')
+  t.equal(failureKey('2001:db8::1'), '2001:db8:0:0::/64')
+  t.equal(failureKey('::1'), '0:0:0:0::/64')
+  t.equal(failureKey('fe80::1%eth0'), 'fe80:0:0:0::/64')
+  t.not(failureKey('2001:db8:1:3::1'), failureKey('2001:db8:1:2::1'), 'another /64')
 })

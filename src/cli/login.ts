@@ -126,7 +126,7 @@ export async function listLogins(registryArg: string | undefined, flags: LoginFl
   try {
     const store = await credentials.openCredentialStore({ configDir: settings.configDir, env: ctx.env })
     for (const { registry, username } of await store.list()) {
-      if (registry !== credentials.CLIENT_SECRET_KEY) entries.set(registry, { registry, username, source: storeSourceName(store.kind) })
+      if (registry !== credentials.CLIENT_SECRET_KEY && registry !== credentials.TOKEN_KEY_ENTRY) entries.set(registry, { registry, username, source: storeSourceName(store.kind) })
     }
   } catch (err) {
     problems.push(`dproxy's credential store: ${(err as Error).message}`)

@@ -30,6 +30,7 @@ const commands: Array<[names: string[], load: () => Promise<Register>]> = [
   [['cache'], async () => (await import('./cache.js')).registerCacheCommand],
   [['login', 'logout'], async () => (await import('./login.js')).registerLoginCommands],
   [['env'], async () => (await import('./env.js')).registerEnvCommand],
+  [['token'], async () => (await import('./token.js')).registerTokenCommand],
   [['setup'], async () => (await import('./setup.js')).registerSetupCommand],
   [['prefetch'], async () => (await import('./prefetch.js')).registerPrefetchCommand],
   [['doctor'], async () => (await import('./doctor.js')).registerDoctorCommand],

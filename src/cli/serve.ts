@@ -10,6 +10,7 @@ import { resolveSettings } from '../config/settings.js'
 import { lazyCredentialStore } from '../credentials/index.js'
 import { loginFiles } from '../credentials/docker-config.js'
 import { loginLookup } from '../credentials/logins.js'
+import { TokenBook, tokenKey } from '../credentials/tokens.js'
 import { clientSecretReader, CLIENT_USERNAME, ensureClientSecret } from '../daemon/clientauth.js'
 import { Daemon } from '../daemon/daemon.js'
 import { formatHost } from '../net.js'
@@ -98,6 +99,10 @@ export async function serve(flags: ServeFlags, ctx: CliContext): Promise<void> {
   // The store opens on the first lookup (a keychain module costs memory); --auth needs it at once.
   const credentialStore = lazyCredentialStore({ configDir: settings.configDir, env: ctx.env, onFallback: (r) => log.warn(r) })
   if (settings.auth) await ensureClientSecret(await credentialStore.open())
+  // Named tokens (dproxy token create): tokens.json in the state dir, its HMAC key in the credential store.
+  const tokens = settings.auth
+    ? new TokenBook({ stateDir: settings.stateDir, key: async () => tokenKey(await credentialStore.open()), log })
+    : undefined
   // After dproxy's own logins, the ones docker and podman keep for this user (this process's HOME, DOCKER_CONFIG, PATH).
   const logins = loginLookup({
     store: { get: (registry) => credentialStore.get(registry), kind: async () => (await credentialStore.open()).kind },
@@ -107,7 +112,7 @@ export async function serve(flags: ServeFlags, ctx: CliContext): Promise<void> {
   })
   const daemon = await Daemon.start({
     credentials: storedCredentials(logins, { log }),
-    ...(settings.auth ? { clientAuth: { secret: clientSecretReader(await credentialStore.open(), { log }) } } : {}),
+    ...(settings.auth ? { clientAuth: { secret: clientSecretReader(await credentialStore.open(), { log }), ...(tokens ? { tokens } : {}) } } : {}),
     hosts: settings.hosts,
     port: settings.port,
     cacheDir: settings.cacheDir,
@@ -141,7 +146,7 @@ export async function serve(flags: ServeFlags, ctx: CliContext): Promise<void> {
     const root = process.getuid?.() === 0 ? " (running as root: root's files, not a desktop user's)" : ''
     ctx.stdout.write(`logins: dproxy login, then docker's and podman's of ${who}: ${loginFiles(ctx.env).docker}${root}\n`)
   }
-  if (settings.auth) ctx.stdout.write(`client auth: required (user ${CLIENT_USERNAME}; dproxy env prints the password)\n`)
+  if (settings.auth) ctx.stdout.write(`client auth: required (user ${CLIENT_USERNAME}; dproxy env prints the password); more logins: dproxy token create NAME\n`)
   for (const a of daemon.listening) ctx.stdout.write(`dproxy listening on http://${formatHost(a.host)}:${a.port}\n`)
   const m = daemon.metricsListening
   if (m) ctx.stdout.write(`metrics: http://${formatHost(m.host)}:${m.port}/metrics\n`)

@@ -105,6 +105,11 @@ export function formatStatusText(s: StatusSnapshot): string {
     out.push('', 'upstream endpoints (asked in this order)')
     for (const line of chains) out.push(`  ${line}`)
   }
+  if (s.clients !== undefined && s.clients.length > 0) {
+    out.push('', 'client logins (last use)')
+    const nameWidth = Math.max(...s.clients.map((c) => c.name.length))
+    for (const c of s.clients) out.push(`  ${c.name.padEnd(nameWidth)}  ${c.lastUsed ?? 'never'}`)
+  }
   if (s.recentFailures.length > 0) {
     out.push('', 'recent failures (what clients asked and why dproxy could not serve it)')
     for (const line of describeFailures(s.recentFailures)) out.push(`  ${line}`)

@@ -89,6 +89,8 @@ export interface StatusSnapshot {
   refresh?: RefreshStatus | null
   /** Each upstream endpoint of the running daemon's configured registries, in the order asked: health and requests. */
   endpoints?: EndpointStatus[]
+  /** With client auth: each user (`dproxy`, then the tokens) and when it was last used (ISO), null when never. */
+  clients?: Array<{ name: string; lastUsed: string | null }>
 }
 
 export interface CollectStatusOptions {
@@ -263,6 +265,7 @@ export async function collectStatus(o: CollectStatusOptions): Promise<StatusSnap
     recentFailures: running?.status.recentFailures ?? [],
     refresh: running?.status.refresh ?? null,
     ...(running?.status.endpoints ? { endpoints: running.status.endpoints } : {}),
+    ...(running?.status.clients ? { clients: running.status.clients } : {}),
   }
 }
 

@@ -13,7 +13,9 @@
 // (`dproxy logout` of every registry) moves future logins to the keychain.
 //
 // Besides registry logins, the daemon's client password (`dproxy env --rotate`)
-// is stored here under the pseudo-registry CLIENT_SECRET_KEY ('dproxy-client').
+// is stored here under the pseudo-registry CLIENT_SECRET_KEY ('dproxy-client'),
+// and the key that client tokens are hashed with under TOKEN_KEY_ENTRY
+// ('dproxy-tokens', tokens.ts).
 
 import fs from 'node:fs'
 import { DproxyError } from '../errors.js'
@@ -22,6 +24,7 @@ import { FileCredentialStore } from './file.js'
 import { KeychainCredentialStore, loadKeychain, probeKeychain, type KeychainBackend } from './keychain.js'
 
 export { CLIENT_SECRET_KEY, type Credential, type CredentialStore } from './credential.js'
+export { TOKEN_KEY_ENTRY } from './tokens.js'
 export { FileCredentialStore, credentialsFileName } from './file.js'
 export { KeychainCredentialStore, keychainService, type KeychainBackend, type Keytar } from './keychain.js'
 

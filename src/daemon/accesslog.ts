@@ -31,6 +31,7 @@ function levelOf(r: RequestRecord): LogLevel {
  * `127.0.0.1 GET /v2/library/alpine/manifests/latest 200 1532B 12ms miss upstream=200@https://registry-1.docker.io "docker/27.0"`:
  * upstream= is the status and endpoint that answered a miss, the status alone
  * behind an error, `-` when upstream was not asked for this request (a hit).
+ * user= names the client's login (a token's name) when it authenticated.
  */
 export function requestLine(r: RequestRecord): string {
   return [
@@ -42,6 +43,7 @@ export function requestLine(r: RequestRecord): string {
     `${Math.round(r.durationMs)}ms`,
     r.cache ?? '-',
     `upstream=${upstreamText(r)}`,
+    ...(r.user !== undefined ? [`user=${r.user}`] : []),
     JSON.stringify(r.userAgent ?? ''),
     ...(r.error !== undefined ? [`error=${JSON.stringify(r.error)}`] : []),
   ].join(' ')
@@ -62,6 +64,7 @@ function requestFields(r: RequestRecord): Record<string, unknown> {
     upstreamEndpoint: r.upstreamEndpoint ?? null,
     userAgent: r.userAgent ?? null,
     ...(r.image !== undefined ? { image: r.image } : {}),
+    ...(r.user !== undefined ? { user: r.user } : {}),
     ...(r.error !== undefined ? { error: r.error } : {}),
   }
 }

@@ -64,6 +64,8 @@ export interface StatusReport {
   probe?: { ok: true } | { ok: false; error: string }
   /** The errors recently sent to clients, per image, most recent first (failures.ts). */
   recentFailures: ImageFailures[]
+  /** With client auth: each user (`dproxy`, then the tokens by name) and its last use (ISO), null when never. */
+  clients?: Array<{ name: string; lastUsed: string | null }>
 }
 
 /** What a status report is made of: the daemon's parts, as buildStatus reads them. */
@@ -77,6 +79,7 @@ export interface StatusSources {
   options: { upstreams?: UpstreamMap | undefined }
   failures: Pick<FailureBook, 'recent'>
   refresher: Pick<Refresher, 'status'> | undefined
+  clientAuth?: { usage(): Array<{ name: string; lastUsed: string | null }> } | undefined
 }
 
 export async function buildStatus(daemon: StatusSources): Promise<StatusReport> {
@@ -112,6 +115,7 @@ export async function buildStatus(daemon: StatusSources): Promise<StatusReport> 
     rateLimit: daemon.upstreams.rateLimits.all().map((r) => ({ ...r, checkedAt: new Date(r.checkedAt).toISOString() })),
     recentFailures: daemon.failures.recent(),
     refresh: daemon.refresher?.status() ?? null,
+    ...(daemon.clientAuth ? { clients: daemon.clientAuth.usage() } : {}),
   }
 }
 

@@ -1,50 +1,94 @@
-// Client authentication, in the shape of GitLab's Dependency Proxy: one user
-// name ('dproxy') and one generated password (`dproxy env` prints it,
-// `dproxy env --rotate` replaces it), exchanged for short-lived bearer tokens
-// the way every registry client already knows how to do.
+// Client authentication, in the shape of GitLab's Dependency Proxy: a user
+// name and a secret, exchanged for short-lived bearer tokens the way every
+// registry client already knows how to do. The users are the built-in
+// `dproxy` (its generated password: `dproxy env` prints it, `dproxy env
+// --rotate` replaces it) and the tokens `dproxy token create NAME` makes
+// (credentials/tokens.ts): `docker login HOST -u NAME -p dpt_NAME_...`.
 //
 //   GET /v2/...            without a valid token: 401 with
 //                          WWW-Authenticate: Bearer realm="http://<Host>/_dproxy/token",service="dproxy"
-//   GET /_dproxy/token     HTTP Basic dproxy:<password> -> {token, access_token, expires_in, issued_at}
+//   GET /_dproxy/token     HTTP Basic NAME:SECRET -> {token, access_token, expires_in, issued_at}
 //   POST /_dproxy/token    the OAuth2 password grant containerd tries first
 //
-// A token is `dp1.<expiry>.<mac>`: an HMAC-SHA256 over the expiry, the user
-// name and a digest of the current password, keyed by 32 random bytes that
-// live in memory for the daemon's lifetime. Nothing is stored per token;
-// restarting the daemon or rotating the password revokes every token issued
-// before. Clients that skip the token dance may send Basic with the password,
-// or with a token as the password, on every request.
+// A bearer token for `dproxy` is `dp1.<expiry>.<mac>`: an HMAC-SHA256 over the
+// expiry, the user name and a digest of the current password; one for a named
+// token is `dp2.<name>.<expiry>.<mac>`, the MAC over the expiry, the name and
+// the token's stored hash. Both are keyed by 32 random bytes that live in
+// memory for the daemon's lifetime. Nothing is stored per bearer token; each
+// is checked against the current password or token entry on every use, so
+// restarting the daemon, rotating the password, or revoking or rotating the
+// token ends it within the time the daemon takes to see the change (5 s for
+// the password, CHECK_EVERY_MS for tokens.json). Clients that skip the token
+// dance may send Basic with the secret, or with a bearer token as the
+// password, on every request.
+//
+// A token made with `--repos` may pull only matching repositories (`permit`):
+// others get 403 DENIED, for manifests, blobs and tag lists alike.
+//
+// Failed logins (a wrong secret with Basic, on /v2/ or the token endpoint)
+// are counted per source address (IPv6: per /64); past MAX_FAILURES within FAILURE_WINDOW_MS
+// that address gets 429 with Retry-After until the window ends. Bearer tokens
+// are not counted: a MAC is not something to guess, and clients retry
+// expired ones in bulk. The book holds at most FAILURE_BOOK_SIZE addresses.
 //
 // The password lives in the credential store under CLIENT_SECRET_KEY and is
-// read through a short cache, so a rotation applies to a running daemon within
-// seconds. It is never logged, and no error message contains it.
+// read through a short cache. No secret is logged, and no error message
+// contains one; the access log names the user (`user=NAME`).
 
 import { createHash, createHmac, randomBytes, timingSafeEqual } from 'node:crypto'
 import type { IncomingMessage, ServerResponse } from 'node:http'
+import { LRUCache } from 'lru-cache'
 import { systemClock, type Clock } from '../clock.js'
 import { type CredentialStore, CLIENT_SECRET_KEY } from '../credentials/credential.js'
+import { BUILTIN_TOKEN_NAME, parseToken, type RepoPattern, type TokenEntry } from '../credentials/tokens.js'
 import { DproxyError } from '../errors.js'
 import { silentLogger, type Logger } from '../log.js'
+import type { ImageName } from '../oci/reference.js'
 import { sendError } from '../registry/errors.js'
 import type { Handler } from '../registry/handler.js'
+import { note } from '../registry/note.js'
 import { isValidRegistryHost } from '../oci/registry-host.js'
 
-export const CLIENT_USERNAME = 'dproxy'
+export const CLIENT_USERNAME = BUILTIN_TOKEN_NAME
 export const CLIENT_AUTH_SERVICE = 'dproxy'
 export const TOKEN_PATH = '/_dproxy/token'
 export const DEFAULT_CLIENT_TOKEN_SECONDS = 900
 /** How long the daemon trusts the password it read from the credential store. */
 export const CLIENT_SECRET_CACHE_MS = 5000
+/** Failed logins one source address may make within FAILURE_WINDOW_MS before it gets 429. */
+export const MAX_FAILURES = 10
+export const FAILURE_WINDOW_MS = 60_000
+const FAILURE_BOOK_SIZE = 10_000
 
 const TOKEN_PREFIX = 'dp1'
+const NAMED_PREFIX = 'dp2'
 const FORM_BODY_CAP = 64 * 1024
+
+/** The named tokens (credentials/tokens.ts TokenBook), as client auth uses them. */
+export interface TokenSource {
+  check(name: string, secret: string): Promise<(TokenEntry & { pattern: RepoPattern | undefined }) | undefined>
+  entry(name: string): Promise<(TokenEntry & { pattern: RepoPattern | undefined }) | undefined>
+  used(name: string): void
+  lastUsed(): Record<string, string>
+  names?(): string[]
+  /** Writes the last uses out (the daemon calls it about once a minute, and with `force` when it stops). */
+  flush?(opts?: { force?: boolean }): Promise<void>
+}
 
 export interface ClientAuthOptions {
   /** The current client password (undefined: none yet, nobody gets in). Called often: cache it (clientSecretReader). */
   secret: () => Promise<string | undefined>
+  /** Named tokens (dproxy token create); without them only the built-in user logs in. */
+  tokens?: TokenSource
   tokenTtlSeconds?: number
   clock?: Clock
   log?: Logger
+}
+
+/** Who a request authenticated as: a user name, and the repositories it may pull (undefined: all). */
+export interface ClientIdentity {
+  name: string
+  repos: RepoPattern | undefined
 }
 
 export interface IssuedToken {
@@ -132,6 +176,32 @@ export function requestAuthority(req: IncomingMessage): string {
   return `${plain.includes(':') ? `[${plain}]` : plain}:${req.socket.localPort ?? 80}`
 }
 
+/** Failed logins per source address, bounded in addresses (least recently failed dropped first). */
+class LoginFailures {
+  private readonly book = new LRUCache<string, { since: number; count: number }>({ max: FAILURE_BOOK_SIZE })
+
+  constructor(private readonly clock: Clock) {}
+
+  /** Seconds until `address` may try again; 0 when it may now. */
+  blockedFor(address: string): number {
+    const entry = this.book.get(address)
+    if (entry === undefined || entry.count < MAX_FAILURES) return 0
+    const left = entry.since + FAILURE_WINDOW_MS - this.clock.now()
+    if (left <= 0) {
+      this.book.delete(address)
+      return 0
+    }
+    return Math.ceil(left / 1000)
+  }
+
+  fail(address: string): void {
+    const now = this.clock.now()
+    const entry = this.book.get(address)
+    if (entry === undefined || now - entry.since >= FAILURE_WINDOW_MS) this.book.set(address, { since: now, count: 1 })
+    else entry.count++
+  }
+}
+
 export class ClientAuth {
   readonly username = CLIENT_USERNAME
   private readonly key = randomBytes(32)
@@ -139,6 +209,12 @@ export class ClientAuth {
   private readonly clock: Clock
   private readonly log: Logger
   private readonly secret: () => Promise<string | undefined>
+  private readonly tokens: TokenSource | undefined
+  private readonly failures: LoginFailures
+  /** Who each request in flight authenticated as (for permit), as long as the request lives. */
+  private readonly identities = new WeakMap<IncomingMessage, ClientIdentity>()
+  /** Last use of the built-in user (named tokens keep theirs in the token book). */
+  private builtinUsedAt: number | undefined
 
   constructor(opts: ClientAuthOptions) {
     const ttl = opts.tokenTtlSeconds ?? DEFAULT_CLIENT_TOKEN_SECONDS
@@ -147,8 +223,10 @@ export class ClientAuth {
     }
     this.ttlSeconds = ttl
     this.secret = opts.secret
+    this.tokens = opts.tokens
     this.clock = opts.clock ?? systemClock
     this.log = opts.log ?? silentLogger
+    this.failures = new LoginFailures(this.clock)
   }
 
   private mac(expiry: number, secret: string): string {
@@ -158,47 +236,132 @@ export class ClientAuth {
       .digest('base64url')
   }
 
-  /** Whether user and password are the client's; false while there is no password. */
+  private namedMac(name: string, expiry: number, entryHash: string): string {
+    return createHmac('sha256', this.key).update(`${NAMED_PREFIX}.${expiry}.${name}.${entryHash}`).digest('base64url')
+  }
+
+  /** Whether user and password are the built-in user's; false while there is no password. */
   async checkPassword(username: string, password: string): Promise<boolean> {
     const secret = await this.secret()
     if (secret === undefined) return false
     return sameText(username, this.username) && sameText(password, secret)
   }
 
-  /** A new token, valid for the configured lifetime or until the password changes. */
-  async issue(): Promise<IssuedToken> {
-    const secret = await this.secret()
-    if (secret === undefined) throw new DproxyError('UNAUTHORIZED', 'dproxy has no client password yet (run dproxy env)')
+  /** Who `username` and `password` log in as: the built-in user, or a named token whose text is the password. */
+  async login(username: string, password: string): Promise<ClientIdentity | undefined> {
+    if (username === this.username) return (await this.checkPassword(username, password)) ? { name: username, repos: undefined } : undefined
+    const parsed = parseToken(password)
+    if (parsed === undefined || parsed.name !== username || this.tokens === undefined) return undefined
+    const entry = await this.tokens.check(parsed.name, parsed.secret)
+    return entry ? { name: entry.name, repos: entry.pattern } : undefined
+  }
+
+  /** A new bearer token for `who` (default: the built-in user), valid for the configured lifetime or until its secret changes. */
+  async issue(who: ClientIdentity = { name: this.username, repos: undefined }): Promise<IssuedToken> {
     const now = this.clock.now()
     const expiry = Math.floor(now / 1000) + this.ttlSeconds
-    const token = `${TOKEN_PREFIX}.${expiry}.${this.mac(expiry, secret)}`
+    let token: string
+    if (who.name === this.username) {
+      const secret = await this.secret()
+      if (secret === undefined) throw new DproxyError('UNAUTHORIZED', 'dproxy has no client password yet (run dproxy env)')
+      token = `${TOKEN_PREFIX}.${expiry}.${this.mac(expiry, secret)}`
+    } else {
+      const entry = await this.tokens?.entry(who.name)
+      if (entry === undefined) throw new DproxyError('UNAUTHORIZED', `token ${who.name} is revoked or expired`)
+      token = `${NAMED_PREFIX}.${who.name}.${expiry}.${this.namedMac(who.name, expiry, entry.hash)}`
+    }
     return { token, access_token: token, expires_in: this.ttlSeconds, issued_at: new Date(now).toISOString() }
   }
 
+  /** Whether `token` is a valid bearer token of the built-in user. */
   async verifyToken(token: string): Promise<boolean> {
-    // One spelling per expiry, as issue() writes it: no leading zero, so that no other string carries the same MAC.
-    const m = /^dp1\.([1-9]\d{0,11})\.([A-Za-z0-9_-]{43})$/.exec(token)
-    if (!m) return false
-    const expiry = Number(m[1])
-    if (expiry * 1000 <= this.clock.now()) return false
-    const secret = await this.secret()
-    if (secret === undefined) return false
-    const expected = Buffer.from(this.mac(expiry, secret))
-    const given = Buffer.from(m[2]!)
-    return expected.length === given.length && timingSafeEqual(expected, given)
+    return (await this.bearer(token))?.name === this.username
   }
 
-  /** A bearer token, or Basic with the password or with a token as the password. */
-  async authorized(req: IncomingMessage): Promise<boolean> {
+  /** Who a bearer token was issued to, while it and its user's secret are current. */
+  async bearer(token: string): Promise<ClientIdentity | undefined> {
+    // One spelling per expiry, as issue() writes it: no leading zero, so that no other string carries the same MAC.
+    const builtin = /^dp1\.([1-9]\d{0,11})\.([A-Za-z0-9_-]{43})$/.exec(token)
+    if (builtin) {
+      const expiry = Number(builtin[1])
+      if (expiry * 1000 <= this.clock.now()) return undefined
+      const secret = await this.secret()
+      if (secret === undefined) return undefined
+      return sameMac(this.mac(expiry, secret), builtin[2]!) ? { name: this.username, repos: undefined } : undefined
+    }
+    const named = /^dp2\.([A-Za-z0-9._-]{1,64})\.([1-9]\d{0,11})\.([A-Za-z0-9_-]{43})$/.exec(token)
+    if (!named || this.tokens === undefined) return undefined
+    const [, name, expiryText, mac] = named as unknown as [string, string, string, string]
+    const expiry = Number(expiryText)
+    if (expiry * 1000 <= this.clock.now()) return undefined
+    const entry = await this.tokens.entry(name)
+    if (entry === undefined) return undefined
+    return sameMac(this.namedMac(name, expiry, entry.hash), mac) ? { name, repos: entry.pattern } : undefined
+  }
+
+  /** Who the request authenticated as (a bearer token, or Basic with a secret or a bearer token as the password). */
+  async identify(req: IncomingMessage): Promise<ClientIdentity | undefined> {
     const header = req.headers.authorization
     const bearer = bearerToken(header)
-    if (bearer !== undefined) return this.verifyToken(bearer)
+    if (bearer !== undefined) return this.bearer(bearer)
     const basic = basicCredentials(header)
-    if (!basic) return false
-    if (basic.password.startsWith(`${TOKEN_PREFIX}.`) && sameText(basic.username, this.username)) {
-      return this.verifyToken(basic.password)
+    if (!basic) return undefined
+    if (/^dp[12]\./.test(basic.password)) {
+      const who = await this.bearer(basic.password)
+      return who !== undefined && sameText(basic.username, who.name) ? who : undefined
     }
-    return this.checkPassword(basic.username, basic.password)
+    const who = await this.login(basic.username, basic.password)
+    if (who === undefined) this.failures.fail(sourceOf(req))
+    return who
+  }
+
+  /** Whether the request carries valid credentials. */
+  async authorized(req: IncomingMessage): Promise<boolean> {
+    return (await this.identify(req)) !== undefined
+  }
+
+  /** Refuses (403 DENIED) a repository the request's token may not pull; call after the guard let the request in. */
+  permit(req: IncomingMessage, image: ImageName): void {
+    const who = this.identities.get(req)
+    if (who?.repos === undefined) return
+    const repository = `${image.registry}/${image.repository}`
+    if (!who.repos.matches(repository)) {
+      throw new DproxyError('DENIED', `token ${who.name} may pull only ${who.repos.text}, not ${repository}`)
+    }
+  }
+
+  /** When each user last logged in or pulled, since this daemon started: name -> ISO time. */
+  lastUsed(): Record<string, string> {
+    return {
+      ...(this.builtinUsedAt !== undefined ? { [this.username]: new Date(this.builtinUsedAt).toISOString() } : {}),
+      ...this.tokens?.lastUsed(),
+    }
+  }
+
+  /** Every user this daemon knows (the built-in one first) and when it was last used; for status. */
+  usage(): Array<{ name: string; lastUsed: string | null }> {
+    const last = this.lastUsed()
+    const names = [this.username, ...(this.tokens?.names?.() ?? Object.keys(last).filter((n) => n !== this.username).sort())]
+    return names.map((name) => ({ name, lastUsed: last[name] ?? null }))
+  }
+
+  private used(req: IncomingMessage, res: ServerResponse, who: ClientIdentity): void {
+    this.identities.set(req, who)
+    note(res, { user: who.name })
+    if (who.name === this.username) this.builtinUsedAt = this.clock.now()
+    else this.tokens?.used(who.name)
+  }
+
+  /** Answers 429 when the request's address failed too often; true when it did. */
+  private refuseBlocked(req: IncomingMessage, res: ServerResponse): boolean {
+    if (req.headers.authorization === undefined) return false
+    const wait = this.failures.blockedFor(sourceOf(req))
+    if (wait === 0) return false
+    const err = new DproxyError('TOOMANYREQUESTS', `too many failed logins from this address; try again in ${wait} s`, {
+      detail: { retryAfterSeconds: wait },
+    })
+    sendError(res, err, this.log, req.method)
+    return true
   }
 
   /** Answers 401 with the Bearer challenge pointing at our token endpoint, as the client addressed us. */
@@ -213,8 +376,11 @@ export class ClientAuth {
   /** Wraps the registry handler: only authorised requests reach it. */
   guard(next: Handler): Handler {
     return async (req, res) => {
-      if (await this.authorized(req)) return next(req, res)
-      this.challenge(req, res)
+      if (this.refuseBlocked(req, res)) return
+      const who = await this.identify(req)
+      if (who === undefined) return this.challenge(req, res)
+      this.used(req, res, who)
+      return next(req, res)
     }
   }
 
@@ -243,11 +409,20 @@ export class ClientAuth {
         res.setHeader('www-authenticate', `Basic realm="${CLIENT_AUTH_SERVICE}"`)
         throw new DproxyError('UNAUTHORIZED', 'authentication required: log in with the values dproxy env prints')
       }
-      if (!(await this.checkPassword(username, password))) {
+      const wait = this.failures.blockedFor(sourceOf(req))
+      if (wait > 0) {
+        throw new DproxyError('TOOMANYREQUESTS', `too many failed logins from this address; try again in ${wait} s`, {
+          detail: { retryAfterSeconds: wait },
+        })
+      }
+      const who = await this.login(username, password)
+      if (who === undefined) {
+        this.failures.fail(sourceOf(req))
         res.setHeader('www-authenticate', `Basic realm="${CLIENT_AUTH_SERVICE}"`)
         throw new DproxyError('UNAUTHORIZED', 'incorrect username or password (dproxy env prints the credentials)')
       }
-      const body = JSON.stringify(await this.issue())
+      this.used(req, res, who)
+      const body = JSON.stringify(await this.issue(who))
       res.statusCode = 200
       res.setHeader('content-type', 'application/json; charset=utf-8')
       res.setHeader('content-length', Buffer.byteLength(body))
@@ -257,6 +432,32 @@ export class ClientAuth {
       sendError(res, err, this.log, method)
     }
   }
+}
+
+function sameMac(expected: string, given: string): boolean {
+  const a = Buffer.from(expected)
+  const b = Buffer.from(given)
+  return a.length === b.length && timingSafeEqual(a, b)
+}
+
+/** The address failed logins are counted under. */
+function sourceOf(req: IncomingMessage): string {
+  return failureKey(req.socket.remoteAddress ?? '')
+}
+
+/**
+ * An IPv4 address as it is; an IPv6 address as its /64, since one machine
+ * commonly holds a whole /64 and could otherwise try from a fresh address
+ * each time (Docker Hub counts its limits the same way).
+ */
+export function failureKey(address: string): string {
+  const plain = address.replace(/^::ffff:(?=\d+\.)/i, '').replace(/%.*$/, '').toLowerCase()
+  if (!plain.includes(':')) return plain
+  const [head = '', tail] = plain.split('::') as [string, string | undefined]
+  const front = head === '' ? [] : head.split(':')
+  const back = tail === undefined || tail === '' ? [] : tail.split(':')
+  const groups = tail === undefined ? front : [...front, ...new Array<string>(Math.max(0, 8 - front.length - back.length)).fill('0'), ...back]
+  return `${groups.slice(0, 4).map((g) => (parseInt(g, 16) || 0).toString(16)).join(':')}::/64`
 }
 
 async function readForm(req: IncomingMessage): Promise<string> {

@@ -30,6 +30,7 @@ import { allowedRegistries, type UpstreamMap } from '../upstream/registries.js'
 import { VERSION } from '../version.js'
 import { adminHandler, type StatusReport, buildStatus } from './admin.js'
 import { ClientAuth, TOKEN_PATH, type ClientAuthOptions } from './clientauth.js'
+import { USED_FLUSH_MS } from '../credentials/tokens.js'
 import { ensureAdminToken, newAdminToken, registryHostCheck } from './guard.js'
 import { adminUrl, DaemonLock, formatListen } from './lifecycle.js'
 import { CacheMaintenance } from './maintenance.js'
@@ -156,6 +157,10 @@ export class Daemon {
   readonly metrics: Metrics
   /** Where the metrics address listener ended up (its port may have been 0). */
   metricsListening: ListenAddress | undefined
+  /** Client logins (clientauth.ts) when clients must authenticate. */
+  readonly clientAuth: ClientAuth | undefined
+  /** Writes when tokens were last used, at most once a minute (credentials/tokens.ts). */
+  private usedTimer: NodeJS.Timeout | undefined
 
   private constructor(
     readonly options: DaemonOptions,
@@ -183,6 +188,7 @@ export class Daemon {
     })
     this.probe = new ProbeRepository({ clock })
     this.failures = new FailureBook(clock)
+    this.clientAuth = options.clientAuth ? new ClientAuth({ clock, log, ...options.clientAuth }) : undefined
     if (options.accessLog === true) accessLog(events, log)
     this.metrics = new Metrics(events, {
       counters,
@@ -266,6 +272,11 @@ export class Daemon {
       const url = adminUrl(daemon.listening)
       await daemon.lock.update({ listen: formatListen(daemon.listening), ...(url !== undefined ? { url } : {}) })
       daemon.maintenance.start()
+      const tokens = options.clientAuth?.tokens
+      if (tokens?.flush) {
+        daemon.usedTimer = setInterval(() => void tokens.flush?.({ force: true }), USED_FLUSH_MS)
+        daemon.usedTimer.unref()
+      }
       if (options.refresh) {
         const warmer = new Warmer({ store: cache, upstreams, manifests, blobs })
         const busy = () => daemon.active > 0
@@ -306,11 +317,12 @@ export class Daemon {
       buffers: this.buffers,
       log: this.log,
       admit: (name) => this.upstreams.admit(name),
+      ...(this.clientAuth ? { permit: this.clientAuth.permit.bind(this.clientAuth) } : {}),
       probe: this.probe,
       onError: (req, wire) => this.failures.record(req, wire),
     })
     const admin = adminHandler(this)
-    const clientAuth = this.options.clientAuth ? new ClientAuth({ clock: this.clock, log: this.log, ...this.options.clientAuth }) : undefined
+    const clientAuth = this.clientAuth
     const guarded = clientAuth ? clientAuth.guard(registry) : registry
     // On a loopback listener only this machine's names pass (DNS rebinding, guard.ts).
     const checkHost = registryHostCheck(hosts)
@@ -451,6 +463,8 @@ export class Daemon {
       }
       for (const socket of this.sockets) socket.destroy()
       await closed
+      clearInterval(this.usedTimer)
+      await this.options.clientAuth?.tokens?.flush?.({ force: true })
       await this.maintenance.stop()
       await this.refresher?.stop()
       await this.blobs.abortAll()

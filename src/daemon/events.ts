@@ -32,6 +32,8 @@ export interface RequestRecord {
   userAgent?: string
   /** The error message sent, for an error answer. */
   error?: string
+  /** Who the client authenticated as (clientauth.ts): a token's name, never its secret. */
+  user?: string
 }
 
 export interface DaemonEventMap {

@@ -9,6 +9,10 @@
 // time through `MetricsSources`, never counted twice. prom-client's Registry
 // formats it all; its metrics' collect() copies the numbers in.
 //
+// Requests that authenticated are also counted per user (the built-in
+// `dproxy` or a token's name): tokens are created by the admin, so that label
+// is as bounded as the admin makes it (and MAX_SERIES caps it anyway).
+//
 // Labels whose values a client or upstream chooses are bounded: a registry
 // label takes the first MAX_REGISTRIES names, later ones are `other`, and a
 // family keeps at most MAX_SERIES label sets.
@@ -91,6 +95,7 @@ class Buckets {
 
 export class Metrics {
   private readonly requests = new Series()
+  private readonly userRequests = new Series()
   private readonly requestSeconds = new Buckets(REQUEST_BUCKETS)
   private readonly cacheResults = new Series()
   private readonly upstream = new Series()
@@ -111,6 +116,7 @@ export class Metrics {
     const method = r.method === 'GET' || r.method === 'HEAD' ? r.method : 'other'
     this.requests.add({ route: r.route, method, status: statusLabel(r.status) })
     this.requestSeconds.observe({ route: r.route }, r.durationMs / 1000)
+    if (r.user !== undefined) this.userRequests.add({ user: r.user, route: r.route, status: statusLabel(r.status) })
     if (r.cache !== undefined && (r.route === 'manifest' || r.route === 'blob')) {
       this.cacheResults.add({ kind: r.route, result: r.cache })
     }
@@ -206,6 +212,9 @@ export class Metrics {
 
     counterFrom('dproxy_http_requests_total', 'Requests answered, by route, method and status.', ['route', 'method', 'status'], () =>
       this.requests.values.values(),
+    )
+    counterFrom('dproxy_client_requests_total', 'Authenticated requests by user (a token name), route and status.', ['user', 'route', 'status'], () =>
+      this.userRequests.values.values(),
     )
     new TallyHistogram('dproxy_http_request_duration_seconds', 'Time from request to the end of the response, by route.', ['route'], this.requestSeconds)
     counterFrom('dproxy_cache_requests_total', 'Manifest and blob GETs by cache result (hit, miss, stale, joined).', ['kind', 'result'], () =>

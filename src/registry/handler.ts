@@ -30,6 +30,8 @@ export interface RegistryDeps {
   log: Logger
   /** Throws when clients may not use this registry (upstream allow-list); checked before the cache too. */
   admit?: (registry: string) => void
+  /** Throws when this client may not pull this repository (a token's --repos, daemon/clientauth.ts). */
+  permit?: (req: IncomingMessage, image: ImageName) => void
   /** `dproxy doctor`'s probe repository, answered locally instead of by the proxies. */
   probe?: ProbeRepository
   onError?: ErrorListener
@@ -67,6 +69,7 @@ export function registryHandler(options: RegistryDeps): Handler {
         const image = resolveImageName(m[1]!, ns)
         note(res, { image: `${image.registry}/${image.repository}` })
         deps.admit?.(image.registry)
+        deps.permit?.(req, image)
         if (ns !== undefined) res.setHeader('oci-namespace', ns)
         const via = { ...deps, ...deps.probe?.claim(image, { name: m[1]!, ns, method, userAgent: req.headers['user-agent'] }) }
         if (m[2] === 'manifests') await serveManifest(via, req, res, image, m[3]!)
@@ -77,6 +80,7 @@ export function registryHandler(options: RegistryDeps): Handler {
       if (m) {
         const image = resolveImageName(m[1]!, ns)
         deps.admit?.(image.registry)
+        deps.permit?.(req, image)
         if (ns !== undefined) res.setHeader('oci-namespace', ns)
         const query = new URLSearchParams()
         for (const key of ['n', 'last']) {

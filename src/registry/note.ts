@@ -27,6 +27,8 @@ export interface RequestNote {
   image?: string
   /** The error message the client was sent (printable, bounded): the access log repeats it. */
   error?: string
+  /** The client's user (`dproxy` or a token's name, daemon/clientauth.ts) once it authenticated; never a secret. */
+  user?: string
 }
 
 const notes = new WeakMap<ServerResponse, RequestNote>()

@@ -62,3 +62,17 @@ t.test('a miss names the upstream that answered and its status; a hit names none
   const [notFound] = requestsOf('/v2/library/nothere/manifests/latest')
   t.match(notFound?.message, / - upstream=404 /, 'an error keeps the upstream status behind it')
 })
+
+t.test('with client auth, the line and the fields name the user; a failed login names none', async (t) => {
+  const { log, lines } = collecting()
+  const d = await startDaemon(t, undefined, { accessLog: true, log, clientAuth: { secret: async () => 'pw-secret-1' } })
+  const basic = (user: string, pw: string) => `Basic ${Buffer.from(`${user}:${pw}`).toString('base64')}`
+  t.equal((await get(`${d.url}/v2/`, { authorization: basic('dproxy', 'pw-secret-1') })).status, 200)
+  t.equal((await get(`${d.url}/v2/`, { authorization: basic('dproxy', 'wrong') })).status, 401)
+  const [ok, failed] = lines.filter((l) => l.fields['path'] === '/v2/')
+  t.match(ok?.message, / upstream=- user=dproxy "/)
+  t.equal(ok?.fields['user'], 'dproxy')
+  t.notMatch(failed?.message, /user=/)
+  t.equal(failed?.fields['user'], undefined)
+  t.notMatch(JSON.stringify(lines), /pw-secret-1|wrong/, 'no password in any line')
+})

@@ -4,15 +4,21 @@
 // credentials, rotation, and the token endpoint being the only admin endpoint
 // a non-loopback client may reach.
 
+import { randomBytes } from 'node:crypto'
+import { get as httpGet } from 'node:http'
 import os from 'node:os'
+import path from 'node:path'
 import t from 'tap'
 import { request } from 'undici'
+import { TokenBook, TokenFile } from '../../src/credentials/tokens.js'
 import { FileCredentialStore } from '../../src/credentials/file.js'
 import {
   ClientAuth,
   CLIENT_USERNAME,
   clientSecretReader,
   ensureClientSecret,
+  failureKey,
+  MAX_FAILURES,
   TOKEN_PATH,
 } from '../../src/daemon/clientauth.js'
 import { Daemon } from '../../src/daemon/daemon.js'
@@ -233,3 +239,159 @@ t.test(
     t.equal(challenge.headers['www-authenticate'], `Bearer realm="${base}${TOKEN_PATH}",service="dproxy"`)
   },
 )
+
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms))
+
+/** Polls `probe` until it answers `want` (at most `tries` times, `everyMs` apart); returns the last answer. */
+async function pollUntil(probe: () => Promise<number>, want: number, tries = 60, everyMs = 250): Promise<number> {
+  let last = await probe()
+  for (let i = 0; i < tries && last !== want; i++) {
+    await sleep(everyMs)
+    last = await probe()
+  }
+  return last
+}
+
+t.test('named tokens (dproxy token create): Basic, the token dance, --repos, expiry, revocation, who is logged', async (t) => {
+  const up = await startUpstream()
+  t.teardown(() => up.stop())
+  const dir = t.testdir()
+  const stateDir = path.join(dir, 'state')
+  const key = randomBytes(32)
+  const file = new TokenFile(stateDir)
+  const ci = await file.create(key, 'ci_runner-1')
+  const lib = await file.create(key, 'lib', { repos: 'docker.io/library/*' })
+  const hourAgo = Date.now() - 7_200_000
+  const old = await new TokenFile(stateDir, { clock: { now: () => hourAgo } }).create(key, 'old', { expiresMs: 3_600_000 })
+  const lines: string[] = []
+  const capture = { info: (m: string) => lines.push(m), warn: (m: string) => lines.push(m), error: (m: string) => lines.push(m), debug: (m: string) => lines.push(m) }
+  const tokens = new TokenBook({ stateDir, key: async () => key })
+  const daemon = await startDaemon(t, up, { cacheDir: path.join(dir, 'cache'), clientAuth: { secret: async () => 'builtin-pass', tokens }, log: capture, accessLog: true })
+  const base = daemon.url
+  const manifestUrl = `${base}/v2/alpine/manifests/latest`
+  const accept = { accept: ACCEPT_ALL_MANIFESTS }
+
+  t.equal((await get(manifestUrl, { ...accept, authorization: basic('ci_runner-1', ci.token) })).status, 200, 'Basic NAME:TOKEN')
+  t.equal((await get(`${base}/v2/`, { authorization: basic('lib', ci.token) })).status, 401, "another name with ci's token")
+  t.equal((await get(`${base}/v2/`, { authorization: basic(CLIENT_USERNAME, ci.token) })).status, 401, 'the built-in user with a token')
+  t.equal((await get(`${base}/v2/`, { authorization: basic(CLIENT_USERNAME, 'builtin-pass') })).status, 200, 'the built-in user still logs in')
+  t.equal((await get(`${base}/v2/`, { authorization: basic('old', old.token) })).status, 401, 'an expired token is refused')
+  t.equal((await get(`${base}${TOKEN_PATH}`, { authorization: basic('old', old.token) })).status, 401, 'also at the token endpoint')
+
+  const issued = await get(`${base}${TOKEN_PATH}?service=dproxy&scope=repository:alpine:pull`, { authorization: basic('ci_runner-1', ci.token) })
+  t.equal(issued.status, 200)
+  const bearer = (JSON.parse(issued.body.toString()) as { token: string }).token
+  t.match(bearer, /^dp2\.ci_runner-1\.\d+\.[A-Za-z0-9_-]{43}$/, 'the bearer names its token')
+  t.equal((await get(manifestUrl, { ...accept, authorization: `Bearer ${bearer}` })).status, 200)
+  t.equal((await get(`${base}/v2/`, { authorization: basic('ci_runner-1', bearer) })).status, 200, 'the bearer as Basic password')
+  t.equal((await get(`${base}/v2/`, { authorization: basic('lib', bearer) })).status, 401, 'under its own name only')
+  const forged = bearer.replace('dp2.ci_runner-1.', 'dp2.lib.')
+  t.equal((await get(`${base}/v2/`, { authorization: `Bearer ${forged}` })).status, 401, 'another name breaks the MAC')
+  const grant = await request(`${base}${TOKEN_PATH}`, {
+    method: 'POST',
+    headers: { 'content-type': 'application/x-www-form-urlencoded' },
+    body: new URLSearchParams({ grant_type: 'password', username: 'lib', password: lib.token }).toString(),
+  })
+  t.equal(grant.statusCode, 200, 'the OAuth2 password grant')
+  const libBearer = ((await grant.body.json()) as { token: string }).token
+
+  t.test('--repos: other repositories get 403 DENIED for manifests, blobs and tag lists', async (t) => {
+    up.hub.resetCounts()
+    const libAuth = { authorization: `Bearer ${libBearer}` }
+    t.equal((await get(manifestUrl, { ...accept, ...libAuth })).status, 200, 'docker.io/library/alpine matches')
+    t.equal((await get(`${base}/v2/alpine/blobs/${up.images.alpine.digest}`, libAuth)).status !== 403, true)
+    for (const path of [
+      '/v2/someone/alpine/manifests/latest',
+      `/v2/someone/alpine/blobs/${up.images.alpine.digest}`,
+      '/v2/someone/alpine/tags/list',
+      '/v2/registry.test:5000/library/alpine/manifests/latest',
+    ]) {
+      const res = await get(`${base}${path}`, { ...accept, ...libAuth })
+      t.equal(res.status, 403, path)
+      t.match(JSON.parse(res.body.toString()), { errors: [{ code: 'DENIED', message: /token lib may pull only docker\.io\/library\/\*/ }] })
+    }
+    t.equal((await get(`${base}/v2/someone/alpine/manifests/latest`, { ...accept, authorization: basic('lib', lib.token) })).status, 403, 'Basic too')
+    t.equal(up.hub.counts.requests.filter((r) => r.path.includes('someone')).length, 0, 'nothing of a denied repository went upstream')
+  })
+
+  t.test('the access log, metrics and status name the token, never the secret', async (t) => {
+    const manifestLines = lines.filter((l) => l.includes('/v2/alpine/manifests/latest') && l.includes(' 200 '))
+    t.ok(manifestLines.some((l) => l.includes('user=ci_runner-1')), 'access log: user=NAME')
+    t.ok(manifestLines.some((l) => l.includes('user=lib')))
+    const metrics = await get(`${base}/metrics`)
+    t.match(metrics.body.toString(), /dproxy_client_requests_total\{user="ci_runner-1",route="manifest",status="200"\} \d+/)
+    const status = await daemon.status()
+    const names = status.clients?.map((c) => c.name)
+    t.strictSame(names, [CLIENT_USERNAME, 'ci_runner-1', 'lib', 'old'])
+    t.ok(status.clients?.find((c) => c.name === 'ci_runner-1')?.lastUsed, 'last use of ci_runner-1')
+    t.equal(status.clients?.find((c) => c.name === 'old')?.lastUsed, null, 'never used')
+    const everything = lines.join('\n') + metrics.body.toString() + JSON.stringify(status)
+    for (const secret of [ci.token, lib.token, old.token, bearer, libBearer, 'builtin-pass']) {
+      t.notMatch(everything, secret, 'no secret in logs, metrics or status')
+      t.notMatch(everything, secret.slice(-43))
+    }
+  })
+
+  t.test('a revocation stops the token and its bearer tokens within seconds', async (t) => {
+    await file.revoke('ci_runner-1')
+    const viaBearer = await pollUntil(async () => (await get(`${base}/v2/`, { authorization: `Bearer ${bearer}` })).status, 401)
+    t.equal(viaBearer, 401, 'the bearer token is refused (polled for at most 15 s)')
+    t.equal((await get(`${base}/v2/`, { authorization: basic('ci_runner-1', ci.token) })).status, 401, 'and Basic with the token')
+    t.equal((await get(`${base}${TOKEN_PATH}`, { authorization: basic('ci_runner-1', ci.token) })).status, 401, 'and the token endpoint')
+    t.equal((await get(`${base}/v2/`, { authorization: `Bearer ${libBearer}` })).status, 200, 'other tokens keep working')
+    const rotated = await file.rotate(key, 'lib')
+    t.equal(await pollUntil(async () => (await get(`${base}/v2/`, { authorization: `Bearer ${libBearer}` })).status, 401), 401, 'a rotation ends bearers of the old secret')
+    t.equal((await get(`${base}/v2/`, { authorization: basic('lib', rotated.token) })).status, 200, 'the new secret works')
+  })
+})
+
+t.test('failed logins: 10 per address per minute, then 429 with Retry-After for that address only', async (t) => {
+  let offset = 0
+  const clock = { now: () => Date.now() + offset }
+  const dir = t.testdir()
+  const stateDir = path.join(dir, 'state')
+  const key = randomBytes(32)
+  const good = await new TokenFile(stateDir).create(key, 'ci')
+  const daemon = await startDaemon(t, undefined, {
+    cacheDir: path.join(dir, 'cache'),
+    clock,
+    clientAuth: { secret: async () => 'builtin-pass', tokens: new TokenBook({ stateDir, key: async () => key, clock }) },
+  })
+  const base = daemon.url
+  // Another source address on loopback: 127.0.0.2.
+  const fromOther = (authorization: string) =>
+    new Promise<number>((resolve, reject) => {
+      const req = httpGet(`${base}/v2/`, { headers: { authorization }, localAddress: '127.0.0.2', agent: false }, (res) => {
+        res.resume()
+        res.on('end', () => resolve(res.statusCode ?? 0))
+      })
+      req.on('error', reject)
+    })
+  const wrong = good.token.slice(0, -1) + (good.token.endsWith('A') ? 'B' : 'A')
+  for (let i = 0; i < MAX_FAILURES; i++) {
+    const target = i % 2 === 0 ? `${base}/v2/` : `${base}${TOKEN_PATH}`
+    t.equal((await get(target, { authorization: basic('ci', wrong) })).status, 401, `failure ${i + 1}`)
+  }
+  const blocked = await get(`${base}/v2/`, { authorization: basic('ci', good.token) })
+  t.equal(blocked.status, 429, 'the address is blocked, even with the right token')
+  t.match(Number(blocked.headers['retry-after']), /^\d+$/)
+  t.ok(Number(blocked.headers['retry-after']) > 0 && Number(blocked.headers['retry-after']) <= 60)
+  t.match(JSON.parse(blocked.body.toString()), { errors: [{ code: 'TOOMANYREQUESTS', message: /too many failed logins/ }] })
+  t.notMatch(blocked.body.toString(), good.token.slice(-43))
+  t.equal((await get(`${base}${TOKEN_PATH}`, { authorization: basic('ci', good.token) })).status, 429, 'the token endpoint too')
+  t.equal((await get(`${base}/v2/`)).status, 401, 'a request without credentials still gets the challenge')
+  t.equal(await fromOther(basic('ci', good.token)), 200, 'another address is not blocked')
+  offset += 60_000
+  t.equal((await get(`${base}/v2/`, { authorization: basic('ci', good.token) })).status, 200, 'after the window, the address may log in again')
+})
+
+t.test('failed logins are counted per IPv4 address and per IPv6 /64', async (t) => {
+  t.equal(failureKey('10.0.0.5'), '10.0.0.5')
+  t.equal(failureKey('::ffff:10.0.0.5'), '10.0.0.5')
+  t.equal(failureKey('2001:db8:1:2:aaaa::1'), '2001:db8:1:2::/64')
+  t.equal(failureKey('2001:0DB8:0001:0002:ffff:1:2:3'), '2001:db8:1:2::/64', 'the same /64, spelled otherwise')
+  t.equal(failureKey('2001:db8::1'), '2001:db8:0:0::/64')
+  t.equal(failureKey('::1'), '0:0:0:0::/64')
+  t.equal(failureKey('fe80::1%eth0'), 'fe80:0:0:0::/64')
+  t.not(failureKey('2001:db8:1:3::1'), failureKey('2001:db8:1:2::1'), 'another /64')
+})

@@ -3,7 +3,8 @@
 // --password-stdin`, `docker pull "$CI_DEPENDENCY_PROXY_GROUP_IMAGE_PREFIX/alpine:latest"`.
 // Without the login the pull fails with an auth error; after `dproxy env
 // --rotate` the engine's stored password stops working, and a new login with
-// the new one works again. Everything runs on loopback against the Hub shim.
+// the new one works again; a runner's own token (`dproxy env --for`) logs in and
+// pulls, and stops working once revoked. Everything runs on loopback against the Hub shim.
 
 import { once } from 'node:events'
 import t from 'tap'
@@ -66,9 +67,30 @@ t.test('docker login and pull with the credentials of dproxy env', async (t) => 
   const again = await engine.docker(['pull', image], { timeoutMs: 120_000 })
   t.equal(again.code, 0, 'pulls again', { stderr: again.stderr })
 
+  // A runner's own token (dproxy env --for): docker login with it, pull, then revoke it alone.
+  const runner = await dproxyEnv(['--for', 'runner-1'])
+  t.equal(runner.CI_DEPENDENCY_PROXY_USER, 'runner-1')
+  const asRunner = await engine.docker(['login', '-u', 'runner-1', '--password-stdin', server], { input: runner.CI_DEPENDENCY_PROXY_PASSWORD })
+  t.equal(asRunner.code, 0, 'docker login -u NAME with the token', { stderr: asRunner.stderr })
+  await engine.docker(['image', 'rm', image])
+  const runnerPull = await engine.docker(['pull', image], { timeoutMs: 120_000 })
+  t.equal(runnerPull.code, 0, 'pulls with the token', { stderr: runnerPull.stderr })
+  const revoked = await run(process.execPath, [bin, 'token', 'revoke', 'runner-1'], { env })
+  t.equal(revoked.code, 0, 'dproxy token revoke', { stderr: revoked.stderr })
+  await engine.docker(['image', 'rm', image])
+  let refused = await engine.docker(['pull', image], { timeoutMs: 120_000 })
+  for (let i = 0; i < 20 && refused.code === 0; i++) {
+    await new Promise((r) => setTimeout(r, 500))
+    await engine.docker(['image', 'rm', image])
+    refused = await engine.docker(['pull', image], { timeoutMs: 120_000 })
+  }
+  t.not(refused.code, 0, 'the revoked token stops working (polled for at most ~10 s)')
+  t.match(refused.stderr, authError)
+  t.match(serve.err() + serve.out(), /user=runner-1/, 'the access log names the token')
+
   serve.child.kill('SIGTERM')
   await once(serve.child, 'exit')
-  for (const secret of [vars.CI_DEPENDENCY_PROXY_PASSWORD!, rotated.CI_DEPENDENCY_PROXY_PASSWORD!]) {
+  for (const secret of [vars.CI_DEPENDENCY_PROXY_PASSWORD!, rotated.CI_DEPENDENCY_PROXY_PASSWORD!, runner.CI_DEPENDENCY_PROXY_PASSWORD!]) {
     t.notMatch(serve.out() + serve.err(), secret, 'the daemon never prints the password')
     t.notMatch(engine.logTail(2000), secret, 'nor does dockerd log it')
   }

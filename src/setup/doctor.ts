@@ -16,6 +16,13 @@
 // checked are the ones the running daemon uses (it may have been started with
 // --upstream), as its status reports them; the configured ones only when no
 // daemon runs.
+//
+// On a client that setup --server pointed at a team server, the route is
+// that server's, not this machine's dproxy: doctor-tls.ts checks the server
+// and the CA files installed for it instead of a local daemon, and a
+// client's pull of the probe proves the route by succeeding (only dproxy
+// has that repository), since the server's probe log is not this
+// machine's to read.
 
 import { execFile } from 'node:child_process'
 import { randomBytes } from 'node:crypto'
@@ -38,6 +45,7 @@ import { dockerPaths } from './docker.js'
 import { readText, underRoot } from './files.js'
 import { K3S_REGISTRIES } from './k3s.js'
 import { podmanPaths } from './podman.js'
+import { serverChecks } from './doctor-tls.js'
 import { readRecord } from './record.js'
 import { DOCKER_HUB } from '../oci/registry-host.js'
 
@@ -163,6 +171,8 @@ interface Context {
   o: DoctorOptions
   listen: string[]
   sys: (path: string) => string
+  /** The team server's URL when setup --server configured this machine. */
+  remote?: string
 }
 
 async function dockerConfig(c: Context, info: string): Promise<Found['named']> {
@@ -327,6 +337,7 @@ async function checkClient(c: Context, client: DoctorClient, snapshot: StatusSna
   const down = await p.reachable()
   if (down !== undefined) return skipped(down)
   const judged = judgeConfig(client, await p.configured(), c.listen)
+  if (c.remote !== undefined) return checkRemote(c.remote, client, p, judged, fix)
   const url = snapshot.daemon.url
   if (!snapshot.daemon.running || url === null) {
     return { client, state: judged.configured ? 'skipped' : 'broken', configured: judged.configured, verified: false, reason: `${judged.reason}; not verified: dproxy is not running`, ...(judged.configured ? {} : { fix }) }
@@ -354,6 +365,32 @@ async function checkClient(c: Context, client: DoctorClient, snapshot: StatusSna
     verified: false,
     reason: `${client} does not go through dproxy: ${how}; ${judged.reason}`,
     fix,
+  }
+}
+
+/** A client of a team server: its pull of the probe succeeds only through dproxy (the origin has no such repository). */
+async function checkRemote(server: string, client: DoctorClient, p: Puller, judged: { configured: boolean; reason: string }, fix: string): Promise<ClientReport> {
+  const ref = `${DOCKER_HUB}/${PROBE_REPOSITORY}:${client}-${randomBytes(6).toString('hex')}`
+  const pulled = await p.pull(ref)
+  await p.remove(ref)
+  if (pulled.code === 0) {
+    return { client, state: 'ok', configured: judged.configured, verified: true, reason: `a pull of ${ref} succeeded, which only ${server} answers; ${judged.reason}` }
+  }
+  const err = lastLine(pulled.stderr) || `exit ${pulled.code}`
+  const host = new URL(server).host
+  const refused = /unauthori[sz]ed|authentication required|no basic auth|401/i.test(err)
+  const login = client === 'ctr' ? 'ctr images pull --user NAME ...' : `${client} login ${host}`
+  return {
+    client,
+    state: 'broken',
+    configured: judged.configured,
+    verified: false,
+    reason: `the pull of ${ref} failed: ${err}; ${judged.reason}`,
+    fix: !judged.configured
+      ? `${fix} --server ${server} --fingerprint <the server's>`
+      : refused
+        ? `${login} (a token from dproxy token create on the server, or the values of dproxy env there)`
+        : `run dproxy doctor on the server (${server})`,
   }
 }
 
@@ -463,9 +500,10 @@ export async function runDoctor(o: DoctorOptions): Promise<DoctorReport> {
   })
   const record = await readRecord(o.settings.stateDir, o.root).catch(() => undefined)
   const told = record ? { address: record.address, bySetup: true } : { address: (await clientAddress(o.settings)).address, bySetup: false }
-  const listen = snapshot.daemon.running ? snapshot.daemon.listen : [told.address]
-  const c: Context = { o, listen, sys: (p) => underRoot(o.root, p) }
-  const checks = await daemonChecks(o, snapshot, told)
+  const server = record?.server
+  const listen = server ? [record.address] : snapshot.daemon.running ? snapshot.daemon.listen : [told.address]
+  const c: Context = { o, listen, sys: (p) => underRoot(o.root, p), ...(server ? { remote: server.url } : {}) }
+  const checks = server ? await serverChecks({ ...record, server }) : await daemonChecks(o, snapshot, told)
   checks.push(...(await loginChecks(o)))
   const clients: ClientReport[] = []
   // One client at a time: pulls through the same daemon should not blur each other's nonces or timings.
@@ -473,7 +511,7 @@ export async function runDoctor(o: DoctorOptions): Promise<DoctorReport> {
   return {
     ok: checks.every((ch) => ch.level !== 'fail') && clients.every((cl) => cl.state !== 'broken'),
     address: told.address,
-    listen: snapshot.daemon.listen,
+    listen: server ? listen : snapshot.daemon.listen,
     checks,
     clients,
     recentFailures: snapshot.recentFailures,

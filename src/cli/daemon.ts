@@ -18,6 +18,7 @@ import { resolveSettings } from '../config/settings.js'
 import { parseDuration } from '../config/units.js'
 import { startDetached, stopDaemon, type Started } from '../control/lifecycle.js'
 import { refuseExposureWithoutAuth } from '../daemon/daemon.js'
+import { tlsConfigOf } from '../daemon/tls.js'
 import type { CliContext } from './program.js'
 import { flagSettings } from './serve-flags.js'
 
@@ -72,7 +73,7 @@ function printStarted(s: Started, ctx: CliContext, json: boolean): void {
  */
 export async function detach(cmd: Command, ctx: CliContext, opts: { json?: boolean } = {}): Promise<void> {
   const settings = resolveSettings({ flags: flagSettings(cmd.opts()), env: ctx.env })
-  refuseExposureWithoutAuth(settings.hosts, settings.auth)
+  refuseExposureWithoutAuth(settings.hosts, settings.auth, { tls: tlsConfigOf(settings) !== undefined, insecureLan: settings.insecureLan })
   const started = await startDetached({
     cacheDir: settings.cacheDir,
     stateDir: settings.stateDir,

@@ -13,6 +13,7 @@
 //   fails (offline), the daemon's last reading is shown instead and the
 //   failure is said. Other registries show the daemon's last reading.
 
+import type { TlsStatus } from '../daemon/tls.js'
 import { existsSync } from 'node:fs'
 import { systemClock, type Clock } from '../clock.js'
 import { Layout } from '../store/layout.js'
@@ -89,6 +90,12 @@ export interface StatusSnapshot {
   refresh?: RefreshStatus | null
   /** Each upstream endpoint of the running daemon's configured registries, in the order asked: health and requests. */
   endpoints?: EndpointStatus[]
+  /** What the running daemon's listeners speak (daemon/tls.ts); absent when no daemon runs. */
+  tls?: TlsStatus
+  /** --tls auto beyond loopback: the command other machines run to trust the daemon. */
+  trustCommand?: string
+  /** The warning --insecure-lan earned. */
+  insecureLan?: string
 }
 
 export interface CollectStatusOptions {
@@ -263,6 +270,9 @@ export async function collectStatus(o: CollectStatusOptions): Promise<StatusSnap
     recentFailures: running?.status.recentFailures ?? [],
     refresh: running?.status.refresh ?? null,
     ...(running?.status.endpoints ? { endpoints: running.status.endpoints } : {}),
+    ...(running?.status.tls ? { tls: running.status.tls } : {}),
+    ...(running?.status.trustCommand !== undefined ? { trustCommand: running.status.trustCommand } : {}),
+    ...(running?.status.insecureLan !== undefined ? { insecureLan: running.status.insecureLan } : {}),
   }
 }
 

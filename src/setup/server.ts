@@ -12,12 +12,10 @@
 import { X509Certificate } from 'node:crypto'
 import { request, type RequestOptions } from 'node:https'
 import { isIP } from 'node:net'
+import { CA_PATH } from '../daemon/tls.js'
 import { DproxyError, truncate } from '../errors.js'
 import { certificateFingerprint, parseFingerprint } from '../fingerprint.js'
 import { formatHost } from '../net.js'
-
-/** Where the daemon serves its CA certificate (no auth) when it runs with --tls auto. */
-export const CA_PATH = '/_dproxy/ca.crt'
 
 /** A CA certificate is a few KiB; anything bigger is not one. */
 const MAX_CA_BYTES = 64 * 1024

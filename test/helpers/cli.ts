@@ -68,7 +68,7 @@ export async function spawnServe(t: TestDirs, args: string[], env: Record<string
   const base = await new Promise<string>((resolve, reject) => {
     const timer = setTimeout(() => reject(new Error(`serve did not start within 15 s: ${err}`)), 15_000)
     const check = () => {
-      const m = /listening on (http:\/\/\S+)/.exec(out)
+      const m = /listening on (https?:\/\/\S+)/.exec(out)
       if (m) {
         clearTimeout(timer)
         resolve(m[1]!)

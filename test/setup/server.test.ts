@@ -12,6 +12,7 @@ import t, { type Test } from 'tap'
 import { fetchServerCa, parseServerUrl, requireFingerprint } from '../../src/setup/server.js'
 import { makeCa, makeServerCert, startCaServer } from '../fixtures/tls.js'
 import { runInProcess } from '../helpers/cli.js'
+import { startDaemon } from '../helpers/daemon.js'
 
 const pki = (() => {
   const dir = t.testdir({})
@@ -75,6 +76,17 @@ t.test('fetchServerCa trusts the CA only when it is the one named and the server
   await t.rejects(fetchServerCa(huge.url, pki.ca.fingerprint), { code: 'SETUP_UNTRUSTED', message: /over 65536 bytes/ })
   await huge.close()
   await t.rejects(fetchServerCa(huge.url, pki.ca.fingerprint), { code: 'SETUP_UNREACHABLE', message: /ECONNREFUSED/ }, 'nothing listens')
+})
+
+t.test("against a real daemon with --tls auto: its own CA, checked the same way", async (t) => {
+  const dir = t.testdir({ cache: {}, tls: {} })
+  const d = await startDaemon(t, undefined, { cacheDir: join(dir, 'cache'), tls: { mode: 'auto', dir: join(dir, 'tls') } })
+  const fingerprint = d.tls!.caFingerprint!
+  const url = `https://127.0.0.1:${d.port}`
+  const trusted = await fetchServerCa(url, fingerprint)
+  t.equal(trusted.fingerprint, fingerprint)
+  t.equal(trusted.ca.trim(), readFileSync(join(dir, 'tls', 'ca.pem'), 'utf8').trim(), "the daemon's ca.pem")
+  await t.rejects(fetchServerCa(url, pki.ca.fingerprint), { code: 'SETUP_UNTRUSTED', message: new RegExp(`fingerprint ${fingerprint}, but --fingerprint says ${pki.ca.fingerprint}`) })
 })
 
 function machine(t: Test) {

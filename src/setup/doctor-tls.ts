@@ -14,6 +14,7 @@
 import { X509Certificate } from 'node:crypto'
 import { promises as fs } from 'node:fs'
 import { isIP } from 'node:net'
+import { connect } from 'node:tls'
 import { isDproxyError } from '../errors.js'
 import { certificateFingerprint } from '../fingerprint.js'
 import type { SetupRecord } from './record.js'
@@ -85,10 +86,10 @@ function names(cert: X509Certificate, host: string): boolean {
  * against now, its listen addresses (`host:port`; wildcards say nothing) and
  * the extra names it should carry.
  */
-export function certificateChecks(pem: string, o: { file: string; listen: string[]; names: string[]; now: number }): TlsCheck[] {
+export function certificateChecks(pem: string | X509Certificate, o: { file: string; listen: string[]; names: readonly string[]; now: number }): TlsCheck[] {
   let cert: X509Certificate
   try {
-    cert = new X509Certificate(pem)
+    cert = typeof pem === 'string' ? new X509Certificate(pem) : pem
   } catch (err) {
     return [{ name: 'tls', level: 'fail', detail: `${o.file} is not a certificate (${(err as Error).message})`, fix: 'dproxy serve --tls auto makes one; or give --tls-cert a PEM file' }]
   }
@@ -123,4 +124,34 @@ export function certificateChecks(pem: string, o: { file: string; listen: string
         },
   )
   return checks
+}
+
+/** The certificate a TLS listener presents (nothing is trusted or sent: the handshake only). */
+export function servedCertificate(address: string, timeoutMs = 5000): Promise<X509Certificate> {
+  const at = address.lastIndexOf(':')
+  const host = address.slice(0, at).replace(/^\[(.*)\]$/, '$1').replace(/^0\.0\.0\.0$/, '127.0.0.1').replace(/^::$/, '::1')
+  const port = Number(address.slice(at + 1))
+  return new Promise((resolve, reject) => {
+    const socket = connect({ host, port, rejectUnauthorized: false, ...(isIP(host) === 0 ? { servername: host } : {}) }, () => {
+      const raw = socket.getPeerCertificate().raw
+      socket.end()
+      if (raw === undefined) reject(new Error(`${address} presented no certificate`))
+      else resolve(new X509Certificate(raw))
+    })
+    socket.setTimeout(timeoutMs, () => socket.destroy(new Error(`no TLS handshake with ${address} within ${timeoutMs} ms`)))
+    socket.on('error', reject)
+  })
+}
+
+/** The running daemon's TLS: the certificate its first listener serves, judged by certificateChecks. */
+export async function daemonTlsChecks(o: { listen: string[]; names: readonly string[]; source: string; now: number }): Promise<TlsCheck[]> {
+  const first = o.listen[0]
+  if (first === undefined) return []
+  let cert: X509Certificate
+  try {
+    cert = await servedCertificate(first)
+  } catch (err) {
+    return [{ name: 'tls', level: 'fail', detail: `dproxy is set to speak TLS, but ${first} does not: ${(err as Error).message}` }]
+  }
+  return certificateChecks(cert, { file: `the certificate of ${first} (${o.source})`, listen: o.listen, names: o.names, now: o.now })
 }

@@ -45,7 +45,7 @@ import { dockerPaths } from './docker.js'
 import { readText, underRoot } from './files.js'
 import { K3S_REGISTRIES } from './k3s.js'
 import { podmanPaths } from './podman.js'
-import { serverChecks } from './doctor-tls.js'
+import { daemonTlsChecks, serverChecks } from './doctor-tls.js'
 import { readRecord } from './record.js'
 import { DOCKER_HUB } from '../oci/registry-host.js'
 
@@ -98,7 +98,7 @@ export const runCommand: Runner = (cmd, args, o) =>
   })
 
 export interface DoctorOptions extends Pick<CollectStatusOptions, 'credentials'> {
-  settings: { cacheDir: string; stateDir: string; hosts: string[]; port: number; upstreams: UpstreamMap; dockerCredentials?: boolean }
+  settings: { cacheDir: string; stateDir: string; hosts: string[]; port: number; upstreams: UpstreamMap; dockerCredentials?: boolean; tlsNames?: readonly string[] }
   /** Treated as `/` for system config files (`--root`, as setup has it). */
   root: string
   home: string
@@ -412,6 +412,10 @@ async function daemonChecks(o: DoctorOptions, snapshot: StatusSnapshot, told: { 
       ? { name: 'dproxy', level: 'ok', detail: `running (pid ${daemon.pid}, version ${daemon.version}), listening on ${daemon.listen.join(', ')}` }
       : { name: 'dproxy', level: 'fail', detail: 'not running', fix: 'dproxy start' },
   )
+  if (daemon.running && snapshot.tls !== undefined && snapshot.tls.mode !== 'off') {
+    const source = snapshot.tls.mode === 'auto' ? "dproxy's own CA, --tls auto" : (snapshot.tls.cert ?? '--tls-cert')
+    checks.push(...(await daemonTlsChecks({ listen: daemon.listen, names: o.settings.tlsNames ?? [], source, now: (o.now ?? Date.now)() })))
+  }
   if (daemon.running) {
     const where = told.bySetup ? `clients were told ${told.address} (dproxy setup)` : `clients are told ${told.address}`
     checks.push(

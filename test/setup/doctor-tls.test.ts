@@ -12,6 +12,7 @@ import type { DoctorReport } from '../../src/setup/doctor.js'
 import { readRecord } from '../../src/setup/record.js'
 import { makeCa, makeServerCert, startCaServer } from '../fixtures/tls.js'
 import { isolatedEnv, runInProcess } from '../helpers/cli.js'
+import { startDaemon } from '../helpers/daemon.js'
 
 const dir = t.testdir({})
 const ca = makeCa(dir)
@@ -87,4 +88,21 @@ t.test('on a client of a team server: the server and the CA files setup installe
     detail: new RegExp(`presents a CA with fingerprint ${other.fingerprint}, but --fingerprint says ${ca.fingerprint}`),
     fix: /check its new fingerprint with its admin/,
   })
+})
+
+t.test("on the server: the certificate the daemon serves, against its listen addresses and --tls-name", async (t) => {
+  const env = isolatedEnv(t, { PATH: '', DPROXY_UPSTREAMS: 'docker.io=http://127.0.0.1:1' })
+  await startDaemon(t, undefined, { cacheDir: env.DPROXY_CACHE_DIR, upstreams: { 'docker.io': 'http://127.0.0.1:1' }, tls: { mode: 'auto', dir: `${env.DPROXY_STATE_DIR}/tls` } })
+  const res = await runInProcess(['doctor', '--json'], env)
+  const report = JSON.parse(res.out) as DoctorReport
+  t.match(report.checks.find((c) => c.name === 'tls'), { level: 'ok', detail: /^the certificate of 127\.0\.0\.1:\d+ \(dproxy's own CA, --tls auto\) is valid until .* \((89|90) days\)$/ })
+  t.match(report.checks.find((c) => c.name === 'tls names'), { level: 'ok', detail: 'the certificate names 127.0.0.1' })
+  // A name the settings ask for that the running daemon's certificate lacks (it was started without it).
+  const more = await runInProcess(['doctor', '--json'], { ...env, DPROXY_TLS_NAMES: 'team.example' })
+  t.match((JSON.parse(more.out) as DoctorReport).checks.find((c) => c.name === 'tls names'), {
+    level: 'fail',
+    detail: /does not name team\.example/,
+    fix: 'dproxy serve --tls auto --tls-name team.example (or a --tls-cert with those names)',
+  })
+  t.equal(more.code, 1, 'and the doctor fails')
 })

@@ -54,7 +54,8 @@ function printStarted(s: Started, ctx: CliContext, json: boolean): void {
     ctx.stdout.write(JSON.stringify(s, null, 2) + '\n')
     return
   }
-  const urls = s.listen.map((a) => `http://${a}`)
+  const scheme = s.url.startsWith('https:') ? 'https' : 'http'
+  const urls = s.listen.map((a) => `${scheme}://${a}`)
   ctx.stdout.write(
     [
       `dproxy started (pid ${s.pid})`,

@@ -5,7 +5,9 @@
 //
 //   config  settings file and, without a keychain, credentials.json
 //   cache   blobs and manifests (large; may be moved with cacheDir)
-//   state   the daemon's pid, port and log files
+//   state   the daemon's pid, port and log files, admin-token, and tls/
+//           (the CA and server certificate of `serve --tls auto`, keys 0600;
+//           daemon/tls.ts describes the files)
 //
 // DPROXY_CONFIG_DIR, DPROXY_CACHE_DIR and DPROXY_STATE_DIR override each one.
 // The XDG variables are honoured on Linux and other Unixes but not on macOS or

@@ -19,6 +19,7 @@ import { startUpstream } from '../fixtures/upstream.js'
 import { BIG_BLOB_BYTES, pushBigImage } from './big-image.js'
 import { measureArchive } from './archive.js'
 import { measurePrefetch } from './prefetch.js'
+import { measureTls } from './tls.js'
 import {
   freshDaemon,
   measureCliStartup,
@@ -37,7 +38,7 @@ import { VERSION } from '../../src/version.js'
 
 const BUDGET_MS = 540_000
 /** Rows are shown in the order the measurements are listed in README.md, whatever order they ran in. */
-const ROW_ORDER = ['warm_blob', 'cold_pull', 'concurrent_pull', 'manifest', 'rss', 'cli', 'archive', 'prefetch']
+const ROW_ORDER = ['warm_blob', 'cold_pull', 'concurrent_pull', 'manifest', 'rss', 'tls', 'cli', 'archive', 'prefetch']
 
 const progress = (msg: string) => process.stderr.write(`bench: ${msg}\n`)
 
@@ -114,6 +115,7 @@ async function main(): Promise<number> {
     await step('concurrent_pulls', () => measureConcurrentPulls(ctx))
     await step('archive', () => measureArchive(ctx))
     await step('prefetch', () => measurePrefetch(ctx))
+    await step('tls', () => measureTls(ctx))
   } catch (err) {
     progress(`aborted: ${err instanceof Error ? (err.stack ?? err.message) : String(err)}`)
     failed.setup = err instanceof Error ? err.message : String(err)

@@ -49,7 +49,7 @@ export function isolatedEnv(t: TestDirs, extra: Record<string, string> = {}, fil
 
 export interface Serving {
   child: ChildProcess
-  /** `http://127.0.0.1:PORT` */
+  /** `http://127.0.0.1:PORT` (https with TLS) */
   base: string
   out(): string
   err(): string

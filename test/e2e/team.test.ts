@@ -120,6 +120,18 @@ t.test('a machine on the LAN trusts the team server by its fingerprint and pulls
     t.equal(digest.stdout.trim(), image.digest, `podman pull ${ref}: the fixture's digest`)
   }
 
+  // dproxy doctor on the other machine: the server, the CA files, and podman verified by its pull of the probe.
+  const onlyPodman = makeTempDir('dptb-', t)
+  await fs.symlink('/usr/bin/podman', join(onlyPodman, 'podman'))
+  await fs.writeFile(join(p, 'storage.conf'), `[storage]\ndriver = "vfs"\nrunroot = "${join(p, 'run')}"\ngraphroot = "${join(p, 'root')}"\n`)
+  await fs.writeFile(join(p, 'containers.conf'), '[engine]\ncgroup_manager = "cgroupfs"\nevents_logger = "none"\n')
+  const doctorEnv = { ...clientEnv, PATH: onlyPodman, TMPDIR: p, REGISTRY_AUTH_FILE: join(p, 'auth.json'), CONTAINERS_STORAGE_CONF: join(p, 'storage.conf'), CONTAINERS_CONF: join(p, 'containers.conf') }
+  const doctor = await ns.run(process.execPath, [bin, 'doctor', '--json', '--root', root], { env: doctorEnv, timeoutMs: 120_000 })
+  const report = JSON.parse(doctor.stdout || '{}') as { checks?: Array<{ name: string; level: string }>; clients?: Array<{ client: string; state: string; verified: boolean; reason: string }> }
+  t.same(report.checks?.map((c) => [c.name, c.level]), [['server', 'ok'], ['server CA', 'ok']], 'doctor: the server and its CA files', { stderr: doctor.stderr })
+  t.match(report.clients?.find((c) => c.client === 'podman'), { state: 'ok', verified: true, reason: /succeeded, which only https:\/\// }, 'doctor: podman verified through the server')
+  t.equal(doctor.code, 0, 'doctor: all good')
+
   // The Docker Engine and ctr, both with dockerd's containerd.
   const docker = dockerAvailable()
   if (!docker.ok) {

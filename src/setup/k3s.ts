@@ -8,7 +8,7 @@
 
 import { isMap, isScalar, isSeq, parseDocument, type Document } from 'yaml'
 import { invalidFile, readText, underRoot } from './files.js'
-import { caEdit, caFile, mirrorUrl, type SetupOptions, type TargetPlan } from './targets.js'
+import { caEdit, caFile, mirrorUrl, previousMirrors, type SetupOptions, type TargetPlan } from './targets.js'
 
 export const K3S_REGISTRIES = '/etc/rancher/k3s/registries.yaml'
 export const K3S_CERTS = '/etc/rancher/k3s/certs.d'
@@ -26,10 +26,26 @@ function load(text: string, shown: string): Document {
   return doc
 }
 
-/** registries.yaml with `endpoint` first for each registry; `caFile`: the CA file of a team server, named for its HOST:PORT. */
-export function mergeRegistriesYaml(before: string | undefined, registries: string[], endpoint: string, shown: string, caFile?: string): string {
+/**
+ * registries.yaml with `endpoint` first for each registry, and without the
+ * `previous` endpoints an earlier setup wrote; `caFile`: the CA file of a
+ * team server, named for its HOST:PORT.
+ */
+export function mergeRegistriesYaml(before: string | undefined, registries: string[], endpoint: string, shown: string, caFile?: string, previous: string[] = []): string {
   const doc = load(before ?? '', shown)
   let changed = false
+  const mirrors = doc.get('mirrors', true)
+  if (isMap(mirrors)) {
+    for (const pair of mirrors.items) {
+      const seq = isMap(pair.value) ? pair.value.get('endpoint', true) : undefined
+      if (!isSeq(seq)) continue
+      const kept = seq.items.filter((i) => !(isScalar(i) && typeof i.value === 'string' && previous.includes(i.value)))
+      if (kept.length !== seq.items.length) {
+        seq.items = kept
+        changed = true
+      }
+    }
+  }
   if (caFile !== undefined) {
     const path = ['configs', hostPortOf(endpoint), 'tls', 'ca_file']
     if (doc.getIn(path) !== caFile) {
@@ -93,7 +109,7 @@ export async function planK3s(o: SetupOptions): Promise<TargetPlan> {
   const before = await readText(path)
   const endpoint = mirrorUrl(o.address, o.tls !== undefined)
   const ca = o.tls ? caFile(K3S_CERTS, o.address) : undefined
-  const after = mergeRegistriesYaml(before, o.registries, endpoint, K3S_REGISTRIES, ca)
+  const after = mergeRegistriesYaml(before, o.registries, endpoint, K3S_REGISTRIES, ca, previousMirrors(o, endpoint))
   return {
     target: 'k3s',
     edits: [...(await caEdit('k3s', K3S_CERTS, o, true)), { target: 'k3s', path, shown: K3S_REGISTRIES, before, after, kind: 'k3s-yaml', entry: endpoint }],

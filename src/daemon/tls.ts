@@ -278,10 +278,15 @@ export class TlsCertificates {
     return this.reloading
   }
 
-  /** --tls auto: renews the server certificate when due (tests call this after moving the clock). */
+  /**
+   * --tls auto: renews the server certificate when due, or when this machine
+   * gained an address a wildcard listener answers on (tests call this after
+   * moving the clock).
+   */
   async renewIfDue(): Promise<void> {
     if (this.config.mode !== 'auto') return
-    if (!dueForRenewal(this.pair.x509, this.deps.clock.now())) return
+    const names = certificateNamesFor(this.deps.hosts, this.config.names ?? [])
+    if (!dueForRenewal(this.pair.x509, this.deps.clock.now()) && coversAll(this.pair.x509, names)) return
     try {
       const { pair, caPem } = await ensureAuto(this.config, this.deps)
       this.caPem = caPem
@@ -364,6 +369,11 @@ async function readFilesPair(certFile: string, keyFile: string): Promise<Pair> {
   return loadPair(cert, key, `${certFile} and ${keyFile}`)
 }
 
+function coversAll(cert: X509Certificate, names: readonly string[]): boolean {
+  const covered = certificateNames(cert)
+  return names.every((n) => covered.some((c) => sameName(c, n)))
+}
+
 /** True when less than a third of the certificate's life is left (or it is not yet or no longer valid). */
 export function dueForRenewal(cert: X509Certificate, now: number): boolean {
   const from = Date.parse(cert.validFrom)
@@ -407,8 +417,7 @@ async function ensureAuto(config: Extract<TlsConfig, { mode: 'auto' }>, deps: Tl
   if (serverPem !== undefined && serverKey !== undefined) {
     try {
       const pair = loadPair(serverPem, serverKey, files.server)
-      const covered = certificateNames(pair.x509)
-      if (pair.x509.checkIssued(caCert) && pair.x509.verify(caCert.publicKey) && !dueForRenewal(pair.x509, now) && names.every((n) => covered.some((c) => sameName(c, n)))) {
+      if (pair.x509.checkIssued(caCert) && pair.x509.verify(caCert.publicKey) && !dueForRenewal(pair.x509, now) && coversAll(pair.x509, names)) {
         return { pair, caPem }
       }
     } catch (err) {

@@ -166,6 +166,7 @@ export class TlsCertificates {
   private readonly listeners: Array<(pair: { cert: string; key: string }) => void> = []
   private readonly watchers: FSWatcher[] = []
   private timers: NodeJS.Timeout[] = []
+  private settle: NodeJS.Timeout | undefined
   private reloading: Promise<void> | undefined
   private again = false
   private mtimes = ''
@@ -260,6 +261,7 @@ export class TlsCertificates {
   stop(): void {
     for (const w of this.watchers) w.close()
     for (const t of this.timers) clearTimeout(t)
+    clearTimeout(this.settle)
     this.timers = []
   }
 
@@ -298,10 +300,14 @@ export class TlsCertificates {
   }
 
   private scheduleReload(): void {
-    // A rotation writes two files, often in several steps: look once things settle.
-    const t = setTimeout(() => void this.reload(), 200)
-    t.unref()
-    this.timers.push(t)
+    // A rotation writes two files, often in several steps: look a moment after the first sign
+    // (not after the last: the poll keeps signalling until a reload records the new times).
+    if (this.settle !== undefined) return
+    this.settle = setTimeout(() => {
+      this.settle = undefined
+      void this.reload()
+    }, 200)
+    this.settle.unref()
   }
 
   private async reloadOnce(): Promise<void> {

@@ -166,6 +166,7 @@ export class TlsCertificates {
   private readonly listeners: Array<(pair: { cert: string; key: string }) => void> = []
   private readonly watchers: FSWatcher[] = []
   private timers: NodeJS.Timeout[] = []
+  private settle: NodeJS.Timeout | undefined
   private reloading: Promise<void> | undefined
   private again = false
   private mtimes = ''
@@ -260,6 +261,7 @@ export class TlsCertificates {
   stop(): void {
     for (const w of this.watchers) w.close()
     for (const t of this.timers) clearTimeout(t)
+    clearTimeout(this.settle)
     this.timers = []
   }
 
@@ -278,10 +280,15 @@ export class TlsCertificates {
     return this.reloading
   }
 
-  /** --tls auto: renews the server certificate when due (tests call this after moving the clock). */
+  /**
+   * --tls auto: renews the server certificate when due, or when this machine
+   * gained an address a wildcard listener answers on (tests call this after
+   * moving the clock).
+   */
   async renewIfDue(): Promise<void> {
     if (this.config.mode !== 'auto') return
-    if (!dueForRenewal(this.pair.x509, this.deps.clock.now())) return
+    const names = certificateNamesFor(this.deps.hosts, this.config.names ?? [])
+    if (!dueForRenewal(this.pair.x509, this.deps.clock.now()) && coversAll(this.pair.x509, names)) return
     try {
       const { pair, caPem } = await ensureAuto(this.config, this.deps)
       this.caPem = caPem
@@ -293,10 +300,14 @@ export class TlsCertificates {
   }
 
   private scheduleReload(): void {
-    // A rotation writes two files, often in several steps: look once things settle.
-    const t = setTimeout(() => void this.reload(), 200)
-    t.unref()
-    this.timers.push(t)
+    // A rotation writes two files, often in several steps: look a moment after the first sign
+    // (not after the last: the poll keeps signalling until a reload records the new times).
+    if (this.settle !== undefined) return
+    this.settle = setTimeout(() => {
+      this.settle = undefined
+      void this.reload()
+    }, 200)
+    this.settle.unref()
   }
 
   private async reloadOnce(): Promise<void> {
@@ -364,6 +375,11 @@ async function readFilesPair(certFile: string, keyFile: string): Promise<Pair> {
   return loadPair(cert, key, `${certFile} and ${keyFile}`)
 }
 
+function coversAll(cert: X509Certificate, names: readonly string[]): boolean {
+  const covered = certificateNames(cert)
+  return names.every((n) => covered.some((c) => sameName(c, n)))
+}
+
 /** True when less than a third of the certificate's life is left (or it is not yet or no longer valid). */
 export function dueForRenewal(cert: X509Certificate, now: number): boolean {
   const from = Date.parse(cert.validFrom)
@@ -407,8 +423,7 @@ async function ensureAuto(config: Extract<TlsConfig, { mode: 'auto' }>, deps: Tl
   if (serverPem !== undefined && serverKey !== undefined) {
     try {
       const pair = loadPair(serverPem, serverKey, files.server)
-      const covered = certificateNames(pair.x509)
-      if (pair.x509.checkIssued(caCert) && pair.x509.verify(caCert.publicKey) && !dueForRenewal(pair.x509, now) && names.every((n) => covered.some((c) => sameName(c, n)))) {
+      if (pair.x509.checkIssued(caCert) && pair.x509.verify(caCert.publicKey) && !dueForRenewal(pair.x509, now) && coversAll(pair.x509, names)) {
         return { pair, caPem }
       }
     } catch (err) {

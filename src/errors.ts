@@ -35,6 +35,10 @@ export type ErrorCode =
   // `dproxy setup`: a client's config file that does not parse, or that this user may not write
   | 'SETUP_FILE_INVALID'
   | 'SETUP_DENIED'
+  // `dproxy setup --server`: the server's CA is not the one --fingerprint names, or its certificate does not chain
+  // to it; or the server (its CA endpoint) cannot be reached
+  | 'SETUP_UNTRUSTED'
+  | 'SETUP_UNREACHABLE'
   // the cache's disk failed (full, read-only, permissions): a disk error, never an upstream one
   | 'CACHE_UNAVAILABLE'
   // `dproxy doctor`: a check failed (the report says which)
@@ -77,6 +81,8 @@ const defaultStatus: Record<ErrorCode, number> = {
   CACHE_LOCKED: 409,
   SETUP_FILE_INVALID: 400,
   SETUP_DENIED: 403,
+  SETUP_UNTRUSTED: 502,
+  SETUP_UNREACHABLE: 502,
   CACHE_UNAVAILABLE: 503,
   DOCTOR_FAILED: 500,
   PULL_FAILED: 502,

@@ -18,6 +18,7 @@ import { resolveSettings } from '../config/settings.js'
 import { parseDuration } from '../config/units.js'
 import { startDetached, stopDaemon, type Started } from '../control/lifecycle.js'
 import { refuseExposureWithoutAuth } from '../daemon/daemon.js'
+import { tlsConfigOf } from '../daemon/tls.js'
 import type { CliContext } from './program.js'
 import { flagSettings } from './serve-flags.js'
 
@@ -53,7 +54,8 @@ function printStarted(s: Started, ctx: CliContext, json: boolean): void {
     ctx.stdout.write(JSON.stringify(s, null, 2) + '\n')
     return
   }
-  const urls = s.listen.map((a) => `http://${a}`)
+  const scheme = s.url.startsWith('https:') ? 'https' : 'http'
+  const urls = s.listen.map((a) => `${scheme}://${a}`)
   ctx.stdout.write(
     [
       `dproxy started (pid ${s.pid})`,
@@ -72,7 +74,7 @@ function printStarted(s: Started, ctx: CliContext, json: boolean): void {
  */
 export async function detach(cmd: Command, ctx: CliContext, opts: { json?: boolean } = {}): Promise<void> {
   const settings = resolveSettings({ flags: flagSettings(cmd.opts()), env: ctx.env })
-  refuseExposureWithoutAuth(settings.hosts, settings.auth)
+  refuseExposureWithoutAuth(settings.hosts, settings.auth, { tls: tlsConfigOf(settings) !== undefined, insecureLan: settings.insecureLan })
   const started = await startDetached({
     cacheDir: settings.cacheDir,
     stateDir: settings.stateDir,

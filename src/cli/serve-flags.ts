@@ -24,6 +24,11 @@ const SETTING_OF_FLAG = {
   logLevel: 'logLevel',
   logMaxSize: 'logMaxSize',
   metricsAddress: 'metricsAddress',
+  tls: 'tls',
+  tlsCert: 'tlsCert',
+  tlsKey: 'tlsKey',
+  tlsName: 'tlsNames',
+  insecureLan: 'insecureLan',
 } as const satisfies Record<string, keyof RawSettings>
 
 /**

@@ -13,6 +13,7 @@ import { loginLookup } from '../credentials/logins.js'
 import { TokenBook, tokenKey } from '../credentials/tokens.js'
 import { clientSecretReader, CLIENT_USERNAME, ensureClientSecret } from '../daemon/clientauth.js'
 import { Daemon } from '../daemon/daemon.js'
+import { tlsConfigOf, trustCommand } from '../daemon/tls.js'
 import { formatHost } from '../net.js'
 import { ADMIN_TOKEN_FILE } from '../daemon/guard.js'
 import { tuneHeap } from '../heap.js'
@@ -44,6 +45,11 @@ interface ServeFlags {
   logLevel?: string
   logMaxSize?: string
   metricsAddress?: string
+  tls?: string
+  tlsCert?: string
+  tlsKey?: string
+  tlsName?: string[]
+  insecureLan?: boolean
   /** Commander's value for --no-docker-credentials: false when given, else true. */
   dockerCredentials?: boolean
 }
@@ -79,6 +85,15 @@ export function registerServeCommand(program: Command, ctx: CliContext): void {
     .addOption(new Option('--log-level <level>', 'least severe lines logged; info logs every manifest and blob request').choices(LOG_LEVELS))
     .option('--log-max-size <size>', "detached: rotate the log file past this size, keeping 3 old ones (default '10MiB')")
     .option('--metrics-address <addr:port>', 'also serve /metrics there, to anyone who can reach it (default: loopback only)')
+    .addOption(new Option('--tls <mode>', "auto: serve HTTPS with dproxy's own CA (kept in the state dir); off: plain HTTP").choices(['auto', 'off']))
+    .option('--tls-cert <file>', 'serve HTTPS with this certificate (PEM, chain after it); re-read when it changes')
+    .option('--tls-key <file>', 'the private key of --tls-cert (PEM)')
+    .option(
+      '--tls-name <name>',
+      'with --tls auto: another host name or IP address the certificate covers, e.g. host.docker.internal (repeatable)',
+      (value: string, prev: string[] = []) => [...prev, value],
+    )
+    .option('--insecure-lan', 'allow listening beyond loopback without TLS or client auth (anyone on the network can read or use it)')
     .option('--no-docker-credentials', "use only dproxy login's logins, not docker's or podman's (helpers, config.json, auth.json)")
     .action(async (flags: ServeFlags, cmd: Command) => {
       if (flags.detach) await detach(cmd, ctx)
@@ -110,7 +125,10 @@ export async function serve(flags: ServeFlags, ctx: CliContext): Promise<void> {
     find: { env: ctx.env },
     onProblem: (registry, problem) => log.warn(`login for ${registry}: passed over ${problem}`),
   })
+  const tls = tlsConfigOf(settings)
   const daemon = await Daemon.start({
+    ...(tls !== undefined ? { tls } : {}),
+    insecureLan: settings.insecureLan,
     credentials: storedCredentials(logins, { log }),
     ...(settings.auth ? { clientAuth: { secret: clientSecretReader(await credentialStore.open(), { log }), ...(tokens ? { tokens } : {}) } } : {}),
     hosts: settings.hosts,
@@ -147,7 +165,16 @@ export async function serve(flags: ServeFlags, ctx: CliContext): Promise<void> {
     ctx.stdout.write(`logins: dproxy login, then docker's and podman's of ${who}: ${loginFiles(ctx.env).docker}${root}\n`)
   }
   if (settings.auth) ctx.stdout.write(`client auth: required (user ${CLIENT_USERNAME}; dproxy env prints the password); more logins: dproxy token create NAME\n`)
-  for (const a of daemon.listening) ctx.stdout.write(`dproxy listening on http://${formatHost(a.host)}:${a.port}\n`)
+  const scheme = daemon.tls ? 'https' : 'http'
+  for (const a of daemon.listening) ctx.stdout.write(`dproxy listening on ${scheme}://${formatHost(a.host)}:${a.port}\n`)
+  if (daemon.tls) {
+    const t = daemon.tls.status()
+    ctx.stdout.write(`tls: ${t.mode === 'auto' ? `own CA ${t.caFingerprint ?? ''}` : `${t.cert ?? ''}`}; certificate for ${(t.names ?? []).join(', ')} until ${t.notAfter ?? '?'}\n`)
+    const caFingerprint = daemon.tls.caFingerprint
+    const trust = caFingerprint !== undefined ? trustCommand(daemon.listening, caFingerprint) : undefined
+    if (trust !== undefined) ctx.stdout.write(`other machines trust this server with: ${trust}\n`)
+  }
+  if (daemon.insecureLanWarning !== undefined) ctx.stdout.write(`WARNING: ${daemon.insecureLanWarning}\n`)
   const m = daemon.metricsListening
   if (m) ctx.stdout.write(`metrics: http://${formatHost(m.host)}:${m.port}/metrics\n`)
   await new Promise<void>((resolve) => {

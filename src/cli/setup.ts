@@ -1,11 +1,14 @@
 // `dproxy setup [TARGET...]`: points the machine's container clients at dproxy
 // as a mirror, so `docker pull alpine` goes through it unchanged. This file
 // parses options, asks, and prints; everything else is src/setup/, plain
-// functions over a root dir.
+// functions over a root dir. With --server URL --fingerprint F the clients
+// are pointed at a team server over TLS instead of this machine's dproxy:
+// its CA is fetched and checked first (src/setup/server.ts), and refused
+// before anything is planned when it is not the one F names.
 //
 // Exit status: 0 done (or nothing to change, or --dry-run), 1 failure (a file
 // that does not parse, permission denied), 2 usage error (bad target, no
-// --yes without a terminal, declined).
+// --yes without a terminal, declined, --server without --fingerprint).
 
 import { createInterface } from 'node:readline/promises'
 import { resolve } from 'node:path'
@@ -27,6 +30,8 @@ interface SetupFlags {
   undo?: boolean
   restart?: boolean
   json?: boolean
+  server?: string
+  fingerprint?: string
 }
 
 export function registerSetupCommand(program: Command, ctx: SetupCommandContext): void {
@@ -42,6 +47,8 @@ export function registerSetupCommand(program: Command, ctx: SetupCommandContext)
     .option('--undo', "remove dproxy's entries again (restores files nothing else changed)")
     .option('--restart', 'make the clients read their new configuration (docker: SIGHUP)')
     .option('--json', 'print what was found, changed and still needs a restart as JSON')
+    .option('--server <url>', "point the clients at a team server (https://HOST:PORT) instead of this machine's dproxy, trusting its CA")
+    .option('--fingerprint <sha256>', "the SHA-256 of the server's CA (sha256:<hex> as dproxy serve prints it, or openssl's AB:CD:... form); required with --server")
     .addHelpText('after', '\nExit status: 0 done or nothing to change, 1 failure, 2 usage error. See dproxy-setup(1).')
     .action(async (targets: string[], flags: SetupFlags) => {
       await setupCommand(targets, flags, ctx)
@@ -58,7 +65,7 @@ async function confirm(ctx: SetupCommandContext, question: string): Promise<bool
 }
 
 export async function setupCommand(args: string[], flags: SetupFlags, ctx: SetupCommandContext): Promise<void> {
-  const [{ resolveSettings }, { homeDir }, setup, { clientAddress, setupRegistries }, { TARGETS }, { vmInstructions, VM_TARGETS }, { sendReload }] =
+  const [{ resolveSettings }, { homeDir }, setup, { clientAddress, setupRegistries }, { TARGETS }, { vmInstructions, VM_TARGETS }, { sendReload }, server] =
     await Promise.all([
       import('../config/settings.js'),
       import('../config/paths.js'),
@@ -67,6 +74,7 @@ export async function setupCommand(args: string[], flags: SetupFlags, ctx: Setup
       import('../setup/targets.js'),
       import('../setup/vm.js'),
       import('../setup/restart.js'),
+      import('../setup/server.js'),
     ])
   const out = (s: string) => ctx.stdout.write(s)
   const settings = resolveSettings({ env: ctx.env })
@@ -88,9 +96,15 @@ export async function setupCommand(args: string[], flags: SetupFlags, ctx: Setup
   const known = [...TARGETS, ...VM_TARGETS] as readonly string[]
   const unknown = args.filter((a) => !known.includes(a))
   if (unknown.length > 0) throw new UsageError(`unknown target ${unknown.join(', ')} (known: ${known.join(', ')})`)
-  const { address, running } = await clientAddress(settings)
+  if (flags.fingerprint !== undefined && flags.server === undefined) throw new UsageError('--fingerprint goes with --server URL (the team server whose CA it names)')
   const registries = setupRegistries(flags.registries, settings.upstreams)
   const vms = args.filter((a): a is (typeof VM_TARGETS)[number] => (VM_TARGETS as readonly string[]).includes(a))
+  if (flags.server !== undefined && vms.length > 0) {
+    throw new UsageError(`--server configures this machine's clients; for ${vms.join(', ')} run dproxy setup --server inside the VM (see dproxy-setup(1))`)
+  }
+  // The server is checked before anything is planned: a wrong fingerprint changes nothing.
+  const trusted = flags.server === undefined ? undefined : await server.fetchServerCa(flags.server, server.requireFingerprint(flags.server, flags.fingerprint))
+  const { address, running } = trusted ? { address: trusted.address, running: true } : await clientAddress(settings)
   const explicit = args.filter((a): a is (typeof TARGETS)[number] => (TARGETS as readonly string[]).includes(a))
   const targets = args.length > 0 ? explicit : await setup.detectTargets(root, ctx.env.PATH)
   const record = await (await import('../setup/record.js')).readRecord(settings.stateDir, root)
@@ -101,12 +115,13 @@ export async function setupCommand(args: string[], flags: SetupFlags, ctx: Setup
     address,
     registries,
     ...(record && record.address !== address ? { previousAddresses: [record.address] } : {}),
+    ...(trusted ? { tls: { ca: trusted.ca, fingerprint: trusted.fingerprint } } : {}),
   }
   const plans = await setup.planSetup(options, targets)
   const changes = setup.changedEdits(plans)
   const report = (applied: boolean, restarted: string[]) => ({
     address,
-    daemonRunning: running,
+    ...(trusted ? { server: { url: trusted.url, fingerprint: trusted.fingerprint } } : { daemonRunning: running }),
     registries,
     dryRun: flags.dryRun === true,
     applied,
@@ -126,6 +141,7 @@ export async function setupCommand(args: string[], flags: SetupFlags, ctx: Setup
   const text = (s: string) => {
     if (!flags.json) out(s)
   }
+  if (trusted) text(`${trusted.url}: its CA is ${trusted.fingerprint} as --fingerprint says, and its certificate chains to it\n`)
   if (!running) text(`note: dproxy is not running; clients are pointed at the configured address ${address} (start it with dproxy start)\n`)
   for (const v of vms) text(vmInstructions(v, address).text)
   if (targets.length === 0 && vms.length === 0) text('no container clients found (docker, containerd, podman, buildkit, k3s); name one to configure it anyway\n')
@@ -163,4 +179,14 @@ export async function setupCommand(args: string[], flags: SetupFlags, ctx: Setup
   text(`changed ${changes.length} file(s); dproxy setup --undo takes it back\n`)
   for (const p of plans) for (const n of p.notes) text(`${p.target}: ${n}\n`)
   for (const n of r.needsRestart) text(`${n.target}: to apply now: ${n.command}\n`)
+  if (trusted) text(loginHint(address))
+}
+
+/** How each client logs in to a team server (it requires a login: dproxy env or dproxy token create on the server). */
+function loginHint(address: string): string {
+  return (
+    `log in with a token from the server (dproxy token create NAME there, or the values of dproxy env): ` +
+    `docker login ${address}; podman login ${address}; ctr images pull --user NAME ...; ` +
+    `k3s: configs."${address}".auth in registries.yaml\n`
+  )
 }

@@ -54,6 +54,20 @@ export function lazyCredentials(configDir: string, env: NodeJS.ProcessEnv, machi
 
 const percent = (ratio: number) => `${Math.round(ratio * 100)}%`
 
+/** The TLS lines of the text report: the certificate, a failed reload, the trust command, an --insecure-lan warning. */
+function describeTls(s: StatusSnapshot): Array<[string, string]> {
+  const lines: Array<[string, string]> = []
+  const t = s.tls
+  if (t !== undefined && t.mode !== 'off') {
+    const source = t.mode === 'auto' ? `own CA ${t.caFingerprint ?? ''}` : (t.cert ?? '')
+    lines.push(['tls', `${source}; certificate for ${(t.names ?? []).join(', ')} until ${t.notAfter ?? '?'}`])
+    if (t.lastError !== undefined) lines.push(['', `reload failed at ${t.lastError.at}: ${t.lastError.message}`])
+  }
+  if (s.trustCommand !== undefined) lines.push(['trust it', s.trustCommand])
+  if (s.insecureLan !== undefined) lines.push(['WARNING', s.insecureLan])
+  return lines
+}
+
 /** The report as aligned plain text (no colours, no escape codes). */
 export function formatStatusText(s: StatusSnapshot): string {
   const lines: Array<[string, string]> = []
@@ -61,7 +75,9 @@ export function formatStatusText(s: StatusSnapshot): string {
   if (d.running) {
     const up = d.uptimeSeconds === null ? '' : `, up ${formatAge(d.uptimeSeconds)}`
     lines.push(['dproxy', `running (pid ${d.pid}, version ${d.version}${up})`])
-    lines.push(['listening', d.listen.map((a) => `http://${a}`).join(', ')])
+    const scheme = s.tls !== undefined && s.tls.mode !== 'off' ? 'https' : 'http'
+    lines.push(['listening', d.listen.map((a) => `${scheme}://${a}`).join(', ')])
+    for (const line of describeTls(s)) lines.push(line)
   } else {
     lines.push(['dproxy', 'not running'])
   }
@@ -191,7 +207,7 @@ async function watchDaemon(flags: Pick<StatusFlags, 'json' | 'cacheDir'>, ctx: C
   process.once('SIGTERM', stop)
   const { daemonEvents } = await import('../control/events.js')
   const { AdminClient } = await import('../control/admin-client.js')
-  const client = new AdminClient(lock.info.url)
+  const client = new AdminClient(lock.info.url, lock.info.tlsCertificate !== undefined ? { pin: lock.info.tlsCertificate } : {})
   try {
     if (!flags.json && wantsInteractive(ctx.stdout, ctx.env)) {
       const { watchLive } = await import('../ui/WatchView.js')

@@ -14,7 +14,7 @@ import { parseDuration, parseSize } from './units.js'
 import { parseRegistryHost } from '../oci/registry-host.js'
 import { LOG_FORMATS, LOG_LEVELS, type LogFormat, type LogLevel } from '../log.js'
 
-export const settingKeys = ['host', 'port', 'cacheDir', 'upstreams', 'noOrigin', 'chainConnectTimeout', 'chainFirstByteTimeout', 'maxAge', 'maxSize', 'ttl', 'auth', 'registries', 'refresh', 'refreshWindow', 'refreshReserve', 'logFormat', 'logLevel', 'logMaxSize', 'metricsAddress', 'dockerCredentials'] as const
+export const settingKeys = ['host', 'port', 'cacheDir', 'upstreams', 'noOrigin', 'chainConnectTimeout', 'chainFirstByteTimeout', 'maxAge', 'maxSize', 'ttl', 'auth', 'registries', 'refresh', 'refreshWindow', 'refreshReserve', 'logFormat', 'logLevel', 'logMaxSize', 'metricsAddress', 'dockerCredentials', 'tls', 'tlsCert', 'tlsKey', 'tlsNames', 'insecureLan'] as const
 export type SettingKey = (typeof settingKeys)[number]
 
 /** What `dproxy config` shows for each key: an example value and one line of help. */
@@ -42,6 +42,11 @@ export const settingHelp: Record<SettingKey, { example: string; description: str
   logMaxSize: { example: '10MiB', description: 'detached: rotate the log file past this size, keeping 3 old ones' },
   metricsAddress: { example: '127.0.0.1:9464', description: 'also serve /metrics there, to anyone who can reach it' },
   dockerCredentials: { example: 'false', description: "use docker's and podman's logins (credential helpers, config.json, auth.json) after dproxy login's" },
+  tls: { example: 'auto', description: "auto: serve HTTPS with dproxy's own CA (state dir tls/); off: plain HTTP unless tlsCert is set" },
+  tlsCert: { example: '/etc/dproxy/server.pem', description: 'serve HTTPS with this certificate (PEM, chain after it), re-read when it changes' },
+  tlsKey: { example: '/etc/dproxy/server-key.pem', description: "the private key of tlsCert (PEM)" },
+  tlsNames: { example: 'cache.lan,host.docker.internal', description: 'with tls auto: more names and addresses the certificate covers, comma separated' },
+  insecureLan: { example: 'true', description: 'allow plain HTTP or no client auth beyond loopback (anyone on the network reads the traffic)' },
 }
 
 /** The pair of loopback addresses that 'localhost' and 'loopback' stand for. */
@@ -139,6 +144,39 @@ export function parseDirectory(
   if (path.isAbsolute(expanded)) return path.resolve(expanded)
   if (opts.relativeTo === 'forbidden') throw expected(key, '~/dproxy-cache', value, 'an absolute path or one starting with ~/')
   return path.resolve(expanded)
+}
+
+/** A file the daemon reads (a certificate, a key): absolute, or relative to the working directory where that is allowed. */
+export function parseFilePath(value: string, key: string, opts: { relativeTo: 'cwd' | 'forbidden'; env: NodeJS.ProcessEnv }): string {
+  const trimmed = value.trim()
+  if (trimmed === '') throw expected(key, '/etc/dproxy/server.pem', value)
+  const expanded = expandHome(trimmed, opts.env)
+  if (path.isAbsolute(expanded) || opts.relativeTo === 'cwd') return path.resolve(expanded)
+  throw expected(key, '/etc/dproxy/server.pem', value, 'an absolute path or one starting with ~/')
+}
+
+export const TLS_MODES = ['off', 'auto'] as const
+export type TlsMode = (typeof TLS_MODES)[number]
+
+export function parseTlsMode(value: string, key = 'tls'): TlsMode {
+  return oneOf(TLS_MODES, value, key)
+}
+
+/**
+ * Extra names for the certificate of `--tls auto`: DNS names or IP
+ * addresses, from 'a,b' or repeated flags. A wildcard or anything else a
+ * certificate cannot name is refused.
+ */
+export function parseTlsNames(value: string | string[], key = 'tlsNames'): string[] {
+  const items = (Array.isArray(value) ? value : [value]).flatMap((v) => v.split(',')).map((v) => v.trim()).filter((v) => v !== '')
+  if (items.length === 0) throw expected(key, 'cache.lan', value)
+  const out: string[] = []
+  for (const item of items) {
+    const name = item.replace(/^\[(.*)\]$/, '$1').toLowerCase()
+    if (!isListenHost(name)) throw expected(key, 'cache.lan', item, 'a host name or an IP address')
+    if (!out.includes(name)) out.push(name)
+  }
+  return out
 }
 
 /** Shows a URL with any user-info blanked, so a password typed into a URL is never echoed. */
@@ -329,6 +367,7 @@ export function checkSetting(key: SettingKey, value: string, env: NodeJS.Process
       return
     case 'auth':
     case 'dockerCredentials':
+    case 'insecureLan':
       parseBoolean(value, key)
       return
     case 'registries':
@@ -345,6 +384,16 @@ export function checkSetting(key: SettingKey, value: string, env: NodeJS.Process
       return
     case 'metricsAddress':
       parseListenAddress(value, key)
+      return
+    case 'tls':
+      parseTlsMode(value, key)
+      return
+    case 'tlsCert':
+    case 'tlsKey':
+      parseFilePath(value, key, { relativeTo: 'forbidden', env })
+      return
+    case 'tlsNames':
+      parseTlsNames(value, key)
       return
   }
 }

@@ -5,9 +5,11 @@
 //
 //   config  settings file and, without a keychain, credentials.json
 //   cache   blobs and manifests (large; may be moved with cacheDir)
-//   state   the daemon's pid, port and log files, admin-token, and the client
+//   state   the daemon's pid, port and log files, admin-token, the client
 //           tokens: tokens.json (0600; hashes only, credentials/tokens.ts),
-//           tokens-used.json (their last use), tokens.lock (held while one changes)
+//           tokens-used.json (their last use), tokens.lock (held while one
+//           changes), and tls/ (the CA and server certificate of `serve --tls
+//           auto`, keys 0600; daemon/tls.ts describes the files)
 //
 // DPROXY_CONFIG_DIR, DPROXY_CACHE_DIR and DPROXY_STATE_DIR override each one.
 // The XDG variables are honoured on Linux and other Unixes but not on macOS or

@@ -27,6 +27,10 @@ import {
   parseLogLevel,
   parsePort,
   parseTimeout,
+  parseFilePath,
+  parseTlsMode,
+  parseTlsNames,
+  type TlsMode,
   noOriginFrom,
   registriesFrom,
   settingKey,
@@ -83,6 +87,15 @@ export interface Settings {
   metricsAddress: { host: string; port: number } | undefined
   /** Default true: logins docker and podman stored are used after dproxy's own. */
   dockerCredentials: boolean
+  /** Default 'off'; 'auto': dproxy's own CA and certificate (daemon/tls.ts). */
+  tls: TlsMode
+  /** Serve HTTPS with these files (both or neither; not with tls auto). */
+  tlsCert: string | undefined
+  tlsKey: string | undefined
+  /** More names for the certificate of tls auto; default none. */
+  tlsNames: string[]
+  /** Default false: beyond loopback, TLS and client auth are required. */
+  insecureLan: boolean
   configDir: string
   stateDir: string
 }
@@ -109,6 +122,11 @@ export interface RawSettings {
   logMaxSize?: string
   metricsAddress?: string
   dockerCredentials?: string | boolean
+  tls?: string
+  tlsCert?: string
+  tlsKey?: string
+  tlsNames?: string | string[]
+  insecureLan?: string | boolean
 }
 
 /** The environment variable for each setting. */
@@ -133,6 +151,11 @@ export const settingEnvVars: Record<SettingKey, string> = {
   logMaxSize: 'DPROXY_LOG_MAX_SIZE',
   metricsAddress: 'DPROXY_METRICS_ADDRESS',
   dockerCredentials: 'DPROXY_DOCKER_CREDENTIALS',
+  tls: 'DPROXY_TLS',
+  tlsCert: 'DPROXY_TLS_CERT',
+  tlsKey: 'DPROXY_TLS_KEY',
+  tlsNames: 'DPROXY_TLS_NAMES',
+  insecureLan: 'DPROXY_INSECURE_LAN',
 }
 
 /** The flag each setting is expected to be given by; used only to say where a bad value came from. */
@@ -157,6 +180,11 @@ const flagNames: Record<SettingKey, string> = {
   logMaxSize: '--log-max-size',
   metricsAddress: '--metrics-address',
   dockerCredentials: '--no-docker-credentials',
+  tls: '--tls',
+  tlsCert: '--tls-cert',
+  tlsKey: '--tls-key',
+  tlsNames: '--tls-name',
+  insecureLan: '--insecure-lan',
 }
 
 export const defaultPort = 5000
@@ -260,6 +288,17 @@ export function resolveSettings(
     noOriginFrom(typeof v === 'boolean' ? v : Array.isArray(v) ? v.map(text) : text(v)),
   )
   const dockerCredentials = pick('dockerCredentials', (v) => parseBoolean(typeof v === 'boolean' ? v : text(v), 'dockerCredentials'))
+  const tls = pick('tls', (v) => parseTlsMode(text(v)))
+  const tlsCert = pick('tlsCert', (v, layer) => parseFilePath(text(v), 'tlsCert', { relativeTo: layer.relativeTo, env }))
+  const tlsKey = pick('tlsKey', (v, layer) => parseFilePath(text(v), 'tlsKey', { relativeTo: layer.relativeTo, env }))
+  const tlsNames = pick('tlsNames', (v) => parseTlsNames(Array.isArray(v) ? v.map(text) : text(v)))
+  const insecureLan = pick('insecureLan', (v) => parseBoolean(typeof v === 'boolean' ? v : text(v), 'insecureLan'))
+  if ((tlsCert === undefined) !== (tlsKey === undefined)) {
+    throw new DproxyError('CONFIG_INVALID', `tlsCert and tlsKey go together: ${tlsCert === undefined ? 'tlsKey' : 'tlsCert'} is set alone (--tls-cert FILE --tls-key FILE)`)
+  }
+  if (tls === 'auto' && tlsCert !== undefined) {
+    throw new DproxyError('CONFIG_INVALID', 'tls auto makes its own certificate: give either --tls auto or --tls-cert/--tls-key, not both')
+  }
 
   // Lowest layer first so that higher layers overwrite per registry.
   const upstreams: Record<string, string[]> = {}
@@ -289,6 +328,11 @@ export function resolveSettings(
     logMaxBytes: logMaxBytes ?? DEFAULT_LOG_MAX_BYTES,
     metricsAddress,
     dockerCredentials: dockerCredentials ?? true,
+    tls: tls ?? 'off',
+    tlsCert,
+    tlsKey,
+    tlsNames: tlsNames ?? [],
+    insecureLan: insecureLan ?? false,
     configDir: configDir(env, platform),
     stateDir: stateDir(env, platform),
   }
@@ -337,6 +381,8 @@ export function effectiveSetting(
     logLevel: 'info',
     logMaxSize: '10MiB',
     dockerCredentials: 'true',
+    tls: 'off',
+    insecureLan: 'false',
   }
   return { key, value: defaults[key] ?? '', source: 'default' }
 }

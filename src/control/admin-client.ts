@@ -12,9 +12,14 @@
 // message is the daemon's, a 400 a usage error.
 //
 // It uses the runtime's fetch, not undici's API: loading undici costs the
-// CLI's start-up (and `dproxy status` is run from prompts and scripts).
+// CLI's start-up (and `dproxy status` is run from prompts and scripts). A
+// daemon that speaks HTTPS is the exception: its certificate is pinned (the
+// fingerprint daemon.json records), which needs undici's connector, loaded
+// then only.
 
 import { join } from 'node:path'
+import { connect as tlsConnect, type TLSSocket } from 'node:tls'
+import { certificateFingerprint } from '../fingerprint.js'
 import { DproxyError, type ErrorCode } from '../errors.js'
 import { isLoopbackHost } from '../net.js'
 import type { StatusReport } from '../daemon/admin.js'
@@ -38,6 +43,8 @@ export interface AdminClientOptions {
   token?: string
   /** Where the daemon keeps the secret (<stateDir>/admin-token); read when a mutating request needs it. */
   stateDir?: string
+  /** An https daemon's certificate fingerprint (daemon.json's tlsCertificate): trusted as that, whoever signed it. */
+  pin?: string
 }
 
 export interface CallOptions {
@@ -67,10 +74,19 @@ export interface PruneQuery {
 }
 
 export class AdminClient {
+  private fetcher: Promise<typeof fetch> | undefined
+
   constructor(
     readonly base: string,
     private readonly opts: AdminClientOptions = {},
   ) {}
+
+  /** The runtime's fetch for http; for https, undici's with the pinned certificate (or the system's CAs without a pin). */
+  private fetch(url: string, init: RequestInit = {}): Promise<Response> {
+    if (!this.base.startsWith('https:')) return fetch(url, init)
+    this.fetcher ??= pinnedFetch(this.opts.pin)
+    return this.fetcher.then((f) => f(url, init))
+  }
 
   /** GET /_dproxy/status (with `probe`: after a fresh rate-limit probe); undefined when it does not answer 200 with JSON. */
   async status(opts: { timeoutMs?: number; probe?: boolean } = {}): Promise<StatusReport | undefined> {
@@ -132,7 +148,7 @@ export class AdminClient {
 
   private async quietGet<T>(path: string, timeoutMs: number): Promise<T | undefined> {
     try {
-      const res = await fetch(`${this.base}${path}`, { signal: AbortSignal.timeout(timeoutMs) })
+      const res = await this.fetch(`${this.base}${path}`, { signal: AbortSignal.timeout(timeoutMs) })
       if (res.status !== 200) {
         await res.body?.cancel().catch(() => {})
         return undefined
@@ -154,7 +170,7 @@ export class AdminClient {
     const signal = signalOf(opts)
     let res: Response
     try {
-      res = await fetch(`${this.base}${path}`, {
+      res = await this.fetch(`${this.base}${path}`, {
         method,
         headers,
         ...(opts.body !== undefined ? { body: JSON.stringify(opts.body) } : {}),
@@ -209,6 +225,7 @@ export async function findDaemon(cacheDir: string, opts: FindOptions = {}): Prom
   const lock = await readDaemonLock(cacheDir, opts)
   if (!lock?.alive || lock.info.url === undefined) return undefined
   const client = new AdminClient(lock.info.url, {
+    ...(lock.info.tlsCertificate !== undefined ? { pin: lock.info.tlsCertificate } : {}),
     ...(opts.token !== undefined ? { token: opts.token } : {}),
     ...(opts.stateDir !== undefined ? { stateDir: opts.stateDir } : {}),
   })
@@ -256,4 +273,34 @@ async function* lines(body: ReadableStream<Uint8Array>): AsyncGenerator<string> 
     if (buffered.length > MAX_LINE) throw new DproxyError('INTERNAL', 'the daemon sent a line longer than 1 MiB')
   }
   if (buffered.trim() !== '') yield buffered
+}
+
+/**
+ * undici's fetch through connections that accept exactly the certificate
+ * `pin` names (its chain and host name are not asked: the daemon's own lock
+ * file vouches for it). Without a pin, the system's CAs decide as usual.
+ */
+async function pinnedFetch(pin: string | undefined): Promise<typeof fetch> {
+  const undici = await import('undici')
+  if (pin === undefined) return undici.fetch as unknown as typeof fetch
+  const dispatcher = new undici.Agent({
+    connect: (o, callback) => {
+      let done = false
+      const finish = (err: Error | null, socket: TLSSocket | null) => {
+        if (done) return
+        done = true
+        if (err !== null || socket === null) callback(err ?? new Error('no connection'), null)
+        else callback(null, socket)
+      }
+      const socket = tlsConnect({ host: o.hostname.replace(/^\[(.*)\]$/, '$1'), port: Number(o.port), rejectUnauthorized: false, ALPNProtocols: ['http/1.1'] })
+      socket.once('secureConnect', () => {
+        const seen = certificateFingerprint(socket.getPeerCertificate().raw)
+        if (seen === pin) return finish(null, socket)
+        socket.destroy()
+        finish(new DproxyError('INTERNAL', `the daemon's certificate (${seen}) is not the one its daemon.json names (${pin})`), null)
+      })
+      socket.once('error', (err) => finish(err, null))
+    },
+  })
+  return ((url: string, init: RequestInit = {}) => undici.fetch(url, { ...(init as object), dispatcher })) as unknown as typeof fetch
 }

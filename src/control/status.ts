@@ -13,6 +13,7 @@
 //   fails (offline), the daemon's last reading is shown instead and the
 //   failure is said. Other registries show the daemon's last reading.
 
+import type { TlsStatus } from '../daemon/tls.js'
 import { existsSync } from 'node:fs'
 import { systemClock, type Clock } from '../clock.js'
 import { Layout } from '../store/layout.js'
@@ -91,6 +92,12 @@ export interface StatusSnapshot {
   endpoints?: EndpointStatus[]
   /** With client auth: each user (`dproxy`, then the tokens) and when it was last used (ISO), null when never. */
   clients?: Array<{ name: string; lastUsed: string | null }>
+  /** What the running daemon's listeners speak (daemon/tls.ts); absent when no daemon runs. */
+  tls?: TlsStatus
+  /** --tls auto beyond loopback: the command other machines run to trust the daemon. */
+  trustCommand?: string
+  /** The warning --insecure-lan earned. */
+  insecureLan?: string
 }
 
 export interface CollectStatusOptions {
@@ -266,6 +273,9 @@ export async function collectStatus(o: CollectStatusOptions): Promise<StatusSnap
     refresh: running?.status.refresh ?? null,
     ...(running?.status.endpoints ? { endpoints: running.status.endpoints } : {}),
     ...(running?.status.clients ? { clients: running.status.clients } : {}),
+    ...(running?.status.tls ? { tls: running.status.tls } : {}),
+    ...(running?.status.trustCommand !== undefined ? { trustCommand: running.status.trustCommand } : {}),
+    ...(running?.status.insecureLan !== undefined ? { insecureLan: running.status.insecureLan } : {}),
   }
 }
 

@@ -18,6 +18,7 @@ import { pullEndpoint } from './pull-endpoint.js'
 import type { Refresher, RefreshStatus } from './refresh.js'
 import type { FailureBook, ImageFailures } from './failures.js'
 import { formatListen } from './lifecycle.js'
+import { trustCommand, type TlsCertificates, type TlsStatus } from './tls.js'
 import { isLoopbackHost } from '../net.js'
 import type { Clock } from '../clock.js'
 import type { Logger } from '../log.js'
@@ -66,6 +67,12 @@ export interface StatusReport {
   recentFailures: ImageFailures[]
   /** With client auth: each user (`dproxy`, then the tokens by name) and its last use (ISO), null when never. */
   clients?: Array<{ name: string; lastUsed: string | null }>
+  /** What the registry listeners speak (tls.ts): mode off, or the certificate, and the last failed reload. */
+  tls?: TlsStatus
+  /** --tls auto beyond loopback: the command other machines run to trust this daemon. */
+  trustCommand?: string
+  /** --insecure-lan let a listener beyond loopback go without TLS or client auth. */
+  insecureLan?: string
 }
 
 /** What a status report is made of: the daemon's parts, as buildStatus reads them. */
@@ -80,6 +87,8 @@ export interface StatusSources {
   failures: Pick<FailureBook, 'recent'>
   refresher: Pick<Refresher, 'status'> | undefined
   clientAuth?: { usage(): Array<{ name: string; lastUsed: string | null }> } | undefined
+  tls?: Pick<TlsCertificates, 'status' | 'caFingerprint'> | undefined
+  insecureLanWarning?: string | undefined
 }
 
 export async function buildStatus(daemon: StatusSources): Promise<StatusReport> {
@@ -116,6 +125,17 @@ export async function buildStatus(daemon: StatusSources): Promise<StatusReport> 
     recentFailures: daemon.failures.recent(),
     refresh: daemon.refresher?.status() ?? null,
     ...(daemon.clientAuth ? { clients: daemon.clientAuth.usage() } : {}),
+    ...tlsStatus(daemon),
+  }
+}
+
+function tlsStatus(daemon: StatusSources): Pick<StatusReport, 'tls' | 'trustCommand' | 'insecureLan'> {
+  const ca = daemon.tls?.caFingerprint
+  const trust = ca !== undefined ? trustCommand(daemon.listening, ca) : undefined
+  return {
+    tls: daemon.tls?.status() ?? { mode: 'off' },
+    ...(trust !== undefined ? { trustCommand: trust } : {}),
+    ...(daemon.insecureLanWarning !== undefined ? { insecureLan: daemon.insecureLanWarning } : {}),
   }
 }
 

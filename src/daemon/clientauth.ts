@@ -366,7 +366,8 @@ export class ClientAuth {
 
   /** Answers 401 with the Bearer challenge pointing at our token endpoint, as the client addressed us. */
   challenge(req: IncomingMessage, res: ServerResponse): void {
-    const realm = `http://${requestAuthority(req)}${TOKEN_PATH}`
+    const scheme = (req.socket as { encrypted?: boolean }).encrypted === true ? 'https' : 'http'
+    const realm = `${scheme}://${requestAuthority(req)}${TOKEN_PATH}`
     res.setHeader('www-authenticate', `Bearer realm="${realm}",service="${CLIENT_AUTH_SERVICE}"`)
     res.setHeader('docker-distribution-api-version', 'registry/2.0')
     const err = new DproxyError('UNAUTHORIZED', 'authentication required: log in with the values dproxy env prints')

@@ -12,7 +12,9 @@
 
 import { promises as fs } from 'node:fs'
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http'
+import { createServer as createHttpsServer } from 'node:https'
 import type { AddressInfo, Socket } from 'node:net'
+import type { Server as TlsServer } from 'node:tls'
 import { systemClock, type Clock } from '../clock.js'
 import { DproxyError } from '../errors.js'
 import { silentLogger, type Logger } from '../log.js'
@@ -45,6 +47,7 @@ import { isMetricsPath, Metrics, serveMetrics } from './metrics.js'
 import { accessLog } from './accesslog.js'
 import { noteOf, routeOf } from '../registry/note.js'
 import { bodyDeadline, REQUEST_TIMEOUT_MS } from './body-deadline.js'
+import { answerPlainHttp, CA_PATH, TlsCertificates, type TlsConfig } from './tls.js'
 import { ConnectionGate, connectionLimits, cutAfterClientError, serverTimeouts, type ConnectionLimits } from './connections.js'
 
 export const DEFAULT_HOSTS = ['127.0.0.1', '::1']
@@ -65,6 +68,12 @@ export interface DaemonOptions {
   credentials?: CredentialSource
   /** Require clients to authenticate (clientauth.ts); mandatory when listening beyond loopback. */
   clientAuth?: ClientAuthOptions
+  /** Speak HTTPS on every registry listener (tls.ts): the user's files, or dproxy's own CA; required beyond loopback. */
+  tls?: TlsConfig
+  /** How often the files of `tls` (mode files) are looked at besides watching them (tests: short). */
+  tlsPollMs?: number
+  /** Listen beyond loopback without TLS or client auth (--insecure-lan); warned about in the log and in status. */
+  insecureLan?: boolean
   clock?: Clock
   log?: Logger
   timeouts?: Partial<UpstreamTimeouts>
@@ -116,16 +125,33 @@ export interface ListenAddress {
   port: number
 }
 
-/** A daemon reachable from other machines must authenticate its clients (also checked by `dproxy start` before it detaches). */
-export function refuseExposureWithoutAuth(hosts: readonly string[], clientAuth: boolean): void {
+/**
+ * A daemon reachable from other machines must speak TLS and authenticate its
+ * clients, unless the user said --insecure-lan (also checked by `dproxy start`
+ * before it detaches). Returns the warning to log and show in status when
+ * --insecure-lan lets a plain or open listener through, else undefined.
+ */
+export function refuseExposureWithoutAuth(hosts: readonly string[], clientAuth: boolean, opts: { tls?: boolean; insecureLan?: boolean } = {}): string | undefined {
   const exposed = exposedHosts(hosts)
-  if (exposed.length > 0 && !clientAuth) {
+  if (exposed.length === 0) return undefined
+  const where = exposed.map(formatHost).join(', ')
+  const missing = [...(opts.tls === true ? [] : ['TLS']), ...(clientAuth ? [] : ['client auth'])]
+  if (missing.length === 0) return undefined
+  if (opts.insecureLan === true) {
+    return `INSECURE: listening on ${where} without ${missing.join(' or ')} (--insecure-lan): anyone on the network can ${clientAuth ? 'read the traffic, passwords included' : 'use this cache'}${opts.tls === true ? '' : ' and read what it serves'}`
+  }
+  if (!clientAuth) {
     throw new DproxyError(
       'USAGE',
-      `listening on ${exposed.map(formatHost).join(', ')} lets other machines use this cache, so clients must authenticate: ` +
-        'pass --auth (or dproxy config set auth true) and give clients the values of dproxy env',
+      `listening on ${where} lets other machines use this cache, so clients must authenticate: ` +
+        'pass --auth (or dproxy config set auth true) and give clients the values of dproxy env (or --insecure-lan on a network you trust)',
     )
   }
+  throw new DproxyError(
+    'USAGE',
+    `listening on ${where} sends passwords and images over the network, so it must speak TLS: ` +
+      'pass --tls auto (or --tls-cert FILE --tls-key FILE), or --insecure-lan on a network you trust',
+  )
 }
 
 export class Daemon {
@@ -161,6 +187,10 @@ export class Daemon {
   readonly clientAuth: ClientAuth | undefined
   /** Writes when tokens were last used, at most once a minute (credentials/tokens.ts). */
   private usedTimer: NodeJS.Timeout | undefined
+  /** The certificate the registry listeners serve, when they speak HTTPS. */
+  tls: TlsCertificates | undefined
+  /** Set when --insecure-lan let a listener beyond loopback go without TLS or client auth (status shows it). */
+  insecureLanWarning: string | undefined
 
   private constructor(
     readonly options: DaemonOptions,
@@ -205,7 +235,10 @@ export class Daemon {
   }
 
   static async start(options: DaemonOptions): Promise<Daemon> {
-    refuseExposureWithoutAuth(options.hosts ?? DEFAULT_HOSTS, options.clientAuth !== undefined)
+    const insecure = refuseExposureWithoutAuth(options.hosts ?? DEFAULT_HOSTS, options.clientAuth !== undefined, {
+      tls: options.tls !== undefined,
+      ...(options.insecureLan !== undefined ? { insecureLan: options.insecureLan } : {}),
+    })
     connectionLimits(options) // refused before anything is taken
     const clock = options.clock ?? systemClock
     const log = options.log ?? silentLogger
@@ -265,12 +298,34 @@ export class Daemon {
     const manifests = new ManifestProxy({ store: cache, upstreams: upstream, counters, clock, log, maxAgeMs: options.maxAgeMs ?? 0 })
     const daemon: Daemon = new Daemon(options, store, upstreams, blobs, manifests, counters, clock, log, events)
     daemon.lock = lock
+    daemon.insecureLanWarning = insecure
+    if (insecure !== undefined) log.warn(insecure)
     try {
       if (options.adminTokenFile !== undefined) daemon.adminToken = await ensureAdminToken(options.adminTokenFile)
+      if (options.tls) {
+        daemon.tls = await TlsCertificates.load(options.tls, {
+          clock,
+          log,
+          hosts: options.hosts ?? DEFAULT_HOSTS,
+          ...(options.tlsPollMs !== undefined ? { pollMs: options.tlsPollMs } : {}),
+        })
+      }
       await daemon.listen(options.hosts ?? DEFAULT_HOSTS, options.port ?? DEFAULT_PORT)
       if (options.metricsAddress) await daemon.listenMetrics(options.metricsAddress)
-      const url = adminUrl(daemon.listening)
-      await daemon.lock.update({ listen: formatListen(daemon.listening), ...(url !== undefined ? { url } : {}) })
+      const url = adminUrl(daemon.listening, daemon.tls ? 'https' : 'http')
+      await daemon.lock.update({
+        listen: formatListen(daemon.listening),
+        ...(url !== undefined ? { url } : {}),
+        ...(daemon.tls ? { tlsCertificate: daemon.tls.fingerprint } : {}),
+      })
+      if (daemon.tls) {
+        const tls = daemon.tls
+        tls.onChange((pair) => {
+          for (const server of daemon.servers) if ('setSecureContext' in server) (server as unknown as TlsServer).setSecureContext(pair)
+          void daemon.lock?.update({ tlsCertificate: tls.fingerprint }).catch((err: unknown) => log.warn(`cannot record the new certificate in daemon.json: ${String(err)}`))
+        })
+        tls.start()
+      }
       daemon.maintenance.start()
       const tokens = options.clientAuth?.tokens
       if (tokens?.flush) {
@@ -294,7 +349,7 @@ export class Daemon {
   get url(): string {
     const a = this.listening[0]
     if (!a) throw new DproxyError('INTERNAL', 'daemon is not listening')
-    return `http://${formatHost(a.host)}:${a.port}`
+    return `${this.tls ? 'https' : 'http'}://${formatHost(a.host)}:${a.port}`
   }
 
   get port(): number {
@@ -330,6 +385,8 @@ export class Daemon {
       const url = req.url ?? '/'
       // The token endpoint answers every client (it is how remote ones get in); the other admin endpoints, loopback only.
       if (clientAuth && (url === TOKEN_PATH || url.startsWith(`${TOKEN_PATH}?`))) return clientAuth.handleToken(req, res)
+      // Every client may fetch the CA it is to trust (dproxy setup --server checks its fingerprint).
+      if (url === CA_PATH || url.startsWith(`${CA_PATH}?`)) return this.serveCa(req, res)
       if (url.startsWith('/_dproxy/')) return admin(req, res)
       if (isMetricsPath(url)) return serveMetrics(this.metrics, req, res, { loopbackOnly: true, listenHosts: hosts }, this.log)
       try {
@@ -363,7 +420,20 @@ export class Daemon {
     for (const host of hosts) {
       // Without a Host, Node would answer a bare 400 itself; the handlers answer in OCI JSON instead.
       // The body's time is bounded per request (body-deadline.ts), the head's by Node (connections.ts).
-      const server = createServer({ keepAliveTimeout: 30_000, requireHostHeader: false, ...serverTimeouts(this.limits) }, onRequest)
+      const common = { keepAliveTimeout: 30_000, requireHostHeader: false, ...serverTimeouts(this.limits) }
+      let server: Server
+      if (this.tls) {
+        // A handshake has the same bound as a request head; a client that sends nothing, answerPlainHttp's.
+        const https = createHttpsServer({ ...common, ...this.tls.current, handshakeTimeout: this.limits.headersTimeoutMs }, onRequest)
+        https.on('tlsClientError', (err: NodeJS.ErrnoException, socket: Socket) => {
+          this.log.debug?.(`TLS handshake with ${socket.remoteAddress ?? '?'} failed: ${err.code ?? err.message}`)
+          socket.destroy()
+        })
+        answerPlainHttp(https, this.limits.headersTimeoutMs)
+        server = https as unknown as Server
+      } else {
+        server = createServer(common, onRequest)
+      }
       this.track(server)
       const chosenPort = this.listening[0]?.port ?? port
       try {
@@ -389,6 +459,22 @@ export class Daemon {
       const addr = server.address() as AddressInfo
       this.listening.push({ host, port: addr.port })
     }
+  }
+
+  /** GET /_dproxy/ca.crt: the CA of --tls auto, to anyone (it is public); 404 without one. */
+  private serveCa(req: IncomingMessage, res: ServerResponse): void {
+    const ca = this.tls?.ca
+    if (ca === undefined) {
+      sendError(res, new DproxyError('NAME_UNKNOWN', 'this daemon has no CA of its own (it serves one with --tls auto)', { status: 404 }), this.log, req.method)
+      return
+    }
+    if (req.method !== 'GET' && req.method !== 'HEAD') {
+      res.setHeader('allow', 'GET, HEAD')
+      sendError(res, new DproxyError('UNSUPPORTED', `${req.method ?? ''} ${CA_PATH}`, { status: 405 }), this.log, req.method)
+      return
+    }
+    res.writeHead(200, { 'content-type': 'application/x-pem-file', 'content-length': Buffer.byteLength(ca), 'cache-control': 'no-store' })
+    res.end(req.method === 'HEAD' ? undefined : ca)
   }
 
   /** Bounds `server`'s connections (the gate) and keeps them for stop(). */
@@ -462,6 +548,7 @@ export class Daemon {
         clearTimeout(timer)
       }
       for (const socket of this.sockets) socket.destroy()
+      this.tls?.stop()
       await closed
       clearInterval(this.usedTimer)
       await this.options.clientAuth?.tokens?.flush?.({ force: true })

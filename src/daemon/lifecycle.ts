@@ -9,6 +9,9 @@
 //   {"pid": 4242, "startedAt": "...", "listen": ["127.0.0.1:5000", "[::1]:5000"],
 //    "url": "http://127.0.0.1:5000", "version": "0.1.0", "logFile": "..."}
 //
+// A daemon that speaks HTTPS has an https:// url and `tlsCertificate`, the
+// fingerprint of the certificate it serves (tls.ts), which the CLI pins.
+//
 // `listen` is empty and `url` absent until the daemon listens. `url` is the
 // address the admin endpoints answer on, so always a loopback one when the
 // daemon listens on loopback or on a wildcard address.
@@ -42,6 +45,12 @@ export interface DaemonInfo {
   version: string
   /** Where the daemon's output goes when `dproxy start` launched it. */
   logFile?: string
+  /**
+   * When it speaks HTTPS: the SHA-256 of the certificate it serves now
+   * (`sha256:<hex>`, kept current across reloads). The CLI pins it when it
+   * talks to the daemon, so it needs to trust no CA for that.
+   */
+  tlsCertificate?: string
 }
 
 /** Liveness check and grace for a mid-write file; a test hook (pidlock.ts). */
@@ -62,7 +71,8 @@ function isDaemonInfo(value: unknown): value is DaemonInfo {
     v.listen.every((a) => typeof a === 'string') &&
     typeof v.version === 'string' &&
     (v.url === undefined || typeof v.url === 'string') &&
-    (v.logFile === undefined || typeof v.logFile === 'string')
+    (v.logFile === undefined || typeof v.logFile === 'string') &&
+    (v.tlsCertificate === undefined || typeof v.tlsCertificate === 'string')
   )
 }
 
@@ -132,7 +142,7 @@ export class DaemonLock {
   }
 
   /** Records where the daemon listens (atomically: readers never see a half-written file). */
-  async update(patch: Partial<Pick<DaemonInfo, 'listen' | 'url' | 'logFile'>>): Promise<void> {
+  async update(patch: Partial<Pick<DaemonInfo, 'listen' | 'url' | 'logFile' | 'tlsCertificate'>>): Promise<void> {
     if (this.released) return
     this.current = { ...this.current, ...patch }
     const text = JSON.stringify(this.current, null, 2) + '\n'
@@ -160,8 +170,8 @@ export function formatListen(addresses: ReadonlyArray<{ host: string; port: numb
  * clients only): a loopback address if the daemon has one, else the loopback
  * of a wildcard address, else the first address.
  */
-export function adminUrl(addresses: ReadonlyArray<{ host: string; port: number }>): string | undefined {
-  const url = (host: string, port: number) => `http://${formatHost(host)}:${port}`
+export function adminUrl(addresses: ReadonlyArray<{ host: string; port: number }>, scheme: 'http' | 'https' = 'http'): string | undefined {
+  const url = (host: string, port: number) => `${scheme}://${formatHost(host)}:${port}`
   const loop = addresses.find((a) => isLoopbackHost(a.host))
   if (loop) return url(loop.host, loop.port)
   for (const a of addresses) {

@@ -3,7 +3,10 @@
 // SIGHUP. The containerd image store (fresh Engine 29 installs, Docker
 // Desktop) ignores that key and reads hosts.toml under certs.d for any
 // registry, live; both are written so either store goes through dproxy.
-// Rootless Docker (--user) keeps both under ~/.config/docker.
+// Rootless Docker (--user) keeps both under ~/.config/docker. For a team
+// server (--server) the mirror is https and its CA goes to
+// certs.d/<HOST:PORT>/ca.crt (hosts-toml.ts writes it), where both stores
+// look for a registry's CA.
 //
 // daemon.json is edited with jsonc-parser, which changes only the bytes of
 // the one key and keeps the user's layout (and comments, which dockerd itself
@@ -13,7 +16,7 @@ import { applyEdits, modify, parse, printParseErrorCode, type ParseError } from 
 import { join } from 'node:path'
 import { invalidFile, lineColumn, readText, underRoot } from './files.js'
 import { hostsTomlEdits } from './hosts-toml.js'
-import { mirrorUrl, type FileEdit, type SetupOptions, type TargetPlan } from './targets.js'
+import { mirrorUrl, previousMirrors, type FileEdit, type SetupOptions, type TargetPlan } from './targets.js'
 import { DOCKER_HUB } from '../oci/registry-host.js'
 
 const MIRRORS = 'registry-mirrors'
@@ -77,8 +80,8 @@ export async function planDocker(o: SetupOptions): Promise<TargetPlan> {
   const shown = paths.daemonJson
   const path = paths.underRoot ? underRoot(o.root, shown) : shown
   const before = await readText(path)
-  const mirror = mirrorUrl(o.address)
-  const previous = (o.previousAddresses ?? []).map(mirrorUrl)
+  const mirror = mirrorUrl(o.address, o.tls !== undefined)
+  const previous = previousMirrors(o, mirror)
   const edits: FileEdit[] = []
   if (o.registries.includes(DOCKER_HUB)) {
     edits.push({ target: 'docker', path, shown, before, after: mergeDaemonJson(before, mirror, previous, shown), kind: 'json-mirrors', entry: mirror })

@@ -18,6 +18,13 @@
 // daemon runs. A registry with a chain of endpoints (a team cache before the
 // origin) has each endpoint checked on its own, in the order asked: reachable,
 // its own login working, and what the daemon knows of it (down, served last).
+//
+// On a client that setup --server pointed at a team server, the route is
+// that server's, not this machine's dproxy: doctor-tls.ts checks the server
+// and the CA files installed for it instead of a local daemon, and a
+// client's pull of the probe proves the route by succeeding (only dproxy
+// has that repository), since the server's probe log is not this
+// machine's to read.
 
 import { execFile } from 'node:child_process'
 import { randomBytes } from 'node:crypto'
@@ -28,7 +35,7 @@ import { parse as parseYaml } from 'yaml'
 import { formatBytes } from '../config/units.js'
 import type { ImageFailures } from '../daemon/failures.js'
 import { diskSpace } from '../fs.js'
-import { AdminClient } from '../control/admin-client.js'
+import { findDaemon, type AdminClient } from '../control/admin-client.js'
 import { collectStatus, describeLimit, headroom, servedLast, type CollectStatusOptions, type StatusSnapshot } from '../control/status.js'
 import { isDproxyError } from '../errors.js'
 import { isLoopbackHost } from '../net.js'
@@ -44,6 +51,7 @@ import { dockerPaths } from './docker.js'
 import { readText, underRoot } from './files.js'
 import { K3S_REGISTRIES } from './k3s.js'
 import { podmanPaths } from './podman.js'
+import { daemonTlsChecks, serverChecks } from './doctor-tls.js'
 import { readRecord } from './record.js'
 import { DOCKER_HUB } from '../oci/registry-host.js'
 
@@ -132,6 +140,7 @@ export interface DoctorOptions extends Pick<CollectStatusOptions, 'credentials'>
     chainConnectTimeoutMs?: number | undefined
     chainFirstByteTimeoutMs?: number | undefined
     dockerCredentials?: boolean
+    tlsNames?: readonly string[]
   }
   /** Treated as `/` for system config files (`--root`, as setup has it). */
   root: string
@@ -205,6 +214,8 @@ interface Context {
   o: DoctorOptions
   listen: string[]
   sys: (path: string) => string
+  /** The team server's URL when setup --server configured this machine. */
+  remote?: string
 }
 
 async function dockerConfig(c: Context, info: string): Promise<Found['named']> {
@@ -369,6 +380,7 @@ async function checkClient(c: Context, client: DoctorClient, snapshot: StatusSna
   const down = await p.reachable()
   if (down !== undefined) return skipped(down)
   const judged = judgeConfig(client, await p.configured(), c.listen)
+  if (c.remote !== undefined) return checkRemote(c.remote, client, p, judged, fix)
   const url = snapshot.daemon.url
   if (!snapshot.daemon.running || url === null) {
     return { client, state: judged.configured ? 'skipped' : 'broken', configured: judged.configured, verified: false, reason: `${judged.reason}; not verified: dproxy is not running`, ...(judged.configured ? {} : { fix }) }
@@ -376,7 +388,7 @@ async function checkClient(c: Context, client: DoctorClient, snapshot: StatusSna
   const nonce = `${client}-${randomBytes(6).toString('hex')}`
   const ref = `${DOCKER_HUB}/${PROBE_REPOSITORY}:${nonce}`
   const pulled = await p.pull(ref)
-  const hits = await new AdminClient(url).probeHits(nonce)
+  const hits = (await (await daemonClient(c.o))?.probeHits(nonce)) ?? []
   await p.remove(ref)
   if (hits.length > 0) {
     const how = hits[0]!
@@ -399,6 +411,37 @@ async function checkClient(c: Context, client: DoctorClient, snapshot: StatusSna
   }
 }
 
+/** A client of a team server: its pull of the probe succeeds only through dproxy (the origin has no such repository). */
+async function checkRemote(server: string, client: DoctorClient, p: Puller, judged: { configured: boolean; reason: string }, fix: string): Promise<ClientReport> {
+  const ref = `${DOCKER_HUB}/${PROBE_REPOSITORY}:${client}-${randomBytes(6).toString('hex')}`
+  const pulled = await p.pull(ref)
+  await p.remove(ref)
+  if (pulled.code === 0) {
+    return { client, state: 'ok', configured: judged.configured, verified: true, reason: `a pull of ${ref} succeeded, which only ${server} answers; ${judged.reason}` }
+  }
+  const err = lastLine(pulled.stderr) || `exit ${pulled.code}`
+  const host = new URL(server).host
+  const refused = /unauthori[sz]ed|authentication required|no basic auth|401/i.test(err)
+  const login = client === 'ctr' ? 'ctr images pull --user NAME ...' : `${client} login ${host}`
+  return {
+    client,
+    state: 'broken',
+    configured: judged.configured,
+    verified: false,
+    reason: `the pull of ${ref} failed: ${err}; ${judged.reason}`,
+    fix: !judged.configured
+      ? `${fix} --server ${server} --fingerprint <the server's>`
+      : refused
+        ? `${login} (a token from dproxy token create on the server, or the values of dproxy env there)`
+        : `run dproxy doctor on the server (${server})`,
+  }
+}
+
+/** The running daemon's admin client, pinned to the certificate it serves when it speaks TLS (daemon.json says which). */
+async function daemonClient(o: DoctorOptions): Promise<AdminClient | undefined> {
+  return (await findDaemon(o.settings.cacheDir, { stateDir: o.settings.stateDir }).catch(() => undefined))?.client
+}
+
 /**
  * The chains pulls go through: the running daemon's (its status lists every
  * endpoint with its kind, the origin included, so nothing more is implied),
@@ -408,7 +451,7 @@ async function checkClient(c: Context, client: DoctorClient, snapshot: StatusSna
 async function chainsInUse(o: DoctorOptions, snapshot: StatusSnapshot): Promise<ChainsInUse> {
   const url = snapshot.daemon.url
   if (snapshot.daemon.running && url !== null) {
-    const status = await new AdminClient(url).status({ probe: false }).catch(() => undefined)
+    const status = await (await daemonClient(o))?.status({ probe: false }).catch(() => undefined)
     if (status?.endpoints && status.endpoints.length > 0) {
       const overrides: Record<string, string[]> = {}
       const origins: Record<string, string> = {}
@@ -575,6 +618,10 @@ async function daemonChecks(
       ? { name: 'dproxy', level: 'ok', detail: `running (pid ${daemon.pid}, version ${daemon.version}), listening on ${daemon.listen.join(', ')}` }
       : { name: 'dproxy', level: 'fail', detail: 'not running', fix: 'dproxy start' },
   )
+  if (daemon.running && snapshot.tls !== undefined && snapshot.tls.mode !== 'off') {
+    const source = snapshot.tls.mode === 'auto' ? "dproxy's own CA, --tls auto" : (snapshot.tls.cert ?? '--tls-cert')
+    checks.push(...(await daemonTlsChecks({ listen: daemon.listen, names: o.settings.tlsNames ?? [], source, now: (o.now ?? Date.now)() })))
+  }
   if (daemon.running) {
     const where = told.bySetup ? `clients were told ${told.address} (dproxy setup)` : `clients are told ${told.address}`
     checks.push(
@@ -643,10 +690,12 @@ export async function runDoctor(o: DoctorOptions): Promise<DoctorReport> {
   })
   const record = await readRecord(o.settings.stateDir, o.root).catch(() => undefined)
   const told = record ? { address: record.address, bySetup: true } : { address: (await clientAddress(o.settings)).address, bySetup: false }
-  const listen = snapshot.daemon.running ? snapshot.daemon.listen : [told.address]
-  const c: Context = { o, listen, sys: (p) => underRoot(o.root, p) }
-  const upstream = await upstreamChecks(o, snapshot)
-  const checks = await daemonChecks(o, snapshot, told, upstream.checks)
+  const server = record?.server
+  const listen = server ? [record.address] : snapshot.daemon.running ? snapshot.daemon.listen : [told.address]
+  const c: Context = { o, listen, sys: (p) => underRoot(o.root, p), ...(server ? { remote: server.url } : {}) }
+  // A client of a team server: the route is the server's, and its upstreams are its own to check.
+  const upstream = server ? { checks: [], endpoints: [] } : await upstreamChecks(o, snapshot)
+  const checks = server ? await serverChecks({ ...record, server }) : await daemonChecks(o, snapshot, told, upstream.checks)
   checks.push(...(await loginChecks(o)))
   const clients: ClientReport[] = []
   // One client at a time: pulls through the same daemon should not blur each other's nonces or timings.
@@ -654,7 +703,7 @@ export async function runDoctor(o: DoctorOptions): Promise<DoctorReport> {
   return {
     ok: checks.every((ch) => ch.level !== 'fail') && clients.every((cl) => cl.state !== 'broken'),
     address: told.address,
-    listen: snapshot.daemon.listen,
+    listen: server ? listen : snapshot.daemon.listen,
     checks,
     clients,
     endpoints: upstream.endpoints,

@@ -2,12 +2,19 @@
 // with dproxy first; k3s turns it into containerd hosts.toml files (and the
 // origin stays the fallback). Edited with yaml's document API so the user's
 // comments, order and other settings (configs, auth, rewrites) stay.
+// For a team server (--server) the endpoint is https and its CA is installed
+// in /etc/rancher/k3s/certs.d/<HOST:PORT>/ca.crt, named by
+// `configs.<HOST:PORT>.tls.ca_file`; undo takes out exactly that setting.
 
 import { isMap, isScalar, isSeq, parseDocument, type Document } from 'yaml'
 import { invalidFile, readText, underRoot } from './files.js'
-import { mirrorUrl, type SetupOptions, type TargetPlan } from './targets.js'
+import { caEdit, caFile, mirrorUrl, previousMirrors, type SetupOptions, type TargetPlan } from './targets.js'
 
 export const K3S_REGISTRIES = '/etc/rancher/k3s/registries.yaml'
+export const K3S_CERTS = '/etc/rancher/k3s/certs.d'
+
+/** HOST:PORT of an endpoint URL setup wrote. */
+const hostPortOf = (endpoint: string) => endpoint.replace(/^[a-z]+:\/\//i, '').replace(/\/.*$/, '')
 
 function load(text: string, shown: string): Document {
   const doc = parseDocument(text)
@@ -19,9 +26,33 @@ function load(text: string, shown: string): Document {
   return doc
 }
 
-export function mergeRegistriesYaml(before: string | undefined, registries: string[], endpoint: string, shown: string): string {
+/**
+ * registries.yaml with `endpoint` first for each registry, and without the
+ * `previous` endpoints an earlier setup wrote; `caFile`: the CA file of a
+ * team server, named for its HOST:PORT.
+ */
+export function mergeRegistriesYaml(before: string | undefined, registries: string[], endpoint: string, shown: string, caFile?: string, previous: string[] = []): string {
   const doc = load(before ?? '', shown)
   let changed = false
+  const mirrors = doc.get('mirrors', true)
+  if (isMap(mirrors)) {
+    for (const pair of mirrors.items) {
+      const seq = isMap(pair.value) ? pair.value.get('endpoint', true) : undefined
+      if (!isSeq(seq)) continue
+      const kept = seq.items.filter((i) => !(isScalar(i) && typeof i.value === 'string' && previous.includes(i.value)))
+      if (kept.length !== seq.items.length) {
+        seq.items = kept
+        changed = true
+      }
+    }
+  }
+  if (caFile !== undefined) {
+    const path = ['configs', hostPortOf(endpoint), 'tls', 'ca_file']
+    if (doc.getIn(path) !== caFile) {
+      doc.setIn(path, caFile)
+      changed = true
+    }
+  }
   for (const registry of registries) {
     const seq = doc.getIn(['mirrors', registry, 'endpoint'], true)
     if (isSeq(seq)) {
@@ -36,11 +67,29 @@ export function mergeRegistriesYaml(before: string | undefined, registries: stri
   return doc.toString()
 }
 
-/** registries.yaml without `endpoint` (and without what becomes empty because of it). */
+/** Deletes the map at `path` and each map above it (up to the top) that becomes empty because of it. */
+function deleteEmpty(doc: Document, path: string[]): void {
+  for (let n = path.length; n > 0; n--) {
+    const node = doc.getIn(path.slice(0, n), true)
+    if (!isMap(node) || node.items.length > 0) return
+    doc.deleteIn(path.slice(0, n))
+  }
+}
+
+/** registries.yaml without `endpoint` and the CA setting setup wrote for it (and without what becomes empty because of them). */
 export function removeRegistriesYamlEndpoint(text: string, endpoint: string): string {
   const doc = load(text, K3S_REGISTRIES)
+  const hostPort = hostPortOf(endpoint)
+  const caPath = ['configs', hostPort, 'tls', 'ca_file']
+  if (doc.getIn(caPath) === caFile(K3S_CERTS, hostPort)) {
+    doc.deleteIn(caPath)
+    deleteEmpty(doc, caPath.slice(0, -1))
+  }
   const mirrors = doc.get('mirrors', true)
-  if (!isMap(mirrors)) return text
+  if (!isMap(mirrors)) {
+    const out = doc.toString()
+    return out.trim() === '{}' ? '' : out
+  }
   for (const pair of [...mirrors.items]) {
     const entry = pair.value
     if (!isMap(entry)) continue
@@ -58,10 +107,12 @@ export function removeRegistriesYamlEndpoint(text: string, endpoint: string): st
 export async function planK3s(o: SetupOptions): Promise<TargetPlan> {
   const path = underRoot(o.root, K3S_REGISTRIES)
   const before = await readText(path)
-  const endpoint = mirrorUrl(o.address)
+  const endpoint = mirrorUrl(o.address, o.tls !== undefined)
+  const ca = o.tls ? caFile(K3S_CERTS, o.address) : undefined
+  const after = mergeRegistriesYaml(before, o.registries, endpoint, K3S_REGISTRIES, ca, previousMirrors(o, endpoint))
   return {
     target: 'k3s',
-    edits: [{ target: 'k3s', path, shown: K3S_REGISTRIES, before, after: mergeRegistriesYaml(before, o.registries, endpoint, K3S_REGISTRIES), kind: 'k3s-yaml', entry: endpoint }],
+    edits: [...(await caEdit('k3s', K3S_CERTS, o, true)), { target: 'k3s', path, shown: K3S_REGISTRIES, before, after, kind: 'k3s-yaml', entry: endpoint }],
     notes: ['k3s reads registries.yaml when it starts (rke2: /etc/rancher/rke2/registries.yaml, same format)'],
     restart: 'sudo systemctl restart k3s',
   }

@@ -34,6 +34,8 @@ export interface SetupRecord {
   root: string
   /** The address the last setup pointed clients at. */
   address: string
+  /** When that address is a team server (setup --server): its URL and the fingerprint of the CA installed for it. */
+  server?: { url: string; fingerprint: string }
   entries: RecordEntry[]
   /** Directories setup created, deepest last; undo removes those left empty. */
   dirs: string[]

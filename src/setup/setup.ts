@@ -16,7 +16,7 @@ import { exists, removeCreated, removeFence, underRoot, writeAtomic } from './fi
 import { planK3s, removeRegistriesYamlEndpoint } from './k3s.js'
 import { planPodman } from './podman.js'
 import { backUp, readRecord, removeRecord, sha256, writeRecord, type RecordEntry, type SetupRecord } from './record.js'
-import { TARGETS, type EditKind, type FileEdit, type SetupOptions, type TargetName, type TargetPlan } from './targets.js'
+import { mirrorUrl, TARGETS, type EditKind, type FileEdit, type SetupOptions, type TargetName, type TargetPlan } from './targets.js'
 
 const planners: Record<TargetName, (o: SetupOptions) => Promise<TargetPlan>> = {
   docker: planDocker,
@@ -82,6 +82,8 @@ export async function applySetup(plans: TargetPlan[], o: SetupOptions, stateDir:
   if (edits.length === 0) return []
   const record: SetupRecord = (await readRecord(stateDir, o.root)) ?? { version: 1, root: o.root, address: o.address, entries: [], dirs: [] }
   record.address = o.address
+  if (o.tls) record.server = { url: mirrorUrl(o.address, true), fingerprint: o.tls.fingerprint }
+  else delete record.server
   for (const edit of edits) {
     let entry = record.entries.find((e) => e.path === edit.path)
     if (!entry) {
@@ -111,14 +113,19 @@ export async function applySetup(plans: TargetPlan[], o: SetupOptions, stateDir:
 export interface UndoneFile {
   path: string
   shown: string
-  /** restored: the backup's bytes; removed: setup had created it; cleaned: only dproxy's entries taken out; gone: nothing there. */
-  action: 'restored' | 'removed' | 'cleaned' | 'gone'
+  /**
+   * restored: the backup's bytes; removed: setup had created it; cleaned: only dproxy's entries taken out;
+   * kept: a whole file of dproxy's (a CA) that the user changed since, left alone; gone: nothing there.
+   */
+  action: 'restored' | 'removed' | 'cleaned' | 'kept' | 'gone'
   /** What setup had written there (the record's kind). */
   kind: EditKind
 }
 
 function withoutEntries(entry: RecordEntry, text: string): string {
   switch (entry.kind) {
+    case 'whole':
+      return text
     case 'fenced':
       return removeFence(text)
     case 'json-mirrors': {
@@ -151,6 +158,8 @@ export async function undoSetup(root: string, stateDir: string): Promise<UndoneF
         await writeAtomic(entry.path, await fs.readFile(entry.backup))
         done.push({ ...base, action: 'restored' })
       }
+    } else if (entry.kind === 'whole') {
+      done.push({ ...base, action: 'kept' })
     } else {
       const left = withoutEntries(entry, current.toString('utf8'))
       if (entry.created && left.trim() === '') {

@@ -3,6 +3,8 @@
 // from what is on disk; setup.ts shows the diffs, writes, records and undoes,
 // the same way for every target.
 
+import { readText, underRoot } from './files.js'
+
 export const TARGETS = ['docker', 'containerd', 'podman', 'buildkit', 'k3s'] as const
 export type TargetName = (typeof TARGETS)[number]
 
@@ -19,10 +21,19 @@ export interface SetupOptions {
   registries: string[]
   /** Addresses an earlier setup wrote, replaced rather than kept next to the new one. */
   previousAddresses?: string[]
+  /**
+   * A team server that speaks TLS (`--server https://HOST:PORT`): `address` is
+   * its HOST:PORT, mirrors are https URLs, and each target installs `ca` (the
+   * server's CA certificate, PEM, checked against its fingerprint) where that
+   * client looks for a registry's CA.
+   */
+  tls?: { ca: string; fingerprint: string }
 }
 
 /** How dproxy's entries are found again in a file for --undo. */
 export type EditKind =
+  /** The whole file is dproxy's (a server's CA certificate): undo removes it, or leaves it when the user changed it. */
+  | 'whole'
   /** dproxy's text is fenced by BEGIN/END comment lines (TOML, registries.conf). */
   | 'fenced'
   /** A URL in daemon.json's registry-mirrors. */
@@ -53,7 +64,26 @@ export interface TargetPlan {
   restart?: string
 }
 
-/** dproxy's base URL for clients that want one. */
-export function mirrorUrl(address: string): string {
-  return `http://${address}`
+/** dproxy's base URL for clients that want one: https for a team server (`--server`). */
+export function mirrorUrl(address: string, tls = false): string {
+  return `${tls ? 'https' : 'http'}://${address}`
+}
+
+/** The mirror URLs an earlier setup may have written for these addresses (either scheme), except `keep`. */
+export function previousMirrors(o: Pick<SetupOptions, 'previousAddresses' | 'address'>, keep: string): string[] {
+  return [...(o.previousAddresses ?? []), o.address].flatMap((a) => [mirrorUrl(a), mirrorUrl(a, true)]).filter((m) => m !== keep)
+}
+
+/** The file a target installs the server's CA in: `<dir>/<HOST:PORT>/ca.crt` (docker's certs.d layout). */
+export function caFile(dir: string, address: string): string {
+  return `${dir}/${address}/ca.crt`
+}
+
+/** The edit that installs the server's CA for `target` under `dir` (a path as the user means it); none without --server. */
+export async function caEdit(target: TargetName, dir: string, o: SetupOptions, underRootDir: boolean): Promise<FileEdit[]> {
+  if (!o.tls) return []
+  const shown = caFile(dir, o.address)
+  const path = underRootDir ? underRoot(o.root, shown) : shown
+  const before = await readText(path)
+  return [{ target, path, shown, before, after: o.tls.ca, kind: 'whole' }]
 }

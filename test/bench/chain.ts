@@ -62,7 +62,7 @@ export async function measureChain(ctx: BenchContext): Promise<Measured> {
     const dir = join(ctx.tmp, `laptop-${++n}`)
     const removeDir = ctx.resources.defer(`temp dir ${dir}`, () => rm(dir, { recursive: true, force: true }))
     const daemon = await startDaemonProcess(dir, { 'docker.io': endpoints.join(',') }, {
-      args: ['--no-origin', '--chain-first-byte-timeout', FIRST_BYTE],
+      serveArgs: ['--no-origin', '--chain-first-byte-timeout', FIRST_BYTE],
     })
     const stop = ctx.resources.defer(`dproxy pid ${daemon.pid}`, () => daemon.stop())
     return {

@@ -3,13 +3,15 @@
 // and prints one JSON line with what it saw. It runs in its own process so its
 // CPU is not shared with the Hub shim that lives in the bench process (dproxy's
 // tag checks go there). Usage: node manifest-load.mjs '{"url":...,"accept":...,
-// "concurrency":8,"durationMs":5000,"maxRequests":2000}'
+// "concurrency":8,"durationMs":5000,"maxRequests":2000}'; "ca":"<file>" trusts
+// that CA for an https url.
 
+import { readFileSync } from 'node:fs'
 import { Pool } from 'undici'
 
-const { url, accept, concurrency, durationMs, maxRequests } = JSON.parse(process.argv[2])
+const { url, accept, concurrency, durationMs, maxRequests, ca } = JSON.parse(process.argv[2])
 const target = new URL(url)
-const pool = new Pool(target.origin, { connections: concurrency })
+const pool = new Pool(target.origin, { connections: concurrency, ...(ca ? { connect: { ca: readFileSync(ca, 'utf8') } } : {}) })
 const statuses = {}
 const errors = {}
 let started = 0

@@ -321,7 +321,7 @@ const MANIFEST_CONCURRENCY = 8
 const MANIFEST_DURATION_MS = 5000
 const MANIFEST_MAX_REQUESTS = 2000
 
-interface LoadResult {
+export interface LoadResult {
   requests: number
   ok: number
   bytes: number
@@ -331,9 +331,10 @@ interface LoadResult {
   rps: number
 }
 
-async function load(url: string): Promise<LoadResult> {
+export async function load(url: string, ca?: string): Promise<LoadResult> {
   const spec = {
     url,
+    ...(ca !== undefined ? { ca } : {}),
     accept: ACCEPT_ALL_MANIFESTS,
     concurrency: MANIFEST_CONCURRENCY,
     durationMs: MANIFEST_DURATION_MS,

@@ -58,7 +58,8 @@ export interface DaemonProcess {
 export async function startDaemonProcess(
   dir: string,
   upstreams: Record<string, string>,
-  o: { profileDir?: string | undefined; args?: readonly string[] } = {},
+  /** `serveArgs`: more flags for `dproxy serve` (`--tls auto`: the url is then https). */
+  o: { profileDir?: string | undefined; serveArgs?: readonly string[] } = {},
 ): Promise<DaemonProcess> {
   const env = dproxyEnv(dir)
   // For measuring what a V8 flag buys the daemon alone (the bench and the baselines keep their defaults).
@@ -70,14 +71,14 @@ export async function startDaemonProcess(
   const profile = o.profileDir ? ['--cpu-prof', `--cpu-prof-dir=${o.profileDir}`] : []
   const args = [...DAEMON_NODE_FLAGS, ...profile, DPROXY_BIN, 'serve', '--host', '127.0.0.1', '--port', '0', '--cache-dir', env.DPROXY_CACHE_DIR!]
   for (const [host, url] of Object.entries(upstreams)) args.push('--upstream', `${host}=${url}`)
-  args.push(...(o.args ?? []))
+  args.push(...(o.serveArgs ?? []))
   const child = spawnDaemon(process.execPath, args, logFile, env)
   const stop = () => stopProcess(child, 5000)
   const deadline = Date.now() + 15_000
   try {
     for (;;) {
       const log = await readFile(logFile, 'utf8').catch(() => '')
-      const m = /dproxy listening on (http:\/\/127\.0\.0\.1:(\d+))/.exec(log)
+      const m = /dproxy listening on (https?:\/\/127\.0\.0\.1:(\d+))/.exec(log)
       if (m && child.pid !== undefined) {
         return { pid: child.pid, url: m[1]!, port: Number(m[2]), cacheDir: env.DPROXY_CACHE_DIR!, logFile, stop }
       }
@@ -143,9 +144,9 @@ export interface CurlResult {
   seconds: number
 }
 
-/** One GET with curl, body discarded: what curl saw and how long the whole transfer took. */
-export async function curlGet(url: string): Promise<CurlResult> {
-  const r = await runOk('curl', ['-s', '-o', '/dev/null', '-w', '%{http_code} %{size_download} %{time_total}', url], {
+/** One GET with curl, body discarded: what curl saw and how long the whole transfer took. `args`: more (`--cacert F`, `-r 0-N`). */
+export async function curlGet(url: string, args: readonly string[] = []): Promise<CurlResult> {
+  const r = await runOk('curl', ['-s', '-o', '/dev/null', '-w', '%{http_code} %{size_download} %{time_total}', ...args, url], {
     timeoutMs: 180_000,
   })
   const [status, bytes, seconds] = r.stdout.trim().split(/\s+/).map(Number)

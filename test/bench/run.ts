@@ -20,6 +20,7 @@ import { BIG_BLOB_BYTES, pushBigImage } from './big-image.js'
 import { measureArchive } from './archive.js'
 import { measureChain } from './chain.js'
 import { measurePrefetch } from './prefetch.js'
+import { measureTls } from './tls.js'
 import {
   freshDaemon,
   measureCliStartup,
@@ -38,7 +39,7 @@ import { VERSION } from '../../src/version.js'
 
 const BUDGET_MS = 660_000
 /** Rows are shown in the order the measurements are listed in README.md, whatever order they ran in. */
-const ROW_ORDER = ['warm_blob', 'cold_pull', 'concurrent_pull', 'manifest', 'rss', 'cli', 'archive', 'prefetch', 'chain']
+const ROW_ORDER = ['warm_blob', 'cold_pull', 'concurrent_pull', 'manifest', 'rss', 'tls', 'cli', 'archive', 'prefetch', 'chain']
 
 const progress = (msg: string) => process.stderr.write(`bench: ${msg}\n`)
 
@@ -116,6 +117,7 @@ async function main(): Promise<number> {
     await step('archive', () => measureArchive(ctx))
     await step('prefetch', () => measurePrefetch(ctx))
     await step('chain', () => measureChain(ctx))
+    await step('tls', () => measureTls(ctx))
   } catch (err) {
     progress(`aborted: ${err instanceof Error ? (err.stack ?? err.message) : String(err)}`)
     failed.setup = err instanceof Error ? err.message : String(err)

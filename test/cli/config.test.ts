@@ -87,7 +87,7 @@ t.test('bad keys and values are DproxyErrors that main.ts maps to exit 2', async
   })
   await t.rejects(run(root, 'config', 'get', 'foo'), {
     code: 'USAGE',
-    message: "unknown setting 'foo' (known: host, port, cacheDir, upstreams, noOrigin, chainConnectTimeout, chainFirstByteTimeout, maxAge, maxSize, ttl, auth, registries, refresh, refreshWindow, refreshReserve, logFormat, logLevel, logMaxSize, metricsAddress, dockerCredentials)",
+    message: "unknown setting 'foo' (known: host, port, cacheDir, upstreams, noOrigin, chainConnectTimeout, chainFirstByteTimeout, maxAge, maxSize, ttl, auth, registries, refresh, refreshWindow, refreshReserve, logFormat, logLevel, logMaxSize, metricsAddress, dockerCredentials, tls, tlsCert, tlsKey, tlsNames, insecureLan)",
   })
   await t.rejects(run(root, 'config', 'set', 'foo', 'x'), { code: 'USAGE' })
   await t.rejects(run(root, 'config', 'unset', 'foo'), { code: 'USAGE' })

@@ -1,14 +1,17 @@
 // `dproxy serve` as a user runs it: the built binary, spawned, configured by
 // flags and environment, stopped by a signal.
 
-import { spawn } from 'node:child_process'
+import { execFile, spawn } from 'node:child_process'
+import { promisify } from 'node:util'
 import { once } from 'node:events'
-import { readdir, readFile } from 'node:fs/promises'
+import { mkdir, readdir, readFile, writeFile } from 'node:fs/promises'
 import path from 'node:path'
 import t from 'tap'
 import { request } from 'undici'
 import { startUpstream } from '../fixtures/upstream.js'
 import { bin, isolatedEnv, spawnServe } from '../helpers/cli.js'
+
+const run = promisify(execFile)
 
 /** Runs `dproxy serve ARGS` expecting it to fail; returns the exit code and stderr. */
 async function failingServe(args: string[], env: Record<string, string>): Promise<{ code: number | null; err: string }> {
@@ -117,4 +120,59 @@ t.test('serve: no keychain module is loaded before a login is looked up', { skip
   t.same(natives, [])
   s.child.kill('SIGTERM')
   t.equal((await once(s.child, 'exit'))[0], 0)
+})
+
+t.test('serve --tls auto: HTTPS for curl --cacert and skopeo --cert-dir; status (pinned) shows the certificate; start too', async (t) => {
+  const up = await startUpstream()
+  t.teardown(() => up.stop())
+  const env = isolatedEnv(t, { DPROXY_UPSTREAMS: `docker.io=${up.hubUrl}` })
+  const s = await spawnServe(t, ['--host', '127.0.0.1', '--port', '0', '--tls', 'auto', '--tls-name', 'host.docker.internal'], env)
+  t.match(s.base, /^https:\/\/127\.0\.0\.1:\d+$/)
+  const ca = path.join(env.DPROXY_STATE_DIR!, 'tls', 'ca.pem')
+  const caPem = await readFile(ca, 'utf8')
+  t.match(s.out(), /tls: own CA sha256:[0-9a-f]{64}; certificate for localhost, 127\.0\.0\.1, ::1, host\.docker\.internal until /)
+  t.notMatch(s.out(), /other machines trust/, 'loopback only: no command for other machines')
+
+  const curl = await run('curl', ['-sS', '--cacert', ca, '-o', '/dev/null', '-w', '%{http_code}', `${s.base}/v2/alpine/manifests/latest`])
+  t.equal(curl.stdout, '200', 'curl trusting the CA pulls the manifest')
+  // Not t.testdir(): it would empty the directory isolatedEnv made.
+  const certDir = path.join(env.HOME!, 'certs')
+  await mkdir(certDir)
+  await writeFile(path.join(certDir, 'ca.crt'), caPem)
+  const inspect = await run('skopeo', ['inspect', '--cert-dir', certDir, '--raw', `docker://${s.base.slice('https://'.length)}/library/alpine:latest`]).catch((err: unknown) => {
+    throw new Error(`${String(err)}\n${s.err()}`)
+  })
+  t.match(inspect.stdout, /"schemaVersion"/, 'skopeo with the CA in --cert-dir, no --tls-verify=false')
+
+  const status = await run(process.execPath, [bin, 'status', '--json'], { env })
+  const report = JSON.parse(status.stdout) as { tls: { mode: string; names: string[]; caFingerprint: string } }
+  t.equal(report.tls.mode, 'auto')
+  t.strictSame(report.tls.names, ['localhost', '127.0.0.1', '::1', 'host.docker.internal'])
+  const { certificateFingerprint } = await import('../../src/fingerprint.js')
+  t.equal(report.tls.caFingerprint, certificateFingerprint(caPem))
+  const text = await run(process.execPath, [bin, 'status'], { env })
+  t.match(text.stdout, new RegExp(`listening +${s.base.replace(/\./g, '\\.')}`))
+  t.match(text.stdout, /tls +own CA sha256:/)
+  s.child.kill('SIGTERM')
+  await once(s.child, 'exit')
+
+  const started = await run(process.execPath, [bin, 'start', '--host', '127.0.0.1', '--port', '0', '--tls', 'auto', '--json'], { env })
+  const info = JSON.parse(started.stdout) as { url: string }
+  t.match(info.url, /^https:\/\//, 'start waits for an https daemon it reaches through the pinned certificate')
+  t.equal(await readFile(ca, 'utf8'), caPem, 'the same CA')
+  const stopped = await run(process.execPath, [bin, 'stop'], { env })
+  t.match(stopped.stdout, /stopped/)
+})
+
+t.test('serve refuses a plain or half-configured listener beyond loopback, and half a TLS pair (exit 2)', async (t) => {
+  const env = isolatedEnv(t)
+  const plain = await failingServe(['--host', '0.0.0.0', '--port', '0', '--auth'], env)
+  t.equal(plain.code, 2)
+  t.match(plain.err, /listening on 0\.0\.0\.0 sends passwords and images over the network, so it must speak TLS: pass --tls auto/)
+  const half = await failingServe(['--port', '0', '--tls-cert', '/nonexistent/cert.pem'], env)
+  t.equal(half.code, 2)
+  t.match(half.err, /tlsCert and tlsKey go together/)
+  const missing = await failingServe(['--host', '127.0.0.1', '--port', '0', '--tls-cert', '/nonexistent/cert.pem', '--tls-key', '/nonexistent/key.pem'], env)
+  t.equal(missing.code, 2)
+  t.match(missing.err, /cannot read the TLS certificate \/nonexistent\/cert\.pem: ENOENT/)
 })

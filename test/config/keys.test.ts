@@ -27,7 +27,7 @@ t.test('setting names are matched however they are written', async (t) => {
   t.equal(settingKey('foo'), undefined)
   t.match(unknownSetting('foo'), {
     code: 'USAGE',
-    message: "unknown setting 'foo' (known: host, port, cacheDir, upstreams, noOrigin, chainConnectTimeout, chainFirstByteTimeout, maxAge, maxSize, ttl, auth, registries, refresh, refreshWindow, refreshReserve, logFormat, logLevel, logMaxSize, metricsAddress, dockerCredentials)",
+    message: "unknown setting 'foo' (known: host, port, cacheDir, upstreams, noOrigin, chainConnectTimeout, chainFirstByteTimeout, maxAge, maxSize, ttl, auth, registries, refresh, refreshWindow, refreshReserve, logFormat, logLevel, logMaxSize, metricsAddress, dockerCredentials, tls, tlsCert, tlsKey, tlsNames, insecureLan)",
   })
 })
 

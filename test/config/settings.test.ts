@@ -38,10 +38,33 @@ t.test('defaults', async (t) => {
     logMaxBytes: 10 * 1024 * 1024,
     metricsAddress: undefined,
     dockerCredentials: true,
+    tls: 'off',
+    tlsCert: undefined,
+    tlsKey: undefined,
+    tlsNames: [],
+    insecureLan: false,
     configDir,
     stateDir: path.join(root, 'home', '.local', 'state', 'dproxy'),
   })
   t.notOk(fs.existsSync(configDir), 'resolving settings creates nothing')
+})
+
+t.test('tls settings: mode, files (both or neither, not with auto), extra names, insecureLan', async (t) => {
+  const { env } = world(t.testdir({}), { tls: 'auto', tlsNames: 'cache.lan,10.0.0.5' })
+  const fromFile = resolveSettings({ env, platform: 'linux' })
+  t.equal(fromFile.tls, 'auto')
+  t.strictSame(fromFile.tlsNames, ['cache.lan', '10.0.0.5'])
+  const flags = resolveSettings({ env, platform: 'linux', flags: { tls: 'off', tlsCert: '/etc/c.pem', tlsKey: '/etc/k.pem', tlsNames: ['host.docker.internal', '[::1]'], insecureLan: true } })
+  t.equal(flags.tls, 'off', 'the flag over the file')
+  t.equal(flags.tlsCert, '/etc/c.pem')
+  t.equal(flags.tlsKey, '/etc/k.pem')
+  t.strictSame(flags.tlsNames, ['host.docker.internal', '::1'])
+  t.equal(flags.insecureLan, true)
+  t.equal(resolveSettings({ env: { ...env, DPROXY_INSECURE_LAN: 'yes', DPROXY_TLS: 'off' }, platform: 'linux' }).insecureLan, true)
+  t.throws(() => resolveSettings({ env, platform: 'linux', flags: { tls: 'on' } }), { code: 'CONFIG_INVALID', message: /expected tls like 'auto', got 'on' \(one of off, auto\) \(from --tls\)/ })
+  t.throws(() => resolveSettings({ env, platform: 'linux', flags: { tls: 'off', tlsCert: '/etc/c.pem' } }), { code: 'CONFIG_INVALID', message: /tlsCert and tlsKey go together/ })
+  t.throws(() => resolveSettings({ env, platform: 'linux', flags: { tlsCert: '/etc/c.pem', tlsKey: '/etc/k.pem' } }), { code: 'CONFIG_INVALID', message: /either --tls auto or --tls-cert/ })
+  t.throws(() => resolveSettings({ env, platform: 'linux', flags: { tlsNames: ['*.example'] } }), { code: 'CONFIG_INVALID', message: /expected tlsNames/ })
 })
 
 t.test('dockerCredentials: on by default; off from the file, DPROXY_DOCKER_CREDENTIALS or --no-docker-credentials', async (t) => {
@@ -199,7 +222,7 @@ t.test('unknown keys in the file are reported', async (t) => {
   })
   fs.writeFileSync(configFile, JSON.stringify({ colour: 'blue' }))
   t.throws(() => resolveSettings({ env }), {
-    message: `unknown setting 'colour' in ${configFile} (known: host, port, cacheDir, upstreams, noOrigin, chainConnectTimeout, chainFirstByteTimeout, maxAge, maxSize, ttl, auth, registries, refresh, refreshWindow, refreshReserve, logFormat, logLevel, logMaxSize, metricsAddress, dockerCredentials)`,
+    message: `unknown setting 'colour' in ${configFile} (known: host, port, cacheDir, upstreams, noOrigin, chainConnectTimeout, chainFirstByteTimeout, maxAge, maxSize, ttl, auth, registries, refresh, refreshWindow, refreshReserve, logFormat, logLevel, logMaxSize, metricsAddress, dockerCredentials, tls, tlsCert, tlsKey, tlsNames, insecureLan)`,
   })
 })
 

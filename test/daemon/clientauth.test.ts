@@ -228,7 +228,13 @@ t.test(
     })
     await t.rejects(Daemon.start({ hosts: ['127.0.0.1', '0.0.0.0'], port: 0, cacheDir }), { code: 'USAGE', message: /0\.0\.0\.0/ })
     const secret = 'remote-pass'
-    const daemon = await startDaemon(t, undefined, { hosts: [external!], clientAuth: { secret: async () => secret } })
+    await t.rejects(startDaemon(t, undefined, { hosts: [external!], clientAuth: { secret: async () => secret } }), {
+      code: 'USAGE',
+      message: /must speak TLS: pass --tls auto/,
+    })
+    // Plain HTTP beyond loopback only with --insecure-lan (the TLS side: test/daemon/tls.test.ts).
+    const daemon = await startDaemon(t, undefined, { hosts: [external!], clientAuth: { secret: async () => secret }, insecureLan: true })
+    t.match(daemon.insecureLanWarning, /^INSECURE: listening on .* without TLS/)
     const base = `http://${external}:${daemon.port}`
     // Connecting to a non-loopback address of this machine makes that the client's address too.
     const token = await get(`${base}${TOKEN_PATH}`, { authorization: basic(CLIENT_USERNAME, secret) })

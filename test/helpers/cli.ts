@@ -49,7 +49,7 @@ export function isolatedEnv(t: TestDirs, extra: Record<string, string> = {}, fil
 
 export interface Serving {
   child: ChildProcess
-  /** `http://127.0.0.1:PORT` */
+  /** `http://127.0.0.1:PORT` (https with TLS) */
   base: string
   out(): string
   err(): string
@@ -68,7 +68,7 @@ export async function spawnServe(t: TestDirs, args: string[], env: Record<string
   const base = await new Promise<string>((resolve, reject) => {
     const timer = setTimeout(() => reject(new Error(`serve did not start within 15 s: ${err}`)), 15_000)
     const check = () => {
-      const m = /listening on (http:\/\/\S+)/.exec(out)
+      const m = /listening on (https?:\/\/\S+)/.exec(out)
       if (m) {
         clearTimeout(timer)
         resolve(m[1]!)

@@ -12,7 +12,7 @@ import { basename, join, resolve } from 'node:path'
 import { setTimeout as sleep } from 'node:timers/promises'
 import { DproxyError } from '../errors.js'
 import { isProcessAlive } from '../process.js'
-import { alreadyRunning, clearStaleLock, DAEMON_ENV, DAEMON_NODE_FLAGS, daemonFile, readDaemonLock } from '../daemon/lifecycle.js'
+import { alreadyRunning, clearStaleLock, DAEMON_NODE_FLAGS, daemonFile, readDaemonLock } from '../daemon/lifecycle.js'
 import { findDaemon } from './admin-client.js'
 
 /** Waits until `pid` is gone, polling; true when it went within `timeoutMs`. */
@@ -121,7 +121,7 @@ export async function startDetached(o: StartDetachedOptions): Promise<Started> {
       o.nodePath ?? process.execPath,
       [...DAEMON_NODE_FLAGS, o.binPath, 'serve', ...o.serveArgs, '--cache-dir', o.cacheDir, '--log-file', logFile],
       // cwd: the state dir, so the daemon pins no directory the user may want to unmount or delete.
-      { detached: true, stdio: ['ignore', log.fd, log.fd], env: { ...DAEMON_ENV, ...o.env }, cwd: o.stateDir },
+      { detached: true, stdio: ['ignore', log.fd, log.fd], env: o.env, cwd: o.stateDir },
     )
     // Listen before anything is awaited: 'spawn' and 'error' may fire on the next tick.
     spawned = new Promise<void>((resolve) => {

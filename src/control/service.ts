@@ -9,13 +9,10 @@
 // keeps working whatever PATH the service manager has. The DPROXY_*_DIR
 // variables in effect at install time are written into the unit, because a
 // service manager does not see the shell's environment; every other setting
-// belongs in the config file, which the service reads like any other run. A
-// systemd unit also carries the daemon's malloc settings (DAEMON_ENV), as
-// `dproxy start` gives them.
+// belongs in the config file, which the service reads like any other run.
 
 import { promises as fs } from 'node:fs'
 import path from 'node:path'
-import { DAEMON_ENV } from '../daemon/lifecycle.js'
 import { DproxyError } from '../errors.js'
 import { removeFile } from '../fs.js'
 
@@ -95,8 +92,7 @@ function systemdUnit(i: ServiceInput): ServiceDefinition {
     '[Service]',
     'Type=simple',
     `ExecStart=${[i.nodePath, i.binPath, 'serve'].map(systemdQuote).join(' ')}`,
-    // The daemon's malloc settings (DAEMON_ENV) first: a user's own carried value comes later and wins.
-    ...[...Object.entries(DAEMON_ENV), ...env].map(([k, v]) => `Environment=${systemdQuote(`${k}=${v}`)}`),
+    ...env.map(([k, v]) => `Environment=${systemdQuote(`${k}=${v}`)}`),
     'Restart=on-failure',
     'RestartSec=5',
     // serve exits 0 on SIGTERM after finishing responses in flight (at most 10 s).

@@ -180,20 +180,3 @@ export function adminUrl(addresses: ReadonlyArray<{ host: string; port: number }
  * or a service unit gets a like cap from tuneHeap() (src/heap.ts).
  */
 export const DAEMON_NODE_FLAGS = ['--max-semi-space-size=1']
-
-/**
- * glibc malloc settings for the daemon, read once at process start (other C
- * libraries ignore them). Node reads each socket into a new 64 KiB buffer, and
- * a download frees those in batches of megabytes, one per young-generation
- * collection; by default glibc hands each batch at the top of its heap back to
- * the system (a trim past 128 KiB) and the next batch faults the same pages in
- * again, zeroed: on a 512 MiB cold blob about a quarter of the daemon's CPU
- * (bench, issue 17; page faults cost more in a virtual machine). Trimming only
- * past 16 MiB, down to 4 MiB, keeps the batches' pages; the price is at most
- * that much memory kept after a load. Like the flags, only `dproxy start` and
- * the service unit can give them; a user's own MALLOC_* settings win.
- */
-export const DAEMON_ENV: Readonly<Record<string, string>> = {
-  MALLOC_TRIM_THRESHOLD_: String(16 * 1024 * 1024),
-  MALLOC_TOP_PAD_: String(4 * 1024 * 1024),
-}

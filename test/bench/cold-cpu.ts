@@ -10,7 +10,7 @@
 //   node --import=@tapjs/typescript/import test/bench/cold-cpu.ts [--rounds N] [--clients N] \
 //     [--perf NAME] NAME=ROOT[::flag,flag] ...
 //
-// ROOT defaults to this checkout; without flags a daemon gets DAEMON_NODE_FLAGS and DAEMON_ENV; a flag env:K=V sets
+// ROOT defaults to this checkout; without flags a daemon gets DAEMON_NODE_FLAGS; a flag env:K=V sets
 // the daemon's environment variable K instead.
 // --clients N: N curl clients of the cold blob at once (the single download teed to all).
 // --settle S: the daemon's RSS S seconds after the warm GET (the send pool lets go after 5 s idle).
@@ -28,7 +28,7 @@ import { request } from 'undici'
 import { spawnDaemon, stopProcess } from '../fixtures/clients.js'
 import { fetchToken } from '../fixtures/hub.js'
 import { startUpstream } from '../fixtures/upstream.js'
-import { DAEMON_ENV, DAEMON_NODE_FLAGS } from '../../src/daemon/lifecycle.js'
+import { DAEMON_NODE_FLAGS } from '../../src/daemon/lifecycle.js'
 import { pushBigImage } from './big-image.js'
 import { curlGet, dproxyEnv } from './processes.js'
 import { readMemory } from './memory.js'
@@ -41,8 +41,6 @@ interface Variant {
   name: string
   root: string
   flags: string[]
-  /** No flags given: the daemon gets DAEMON_NODE_FLAGS and DAEMON_ENV, as `dproxy start` gives them. */
-  defaults: boolean
 }
 
 function parseArgs(argv: string[]) {
@@ -60,10 +58,10 @@ function parseArgs(argv: string[]) {
     else {
       const m = /^([\w.-]+)=([^:]*)(?:::(.*))?$/.exec(a)
       if (!m) throw new Error(`expected NAME=ROOT[::flags], got ${a}`)
-      variants.push({ name: m[1]!, root: resolve(m[2] || ROOT), flags: m[3] !== undefined ? m[3].split(',').filter(Boolean) : DAEMON_NODE_FLAGS, defaults: m[3] === undefined })
+      variants.push({ name: m[1]!, root: resolve(m[2] || ROOT), flags: m[3] !== undefined ? m[3].split(',').filter(Boolean) : DAEMON_NODE_FLAGS })
     }
   }
-  if (variants.length === 0) variants.push({ name: 'this', root: ROOT, flags: DAEMON_NODE_FLAGS, defaults: true })
+  if (variants.length === 0) variants.push({ name: 'this', root: ROOT, flags: DAEMON_NODE_FLAGS })
   return { rounds, clients, perf, settle, variants }
 }
 
@@ -74,7 +72,7 @@ async function cpuSeconds(pid: number): Promise<number> {
 }
 
 async function startDaemon(v: Variant, dir: string, hubUrl: string): Promise<{ pid: number; url: string; child: ChildProcess }> {
-  const env: Record<string, string> = v.defaults ? { ...DAEMON_ENV, ...dproxyEnv(dir) } : dproxyEnv(dir)
+  const env = dproxyEnv(dir)
   for (const f of v.flags) if (f.startsWith('env:')) env[f.slice(4, f.indexOf('='))] = f.slice(f.indexOf('=') + 1)
   for (const d of ['home', 'config', 'state', 'cache']) await mkdir(join(dir, d), { recursive: true })
   const logFile = join(dir, 'dproxy.log')

@@ -16,7 +16,7 @@ import { basename, dirname, join } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { request } from 'undici'
 import { baseEnv, freePort, runOk, spawnDaemon, stopProcess, tail } from '../fixtures/clients.js'
-import { DAEMON_ENV, DAEMON_NODE_FLAGS } from '../../src/daemon/lifecycle.js'
+import { DAEMON_NODE_FLAGS } from '../../src/daemon/lifecycle.js'
 
 const ROOT = fileURLToPath(new URL('../..', import.meta.url))
 export const DPROXY_BIN = join(ROOT, 'bin', 'dproxy.js')
@@ -60,8 +60,7 @@ export async function startDaemonProcess(
   upstreams: Record<string, string>,
   o: { profileDir?: string | undefined } = {},
 ): Promise<DaemonProcess> {
-  // The environment `dproxy start` gives its daemon (malloc settings), under the bench's own.
-  const env = { ...DAEMON_ENV, ...dproxyEnv(dir) }
+  const env = dproxyEnv(dir)
   // For measuring what a V8 flag buys the daemon alone (the bench and the baselines keep their defaults).
   const flags = process.env.DPROXY_BENCH_NODE_OPTIONS
   if (flags) env.NODE_OPTIONS = [env.NODE_OPTIONS, flags].filter(Boolean).join(' ')

@@ -18,8 +18,7 @@
 // add --perf-basic-prof to its flags for JS frames).
 // The "direct" line is one curl of the blob from the Hub shim's CDN (the daemon's upstream).
 
-import { spawn, type ChildProcess } from 'node:child_process'
-import { execFileSync } from 'node:child_process'
+import { execFileSync, spawn, type ChildProcess } from 'node:child_process'
 import { mkdir, mkdtemp, readFile, rm } from 'node:fs/promises'
 import os from 'node:os'
 import { join, resolve } from 'node:path'
@@ -89,6 +88,14 @@ async function startDaemon(v: Variant, dir: string, hubUrl: string): Promise<{ p
   }
 }
 
+/** perf writes its file when interrupted; by its pid, once. */
+async function stopPerf(perf: ChildProcess): Promise<void> {
+  if (perf.exitCode !== null || perf.signalCode !== null) return
+  const gone = new Promise((r) => perf.once('exit', r))
+  perf.kill('SIGINT')
+  await gone
+}
+
 const median = (xs: number[]) => {
   const s = [...xs].sort((a, b) => a - b)
   const m = s.length >> 1
@@ -121,7 +128,7 @@ async function main(): Promise<void> {
         let perf: ChildProcess | undefined
         try {
           await sleep(300)
-          if (o.perf === v.name && round < 2) {
+          if (o.perf === v.name && round === 0) {
             perf = spawn('perf', ['record', '-g', '-o', `perf-${v.name}.data`, '-p', String(d.pid)], { stdio: 'ignore' })
             await sleep(500)
           }
@@ -130,10 +137,7 @@ async function main(): Promise<void> {
           const got = await Promise.all(Array.from({ length: o.clients }, () => curlGet(`${d.url}${path}`)))
           const coldS = (performance.now() - t0) / 1000
           const c1 = await cpuSeconds(d.pid)
-          if (perf) {
-            perf.kill('SIGINT')
-            await new Promise((r) => perf!.once('exit', r))
-          }
+          if (perf) await stopPerf(perf)
           const peak = readMemory(d.pid)
           const t1 = performance.now()
           const warm = await curlGet(`${d.url}${path}`)
@@ -154,6 +158,7 @@ async function main(): Promise<void> {
             `${v.name}: cold ${(c1 - c0).toFixed(2)} s CPU ${coldS.toFixed(2)} s wall; warm ${(c2 - c1).toFixed(2)} s CPU ${warmS.toFixed(2)} s wall; peak ${(peak.hwm / 1e6).toFixed(0)} MB\n`,
           )
         } finally {
+          if (perf) await stopPerf(perf)
           await stopProcess(d.child, 5000)
           await rm(dir, { recursive: true, force: true })
         }

@@ -438,6 +438,10 @@ export async function measureColdPull(ctx: BenchContext): Promise<Measured> {
     const r = await skopeoCopyAll(`${hostPort}/${image.ref}`, dest, { timeoutMs: 120_000 })
     return r.durationMs
   }
+  const warmUp = async (hostPort: string): Promise<void> => {
+    await removeDest()
+    await skopeoCopyAll(`${hostPort}/${up.images.alpine.ref}`, dest, { timeoutMs: 60_000 })
+  }
   const direct = `127.0.0.1:${up.hub.port}`
   // Untimed: skopeo, the registry's files and the hub's code paths warmed for both sides.
   await pullFrom(direct)
@@ -452,6 +456,9 @@ export async function measureColdPull(ctx: BenchContext): Promise<Measured> {
       }
       const { daemon, dispose } = await freshDaemon(ctx, { profile: true })
       try {
+        // Untimed: a small image through the same daemon first, so that what a daemon does once in its
+        // life (loading undici, compiling its parser and the download path) is not counted per byte.
+        await warmUp(`127.0.0.1:${daemon.port}`)
         const before = await cpuTimes(daemon.pid)
         times.dproxy.push(await pullFrom(`127.0.0.1:${daemon.port}`))
         const cold = await cpuTimes(daemon.pid)

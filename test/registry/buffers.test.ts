@@ -10,6 +10,7 @@ import t from 'tap'
 import { tuneHeap } from '../../src/heap.js'
 import { SendBuffers } from '../../src/registry/buffers.js'
 import { Store } from '../../src/store/store.js'
+import { putBlob, putManifest, tag } from '../helpers/cache.js'
 import { startDaemon } from '../helpers/daemon.js'
 import { parseDigest } from '../../src/oci/digest.js'
 
@@ -69,6 +70,10 @@ async function putBigBlob(store: Store): Promise<string> {
   const w = await store.createBlobWriter(parseDigest(digest), chunk.length * BLOB_CHUNKS)
   for (let i = 0; i < BLOB_CHUNKS; i++) await w.write(chunk)
   await w.commit()
+  // Served under library/big only when a manifest of it names the blob (proxy/blobs.ts).
+  const config = await putBlob(store, JSON.stringify({ architecture: 'amd64', os: 'linux' }))
+  const layer = { mediaType: 'application/vnd.oci.image.layer.v1.tar', digest, size: chunk.length * BLOB_CHUNKS }
+  await tag(store, 'docker.io', 'library/big', 'latest', await putManifest(store, config, [layer]))
   return digest
 }
 
@@ -76,6 +81,11 @@ async function putBigBlob(store: Store): Promise<string> {
 function stalledGet(url: string): Promise<{ req: ClientRequest; res: IncomingMessage }> {
   return new Promise((resolve, reject) => {
     const req = request(url, (res) => {
+      if (res.statusCode !== 200) {
+        res.resume()
+        reject(new Error(`GET ${url}: ${res.statusCode}, not 200`))
+        return
+      }
       res.once('data', () => {
         res.pause()
         resolve({ req, res })

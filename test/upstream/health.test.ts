@@ -62,7 +62,7 @@ t.test('a refusal is noted as the last error without counting toward opening', a
   const b = new Breaker(fakeClock())
   for (let i = 1; i < FAILURES_TO_OPEN; i++) b.record('failing', 'HTTP 500')
   b.note('127.0.0.1:5001 refused library/alpine:latest (401)')
-  t.strictSame(b.snapshot(), { up: true, lastError: '127.0.0.1:5001 refused library/alpine:latest (401)' })
+  t.strictSame(b.snapshot(), { up: true, failuresInRow: FAILURES_TO_OPEN - 1, lastError: '127.0.0.1:5001 refused library/alpine:latest (401)' })
   b.record('failing', 'HTTP 500')
   t.equal(b.up, false, 'the note did not reset the count either')
 })

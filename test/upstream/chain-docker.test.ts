@@ -127,19 +127,26 @@ t.test('docker (registry-mirrors = dproxy) pulls whichever way the team cache fa
       },
     },
     {
-      name: 'wrong blob bytes',
+      name: 'wrong blob bytes (layers)',
       // The Hub shim answers blob GETs with a 307 to its CDN, which the front relays untouched: the bytes
       // would come right from the CDN. So this team cache is the plain registry, which sends the bodies.
+      // Only the layers are spoiled. dockerd (20.10) retries a layer download by itself, as its debug log
+      // shows: the first try gets every byte but the last (dproxy holds that one until the digest checks)
+      // and is cut; the second resumes "from <size-1> bytes" over the wrong prefix it kept, gets the
+      // origin's last byte and fails "filesystem layer verification"; the third starts over and gets the
+      // origin's bytes from dproxy's cache (so this case costs ~15 s of dockerd's 5 s + 10 s backoff). dockerd does not retry the config blob: with a spoiled config the pull
+      // succeeds only when dproxy found the bytes wrong before sending one (it then asks the origin within
+      // the request), and for an 824-byte config that depends on whether both halves of the front's
+      // answer reach dproxy in one read, which the test cannot hold still. So the config is left whole.
       first: direct.url,
       front: direct,
-      team: { kind: 'wrongBlobBytes' },
+      team: { kind: 'wrongBlobBytes', digest: up.images.redis.blobs.filter((b) => b.kind === 'layer').map((b) => b.digest) },
       image: 'bitnami/redis:7.2',
       async check(t) {
-        const digests = blobGets(direct).map((r) => /sha256:[0-9a-f]{64}/.exec(r)?.[0])
-        t.ok(digests.length > 0, 'the team cache sent (wrong) blobs')
-        for (const digest of new Set(digests)) {
-          t.equal(digests.filter((x) => x === digest).length, 1, `${digest?.slice(0, 15)}: the team cache once`)
-          t.equal(blobGets(origin).filter((r) => r.includes(digest!)).length, 1, `${digest?.slice(0, 15)}: then the origin`)
+        const asked = (f: Front, digest: string) => blobGets(f).filter((r) => r.includes(digest)).length
+        for (const { kind, digest } of up.images.redis.blobs) {
+          t.equal(asked(direct, digest), 1, `${kind} ${digest.slice(0, 15)}: the team cache once`)
+          t.equal(asked(origin, digest), kind === 'layer' ? 1 : 0, `${kind} ${digest.slice(0, 15)}: ${kind === 'layer' ? 'then the origin (the retry)' : 'not the origin'}`)
         }
       },
     },

@@ -1,8 +1,14 @@
 // Pull-through policy for manifests and tags, after GitLab's Dependency Proxy:
 // a manifest asked for by digest is immutable, so a cached one is served with
-// no upstream request at all. A tag may move, so it costs one upstream HEAD
-// (free under Docker Hub's rate limit); only when the digest changed does a
-// GET follow (counted). With `maxAgeMs` a recently checked tag skips even the
+// no upstream request at all, under a repository that has it (LinkStore: its
+// own marker, or a child of an index linked to it). Under any other name it
+// costs one upstream HEAD by digest for that repository (free under Docker
+// Hub's rate limit) and is linked on 200; on a refusal, or an upstream that
+// cannot answer, the request is served as a cold miss (the upstream GET it
+// would make), so the answer does not tell whether the cache holds it.
+//
+// A tag may move, so it costs one upstream HEAD (free under Docker Hub's rate
+// limit); only when the digest changed does a GET follow (counted). With `maxAgeMs` a recently checked tag skips even the
 // HEAD. When the upstream cannot answer (down, 5xx, 429, an HTML page), the
 // cached tag is served and marked stale rather than failing the pull.
 //
@@ -16,7 +22,7 @@
 import type { Clock } from '../clock.js'
 import { DproxyError, isDproxyError, isUpstreamOutage, truncate } from '../errors.js'
 import type { Logger } from '../log.js'
-import type { ManifestStore, StoredManifest, TagRecord, TagStore } from '../store/api.js'
+import type { LinkStore, ManifestStore, StoredManifest, TagRecord, TagStore } from '../store/api.js'
 import type { TagPage, UpstreamAnswer, UpstreamClient } from '../upstream/client.js'
 import type { Counters } from './counters.js'
 import { notCached } from './outage.js'
@@ -63,7 +69,7 @@ export interface ManifestUpstreams {
 }
 
 export interface ManifestProxyOptions {
-  store: ManifestStore & TagStore
+  store: ManifestStore & TagStore & LinkStore
   upstreams: ManifestUpstreams
   counters: Counters
   clock: Clock
@@ -74,6 +80,8 @@ export interface ManifestProxyOptions {
 
 export class ManifestProxy {
   private readonly flights = new SingleFlight<ManifestResult>()
+  /** Upstream's word that a repository has a cached manifest, asked once however many clients wait for it. */
+  private readonly confirming = new SingleFlight<boolean>()
 
   constructor(private readonly options: ManifestProxyOptions) {}
 
@@ -109,10 +117,9 @@ export class ManifestProxy {
 
   private async byDigest(image: ImageName, d: Digest, touch: boolean): Promise<ManifestResult> {
     const cached = await this.options.store.getManifest(d)
-    if (cached) {
+    // A client may name any repository here: the cached bytes are its only when it has them.
+    if (cached && (await this.has(image, d))) {
       this.options.counters.cacheHits++
-      // Nobody asked upstream whether this repository exists or has this manifest: a
-      // client may name any repository here, so nothing is recorded under its name.
       if (touch) await this.options.store.touchManifest(d)
       return { ...cached, stale: false, fetched: false }
     }
@@ -124,6 +131,25 @@ export class ManifestProxy {
       } catch (err) {
         throw notCached(err, 'MANIFEST_UNKNOWN', `${name(image)}@${d.value}`, image.registry)
       }
+    })
+  }
+
+  /**
+   * Whether the repository has manifest `d`: linked to it, or upstream's HEAD
+   * by digest says so (then linked). When upstream refuses or cannot answer,
+   * the request goes the way of a cold miss, and gets exactly its answer.
+   */
+  private async has(image: ImageName, d: Digest): Promise<boolean> {
+    if (await this.options.store.isLinked(image.registry, image.repository, d)) return true
+    return this.confirming.do(`${image.registry}/${image.repository}@${d.value}`, async () => {
+      try {
+        await this.options.upstreams.get(image.registry).headManifest(image.repository, d.value)
+      } catch {
+        return false
+      }
+      // A marker, as a GET under the repository would write: what the manifest names is the repository's too.
+      await unlessDiskFails(this.options.store.linkManifest(image.registry, image.repository, d))
+      return true
     })
   }
 

@@ -101,12 +101,13 @@ export interface ManifestStore {
 }
 
 /**
- * Which content a repository may be served (links.ts). Blobs are stored once
- * and shared by every repository, so that a blob is cached says nothing about
- * whether a repository has it: a manifest linked to the repository naming it
- * does (its config and layers; an index's children, and theirs when cached),
- * and so does upstream's word (linkBlob). Answered from memory once a
- * repository was looked at.
+ * Which content a repository may be served (links.ts): its blobs, and its
+ * manifests by digest. Both are stored once and shared by every repository,
+ * so that one is cached says nothing about whether a repository has it: a
+ * manifest linked to the repository does, and what it names (its config and
+ * layers; an index's children, and theirs when cached), and so does
+ * upstream's word (linkBlob; linkManifest for a manifest). Answered from
+ * memory once a repository was looked at.
  */
 export interface LinkStore {
   /** Whether `repository` is known to have `d`. */

@@ -1,9 +1,9 @@
 // Which content each repository may be served. Blobs and manifests are stored
-// once, by digest, and shared by every repository; a registry serves a blob
-// only under a repository that has it (distribution keeps a link per
-// repository and layer for exactly this). Without that, anyone who knows a
-// digest could read a private image's layers under any name, once someone
-// else pulled it through this cache.
+// once, by digest, and shared by every repository; a registry serves a blob,
+// or a manifest by digest, only under a repository that has it (distribution
+// keeps a link per repository and layer or manifest for exactly this).
+// Without that, anyone who knows a digest could read a private image under
+// any name, once someone else pulled it through this cache.
 //
 // Nothing new is written to disk for it: a repository's links are derived
 // from what the cache records already, the manifests linked to it

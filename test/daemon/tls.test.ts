@@ -4,7 +4,10 @@
 // injectable clock; --tls-cert/--tls-key files are picked up when they
 // change, a broken pair keeps the old one and status says why; plain HTTP to
 // the TLS port gets a 400 that says so; handshake garbage, a truncated
-// ClientHello and a stalled handshake never take the daemon down.
+// ClientHello and a stalled handshake never take the daemon down; past the
+// handshake, the bounds of connections.ts hold as on plain HTTP (a silent,
+// half-sent or trickled request head loses its connection, a source at its
+// bound gets the next one closed).
 
 import { execFile } from 'node:child_process'
 import { promises as fs, statSync } from 'node:fs'
@@ -13,8 +16,9 @@ import { connect, type Socket } from 'node:net'
 import { Duplex } from 'node:stream'
 import { connect as tlsConnect, type TLSSocket } from 'node:tls'
 import { join } from 'node:path'
+import { setTimeout as sleep } from 'node:timers/promises'
 import { promisify } from 'node:util'
-import t from 'tap'
+import t, { type Test } from 'tap'
 import { certificateFingerprint } from '../../src/fingerprint.js'
 import type { Daemon } from '../../src/daemon/daemon.js'
 import { refuseExposureWithoutAuth } from '../../src/daemon/daemon.js'
@@ -305,3 +309,128 @@ function clientHello(): Promise<Buffer> {
     setImmediate(() => tls.destroy())
   })
 }
+
+/** Generous: the bound under test is a fraction of a second. */
+const CLOSED_WITHIN_MS = 10_000
+
+interface TlsRaw {
+  socket: TLSSocket
+  /** Whether the handshake completed (false: the daemon closed the connection before). */
+  secure: boolean
+  /** Resolves true when the daemon closed the connection (its close_notify/FIN or a reset) within `ms`, false otherwise. */
+  closedByServer(ms?: number): Promise<boolean>
+  /** Resolves true when the daemon let go of the connection within `ms` though this side kept its half open. */
+  releasedByServer(ms?: number): Promise<boolean>
+  /** Everything the daemon sent so far, decrypted. */
+  received(): string
+}
+
+/** A TLS connection trusting `ca` that completes its handshake (when the daemon lets it) and then sends only what the test writes. */
+async function openTls(t: Test, d: Daemon, ca: string, localAddress = '127.0.0.1'): Promise<TlsRaw> {
+  // Half open allowed underneath: the daemon's FIN does not make this side close, as with a client that ignores it.
+  const tcp = connect({ host: '127.0.0.1', port: d.port, localAddress, allowHalfOpen: true })
+  const socket = tlsConnect({ socket: tcp, ca, servername: 'localhost' })
+  t.teardown(() => (socket.destroy(), tcp.destroy()))
+  const chunks: Buffer[] = []
+  let closed = false
+  let reset = false
+  const ended = new Promise<void>((resolve) => {
+    socket.on('data', (c: Buffer) => chunks.push(c))
+    socket.on('end', () => ((closed = true), resolve()))
+    socket.on('close', () => ((closed = true), resolve()))
+    socket.on('error', () => ((closed = true), (reset = true), resolve()))
+    tcp.on('error', () => ((closed = true), (reset = true), resolve()))
+  })
+  const secure = await new Promise<boolean>((resolve) => {
+    socket.once('secureConnect', () => resolve(true))
+    socket.once('close', () => resolve(false))
+    socket.once('error', () => resolve(false))
+  })
+  return {
+    socket,
+    secure,
+    async closedByServer(ms = CLOSED_WITHIN_MS) {
+      let timer: NodeJS.Timeout | undefined
+      await Promise.race([ended, new Promise((r) => (timer = setTimeout(r, ms)))])
+      clearTimeout(timer)
+      return closed
+    },
+    async releasedByServer(ms = CLOSED_WITHIN_MS) {
+      // Raw bytes under the TLS layer: a socket the daemon let go of answers them with a reset.
+      for (let waited = 0; waited < ms && !reset && !tcp.destroyed; waited += 100) {
+        tcp.write('x')
+        await sleep(100)
+      }
+      return reset || tcp.destroyed
+    },
+    received: () => Buffer.concat(chunks).toString('latin1'),
+  }
+}
+
+/** Sends a whole GET /v2/ on `raw` and resolves with the status line of the answer ('' when the connection went). */
+async function tlsPing(raw: TlsRaw, d: Daemon): Promise<string> {
+  const before = raw.received().length
+  raw.socket.write(`GET /v2/ HTTP/1.1\r\nHost: 127.0.0.1:${d.port}\r\n\r\n`)
+  for (let i = 0; i < 500; i++) {
+    const text = raw.received().slice(before)
+    const line = /^HTTP\/1\.1 \d{3}[^\r]*\r\n/.exec(text)
+    if (line && text.includes('\r\n\r\n')) return line[0].trim()
+    if (raw.socket.destroyed || raw.socket.readableEnded) return ''
+    await sleep(10)
+  }
+  return ''
+}
+
+t.test('over TLS, a request head that does not arrive within the bound loses its connection, as on plain HTTP', async (t) => {
+  const d = await startDaemon(t, undefined, { tls: { mode: 'auto', dir: join(t.testdir(), 'tls') }, headersTimeoutMs: 2500 })
+  const ca = d.tls!.ca!
+  const idle = await openTls(t, d, ca)
+  const partial = await openTls(t, d, ca)
+  const trickled = await openTls(t, d, ca)
+  t.ok(idle.secure && partial.secure && trickled.secure, 'every handshake completed')
+  partial.socket.write('GET /v2/ HT')
+  trickled.socket.write('GET /v2/ HTTP/1.1\r\n')
+  const header = `Host: 127.0.0.1:${d.port}\r\nX-Slow: ${'a'.repeat(60)}\r\n\r\n`
+  let sent = 0
+  const trickling = (async () => {
+    // One byte a second, far longer than the bound would need to finish the head.
+    for (; sent < header.length && !trickled.socket.destroyed && !trickled.socket.readableEnded; sent++) {
+      trickled.socket.write(header[sent]!)
+      await sleep(1000)
+    }
+  })()
+  const [a, b, c] = await Promise.all([idle.closedByServer(), partial.closedByServer(), trickled.closedByServer()])
+  t.ok(a, 'silent after the handshake: closed by the daemon')
+  t.ok(b, 'half a request line: closed by the daemon')
+  t.ok(c, 'headers trickled a byte a second: closed by the daemon')
+  await trickling
+  t.ok(sent < header.length, `the trickled head never completed (${sent} of ${header.length} bytes sent)`)
+  t.match(partial.received(), /^HTTP\/1\.1 408 /, 'a started request hears 408')
+  t.ok(await idle.releasedByServer(), 'the daemon lets go of the silent one though the client keeps its side open')
+  t.ok(await partial.releasedByServer(), 'and of the half-sent one')
+
+  const legit = await openTls(t, d, ca)
+  t.equal(await tlsPing(legit, d), 'HTTP/1.1 200 OK', 'a whole request is answered')
+  await sleep(3000)
+  t.equal(await tlsPing(legit, d), 'HTTP/1.1 200 OK', 'and its keep-alive connection, idle past the head bound between requests, still serves the next')
+})
+
+t.test('over TLS, a source at its bound gets the next connection closed; its others work, and other sources get in', async (t) => {
+  const d = await startDaemon(t, undefined, { tls: { mode: 'auto', dir: join(t.testdir(), 'tls') }, maxConnectionsPerClient: 3 })
+  const ca = d.tls!.ca!
+  const held = [await openTls(t, d, ca), await openTls(t, d, ca), await openTls(t, d, ca)]
+  const over = await openTls(t, d, ca)
+  t.notOk(over.secure, 'the fourth connection from 127.0.0.1 gets no handshake')
+  t.ok(await over.closedByServer(), 'and is closed by the daemon')
+  for (const [i, raw] of held.entries()) t.equal(await tlsPing(raw, d), 'HTTP/1.1 200 OK', `connection ${i + 1} from 127.0.0.1 still works`)
+  const other = await openTls(t, d, ca, '127.0.0.2')
+  t.equal(await tlsPing(other, d), 'HTTP/1.1 200 OK', 'a connection from 127.0.0.2 works')
+  held[0]!.socket.destroy()
+  let again = false
+  for (let i = 0; i < 200 && !again; i++) {
+    const raw = await openTls(t, d, ca)
+    again = raw.secure && (await tlsPing(raw, d)) === 'HTTP/1.1 200 OK'
+    if (!again) (raw.socket.destroy(), await sleep(10))
+  }
+  t.ok(again, 'once one of them closed, 127.0.0.1 gets a connection again')
+})

@@ -45,9 +45,12 @@ t.test('by digest: one GET for concurrent misses, stored byte for byte; then zer
   t.strictSame(upstream.calls, noCalls, 'a cached digest costs nothing upstream')
   t.equal(counters.cacheHits, 1)
   const other = resolveImageName('library/other')
-  await proxy.get(other, ref)
-  t.notOk(store.linked(other.registry, other.repository, parseDigest(digest)), 'a hit records nothing under a name upstream never confirmed')
-  t.ok(store.linked(image.registry, image.repository, parseDigest(digest)), 'the GET did')
+  t.ok(store.linked(image.registry, image.repository, parseDigest(digest)), 'the GET linked it to its repository')
+  t.notOk(store.linked(other.registry, other.repository, parseDigest(digest)), 'and to no other')
+  t.match(await proxy.get(other, ref), { digest, fetched: false })
+  t.equal(upstream.calls.headManifest, 1, 'under another name, a hit asks upstream whether the repository has it (a free HEAD)')
+  t.equal(upstream.calls.getManifest, 0, 'not a GET')
+  t.ok(store.linked(other.registry, other.repository, parseDigest(digest)), "upstream's word is recorded")
 })
 
 t.test('by tag: HEAD first, GET only when the digest changed', async (t) => {

@@ -12,6 +12,7 @@ import t, { type Test } from 'tap'
 import { connectionLimits, HEADERS_TIMEOUT_MS, MAX_CONNECTIONS, MAX_CONNECTIONS_PER_CLIENT } from '../../src/daemon/connections.js'
 import type { Daemon } from '../../src/daemon/daemon.js'
 import { startDaemon } from '../helpers/daemon.js'
+import { pingV2 } from '../helpers/raw-http.js'
 
 /** Generous: the bound under test is a fraction of a second. */
 const CLOSED_WITHIN_MS = 10_000
@@ -65,20 +66,6 @@ async function open(t: Test, d: Daemon, localAddress = '127.0.0.1'): Promise<Raw
   }
 }
 
-/** Sends a whole GET /v2/ on `raw` and resolves with the status line of the answer ('' when the connection went). */
-async function ping(raw: Raw, d: Daemon): Promise<string> {
-  const before = raw.received().length
-  raw.socket.write(`GET /v2/ HTTP/1.1\r\nHost: 127.0.0.1:${d.port}\r\n\r\n`)
-  for (let i = 0; i < 500; i++) {
-    const text = raw.received().slice(before)
-    const line = /^HTTP\/1\.1 \d{3}[^\r]*\r\n/.exec(text)
-    if (line && text.includes('\r\n\r\n')) return line[0].trim()
-    if (raw.socket.destroyed || raw.socket.readableEnded) return ''
-    await sleep(10)
-  }
-  return ''
-}
-
 t.test('the defaults, and options that are not positive whole numbers are refused', async (t) => {
   t.strictSame(connectionLimits({}), { headersTimeoutMs: HEADERS_TIMEOUT_MS, perClient: MAX_CONNECTIONS_PER_CLIENT, total: MAX_CONNECTIONS })
   t.equal(HEADERS_TIMEOUT_MS, 30_000)
@@ -114,9 +101,9 @@ t.test('a request head that does not arrive within the bound loses its connectio
   t.ok(await partial.releasedByServer(), 'and the daemon lets go of the socket though the client keeps its side open')
 
   const legit = await open(t, d)
-  t.equal(await ping(legit, d), 'HTTP/1.1 200 OK', 'a whole request is answered')
+  t.equal(await pingV2(legit, d.port), 'HTTP/1.1 200 OK', 'a whole request is answered')
   await sleep(3000)
-  t.equal(await ping(legit, d), 'HTTP/1.1 200 OK', 'and its keep-alive connection, idle past the head bound between requests, still serves the next')
+  t.equal(await pingV2(legit, d.port), 'HTTP/1.1 200 OK', 'and its keep-alive connection, idle past the head bound between requests, still serves the next')
 })
 
 t.test('a source at its bound gets the next connection closed; its others work, and other sources get in', async (t) => {
@@ -125,14 +112,14 @@ t.test('a source at its bound gets the next connection closed; its others work, 
   const over = await open(t, d)
   t.ok(await over.closedByServer(), 'the fourth connection from 127.0.0.1 is closed by the daemon')
   t.equal(over.received(), '', 'without an answer')
-  for (const [i, raw] of held.entries()) t.equal(await ping(raw, d), 'HTTP/1.1 200 OK', `connection ${i + 1} from 127.0.0.1 still works`)
+  for (const [i, raw] of held.entries()) t.equal(await pingV2(raw, d.port), 'HTTP/1.1 200 OK', `connection ${i + 1} from 127.0.0.1 still works`)
   const other = await open(t, d, '127.0.0.2')
-  t.equal(await ping(other, d), 'HTTP/1.1 200 OK', 'a connection from 127.0.0.2 works')
+  t.equal(await pingV2(other, d.port), 'HTTP/1.1 200 OK', 'a connection from 127.0.0.2 works')
 
   held[0]!.socket.destroy()
   const again = await until(async () => {
     const raw = await open(t, d)
-    if ((await ping(raw, d)) === 'HTTP/1.1 200 OK') return true
+    if ((await pingV2(raw, d.port)) === 'HTTP/1.1 200 OK') return true
     raw.socket.destroy()
     return false
   })
@@ -144,7 +131,7 @@ t.test('at the bound in total, every source is refused', async (t) => {
   const held = [await open(t, d), await open(t, d), await open(t, d, '127.0.0.2')]
   const over = await open(t, d, '127.0.0.3')
   t.ok(await over.closedByServer(), 'a connection from a third source is closed by the daemon')
-  for (const raw of held) t.equal(await ping(raw, d), 'HTTP/1.1 200 OK', 'the others work')
+  for (const raw of held) t.equal(await pingV2(raw, d.port), 'HTTP/1.1 200 OK', 'the others work')
 })
 
 async function until(ok: () => Promise<boolean>): Promise<boolean> {

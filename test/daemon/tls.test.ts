@@ -27,6 +27,7 @@ import { issueCa, issueServer, type Issued } from '../../src/daemon/tls-issue.js
 import { certificateNamesFor, dueForRenewal, tlsFiles, trustCommand } from '../../src/daemon/tls.js'
 import { X509Certificate } from 'node:crypto'
 import { startDaemon, get } from '../helpers/daemon.js'
+import { pingV2 } from '../helpers/raw-http.js'
 import { until } from '../helpers/process.js'
 
 const run = promisify(execFile)
@@ -367,20 +368,6 @@ async function openTls(t: Test, d: Daemon, ca: string, localAddress = '127.0.0.1
   }
 }
 
-/** Sends a whole GET /v2/ on `raw` and resolves with the status line of the answer ('' when the connection went). */
-async function tlsPing(raw: TlsRaw, d: Daemon): Promise<string> {
-  const before = raw.received().length
-  raw.socket.write(`GET /v2/ HTTP/1.1\r\nHost: 127.0.0.1:${d.port}\r\n\r\n`)
-  for (let i = 0; i < 500; i++) {
-    const text = raw.received().slice(before)
-    const line = /^HTTP\/1\.1 \d{3}[^\r]*\r\n/.exec(text)
-    if (line && text.includes('\r\n\r\n')) return line[0].trim()
-    if (raw.socket.destroyed || raw.socket.readableEnded) return ''
-    await sleep(10)
-  }
-  return ''
-}
-
 t.test('over TLS, a request head that does not arrive within the bound loses its connection, as on plain HTTP', async (t) => {
   const d = await startDaemon(t, undefined, { tls: { mode: 'auto', dir: join(t.testdir(), 'tls') }, headersTimeoutMs: 2500 })
   const ca = d.tls!.ca!
@@ -410,9 +397,9 @@ t.test('over TLS, a request head that does not arrive within the bound loses its
   t.ok(await partial.releasedByServer(), 'and of the half-sent one')
 
   const legit = await openTls(t, d, ca)
-  t.equal(await tlsPing(legit, d), 'HTTP/1.1 200 OK', 'a whole request is answered')
+  t.equal(await pingV2(legit, d.port), 'HTTP/1.1 200 OK', 'a whole request is answered')
   await sleep(3000)
-  t.equal(await tlsPing(legit, d), 'HTTP/1.1 200 OK', 'and its keep-alive connection, idle past the head bound between requests, still serves the next')
+  t.equal(await pingV2(legit, d.port), 'HTTP/1.1 200 OK', 'and its keep-alive connection, idle past the head bound between requests, still serves the next')
 })
 
 t.test('over TLS, a source at its bound gets the next connection closed; its others work, and other sources get in', async (t) => {
@@ -422,14 +409,14 @@ t.test('over TLS, a source at its bound gets the next connection closed; its oth
   const over = await openTls(t, d, ca)
   t.notOk(over.secure, 'the fourth connection from 127.0.0.1 gets no handshake')
   t.ok(await over.closedByServer(), 'and is closed by the daemon')
-  for (const [i, raw] of held.entries()) t.equal(await tlsPing(raw, d), 'HTTP/1.1 200 OK', `connection ${i + 1} from 127.0.0.1 still works`)
+  for (const [i, raw] of held.entries()) t.equal(await pingV2(raw, d.port), 'HTTP/1.1 200 OK', `connection ${i + 1} from 127.0.0.1 still works`)
   const other = await openTls(t, d, ca, '127.0.0.2')
-  t.equal(await tlsPing(other, d), 'HTTP/1.1 200 OK', 'a connection from 127.0.0.2 works')
+  t.equal(await pingV2(other, d.port), 'HTTP/1.1 200 OK', 'a connection from 127.0.0.2 works')
   held[0]!.socket.destroy()
   let again = false
   for (let i = 0; i < 200 && !again; i++) {
     const raw = await openTls(t, d, ca)
-    again = raw.secure && (await tlsPing(raw, d)) === 'HTTP/1.1 200 OK'
+    again = raw.secure && (await pingV2(raw, d.port)) === 'HTTP/1.1 200 OK'
     if (!again) (raw.socket.destroy(), await sleep(10))
   }
   t.ok(again, 'once one of them closed, 127.0.0.1 gets a connection again')

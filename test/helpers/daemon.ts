@@ -124,3 +124,39 @@ export function getRaw(url: string, headers: Record<string, string> = {}): Promi
     req.on('error', (err) => (responded ? undefined : resolve({ status: 0, headers: {}, body: Buffer.alloc(0), complete: false, error: err })))
   })
 }
+
+/** The OCI error code of a response, or undefined when its body is not an OCI error. */
+export function codeOf(body: Buffer): string | undefined {
+  try {
+    return (JSON.parse(body.toString()) as { errors?: Array<{ code?: string }> }).errors?.[0]?.code
+  } catch {
+    return undefined
+  }
+}
+
+/**
+ * Under repositories that lack it, a digest the cache holds (`cached`) and one
+ * it never fetched (`notCached`) get the same refusal: status, and for a GET
+ * the same code and words, so the answer does not tell what the cache holds.
+ */
+export async function refusedAlike(
+  t: Test,
+  base: string,
+  route: 'blobs' | 'manifests',
+  cached: string,
+  notCached: string,
+  headers: Record<string, string> = {},
+): Promise<void> {
+  for (const repository of ['private/secret', 'nobody/here']) {
+    for (const method of ['GET', 'HEAD']) {
+      const a = await get(`${base}/v2/${repository}/${route}/${cached}`, headers, method)
+      const b = await get(`${base}/v2/${repository}/${route}/${notCached}`, headers, method)
+      t.equal(a.status, b.status, `${method} ${repository}: the same status (${b.status})`)
+      t.ok(a.status === 401 || a.status === 404, `${method} ${repository}: refused`)
+      if (method === 'GET') {
+        t.equal(codeOf(a.body), codeOf(b.body), `${method} ${repository}: the same code (${codeOf(b.body)})`)
+        t.equal(a.body.toString().replaceAll(cached, 'X'), b.body.toString().replaceAll(notCached, 'X'), `${method} ${repository}: the same words`)
+      }
+    }
+  }
+}

@@ -15,7 +15,7 @@ import { join } from 'node:path'
 import t from 'tap'
 import { startUpstream, type Upstream } from '../fixtures/upstream.js'
 import { makeTempDir, skopeoCopyAll } from '../fixtures/clients.js'
-import { get, pull, settled, sha256, startDaemon } from '../helpers/daemon.js'
+import { codeOf, get, pull, refusedAlike, settled, sha256, startDaemon } from '../helpers/daemon.js'
 import { exportArchive } from '../../src/store/archive-export.js'
 import { importArchive } from '../../src/store/archive-import.js'
 import { Store } from '../../src/store/store.js'
@@ -32,15 +32,6 @@ import { CountingUpstream } from '../helpers/upstream-double.js'
 
 function layerOf(up: Upstream, image: 'alpine' | 'redis' | 'layers') {
   return up.images[image].blobs.find((b) => b.kind === 'layer')!
-}
-
-/** The OCI error code of a response, or undefined when its body is not an OCI error. */
-function codeOf(body: Buffer): string | undefined {
-  try {
-    return (JSON.parse(body.toString()) as { errors?: Array<{ code?: string }> }).errors?.[0]?.code
-  } catch {
-    return undefined
-  }
 }
 
 /** Blob requests the shim answered for `repository` past its auth challenge (the CDN does not know the name). */
@@ -106,18 +97,7 @@ t.test('refused under a name: the same answer whether the cache holds the blob o
   // A layer upstream has (in bitnami/redis) that this cache never fetched.
   const notCached = layerOf(up, 'redis').digest
 
-  for (const repository of ['private/secret', 'nobody/here']) {
-    for (const method of ['GET', 'HEAD']) {
-      const a = await get(`${d.url}/v2/${repository}/blobs/${cached}`, {}, method)
-      const b = await get(`${d.url}/v2/${repository}/blobs/${notCached}`, {}, method)
-      t.equal(a.status, b.status, `${method} ${repository}: the same status (${b.status})`)
-      t.ok(a.status === 401 || a.status === 404, `${method} ${repository}: refused`)
-      if (method === 'GET') {
-        t.equal(codeOf(a.body), codeOf(b.body), `${method} ${repository}: the same code (${codeOf(b.body)})`)
-        t.equal(a.body.toString().replaceAll(cached, 'X'), b.body.toString().replaceAll(notCached, 'X'), `${method} ${repository}: the same words`)
-      }
-    }
-  }
+  await refusedAlike(t, d.url, 'blobs', cached, notCached)
 })
 
 t.test('upstream unreachable: an unlinked cached blob is refused as a miss is; a linked one is served', async (t) => {

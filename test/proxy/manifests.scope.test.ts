@@ -9,18 +9,9 @@
 import t from 'tap'
 import { startUpstream } from '../fixtures/upstream.js'
 import { ACCEPT_ALL_MANIFESTS } from '../fixtures/images.js'
-import { get, pull, settled, sha256, startDaemon } from '../helpers/daemon.js'
+import { codeOf, get, pull, refusedAlike, settled, sha256, startDaemon } from '../helpers/daemon.js'
 
 const accept = { accept: ACCEPT_ALL_MANIFESTS }
-
-/** The OCI error code of a response, or undefined when its body is not an OCI error. */
-function codeOf(body: Buffer): string | undefined {
-  try {
-    return (JSON.parse(body.toString()) as { errors?: Array<{ code?: string }> }).errors?.[0]?.code
-  } catch {
-    return undefined
-  }
-}
 
 t.test("a public image's manifest cached for library/alpine is not served as /v2/private/secret/manifests/<its digest>", async (t) => {
   const up = await startUpstream()
@@ -57,18 +48,7 @@ t.test('refused under a name: the same answer whether the cache holds the manife
   // A manifest upstream has (bitnami/redis) that this cache never fetched.
   const notCached = up.images.redis.digest
 
-  for (const repository of ['private/secret', 'nobody/here']) {
-    for (const method of ['GET', 'HEAD']) {
-      const a = await get(`${d.url}/v2/${repository}/manifests/${cached}`, accept, method)
-      const b = await get(`${d.url}/v2/${repository}/manifests/${notCached}`, accept, method)
-      t.equal(a.status, b.status, `${method} ${repository}: the same status (${b.status})`)
-      t.ok(a.status === 401 || a.status === 404, `${method} ${repository}: refused`)
-      if (method === 'GET') {
-        t.equal(codeOf(a.body), codeOf(b.body), `${method} ${repository}: the same code (${codeOf(b.body)})`)
-        t.equal(a.body.toString().replaceAll(cached, 'X'), b.body.toString().replaceAll(notCached, 'X'), `${method} ${repository}: the same words`)
-      }
-    }
-  }
+  await refusedAlike(t, d.url, 'manifests', cached, notCached, accept)
 })
 
 t.test("upstream's word links a cached manifest to another repository: one HEAD, then none", async (t) => {

@@ -18,7 +18,7 @@ import { resolveSettings } from '../config/settings.js'
 import { parseDuration } from '../config/units.js'
 import { startDetached, stopDaemon, type Started } from '../control/lifecycle.js'
 import { refuseExposureWithoutAuth } from '../daemon/daemon.js'
-import { tlsConfigOf } from '../daemon/tls.js'
+import { tlsConfigOf } from '../daemon/tls-config.js'
 import type { CliContext } from './program.js'
 import { flagSettings } from './serve-flags.js'
 

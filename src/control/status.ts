@@ -13,7 +13,7 @@
 //   fails (offline), the daemon's last reading is shown instead and the
 //   failure is said. Other registries show the daemon's last reading.
 
-import type { TlsStatus } from '../daemon/tls.js'
+import type { TlsStatus } from '../daemon/tls-config.js'
 import { existsSync } from 'node:fs'
 import { systemClock, type Clock } from '../clock.js'
 import { Layout } from '../store/layout.js'

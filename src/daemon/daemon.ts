@@ -12,7 +12,6 @@
 
 import { promises as fs } from 'node:fs'
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http'
-import { createServer as createHttpsServer } from 'node:https'
 import type { AddressInfo, Socket } from 'node:net'
 import type { Server as TlsServer } from 'node:tls'
 import { systemClock, type Clock } from '../clock.js'
@@ -47,7 +46,8 @@ import { isMetricsPath, Metrics, serveMetrics } from './metrics.js'
 import { accessLog } from './accesslog.js'
 import { noteOf, routeOf } from '../registry/note.js'
 import { bodyDeadline, REQUEST_TIMEOUT_MS } from './body-deadline.js'
-import { answerPlainHttp, CA_PATH, TlsCertificates, type TlsConfig } from './tls.js'
+import type { TlsCertificates } from './tls.js'
+import { CA_PATH, type TlsConfig } from './tls-config.js'
 import { ConnectionGate, connectionLimits, cutAfterClientError, serverTimeouts, type ConnectionLimits } from './connections.js'
 
 export const DEFAULT_HOSTS = ['127.0.0.1', '::1']
@@ -303,6 +303,8 @@ export class Daemon {
     try {
       if (options.adminTokenFile !== undefined) daemon.adminToken = await ensureAdminToken(options.adminTokenFile)
       if (options.tls) {
+        // Loaded only here: a plain daemon carries neither node:tls nor the certificate code.
+        const { TlsCertificates } = await import('./tls.js')
         daemon.tls = await TlsCertificates.load(options.tls, {
           clock,
           log,
@@ -423,6 +425,7 @@ export class Daemon {
       const common = { keepAliveTimeout: 30_000, requireHostHeader: false, ...serverTimeouts(this.limits) }
       let server: Server
       if (this.tls) {
+        const [{ createServer: createHttpsServer }, { answerPlainHttp }] = await Promise.all([import('node:https'), import('./tls.js')])
         // A handshake has the same bound as a request head; a client that sends nothing, answerPlainHttp's.
         const https = createHttpsServer({ ...common, ...this.tls.current, handshakeTimeout: this.limits.headersTimeoutMs }, onRequest)
         https.on('tlsClientError', (err: NodeJS.ErrnoException, socket: Socket) => {

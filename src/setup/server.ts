@@ -12,7 +12,7 @@
 import { X509Certificate } from 'node:crypto'
 import { request, type RequestOptions } from 'node:https'
 import { isIP } from 'node:net'
-import { CA_PATH } from '../daemon/tls.js'
+import { CA_PATH } from '../daemon/tls-config.js'
 import { DproxyError, truncate } from '../errors.js'
 import { certificateFingerprint, parseFingerprint } from '../fingerprint.js'
 import { formatHost } from '../net.js'

@@ -12,58 +12,23 @@ import t, { type Test } from 'tap'
 import { connectionLimits, HEADERS_TIMEOUT_MS, MAX_CONNECTIONS, MAX_CONNECTIONS_PER_CLIENT } from '../../src/daemon/connections.js'
 import type { Daemon } from '../../src/daemon/daemon.js'
 import { startDaemon } from '../helpers/daemon.js'
-import { pingV2 } from '../helpers/raw-http.js'
+import { pingV2, watchRaw, type Watched } from '../helpers/raw-http.js'
 
-/** Generous: the bound under test is a fraction of a second. */
-const CLOSED_WITHIN_MS = 10_000
-
-interface Raw {
+/** A plain connection and what the daemon did with it. */
+interface Raw extends Watched {
   socket: Socket
-  /** Resolves true when the daemon closed the connection (its FIN or a reset) within `ms`, false otherwise. */
-  closedByServer(ms?: number): Promise<boolean>
-  /**
-   * Resolves true when the daemon let go of the socket within `ms`, though this
-   * side kept its half open: a byte sent now and then is then refused (a reset).
-   */
-  releasedByServer(ms?: number): Promise<boolean>
-  /** Everything the daemon sent so far. */
-  received(): string
 }
 
 async function open(t: Test, d: Daemon, localAddress = '127.0.0.1'): Promise<Raw> {
   // Half open allowed: the daemon's FIN does not make this side close, as with a client that ignores it.
   const socket = connect({ host: '127.0.0.1', port: d.port, localAddress, allowHalfOpen: true })
   t.teardown(() => socket.destroy())
-  const chunks: Buffer[] = []
-  let closed = false
-  let reset = false
-  const ended = new Promise<void>((resolve) => {
-    socket.on('data', (c: Buffer) => chunks.push(c))
-    socket.on('end', () => ((closed = true), resolve()))
-    socket.on('close', () => ((closed = true), resolve()))
-    socket.on('error', () => ((closed = true), (reset = true), resolve()))
-  })
+  const watched = watchRaw(socket)
   await new Promise<void>((resolve) => {
     socket.once('connect', resolve)
     socket.once('close', resolve)
   })
-  return {
-    socket,
-    async closedByServer(ms = CLOSED_WITHIN_MS) {
-      let timer: NodeJS.Timeout | undefined
-      await Promise.race([ended, new Promise((r) => (timer = setTimeout(r, ms)))])
-      clearTimeout(timer)
-      return closed
-    },
-    async releasedByServer(ms = CLOSED_WITHIN_MS) {
-      for (let waited = 0; waited < ms && !reset && !socket.destroyed; waited += 100) {
-        socket.write('x')
-        await sleep(100)
-      }
-      return reset || socket.destroyed
-    },
-    received: () => Buffer.concat(chunks).toString('latin1'),
-  }
+  return { socket, ...watched }
 }
 
 t.test('the defaults, and options that are not positive whole numbers are refused', async (t) => {

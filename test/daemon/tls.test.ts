@@ -28,7 +28,7 @@ import { certificateNamesFor, dueForRenewal, tlsFiles } from '../../src/daemon/t
 import { trustCommand } from '../../src/daemon/tls-config.js'
 import { X509Certificate } from 'node:crypto'
 import { startDaemon, get } from '../helpers/daemon.js'
-import { pingV2 } from '../helpers/raw-http.js'
+import { pingV2, watchRaw, type Watched } from '../helpers/raw-http.js'
 import { until } from '../helpers/process.js'
 
 const run = promisify(execFile)
@@ -312,19 +312,11 @@ function clientHello(): Promise<Buffer> {
   })
 }
 
-/** Generous: the bound under test is a fraction of a second. */
-const CLOSED_WITHIN_MS = 10_000
-
-interface TlsRaw {
+/** A TLS connection and what the daemon did with it (what it sent: decrypted). */
+interface TlsRaw extends Watched {
   socket: TLSSocket
   /** Whether the handshake completed (false: the daemon closed the connection before). */
   secure: boolean
-  /** Resolves true when the daemon closed the connection (its close_notify/FIN or a reset) within `ms`, false otherwise. */
-  closedByServer(ms?: number): Promise<boolean>
-  /** Resolves true when the daemon let go of the connection within `ms` though this side kept its half open. */
-  releasedByServer(ms?: number): Promise<boolean>
-  /** Everything the daemon sent so far, decrypted. */
-  received(): string
 }
 
 /** A TLS connection trusting `ca` that completes its handshake (when the daemon lets it) and then sends only what the test writes. */
@@ -333,40 +325,13 @@ async function openTls(t: Test, d: Daemon, ca: string, localAddress = '127.0.0.1
   const tcp = connect({ host: '127.0.0.1', port: d.port, localAddress, allowHalfOpen: true })
   const socket = tlsConnect({ socket: tcp, ca, servername: 'localhost' })
   t.teardown(() => (socket.destroy(), tcp.destroy()))
-  const chunks: Buffer[] = []
-  let closed = false
-  let reset = false
-  const ended = new Promise<void>((resolve) => {
-    socket.on('data', (c: Buffer) => chunks.push(c))
-    socket.on('end', () => ((closed = true), resolve()))
-    socket.on('close', () => ((closed = true), resolve()))
-    socket.on('error', () => ((closed = true), (reset = true), resolve()))
-    tcp.on('error', () => ((closed = true), (reset = true), resolve()))
-  })
+  const watched = watchRaw(socket, tcp)
   const secure = await new Promise<boolean>((resolve) => {
     socket.once('secureConnect', () => resolve(true))
     socket.once('close', () => resolve(false))
     socket.once('error', () => resolve(false))
   })
-  return {
-    socket,
-    secure,
-    async closedByServer(ms = CLOSED_WITHIN_MS) {
-      let timer: NodeJS.Timeout | undefined
-      await Promise.race([ended, new Promise((r) => (timer = setTimeout(r, ms)))])
-      clearTimeout(timer)
-      return closed
-    },
-    async releasedByServer(ms = CLOSED_WITHIN_MS) {
-      // Raw bytes under the TLS layer: a socket the daemon let go of answers them with a reset.
-      for (let waited = 0; waited < ms && !reset && !tcp.destroyed; waited += 100) {
-        tcp.write('x')
-        await sleep(100)
-      }
-      return reset || tcp.destroyed
-    },
-    received: () => Buffer.concat(chunks).toString('latin1'),
-  }
+  return { socket, secure, ...watched }
 }
 
 t.test('over TLS, a request head that does not arrive within the bound loses its connection, as on plain HTTP', async (t) => {

@@ -31,8 +31,16 @@ const BUFFERS_PER_RESPONSE = 2
  * destroyed, so the client sees a cut connection, and the error is thrown.
  * The source is closed once this response no longer reads from it, however
  * it ended (the live view counts the clients of a download by that).
+ * `onFallback` hears of the source the proxy offered instead of a failed one.
  */
-export async function sendBlob(source: BlobSource, out: Writable, start: number, end: number, buffers: SendBuffers): Promise<void> {
+export async function sendBlob(
+  source: BlobSource,
+  out: Writable,
+  start: number,
+  end: number,
+  buffers: SendBuffers,
+  onFallback?: (other: BlobSource) => void,
+): Promise<void> {
   let other: BlobSource | undefined
   try {
     switch (source.kind) {
@@ -56,7 +64,10 @@ export async function sendBlob(source: BlobSource, out: Writable, start: number,
   } finally {
     await source.close().catch(() => {})
   }
-  if (other) await sendBlob(other, out, start, end, buffers)
+  if (other) {
+    onFallback?.(other)
+    await sendBlob(other, out, start, end, buffers, onFallback)
+  }
 }
 
 async function offered(source: FollowedBlob, err: unknown, out: Writable): Promise<BlobSource | undefined> {

@@ -20,6 +20,7 @@ import type { UpstreamMap } from '../../src/upstream/registries.js'
 import { Upstreams } from '../../src/upstream/client.js'
 import { AdminClient } from '../../src/control/admin-client.js'
 import type { WarmEvent } from '../../src/proxy/warm.js'
+import type { RequestRecord } from '../../src/daemon/events.js'
 import { WHOLE_FIRST_BYTES } from '../../src/proxy/blobs.js'
 
 let up: Upstream
@@ -239,6 +240,8 @@ t.test('mirror sends wrong bytes for a small blob: the client gets the origin\'s
   const blobs = [up.images.redis.blobs.find((b) => b.kind === 'config')!, up.images.layers.blobs.find((b) => b.kind === 'layer' && b.data.length < 64 * 1024)!]
   mirror.set({ kind: 'wrongBlobBytes' })
   const d = await laptop(t)
+  const served: RequestRecord[] = []
+  d.events.on('request', (r) => served.push(r))
   for (const blob of blobs) {
     const res = await getRaw(`${d.url}/v2/${blob === blobs[0] ? 'bitnami/redis' : 'library/layers'}/blobs/${blob.digest}`)
     t.equal(res.error, undefined, `${blob.kind}: a response, not a cut before it`)
@@ -247,6 +250,8 @@ t.test('mirror sends wrong bytes for a small blob: the client gets the origin\'s
     t.ok(res.complete && res.body.equals(blob.data), `${blob.kind}: whole and right, in one request`)
     t.equal(blobCalls(mirror).filter((r) => r.startsWith('GET') && r.includes(blob.digest)).length, 1, `${blob.kind}: the mirror once (wrong)`)
     t.equal(blobCalls(origin).filter((r) => r.startsWith('GET') && r.includes(blob.digest)).length, 1, `${blob.kind}: then the origin once`)
+    await until(() => served.some((r) => r.path.endsWith(blob.digest)), 'the request was recorded')
+    t.match(served.find((r) => r.path.endsWith(blob.digest)), { status: 200, complete: true, cache: 'miss', upstreamEndpoint: origin.url }, `${blob.kind}: the access log names the origin`)
   }
   const status = await d.status()
   t.equal(status.endpoints?.find((e) => e.endpoint === mirror.url)?.up, true, 'wrong bytes mark the digest, not the endpoint')

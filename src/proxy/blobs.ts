@@ -49,7 +49,14 @@
 // it breaks the body off), that endpoint is not asked for the blob again, and
 // a client that has not been sent a byte yet is given a new download from the
 // next endpoint within its request; one that has is cut as above (it never
-// gets the last byte of wrong content), and its retry goes elsewhere.
+// gets the last byte of wrong content), and its retry goes elsewhere. So that
+// the common case is the first one, a blob of at most WHOLE_FIRST_BYTES from
+// an endpoint with another behind it (a config, a small layer) is not sent
+// before it verified: holding back all but its last byte would not do, since
+// a small body arrives in a read or two and its clients would have every byte
+// but one before the digest failed, and be cut. Such a blob costs its clients
+// the time it takes to arrive, not the time to send it on, which is local;
+// a bigger one keeps streaming, so that a client sees progress.
 //
 // Which repository may have which blob: the cache holds each blob once, for
 // every repository, so that a blob is cached says nothing about whether the
@@ -82,6 +89,12 @@ import { notCached } from './outage.js'
 import { type Digest, ContentCheck } from '../oci/digest.js'
 import type { ImageName } from '../oci/reference.js'
 
+/**
+ * Largest blob from an endpoint with another behind it that is sent only once
+ * verified, so that wrong bytes can be replaced by the next endpoint's within
+ * the client's request.
+ */
+export const WHOLE_FIRST_BYTES = 1024 * 1024
 /** Bytes a download may queue for the disk before it stops reading upstream. */
 const WRITE_QUEUE_BYTES = 4 * 1024 * 1024
 /** Bytes a download past a full disk holds for its clients beyond what the slowest of them read. */
@@ -149,6 +162,11 @@ export interface FollowedBlob extends SourceBase {
   changed(): Promise<void>
   /** Hears how many bytes went out. */
   sent(n: number): void
+  /**
+   * Nothing may go out before the whole blob verified (not only its last
+   * byte): wrong bytes can then still be replaced through `fallback`.
+   */
+  whole?: boolean
   /** When reading failed before any byte went out: the same blob from elsewhere, or undefined to fail. */
   fallback?(err: unknown): Promise<BlobSource | undefined>
 }
@@ -405,6 +423,8 @@ class Fetch extends EventEmitter {
   error: Error | undefined
   /** Who answered the download (undefined when the blob was found in the store after all). */
   answer: UpstreamAnswer | undefined
+  /** The endpoint that answered has another behind it. */
+  chained = false
   /**
    * The endpoint failed this blob (wrong bytes, or a body broken off by an
    * endpoint with another behind it) and another one is left to ask: a
@@ -457,6 +477,7 @@ class Fetch extends EventEmitter {
       const up = await upstreams.get(this.image.registry).getBlob(this.image.repository, this.d.value)
       this.body = up.body
       this.answer = up.answer
+      this.chained = up.chained === true
       if (this.aborted) up.body.destroy(new DproxyError('UPSTREAM_UNAVAILABLE', 'dproxy is shutting down'))
       let writer: BlobWriter
       try {
@@ -866,6 +887,8 @@ function fromFetch(fetch: Fetch, past: () => Promise<BlobSource>, again: () => P
     },
     changed: () => fetch.changed(),
     sent: () => {},
+    // Small and from an endpoint with another behind it: wrong bytes then cost the client nothing.
+    whole: fetch.chained && fetch.size !== undefined && fetch.size <= WHOLE_FIRST_BYTES,
     // The disk refused the blob before this client got a byte: it gets the blob past the cache.
     // The endpoint failed the blob and another one is left: a new download from there.
     fallback: async (err) => (isCacheUnavailable(err) ? past() : fetch.another ? again() : undefined),

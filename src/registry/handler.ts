@@ -193,7 +193,10 @@ async function serveBlob(
     return
   }
   try {
-    await sendBlob(source, res, start, end, deps.buffers)
+    // The bytes came from elsewhere after all (the next endpoint, or past a full disk): the note says who answered.
+    await sendBlob(source, res, start, end, deps.buffers, (other) =>
+      note(res, { upstreamStatus: other.upstream?.status, upstreamEndpoint: other.upstream?.endpoint }),
+    )
   } catch (err) {
     // sendBlob() has cut the connection: the client sees a failure, never a complete-looking wrong body.
     deps.log.warn(`blob ${d.value} to client aborted: ${(err as Error).message}`)

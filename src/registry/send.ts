@@ -11,7 +11,10 @@
 // length, a chunked one without its terminating chunk), so a client never
 // sees a complete-looking wrong body. The one exception: a read that failed
 // before a single byte went out leaves the response untouched, so the proxy
-// may offer the same blob from elsewhere (its fallback past a failing disk).
+// may offer the same blob from elsewhere (its fallback past a failing disk,
+// or the next endpoint of a chain after wrong bytes), of the same size, since
+// the response's Content-Length is already set. A source the proxy marks
+// `whole` sends nothing before the blob verified, so that this is the case.
 
 import type { Writable } from 'node:stream'
 import { DproxyError } from '../errors.js'
@@ -28,8 +31,16 @@ const BUFFERS_PER_RESPONSE = 2
  * destroyed, so the client sees a cut connection, and the error is thrown.
  * The source is closed once this response no longer reads from it, however
  * it ended (the live view counts the clients of a download by that).
+ * `onFallback` hears of the source the proxy offered instead of a failed one.
  */
-export async function sendBlob(source: BlobSource, out: Writable, start: number, end: number, buffers: SendBuffers): Promise<void> {
+export async function sendBlob(
+  source: BlobSource,
+  out: Writable,
+  start: number,
+  end: number,
+  buffers: SendBuffers,
+  onFallback?: (other: BlobSource) => void,
+): Promise<void> {
   let other: BlobSource | undefined
   try {
     switch (source.kind) {
@@ -53,16 +64,26 @@ export async function sendBlob(source: BlobSource, out: Writable, start: number,
   } finally {
     await source.close().catch(() => {})
   }
-  if (other) await sendBlob(other, out, start, end, buffers)
+  if (other) {
+    onFallback?.(other)
+    await sendBlob(other, out, start, end, buffers, onFallback)
+  }
 }
 
 async function offered(source: FollowedBlob, err: unknown, out: Writable): Promise<BlobSource | undefined> {
+  let other: BlobSource | undefined
   try {
-    return await source.fallback?.(err)
+    other = await source.fallback?.(err)
   } catch (fallbackErr) {
     out.destroy()
     throw fallbackErr
   }
+  // The response's length is set from the first source (an endpoint that announced a wrong size): it cannot change now.
+  if (other && other.size !== source.size) {
+    await other.close().catch(() => {})
+    return undefined
+  }
+  return other
 }
 
 /**
@@ -83,9 +104,9 @@ async function pump(src: FollowedBlob, out: Writable, start: number, end: number
     for (;;) {
       if (waits.closed) return
       src.check()
-      // Until the blob verified, the last byte there and the range's own last byte stay back.
+      // Until the blob verified, the last byte there and the range's own last byte stay back (every byte when `whole`).
       const verified = src.verified()
-      const limit = verified ? Math.min(src.written(), end + 1) : Math.min(src.written() - 1, end)
+      const limit = verified ? Math.min(src.written(), end + 1) : src.whole === true ? pos : Math.min(src.written() - 1, end)
       if (pos >= limit) {
         if (verified) break
         await waits.until((done) => void src.changed().then(done))

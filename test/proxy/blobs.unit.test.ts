@@ -13,6 +13,7 @@ import { silentLogger } from '../../src/log.js'
 import { type Digest, parseDigest } from '../../src/oci/digest.js'
 import { resolveImageName } from '../../src/oci/reference.js'
 import { CountingUpstream } from '../helpers/upstream-double.js'
+import type { BlobBody } from '../../src/upstream/client.js'
 
 const image = resolveImageName('library/alpine')
 const BLOB = Buffer.from('0123456789abcdefghijklmnopqrstuvwxyz')
@@ -216,6 +217,71 @@ t.test('a blob upstream lies about is cut past the cache too', async (t) => {
   await t.rejects(sendBlob(source, sink, 0, BLOB.length - 1, buffers), { code: 'DIGEST_INVALID' })
   t.ok(sink.cut)
   t.ok(sink.body.length < BLOB.length)
+})
+
+/**
+ * A chain of two endpoints over one double: the first answer is a held body
+ * from an endpoint with another behind it (marked bad when it fails), the
+ * next ones are the last endpoint's.
+ */
+function chainOf(o: ReturnType<typeof setup>) {
+  const bodies: number[] = []
+  const chain = {
+    get: () => chain,
+    headBlob: (repository: string, digest: string) => o.upstream.headBlob(repository, digest),
+    getBlob: async (repository: string, digest: string): Promise<BlobBody> => {
+      const body = await o.upstream.getBlob(repository, digest)
+      bodies.push(body.size ?? -1)
+      return bodies.length === 1 ? { ...body, chained: true, rejected: () => true } : body
+    },
+  }
+  const proxy = new BlobProxy({ store: o.store, upstreams: chain, counters: o.counters, log: silentLogger })
+  return { proxy, bodies }
+}
+
+t.test('a small blob from an endpoint with another behind it: nothing goes out before it verified, and wrong bytes are replaced by the next endpoint\'s in the same response', async (t) => {
+  const o = setup()
+  const { upstream, buffers } = o
+  const { proxy } = chainOf(o)
+  const d = parseDigest(upstream.addBlob(BLOB))
+  const wrong = Buffer.from(BLOB).fill(0x30, 20)
+  upstream.hold = true
+  const opening = proxy.open(image, d)
+  await until(() => upstream.held.length === 1, 'the download started')
+  upstream.held[0]!.push(wrong.subarray(0, 30))
+  const source = await opening
+  t.match(source, { kind: 'follow', whole: true })
+  const sink = new Sink()
+  const sending = sendBlob(source, sink, 0, BLOB.length - 1, buffers)
+  upstream.held[0]!.push(wrong.subarray(30, BLOB.length - 1))
+  await until(() => o.counters.bytesFromUpstream === BLOB.length - 1, 'all but the last byte arrived')
+  for (let i = 0; i < 20; i++) await new Promise((r) => setImmediate(r))
+  t.equal(sink.body.length, 0, 'not a byte before the blob verified')
+  // The next download is the last endpoint's: it sends the blob at once.
+  upstream.hold = false
+  upstream.held[0]!.push(wrong.subarray(BLOB.length - 1))
+  upstream.held[0]!.end()
+  await sending
+  t.ok(sink.ended && sink.body.equals(BLOB), 'the right bytes, whole, in the same response')
+  t.equal(upstream.calls.getBlob, 2, 'the first endpoint once, then the next')
+  await proxy.drain(10_000)
+})
+
+t.test('an endpoint that announced a wrong size: the next one\'s blob cannot fill the response, which is cut with nothing sent', async (t) => {
+  const o = setup()
+  const { upstream, buffers } = o
+  const { proxy, bodies } = chainOf(o)
+  const d = parseDigest(upstream.addBlob(BLOB))
+  upstream.blobs.set(d.value, Buffer.concat([BLOB, Buffer.from('!')]))
+  const source = await proxy.open(image, d)
+  upstream.blobs.set(d.value, BLOB)
+  t.equal(source.size, BLOB.length + 1, 'the length the first endpoint announced')
+  const sink = new Sink()
+  await t.rejects(sendBlob(source, sink, 0, source.size - 1, buffers), { code: 'DIGEST_INVALID' })
+  t.ok(sink.cut, 'cut')
+  t.equal(sink.body.length, 0, 'with nothing sent')
+  t.strictSame(bodies, [BLOB.length + 1, BLOB.length], 'the next endpoint was asked, and its size did not match')
+  await proxy.drain(10_000)
 })
 
 t.test('ensure caches without sending, joins a running download, and reports progress', async (t) => {

@@ -20,6 +20,8 @@ import type { UpstreamMap } from '../../src/upstream/registries.js'
 import { Upstreams } from '../../src/upstream/client.js'
 import { AdminClient } from '../../src/control/admin-client.js'
 import type { WarmEvent } from '../../src/proxy/warm.js'
+import type { RequestRecord } from '../../src/daemon/events.js'
+import { WHOLE_FIRST_BYTES } from '../../src/proxy/blobs.js'
 
 let up: Upstream
 let team: Registry
@@ -233,28 +235,37 @@ t.test('mirror sends wrong blob bytes at full speed: never a whole wrong body; t
   await settled(d)
 })
 
-t.test('mirror sends wrong bytes for every blob: skopeo\'s first run may be cut, the next one pulls; each digest from the mirror once, then the origin', async (t) => {
+t.test('mirror sends wrong bytes for a small blob: the client gets the origin\'s bytes within the same request', async (t) => {
+  // A config and a small layer: neither is sent before it verified, so wrong bytes cost the client nothing.
+  const blobs = [up.images.redis.blobs.find((b) => b.kind === 'config')!, up.images.layers.blobs.find((b) => b.kind === 'layer' && b.data.length < 64 * 1024)!]
   mirror.set({ kind: 'wrongBlobBytes' })
   const d = await laptop(t)
-  const ref = `${new URL(d.url).host}/library/layers:1`
-  const digests = up.images.layers.blobs.map((b) => b.digest)
-  // skopeo does not retry a body cut short (docker retries layers itself): the user runs it again. Each
-  // run that is cut costs one digest at most (skopeo stops at the first failure), so this many runs suffice.
-  let outcome = ''
-  for (let run = 0; run <= digests.length && outcome !== 'pulled'; run++) {
-    outcome = await skopeoCopyAll(ref, makeTempDir('dproxy-chain-', t)).then(
-      () => 'pulled',
-      (err: Error) => err.message,
-    )
-    // A cut shows as "unexpected EOF" once the status line was on the wire, and as a bare `: EOF` when the
-    // connection went before it (the response head was committed but not yet flushed when the digest failed).
-    t.match(outcome, /^pulled$|unexpected EOF|happened during read|": EOF"?$/m, 'pulled, or cut: never wrong content taken for the blob')
-    await settled(d)
+  const served: RequestRecord[] = []
+  d.events.on('request', (r) => served.push(r))
+  for (const blob of blobs) {
+    const res = await getRaw(`${d.url}/v2/${blob === blobs[0] ? 'bitnami/redis' : 'library/layers'}/blobs/${blob.digest}`)
+    t.equal(res.error, undefined, `${blob.kind}: a response, not a cut before it`)
+    t.equal(res.status, 200, `${blob.kind}: 200`)
+    t.equal(res.headers['content-length'], String(blob.data.length), `${blob.kind}: the blob's length`)
+    t.ok(res.complete && res.body.equals(blob.data), `${blob.kind}: whole and right, in one request`)
+    t.equal(blobCalls(mirror).filter((r) => r.startsWith('GET') && r.includes(blob.digest)).length, 1, `${blob.kind}: the mirror once (wrong)`)
+    t.equal(blobCalls(origin).filter((r) => r.startsWith('GET') && r.includes(blob.digest)).length, 1, `${blob.kind}: then the origin once`)
+    await until(() => served.some((r) => r.path.endsWith(blob.digest)), 'the request was recorded')
+    t.match(served.find((r) => r.path.endsWith(blob.digest)), { status: 200, complete: true, cache: 'miss', upstreamEndpoint: origin.url }, `${blob.kind}: the access log names the origin`)
   }
-  t.equal(outcome, 'pulled', 'a run pulled the image')
-  for (const digest of digests) {
-    t.equal(blobCalls(mirror).filter((r) => r.startsWith('GET') && r.includes(digest)).length, 1, `${digest.slice(0, 15)}: the mirror once`)
-    t.equal(blobCalls(origin).filter((r) => r.startsWith('GET') && r.includes(digest)).length, 1, `${digest.slice(0, 15)}: then the origin`)
+  const status = await d.status()
+  t.equal(status.endpoints?.find((e) => e.endpoint === mirror.url)?.up, true, 'wrong bytes mark the digest, not the endpoint')
+  await settled(d)
+})
+
+t.test('mirror sends wrong bytes for every blob: skopeo pulls on its first run; each digest from the mirror once, then the origin', async (t) => {
+  mirror.set({ kind: 'wrongBlobBytes' })
+  const d = await laptop(t)
+  // Every blob of library/layers is small enough to be held back until it verified: none is cut.
+  await skopeoCopyAll(`${new URL(d.url).host}/library/layers:1`, makeTempDir('dproxy-chain-', t))
+  for (const { kind, digest } of up.images.layers.blobs) {
+    t.equal(blobCalls(mirror).filter((r) => r.startsWith('GET') && r.includes(digest)).length, 1, `${kind} ${digest.slice(0, 15)}: the mirror once`)
+    t.equal(blobCalls(origin).filter((r) => r.startsWith('GET') && r.includes(digest)).length, 1, `${kind} ${digest.slice(0, 15)}: then the origin`)
   }
   await settled(d)
 })
@@ -263,8 +274,9 @@ t.test('a blob from a mirror reaches the client before the mirror finished sendi
   let release!: () => void
   mirror.set({ kind: 'holdBlobs', hold: new Promise<void>((resolve) => (release = resolve)) })
   const d = await laptop(t)
-  const layer = up.images.redis.blobs.find((b) => b.data.length > 100_000)!
-  const res = await request(`${d.url}/v2/bitnami/redis/blobs/${layer.digest}`)
+  // Bigger than WHOLE_FIRST_BYTES: a smaller blob from a mirror is sent once verified.
+  const layer = up.images.alpine.blobs.find((b) => b.data.length > WHOLE_FIRST_BYTES)!
+  const res = await request(`${d.url}/v2/library/alpine/blobs/${layer.digest}`)
   t.equal(res.statusCode, 200)
   const chunks: Buffer[] = []
   const body = res.body[Symbol.asyncIterator]()
@@ -401,15 +413,24 @@ t.test('noOrigin: the chain is the only way out; 404 from its last endpoint is t
 t.test('mirror breaks a blob off half-way: a client that had bytes is cut, one that had none gets them from the origin', async (t) => {
   mirror.set({ kind: 'cutBlobs' })
   const d = await laptop(t)
-  const layer = up.images.redis.blobs.find((b) => b.data.length > 100_000)!
-  const first = await getRaw(`${d.url}/v2/bitnami/redis/blobs/${layer.digest}`)
-  t.ok(!first.complete || first.body.equals(layer.data), 'cut, or whole and right')
+  const big = up.images.alpine.blobs.find((b) => b.data.length > WHOLE_FIRST_BYTES)!
+  const first = await getRaw(`${d.url}/v2/library/alpine/blobs/${big.digest}`)
+  t.ok(!first.complete || first.body.equals(big.data), 'cut, or whole and right')
   await settled(d)
-  const res = await get(`${d.url}/v2/bitnami/redis/blobs/${layer.digest}`)
+  const res = await get(`${d.url}/v2/library/alpine/blobs/${big.digest}`)
   t.equal(res.status, 200)
-  t.ok(res.body.equals(layer.data), 'the right bytes, whole')
-  t.equal(blobCalls(mirror).filter((r) => r.includes(layer.digest)).length, 1, 'the mirror broke it off once and was not asked again')
-  t.equal(blobCalls(origin).filter((r) => r.includes(layer.digest)).length, 1, 'the origin sent it')
+  t.ok(res.body.equals(big.data), 'the right bytes, whole')
+  t.equal(blobCalls(mirror).filter((r) => r.includes(big.digest)).length, 1, 'the mirror broke it off once and was not asked again')
+  t.equal(blobCalls(origin).filter((r) => r.includes(big.digest)).length, 1, 'the origin sent it')
+  await settled(d)
+
+  // A small one is held back until it verified: the client never had a byte, and gets the origin's in its request.
+  const small = up.images.redis.blobs.find((b) => b.kind === 'layer' && b.data.length <= WHOLE_FIRST_BYTES)!
+  const whole = await getRaw(`${d.url}/v2/bitnami/redis/blobs/${small.digest}`)
+  t.equal(whole.status, 200)
+  t.ok(whole.complete && whole.body.equals(small.data), 'a small blob broken off: whole and right in one request')
+  t.equal(blobCalls(mirror).filter((r) => r.includes(small.digest)).length, 1, 'the mirror broke it off once')
+  t.equal(blobCalls(origin).filter((r) => r.includes(small.digest)).length, 1, 'the origin sent it')
   await settled(d)
 })
 

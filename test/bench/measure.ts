@@ -414,7 +414,8 @@ export async function measureManifests(ctx: BenchContext, d: DaemonProcess): Pro
 // 2. Cold pull of library/big:1 with skopeo
 
 const COLD_PULL_RUNS = 5
-export const COLD_PULL_TARGET = 1.15
+/** Issue 17: the bench's ~100 MiB image, where a fixed cost per pull or per layer adds to the per-byte one. */
+export const COLD_PULL_TARGET = 1.3
 /** Issue 17: the daemon's CPU for a cold pull, per byte, against the same pull once cached. */
 export const COLD_CPU_TARGET = 2
 

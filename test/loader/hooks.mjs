@@ -2,9 +2,11 @@
 // "tap" section passes it to every test file): a TypeScript file is transpiled once
 // per content and the JavaScript kept in test/.cache/ts/, so that the hundred-odd
 // test processes of a run share the work instead of each transpiling the src/ graph
-// it imports again. @tapjs/typescript (ts-node, transpile only) stays registered for
-// resolution (`./x.js` naming x.ts) and for whatever these hooks pass on; they run
-// first, being registered after it.
+// it imports again; and `./x.js` resolves to x.ts. They stand in for ts-node, which
+// @tapjs/typescript would load into every test process (about a CPU-second each,
+// before any test runs): package.json's "test-env" sets TAP_TYPE_STRIP_ONLY=1, with
+// which the plugin's import skips it. A test that starts a TypeScript child passes
+// its own execArgv's loader arguments on (test/pidlock.test.ts).
 //
 // The output is what ts-node's transpile-only mode produces (TypeScript's
 // transpileModule with the project's tsconfig.json), as ES modules (the package is
@@ -15,7 +17,7 @@
 // processes racing on the same file never read half of one.
 
 import { createHash } from 'node:crypto'
-import { mkdirSync, readFileSync, renameSync, writeFileSync } from 'node:fs'
+import { existsSync, mkdirSync, readFileSync, renameSync, writeFileSync } from 'node:fs'
 import { createRequire } from 'node:module'
 import { join } from 'node:path'
 import { fileURLToPath } from 'node:url'
@@ -51,6 +53,29 @@ function getCompiler() {
   }
   compiler = { ts, options }
   return compiler
+}
+
+/**
+ * `./x.js` names x.ts (or x.tsx) when there is no x.js: TypeScript's NodeNext
+ * convention, which src/ and test/ follow. Answered here, as ts-node answers it,
+ * without asking the hooks after these again: t.mockImport's hooks would make the
+ * .ts a fresh copy in a mocked graph, where the module it loads in place of a
+ * missing .js is the shared one (one DproxyError class, say).
+ */
+export async function resolve(specifier, context, next) {
+  try {
+    return await next(specifier, context)
+  } catch (err) {
+    const relative = specifier.startsWith('.') || specifier.startsWith('/') || specifier.startsWith('file:')
+    // A query or fragment stays on (t.mockImport's `?tapmock=...`).
+    const [, path, rest] = /^([^?#]*)(.*)$/s.exec(specifier)
+    if (err?.code !== 'ERR_MODULE_NOT_FOUND' || !relative || !/\.jsx?$/.test(path)) throw err
+    for (const ext of ['.ts', '.tsx']) {
+      const url = new URL(path.replace(/\.jsx?$/, ext), context.parentURL)
+      if (url.protocol === 'file:' && existsSync(fileURLToPath(url))) return { url: url.href + rest, format: 'module', shortCircuit: true }
+    }
+    throw err
+  }
 }
 
 export async function load(url, context, next) {

@@ -12,7 +12,8 @@ import { acquirePidLock, readLockFile, releasePidLock, removeStalePidLock } from
 import { deadPid } from './helpers/process.js'
 
 const racer = fileURLToPath(new URL('./fixtures/pidlock-racer.ts', import.meta.url))
-const loaderArgs = process.execArgv.filter((arg) => arg.includes('@tapjs/typescript'))
+// The TypeScript loaders this process runs with (test/loader, and tap's): a child runs .ts as it does.
+const loaderArgs = process.execArgv.filter((arg) => arg.includes('@tapjs/typescript') || arg.includes('test/loader/'))
 const lockText = (pid: number) => JSON.stringify({ pid }) + '\n'
 
 /** Files next to the lock other than the lock itself: takeover guards that should be gone. */

@@ -17,8 +17,6 @@ import type { Command } from 'commander'
 import { resolveSettings } from '../config/settings.js'
 import { parseDuration } from '../config/units.js'
 import { startDetached, stopDaemon, type Started } from '../control/lifecycle.js'
-import { refuseExposureWithoutAuth } from '../daemon/daemon.js'
-import { tlsConfigOf } from '../daemon/tls-config.js'
 import type { CliContext } from './program.js'
 import { flagSettings } from './serve-flags.js'
 
@@ -73,6 +71,8 @@ function printStarted(s: Started, ctx: CliContext, json: boolean): void {
  * serve's message, and no daemon is started), then starts `serve` in the background.
  */
 export async function detach(cmd: Command, ctx: CliContext, opts: { json?: boolean } = {}): Promise<void> {
+  // Loaded here: `stop` shares this file and needs none of the daemon.
+  const [{ refuseExposureWithoutAuth }, { tlsConfigOf }] = await Promise.all([import('../daemon/daemon.js'), import('../daemon/tls-config.js')])
   const settings = resolveSettings({ flags: flagSettings(cmd.opts()), env: ctx.env })
   refuseExposureWithoutAuth(settings.hosts, settings.auth, { tls: tlsConfigOf(settings) !== undefined, insecureLan: settings.insecureLan })
   const started = await startDetached({

@@ -15,6 +15,10 @@ import { isProcessAlive } from '../../src/process.js'
 import { startUpstream } from '../fixtures/upstream.js'
 import { isolatedEnv, runDproxy } from '../helpers/cli.js'
 
+// One upstream for the whole file (a registry and its Hub shim take a while to start); every
+// test has its own cache dir, so each pulls from it afresh.
+const up = await startUpstream()
+t.teardown(() => up.stop())
 
 interface World {
   env: Record<string, string>
@@ -49,8 +53,6 @@ function world(t: Test, extraEnv: Record<string, string> = {}): World {
 }
 
 t.test('start -> answers -> second start refused -> stop -> gone, pid file and lock removed', async (t) => {
-  const up = await startUpstream()
-  t.teardown(() => up.stop())
   const w = world(t, { DPROXY_UPSTREAMS: `docker.io=${up.hubUrl}` })
 
   const started = await w.run(['start', '--host', '127.0.0.1', '--port', '0', '--json'])
@@ -204,8 +206,6 @@ t.test('start: bad --refresh* values and an exposed address without --auth fail 
 })
 
 t.test('start: log format, level and metrics address from config keys and DPROXY_* reach the background daemon', async (t) => {
-  const up = await startUpstream()
-  t.teardown(() => up.stop())
   const w = world(t, { DPROXY_UPSTREAMS: `docker.io=${up.hubUrl}` })
   for (const [key, value] of [['log-format', 'json'], ['log-level', 'debug']]) {
     const set = await w.run(['config', 'set', key!, value!])
@@ -238,6 +238,25 @@ t.test('start: log format, level and metrics address from config keys and DPROXY
     .map((l) => JSON.parse(l) as { level: string; msg: string; path?: string })
   t.ok(records.some((r) => r.msg === 'stopped'), 'logged as JSON lines: the config file said json')
   t.ok(records.some((r) => r.level === 'debug' && r.path === '/v2/'), 'the ping is logged: the config file said debug')
+})
+
+t.test('stop loads none of the daemon: it starts about a quarter faster, and scripts and service units run it', async (t) => {
+  const w = world(t)
+  // Module hooks that fail the resolution of the daemon's composition root (dist/daemon/daemon.js).
+  const hooks = `export async function resolve(specifier, context, next) {
+    const found = await next(specifier, context)
+    if (/\\/daemon\\/daemon\\.js$/.test(found.url)) throw new Error('FORBIDDEN import of ' + found.url)
+    return found
+  }`
+  const register = `import { register } from 'node:module'; register(${JSON.stringify(`data:text/javascript,${encodeURIComponent(hooks)}`)});`
+  const forbidDaemon = { nodeArgs: [`--import=data:text/javascript,${encodeURIComponent(register)}`] }
+  // The control: start needs the daemon's checks, so the hooks stop it.
+  const start = await runDproxy(['start', '--host', '127.0.0.1', '--port', '0'], w.env, forbidDaemon)
+  t.not(start.code, 0)
+  t.match(start.err, /FORBIDDEN import of .*\/daemon\/daemon\.js/)
+  const stop = await runDproxy(['stop'], w.env, forbidDaemon)
+  t.equal(stop.code, 0, stop.err)
+  t.equal(stop.out, 'dproxy is not running\n')
 })
 
 t.test('forwardedArgs: what was typed, as flags again; repeatables repeated; the rest left out', async (t) => {

@@ -18,6 +18,11 @@ import { bin, isolatedEnv, spawnServe } from '../helpers/cli.js'
 
 const password = 's3cret-Pa55-for-alice'
 
+// One Hub for the whole file (a registry and its shim take a while to start): every test
+// makes its own HOME and config, and reads the Hub's counts only after resetting them.
+const up = await startUpstream({ hub: { users: { alice: password } } })
+t.teardown(() => up.stop())
+
 interface Result {
   code: number | null
   stdout: string
@@ -60,8 +65,6 @@ function filesContaining(dir: string, needle: string, except: string[] = []): st
 }
 
 t.test('login and logout with the file store', async (t) => {
-  const up = await startUpstream({ hub: { users: { alice: password } } })
-  t.teardown(() => up.stop())
 
   t.test('a good password is checked, stored 0600, and printed nowhere', async (t) => {
     const env = isolated(t, undefined)
@@ -142,8 +145,6 @@ t.test('on a terminal: asks for the user name, then the password without echo', 
     t.plan(0, 'util-linux script(1) is not installed, so there is no pseudo-terminal to test with')
     return
   }
-  const up = await startUpstream({ hub: { users: { alice: password } } })
-  t.teardown(() => up.stop())
   const env = isolated(t, up)
   const command = [process.execPath, bin, 'login'].map((a) => `'${a}'`).join(' ')
   const child = spawn(script, ['-q', '-e', '-c', command, '/dev/null'], {
@@ -177,8 +178,6 @@ t.test('on a terminal: asks for the user name, then the password without echo', 
 })
 
 t.test('a running daemon uses a new login without restart, and goes anonymous after logout', async (t) => {
-  const up = await startUpstream({ hub: { users: { alice: password } } })
-  t.teardown(() => up.stop())
   const env = isolated(t, up)
   const serve = await spawnServe(t, ['--host', '127.0.0.1', '--port', '0'], { PATH: process.env.PATH ?? '', ...env })
   const base = serve.base
@@ -245,8 +244,6 @@ t.test(
   async (t) => {
     t.strictSame(keyringMissing, [], 'CI or DPROXY_REQUIRE_KEYRING is set, so the keyring tools must be installed')
     if (keyringMissing.length > 0) return
-    const up = await startUpstream({ hub: { users: { alice: password } } })
-    t.teardown(() => up.stop())
     const root = t.testdir({ home: {}, config: {}, data: {} })
     // gnome-keyring binds its control socket in XDG_RUNTIME_DIR; a path under t.testdir is too long for a socket.
     const run = fs.mkdtempSync(path.join(os.tmpdir(), 'dproxy-kc-'))
@@ -288,8 +285,6 @@ t.test(
 )
 
 t.test("login --list: dproxy's own login first, then docker's and podman's, each with its source; never a secret", async (t) => {
-  const up = await startUpstream({ hub: { users: { alice: password } } })
-  t.teardown(() => up.stop())
   const b64 = (s: string) => Buffer.from(s).toString('base64')
   const env = isolatedEnv(
     t,

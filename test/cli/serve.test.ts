@@ -13,6 +13,11 @@ import { bin, isolatedEnv, spawnServe } from '../helpers/cli.js'
 
 const run = promisify(execFile)
 
+// One upstream for the whole file (a registry and its Hub shim take a while to start); every
+// test has its own cache dir, so each pulls from it afresh.
+const up = await startUpstream()
+t.teardown(() => up.stop())
+
 /** Runs `dproxy serve ARGS` expecting it to fail; returns the exit code and stderr. */
 async function failingServe(args: string[], env: Record<string, string>): Promise<{ code: number | null; err: string }> {
   const child = spawn(process.execPath, [bin, 'serve', ...args], { env })
@@ -23,8 +28,6 @@ async function failingServe(args: string[], env: Record<string, string>): Promis
 }
 
 t.test('serve: flags over environment, prints where it listens and the cache; SIGTERM exits 0', async (t) => {
-  const up = await startUpstream()
-  t.teardown(() => up.stop())
   const env = isolatedEnv(t, { DPROXY_UPSTREAMS: `docker.io=${up.hubUrl}` })
   const cacheDir = path.join(env.HOME!, 'flag-cache')
   const s = await spawnServe(t, ['--host', '127.0.0.1', '--port', '0', '--cache-dir', cacheDir], {
@@ -42,8 +45,6 @@ t.test('serve: flags over environment, prints where it listens and the cache; SI
 })
 
 t.test('serve: an endpoint list with --no-origin and the chain limits; a refused first endpoint costs the pull nothing', async (t) => {
-  const up = await startUpstream()
-  t.teardown(() => up.stop())
   const env = isolatedEnv(t)
   const s = await spawnServe(t, [
     '--host', '127.0.0.1', '--port', '0',
@@ -61,8 +62,6 @@ t.test('serve: an endpoint list with --no-origin and the chain limits; a refused
 
 t.test('serve: stopped by SIGTERM after a cold blob pull, it exits by itself, so node --cpu-prof writes its profile', async (t) => {
   // The bench's DPROXY_BENCH_PROFILE relies on it: process.exit() or a kill would leave no profile.
-  const up = await startUpstream()
-  t.teardown(() => up.stop())
   const env = isolatedEnv(t, { DPROXY_UPSTREAMS: `docker.io=${up.hubUrl}` })
   const profiles = path.join(env.HOME!, 'profiles')
   const s = await spawnServe(t, ['--host', '127.0.0.1', '--port', '0'], env, ['--cpu-prof', `--cpu-prof-dir=${profiles}`])
@@ -123,8 +122,6 @@ t.test('serve: no keychain module is loaded before a login is looked up', { skip
 })
 
 t.test('serve --tls auto: HTTPS for curl --cacert and skopeo --cert-dir; status (pinned) shows the certificate; start too', async (t) => {
-  const up = await startUpstream()
-  t.teardown(() => up.stop())
   const env = isolatedEnv(t, { DPROXY_UPSTREAMS: `docker.io=${up.hubUrl}` })
   const s = await spawnServe(t, ['--host', '127.0.0.1', '--port', '0', '--tls', 'auto', '--tls-name', 'host.docker.internal'], env)
   t.match(s.base, /^https:\/\/127\.0\.0\.1:\d+$/)

@@ -125,7 +125,8 @@ t.test('loadKeychain: keytar when it loads, else @napi-rs/keyring, else both rea
 
 const child = fileURLToPath(new URL('./fixtures/keychain-child.ts', import.meta.url))
 const contractChild = fileURLToPath(new URL('./fixtures/keychain-contract-child.ts', import.meta.url))
-const loaderArgs = process.execArgv.filter((arg) => arg.includes('@tapjs/typescript'))
+// The TypeScript loaders this process runs with (test/loader, and tap's): a child runs .ts as it does.
+const loaderArgs = process.execArgv.filter((arg) => arg.includes('@tapjs/typescript') || arg.includes('test/loader/'))
 
 function which(command: string): string | undefined {
   try {

@@ -10,6 +10,13 @@
 // socket drains, and waiting would let a few such clients stall everyone else.
 // Memory then grows by the small size per extra client, not by megabytes.
 //
+// A response may read several buffers at once (one readv, one writev): a
+// read and a socket write cost about the same however many bytes they move,
+// so on a quiet daemon fewer, larger ones halve the CPU a byte costs. How
+// many it may take is the pool's cap shared evenly among the responses
+// sending (share()), so a crowd gets one buffer a read, as before, and no
+// single response takes the pool from the others.
+//
 // Pooled buffers are kept while anything is being sent (allocating one per
 // read puts the garbage collector in the hot path) and dropped once the pool
 // has been idle for a while, so a daemon that was busy shrinks back: a full
@@ -43,6 +50,8 @@ export class SendBuffers {
   private idleTimer: NodeJS.Timeout | undefined
   /** Buffers handed out because the pool was exhausted. */
   overflows = 0
+  /** Responses sending now (between enter() and leave()). */
+  private senders = 0
 
   constructor(o: SendBufferOptions = {}) {
     this.chunkSize = positive('chunkSize', o.chunkSize ?? SEND_CHUNK_SIZE)
@@ -59,6 +68,30 @@ export class SendBuffers {
   /** Pooled buffers that exist, free or out. */
   get size(): number {
     return this.allocated
+  }
+
+  /** A response starts sending: from now on it shares the pool with the others (share()). */
+  enter(): void {
+    this.senders++
+  }
+
+  leave(): void {
+    this.senders = Math.max(0, this.senders - 1)
+  }
+
+  /**
+   * Buffers one read of a sending response may take now: the pool's cap split
+   * evenly among the responses sending, each with `reads` reads out at once;
+   * at least 1 and at most `most`.
+   */
+  share(reads: number, most: number): number {
+    return Math.max(1, Math.min(most, Math.floor(this.maxBuffers / (reads * Math.max(1, this.senders)))))
+  }
+
+  /** A pooled buffer, or undefined when the pool is exhausted (never an overflow one). */
+  tryAcquire(): Buffer | undefined {
+    if (this.free.length === 0 && this.allocated >= this.maxBuffers) return undefined
+    return this.acquire()
   }
 
   /** A buffer to read into; give it back with release() once nothing uses it. */

@@ -42,6 +42,27 @@ t.test('reuses its buffers up to the cap, then hands out small ones it does not 
   t.equal(pool.outstanding, 0)
 })
 
+t.test('shares its cap evenly among the responses sending; tryAcquire never hands out an overflow buffer', async (t) => {
+  const pool = new SendBuffers({ chunkSize: 1024, maxBuffers: 16, overflowSize: 16 })
+  t.equal(pool.share(2, 4), 4, 'nobody sending: the most a read may take')
+  pool.enter()
+  t.equal(pool.share(2, 4), 4, 'one response: 16 buffers for its 2 reads, so the most')
+  for (let i = 0; i < 3; i++) pool.enter()
+  t.equal(pool.share(2, 4), 2, 'four: 2 buffers a read')
+  for (let i = 0; i < 12; i++) pool.enter()
+  t.equal(pool.share(2, 4), 1, 'a crowd: still 1 a read')
+  for (let i = 0; i < 16; i++) pool.leave()
+  pool.leave()
+  t.equal(pool.share(2, 4), 4, 'leave() does not go below nobody')
+
+  const held = Array.from({ length: 16 }, () => pool.tryAcquire())
+  t.ok(held.every((b) => b?.length === 1024), 'pooled buffers up to the cap')
+  t.equal(pool.tryAcquire(), undefined, 'then none')
+  t.equal(pool.overflows, 0)
+  pool.release(held[0]!)
+  t.equal(pool.tryAcquire(), held[0], 'a released one again')
+})
+
 t.test('drops its buffers once idle', async (t) => {
   const pool = new SendBuffers({ chunkSize: 1024, idleMs: 1 })
   pool.release(pool.acquire())

@@ -1,9 +1,10 @@
 // The send loop's own costs, on a real blob source (the blob proxy over a
 // memory store) and a client that reads slowly: every write fills its buffer,
-// so the loop waits for a drain after each chunk, which is what a daemon does
-// all the time when many clients share a link. A wait must leave nothing
-// behind once it is over, or a long response keeps one leftover per chunk
-// alive until it ends.
+// so the loop waits for one of its buffers to come back after each chunk,
+// which is what a daemon does all the time when many clients share a link. A
+// wait must leave nothing behind once it is over, or a long response keeps one
+// leftover per chunk alive until it ends. And the loop reads ahead: the next
+// chunk is read while the socket writes the previous one.
 
 import { randomBytes } from 'node:crypto'
 import { Writable } from 'node:stream'
@@ -18,6 +19,7 @@ import { newCounters } from '../../src/proxy/counters.js'
 import { SendBuffers } from '../../src/registry/buffers.js'
 import { sendBlob } from '../../src/registry/send.js'
 import { MemoryStore } from '../../src/store/memory.js'
+import { Store } from '../../src/store/store.js'
 import { CountingUpstream } from '../helpers/upstream-double.js'
 
 // Live objects only: old and new space after a full collection. Compiled code
@@ -33,7 +35,7 @@ const liveObjects = () => {
 }
 const median = (values: number[]) => [...values].sort((a, b) => a - b)[Math.floor(values.length / 2)]!
 
-t.test('waiting for a drain after every chunk keeps nothing alive per chunk while the response runs', async (t) => {
+t.test('waiting for a buffer after every chunk keeps nothing alive per chunk while the response runs', async (t) => {
   const chunk = 64
   const chunks = 20_000
   const bytes = randomBytes(chunk * chunks)
@@ -62,10 +64,104 @@ t.test('waiting for a drain after every chunk keeps nothing alive per chunk whil
   await sendBlob(source, out, 0, bytes.length - 1, new SendBuffers({ chunkSize: chunk, maxBuffers: 4 }))
 
   t.equal(received, bytes.length, 'every byte sent')
-  t.equal(writes, chunks, 'one write per chunk, each followed by a wait for the drain')
+  t.equal(writes, chunks, 'one write per chunk, each followed by a wait for a buffer')
   // The first three samples against the last three: one leftover of a few
   // hundred bytes per wait is megabytes apart; a collection's noise is not.
   const waits = (heap.length - 3) * every
   const grown = median(heap.slice(-3)) - median(heap.slice(0, 3))
   t.ok(grown < 1_000_000, `live objects grew by ${grown} bytes over ${waits} waits (${Math.max(0, Math.round(grown / waits))} bytes a wait)`)
+})
+
+t.test('the next chunk is read while the previous one is being written, with no more buffers out than the response may hold', async (t) => {
+  const chunk = 64
+  const bytes = randomBytes(chunk * 8)
+  const store = new MemoryStore()
+  const digest = parseDigest(digestOf(bytes))
+  const writer = await store.createBlobWriter(digest, bytes.length)
+  await writer.write(bytes)
+  await writer.commit()
+  await store.linkBlob('docker.io', 'library/alpine', digest)
+  const proxy = new BlobProxy({ store, upstreams: new CountingUpstream(), counters: newCounters(), log: silentLogger })
+  const source = await proxy.open(resolveImageName('library/alpine'), digest)
+
+  // A socket that has not finished its first write: every write says "full" and completes only when told.
+  const pending: Array<() => void> = []
+  const received: Buffer[] = []
+  const out = new Writable({
+    highWaterMark: 1,
+    write(data: Buffer, _encoding, callback) {
+      received.push(Buffer.from(data))
+      pending.push(callback)
+    },
+  })
+  const pool = new SendBuffers({ chunkSize: chunk, maxBuffers: 8 })
+  let done = false
+  const sending = sendBlob(source, out, 0, bytes.length - 1, pool).then(() => (done = true))
+  // Bounded in turns of the event loop, not in time: the reads come from memory.
+  for (let turn = 0; turn < 1000 && pool.outstanding < 2; turn++) await new Promise((r) => setImmediate(r))
+  t.equal(pool.outstanding, 2, 'a second chunk was read while the first write is still running')
+  t.equal(pending.length, 1, 'the socket has the first')
+  let most = 0
+  for (let turn = 0; turn < 10_000 && !done; turn++) {
+    most = Math.max(most, pool.outstanding)
+    pending.shift()?.()
+    await new Promise((r) => setImmediate(r))
+  }
+  await sending
+  t.ok(most <= 2, `at most two buffers out at once (${most})`)
+  t.equal(pool.outstanding, 0, 'every buffer back in the pool')
+  t.same(Buffer.concat(received), bytes, 'the bytes, in order')
+})
+
+t.test('from a file, one read fills as many buffers as the pool spares the response, and they go out in one writev', async (t) => {
+  const chunk = 1024
+  const bytes = randomBytes(chunk * 40 + 123)
+  const store = await Store.open(t.testdir())
+  const digest = parseDigest(digestOf(bytes))
+  const writer = await store.createBlobWriter(digest, bytes.length)
+  await writer.write(bytes)
+  await writer.commit()
+  await store.linkBlob('docker.io', 'library/alpine', digest)
+  const proxy = new BlobProxy({ store, upstreams: new CountingUpstream(), counters: newCounters(), log: silentLogger })
+
+  /** Sends [start, end] to a writable that takes several chunks at once; what it got, per call. */
+  const send = async (pool: SendBuffers, start: number, end: number) => {
+    const calls: number[][] = []
+    const received: Buffer[] = []
+    let most = 0
+    const out = new Writable({
+      highWaterMark: 1,
+      writev(chunks, callback) {
+        most = Math.max(most, pool.outstanding)
+        calls.push(chunks.map((c) => (c.chunk as Buffer).length))
+        for (const c of chunks) received.push(Buffer.from(c.chunk as Buffer))
+        setImmediate(callback)
+      },
+    })
+    const source = await proxy.open(resolveImageName('library/alpine'), digest)
+    await sendBlob(source, out, start, end, pool)
+    return { calls, received: Buffer.concat(received), most }
+  }
+
+  const alone = new SendBuffers({ chunkSize: chunk, maxBuffers: 16 })
+  const whole = await send(alone, 0, bytes.length - 1)
+  t.same(whole.received, bytes, 'the bytes, in order')
+  t.same(whole.calls[0], [chunk, chunk, chunk, chunk], 'the first read filled 4 buffers, written together')
+  t.ok(whole.most <= 8, `two reads of 4 at most (${whole.most} out)`)
+  t.equal(alone.outstanding, 0, 'every buffer back')
+
+  const range = await send(alone, 1000, 5000)
+  t.same(range.received, bytes.subarray(1000, 5001), 'a range: from its first byte to its last')
+  t.same(range.calls.flat().reduce((a, b) => a + b, 0), 4001)
+
+  // Seven other responses sending: 16 buffers / (8 x 2 reads) = 1 a read.
+  const crowded = new SendBuffers({ chunkSize: chunk, maxBuffers: 16 })
+  for (let i = 0; i < 7; i++) crowded.enter()
+  const shared = await send(crowded, 0, bytes.length - 1)
+  t.same(shared.received, bytes)
+  t.ok(
+    shared.calls.every((c) => c.length === 1),
+    'one buffer a read',
+  )
+  t.equal(crowded.overflows, 0)
 })

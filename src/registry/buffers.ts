@@ -5,17 +5,19 @@
 // sending costs: a response takes a buffer for one read and gives it back when
 // the socket has written it.
 //
-// When every pooled buffer is out, a response gets a small one of its own
-// instead of waiting: a client that stops reading holds its buffer until its
-// socket drains, and waiting would let a few such clients stall everyone else.
-// Memory then grows by the small size per extra client, not by megabytes.
+// A read and a socket write cost about the same however many bytes they move
+// (on this project's VM, 256 KiB reads took twice the CPU a byte of 1 MiB
+// reads took), so a response reads as much at once as the pool can spare it:
+// the cap split evenly among the responses sending (share()), in buffers of 1,
+// 2 or 4 chunks. A crowd gets one chunk a read, as before; one client gets
+// 4; and no response takes the pool from the others. The cap counts chunks,
+// whatever the sizes; at the cap a read takes a free buffer of another size
+// rather than have one dropped (its memory would wait for a collection).
 //
-// A response may read several buffers at once (one readv, one writev): a
-// read and a socket write cost about the same however many bytes they move,
-// so on a quiet daemon fewer, larger ones halve the CPU a byte costs. How
-// many it may take is the pool's cap shared evenly among the responses
-// sending (share()), so a crowd gets one buffer a read, as before, and no
-// single response takes the pool from the others.
+// When the cap is reached, a response gets a small buffer of its own instead
+// of waiting: a client that stops reading holds its buffer until its socket
+// drains, and waiting would let a few such clients stall everyone else.
+// Memory then grows by the small size per extra client, not by megabytes.
 //
 // Pooled buffers are kept while anything is being sent (allocating one per
 // read puts the garbage collector in the hot path) and dropped once the pool
@@ -25,9 +27,9 @@
 import { collectGarbage } from '../heap.js'
 
 export interface SendBufferOptions {
-  /** Bytes of one pooled buffer: the most one read and one socket write move. */
+  /** Bytes of one chunk: the smallest pooled buffer (a pooled buffer is 1, 2 or 4 chunks). */
   chunkSize?: number
-  /** Pooled buffers in existence at most, over all responses. */
+  /** Chunks in pooled buffers at most, over all responses and sizes. */
   maxBuffers?: number
   /** Bytes of a buffer handed out when the pool is exhausted (not kept). */
   overflowSize?: number
@@ -39,14 +41,23 @@ export const SEND_CHUNK_SIZE = 256 * 1024
 export const SEND_MAX_BUFFERS = 64
 export const SEND_OVERFLOW_SIZE = 64 * 1024
 
+/** Buffer sizes the pool hands out, in chunks: a response's share rounded down to one of these. */
+const SIZES = [4, 2, 1]
+
 export class SendBuffers {
   readonly chunkSize: number
+  /** The cap, in chunks: pooled buffers of every size together hold at most this many. */
   readonly maxBuffers: number
   readonly overflowSize: number
   private readonly idleMs: number
-  private readonly pooled = new WeakSet<Buffer>()
-  private readonly free: Buffer[] = []
+  /** Chunks each pooled buffer counts for. */
+  private readonly pooled = new WeakMap<Buffer, number>()
+  /** Free pooled buffers by size in chunks. */
+  private readonly free = new Map<number, Buffer[]>(SIZES.map((n) => [n, []]))
+  /** Chunks in pooled buffers, free or out. */
   private allocated = 0
+  /** Chunks in free pooled buffers. */
+  private idle = 0
   private idleTimer: NodeJS.Timeout | undefined
   /** Buffers handed out because the pool was exhausted. */
   overflows = 0
@@ -60,12 +71,12 @@ export class SendBuffers {
     this.idleMs = positive('idleMs', o.idleMs ?? 5000)
   }
 
-  /** Pooled buffers handed out and not yet released. */
+  /** Chunks of pooled buffers handed out and not yet released. */
   get outstanding(): number {
-    return this.allocated - this.free.length
+    return this.allocated - this.idle
   }
 
-  /** Pooled buffers that exist, free or out. */
+  /** Chunks of pooled buffers that exist, free or out. */
   get size(): number {
     return this.allocated
   }
@@ -80,39 +91,54 @@ export class SendBuffers {
   }
 
   /**
-   * Buffers one read of a sending response may take now: the pool's cap split
-   * evenly among the responses sending, each with `reads` reads out at once;
-   * at least 1 and at most `most`.
+   * Chunks one read of a sending response may take now: the cap split evenly
+   * among the responses sending, each with `reads` reads out at once; 4, 2 or 1.
    */
-  share(reads: number, most: number): number {
-    return Math.max(1, Math.min(most, Math.floor(this.maxBuffers / (reads * Math.max(1, this.senders)))))
+  share(reads: number): number {
+    const even = Math.floor(this.maxBuffers / (reads * Math.max(1, this.senders)))
+    return SIZES.find((n) => n <= even) ?? 1
   }
 
-  /** A pooled buffer, or undefined when the pool is exhausted (never an overflow one). */
-  tryAcquire(): Buffer | undefined {
-    if (this.free.length === 0 && this.allocated >= this.maxBuffers) return undefined
-    return this.acquire()
-  }
-
-  /** A buffer to read into; give it back with release() once nothing uses it. */
-  acquire(): Buffer {
+  /**
+   * A buffer to read into, of `chunks` chunks (1, 2 or 4) when the cap
+   * allows, else of fewer, else a free one of more (it exists anyway), else a
+   * small one of its own; give it back with release() once nothing uses it.
+   * Pooled buffers are never dropped before the pool goes idle: garbage
+   * waiting for a collection would be memory over the cap.
+   */
+  acquire(chunks = 1): Buffer {
     clearTimeout(this.idleTimer)
     this.idleTimer = undefined
-    const reused = this.free.pop()
-    if (reused) return reused
-    if (this.allocated >= this.maxBuffers) {
-      this.overflows++
-      return Buffer.allocUnsafeSlow(this.overflowSize)
+    for (const n of SIZES) {
+      if (n > chunks) continue
+      const reused = this.take(n)
+      if (reused) return reused
+      if (this.allocated + n <= this.maxBuffers) {
+        const buf = Buffer.allocUnsafeSlow(n * this.chunkSize)
+        this.pooled.set(buf, n)
+        this.allocated += n
+        return buf
+      }
     }
-    const buf = Buffer.allocUnsafeSlow(this.chunkSize)
-    this.pooled.add(buf)
-    this.allocated++
+    for (const n of [...SIZES].reverse()) {
+      const larger = n > chunks ? this.take(n) : undefined
+      if (larger) return larger
+    }
+    this.overflows++
+    return Buffer.allocUnsafeSlow(this.overflowSize)
+  }
+
+  private take(n: number): Buffer | undefined {
+    const buf = this.free.get(n)!.pop()
+    if (buf) this.idle -= n
     return buf
   }
 
   release(buf: Buffer): void {
-    if (!this.pooled.has(buf)) return
-    this.free.push(buf)
+    const n = this.pooled.get(buf)
+    if (n === undefined) return
+    this.free.get(n)!.push(buf)
+    this.idle += n
     if (this.outstanding === 0 && this.idleTimer === undefined) {
       this.idleTimer = setTimeout(() => this.shrink(), this.idleMs)
       this.idleTimer.unref()
@@ -122,8 +148,11 @@ export class SendBuffers {
   /** Drops the free buffers; the garbage collector returns their memory. */
   private shrink(): void {
     this.idleTimer = undefined
-    this.allocated -= this.free.length
-    this.free.length = 0
+    for (const [n, list] of this.free) {
+      this.allocated -= n * list.length
+      list.length = 0
+    }
+    this.idle = 0
     collectGarbage()
   }
 }

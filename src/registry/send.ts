@@ -21,8 +21,6 @@ import type { SendBuffers } from './buffers.js'
 
 /** Reads one response may have out at once: one being written while the next is read. */
 const READS_PER_RESPONSE = 2
-/** Pool buffers one read may fill at most, when the pool has them to spare (buffers.ts share()). */
-const BUFFERS_PER_READ = 4
 
 /**
  * Writes bytes [start, end] of `source` (inclusive; `end` Infinity for "to
@@ -72,19 +70,14 @@ async function offered(source: FollowedBlob, err: unknown, out: Writable): Promi
  * buffers of the daemon's pool, each handed back when its socket write
  * completes: a blob of any size is sent without allocating per chunk, and
  * the number of clients does not multiply megabytes. The next read runs
- * while the socket writes the last one; a read from a file fills as many
- * buffers as the pool can spare this response (one readv), which go to the
- * socket in one writev.
+ * while the socket writes the last one, and each read is as large as the
+ * pool can spare this response now (buffers.ts share()).
  */
 async function pump(src: FollowedBlob, out: Writable, start: number, end: number, buffers: SendBuffers): Promise<void> {
   const waits = new Waits(out)
-  /** Reads whose bytes the socket has not finished writing (their buffers go back to the pool as it does). */
+  /** Buffers handed to socket writes that have not completed (each goes back to the pool when it does). */
   let writing = 0
-  let written: (() => void) | undefined
-  const wrote = () => {
-    writing--
-    written?.()
-  }
+  let bufferFreed: (() => void) | undefined
   let reader: BlobReader | undefined
   let pos = start
   buffers.enter()
@@ -101,27 +94,31 @@ async function pump(src: FollowedBlob, out: Writable, start: number, end: number
         await waits.until((done) => void src.changed().then(done))
         continue
       }
-      while (writing >= READS_PER_RESPONSE && !waits.closed) await waits.until((done) => (written = done))
+      while (writing >= READS_PER_RESPONSE && !waits.closed) await waits.until((done) => (bufferFreed = done))
       if (waits.closed) return
-      const bufs = take(buffers, reader, limit - pos)
-      const bytesRead = await readInto(reader, bufs, limit - pos, pos).catch((err: unknown) => {
-        for (const buf of bufs) buffers.release(buf)
+      const buf = buffers.acquire(buffers.share(READS_PER_RESPONSE))
+      const bytesRead = await reader.read(buf, 0, Math.min(buf.length, limit - pos), pos).catch((err: unknown) => {
+        buffers.release(buf)
         throw err
       })
       if (bytesRead === 0) {
-        for (const buf of bufs) buffers.release(buf)
+        buffers.release(buf)
         throw new DproxyError('INTERNAL', 'blob file shrank while it was being read')
       }
       pos += bytesRead
       src.sent(bytesRead)
       writing++
-      // No wait for 'drain' here: the reads out bound what is queued, and the
-      // next read then runs while these bytes are written.
-      write(out, bufs, bytesRead, buffers, wrote)
+      // No wait for 'drain' here: the buffers bound what is queued, and the
+      // next read then runs while this buffer is written.
+      out.write(buf.subarray(0, bytesRead), () => {
+        writing--
+        buffers.release(buf)
+        bufferFreed?.()
+      })
     }
     out.end()
     // Done when the socket has taken the last bytes, as a drain after each write used to say.
-    while (writing > 0 && !waits.closed) await waits.until((done) => (written = done))
+    while (writing > 0 && !waits.closed) await waits.until((done) => (bufferFreed = done))
   } catch (err) {
     if (pos > start) out.destroy()
     throw err
@@ -129,50 +126,6 @@ async function pump(src: FollowedBlob, out: Writable, start: number, end: number
     buffers.leave()
     await reader?.close().catch(() => {})
   }
-}
-
-/** Buffers for one read of up to `want` bytes: one, and more from the pool's spare when the reader can fill several at once. */
-function take(buffers: SendBuffers, reader: BlobReader, want: number): Buffer[] {
-  const bufs = [buffers.acquire()]
-  if (reader.readv === undefined) return bufs
-  const most = buffers.share(READS_PER_RESPONSE, BUFFERS_PER_READ)
-  for (let got = bufs[0]!.length; bufs.length < most && got < want; ) {
-    const more = buffers.tryAcquire()
-    if (more === undefined) break
-    bufs.push(more)
-    got += more.length
-  }
-  return bufs
-}
-
-async function readInto(reader: BlobReader, bufs: Buffer[], want: number, pos: number): Promise<number> {
-  if (bufs.length === 1 || reader.readv === undefined) return reader.read(bufs[0]!, 0, Math.min(bufs[0]!.length, want), pos)
-  const views: Buffer[] = []
-  for (const buf of bufs) {
-    if (want <= 0) break
-    views.push(buf.subarray(0, Math.min(buf.length, want)))
-    want -= buf.length
-  }
-  return reader.readv(views, pos)
-}
-
-/** Writes the first `bytes` of `bufs` (in one writev when several), each buffer back to the pool once written; `done` after the last. */
-function write(out: Writable, bufs: Buffer[], bytes: number, buffers: SendBuffers, done: () => void): void {
-  const used: Buffer[] = []
-  for (const buf of bufs) {
-    if (bytes > 0) used.push(buf.subarray(0, Math.min(buf.length, bytes)))
-    else buffers.release(buf)
-    bytes -= buf.length
-  }
-  if (used.length > 1) out.cork()
-  used.forEach((view, i) => {
-    const buf = bufs[i]!
-    out.write(view, () => {
-      buffers.release(buf)
-      if (i === used.length - 1) done()
-    })
-  })
-  if (used.length > 1) out.uncork()
 }
 
 /**

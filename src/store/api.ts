@@ -20,12 +20,6 @@ export interface BlobReader {
    * how many it read: fewer (down to 0) past the end of what is there.
    */
   read(buf: Uint8Array, offset: number, length: number, position: number): Promise<number>
-  /**
-   * Optional: reads from `position` into each of `bufs` in turn, in one call
-   * (for a file, one trip to the thread pool and one system call), and says
-   * how many bytes in all: fewer (down to 0) past the end of what is there.
-   */
-  readv?(bufs: Uint8Array[], position: number): Promise<number>
   close(): Promise<void>
 }
 

@@ -41,10 +41,6 @@ export class FileReader implements StoredBlob {
     return (await this.fh.read(buf, offset, length, position)).bytesRead
   }
 
-  async readv(bufs: Uint8Array[], position: number): Promise<number> {
-    return (await this.fh.readv(bufs, position)).bytesRead
-  }
-
   close(): Promise<void> {
     return this.fh.close()
   }

@@ -128,6 +128,12 @@ export class SendBuffers {
     return Buffer.allocUnsafeSlow(this.overflowSize)
   }
 
+  /** A pooled buffer as acquire() gives one, or undefined where it would give a small one of its own. */
+  tryAcquire(chunks = 1): Buffer | undefined {
+    if (this.idle === 0 && this.allocated + 1 > this.maxBuffers) return undefined
+    return this.acquire(chunks)
+  }
+
   private take(n: number): Buffer | undefined {
     const buf = this.free.get(n)!.pop()
     if (buf) this.idle -= n

@@ -164,3 +164,42 @@ t.test('a read is as large as the pool spares the response: 4 chunks alone, 1 in
   )
   t.equal(crowded.overflows, 0)
 })
+
+t.test('with the pool at its cap, a response reads no further ahead than its one small buffer', async (t) => {
+  const chunk = 64
+  const bytes = randomBytes(chunk * 20)
+  const store = new MemoryStore()
+  const digest = parseDigest(digestOf(bytes))
+  const writer = await store.createBlobWriter(digest, bytes.length)
+  await writer.write(bytes)
+  await writer.commit()
+  await store.linkBlob('docker.io', 'library/alpine', digest)
+  const proxy = new BlobProxy({ store, upstreams: new CountingUpstream(), counters: newCounters(), log: silentLogger })
+  const source = await proxy.open(resolveImageName('library/alpine'), digest)
+
+  const pool = new SendBuffers({ chunkSize: chunk, maxBuffers: 2, overflowSize: 16 })
+  const others = [pool.acquire(), pool.acquire()]
+  let pending = 0
+  let most = 0
+  const received: Buffer[] = []
+  const out = new Writable({
+    highWaterMark: 1,
+    write(data: Buffer, _encoding, callback) {
+      received.push(Buffer.from(data))
+      setImmediate(() => {
+        pending--
+        callback()
+      })
+    },
+  })
+  const write = out.write.bind(out)
+  out.write = ((...args: Parameters<typeof write>) => {
+    most = Math.max(most, ++pending)
+    return write(...args)
+  }) as typeof out.write
+  await sendBlob(source, out, 0, bytes.length - 1, pool)
+  t.same(Buffer.concat(received), bytes)
+  t.equal(most, 1, 'one write out at a time')
+  t.equal(pool.overflows, bytes.length / 16, 'each read a small one of its own')
+  for (const b of others) pool.release(b)
+})

@@ -203,3 +203,49 @@ t.test('with the pool at its cap, a response reads no further ahead than its one
   t.equal(pool.overflows, bytes.length / 16, 'each read a small one of its own')
   for (const b of others) pool.release(b)
 })
+
+t.test('a download being followed goes out one chunk at a time, without a read ahead', async (t) => {
+  const chunk = 64
+  const bytes = randomBytes(chunk * 20)
+  const upstreams = new CountingUpstream()
+  upstreams.hold = true
+  const digest = parseDigest(upstreams.addBlob(bytes))
+  const proxy = new BlobProxy({ store: new MemoryStore(), upstreams, counters: newCounters(), log: silentLogger })
+  const opening = proxy.open(resolveImageName('library/alpine'), digest)
+  for (let turn = 0; turn < 1000 && upstreams.held.length === 0; turn++) await new Promise((r) => setImmediate(r))
+  upstreams.held[0]!.push(bytes.subarray(0, chunk))
+  const source = await opening
+  t.match(source, { kind: 'follow', cached: false }, 'a client of the download')
+
+  const pool = new SendBuffers({ chunkSize: chunk, maxBuffers: 16 })
+  let pending = 0
+  let most = 0
+  const writes: number[] = []
+  const received: Buffer[] = []
+  const out = new Writable({
+    highWaterMark: 1,
+    write(data: Buffer, _encoding, callback) {
+      writes.push(data.length)
+      received.push(Buffer.from(data))
+      setImmediate(() => {
+        pending--
+        callback()
+      })
+    },
+  })
+  const write = out.write.bind(out)
+  out.write = ((...args: Parameters<typeof write>) => {
+    most = Math.max(most, ++pending)
+    return write(...args)
+  }) as typeof out.write
+  const sending = sendBlob(source, out, 0, bytes.length - 1, pool)
+  upstreams.held[0]!.push(bytes.subarray(chunk))
+  upstreams.held[0]!.end()
+  await sending
+  t.same(Buffer.concat(received), bytes)
+  t.ok(
+    writes.every((n) => n <= chunk),
+    'one chunk a read',
+  )
+  t.equal(most, 1, 'one write out at a time')
+})

@@ -63,6 +63,12 @@ t.test('shares its cap evenly among the responses sending, in buffers of 4, 2 or
   for (let i = 0; i < 2; i++) part.enter()
   t.equal(part.share(2), 1, 'five: 1, though the cap has room (a few clients keep only a part resident)')
 
+  const ahead = new SendBuffers({ chunkSize: 1024, maxBuffers: 8 })
+  const first = [ahead.acquire(2), ahead.tryAcquire(2)]
+  t.ok(first[1], 'reading ahead while less than half the cap is out')
+  t.equal(ahead.tryAcquire(1), undefined, 'not past half the cap')
+  t.equal(ahead.acquire(1).length, 1024, 'a read that is not ahead still gets a pooled one')
+
   const big = [pool.acquire(4), pool.acquire(4), pool.acquire(4)]
   t.same(
     big.map((b) => b.length),

@@ -94,7 +94,7 @@ t.test('the next chunk is read while the previous one is being written, with no 
       pending.push(callback)
     },
   })
-  const pool = new SendBuffers({ chunkSize: chunk, maxBuffers: 2 })
+  const pool = new SendBuffers({ chunkSize: chunk, maxBuffers: 4, largeChunks: 2 })
   let done = false
   const sending = sendBlob(source, out, 0, bytes.length - 1, pool).then(() => (done = true))
   // Bounded in turns of the event loop, not in time: the reads come from memory.

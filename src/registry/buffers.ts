@@ -8,7 +8,7 @@
 // A read and a socket write cost about the same however many bytes they move
 // (on this project's VM, 256 KiB reads took twice the CPU a byte of 1 MiB
 // reads took), so a response reads as much at once as the pool can spare it:
-// a part of the cap (largeChunks, 4 MiB) split evenly among the responses
+// a part of the cap (largeChunks, 2 MiB) split evenly among the responses
 // sending (share()), in buffers of 1, 2 or 4 chunks. One or two clients get 4
 // chunks a read, a crowd one, as before; no response takes the pool from the
 // others, and a few clients do not keep the whole cap resident. The cap counts chunks,
@@ -43,8 +43,8 @@ export interface SendBufferOptions {
 export const SEND_CHUNK_SIZE = 256 * 1024
 export const SEND_MAX_BUFFERS = 64
 export const SEND_OVERFLOW_SIZE = 64 * 1024
-/** 4 MiB: one or two clients read 1 MiB at a time, three or four 512 KiB, more one chunk (bench: sharing all 16 MiB kept 8 MB more RSS after 8 clients). */
-export const SEND_LARGE_CHUNKS = 16
+/** 2 MiB: one or two clients read 1 MiB at a time, three or four 512 KiB, more one chunk (bench: sharing all 16 MiB kept 8 MB more RSS after 8 clients). */
+export const SEND_LARGE_CHUNKS = 8
 
 /** Buffer sizes the pool hands out, in chunks: a response's share rounded down to one of these. */
 const SIZES = [4, 2, 1]
@@ -99,11 +99,10 @@ export class SendBuffers {
 
   /**
    * Chunks one read of a sending response may take now: `largeChunks` (at
-   * most the cap) split evenly among the responses sending, each with `reads`
-   * reads out at once; 4, 2 or 1.
+   * most the cap) split evenly among the responses sending; 4, 2 or 1.
    */
-  share(reads: number): number {
-    const even = Math.floor(Math.min(this.largeChunks, this.maxBuffers) / (reads * Math.max(1, this.senders)))
+  share(): number {
+    const even = Math.floor(Math.min(this.largeChunks, this.maxBuffers) / Math.max(1, this.senders))
     return SIZES.find((n) => n <= even) ?? 1
   }
 
@@ -134,18 +133,6 @@ export class SendBuffers {
     }
     this.overflows++
     return Buffer.allocUnsafeSlow(this.overflowSize)
-  }
-
-  /**
-   * A buffer for reading ahead: as acquire() gives one while less than half
-   * the cap is out, else undefined (bench: reading ahead with the pool fuller
-   * than that, 32 clients kept the whole cap resident, 7 MB more than one
-   * buffer each, and a crowd's second buffers would be small ones of their
-   * own, garbage by the megabyte).
-   */
-  tryAcquire(chunks = 1): Buffer | undefined {
-    if (this.outstanding + chunks > this.maxBuffers / 2) return undefined
-    return this.acquire(chunks)
   }
 
   private take(n: number): Buffer | undefined {

@@ -72,7 +72,7 @@ t.test('waiting for a buffer after every chunk keeps nothing alive per chunk whi
   t.ok(grown < 1_000_000, `live objects grew by ${grown} bytes over ${waits} waits (${Math.max(0, Math.round(grown / waits))} bytes a wait)`)
 })
 
-t.test('a read is as large as the pool spares the response: 4 chunks alone, 1 in a crowd', async (t) => {
+t.test('a read is as large as the pool spares the response: 4 chunks alone, 1 in a crowd or over TLS', async (t) => {
   const chunk = 1024
   const bytes = randomBytes(chunk * 40 + 123)
   const store = await Store.open(t.testdir())
@@ -84,7 +84,7 @@ t.test('a read is as large as the pool spares the response: 4 chunks alone, 1 in
   const proxy = new BlobProxy({ store, upstreams: new CountingUpstream(), counters: newCounters(), log: silentLogger })
 
   /** Sends [start, end]; the size of each write, and the most chunks out at once. */
-  const send = async (pool: SendBuffers, start: number, end: number) => {
+  const send = async (pool: SendBuffers, start: number, end: number, tls = false) => {
     const writes: number[] = []
     const received: Buffer[] = []
     let most = 0
@@ -97,6 +97,8 @@ t.test('a read is as large as the pool spares the response: 4 chunks alone, 1 in
         setImmediate(callback)
       },
     })
+    // As a response on a TLS connection shows it.
+    if (tls) Object.assign(out, { socket: { encrypted: true } })
     const source = await proxy.open(resolveImageName('library/alpine'), digest)
     await sendBlob(source, out, start, end, pool)
     return { writes, received: Buffer.concat(received), most }
@@ -122,6 +124,13 @@ t.test('a read is as large as the pool spares the response: 4 chunks alone, 1 in
     'one chunk a read',
   )
   t.equal(crowded.overflows, 0)
+
+  const overTls = await send(new SendBuffers({ chunkSize: chunk, maxBuffers: 16 }), 0, bytes.length - 1, true)
+  t.same(overTls.received, bytes)
+  t.ok(
+    overTls.writes.every((n) => n <= chunk),
+    'over TLS one chunk a read, alone too',
+  )
 })
 
 t.test('a download being followed goes out one chunk a read, whatever the pool spares', async (t) => {

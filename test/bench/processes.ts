@@ -1,7 +1,8 @@
 // The processes the bench measures or compares against, each in its own OS
 // process so that its CPU and memory are its own: `dproxy serve` started the
-// way a user starts it (the built CLI under node), and two static file servers
-// that are the throughput baseline. They are started with the fixtures'
+// way a user starts it (the built CLI under node), and the static file servers
+// that are the throughput baseline (two that copy, and nginx with sendfile
+// when it is installed). They are started with the fixtures'
 // spawnDaemon, which gives them a parent-death signal, so even a bench killed
 // outright does not leave them running.
 //
@@ -11,7 +12,7 @@
 
 import { spawn } from 'node:child_process'
 import { existsSync } from 'node:fs'
-import { mkdir, readFile } from 'node:fs/promises'
+import { mkdir, readFile, writeFile } from 'node:fs/promises'
 import { basename, dirname, join } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { request } from 'undici'
@@ -95,22 +96,28 @@ export async function startDaemonProcess(
 }
 
 export interface StaticServer {
-  name: 'node-static' | 'python-http.server'
+  name: 'node-static' | 'python-http.server' | 'nginx'
   /** URL of the one file it serves. */
   url: string
   stop(): Promise<void>
 }
 
+/** nginx's binary when it is installed (the bench then has a sendfile baseline). */
+export const NGINX = ['/usr/sbin/nginx', '/usr/bin/nginx'].find((p) => existsSync(p))
+
 /**
- * Serves `file` with a minimal node:http + fs.createReadStream server, or with
- * `python3 -m http.server`, on a free loopback port.
+ * Serves `file` with a minimal node:http + fs.createReadStream server, with
+ * `python3 -m http.server`, or with nginx (sendfile on, a worker per core,
+ * everything under a prefix next to `logFile`), on a free loopback port.
  */
 export async function startStaticServer(kind: StaticServer['name'], file: string, logFile: string): Promise<StaticServer> {
   const port = await freePort()
   const child =
     kind === 'node-static'
       ? spawnDaemon(process.execPath, [STATIC_SERVER, file, String(port)], logFile)
-      : spawnDaemon('python3', ['-m', 'http.server', String(port), '--bind', '127.0.0.1', '--directory', dirname(file)], logFile)
+      : kind === 'nginx'
+        ? spawnDaemon(NGINX ?? 'nginx', await nginxArgs(file, port, `${logFile}.d`), logFile)
+        : spawnDaemon('python3', ['-m', 'http.server', String(port), '--bind', '127.0.0.1', '--directory', dirname(file)], logFile)
   const url = `http://127.0.0.1:${port}/${basename(file)}`
   const stop = () => stopProcess(child, 3000)
   try {
@@ -121,6 +128,25 @@ export async function startStaticServer(kind: StaticServer['name'], file: string
     throw new Error(`${kind} did not start: ${(err as Error).message}\n${tail(log, 20)}`)
   }
   return { name: kind, url, stop }
+}
+
+/** A foreground nginx serving the directory of `file`, its pid, logs and temp paths under `prefix`. */
+async function nginxArgs(file: string, port: number, prefix: string): Promise<string[]> {
+  await mkdir(join(prefix, 'logs'), { recursive: true })
+  const temp = ['client_body', 'proxy', 'fastcgi', 'uwsgi', 'scgi'].map((k) => `${k}_temp_path ${prefix};`).join(' ')
+  const conf = [
+    'daemon off;',
+    'worker_processes auto;',
+    // As root, workers would switch to a user that cannot read the bench's 0700 temp dir.
+    ...(process.getuid?.() === 0 ? ['user root;'] : []),
+    `pid ${join(prefix, 'nginx.pid')};`,
+    `error_log ${join(prefix, 'logs', 'error.log')};`,
+    'events { worker_connections 1024; }',
+    `http { access_log off; sendfile on; tcp_nopush on; ${temp} server { listen 127.0.0.1:${port}; root ${dirname(file)}; } }`,
+  ].join('\n')
+  const confFile = join(prefix, 'nginx.conf')
+  await writeFile(confFile, conf)
+  return ['-p', prefix, '-c', confFile]
 }
 
 async function waitHttp(url: string, deadline: number, exited: () => boolean): Promise<void> {

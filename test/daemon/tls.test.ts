@@ -39,16 +39,20 @@ interface Answer {
   headers: Record<string, string | string[] | undefined>
   /** The fingerprint of the certificate the server showed. */
   certificate: string
+  /** The cipher the handshake settled on. */
+  cipher: string
 }
 
-/** One GET on a new connection that trusts `ca` only. */
-function httpsGet(url: string, ca: string, headers: Record<string, string> = {}): Promise<Answer> {
+/** One GET on a new connection that trusts `ca` only; `ciphers`: the client's, in its order of preference. */
+function httpsGet(url: string, ca: string, headers: Record<string, string> = {}, ciphers?: string): Promise<Answer> {
   return new Promise((resolve, reject) => {
-    const req = httpsRequest(url, { ca, agent: false, headers }, (res) => {
-      const certificate = certificateFingerprint((res.socket as TLSSocket).getPeerCertificate().raw)
+    const req = httpsRequest(url, { ca, agent: false, headers, ...(ciphers !== undefined ? { ciphers } : {}) }, (res) => {
+      const socket = res.socket as TLSSocket
+      const certificate = certificateFingerprint(socket.getPeerCertificate().raw)
+      const cipher = socket.getCipher().name
       const chunks: Buffer[] = []
       res.on('data', (c: Buffer) => chunks.push(c))
-      res.on('end', () => resolve({ status: res.statusCode ?? 0, body: Buffer.concat(chunks).toString(), headers: res.headers, certificate }))
+      res.on('end', () => resolve({ status: res.statusCode ?? 0, body: Buffer.concat(chunks).toString(), headers: res.headers, certificate, cipher }))
       res.on('error', reject)
     })
     req.on('error', reject)
@@ -117,6 +121,20 @@ t.test('--tls auto: the CA once (key 0600), a certificate for the listen names, 
   t.match((await more.status()).tls?.names, ['localhost', '127.0.0.1', '::1', 'host.docker.internal', '10.9.8.7', 'cache.lan'])
 })
 
+t.test('the cipher: AES-128-GCM over the AES-256-GCM clients list first, ChaCha20 for a client that lists that first', async (t) => {
+  const root = t.testdir()
+  const dir = join(root, 'tls')
+  const d = await startDaemon(t, undefined, { cacheDir: join(root, 'cache'), tls: { mode: 'auto', dir } })
+  const ca = await fs.readFile(tlsFiles(dir).ca, 'utf8')
+  const aesFirst = 'TLS_AES_256_GCM_SHA384:TLS_AES_128_GCM_SHA256:TLS_CHACHA20_POLY1305_SHA256'
+  t.equal((await httpsGet(`${d.url}/v2/`, ca, {}, aesFirst)).cipher, 'TLS_AES_128_GCM_SHA256', 'the server order decides')
+  t.equal((await httpsGet(`${d.url}/v2/`, ca)).cipher, 'TLS_AES_128_GCM_SHA256', "node's own client order")
+  const chachaFirst = 'TLS_CHACHA20_POLY1305_SHA256:TLS_AES_256_GCM_SHA384:TLS_AES_128_GCM_SHA256'
+  t.equal((await httpsGet(`${d.url}/v2/`, ca, {}, chachaFirst)).cipher, 'TLS_CHACHA20_POLY1305_SHA256', 'a client without AES instructions keeps ChaCha20')
+  const { stderr } = await run('curl', ['-sS', '-v', '-o', '/dev/null', '--cacert', tlsFiles(dir).ca, `${d.url}/v2/`])
+  t.match(stderr, /SSL connection using TLSv1\.3 \/ TLS_AES_128_GCM_SHA256/, 'curl too (the bench client)')
+})
+
 t.test('--tls auto: the server certificate is renewed when a third of its life is left, without a restart', async (t) => {
   // Issued 65 days ago by the clock, so that the renewed certificate is valid by the real time clients check.
   const now = Date.now()
@@ -170,6 +188,7 @@ t.test('--tls-cert/--tls-key: a rotated pair is served without a restart; a brok
   t.equal(answer?.status, 200, 'a client trusting the new CA pulls without a restart')
   const rotated = d.tls!.fingerprint
   t.equal(answer?.certificate, rotated)
+  t.equal(answer?.cipher, 'TLS_AES_128_GCM_SHA256', 'the new context keeps the cipher preference')
 
   // A key that does not go with the certificate.
   const other = await issueServer({ ca: caA, names: ['localhost'], now, days: 30 })

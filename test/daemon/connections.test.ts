@@ -12,7 +12,7 @@ import t, { type Test } from 'tap'
 import { connectionLimits, HEADERS_TIMEOUT_MS, MAX_CONNECTIONS, MAX_CONNECTIONS_PER_CLIENT } from '../../src/daemon/connections.js'
 import type { Daemon } from '../../src/daemon/daemon.js'
 import { startDaemon } from '../helpers/daemon.js'
-import { pingV2, watchRaw, type Watched } from '../helpers/raw-http.js'
+import { pingV2, trickleHead, type Watched, watchRaw } from '../helpers/raw-http.js'
 
 /** A plain connection and what the daemon did with it. */
 interface Raw extends Watched {
@@ -47,21 +47,13 @@ t.test('a request head that does not arrive within the bound loses its connectio
   partial.socket.write('GET /v2/ HT')
   const trickled = await open(t, d)
   trickled.socket.write('GET /v2/ HTTP/1.1\r\n')
-  const header = `Host: 127.0.0.1:${d.port}\r\nX-Slow: ${'a'.repeat(60)}\r\n\r\n`
-  let sent = 0
-  const trickling = (async () => {
-    // One byte a second, far longer than the bound would need to finish the head.
-    for (; sent < header.length && !trickled.socket.destroyed && !trickled.socket.readableEnded; sent++) {
-      trickled.socket.write(header[sent]!)
-      await sleep(1000)
-    }
-  })()
+  const trickling = trickleHead(trickled, d.port)
   const [a, b, c] = await Promise.all([idle.closedByServer(), partial.closedByServer(), trickled.closedByServer()])
   t.ok(a, 'idle after connecting: closed by the daemon')
   t.ok(b, 'half a request line: closed by the daemon')
   t.ok(c, 'headers trickled a byte a second: closed by the daemon')
-  await trickling
-  t.ok(sent < header.length, `the trickled head never completed (${sent} of ${header.length} bytes sent)`)
+  const { sent, length } = await trickling
+  t.ok(sent < length, `the trickled head never completed (${sent} of ${length} bytes sent)`)
   t.match(partial.received(), /^HTTP\/1\.1 408 /, 'a started request hears 408')
   t.ok(await partial.releasedByServer(), 'and the daemon lets go of the socket though the client keeps its side open')
 

@@ -1,5 +1,5 @@
 // What the connection-bound tests (daemon/connections, daemon/tls) do on a raw
-// socket, plain or TLS: send one whole request and read its status line.
+// socket, plain or TLS: send one whole request and read its status line, or trickle a head.
 
 import type { Socket } from 'node:net'
 import { setTimeout as sleep } from 'node:timers/promises'
@@ -73,4 +73,19 @@ export function watchRaw(socket: Socket | TLSSocket, tcp: Socket = socket as Soc
     },
     received: () => Buffer.concat(chunks).toString('latin1'),
   }
+}
+
+/**
+ * Sends the rest of a request head on `raw` one byte a second, far slower than
+ * a head timeout allows, until the head is sent or the daemon closed the
+ * connection. Resolves with the bytes sent and the head's length.
+ */
+export async function trickleHead(raw: RawConnection, port: number): Promise<{ sent: number; length: number }> {
+  const header = `Host: 127.0.0.1:${port}\r\nX-Slow: ${'a'.repeat(60)}\r\n\r\n`
+  let sent = 0
+  for (; sent < header.length && !raw.socket.destroyed && !raw.socket.readableEnded; sent++) {
+    raw.socket.write(header[sent]!)
+    await sleep(1000)
+  }
+  return { sent, length: header.length }
 }
